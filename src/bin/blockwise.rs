@@ -1,0 +1,2 @@
+//! The `blockwise` command line (being written).
+fn main() {}

@@ -1,0 +1,558 @@
+//! The block grid of one task: daisy's tiling, levels and conflict offsets, computed
+//! arithmetically from the task geometry (daisy's `BlockwiseDependencyGraph`).
+//!
+//! # Coordinates
+//!
+//! A block is identified by its *cell* `k`: per axis, the number of write shapes its write ROI
+//! is shifted from the start of the total write ROI `TW`. With `T` the total (read) ROI, `R`/`W`
+//! the block read/write ROIs, `ws` the write shape and the contexts
+//! `ctx_lo = W.begin - R.begin`, `ctx_hi = R.end - W.end`:
+//!
+//! * `TW = T.grow(-ctx_lo, -ctx_hi)`;
+//! * write ROI of cell `k`: `(TW.begin + k·ws) + [0, ws)`, read ROI: `(T.begin + k·ws) + [0, R.shape)`;
+//! * `Fit::Shrink` then clips the write ROI to `TW` and the read ROI to `T`;
+//! * the block index (for the id) is `trunc((ctx_lo + k·ws) / ws)`.
+//!
+//! The cells of a task form the box `0 <= k < counts`, with `counts = floor(TW.shape / ws)` for
+//! `Fit::Valid` and `ceil(TW.shape / ws)` otherwise (never negative: daisy 1.x reports `-1`
+//! blocks for some degenerate tasks, see daisy.md §3.11).
+//!
+//! # Levels
+//!
+//! With `read_write_conflict`, blocks are grouped into levels so that blocks of one level never
+//! read what another writes: the level stride `S` (in cells) is the smallest multiple of `ws` that
+//! is at least `max(ctx_lo, ctx_hi) + ws`, clamped to the (rounded) total write shape so that no
+//! level is empty. Level offsets are every `o` with `0 <= o < S`, in product order (last axis
+//! fastest) reversed: level 0 has the largest offset. Level `l >= 1` depends on the nearest blocks
+//! of level `l - 1` through the conflict offsets (per axis `{0}`, `{d, d + S}` or `{d - S, d}` with
+//! `d = offset(l-1) - offset(l)`). Without conflicts there is one level and no dependencies.
+
+use crate::blocks::{Block, BlockStatus, Fit, cantor_number};
+use crate::geometry::{Coordinate, Roi};
+use std::sync::Arc;
+
+/// A block's cell index per axis (non-negative, below `counts`).
+pub(crate) type Cell = smallvec::SmallVec<[i64; 4]>;
+
+/// The grid of one task. Everything is O(dims · levels) in size.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockGrid {
+    pub(crate) dims: usize,
+    /// `T`, the total (read) ROI.
+    pub(crate) total: Roi,
+    /// `TW`, the total write ROI.
+    pub(crate) total_write: Roi,
+    pub(crate) read_shape: Coordinate,
+    pub(crate) write_shape: Coordinate,
+    pub(crate) ctx_lo: Coordinate,
+    pub(crate) ctx_hi: Coordinate,
+    pub(crate) fit: Fit,
+    /// Cells per axis; the task has `prod(counts)` blocks.
+    pub(crate) counts: Vec<i64>,
+    pub(crate) num_blocks: u64,
+    /// Level stride in cells per axis (all 1 without conflicts).
+    pub(crate) stride: Vec<i64>,
+    /// Level offsets in cells, level 0 first.
+    pub(crate) level_offsets: Vec<Cell>,
+    /// Conflict offsets in cells per level (empty for level 0 and without conflicts).
+    pub(crate) level_conflicts: Vec<Vec<Cell>>,
+}
+
+/// Why a grid cannot be built (turned into `Error::InvalidTask` by the task builder).
+pub(crate) type GridError = String;
+
+impl BlockGrid {
+    /// Builds the grid; `Err` carries a message naming the offending values.
+    pub(crate) fn new(
+        total: &Roi,
+        read_roi: &Roi,
+        write_roi: &Roi,
+        fit: Fit,
+        conflict: bool,
+    ) -> Result<BlockGrid, GridError> {
+        let dims = total.dims();
+        if read_roi.dims() != dims || write_roi.dims() != dims {
+            return Err(format!(
+                "dimension mismatch: total ROI {total} has {dims} dims, read ROI {read_roi} has {}, write ROI {write_roi} has {}",
+                read_roi.dims(),
+                write_roi.dims()
+            ));
+        }
+        if dims == 0 {
+            return Err("ROIs have 0 dimensions".to_owned());
+        }
+        if let Some(d) = (0..dims).find(|&d| write_roi.shape()[d] <= 0) {
+            return Err(format!(
+                "write ROI {write_roi} has a non-positive shape in axis {d}"
+            ));
+        }
+        if let Some(d) = (0..dims).find(|&d| read_roi.shape()[d] <= 0) {
+            return Err(format!(
+                "read ROI {read_roi} has a non-positive shape in axis {d}"
+            ));
+        }
+        if let Some(d) = (0..dims).find(|&d| total.shape()[d] < 0) {
+            return Err(format!(
+                "total ROI {total} has a negative shape in axis {d}"
+            ));
+        }
+        if conflict && !read_roi.contains(write_roi) {
+            return Err(format!(
+                "with read_write_conflict the read ROI must contain the write ROI, but read ROI {read_roi} does not contain write ROI {write_roi}"
+            ));
+        }
+        let ws = write_roi.shape().clone();
+        let ctx_lo: Coordinate = (0..dims)
+            .map(|d| write_roi.offset()[d] - read_roi.offset()[d])
+            .collect();
+        let read_end = read_roi.end();
+        let write_end = write_roi.end();
+        let ctx_hi: Coordinate = (0..dims).map(|d| read_end[d] - write_end[d]).collect();
+        let total_write = Roi::new(
+            (0..dims)
+                .map(|d| total.offset()[d] + ctx_lo[d])
+                .collect::<Coordinate>(),
+            (0..dims)
+                .map(|d| total.shape()[d] - ctx_lo[d] - ctx_hi[d])
+                .collect::<Coordinate>(),
+        );
+        if let Some(d) = (0..dims).find(|&d| ctx_lo[d] <= -ws[d]) {
+            return Err(format!(
+                "the write ROI {write_roi} starts at least one write shape before the read ROI {read_roi} in axis {d}, which would give negative block ids"
+            ));
+        }
+
+        let tws = total_write.shape();
+        let counts: Vec<i64> = (0..dims)
+            .map(|d| {
+                let n = match fit {
+                    Fit::Valid => tws[d].div_euclid(ws[d]),
+                    Fit::Overhang | Fit::Shrink => ceil_div(tws[d], ws[d]),
+                };
+                n.max(0)
+            })
+            .collect();
+        let mut num_blocks: u64 = 1;
+        for &c in &counts {
+            num_blocks = num_blocks
+                .checked_mul(c as u64)
+                .ok_or_else(|| format!("the number of blocks overflows u64 (cells per axis {counts:?})"))?;
+        }
+
+        let mut grid = BlockGrid {
+            dims,
+            total: total.clone(),
+            total_write,
+            read_shape: read_roi.shape().clone(),
+            write_shape: ws,
+            ctx_lo,
+            ctx_hi,
+            fit,
+            counts,
+            num_blocks,
+            stride: vec![1; dims],
+            level_offsets: vec![Cell::from_elem(0, dims)],
+            level_conflicts: vec![Vec::new()],
+        };
+        if num_blocks == 0 {
+            grid.level_offsets.clear();
+            grid.level_conflicts.clear();
+            return Ok(grid);
+        }
+        // The largest id belongs to the last cell (the Cantor number grows with every index).
+        let last: Cell = grid.counts.iter().map(|&c| c - 1).collect();
+        if grid.block_id(&last).is_none() {
+            return Err(format!(
+                "block ids overflow u64 for a grid of {:?} blocks",
+                grid.counts
+            ));
+        }
+        if conflict {
+            grid.compute_levels();
+        }
+        Ok(grid)
+    }
+
+    fn compute_levels(&mut self) {
+        let dims = self.dims;
+        let ws = &self.write_shape;
+        let tws = self.total_write.shape();
+        // Stride in world units, as daisy computes it, then converted to cells.
+        let stride: Vec<i64> = (0..dims)
+            .map(|d| {
+                let max_ctx = self.ctx_lo[d].max(self.ctx_hi[d]);
+                let min_stride = max_ctx + ws[d];
+                let s = ((min_stride - 1).div_euclid(ws[d]) + 1) * ws[d];
+                let rounded = match self.fit {
+                    Fit::Valid => tws[d] - tws[d].rem_euclid(ws[d]),
+                    Fit::Overhang | Fit::Shrink => tws[d] + (-tws[d]).rem_euclid(ws[d]),
+                };
+                s.min(rounded) / ws[d]
+            })
+            .collect();
+        // num_blocks > 0 implies every clamped stride is at least one cell.
+        let num_levels: usize = stride.iter().map(|&s| s.max(1) as usize).product();
+        let level_offsets: Vec<Cell> = (0..num_levels)
+            .map(|level| Self::level_offset_of(&stride, num_levels - 1 - level))
+            .collect();
+        let mut level_conflicts = Vec::with_capacity(num_levels);
+        level_conflicts.push(Vec::new());
+        for level in 1..num_levels {
+            let prev = &level_offsets[level - 1];
+            let cur = &level_offsets[level];
+            let per_dim: Vec<Vec<i64>> = (0..dims)
+                .map(|d| {
+                    let delta = prev[d] - cur[d];
+                    let s = stride[d];
+                    match delta.cmp(&0) {
+                        std::cmp::Ordering::Less => vec![delta, delta + s],
+                        std::cmp::Ordering::Equal => vec![0],
+                        std::cmp::Ordering::Greater => vec![delta - s, delta],
+                    }
+                })
+                .collect();
+            level_conflicts.push(product(&per_dim));
+        }
+        self.stride = stride;
+        self.level_offsets = level_offsets;
+        self.level_conflicts = level_conflicts;
+    }
+
+    /// The offset of the `p`-th vector in product order over `0..stride` (last axis fastest).
+    fn level_offset_of(stride: &[i64], mut p: usize) -> Cell {
+        let mut cell = Cell::from_elem(0, stride.len());
+        for d in (0..stride.len()).rev() {
+            let s = stride[d].max(1) as usize;
+            cell[d] = (p % s) as i64;
+            p /= s;
+        }
+        cell
+    }
+
+    pub(crate) fn num_levels(&self) -> usize {
+        self.level_offsets.len()
+    }
+
+    /// The level of a cell.
+    pub(crate) fn level(&self, cell: &[i64]) -> usize {
+        let mut p = 0usize;
+        for d in 0..self.dims {
+            let s = self.stride[d];
+            p = p * s as usize + cell[d].rem_euclid(s) as usize;
+        }
+        self.num_levels() - 1 - p
+    }
+
+    pub(crate) fn contains_cell(&self, cell: &[i64]) -> bool {
+        cell.iter().zip(&self.counts).all(|(&k, &n)| k >= 0 && k < n)
+    }
+
+    /// Dense row-major index of a cell.
+    pub(crate) fn linear(&self, cell: &[i64]) -> u64 {
+        let mut i: u64 = 0;
+        for d in 0..self.dims {
+            i = i * self.counts[d] as u64 + cell[d] as u64;
+        }
+        i
+    }
+
+    /// The cell of a dense row-major index.
+    pub(crate) fn cell(&self, mut index: u64) -> Cell {
+        let mut cell = Cell::from_elem(0, self.dims);
+        for d in (0..self.dims).rev() {
+            let n = self.counts[d] as u64;
+            cell[d] = (index % n) as i64;
+            index /= n;
+        }
+        cell
+    }
+
+    /// daisy's block index of a cell: `trunc((ctx_lo + k·ws) / ws)`.
+    pub(crate) fn block_index(&self, cell: &[i64]) -> Cell {
+        (0..self.dims)
+            .map(|d| (self.ctx_lo[d] + cell[d] * self.write_shape[d]) / self.write_shape[d])
+            .collect()
+    }
+
+    /// daisy's block id of a cell.
+    pub(crate) fn block_id(&self, cell: &[i64]) -> Option<u64> {
+        cantor_number(&self.block_index(cell))
+    }
+
+    /// The actual (possibly shrunk) read ROI of a cell, per axis `[begin, end)`.
+    pub(crate) fn read_bounds(&self, cell: &[i64], d: usize) -> (i64, i64) {
+        self.read_axis(cell[d], d)
+    }
+
+    /// The actual (possibly shrunk) read extent `[begin, end)` in axis `d` of cells with index `j`
+    /// in that axis.
+    pub(crate) fn read_axis(&self, j: i64, d: usize) -> (i64, i64) {
+        let b = self.total.offset()[d] + j * self.write_shape[d];
+        let e = b + self.read_shape[d];
+        if self.fit == Fit::Shrink {
+            let tb = self.total.offset()[d];
+            let te = tb + self.total.shape()[d];
+            (b.max(tb), e.min(te))
+        } else {
+            (b, e)
+        }
+    }
+
+    /// The actual (possibly shrunk) write ROI of a cell, per axis `[begin, end)`.
+    pub(crate) fn write_bounds(&self, cell: &[i64], d: usize) -> (i64, i64) {
+        let b = self.total_write.offset()[d] + cell[d] * self.write_shape[d];
+        let e = b + self.write_shape[d];
+        if self.fit == Fit::Shrink {
+            let tb = self.total_write.offset()[d];
+            let te = tb + self.total_write.shape()[d];
+            (b.max(tb), e.min(te))
+        } else {
+            (b, e)
+        }
+    }
+
+    /// The unclipped write cell of a cell, per axis `[begin, end)`.
+    pub(crate) fn cell_bounds(&self, cell_index: i64, d: usize) -> (i64, i64) {
+        let b = self.total_write.offset()[d] + cell_index * self.write_shape[d];
+        (b, b + self.write_shape[d])
+    }
+
+    fn roi_from_bounds(&self, cell: &[i64], f: impl Fn(&[i64], usize) -> (i64, i64)) -> Roi {
+        let mut offset = Coordinate::zeros(self.dims);
+        let mut shape = Coordinate::zeros(self.dims);
+        for d in 0..self.dims {
+            let (b, e) = f(cell, d);
+            offset[d] = b;
+            shape[d] = e - b;
+        }
+        if shape.iter().any(|s| s <= 0) {
+            // An empty (shrunk) ROI: keep its offset, zero its shape, like `Roi::intersect`.
+            shape = Coordinate::zeros(self.dims);
+        }
+        Roi::new(offset, shape)
+    }
+
+    /// Materialises the block of a cell.
+    pub(crate) fn block(&self, task_id: &Arc<str>, cell: &[i64]) -> Block {
+        Block {
+            task_id: Arc::clone(task_id),
+            // Checked at construction: the last cell's id fits, and ids grow with the cell.
+            block_id: self.block_id(cell).unwrap_or(u64::MAX),
+            read_roi: self.roi_from_bounds(cell, |c, d| self.read_bounds(c, d)),
+            write_roi: self.roi_from_bounds(cell, |c, d| self.write_bounds(c, d)),
+            status: BlockStatus::Created,
+            grid_index: self.linear(cell),
+        }
+    }
+
+    /// Intra-task upstream cells of `cell` (daisy's `upstream`), unsorted.
+    pub(crate) fn intra_upstream(&self, cell: &[i64], out: &mut Vec<Cell>) {
+        if self.num_levels() <= 1 {
+            return;
+        }
+        let level = self.level(cell);
+        for c in &self.level_conflicts[level] {
+            let n: Cell = cell.iter().zip(c).map(|(a, b)| a + b).collect();
+            if self.contains_cell(&n) {
+                out.push(n);
+            }
+        }
+    }
+
+    /// Intra-task downstream cells of `cell` (daisy's `downstream`), unsorted.
+    pub(crate) fn intra_downstream(&self, cell: &[i64], out: &mut Vec<Cell>) {
+        if self.num_levels() <= 1 {
+            return;
+        }
+        let next = self.level(cell) + 1;
+        if next >= self.num_levels() {
+            return;
+        }
+        for c in &self.level_conflicts[next] {
+            let n: Cell = cell.iter().zip(c).map(|(a, b)| a - b).collect();
+            if self.contains_cell(&n) {
+                out.push(n);
+            }
+        }
+    }
+
+    /// Number of intra-task upstream cells of `cell`.
+    pub(crate) fn intra_upstream_count(&self, cell: &[i64]) -> u64 {
+        if self.num_levels() <= 1 {
+            return 0;
+        }
+        let level = self.level(cell);
+        self.level_conflicts[level]
+            .iter()
+            .filter(|c| {
+                cell.iter()
+                    .zip(c.iter())
+                    .zip(&self.counts)
+                    .all(|((&a, &b), &n)| a + b >= 0 && a + b < n)
+            })
+            .count() as u64
+    }
+
+    /// Per axis, the cell indices of level 0 (`o0, o0 + S, ...` below `counts`).
+    pub(crate) fn level0_axis(&self, d: usize) -> std::iter::StepBy<std::ops::Range<i64>> {
+        let s = self.stride[d].max(1);
+        (s - 1..self.counts[d]).step_by(s as usize)
+    }
+
+    /// Number of level-0 cells in axis `d`.
+    pub(crate) fn level0_axis_count(&self, d: usize) -> u64 {
+        let s = self.stride[d].max(1);
+        let n = self.counts[d];
+        if n < s { 0 } else { ((n - s) / s + 1) as u64 }
+    }
+
+    /// Number of level-0 blocks (daisy's roots of a root task).
+    pub(crate) fn level0_count(&self) -> u64 {
+        if self.num_blocks == 0 {
+            return 0;
+        }
+        (0..self.dims)
+            .map(|d| self.level0_axis_count(d))
+            .product()
+    }
+}
+
+/// `ceil(a / b)` for `b > 0`.
+pub(crate) fn ceil_div(a: i64, b: i64) -> i64 {
+    -((-a).div_euclid(b))
+}
+
+/// The Cartesian product of per-axis value lists, last axis fastest.
+pub(crate) fn product(per_dim: &[Vec<i64>]) -> Vec<Cell> {
+    let mut out: Vec<Cell> = vec![Cell::new()];
+    for values in per_dim {
+        let mut next = Vec::with_capacity(out.len() * values.len());
+        for prefix in &out {
+            for &v in values {
+                let mut c = prefix.clone();
+                c.push(v);
+                next.push(c);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(total: Roi, read: Roi, write: Roi, fit: Fit, conflict: bool) -> BlockGrid {
+        match BlockGrid::new(&total, &read, &write, fit, conflict) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn level_ids(g: &BlockGrid, level: usize) -> Vec<u64> {
+        let off = &g.level_offsets[level];
+        let per_dim: Vec<Vec<i64>> = (0..g.dims)
+            .map(|d| (off[d]..g.counts[d]).step_by(g.stride[d] as usize).collect())
+            .collect();
+        product(&per_dim)
+            .iter()
+            .map(|c| g.block_id(c).unwrap_or(u64::MAX))
+            .collect()
+    }
+
+    #[test]
+    fn one_d_basic() {
+        let g = grid(
+            Roi::new([0], [100]),
+            Roi::new([0], [10]),
+            Roi::new([1], [8]),
+            Fit::Valid,
+            true,
+        );
+        assert_eq!(g.num_blocks, 12);
+        assert_eq!(g.stride, vec![2]);
+        assert_eq!(level_ids(&g, 0), vec![1, 3, 5, 7, 9, 11]);
+        assert_eq!(level_ids(&g, 1), vec![0, 2, 4, 6, 8, 10]);
+        let o = grid(
+            Roi::new([0], [100]),
+            Roi::new([0], [10]),
+            Roi::new([1], [8]),
+            Fit::Overhang,
+            true,
+        );
+        assert_eq!(o.num_blocks, 13);
+        let last = o.block(&Arc::from("t"), &[12]);
+        assert_eq!(last.block_id(), 12);
+        assert_eq!(last.write_roi(), &Roi::new([97], [8]));
+        assert_eq!(last.read_roi(), &Roi::new([96], [10]));
+        let s = grid(
+            Roi::new([0], [100]),
+            Roi::new([0], [10]),
+            Roi::new([1], [8]),
+            Fit::Shrink,
+            true,
+        );
+        let last = s.block(&Arc::from("t"), &[12]);
+        assert_eq!(last.write_roi(), &Roi::new([97], [2]));
+        assert_eq!(last.read_roi(), &Roi::new([96], [4]));
+    }
+
+    #[test]
+    fn two_d_levels_and_conflicts() {
+        let g = grid(
+            Roi::new([0, 0], [6, 6]),
+            Roi::new([0, 0], [3, 3]),
+            Roi::new([1, 1], [1, 1]),
+            Fit::Valid,
+            true,
+        );
+        assert_eq!(g.num_blocks, 16);
+        assert_eq!(level_ids(&g, 0), vec![12, 23, 25, 40]);
+        assert_eq!(level_ids(&g, 1), vec![8, 17, 19, 32]);
+        assert_eq!(level_ids(&g, 2), vec![7, 16, 18, 31]);
+        assert_eq!(level_ids(&g, 3), vec![4, 11, 13, 24]);
+        let c: Vec<Vec<i64>> = g.level_conflicts[2].iter().map(|c| c.to_vec()).collect();
+        assert_eq!(c, vec![vec![-1, -1], vec![-1, 1], vec![1, -1], vec![1, 1]]);
+    }
+
+    #[test]
+    fn counts_never_negative() {
+        let g = grid(
+            Roi::new([0], [5]),
+            Roi::new([0], [20]),
+            Roi::new([5], [10]),
+            Fit::Valid,
+            false,
+        );
+        assert_eq!(g.num_blocks, 0);
+    }
+
+    #[test]
+    fn zero_levels_clamp() {
+        let g = grid(
+            Roi::new([0, 0], [10, 10]),
+            Roi::new([0, 0], [9, 9]),
+            Roi::new([4, 4], [1, 1]),
+            Fit::Overhang,
+            true,
+        );
+        assert_eq!(g.stride, vec![2, 2]);
+        assert_eq!(g.num_levels(), 4);
+        assert_eq!(g.num_blocks, 4);
+    }
+
+    #[test]
+    fn linear_round_trip() {
+        let g = grid(
+            Roi::new([0, 0, 0], [30, 20, 10]),
+            Roi::new([0, 0, 0], [4, 4, 4]),
+            Roi::new([1, 1, 1], [2, 2, 2]),
+            Fit::Valid,
+            true,
+        );
+        for i in 0..g.num_blocks {
+            assert_eq!(g.linear(&g.cell(i)), i);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! n-dimensional integer geometry: [`Coordinate`] points/vectors and
+//! axis-aligned [`Roi`] boxes.
+//!
+//! The semantics follow Python's `funlib.geometry` (the geometry layer used by
+//! daisy), with one deliberate difference: there are no unbounded (`None`)
+//! axes. Every axis of every coordinate and ROI is a concrete `i64`.
+//!
+//! Operators (`+ - * /`) treat mismatched dimensions and division by zero as
+//! programming errors and panic with a descriptive message; every fallible
+//! operation also has a `try_` twin returning [`GeometryError`].
+//!
+//! ```
+//! use blockwise::{Coordinate, Roi, Snap};
+//!
+//! let total = Roi::new([0, 0], [100, 100]);
+//! let block = Roi::new([90, 90], [20, 20]);
+//! assert_eq!(total.intersect(&block), Roi::new([90, 90], [10, 10]));
+//!
+//! let voxel = Coordinate::new([4, 4]);
+//! let snapped = Roi::new([3, 7], [10, 10]).snap_to_grid(&voxel, Snap::Grow);
+//! assert_eq!(snapped, Roi::new([0, 4], [16, 16]));
+//! ```
+
+mod coordinate;
+mod roi;
+#[cfg(test)]
+mod tests;
+
+pub use coordinate::Coordinate;
+pub use roi::{Roi, Snap};
+
+/// Error returned by the fallible (`try_`) geometry operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GeometryError {
+    /// Two operands have a different number of dimensions.
+    #[error("dimension mismatch: {left} has {} dims, {right} has {}", left.dims(), right.dims())]
+    DimsMismatch {
+        /// The left-hand operand.
+        left: Coordinate,
+        /// The right-hand operand.
+        right: Coordinate,
+    },
+    /// A divisor (or voxel size) has a zero element.
+    #[error("division by zero: divisor {divisor} has a zero element")]
+    DivisionByZero {
+        /// The offending divisor.
+        divisor: Coordinate,
+    },
+    /// An arithmetic operation overflowed `i64`.
+    #[error("arithmetic overflow in {op}")]
+    Overflow {
+        /// Name of the operation that overflowed (for example `"add"`).
+        op: &'static str,
+    },
+}

@@ -1,0 +1,240 @@
+//! The task graph and the block-level dependencies between tasks.
+//!
+//! Tasks form a DAG (petgraph checks for cycles and gives a topological order). Blocks are never
+//! stored: the blocks a downstream block waits for are computed arithmetically from the two
+//! tasks' grids (daisy's `get_subgraph_blocks`), and so is the exact inverse (which downstream
+//! blocks wait for a given upstream block).
+//!
+//! A block `d` of task `D` depends on every block `u` of an upstream task `U` whose write cell
+//! meets `d`'s actual read ROI within `U`'s total write ROI. Per axis, this is a range of `U`
+//! cells that depends only on `d`'s index in that axis, so the upstream set is a box of cells and
+//! the downstream set of `u` is a product of per-axis lists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::blocks::BlockGrid;
+use crate::blocks::grid::{Cell, ceil_div, product};
+use crate::error::Error;
+use crate::task::Task;
+
+/// The tasks of a run in topological order (upstream before downstream), with their edges.
+#[derive(Debug)]
+pub(crate) struct TaskGraph {
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) upstream: Vec<Vec<usize>>,
+    pub(crate) downstream: Vec<Vec<usize>>,
+}
+
+impl TaskGraph {
+    /// Collects the given tasks and every upstream task reachable from them, resolves upstream
+    /// ids, and orders them topologically. Duplicate ids, unknown upstream ids, cycles and
+    /// dimension mismatches between chained tasks are errors.
+    pub(crate) fn new(tasks: &[Task]) -> Result<TaskGraph, Error> {
+        let mut found: Vec<Task> = Vec::new();
+        let mut by_id: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut stack: Vec<Task> = tasks.iter().rev().cloned().collect();
+        // Depth-first discovery keeps the user's order for the given tasks.
+        while let Some(task) = stack.pop() {
+            match by_id.get(&task.inner.id) {
+                Some(&i) => {
+                    if !Arc::ptr_eq(&found[i].inner, &task.inner) {
+                        return Err(Error::DuplicateTaskId {
+                            task: task.task_id().to_owned(),
+                        });
+                    }
+                }
+                None => {
+                    by_id.insert(Arc::clone(&task.inner.id), found.len());
+                    for up in task.inner.upstream.iter().rev() {
+                        stack.push(up.clone());
+                    }
+                    found.push(task);
+                }
+            }
+        }
+
+        let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(found.len(), found.len());
+        let nodes: Vec<NodeIndex> = (0..found.len()).map(|i| graph.add_node(i)).collect();
+        let mut ups: Vec<Vec<usize>> = vec![Vec::new(); found.len()];
+        for (i, task) in found.iter().enumerate() {
+            let mut names: Vec<&str> = task.inner.upstream.iter().map(|t| t.task_id()).collect();
+            names.extend(task.inner.upstream_ids.iter().map(|s| s.as_str()));
+            for name in names {
+                let Some(&j) = by_id.get(name) else {
+                    return Err(Error::UnknownUpstream {
+                        task: task.task_id().to_owned(),
+                        upstream: name.to_owned(),
+                    });
+                };
+                if !ups[i].contains(&j) {
+                    ups[i].push(j);
+                    graph.add_edge(nodes[j], nodes[i], ());
+                }
+            }
+        }
+        if toposort(&graph, None).is_err() {
+            {
+                let mut cyclic: Vec<String> = tarjan_scc(&graph)
+                    .into_iter()
+                    .filter(|scc| {
+                        scc.len() > 1 || graph.contains_edge(scc[0], scc[0])
+                    })
+                    .flatten()
+                    .map(|n| found[graph[n]].task_id().to_owned())
+                    .collect();
+                cyclic.sort();
+                return Err(Error::Cycle { tasks: cyclic });
+            }
+        }
+        // Stable topological order: repeatedly take the first task (in discovery order) whose
+        // upstream tasks are all placed. petgraph's order only proves acyclicity.
+        let n = found.len();
+        let mut placed = vec![false; n];
+        let mut position = vec![0usize; n];
+        let mut sorted: Vec<usize> = Vec::with_capacity(n);
+        while sorted.len() < n {
+            let next = (0..n)
+                .find(|&i| !placed[i] && ups[i].iter().all(|&j| placed[j]))
+                .ok_or_else(|| Error::Cycle { tasks: Vec::new() })?;
+            placed[next] = true;
+            position[next] = sorted.len();
+            sorted.push(next);
+        }
+        let tasks: Vec<Task> = sorted.iter().map(|&i| found[i].clone()).collect();
+        let upstream: Vec<Vec<usize>> = sorted
+            .iter()
+            .map(|&i| ups[i].iter().map(|&j| position[j]).collect())
+            .collect();
+        let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ups) in upstream.iter().enumerate() {
+            for &j in ups {
+                downstream[j].push(i);
+            }
+        }
+        for (i, ups) in upstream.iter().enumerate() {
+            for &j in ups {
+                let (a, b) = (&tasks[i], &tasks[j]);
+                if a.inner.grid.dims != b.inner.grid.dims {
+                    return Err(Error::invalid(
+                        a.task_id(),
+                        format!(
+                            "its ROIs have {} dims but its upstream task {:?} has {}",
+                            a.inner.grid.dims,
+                            b.task_id(),
+                            b.inner.grid.dims
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(TaskGraph {
+            tasks,
+            upstream,
+            downstream,
+        })
+    }
+}
+
+/// In axis `axis`, the range `[lo, hi)` of cells of the upstream grid `up` that a block of the
+/// downstream grid `down` with index `j` in that axis depends on; `None` if there are none.
+pub(crate) fn upstream_axis(
+    down: &BlockGrid,
+    j: i64,
+    axis: usize,
+    up: &BlockGrid,
+) -> Option<(i64, i64)> {
+    let (rb, re) = down.read_axis(j, axis);
+    let tb = up.total_write.offset()[axis];
+    let te = tb + up.total_write.shape()[axis];
+    let (sb, se) = (rb.max(tb), re.min(te));
+    if rb >= re || tb >= te || sb >= se {
+        return None;
+    }
+    let ws = up.write_shape[axis];
+    let lo = (sb - tb).div_euclid(ws).max(0);
+    let hi = ceil_div(se - tb, ws).min(up.counts[axis]);
+    (lo < hi).then_some((lo, hi))
+}
+
+/// The box of upstream cells (per axis `[lo, hi)`) that the block at `cell` of `down` waits for
+/// in `up`; `None` if it waits for none.
+pub(crate) fn upstream_box(
+    down: &BlockGrid,
+    cell: &[i64],
+    up: &BlockGrid,
+) -> Option<smallvec::SmallVec<[(i64, i64); 4]>> {
+    (0..down.dims)
+        .map(|axis| upstream_axis(down, cell[axis], axis, up))
+        .collect()
+}
+
+/// Number of upstream cells in `up` that the block at `cell` of `down` waits for.
+pub(crate) fn upstream_count(down: &BlockGrid, cell: &[i64], up: &BlockGrid) -> u64 {
+    upstream_box(down, cell, up)
+        .map(|b| b.iter().map(|&(lo, hi)| (hi - lo) as u64).product())
+        .unwrap_or(0)
+}
+
+/// The upstream cells in `up` of the block at `cell` of `down`.
+pub(crate) fn upstream_cells(down: &BlockGrid, cell: &[i64], up: &BlockGrid, out: &mut Vec<Cell>) {
+    if let Some(b) = upstream_box(down, cell, up) {
+        let per_dim: Vec<Vec<i64>> = b.iter().map(|&(lo, hi)| (lo..hi).collect()).collect();
+        out.extend(product(&per_dim));
+    }
+}
+
+/// The cells of `down` that wait for the block at `cell` of `up`: the exact inverse of
+/// [`upstream_cells`].
+pub(crate) fn downstream_cells(up: &BlockGrid, cell: &[i64], down: &BlockGrid, out: &mut Vec<Cell>) {
+    let mut per_dim: Vec<Vec<i64>> = Vec::with_capacity(up.dims);
+    for axis in 0..up.dims {
+        let (lo, hi) = downstream_candidates(up, cell[axis], axis, down);
+        let k = cell[axis];
+        let list: Vec<i64> = (lo..hi)
+            .filter(|&j| {
+                upstream_axis(down, j, axis, up).is_some_and(|(a, b)| a <= k && k < b)
+            })
+            .collect();
+        if list.is_empty() {
+            return;
+        }
+        per_dim.push(list);
+    }
+    out.extend(product(&per_dim));
+}
+
+/// A superset `[lo, hi)` of the cells of `down` (in one axis) whose unclipped read extent meets
+/// the unclipped write cell `k` of `up`.
+fn downstream_candidates(up: &BlockGrid, k: i64, axis: usize, down: &BlockGrid) -> (i64, i64) {
+    let (a, b) = up.cell_bounds(k, axis);
+    let tb = down.total.offset()[axis];
+    let ws = down.write_shape[axis];
+    let rs = down.read_shape[axis];
+    let lo = ((a - rs - tb).div_euclid(ws) + 1).max(0);
+    let hi = ceil_div(b - tb, ws).min(down.counts[axis]);
+    (lo, hi.max(lo))
+}
+
+/// In axis `axis`, the interval of cells of `down` that wait for at least one block of `up`.
+pub(crate) fn dependent_axis_interval(down: &BlockGrid, axis: usize, up: &BlockGrid) -> (i64, i64) {
+    // Superset from the unclipped read extents against the upstream total write ROI, then
+    // trimmed with the exact predicate (the true set is an interval: extents slide monotonically).
+    let tb = up.total_write.offset()[axis];
+    let te = tb + up.total_write.shape()[axis];
+    let dtb = down.total.offset()[axis];
+    let ws = down.write_shape[axis];
+    let rs = down.read_shape[axis];
+    let mut lo = ((tb - rs - dtb).div_euclid(ws) + 1).max(0);
+    let mut hi = ceil_div(te - dtb, ws).min(down.counts[axis]);
+    while lo < hi && upstream_axis(down, lo, axis, up).is_none() {
+        lo += 1;
+    }
+    while lo < hi && upstream_axis(down, hi - 1, axis, up).is_none() {
+        hi -= 1;
+    }
+    (lo, hi.max(lo))
+}

@@ -1,0 +1,499 @@
+//! The threaded runner: one driver owns the scheduler, worker threads process blocks.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
+use rustc_hash::FxHashMap;
+
+use crate::blocks::{Block, BlockStatus};
+use crate::error::Error;
+use crate::observe::summary::{MAX_LISTED_FAILURES, TaskSummary};
+use crate::observe::{BlockFailure, ProgressBars, RunSummary};
+use crate::scheduler::{Scheduler, panic_message};
+use crate::task::{BlockFn, Processor, Task, WorkerContext};
+
+use super::Runner;
+
+/// A block handed to a worker, with the number of this hand-out.
+struct Work {
+    block: Block,
+    seq: u64,
+}
+
+/// What workers tell the driver.
+enum Msg {
+    Done {
+        task: usize,
+        worker: u64,
+        seq: u64,
+        block: Block,
+        result: Result<(), String>,
+    },
+    InitFailed {
+        task: usize,
+        worker: u64,
+        message: String,
+    },
+}
+
+/// Shared between a worker and the driver, for timeouts.
+#[derive(Default)]
+struct Slot {
+    /// `(seq, grid_index, started)` of the block being processed.
+    current: Mutex<Option<(u64, u64, Instant)>>,
+    abandoned: AtomicBool,
+}
+
+struct WorkerHandle {
+    id: u64,
+    slot: Arc<Slot>,
+    join: Option<JoinHandle<()>>,
+}
+
+struct TaskRun {
+    task: Task,
+    work_tx: Option<Sender<Work>>,
+    work_rx: Receiver<Work>,
+    capacity: u64,
+    workers: Vec<WorkerHandle>,
+    started: bool,
+    finished: bool,
+    /// Blocks in flight by grid index, for tasks with a timeout: `(seq, block)`.
+    outstanding: FxHashMap<u64, (u64, Block)>,
+    failures: Vec<BlockFailure>,
+    more_failures: u64,
+    init_failures: u32,
+}
+
+impl TaskRun {
+    fn record_failure(&mut self, failure: BlockFailure) {
+        if self.failures.len() < MAX_LISTED_FAILURES {
+            self.failures.push(failure);
+        } else {
+            self.more_failures += 1;
+        }
+    }
+}
+
+struct Driver<'a> {
+    opts: &'a Runner,
+    sched: Scheduler,
+    runs: Vec<TaskRun>,
+    done_tx: Sender<Msg>,
+    next_worker: u64,
+    next_seq: u64,
+}
+
+pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
+    let start = Instant::now();
+    let sched = Scheduler::new(tasks)?;
+    let all: Vec<Task> = sched.tasks().cloned().collect();
+    if let Some(t) = all.iter().find(|t| t.inner.processor.is_none()) {
+        return Err(Error::MissingProcess {
+            task: t.task_id().to_owned(),
+        });
+    }
+    let (done_tx, done_rx) = unbounded::<Msg>();
+    let runs: Vec<TaskRun> = all
+        .iter()
+        .map(|t| {
+            let (tx, rx) = unbounded();
+            TaskRun {
+                task: t.clone(),
+                work_tx: Some(tx),
+                work_rx: rx,
+                capacity: (t.num_workers() * opts.prefetch) as u64,
+                workers: Vec::new(),
+                started: false,
+                finished: false,
+                outstanding: FxHashMap::default(),
+                failures: Vec::new(),
+                more_failures: 0,
+                init_failures: 0,
+            }
+        })
+        .collect();
+    let ids: Vec<String> = all.iter().map(|t| t.task_id().to_owned()).collect();
+    let mut driver = Driver {
+        opts,
+        sched,
+        runs,
+        done_tx,
+        next_worker: 0,
+        next_seq: 0,
+    };
+    let mut progress = show.then(|| ProgressBars::new(&ids));
+    let result = driver.drive(&done_rx, progress.as_mut());
+    driver.shutdown();
+    result?;
+    let tasks = driver
+        .runs
+        .iter_mut()
+        .map(|run| TaskSummary {
+            task_id: run.task.task_id().to_owned(),
+            state: driver
+                .sched
+                .task_state(run.task.task_id())
+                .cloned()
+                .unwrap_or_default(),
+            failures: std::mem::take(&mut run.failures),
+            more_failures: run.more_failures,
+            log_dir: None,
+        })
+        .collect();
+    Ok(RunSummary {
+        tasks,
+        elapsed: start.elapsed(),
+    })
+}
+
+impl Driver<'_> {
+    fn drive(
+        &mut self,
+        done_rx: &Receiver<Msg>,
+        mut progress: Option<&mut ProgressBars>,
+    ) -> Result<(), Error> {
+        let min_timeout = self.runs.iter().filter_map(|r| r.task.timeout()).min();
+        let tick = match (min_timeout, progress.is_some()) {
+            (Some(t), _) => Some((t / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))),
+            (None, true) => Some(Duration::from_millis(100)),
+            (None, false) => None,
+        };
+        let mut last_draw = Instant::now();
+        loop {
+            self.dispatch()?;
+            if let Some(p) = progress.as_deref_mut() {
+                self.finish_tasks(Some(p));
+            } else {
+                self.finish_tasks(None);
+            }
+            if self.sched.is_done() {
+                return Ok(());
+            }
+            if self.stalled() {
+                tracing::error!("no block is ready or in flight but tasks are not done; stopping");
+                return Ok(());
+            }
+            let first = match tick {
+                Some(t) => match done_rx.recv_timeout(t) {
+                    Ok(msg) => Some(msg),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                },
+                None => match done_rx.recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) => return Ok(()),
+                },
+            };
+            if let Some(msg) = first {
+                self.handle(msg)?;
+                // Drain what else arrived, releasing in batches.
+                loop {
+                    match done_rx.try_recv() {
+                        Ok(msg) => self.handle(msg)?,
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+            }
+            if min_timeout.is_some() {
+                self.check_timeouts();
+            }
+            if let Some(p) = progress.as_deref_mut() {
+                if last_draw.elapsed() >= Duration::from_millis(100) {
+                    last_draw = Instant::now();
+                    for (i, run) in self.runs.iter().enumerate() {
+                        if run.started && !run.finished {
+                            if let Some(state) = self.sched.task_state(run.task.task_id()) {
+                                p.update(i, state);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands ready blocks to the workers of every task, up to each task's capacity.
+    fn dispatch(&mut self) -> Result<(), Error> {
+        for i in 0..self.runs.len() {
+            if self.runs[i].finished {
+                continue;
+            }
+            loop {
+                let id = self.runs[i].task.inner.id.clone();
+                let processing = self.sched.task_state(&id).map_or(0, |s| s.processing);
+                if processing >= self.runs[i].capacity {
+                    break;
+                }
+                let Some(block) = self.sched.acquire_block(&id) else {
+                    break;
+                };
+                if !self.runs[i].started {
+                    self.runs[i].started = true;
+                    for _ in 0..self.runs[i].task.num_workers() {
+                        self.spawn_worker(i)?;
+                    }
+                }
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                let run = &mut self.runs[i];
+                if run.task.timeout().is_some() {
+                    run.outstanding.insert(block.grid_index, (seq, block.clone()));
+                }
+                if let Some(tx) = &run.work_tx {
+                    // The receiver lives in `run`, so sending cannot fail.
+                    let _ = tx.send(Work { block, seq });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_tasks(&mut self, mut progress: Option<&mut ProgressBars>) {
+        for (i, run) in self.runs.iter_mut().enumerate() {
+            if run.finished {
+                continue;
+            }
+            let Some(state) = self.sched.task_state(run.task.task_id()) else {
+                continue;
+            };
+            if state.is_done() {
+                run.finished = true;
+                // Closing the queue lets the task's workers exit.
+                run.work_tx = None;
+                if let Some(p) = progress.as_deref_mut() {
+                    p.finish(i, state);
+                }
+            }
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.sched.tasks().all(|t| {
+            self.sched
+                .task_state(t.task_id())
+                .is_none_or(|s| s.processing == 0 && s.ready == 0)
+        })
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<(), Error> {
+        match msg {
+            Msg::Done {
+                task,
+                worker,
+                seq,
+                mut block,
+                result,
+            } => {
+                let run = &mut self.runs[task];
+                if run.task.timeout().is_some() {
+                    match run.outstanding.get(&block.grid_index) {
+                        Some(&(s, _)) if s == seq => {
+                            run.outstanding.remove(&block.grid_index);
+                        }
+                        // A late result of a block that already timed out.
+                        _ => return Ok(()),
+                    }
+                }
+                match result {
+                    Ok(()) => block.set_status(BlockStatus::Success),
+                    Err(message) => {
+                        tracing::warn!(block = %block, worker, error = %message, "block failed");
+                        run.record_failure(BlockFailure {
+                            block_id: block.block_id,
+                            grid_index: block.grid_index,
+                            worker_id: worker,
+                            message,
+                        });
+                        block.set_status(BlockStatus::Failed);
+                    }
+                }
+                self.sched.release_block(block);
+            }
+            Msg::InitFailed {
+                task,
+                worker,
+                message,
+            } => {
+                let run = &mut self.runs[task];
+                run.workers.retain(|w| w.id != worker);
+                run.init_failures += 1;
+                tracing::warn!(task = %run.task.task_id(), worker, error = %message, "worker set-up failed");
+                if run.init_failures > self.opts.max_worker_restarts {
+                    return Err(Error::WorkerStartup {
+                        task: run.task.task_id().to_owned(),
+                        attempts: run.init_failures,
+                        message,
+                    });
+                }
+                if !run.finished {
+                    self.spawn_worker(task)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_timeouts(&mut self) {
+        for i in 0..self.runs.len() {
+            let Some(timeout) = self.runs[i].task.timeout() else {
+                continue;
+            };
+            let mut expired: Vec<(u64, u64, u64)> = Vec::new();
+            for w in &self.runs[i].workers {
+                let current = w.slot.current.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((seq, index, started)) = *current {
+                    if started.elapsed() > timeout {
+                        w.slot.abandoned.store(true, Ordering::SeqCst);
+                        expired.push((w.id, seq, index));
+                    }
+                }
+            }
+            for (worker, seq, index) in expired {
+                let run = &mut self.runs[i];
+                run.workers.retain(|w| w.id != worker);
+                let Some((s, mut block)) = run.outstanding.remove(&index) else {
+                    continue;
+                };
+                if s != seq {
+                    run.outstanding.insert(index, (s, block));
+                    continue;
+                }
+                let message = format!(
+                    "timed out after {timeout:?}; worker {worker} abandoned (its thread keeps running until the block's function returns)"
+                );
+                tracing::warn!(block = %block, worker, "{message}");
+                run.record_failure(BlockFailure {
+                    block_id: block.block_id,
+                    grid_index: block.grid_index,
+                    worker_id: worker,
+                    message,
+                });
+                block.set_status(BlockStatus::Failed);
+                self.sched.release_block(block);
+                if !self.runs[i].finished {
+                    if let Err(e) = self.spawn_worker(i) {
+                        tracing::error!("could not replace a timed-out worker: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, task: usize) -> Result<(), Error> {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let run = &mut self.runs[task];
+        let slot = Arc::new(Slot::default());
+        let ctx = WorkerContext {
+            task_id: run.task.task_id().to_owned(),
+            worker_id: id,
+        };
+        let work_rx = run.work_rx.clone();
+        let done_tx = self.done_tx.clone();
+        let processor = run.task.inner.processor.clone();
+        let track = run.task.timeout().is_some();
+        let worker_slot = Arc::clone(&slot);
+        let join = std::thread::Builder::new()
+            .name(format!("blockwise-{}-{id}", ctx.task_id))
+            .spawn(move || {
+                worker_loop(task, ctx, processor, work_rx, done_tx, worker_slot, track);
+            })
+            .map_err(|source| Error::Io {
+                context: format!("spawning a worker thread for task {:?}", run.task.task_id()),
+                source,
+            })?;
+        run.workers.push(WorkerHandle {
+            id,
+            slot,
+            join: Some(join),
+        });
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        for run in &mut self.runs {
+            run.work_tx = None;
+        }
+        for run in &mut self.runs {
+            for w in &mut run.workers {
+                if let Some(join) = w.join.take() {
+                    if w.slot.abandoned.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if join.join().is_err() {
+                        tracing::error!(worker = w.id, "worker thread panicked outside user code");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn worker_loop(
+    task: usize,
+    ctx: WorkerContext,
+    processor: Option<Processor>,
+    work_rx: Receiver<Work>,
+    done_tx: Sender<Msg>,
+    slot: Arc<Slot>,
+    track: bool,
+) {
+    let mut f: BlockFn = match processor {
+        Some(Processor::PerBlock(f)) => Box::new(move |b: &Block| f(b)),
+        Some(Processor::PerWorker(init)) => {
+            match catch_unwind(AssertUnwindSafe(|| init(&ctx))) {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    let _ = done_tx.send(Msg::InitFailed {
+                        task,
+                        worker: ctx.worker_id,
+                        message: e.to_string(),
+                    });
+                    return;
+                }
+                Err(panic) => {
+                    let _ = done_tx.send(Msg::InitFailed {
+                        task,
+                        worker: ctx.worker_id,
+                        message: format!("panic: {}", panic_message(panic.as_ref())),
+                    });
+                    return;
+                }
+            }
+        }
+        None => return,
+    };
+    while let Ok(Work { block, seq }) = work_rx.recv() {
+        if track {
+            *slot.current.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((seq, block.grid_index, Instant::now()));
+        }
+        let result = match catch_unwind(AssertUnwindSafe(|| f(&block))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(format!("panic: {}", panic_message(panic.as_ref()))),
+        };
+        if track {
+            *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            if slot.abandoned.load(Ordering::SeqCst) {
+                // The driver failed this block on timeout and replaced this worker.
+                return;
+            }
+        }
+        let msg = Msg::Done {
+            task,
+            worker: ctx.worker_id,
+            seq,
+            block,
+            result,
+        };
+        if done_tx.send(msg).is_err() {
+            return;
+        }
+    }
+}

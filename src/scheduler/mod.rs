@@ -1,0 +1,565 @@
+//! The scheduler: a pure, single-threaded state machine that hands out ready blocks and takes
+//! them back (daisy's `Scheduler`).
+//!
+//! It has no threads, sockets or clocks; every runner drives one. Blocks are handed out in
+//! exactly daisy 1.x's order: per task, first the roots (blocks of level 0, lazily in product
+//! order), then blocks that became ready, first in first out, in the order daisy's ready surface
+//! releases them (by block id). Failed blocks are retried at the back of the queue.
+//!
+//! # State kept
+//!
+//! Nothing proportional to the number of blocks. Per task the scheduler keeps a cursor over
+//! the roots, the queue of ready blocks, the blocks in flight, retry counts of failed blocks, an
+//! *unmet-dependency counter* for each block some but not all of whose upstream blocks are done
+//! (the wavefront), and the set of orphaned blocks. daisy keeps completed blocks in a "ready
+//! surface" until their dependents finish; counting unmet dependencies instead releases blocks
+//! in the same order and frees memory as soon as a block becomes ready.
+//!
+//! # Where daisy 1.x is wrong
+//!
+//! * A task whose write ROI does not fit has 0 blocks, never a negative count.
+//! * A block of a downstream task that no upstream block writes to has no dependencies: it is
+//!   a root and runs (daisy never schedules it, and its server waits forever).
+//! * A read ROI disjoint from an upstream task simply has no upstream blocks (daisy crashes).
+//! * Dependencies between tasks are computed as exact inverses of each other (daisy computes the
+//!   downstream side by growing the write ROI the wrong way round for asymmetric contexts, which
+//!   can hand a block out twice or never).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::blocks::grid::Cell;
+use crate::blocks::{Block, BlockGrid, BlockStatus};
+use crate::error::Error;
+use crate::graph::{self, TaskGraph};
+use crate::task::Task;
+
+/// Per-task block counters, with daisy's meaning (`TaskState`).
+///
+/// `completed` includes `skipped`; `pending` counts blocks not yet ready (it includes orphans
+/// found later). The counters always satisfy
+/// `pending = total - ready - completed - failed - orphaned - processing`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskState {
+    /// Whether a block of the task has been handed out.
+    pub started: bool,
+    /// Number of blocks of the task.
+    pub total: u64,
+    /// Blocks ready to be handed out.
+    pub ready: u64,
+    /// Blocks that are not ready yet.
+    pub pending: u64,
+    /// Blocks handed out and not yet released.
+    pub processing: u64,
+    /// Blocks finished successfully, including skipped ones.
+    pub completed: u64,
+    /// Blocks the check function reported as already done.
+    pub skipped: u64,
+    /// Blocks that failed permanently (after all retries).
+    pub failed: u64,
+    /// Blocks that can never run because a block they depend on failed.
+    pub orphaned: u64,
+}
+
+impl TaskState {
+    /// Whether every block reached a final state (completed, failed or orphaned).
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.completed + self.failed + self.orphaned >= self.total
+    }
+
+    fn update_pending(&mut self) {
+        self.pending = self.total.saturating_sub(
+            self.ready + self.completed + self.failed + self.orphaned + self.processing,
+        );
+    }
+}
+
+impl fmt::Display for TaskState {
+    /// daisy's nine-line `TaskState` text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Started: {}",
+            if self.started { "True" } else { "False" }
+        )?;
+        writeln!(f, "Total Blocks: {}", self.total)?;
+        writeln!(f, "Ready: {}", self.ready)?;
+        writeln!(f, "Processing: {}", self.processing)?;
+        writeln!(f, "Pending: {}", self.pending)?;
+        writeln!(f, "Completed: {}", self.completed)?;
+        writeln!(f, "Skipped: {}", self.skipped)?;
+        writeln!(f, "Failed: {}", self.failed)?;
+        writeln!(f, "Orphaned: {}", self.orphaned)
+    }
+}
+
+/// Lazily enumerates a task's roots: level-0 cells, in product order, outside every box of
+/// cells that depend on an upstream task.
+#[derive(Debug)]
+struct Roots {
+    remaining: u64,
+    next: Option<Cell>,
+    boxes: Vec<Vec<(i64, i64)>>,
+}
+
+impl Roots {
+    fn new(grid: &BlockGrid, boxes: Vec<Vec<(i64, i64)>>) -> Roots {
+        let first: Option<Cell> = (grid.num_blocks > 0)
+            .then(|| (0..grid.dims).map(|d| grid.stride[d].max(1) - 1).collect());
+        let lattice_total = grid.level0_count();
+        let remaining = if boxes.is_empty() {
+            lattice_total
+        } else if boxes.len() <= 16 {
+            lattice_total - covered_by_boxes(grid, &boxes)
+        } else {
+            let mut probe = Roots {
+                remaining: u64::MAX,
+                next: first.clone(),
+                boxes: boxes.clone(),
+            };
+            let mut n = 0;
+            while probe.next_cell(grid).is_some() {
+                n += 1;
+            }
+            n
+        };
+        Roots {
+            remaining,
+            next: if remaining > 0 { first } else { None },
+            boxes,
+        }
+    }
+
+    fn in_boxes(&self, cell: &[i64]) -> bool {
+        self.boxes.iter().any(|b| {
+            b.iter()
+                .zip(cell)
+                .all(|(&(lo, hi), &k)| lo <= k && k < hi)
+        })
+    }
+
+    fn next_cell(&mut self, grid: &BlockGrid) -> Option<Cell> {
+        loop {
+            let cell = self.next.clone()?;
+            // Advance in product order over the level-0 lattice, last axis fastest.
+            let mut next = cell.clone();
+            let mut axis = grid.dims;
+            loop {
+                if axis == 0 {
+                    self.next = None;
+                    break;
+                }
+                axis -= 1;
+                let s = grid.stride[axis].max(1);
+                next[axis] += s;
+                if next[axis] < grid.counts[axis] {
+                    self.next = Some(next);
+                    break;
+                }
+                next[axis] = s - 1;
+            }
+            if !self.in_boxes(&cell) {
+                self.remaining = self.remaining.saturating_sub(1);
+                return Some(cell);
+            }
+        }
+    }
+}
+
+/// Number of level-0 cells inside the union of `boxes` (inclusion–exclusion).
+fn covered_by_boxes(grid: &BlockGrid, boxes: &[Vec<(i64, i64)>]) -> u64 {
+    let lattice_upto = |d: usize, x: i64| -> i64 {
+        let s = grid.stride[d].max(1);
+        let o = s - 1;
+        let x = x.min(grid.counts[d]);
+        if x <= o { 0 } else { (x - 1 - o) / s + 1 }
+    };
+    let mut total: i128 = 0;
+    for mask in 1u32..(1u32 << boxes.len()) {
+        let mut count: i128 = 1;
+        for d in 0..grid.dims {
+            let (mut lo, mut hi) = (0i64, grid.counts[d]);
+            for (i, b) in boxes.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    lo = lo.max(b[d].0);
+                    hi = hi.min(b[d].1);
+                }
+            }
+            let n = if lo < hi {
+                lattice_upto(d, hi) - lattice_upto(d, lo)
+            } else {
+                0
+            };
+            count *= i128::from(n);
+        }
+        if mask.count_ones() % 2 == 1 {
+            total += count;
+        } else {
+            total -= count;
+        }
+    }
+    u64::try_from(total.max(0)).unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct TaskEntry {
+    task: Task,
+    upstream: Vec<usize>,
+    downstream: Vec<usize>,
+    state: TaskState,
+    roots: Roots,
+    queue: VecDeque<u64>,
+    processing: FxHashSet<u64>,
+    retries: FxHashMap<u64, u32>,
+    waiting: FxHashMap<u64, u64>,
+    orphaned: FxHashSet<u64>,
+}
+
+impl TaskEntry {
+    fn grid(&self) -> &BlockGrid {
+        &self.task.inner.grid
+    }
+}
+
+/// The scheduler state machine (daisy's `Scheduler`): hands out ready blocks with
+/// [`acquire_block`](Scheduler::acquire_block) and takes them back with
+/// [`release_block`](Scheduler::release_block).
+///
+/// ```
+/// use blockwise::{BlockStatus, Roi, Scheduler, Task};
+///
+/// # fn main() -> Result<(), blockwise::Error> {
+/// // daisy's 1D example: 12 blocks in two levels.
+/// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([1], [8]))
+///     .build()?;
+/// let mut scheduler = Scheduler::new(&[task])?;
+/// let mut order = Vec::new();
+/// while let Some(mut block) = scheduler.acquire_block("t") {
+///     order.push(block.block_id());
+///     block.set_status(BlockStatus::Success);
+///     scheduler.release_block(block);
+/// }
+/// assert_eq!(order, [1, 3, 5, 7, 9, 11, 0, 2, 4, 6, 8, 10]);
+/// assert!(scheduler.is_done());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Scheduler {
+    tasks: Vec<TaskEntry>,
+    index: FxHashMap<Arc<str>, usize>,
+}
+
+impl Scheduler {
+    /// Creates a scheduler for `tasks` and every upstream task reachable from them.
+    ///
+    /// # Errors
+    ///
+    /// Duplicate task ids, unknown upstream ids, cycles, and chained tasks of different
+    /// dimensions.
+    pub fn new(tasks: &[Task]) -> Result<Scheduler, Error> {
+        let graph = TaskGraph::new(tasks)?;
+        let mut entries: Vec<TaskEntry> = Vec::with_capacity(graph.tasks.len());
+        for (i, task) in graph.tasks.iter().enumerate() {
+            let grid = &task.inner.grid;
+            let boxes: Vec<Vec<(i64, i64)>> = graph.upstream[i]
+                .iter()
+                .filter_map(|&u| {
+                    let up = &graph.tasks[u].inner.grid;
+                    let b: Vec<(i64, i64)> = (0..grid.dims)
+                        .map(|d| graph::dependent_axis_interval(grid, d, up))
+                        .collect();
+                    b.iter().all(|&(lo, hi)| lo < hi).then_some(b)
+                })
+                .collect();
+            let roots = if graph.upstream[i].is_empty() {
+                Roots::new(grid, Vec::new())
+            } else if boxes.is_empty() {
+                // No block depends on any upstream block: every level-0 block is a root.
+                Roots::new(grid, Vec::new())
+            } else {
+                Roots::new(grid, boxes)
+            };
+            let mut state = TaskState {
+                total: grid.num_blocks,
+                ready: roots.remaining,
+                ..TaskState::default()
+            };
+            state.update_pending();
+            entries.push(TaskEntry {
+                task: task.clone(),
+                upstream: graph.upstream[i].clone(),
+                downstream: graph.downstream[i].clone(),
+                state,
+                roots,
+                queue: VecDeque::new(),
+                processing: FxHashSet::default(),
+                retries: FxHashMap::default(),
+                waiting: FxHashMap::default(),
+                orphaned: FxHashSet::default(),
+            });
+        }
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (Arc::clone(&e.task.inner.id), i))
+            .collect();
+        Ok(Scheduler {
+            tasks: entries,
+            index,
+        })
+    }
+
+    /// The tasks of the run, upstream tasks before their downstream tasks.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.iter().map(|e| &e.task)
+    }
+
+    /// The task with this id.
+    #[must_use]
+    pub fn task(&self, task_id: &str) -> Option<&Task> {
+        self.index.get(task_id).map(|&i| &self.tasks[i].task)
+    }
+
+    /// The counters of a task.
+    #[must_use]
+    pub fn task_state(&self, task_id: &str) -> Option<&TaskState> {
+        self.index.get(task_id).map(|&i| &self.tasks[i].state)
+    }
+
+    /// Whether every block of every task reached a final state.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.tasks.iter().all(|e| e.state.is_done())
+    }
+
+    /// The ids of tasks that have ready blocks, in task order.
+    pub fn ready_tasks(&self) -> impl Iterator<Item = &str> {
+        self.tasks
+            .iter()
+            .filter(|e| e.state.ready > 0)
+            .map(|e| e.task.task_id())
+    }
+
+    /// Hands out the next ready block of the task, or `None` if it has none right now.
+    ///
+    /// The task's check function runs first: a block it reports as done is counted as
+    /// completed and skipped, releases its dependents, and is never returned.
+    pub fn acquire_block(&mut self, task_id: &str) -> Option<Block> {
+        let t = *self.index.get(task_id)?;
+        loop {
+            let entry = &mut self.tasks[t];
+            let key = if entry.roots.remaining > 0 {
+                let grid = &entry.task.inner.grid;
+                match entry.roots.next_cell(grid) {
+                    Some(cell) => grid.linear(&cell),
+                    None => {
+                        // Cannot happen: `remaining` counts exactly the cells left.
+                        tracing::error!(task = task_id, "root enumeration ended early");
+                        entry.state.ready = entry.state.ready.saturating_sub(entry.roots.remaining);
+                        entry.roots.remaining = 0;
+                        continue;
+                    }
+                }
+            } else {
+                entry.queue.pop_front()?
+            };
+            entry.state.ready -= 1;
+            entry.state.processing += 1;
+            entry.processing.insert(key);
+            let grid = entry.grid();
+            let mut block = grid.block(&entry.task.inner.id, &grid.cell(key));
+            let skip = match &entry.task.inner.check {
+                Some(check) => match catch_unwind(AssertUnwindSafe(|| check(&block))) {
+                    Ok(done) => done,
+                    Err(panic) => {
+                        tracing::warn!(
+                            block = %block,
+                            error = %panic_message(panic.as_ref()),
+                            "check function panicked; treating the block as not done"
+                        );
+                        false
+                    }
+                },
+                None => false,
+            };
+            if skip {
+                tracing::debug!(block = %block, "skipping block; already processed");
+                entry.state.skipped += 1;
+                block.status = BlockStatus::Success;
+                self.release(t, key, BlockStatus::Success);
+                continue;
+            }
+            entry.state.started = true;
+            entry.state.update_pending();
+            block.status = BlockStatus::Processing;
+            return Some(block);
+        }
+    }
+
+    /// Takes a block back. `Success` releases the blocks waiting for it; `Failed` retries it (at
+    /// the back of the queue) until it has failed `max_retries + 1` times, then fails it and
+    /// orphans everything downstream, across tasks.
+    ///
+    /// A block this scheduler did not hand out (or already took back), or one whose status is
+    /// neither `Success` nor `Failed`, is ignored with a warning; use
+    /// [`try_release_block`](Scheduler::try_release_block) to get an error instead.
+    pub fn release_block(&mut self, block: Block) {
+        if let Err(e) = self.try_release_block(block) {
+            tracing::warn!("ignoring release: {e}");
+        }
+    }
+
+    /// Like [`release_block`](Scheduler::release_block), but says why a release is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRelease`] for an unknown task, a block that is not in flight, or a status
+    /// other than `Success` or `Failed`.
+    pub fn try_release_block(&mut self, block: Block) -> Result<(), Error> {
+        let refuse = |reason: &str| Error::InvalidRelease {
+            block: block.to_string(),
+            reason: reason.to_owned(),
+        };
+        let Some(&t) = self.index.get(block.task_id()) else {
+            return Err(refuse("unknown task"));
+        };
+        if !matches!(block.status, BlockStatus::Success | BlockStatus::Failed) {
+            return Err(refuse(&format!(
+                "status {:?}; expected Success or Failed",
+                block.status
+            )));
+        }
+        let key = block.grid_index;
+        if !self.tasks[t].processing.contains(&key) {
+            return Err(refuse("the block is not in flight"));
+        }
+        self.release(t, key, block.status);
+        Ok(())
+    }
+
+    fn release(&mut self, t: usize, key: u64, status: BlockStatus) {
+        let entry = &mut self.tasks[t];
+        entry.processing.remove(&key);
+        entry.state.processing -= 1;
+        match status {
+            BlockStatus::Success => {
+                entry.state.completed += 1;
+                entry.retries.remove(&key);
+                entry.state.update_pending();
+                self.mark_success(t, key);
+            }
+            _ => {
+                let retries = entry.retries.get(&key).copied().unwrap_or(0);
+                if retries >= entry.task.inner.max_retries {
+                    tracing::debug!(task = %entry.task.task_id(), key, "block failed permanently");
+                    entry.retries.remove(&key);
+                    entry.state.failed += 1;
+                    entry.state.update_pending();
+                    self.mark_failure(t, key);
+                } else {
+                    entry.retries.insert(key, retries + 1);
+                    entry.queue.push_back(key);
+                    entry.state.ready += 1;
+                    entry.state.update_pending();
+                }
+            }
+        }
+    }
+
+    /// The downstream blocks of `(t, key)`, grouped by task, each group sorted by block id.
+    fn downstream(&self, t: usize, key: u64, out: &mut Vec<(usize, u64)>) {
+        let entry = &self.tasks[t];
+        let grid = entry.grid();
+        if grid.num_levels() <= 1 && entry.downstream.is_empty() {
+            return;
+        }
+        let cell = grid.cell(key);
+        let mut cells: Vec<Cell> = Vec::new();
+        grid.intra_downstream(&cell, &mut cells);
+        push_sorted(grid, t, &mut cells, out);
+        for &d in &entry.downstream {
+            let dgrid = self.tasks[d].grid();
+            graph::downstream_cells(grid, &cell, dgrid, &mut cells);
+            push_sorted(dgrid, d, &mut cells, out);
+        }
+    }
+
+    /// Number of blocks `(t, key)` waits for.
+    fn upstream_count(&self, t: usize, key: u64) -> u64 {
+        let entry = &self.tasks[t];
+        let grid = entry.grid();
+        let cell = grid.cell(key);
+        let mut n = grid.intra_upstream_count(&cell);
+        for &u in &entry.upstream {
+            n += graph::upstream_count(grid, &cell, self.tasks[u].grid());
+        }
+        n
+    }
+
+    fn mark_success(&mut self, t: usize, key: u64) {
+        let mut down = Vec::new();
+        self.downstream(t, key, &mut down);
+        for (d, dkey) in down {
+            if self.tasks[d].orphaned.contains(&dkey) {
+                continue;
+            }
+            let unmet = match self.tasks[d].waiting.get(&dkey) {
+                Some(&n) => n,
+                None => self.upstream_count(d, dkey),
+            };
+            let entry = &mut self.tasks[d];
+            if unmet <= 1 {
+                entry.waiting.remove(&dkey);
+                entry.queue.push_back(dkey);
+                entry.state.ready += 1;
+                entry.state.update_pending();
+            } else {
+                entry.waiting.insert(dkey, unmet - 1);
+            }
+        }
+    }
+
+    fn mark_failure(&mut self, t: usize, key: u64) {
+        let mut frontier: Vec<(usize, u64)> = Vec::new();
+        self.downstream(t, key, &mut frontier);
+        let mut next: Vec<(usize, u64)> = Vec::new();
+        while let Some((d, dkey)) = frontier.pop() {
+            let entry = &mut self.tasks[d];
+            if !entry.orphaned.insert(dkey) {
+                continue;
+            }
+            entry.waiting.remove(&dkey);
+            entry.state.orphaned += 1;
+            entry.state.update_pending();
+            self.downstream(d, dkey, &mut next);
+            frontier.append(&mut next);
+        }
+    }
+}
+
+fn push_sorted(grid: &BlockGrid, t: usize, cells: &mut Vec<Cell>, out: &mut Vec<(usize, u64)>) {
+    let mut keyed: Vec<(u64, u64)> = cells
+        .drain(..)
+        .map(|c| (grid.block_id(&c).unwrap_or(u64::MAX), grid.linear(&c)))
+        .collect();
+    keyed.sort_unstable();
+    keyed.dedup();
+    out.extend(keyed.into_iter().map(|(_, k)| (t, k)));
+}
+
+/// The message of a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

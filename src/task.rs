@@ -1,0 +1,417 @@
+//! Tasks: a total ROI tiled with blocks, a function to process each block, and options.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blocks::{Block, BlockGrid, Fit};
+use crate::error::{BlockError, Error};
+use crate::geometry::Roi;
+
+/// What a worker knows about itself; passed to the per-worker set-up of
+/// [`TaskBuilder::process_per_worker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerContext {
+    /// The task the worker serves.
+    pub task_id: String,
+    /// The worker's id, unique within the run.
+    pub worker_id: u64,
+}
+
+pub(crate) type ProcessFn = Arc<dyn Fn(&Block) -> Result<(), BlockError> + Send + Sync>;
+pub(crate) type BlockFn = Box<dyn FnMut(&Block) -> Result<(), BlockError>>;
+pub(crate) type WorkerInitFn =
+    Arc<dyn Fn(&WorkerContext) -> Result<BlockFn, BlockError> + Send + Sync>;
+pub(crate) type CheckFn = Arc<dyn Fn(&Block) -> bool + Send + Sync>;
+
+/// How a task processes its blocks.
+#[derive(Clone)]
+pub(crate) enum Processor {
+    /// One function for every block, shared by all workers.
+    PerBlock(ProcessFn),
+    /// A set-up run once per worker that returns the worker's block function.
+    PerWorker(WorkerInitFn),
+}
+
+pub(crate) struct TaskInner {
+    pub(crate) id: Arc<str>,
+    pub(crate) total_roi: Roi,
+    pub(crate) read_roi: Roi,
+    pub(crate) write_roi: Roi,
+    pub(crate) fit: Fit,
+    pub(crate) read_write_conflict: bool,
+    pub(crate) num_workers: usize,
+    pub(crate) max_retries: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) upstream: Vec<Task>,
+    pub(crate) upstream_ids: Vec<String>,
+    pub(crate) processor: Option<Processor>,
+    pub(crate) check: Option<CheckFn>,
+    pub(crate) grid: BlockGrid,
+}
+
+/// A task: a total ROI tiled with blocks, and what to do with each block.
+///
+/// Build one with [`Task::builder`]. A `Task` is cheap to clone (it is reference counted).
+///
+/// ```
+/// use blockwise::{Fit, Roi, Task};
+///
+/// # fn main() -> Result<(), blockwise::Error> {
+/// // 1D: a 100-voxel volume, blocks writing 8 voxels and reading 1 voxel of context each side.
+/// let task = Task::builder("smooth", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([1], [8]))
+///     .process(|block| {
+///         let _ = block.write_roi();
+///         Ok::<(), blockwise::BlockError>(())
+///     })
+///     .fit(Fit::Valid)
+///     .num_workers(2)
+///     .build()?;
+/// assert_eq!(task.num_blocks(), 12);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Task {
+    pub(crate) inner: Arc<TaskInner>,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("task_id", &self.inner.id)
+            .field("total_roi", &self.inner.total_roi)
+            .field("read_roi", &self.inner.read_roi)
+            .field("write_roi", &self.inner.write_roi)
+            .field("fit", &self.inner.fit)
+            .field("read_write_conflict", &self.inner.read_write_conflict)
+            .field("num_workers", &self.inner.num_workers)
+            .field("max_retries", &self.inner.max_retries)
+            .field("timeout", &self.inner.timeout)
+            .field(
+                "upstream",
+                &self
+                    .inner
+                    .upstream
+                    .iter()
+                    .map(|t| t.task_id())
+                    .chain(self.inner.upstream_ids.iter().map(String::as_str))
+                    .collect::<Vec<_>>(),
+            )
+            .field("num_blocks", &self.num_blocks())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// Starts building a task named `task_id` whose blocks tile `total_roi`.
+    ///
+    /// Only the shapes of `read_roi` and `write_roi` and their relative offset matter: the
+    /// context is `write_roi.begin - read_roi.begin` below and `read_roi.end - write_roi.end`
+    /// above, and the first block's read ROI starts at `total_roi.begin` (daisy's convention).
+    pub fn builder(
+        task_id: impl Into<String>,
+        total_roi: Roi,
+        read_roi: Roi,
+        write_roi: Roi,
+    ) -> TaskBuilder {
+        TaskBuilder {
+            task_id: task_id.into(),
+            total_roi,
+            read_roi,
+            write_roi,
+            fit: Fit::Valid,
+            read_write_conflict: true,
+            num_workers: 1,
+            max_retries: 2,
+            timeout: None,
+            upstream: Vec::new(),
+            upstream_ids: Vec::new(),
+            processor: None,
+            check: None,
+        }
+    }
+
+    /// The task's id.
+    #[must_use]
+    pub fn task_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The number of blocks the task has (closed form; nothing is enumerated).
+    #[must_use]
+    pub fn num_blocks(&self) -> u64 {
+        self.inner.grid.num_blocks
+    }
+
+    /// The total (read) ROI.
+    #[must_use]
+    pub fn total_roi(&self) -> &Roi {
+        &self.inner.total_roi
+    }
+
+    /// The total write ROI: the total ROI shrunk by the block context.
+    #[must_use]
+    pub fn total_write_roi(&self) -> &Roi {
+        &self.inner.grid.total_write
+    }
+
+    /// The read ROI of one block (shape and offset relative to the write ROI).
+    #[must_use]
+    pub fn read_roi(&self) -> &Roi {
+        &self.inner.read_roi
+    }
+
+    /// The write ROI of one block.
+    #[must_use]
+    pub fn write_roi(&self) -> &Roi {
+        &self.inner.write_roi
+    }
+
+    /// How boundary blocks are handled.
+    #[must_use]
+    pub fn fit(&self) -> Fit {
+        self.inner.fit
+    }
+
+    /// Whether blocks whose read ROI overlaps another's write ROI are kept apart.
+    #[must_use]
+    pub fn read_write_conflict(&self) -> bool {
+        self.inner.read_write_conflict
+    }
+
+    /// Number of workers the task runs on.
+    #[must_use]
+    pub fn num_workers(&self) -> usize {
+        self.inner.num_workers
+    }
+
+    /// How many times a failed block is retried (attempts are `max_retries + 1`).
+    #[must_use]
+    pub fn max_retries(&self) -> u32 {
+        self.inner.max_retries
+    }
+
+    /// The per-block time limit, if any.
+    #[must_use]
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout
+    }
+
+    /// The upstream tasks given as [`Task`]s (ids given with
+    /// [`TaskBuilder::upstream_id`] are resolved when the run starts).
+    #[must_use]
+    pub fn upstream_tasks(&self) -> &[Task] {
+        &self.inner.upstream
+    }
+
+    /// The number of levels blocks are grouped into (1 without read/write conflicts).
+    #[must_use]
+    pub fn num_levels(&self) -> usize {
+        self.inner.grid.num_levels()
+    }
+
+    /// The block with dense grid index `grid_index` (see [`Block::grid_index`]), or `None` past
+    /// the last block. Handy for tests and tools; the scheduler never enumerates blocks.
+    #[must_use]
+    pub fn block(&self, grid_index: u64) -> Option<Block> {
+        (grid_index < self.num_blocks()).then(|| {
+            let cell = self.inner.grid.cell(grid_index);
+            self.inner.grid.block(&self.inner.id, &cell)
+        })
+    }
+}
+
+/// Builder for a [`Task`]; see [`Task::builder`].
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct TaskBuilder {
+    task_id: String,
+    total_roi: Roi,
+    read_roi: Roi,
+    write_roi: Roi,
+    fit: Fit,
+    read_write_conflict: bool,
+    num_workers: usize,
+    max_retries: u32,
+    timeout: Option<Duration>,
+    upstream: Vec<Task>,
+    upstream_ids: Vec<String>,
+    processor: Option<Processor>,
+    check: Option<CheckFn>,
+}
+
+impl fmt::Debug for TaskBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("task_id", &self.task_id)
+            .field("total_roi", &self.total_roi)
+            .field("read_roi", &self.read_roi)
+            .field("write_roi", &self.write_roi)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskBuilder {
+    /// The function run for every block. A returned error or a panic fails the block (it is
+    /// retried up to `max_retries` times); the message is kept in the run summary.
+    pub fn process<F, E>(mut self, f: F) -> Self
+    where
+        F: Fn(&Block) -> Result<(), E> + Send + Sync + 'static,
+        E: Into<BlockError>,
+    {
+        self.processor = Some(Processor::PerBlock(Arc::new(move |b: &Block| {
+            f(b).map_err(Into::into)
+        })));
+        self
+    }
+
+    /// A per-worker form of [`process`](Self::process): `init` runs once on each worker (open
+    /// stores, load a model) and returns the function that then processes many blocks with that
+    /// state. The returned function stays on its worker's thread, so it need not be `Send`.
+    ///
+    /// If `init` fails, the worker is restarted a few times and then the run stops with
+    /// [`Error::WorkerStartup`].
+    ///
+    /// ```
+    /// use blockwise::{Block, BlockError, Roi, Task, WorkerContext};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let task = Task::builder("count", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process_per_worker(|_worker: &WorkerContext| {
+    ///         let mut seen = 0u64; // per-worker state
+    ///         Ok::<_, BlockError>(move |_block: &Block| {
+    ///             seen += 1;
+    ///             Ok::<(), BlockError>(())
+    ///         })
+    ///     })
+    ///     .build()?;
+    /// let summary = blockwise::run_blockwise([task])?;
+    /// assert!(summary.is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn process_per_worker<I, P, E1, E2>(mut self, init: I) -> Self
+    where
+        I: Fn(&WorkerContext) -> Result<P, E1> + Send + Sync + 'static,
+        P: FnMut(&Block) -> Result<(), E2> + 'static,
+        E1: Into<BlockError>,
+        E2: Into<BlockError>,
+    {
+        self.processor = Some(Processor::PerWorker(Arc::new(move |ctx: &WorkerContext| {
+            let mut f = init(ctx).map_err(Into::into)?;
+            let boxed: BlockFn = Box::new(move |b: &Block| f(b).map_err(Into::into));
+            Ok(boxed)
+        })));
+        self
+    }
+
+    /// daisy's `check_function`: called before a block is handed out; `true` means the block is
+    /// already done, so it is skipped (counted as completed and skipped) and releases its
+    /// dependents. A panicking check counts as `false`.
+    pub fn check<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Block) -> bool + Send + Sync + 'static,
+    {
+        self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether blocks whose read ROI overlaps another block's write ROI must not run at the
+    /// same time (default `true`). Without it all blocks are independent.
+    pub fn read_write_conflict(mut self, conflict: bool) -> Self {
+        self.read_write_conflict = conflict;
+        self
+    }
+
+    /// How to treat the upper boundary (default [`Fit::Valid`]).
+    pub fn fit(mut self, fit: Fit) -> Self {
+        self.fit = fit;
+        self
+    }
+
+    /// Number of workers for this task (default 1).
+    pub fn num_workers(mut self, n: usize) -> Self {
+        self.num_workers = n;
+        self
+    }
+
+    /// How often a failed block is retried (default 2, so 3 attempts).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// A per-block time limit: a block running longer is failed (and retried) and its worker
+    /// replaced. See the runner documentation for what happens to a stuck thread.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds an upstream task: a block of this task waits for every block of `task` whose write
+    /// ROI overlaps its read ROI. Repeatable.
+    pub fn upstream(mut self, task: &Task) -> Self {
+        self.upstream.push(task.clone());
+        self
+    }
+
+    /// Adds an upstream task by id; it must be part of the run (given to
+    /// [`run_blockwise`](crate::run_blockwise) or reachable from a given task).
+    pub fn upstream_id(mut self, task_id: impl Into<String>) -> Self {
+        self.upstream_ids.push(task_id.into());
+        self
+    }
+
+    /// Validates the configuration and builds the task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTask`] naming the task and the offending values: an empty or unusable id,
+    /// ROIs of different dimensions, a non-positive read or write shape, a negative total shape,
+    /// a write ROI outside the read ROI with `read_write_conflict`, zero workers, a zero timeout,
+    /// or a grid whose block count or ids overflow.
+    pub fn build(self) -> Result<Task, Error> {
+        let id = self.task_id;
+        if id.is_empty() {
+            return Err(Error::invalid(&id, "the task id is empty"));
+        }
+        if id == "." || id == ".." || id.contains(['/', '\\', '\0']) {
+            return Err(Error::invalid(
+                &id,
+                "the task id must not contain '/', '\\' or NUL, nor be '.' or '..' (it names log directories)",
+            ));
+        }
+        if self.num_workers == 0 {
+            return Err(Error::invalid(&id, "num_workers is 0; it must be at least 1"));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(&id, "timeout is zero; it must be positive"));
+        }
+        let grid = BlockGrid::new(
+            &self.total_roi,
+            &self.read_roi,
+            &self.write_roi,
+            self.fit,
+            self.read_write_conflict,
+        )
+        .map_err(|reason| Error::invalid(&id, reason))?;
+        Ok(Task {
+            inner: Arc::new(TaskInner {
+                id: Arc::from(id),
+                total_roi: self.total_roi,
+                read_roi: self.read_roi,
+                write_roi: self.write_roi,
+                fit: self.fit,
+                read_write_conflict: self.read_write_conflict,
+                num_workers: self.num_workers,
+                max_retries: self.max_retries,
+                timeout: self.timeout,
+                upstream: self.upstream,
+                upstream_ids: self.upstream_ids,
+                processor: self.processor,
+                check: self.check,
+                grid,
+            }),
+        })
+    }
+}
