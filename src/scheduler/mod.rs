@@ -563,3 +563,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "panic with a non-string payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests;
