@@ -1,4 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
+mod bad_input;
 mod daisy_oracle;
 mod daisy_ported;
+mod guardrails;
+mod runner;
