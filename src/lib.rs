@@ -1,6 +1,73 @@
 //! blockwise: process huge n-dimensional volumes block by block.
+//!
+//! A [`Task`] tiles its total region of interest ([`Roi`]) with [`Block`]s — a write ROI and a
+//! read ROI with context around it — and [`run_blockwise`] runs the task's function on every
+//! block on worker threads. Blocks whose reads overlap another block's writes never run together
+//! (`read_write_conflict`), chained tasks wait for exactly the upstream blocks they read, failed
+//! blocks are retried and orphan what depends on them, and the result is a [`RunSummary`] that
+//! prints daisy's execution summary. Block ids, hand-out order, levels, retries, skips and orphan
+//! counts are those of the Python library daisy 1.x.
+//!
+//! # Example: two chained tasks
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicI64, Ordering};
+//! use blockwise::{Block, BlockError, Roi, Task, run_blockwise};
+//!
+//! # fn main() -> Result<(), blockwise::Error> {
+//! // A 1D "volume" of 1000 values, shared by the workers.
+//! let data: Arc<Vec<AtomicI64>> = Arc::new((0..1000).map(AtomicI64::new).collect());
+//!
+//! // Task 1: negate every value, 100 values per block.
+//! let d = Arc::clone(&data);
+//! let negate = Task::builder("negate", Roi::new([0], [1000]), Roi::new([0], [100]), Roi::new([0], [100]))
+//!     .process(move |block: &Block| -> Result<(), BlockError> {
+//!         let w = block.write_roi();
+//!         for i in w.begin()[0]..w.end()[0] {
+//!             d[i as usize].store(-i, Ordering::SeqCst);
+//!         }
+//!         Ok(())
+//!     })
+//!     .num_workers(2)
+//!     .build()?;
+//!
+//! // Task 2: sum 250-value blocks; each block waits for the `negate` blocks it reads.
+//! let total = Arc::new(AtomicI64::new(0));
+//! let (d, t) = (Arc::clone(&data), Arc::clone(&total));
+//! let sum = Task::builder("sum", Roi::new([0], [1000]), Roi::new([0], [250]), Roi::new([0], [250]))
+//!     .process(move |block: &Block| -> Result<(), BlockError> {
+//!         let r = block.read_roi();
+//!         let s: i64 = (r.begin()[0]..r.end()[0]).map(|i| d[i as usize].load(Ordering::SeqCst)).sum();
+//!         t.fetch_add(s, Ordering::SeqCst);
+//!         Ok(())
+//!     })
+//!     .upstream(&negate)
+//!     .build()?;
+//!
+//! let summary = run_blockwise([sum])?; // `negate` runs too: upstream tasks are added
+//! assert!(summary.is_success());
+//! assert_eq!(summary.task("negate").map(|s| s.completed), Some(10));
+//! assert_eq!(total.load(Ordering::SeqCst), -(999 * 1000 / 2));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crate layout
+//!
+//! * [`geometry`]: [`Coordinate`], [`Roi`], [`Snap`] (funlib.geometry semantics).
+//! * [`blocks`]: [`Block`], [`BlockStatus`], [`Fit`], daisy's Cantor block ids.
+//! * [`Task`] and [`TaskBuilder`]: what to run and how blocks tile the volume.
+//! * [`Scheduler`] and [`TaskState`]: the pure acquire/release state machine every runner drives.
+//! * [`run_blockwise`] and [`Runner`]: run tasks on worker threads.
+//! * [`RunSummary`]: per-task counters and failures, printed as daisy's execution summary.
+//!
+//! The scheduler holds nothing proportional to the number of blocks: block ROIs, ids and
+//! dependencies are computed arithmetically on demand, and memory grows with the frontier of ready
+//! and in-flight blocks only.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 pub mod blocks;
 mod error;
@@ -14,8 +81,8 @@ mod task;
 pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
-pub use observe::{BlockFailure, RunSummary};
 pub use observe::summary::TaskSummary;
+pub use observe::{BlockFailure, RunSummary};
 pub use run::{Progress, Runner, run_blockwise};
 pub use scheduler::{Scheduler, TaskState};
 pub use task::{Task, TaskBuilder, WorkerContext};

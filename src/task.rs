@@ -279,8 +279,9 @@ impl TaskBuilder {
     /// let task = Task::builder("count", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
     ///     .process_per_worker(|_worker: &WorkerContext| {
     ///         let mut seen = 0u64; // per-worker state
-    ///         Ok::<_, BlockError>(move |_block: &Block| {
+    ///         Ok::<_, BlockError>(move |block: &Block| {
     ///             seen += 1;
+    ///             assert!(seen <= 4 && block.block_id() < 4);
     ///             Ok::<(), BlockError>(())
     ///         })
     ///     })
