@@ -19,7 +19,8 @@ fn main() -> Result<(), blockwise::Error> {
     // `a` is 0..N; `b` receives the squares; `c` one partial sum per reduce block. Atomics let
     // workers write disjoint parts of one array without locks or unsafe code.
     let b: Arc<Vec<AtomicU64>> = Arc::new((0..N).map(|_| AtomicU64::new(0)).collect());
-    let c: Arc<Vec<AtomicU64>> = Arc::new((0..N / REDUCE_BLOCK).map(|_| AtomicU64::new(0)).collect());
+    let c: Arc<Vec<AtomicU64>> =
+        Arc::new((0..N / REDUCE_BLOCK).map(|_| AtomicU64::new(0)).collect());
 
     let b_square = Arc::clone(&b);
     let square = Task::builder(
@@ -66,10 +67,16 @@ fn main() -> Result<(), blockwise::Error> {
         println!("{summary}");
     }
 
-    let total: u128 = c.iter().map(|s| u128::from(s.load(Ordering::Relaxed))).sum();
+    let total: u128 = c
+        .iter()
+        .map(|s| u128::from(s.load(Ordering::Relaxed)))
+        .sum();
     let n = N as u128;
     let expected = (n - 1) * n * (2 * n - 1) / 6;
-    println!("b = [0 1 4 ... {}]", b[(N - 1) as usize].load(Ordering::Relaxed));
+    println!(
+        "b = [0 1 4 ... {}]",
+        b[(N - 1) as usize].load(Ordering::Relaxed)
+    );
     println!("sum of squares = {total} (expected {expected}) in {elapsed:.2?}");
     if total != expected || !summary.is_success() {
         std::process::exit(1);

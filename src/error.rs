@@ -42,7 +42,9 @@ pub enum Error {
         tasks: Vec<String>,
     },
     /// A task was given to a runner without a process function.
-    #[error("task {task:?}: no process function; call `.process(..)` or `.process_per_worker(..)` on its builder")]
+    #[error(
+        "task {task:?}: no process function; call `.process(..)` or `.process_per_worker(..)` on its builder"
+    )]
     MissingProcess {
         /// The id of the task.
         task: String,

@@ -298,11 +298,13 @@ impl TaskBuilder {
         E1: Into<BlockError>,
         E2: Into<BlockError>,
     {
-        self.processor = Some(Processor::PerWorker(Arc::new(move |ctx: &WorkerContext| {
-            let mut f = init(ctx).map_err(Into::into)?;
-            let boxed: BlockFn = Box::new(move |b: &Block| f(b).map_err(Into::into));
-            Ok(boxed)
-        })));
+        self.processor = Some(Processor::PerWorker(Arc::new(
+            move |ctx: &WorkerContext| {
+                let mut f = init(ctx).map_err(Into::into)?;
+                let boxed: BlockFn = Box::new(move |b: &Block| f(b).map_err(Into::into));
+                Ok(boxed)
+            },
+        )));
         self
     }
 
@@ -383,7 +385,10 @@ impl TaskBuilder {
             ));
         }
         if self.num_workers == 0 {
-            return Err(Error::invalid(&id, "num_workers is 0; it must be at least 1"));
+            return Err(Error::invalid(
+                &id,
+                "num_workers is 0; it must be at least 1",
+            ));
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::invalid(&id, "timeout is zero; it must be positive"));

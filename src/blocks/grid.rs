@@ -134,9 +134,9 @@ impl BlockGrid {
             .collect();
         let mut num_blocks: u64 = 1;
         for &c in &counts {
-            num_blocks = num_blocks
-                .checked_mul(c as u64)
-                .ok_or_else(|| format!("the number of blocks overflows u64 (cells per axis {counts:?})"))?;
+            num_blocks = num_blocks.checked_mul(c as u64).ok_or_else(|| {
+                format!("the number of blocks overflows u64 (cells per axis {counts:?})")
+            })?;
         }
 
         let mut grid = BlockGrid {
@@ -235,25 +235,23 @@ impl BlockGrid {
 
     /// The level of a cell.
     pub(crate) fn level(&self, cell: &[i64]) -> usize {
-        let mut p = 0usize;
-        for d in 0..self.dims {
-            let s = self.stride[d];
-            p = p * s as usize + cell[d].rem_euclid(s) as usize;
-        }
+        let p = cell.iter().zip(&self.stride).fold(0usize, |p, (&k, &s)| {
+            p * s as usize + k.rem_euclid(s) as usize
+        });
         self.num_levels() - 1 - p
     }
 
     pub(crate) fn contains_cell(&self, cell: &[i64]) -> bool {
-        cell.iter().zip(&self.counts).all(|(&k, &n)| k >= 0 && k < n)
+        cell.iter()
+            .zip(&self.counts)
+            .all(|(&k, &n)| k >= 0 && k < n)
     }
 
     /// Dense row-major index of a cell.
     pub(crate) fn linear(&self, cell: &[i64]) -> u64 {
-        let mut i: u64 = 0;
-        for d in 0..self.dims {
-            i = i * self.counts[d] as u64 + cell[d] as u64;
-        }
-        i
+        cell.iter()
+            .zip(&self.counts)
+            .fold(0u64, |i, (&k, &n)| i * n as u64 + k as u64)
     }
 
     /// The cell of a dense row-major index.
@@ -346,6 +344,7 @@ impl BlockGrid {
     }
 
     /// Intra-task upstream cells of `cell` (daisy's `upstream`), unsorted.
+    #[cfg(test)]
     pub(crate) fn intra_upstream(&self, cell: &[i64], out: &mut Vec<Cell>) {
         if self.num_levels() <= 1 {
             return;
@@ -393,12 +392,6 @@ impl BlockGrid {
             .count() as u64
     }
 
-    /// Per axis, the cell indices of level 0 (`o0, o0 + S, ...` below `counts`).
-    pub(crate) fn level0_axis(&self, d: usize) -> std::iter::StepBy<std::ops::Range<i64>> {
-        let s = self.stride[d].max(1);
-        (s - 1..self.counts[d]).step_by(s as usize)
-    }
-
     /// Number of level-0 cells in axis `d`.
     pub(crate) fn level0_axis_count(&self, d: usize) -> u64 {
         let s = self.stride[d].max(1);
@@ -411,9 +404,7 @@ impl BlockGrid {
         if self.num_blocks == 0 {
             return 0;
         }
-        (0..self.dims)
-            .map(|d| self.level0_axis_count(d))
-            .product()
+        (0..self.dims).map(|d| self.level0_axis_count(d)).product()
     }
 }
 
@@ -453,7 +444,11 @@ mod tests {
     fn level_ids(g: &BlockGrid, level: usize) -> Vec<u64> {
         let off = &g.level_offsets[level];
         let per_dim: Vec<Vec<i64>> = (0..g.dims)
-            .map(|d| (off[d]..g.counts[d]).step_by(g.stride[d] as usize).collect())
+            .map(|d| {
+                (off[d]..g.counts[d])
+                    .step_by(g.stride[d] as usize)
+                    .collect()
+            })
             .collect();
         product(&per_dim)
             .iter()

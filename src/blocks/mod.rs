@@ -30,7 +30,9 @@ pub(crate) use grid::BlockGrid;
 /// Shrink:
 ///                   |rrrr|www|rrrr|     block 3 (ROIs clipped to the total ROI)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Fit {
     /// Only blocks whose read ROI lies entirely inside the total ROI (the default).
@@ -70,7 +72,9 @@ impl std::str::FromStr for Fit {
 }
 
 /// The processing state of a block (daisy's `BlockStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum BlockStatus {
     /// Not yet handed out.
     #[default]

@@ -80,9 +80,7 @@ impl TaskGraph {
             {
                 let mut cyclic: Vec<String> = tarjan_scc(&graph)
                     .into_iter()
-                    .filter(|scc| {
-                        scc.len() > 1 || graph.contains_edge(scc[0], scc[0])
-                    })
+                    .filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
                     .flatten()
                     .map(|n| found[graph[n]].task_id().to_owned())
                     .collect();
@@ -180,6 +178,7 @@ pub(crate) fn upstream_count(down: &BlockGrid, cell: &[i64], up: &BlockGrid) -> 
 }
 
 /// The upstream cells in `up` of the block at `cell` of `down`.
+#[cfg(test)]
 pub(crate) fn upstream_cells(down: &BlockGrid, cell: &[i64], up: &BlockGrid, out: &mut Vec<Cell>) {
     if let Some(b) = upstream_box(down, cell, up) {
         let per_dim: Vec<Vec<i64>> = b.iter().map(|&(lo, hi)| (lo..hi).collect()).collect();
@@ -189,15 +188,17 @@ pub(crate) fn upstream_cells(down: &BlockGrid, cell: &[i64], up: &BlockGrid, out
 
 /// The cells of `down` that wait for the block at `cell` of `up`: the exact inverse of
 /// [`upstream_cells`].
-pub(crate) fn downstream_cells(up: &BlockGrid, cell: &[i64], down: &BlockGrid, out: &mut Vec<Cell>) {
+pub(crate) fn downstream_cells(
+    up: &BlockGrid,
+    cell: &[i64],
+    down: &BlockGrid,
+    out: &mut Vec<Cell>,
+) {
     let mut per_dim: Vec<Vec<i64>> = Vec::with_capacity(up.dims);
-    for axis in 0..up.dims {
-        let (lo, hi) = downstream_candidates(up, cell[axis], axis, down);
-        let k = cell[axis];
+    for (axis, &k) in cell.iter().enumerate().take(up.dims) {
+        let (lo, hi) = downstream_candidates(up, k, axis, down);
         let list: Vec<i64> = (lo..hi)
-            .filter(|&j| {
-                upstream_axis(down, j, axis, up).is_some_and(|(a, b)| a <= k && k < b)
-            })
+            .filter(|&j| upstream_axis(down, j, axis, up).is_some_and(|(a, b)| a <= k && k < b))
             .collect();
         if list.is_empty() {
             return;

@@ -57,7 +57,9 @@ mod duration_secs {
         s.serialize_f64(d.as_secs_f64())
     }
 
-    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
         let secs: f64 = serde::Deserialize::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
@@ -121,7 +123,11 @@ impl fmt::Display for RunSummary {
             writeln!(f, "  Task {}:", t.task_id)?;
             writeln!(f)?;
             writeln!(f, "    num blocks : {}", s.total)?;
-            writeln!(f, "    completed ✔: {} (skipped {})", s.completed, s.skipped)?;
+            writeln!(
+                f,
+                "    completed ✔: {} (skipped {})",
+                s.completed, s.skipped
+            )?;
             writeln!(f, "    failed    ✗: {}", s.failed)?;
             writeln!(f, "    orphaned  ∅: {}", s.orphaned)?;
             writeln!(f)?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use rustc_hash::FxHashMap;
 
 use crate::blocks::{Block, BlockStatus};
@@ -25,6 +25,8 @@ struct Work {
 }
 
 /// What workers tell the driver.
+// `Done` is the hot message (one per block); boxing it would cost an allocation per block.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Done {
         task: usize,
@@ -159,7 +161,9 @@ impl Driver<'_> {
     ) -> Result<(), Error> {
         let min_timeout = self.runs.iter().filter_map(|r| r.task.timeout()).min();
         let tick = match (min_timeout, progress.is_some()) {
-            (Some(t), _) => Some((t / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))),
+            (Some(t), _) => {
+                Some((t / 10).clamp(Duration::from_millis(1), Duration::from_millis(100)))
+            }
             (None, true) => Some(Duration::from_millis(100)),
             (None, false) => None,
         };
@@ -192,25 +196,23 @@ impl Driver<'_> {
             if let Some(msg) = first {
                 self.handle(msg)?;
                 // Drain what else arrived, releasing in batches.
-                loop {
-                    match done_rx.try_recv() {
-                        Ok(msg) => self.handle(msg)?,
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    }
+                while let Ok(msg) = done_rx.try_recv() {
+                    self.handle(msg)?;
                 }
             }
             if min_timeout.is_some() {
                 self.check_timeouts();
             }
-            if let Some(p) = progress.as_deref_mut() {
-                if last_draw.elapsed() >= Duration::from_millis(100) {
-                    last_draw = Instant::now();
-                    for (i, run) in self.runs.iter().enumerate() {
-                        if run.started && !run.finished {
-                            if let Some(state) = self.sched.task_state(run.task.task_id()) {
-                                p.update(i, state);
-                            }
-                        }
+            if let Some(p) = progress.as_deref_mut()
+                && last_draw.elapsed() >= Duration::from_millis(100)
+            {
+                last_draw = Instant::now();
+                for (i, run) in self.runs.iter().enumerate() {
+                    if run.started
+                        && !run.finished
+                        && let Some(state) = self.sched.task_state(run.task.task_id())
+                    {
+                        p.update(i, state);
                     }
                 }
             }
@@ -242,7 +244,8 @@ impl Driver<'_> {
                 let seq = self.next_seq;
                 let run = &mut self.runs[i];
                 if run.task.timeout().is_some() {
-                    run.outstanding.insert(block.grid_index, (seq, block.clone()));
+                    run.outstanding
+                        .insert(block.grid_index, (seq, block.clone()));
                 }
                 if let Some(tx) = &run.work_tx {
                     // The receiver lives in `run`, so sending cannot fail.
@@ -345,12 +348,16 @@ impl Driver<'_> {
             };
             let mut expired: Vec<(u64, u64, u64)> = Vec::new();
             for w in &self.runs[i].workers {
-                let current = w.slot.current.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some((seq, index, started)) = *current {
-                    if started.elapsed() > timeout {
-                        w.slot.abandoned.store(true, Ordering::SeqCst);
-                        expired.push((w.id, seq, index));
-                    }
+                let current = w
+                    .slot
+                    .current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some((seq, index, started)) = *current
+                    && started.elapsed() > timeout
+                {
+                    w.slot.abandoned.store(true, Ordering::SeqCst);
+                    expired.push((w.id, seq, index));
                 }
             }
             for (worker, seq, index) in expired {
@@ -375,10 +382,10 @@ impl Driver<'_> {
                 });
                 block.set_status(BlockStatus::Failed);
                 self.sched.release_block(block);
-                if !self.runs[i].finished {
-                    if let Err(e) = self.spawn_worker(i) {
-                        tracing::error!("could not replace a timed-out worker: {e}");
-                    }
+                if !self.runs[i].finished
+                    && let Err(e) = self.spawn_worker(i)
+                {
+                    tracing::error!("could not replace a timed-out worker: {e}");
                 }
             }
         }
@@ -445,27 +452,25 @@ fn worker_loop(
 ) {
     let mut f: BlockFn = match processor {
         Some(Processor::PerBlock(f)) => Box::new(move |b: &Block| f(b)),
-        Some(Processor::PerWorker(init)) => {
-            match catch_unwind(AssertUnwindSafe(|| init(&ctx))) {
-                Ok(Ok(f)) => f,
-                Ok(Err(e)) => {
-                    let _ = done_tx.send(Msg::InitFailed {
-                        task,
-                        worker: ctx.worker_id,
-                        message: e.to_string(),
-                    });
-                    return;
-                }
-                Err(panic) => {
-                    let _ = done_tx.send(Msg::InitFailed {
-                        task,
-                        worker: ctx.worker_id,
-                        message: format!("panic: {}", panic_message(panic.as_ref())),
-                    });
-                    return;
-                }
+        Some(Processor::PerWorker(init)) => match catch_unwind(AssertUnwindSafe(|| init(&ctx))) {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                let _ = done_tx.send(Msg::InitFailed {
+                    task,
+                    worker: ctx.worker_id,
+                    message: e.to_string(),
+                });
+                return;
             }
-        }
+            Err(panic) => {
+                let _ = done_tx.send(Msg::InitFailed {
+                    task,
+                    worker: ctx.worker_id,
+                    message: format!("panic: {}", panic_message(panic.as_ref())),
+                });
+                return;
+            }
+        },
         None => return,
     };
     while let Ok(Work { block, seq }) = work_rx.recv() {

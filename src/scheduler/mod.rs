@@ -136,11 +136,9 @@ impl Roots {
     }
 
     fn in_boxes(&self, cell: &[i64]) -> bool {
-        self.boxes.iter().any(|b| {
-            b.iter()
-                .zip(cell)
-                .all(|(&(lo, hi), &k)| lo <= k && k < hi)
-        })
+        self.boxes
+            .iter()
+            .any(|b| b.iter().zip(cell).all(|(&(lo, hi), &k)| lo <= k && k < hi))
     }
 
     fn next_cell(&mut self, grid: &BlockGrid) -> Option<Cell> {

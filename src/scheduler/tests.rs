@@ -68,7 +68,9 @@ fn build(id: &str, g: &Geom, upstream: &[&Task], fail: Option<u64>) -> Task {
 }
 
 fn all_blocks(task: &Task) -> Vec<Block> {
-    (0..task.num_blocks()).map(|i| task.block(i).unwrap()).collect()
+    (0..task.num_blocks())
+        .map(|i| task.block(i).unwrap())
+        .collect()
 }
 
 /// daisy's definition: `u` is upstream of `d` iff `u`'s write ROI, within `u`'s total write
@@ -111,7 +113,7 @@ proptest! {
     fn inter_graph_matches_definition(gu in geom(2), gd in geom(2), shift in proptest::collection::vec(-4i64..5, 2)) {
         let up = build("u", &gu, &[], None);
         let mut gd = gd;
-        for d in 0..2 { gd.total_offset[d] += shift[d]; }
+        for (o, s) in gd.total_offset.iter_mut().zip(&shift) { *o += s; }
         let down = build("d", &gd, &[&up], None);
         let (ug, dg) = (&up.inner.grid, &down.inner.grid);
         let ublocks = all_blocks(&up);
@@ -212,9 +214,14 @@ proptest! {
 
 #[test]
 fn release_of_unknown_or_duplicate_block_is_refused() {
-    let task = Task::builder("t", Roi::new([0], [20]), Roi::new([0], [10]), Roi::new([0], [10]))
-        .build()
-        .unwrap();
+    let task = Task::builder(
+        "t",
+        Roi::new([0], [20]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .build()
+    .unwrap();
     let mut s = Scheduler::new(&[task]).unwrap();
     let mut b = s.acquire_block("t").unwrap();
     let mut copy = b.clone();
@@ -228,5 +235,10 @@ fn release_of_unknown_or_duplicate_block_is_refused() {
     );
     let mut c = s.acquire_block("t").unwrap();
     c.set_status(BlockStatus::Processing);
-    assert!(s.try_release_block(c).unwrap_err().to_string().contains("status Processing"));
+    assert!(
+        s.try_release_block(c)
+            .unwrap_err()
+            .to_string()
+            .contains("status Processing")
+    );
 }

@@ -14,7 +14,13 @@ fn err_text(r: Result<Task, Error>) -> String {
 #[test]
 fn dims_mismatch() {
     let e = err_text(
-        Task::builder("t", Roi::new([0, 0], [10, 10]), Roi::new([0], [5]), Roi::new([0], [5])).build(),
+        Task::builder(
+            "t",
+            Roi::new([0, 0], [10, 10]),
+            Roi::new([0], [5]),
+            Roi::new([0], [5]),
+        )
+        .build(),
     );
     assert_eq!(
         e,
@@ -24,39 +30,99 @@ fn dims_mismatch() {
 
 #[test]
 fn empty_and_negative_shapes() {
-    let e = err_text(Task::builder("t", Roi::new([0], [10]), Roi::new([0], [5]), Roi::new([0], [0])).build());
-    assert_eq!(e, "task \"t\": write ROI [empty ROI] has a non-positive shape in axis 0");
-    let e = err_text(Task::builder("t", Roi::new([0], [10]), Roi::new([0], [-5]), Roi::new([0], [1])).build());
-    assert_eq!(e, "task \"t\": read ROI [empty ROI] has a non-positive shape in axis 0");
-    let e = err_text(Task::builder("t", Roi::new([0, 0], [10, -1]), Roi::new([0, 0], [5, 5]), Roi::new([0, 0], [5, 5])).build());
-    assert_eq!(e, "task \"t\": total ROI [empty ROI] has a negative shape in axis 1");
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0], [10]),
+            Roi::new([0], [5]),
+            Roi::new([0], [0]),
+        )
+        .build(),
+    );
+    assert_eq!(
+        e,
+        "task \"t\": write ROI [empty ROI] has a non-positive shape in axis 0"
+    );
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0], [10]),
+            Roi::new([0], [-5]),
+            Roi::new([0], [1]),
+        )
+        .build(),
+    );
+    assert_eq!(
+        e,
+        "task \"t\": read ROI [empty ROI] has a non-positive shape in axis 0"
+    );
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0, 0], [10, -1]),
+            Roi::new([0, 0], [5, 5]),
+            Roi::new([0, 0], [5, 5]),
+        )
+        .build(),
+    );
+    assert_eq!(
+        e,
+        "task \"t\": total ROI [empty ROI] has a negative shape in axis 1"
+    );
 }
 
 #[test]
 fn write_outside_read_with_conflicts() {
-    let e = err_text(Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([5], [10])).build());
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0], [100]),
+            Roi::new([0], [10]),
+            Roi::new([5], [10]),
+        )
+        .build(),
+    );
     assert_eq!(
         e,
         "task \"t\": with read_write_conflict the read ROI must contain the write ROI, but read ROI [0:10] (10) does not contain write ROI [5:15] (10)"
     );
     // Without conflicts it is allowed (daisy does not check it either).
-    let t = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([5], [10]))
-        .read_write_conflict(false)
-        .build();
+    let t = Task::builder(
+        "t",
+        Roi::new([0], [100]),
+        Roi::new([0], [10]),
+        Roi::new([5], [10]),
+    )
+    .read_write_conflict(false)
+    .build();
     assert!(t.is_ok());
 }
 
 #[test]
 fn bad_ids_workers_and_timeouts() {
     let roi = || Roi::new([0], [10]);
-    assert_eq!(err_text(Task::builder("", roi(), roi(), roi()).build()), "task \"\": the task id is empty");
-    assert!(err_text(Task::builder("a/b", roi(), roi(), roi()).build()).contains("must not contain '/'"));
     assert_eq!(
-        err_text(Task::builder("t", roi(), roi(), roi()).num_workers(0).build()),
+        err_text(Task::builder("", roi(), roi(), roi()).build()),
+        "task \"\": the task id is empty"
+    );
+    assert!(
+        err_text(Task::builder("a/b", roi(), roi(), roi()).build())
+            .contains("must not contain '/'")
+    );
+    assert_eq!(
+        err_text(
+            Task::builder("t", roi(), roi(), roi())
+                .num_workers(0)
+                .build()
+        ),
         "task \"t\": num_workers is 0; it must be at least 1"
     );
     assert_eq!(
-        err_text(Task::builder("t", roi(), roi(), roi()).timeout(Duration::ZERO).build()),
+        err_text(
+            Task::builder("t", roi(), roi(), roi())
+                .timeout(Duration::ZERO)
+                .build()
+        ),
         "task \"t\": timeout is zero; it must be positive"
     );
 }
@@ -67,9 +133,14 @@ fn duplicate_ids() -> Result<(), Error> {
     let a = Task::builder("same", roi(), roi(), roi()).build()?;
     let b = Task::builder("same", roi(), roi(), roi()).build()?;
     let e = Scheduler::new(&[a.clone(), b]).err().map(|e| e.to_string());
-    assert_eq!(e.as_deref(), Some("duplicate task id \"same\": two different tasks use it"));
+    assert_eq!(
+        e.as_deref(),
+        Some("duplicate task id \"same\": two different tasks use it")
+    );
     // The same task given twice (or reachable twice) is fine.
-    let c = Task::builder("c", roi(), roi(), roi()).upstream(&a).build()?;
+    let c = Task::builder("c", roi(), roi(), roi())
+        .upstream(&a)
+        .build()?;
     assert!(Scheduler::new(&[a, c]).is_ok());
     Ok(())
 }
@@ -77,28 +148,61 @@ fn duplicate_ids() -> Result<(), Error> {
 #[test]
 fn unknown_upstream_and_cycles() -> Result<(), Error> {
     let roi = || Roi::new([0], [10]);
-    let a = Task::builder("a", roi(), roi(), roi()).upstream_id("ghost").build()?;
+    let a = Task::builder("a", roi(), roi(), roi())
+        .upstream_id("ghost")
+        .build()?;
     let e = Scheduler::new(&[a]).err().map(|e| e.to_string());
-    assert_eq!(e.as_deref(), Some("task \"a\": unknown upstream task \"ghost\""));
+    assert_eq!(
+        e.as_deref(),
+        Some("task \"a\": unknown upstream task \"ghost\"")
+    );
 
-    let a = Task::builder("a", roi(), roi(), roi()).upstream_id("c").build()?;
-    let b = Task::builder("b", roi(), roi(), roi()).upstream(&a).build()?;
-    let c = Task::builder("c", roi(), roi(), roi()).upstream(&b).build()?;
+    let a = Task::builder("a", roi(), roi(), roi())
+        .upstream_id("c")
+        .build()?;
+    let b = Task::builder("b", roi(), roi(), roi())
+        .upstream(&a)
+        .build()?;
+    let c = Task::builder("c", roi(), roi(), roi())
+        .upstream(&b)
+        .build()?;
     let e = Scheduler::new(&[c]).err().map(|e| e.to_string());
-    assert_eq!(e.as_deref(), Some("task dependencies form a cycle through [\"a\", \"b\", \"c\"]"));
-    let selfloop = Task::builder("s", roi(), roi(), roi()).upstream_id("s").build()?;
-    assert!(matches!(Scheduler::new(&[selfloop]), Err(Error::Cycle { .. })));
+    assert_eq!(
+        e.as_deref(),
+        Some("task dependencies form a cycle through [\"a\", \"b\", \"c\"]")
+    );
+    let selfloop = Task::builder("s", roi(), roi(), roi())
+        .upstream_id("s")
+        .build()?;
+    assert!(matches!(
+        Scheduler::new(&[selfloop]),
+        Err(Error::Cycle { .. })
+    ));
     Ok(())
 }
 
 #[test]
 fn chained_tasks_of_different_dims() -> Result<(), Error> {
-    let a = Task::builder("a", Roi::new([0], [10]), Roi::new([0], [10]), Roi::new([0], [10])).build()?;
-    let b = Task::builder("b", Roi::new([0, 0], [10, 10]), Roi::new([0, 0], [10, 10]), Roi::new([0, 0], [10, 10]))
-        .upstream(&a)
-        .build()?;
+    let a = Task::builder(
+        "a",
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .build()?;
+    let b = Task::builder(
+        "b",
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .upstream(&a)
+    .build()?;
     let e = Scheduler::new(&[b]).err().map(|e| e.to_string());
-    assert_eq!(e.as_deref(), Some("task \"b\": its ROIs have 2 dims but its upstream task \"a\" has 1"));
+    assert_eq!(
+        e.as_deref(),
+        Some("task \"b\": its ROIs have 2 dims but its upstream task \"a\" has 1")
+    );
     Ok(())
 }
 
@@ -106,9 +210,14 @@ fn chained_tasks_of_different_dims() -> Result<(), Error> {
 fn negative_block_ids_are_refused() {
     // Without conflicts the write ROI may leave the read ROI, but not so far that ids go negative.
     let e = err_text(
-        Task::builder("t", Roi::new([0], [100]), Roi::new([20], [10]), Roi::new([0], [10]))
-            .read_write_conflict(false)
-            .build(),
+        Task::builder(
+            "t",
+            Roi::new([0], [100]),
+            Roi::new([20], [10]),
+            Roi::new([0], [10]),
+        )
+        .read_write_conflict(false)
+        .build(),
     );
     assert!(e.contains("would give negative block ids"), "{e}");
 }
@@ -120,6 +229,9 @@ fn run_blockwise_reports_invalid_graphs() -> Result<(), Error> {
         .process(|_| Ok::<(), blockwise::BlockError>(()))
         .upstream_id("nope")
         .build()?;
-    assert!(matches!(blockwise::run_blockwise([a]), Err(Error::UnknownUpstream { .. })));
+    assert!(matches!(
+        blockwise::run_blockwise([a]),
+        Err(Error::UnknownUpstream { .. })
+    ));
     Ok(())
 }
