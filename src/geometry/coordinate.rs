@@ -98,7 +98,11 @@ fn assert_nonzero(divisor: &Coordinate) {
 pub(super) fn floor_div_i64(a: i64, b: i64) -> i64 {
     let q = a / b;
     let r = a % b;
-    if r != 0 && ((r < 0) != (b < 0)) { q - 1 } else { q }
+    if r != 0 && ((r < 0) != (b < 0)) {
+        q - 1
+    } else {
+        q
+    }
 }
 
 /// Ceiling division of scalars. Panics on `b == 0` or `i64::MIN / -1`.
@@ -106,7 +110,11 @@ pub(super) fn floor_div_i64(a: i64, b: i64) -> i64 {
 pub(super) fn ceil_div_i64(a: i64, b: i64) -> i64 {
     let q = a / b;
     let r = a % b;
-    if r != 0 && ((r < 0) == (b < 0)) { q + 1 } else { q }
+    if r != 0 && ((r < 0) == (b < 0)) {
+        q + 1
+    } else {
+        q
+    }
 }
 
 /// Division rounding to the nearest integer, halves toward negative infinity.
@@ -731,10 +739,38 @@ macro_rules! impl_binop {
     };
 }
 
-impl_binop!(Add, add, AddAssign, add_assign, |a: i64, b: i64| a + b, false);
-impl_binop!(Sub, sub, SubAssign, sub_assign, |a: i64, b: i64| a - b, false);
-impl_binop!(Mul, mul, MulAssign, mul_assign, |a: i64, b: i64| a * b, false);
-impl_binop!(Div, div, DivAssign, div_assign, |a: i64, b: i64| a / b, true);
+impl_binop!(
+    Add,
+    add,
+    AddAssign,
+    add_assign,
+    |a: i64, b: i64| a + b,
+    false
+);
+impl_binop!(
+    Sub,
+    sub,
+    SubAssign,
+    sub_assign,
+    |a: i64, b: i64| a - b,
+    false
+);
+impl_binop!(
+    Mul,
+    mul,
+    MulAssign,
+    mul_assign,
+    |a: i64, b: i64| a * b,
+    false
+);
+impl_binop!(
+    Div,
+    div,
+    DivAssign,
+    div_assign,
+    |a: i64, b: i64| a / b,
+    true
+);
 
 impl Neg for Coordinate {
     type Output = Coordinate;

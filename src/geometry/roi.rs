@@ -1,275 +1,469 @@
-//! `Roi`: an axis-aligned box, `offset + shape`, end exclusive.
+//! [`Roi`]: an axis-aligned box `offset + shape` with an exclusive end.
 
 use std::fmt;
 use std::ops::{Add, Div, Mul, Sub};
 
-use super::{Coordinate, GeometryError};
+use serde::{Deserialize, Serialize};
 
-/// How [`Roi::snap_to_grid`] rounds.
+use super::GeometryError;
+use super::coordinate::{
+    Coordinate, assert_same_dims, checked_ceil_div_i64, checked_floor_div_i64,
+    checked_round_div_i64,
+};
+
+/// How [`Roi::snap_to_grid`] rounds begin and end to the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Snap {
-    /// Begin rounded down, end rounded up: the result contains the input.
+    /// Floor the begin and ceil the end: the result contains the input.
     #[default]
     Grow,
-    /// Begin rounded up, end rounded down: the result lies inside the input.
+    /// Ceil the begin and floor the end: the result lies inside the input
+    /// (its shape may become zero or negative, i.e. empty).
     Shrink,
-    /// Begin and end rounded to the nearest multiple (halves down).
+    /// Round begin and end to the nearest grid line, exact halves down.
     Closest,
 }
 
-/// An axis-aligned box `offset + shape` (end exclusive), in any number of dimensions.
+/// An axis-aligned n-dimensional box: `offset + shape`, end exclusive.
+///
+/// Shapes may be zero or negative ("degenerate"); such ROIs are
+/// [empty](Self::is_empty). Operations that combine ROIs
+/// ([`intersect`](Self::intersect), [`union`](Self::union), …) panic on a
+/// dimension mismatch, which is a programming error; `try_` twins return a
+/// [`GeometryError`] instead.
 ///
 /// ```
-/// use blockwise::Roi;
+/// use blockwise::{Coordinate, Roi};
 ///
 /// let a = Roi::new([0, 0, 0], [100, 100, 100]);
 /// let b = Roi::new([50, 50, 50], [100, 100, 100]);
 /// assert_eq!(a.intersect(&b), Roi::new([50, 50, 50], [50, 50, 50]));
 /// assert_eq!(a.union(&b), Roi::new([0, 0, 0], [150, 150, 150]));
-/// // touching boxes do not intersect
-/// assert!(!Roi::new([0], [10]).intersects(&Roi::new([10], [5])));
+/// assert_eq!(a.center(), Coordinate::new([50, 50, 50]));
+/// assert_eq!(a.end(), Coordinate::new([100, 100, 100]));
+///
+/// // Scaling converts between voxel and world units; `/` truncates.
+/// assert_eq!(Roi::new([1], [7]) / 2, Roi::new([0], [3]));
+/// // `+` and `-` shift the offset.
+/// assert_eq!(Roi::new([1], [7]) + 1, Roi::new([2], [7]));
+///
 /// assert_eq!(Roi::new([0, 0], [10, 10]).to_string(), "[0:10, 0:10] (10, 10)");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RoiFields")]
 pub struct Roi {
     offset: Coordinate,
     shape: Coordinate,
 }
 
+/// Unvalidated serde form of [`Roi`]; deserialisation checks the dims.
+#[derive(Deserialize)]
+struct RoiFields {
+    offset: Coordinate,
+    shape: Coordinate,
+}
+
+impl TryFrom<RoiFields> for Roi {
+    type Error = GeometryError;
+
+    fn try_from(fields: RoiFields) -> Result<Roi, GeometryError> {
+        Roi::try_new(fields.offset, fields.shape)
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn roi_dims_panic(what: &str, left: &Coordinate, right: &Coordinate) -> ! {
+    panic!(
+        "roi dimension mismatch in {what}: {left} has {} dims, {right} has {}",
+        left.dims(),
+        right.dims()
+    )
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn roi_error_panic(what: &str, err: GeometryError) -> ! {
+    panic!("{what}: {err}")
+}
+
 impl Roi {
-    /// A ROI from its offset (begin) and shape.
+    /// Creates a ROI from its offset (begin) and shape.
+    ///
+    /// ```
+    /// use blockwise::{Coordinate, Roi};
+    ///
+    /// let r = Roi::new([1, 2], [3, 4]);
+    /// assert_eq!(r.offset(), &Coordinate::new([1, 2]));
+    /// assert_eq!(r.shape(), &Coordinate::new([3, 4]));
+    /// assert_eq!(r.size(), 12);
+    /// ```
     ///
     /// # Panics
     ///
-    /// If offset and shape have different dims; see [`Roi::try_new`].
-    #[must_use]
+    /// Panics if `offset` and `shape` have different numbers of dimensions
+    /// (see [`try_new`](Self::try_new)).
+    #[inline]
+    #[track_caller]
     pub fn new(offset: impl Into<Coordinate>, shape: impl Into<Coordinate>) -> Roi {
-        match Roi::try_new(offset, shape) {
-            Ok(r) => r,
-            Err(e) => panic!("invalid Roi: {e}"),
+        let (offset, shape) = (offset.into(), shape.into());
+        if offset.dims() != shape.dims() {
+            roi_dims_panic("Roi::new (offset vs shape)", &offset, &shape);
         }
+        Roi { offset, shape }
     }
 
-    /// A ROI from its offset and shape.
+    /// Fallible [`new`](Self::new).
     ///
     /// # Errors
     ///
-    /// [`GeometryError::DimsMismatch`] if offset and shape have different dims.
+    /// [`GeometryError::DimsMismatch`] (left = offset, right = shape) if the
+    /// dimensions differ.
+    #[inline]
     pub fn try_new(
         offset: impl Into<Coordinate>,
         shape: impl Into<Coordinate>,
     ) -> Result<Roi, GeometryError> {
         let (offset, shape) = (offset.into(), shape.into());
-        if offset.dims() != shape.dims() {
-            return Err(GeometryError::DimsMismatch {
-                left: offset,
-                right: shape,
-            });
-        }
+        offset.check_dims(&shape)?;
         Ok(Roi { offset, shape })
     }
 
-    /// A ROI from its begin and (exclusive) end.
+    /// Creates a ROI from its begin and exclusive end (`shape = end - begin`).
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// assert_eq!(Roi::from_bounds([2, 3], [5, 10]), Roi::new([2, 3], [3, 7]));
+    /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if `begin` and `end` have different numbers of dimensions.
+    #[inline]
+    #[track_caller]
     pub fn from_bounds(begin: impl Into<Coordinate>, end: impl Into<Coordinate>) -> Roi {
-        let begin = begin.into();
-        let shape = end.into() - &begin;
-        Roi::new(begin, shape)
+        let (begin, end) = (begin.into(), end.into());
+        if begin.dims() != end.dims() {
+            roi_dims_panic("Roi::from_bounds (begin vs end)", &begin, &end);
+        }
+        let shape = end - &begin;
+        Roi {
+            offset: begin,
+            shape,
+        }
     }
 
-    /// The offset (begin).
-    #[must_use]
+    /// The offset (inclusive begin).
     #[inline]
     pub fn offset(&self) -> &Coordinate {
         &self.offset
     }
 
-    /// The shape.
-    #[must_use]
+    /// The shape (may have zero or negative elements).
     #[inline]
     pub fn shape(&self) -> &Coordinate {
         &self.shape
     }
 
-    /// The begin (same as the offset).
-    #[must_use]
+    /// The inclusive begin; the same as [`offset`](Self::offset).
     #[inline]
     pub fn begin(&self) -> &Coordinate {
         &self.offset
     }
 
     /// The exclusive end, `offset + shape`.
-    #[must_use]
+    #[inline]
     pub fn end(&self) -> Coordinate {
         &self.offset + &self.shape
     }
 
-    /// The number of dimensions.
-    #[must_use]
+    /// Number of dimensions.
     #[inline]
     pub fn dims(&self) -> usize {
         self.offset.dims()
     }
 
-    /// The product of the shape (0 or negative for degenerate shapes, like funlib).
-    #[must_use]
+    /// Product of the shape (funlib's `size`): 0 or negative for degenerate
+    /// shapes, 1 for a 0-dimensional ROI.
+    ///
+    /// # Panics
+    ///
+    /// Overflow panics in debug builds (wraps in release); see
+    /// [`checked_size`](Self::checked_size).
+    #[inline]
     pub fn size(&self) -> i64 {
         self.shape.iter().product()
     }
 
-    /// Whether any shape element is 0 or negative.
-    #[must_use]
+    /// Product of the shape, or `None` on overflow.
+    #[inline]
+    pub fn checked_size(&self) -> Option<i64> {
+        self.shape.checked_product()
+    }
+
+    /// True if any shape element is zero or negative.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.shape.iter().any(|s| s <= 0)
     }
 
-    /// `offset + shape / 2`, with the truncating `/`.
-    #[must_use]
+    /// `offset + shape / 2`, where `/` truncates toward zero (funlib).
+    ///
+    /// ```
+    /// use blockwise::{Coordinate, Roi};
+    ///
+    /// assert_eq!(Roi::new([0], [5]).center(), Coordinate::new([2]));
+    /// assert_eq!(Roi::new([-5], [5]).center(), Coordinate::new([-3]));
+    /// ```
+    #[inline]
     pub fn center(&self) -> Coordinate {
-        &self.offset + &(&self.shape / 2)
+        self.offset.zip_map(&self.shape, |o, s| o + s / 2)
     }
 
-    /// Whether the ROIs overlap; touching ROIs and empty ROIs do not.
+    /// True if the two ROIs overlap in at least one point. Empty ROIs
+    /// intersect nothing, and touching ROIs (one's end equals the other's
+    /// begin) do not intersect.
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// assert!(Roi::new([0], [10]).intersects(&Roi::new([9], [5])));
+    /// assert!(!Roi::new([0], [10]).intersects(&Roi::new([10], [5])));
+    /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if the dimensions differ.
+    #[inline]
+    #[track_caller]
     pub fn intersects(&self, other: &Roi) -> bool {
-        self.assert_dims(other, "intersects");
-        if self.is_empty() || other.is_empty() {
-            return false;
-        }
+        self.assert_dims(other, "Roi::intersects");
+        // Per axis the overlap is [max(b1, b2), min(e1, e2)); an empty axis
+        // (shape <= 0) can never satisfy this, so emptiness needs no extra test.
         (0..self.dims()).all(|d| {
-            let (b1, e1) = (self.offset[d], self.offset[d] + self.shape[d]);
-            let (b2, e2) = (other.offset[d], other.offset[d] + other.shape[d]);
-            b1 < e2 && b2 < e1
+            let (b1, s1) = (self.offset[d], self.shape[d]);
+            let (b2, s2) = (other.offset[d], other.shape[d]);
+            b1.max(b2) < (b1 + s1).min(b2 + s2)
         })
     }
 
-    /// The overlap of two ROIs. Disjoint ROIs give an empty ROI with shape zero and offset the
-    /// element-wise maximum of the begins (funlib gives an offset of `None`, which Rust does not
-    /// have).
+    /// The overlap of two ROIs.
+    ///
+    /// If they do not [intersect](Self::intersects), the result is an
+    /// **empty** ROI whose shape is all zeros and whose offset is the
+    /// element-wise maximum of the two begins. (funlib returns an offset of
+    /// `None` there; this crate has no unbounded axes.)
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// let a = Roi::new([0, 0], [10, 10]);
+    /// assert_eq!(a.intersect(&Roi::new([5, -5], [10, 10])), Roi::new([5, 0], [5, 5]));
+    ///
+    /// let disjoint = Roi::new([0], [10]).intersect(&Roi::new([10], [5]));
+    /// assert!(disjoint.is_empty());
+    /// assert_eq!(disjoint, Roi::new([10], [0]));
+    /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch; see [`Roi::try_intersect`].
-    #[must_use]
+    /// Panics if the dimensions differ (see [`try_intersect`](Self::try_intersect)).
+    #[inline]
+    #[track_caller]
     pub fn intersect(&self, other: &Roi) -> Roi {
-        self.assert_dims(other, "intersect");
-        let begin = self.offset.elementwise_max(&other.offset);
-        if !self.intersects(other) {
-            return Roi {
-                shape: Coordinate::zeros(begin.dims()),
-                offset: begin,
-            };
+        self.assert_dims(other, "Roi::intersect");
+        let mut offset = self.offset.clone();
+        let mut shape = self.shape.clone();
+        let mut disjoint = false;
+        for d in 0..self.dims() {
+            let (b1, b2) = (self.offset[d], other.offset[d]);
+            let begin = b1.max(b2);
+            let end = (b1 + self.shape[d]).min(b2 + other.shape[d]);
+            offset[d] = begin;
+            shape[d] = end - begin;
+            disjoint |= end <= begin;
         }
-        let end = self.end().elementwise_min(&other.end());
-        Roi {
-            shape: &end - &begin,
-            offset: begin,
+        if disjoint {
+            shape = Coordinate::zeros(shape.dims());
         }
+        Roi { offset, shape }
     }
 
-    /// Checked [`Roi::intersect`].
+    /// Fallible [`intersect`](Self::intersect).
     ///
     /// # Errors
     ///
-    /// On a dims mismatch.
+    /// [`GeometryError::DimsMismatch`] if the dimensions differ.
+    #[inline]
     pub fn try_intersect(&self, other: &Roi) -> Result<Roi, GeometryError> {
-        self.check_dims(other)?;
+        self.offset.check_dims(&other.offset)?;
         Ok(self.intersect(other))
     }
 
-    /// The bounding box of both ROIs; an empty side yields the other.
+    /// The bounding box of both ROIs. If one of them is empty, the other is
+    /// returned unchanged (even if it is empty too).
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// let a = Roi::new([0, 0], [10, 10]);
+    /// assert_eq!(a.union(&Roi::new([20, 5], [5, 1])), Roi::new([0, 0], [25, 10]));
+    /// assert_eq!(a.union(&Roi::new([50, 50], [0, 0])), a);
+    /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if the dimensions differ (see [`try_union`](Self::try_union)).
+    #[inline]
+    #[track_caller]
     pub fn union(&self, other: &Roi) -> Roi {
-        self.assert_dims(other, "union");
+        self.assert_dims(other, "Roi::union");
         if self.is_empty() {
             return other.clone();
         }
         if other.is_empty() {
             return self.clone();
         }
-        let begin = self.offset.elementwise_min(&other.offset);
-        let end = self.end().elementwise_max(&other.end());
-        Roi::from_bounds(begin, end)
+        let mut offset = self.offset.clone();
+        let mut shape = self.shape.clone();
+        for d in 0..self.dims() {
+            let (b1, b2) = (self.offset[d], other.offset[d]);
+            let begin = b1.min(b2);
+            let end = (b1 + self.shape[d]).max(b2 + other.shape[d]);
+            offset[d] = begin;
+            shape[d] = end - begin;
+        }
+        Roi { offset, shape }
     }
 
-    /// Whether `other` lies inside this ROI. An empty `other` is contained if its offset is
-    /// (or if this ROI is empty too).
-    #[must_use]
+    /// Fallible [`union`](Self::union).
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::DimsMismatch`] if the dimensions differ.
+    #[inline]
+    pub fn try_union(&self, other: &Roi) -> Result<Roi, GeometryError> {
+        self.offset.check_dims(&other.offset)?;
+        Ok(self.union(other))
+    }
+
+    /// True if `other` lies entirely inside `self`.
+    ///
+    /// An empty `other` is contained if `self` is empty or if `other`'s begin
+    /// is a point of `self` (funlib semantics). ROIs with different numbers of
+    /// dimensions never contain one another (no panic).
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// let cube = Roi::new([0, 0, 0], [10, 10, 10]);
+    /// assert!(cube.contains(&Roi::new([2, 2, 2], [8, 8, 8])));
+    /// assert!(!cube.contains(&Roi::new([2, 2, 2], [9, 8, 8])));
+    /// assert!(cube.contains(&Roi::new([5, 5, 5], [0, 0, 0])));
+    /// assert!(!Roi::new([0], [10]).contains(&Roi::new([10], [0])));
+    /// ```
+    #[inline]
     pub fn contains(&self, other: &Roi) -> bool {
-        if other.dims() != self.dims() {
+        if self.dims() != other.dims() {
             return false;
         }
         if other.is_empty() {
             return self.is_empty() || self.contains_point(&other.offset);
         }
-        self.contains_point(&other.offset) && self.contains_point(&(other.end() - 1))
+        // `other` is non-empty, so `begin <= end - 1` on every axis and
+        // containment of both corners reduces to these two comparisons.
+        (0..self.dims()).all(|d| {
+            let (b1, b2) = (self.offset[d], other.offset[d]);
+            b1 <= b2 && b2 + other.shape[d] <= b1 + self.shape[d]
+        })
     }
 
-    /// Whether a point lies inside (the end is exclusive); false for other dims.
-    #[must_use]
+    /// True if `point` lies inside (`begin <= p < end` on every axis). A point
+    /// with a different number of dimensions is never contained (no panic).
+    ///
+    /// ```
+    /// use blockwise::{Coordinate, Roi};
+    ///
+    /// let r = Roi::new([0, 0], [10, 10]);
+    /// assert!(r.contains_point(&Coordinate::new([9, 0])));
+    /// assert!(!r.contains_point(&Coordinate::new([10, 0])));
+    /// ```
+    #[inline]
     pub fn contains_point(&self, point: &Coordinate) -> bool {
         point.dims() == self.dims()
             && (0..self.dims()).all(|d| {
-                self.offset[d] <= point[d] && point[d] < self.offset[d] + self.shape[d]
+                let (b, p) = (self.offset[d], point[d]);
+                b <= p && p < b + self.shape[d]
             })
     }
 
-    /// Grows by `neg` below and `pos` above (negative values shrink). Not normalised: the shape
-    /// may become negative.
+    /// Grows the ROI by `neg` below the begin and `pos` above the end:
+    /// `offset -= neg; shape += neg + pos`. Negative amounts shrink it. The
+    /// result is **not** normalised: the shape may become zero or negative
+    /// (an empty ROI).
     ///
     /// ```
     /// use blockwise::Roi;
-    /// assert_eq!(Roi::new([0], [10]).grow([2], [3]), Roi::new([-2], [15]));
-    /// assert!(Roi::new([0], [10]).grow([-6], [-6]).is_empty());
+    ///
+    /// let r = Roi::new([10, 10], [5, 5]);
+    /// assert_eq!(r.grow([1, 2], [3, 4]), Roi::new([9, 8], [9, 11]));
+    /// assert_eq!(Roi::new([0], [10]).grow([-6], [-6]), Roi::new([6], [-2]));
+    /// assert_eq!(r.grow([1, 2], [3, 4]).shrink([1, 2], [3, 4]), r);
     /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if the dimensions differ.
+    #[inline]
+    #[track_caller]
     pub fn grow(&self, neg: impl Into<Coordinate>, pos: impl Into<Coordinate>) -> Roi {
         let (neg, pos) = (neg.into(), pos.into());
+        assert_same_dims(&self.offset, &neg);
+        assert_same_dims(&self.offset, &pos);
+        let offset = &self.offset - &neg;
+        let mut shape = self.shape.clone();
+        for d in 0..shape.dims() {
+            shape[d] += neg[d] + pos[d];
+        }
+        Roi { offset, shape }
+    }
+
+    /// Grows every axis by `amount` on both sides (negative shrinks).
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    ///
+    /// assert_eq!(Roi::new([0, 0], [10, 10]).grow_by(2), Roi::new([-2, -2], [14, 14]));
+    /// ```
+    #[inline]
+    pub fn grow_by(&self, amount: i64) -> Roi {
         Roi {
-            offset: &self.offset - &neg,
-            shape: &(&self.shape + &neg) + &pos,
+            offset: &self.offset - amount,
+            shape: &self.shape + 2 * amount,
         }
     }
 
-    /// Grows every axis by `amount` on both sides.
-    #[must_use]
-    pub fn grow_by(&self, amount: i64) -> Roi {
-        let a = Coordinate::splat(amount, self.dims());
-        self.grow(a.clone(), a)
-    }
-
-    /// Shrinks by `neg` below and `pos` above: `grow(-neg, -pos)`.
+    /// The inverse of [`grow`](Self::grow): `grow(-neg, -pos)`.
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if the dimensions differ.
+    #[inline]
+    #[track_caller]
     pub fn shrink(&self, neg: impl Into<Coordinate>, pos: impl Into<Coordinate>) -> Roi {
         self.grow(-neg.into(), -pos.into())
     }
 
-    /// Moves the offset by `by`.
+    /// Moves the ROI by `by` (shape unchanged). Same as `roi + by`.
     ///
     /// # Panics
     ///
-    /// On a dims mismatch.
-    #[must_use]
+    /// Panics if the dimensions differ.
+    #[inline]
+    #[track_caller]
     pub fn shift(&self, by: impl Into<Coordinate>) -> Roi {
         Roi {
             offset: &self.offset + &by.into(),
@@ -277,76 +471,88 @@ impl Roi {
         }
     }
 
-    /// Snaps begin and end to multiples of `voxel_size`.
+    /// Snaps begin and end to multiples of `voxel_size` (see [`Snap`]).
+    ///
+    /// * [`Snap::Grow`]: begin rounded down, end rounded up.
+    /// * [`Snap::Shrink`]: begin rounded up, end rounded down (the shape
+    ///   can become zero or negative).
+    /// * [`Snap::Closest`]: both rounded to the nearest multiple, exact halves
+    ///   down.
+    ///
+    /// Voxel sizes are expected to be positive.
     ///
     /// ```
-    /// use blockwise::{Roi, Snap};
+    /// use blockwise::{Coordinate, Roi, Snap};
+    ///
     /// let r = Roi::new([1], [7]);
-    /// assert_eq!(r.snap_to_grid(&[2].into(), Snap::Grow), Roi::new([0], [8]));
-    /// assert_eq!(r.snap_to_grid(&[2].into(), Snap::Shrink), Roi::new([2], [6]));
-    /// assert_eq!(r.snap_to_grid(&[3].into(), Snap::Closest), Roi::new([0], [9]));
+    /// let two = Coordinate::new([2]);
+    /// assert_eq!(r.snap_to_grid(&two, Snap::Grow), Roi::new([0], [8]));
+    /// assert_eq!(r.snap_to_grid(&two, Snap::Shrink), Roi::new([2], [6]));
+    /// assert_eq!(r.snap_to_grid(&two, Snap::Closest), Roi::new([0], [8]));
+    ///
+    /// let voxel = Coordinate::new([4, 4]);
+    /// let r = Roi::new([3, 7], [10, 10]);
+    /// assert_eq!(r.snap_to_grid(&voxel, Snap::Grow), Roi::new([0, 4], [16, 16]));
     /// ```
     ///
     /// # Panics
     ///
-    /// On a dims mismatch or a zero voxel size element; see [`Roi::try_snap_to_grid`].
-    #[must_use]
+    /// Panics if `voxel_size` has different dimensions or a zero element, or
+    /// on `i64` overflow (see [`try_snap_to_grid`](Self::try_snap_to_grid)).
+    #[inline]
+    #[track_caller]
     pub fn snap_to_grid(&self, voxel_size: &Coordinate, mode: Snap) -> Roi {
         match self.try_snap_to_grid(voxel_size, mode) {
-            Ok(r) => r,
-            Err(e) => panic!("snap_to_grid of {self} to {voxel_size}: {e}"),
+            Ok(roi) => roi,
+            Err(err) => roi_error_panic("Roi::snap_to_grid", err),
         }
     }
 
-    /// Checked [`Roi::snap_to_grid`].
+    /// Fallible [`snap_to_grid`](Self::snap_to_grid).
     ///
     /// # Errors
     ///
-    /// A dims mismatch or a zero voxel size element.
-    pub fn try_snap_to_grid(&self, voxel_size: &Coordinate, mode: Snap) -> Result<Roi, GeometryError> {
-        if voxel_size.dims() != self.dims() {
-            return Err(GeometryError::DimsMismatch {
-                left: self.offset.clone(),
-                right: voxel_size.clone(),
-            });
+    /// [`GeometryError::DimsMismatch`], [`GeometryError::DivisionByZero`]
+    /// (a zero voxel element) or [`GeometryError::Overflow`].
+    pub fn try_snap_to_grid(
+        &self,
+        voxel_size: &Coordinate,
+        mode: Snap,
+    ) -> Result<Roi, GeometryError> {
+        self.offset.check_divisor(voxel_size)?;
+        let overflow = GeometryError::Overflow { op: "snap_to_grid" };
+        let mut offset = self.offset.clone();
+        let mut shape = self.shape.clone();
+        for d in 0..self.dims() {
+            let (b, v) = (self.offset[d], voxel_size[d]);
+            let snap = || -> Option<(i64, i64)> {
+                let e = b.checked_add(self.shape[d])?;
+                let (begin, end) = match mode {
+                    Snap::Grow => (checked_floor_div_i64(b, v)?, checked_ceil_div_i64(e, v)?),
+                    Snap::Shrink => (checked_ceil_div_i64(b, v)?, checked_floor_div_i64(e, v)?),
+                    Snap::Closest => (checked_round_div_i64(b, v)?, checked_round_div_i64(e, v)?),
+                };
+                let (begin, end) = (begin.checked_mul(v)?, end.checked_mul(v)?);
+                Some((begin, end.checked_sub(begin)?))
+            };
+            let (begin, size) = snap().ok_or_else(|| overflow.clone())?;
+            offset[d] = begin;
+            shape[d] = size;
         }
-        if voxel_size.iter().any(|v| v == 0) {
-            return Err(GeometryError::DivisionByZero {
-                divisor: voxel_size.clone(),
-            });
-        }
-        let end = self.end();
-        let (b, e) = match mode {
-            Snap::Grow => (self.offset.floor_div(voxel_size), end.ceil_div(voxel_size)),
-            Snap::Shrink => (self.offset.ceil_div(voxel_size), end.floor_div(voxel_size)),
-            Snap::Closest => (self.offset.round_div(voxel_size), end.round_div(voxel_size)),
-        };
-        Ok(Roi::from_bounds(&b * voxel_size, &e * voxel_size))
+        Ok(Roi { offset, shape })
     }
 
-    fn check_dims(&self, other: &Roi) -> Result<(), GeometryError> {
-        if self.dims() == other.dims() {
-            Ok(())
-        } else {
-            Err(GeometryError::DimsMismatch {
-                left: self.offset.clone(),
-                right: other.offset.clone(),
-            })
+    #[inline]
+    #[track_caller]
+    fn assert_dims(&self, other: &Roi, what: &str) {
+        if self.dims() != other.dims() {
+            roi_dims_panic(what, &self.offset, &other.offset);
         }
-    }
-
-    fn assert_dims(&self, other: &Roi, op: &str) {
-        assert!(
-            self.dims() == other.dims(),
-            "Roi dimension mismatch in {op}: {self} has {} dims, {other} has {}",
-            self.dims(),
-            other.dims()
-        );
     }
 }
 
+/// funlib's `str`: `[0:10, 0:10] (10, 10)`, `[1:4] (3)`, or `[empty ROI]`.
 impl fmt::Display for Roi {
-    /// funlib's `str`: `[0:10, 0:10] (10, 10)`; 1-D `[1:4] (3)`; empty `[empty ROI]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_empty() {
             return f.write_str("[empty ROI]");
@@ -356,105 +562,345 @@ impl fmt::Display for Roi {
             if d > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "{}:{}", self.offset[d], self.offset[d] + self.shape[d])?;
+            let b = self.offset[d];
+            write!(f, "{b}:{}", b + self.shape[d])?;
         }
         f.write_str("] (")?;
-        for d in 0..self.dims() {
+        for (d, s) in self.shape.iter().enumerate() {
             if d > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "{}", self.shape[d])?;
+            write!(f, "{s}")?;
         }
         f.write_str(")")
     }
 }
 
+/// funlib's `repr`: `Roi((0, 0), (10, 10))`.
 impl fmt::Debug for Roi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Roi({:?}, {:?})", self.offset, self.shape)
+        write!(f, "Roi({}, {})", self.offset, self.shape)
     }
 }
 
-macro_rules! scale {
-    ($trait:ident, $method:ident) => {
-        impl $trait<&Coordinate> for &Roi {
+/// Implements `Roi op Coordinate` / `Roi op i64` in owned and borrowed forms.
+/// `$scale_shape` selects whether the shape is transformed too (`*`, `/`)
+/// or only the offset (`+`, `-`).
+macro_rules! impl_roi_op {
+    ($Op:ident, $op:ident, $scale_shape:literal) => {
+        impl $Op<&Coordinate> for Roi {
             type Output = Roi;
-            /// Applies to both offset and shape; panics on a dims mismatch.
-            fn $method(self, rhs: &Coordinate) -> Roi {
-                Roi {
-                    offset: (&self.offset).$method(rhs),
-                    shape: (&self.shape).$method(rhs),
-                }
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: &Coordinate) -> Roi {
+                let Roi { offset, shape } = self;
+                let offset = $Op::$op(offset, rhs);
+                let shape = if $scale_shape {
+                    $Op::$op(shape, rhs)
+                } else {
+                    shape
+                };
+                Roi { offset, shape }
             }
         }
-        impl $trait<Coordinate> for Roi {
+
+        impl $Op<Coordinate> for Roi {
             type Output = Roi;
-            fn $method(self, rhs: Coordinate) -> Roi {
-                (&self).$method(&rhs)
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: Coordinate) -> Roi {
+                $Op::$op(self, &rhs)
             }
         }
-        impl $trait<&Coordinate> for Roi {
+
+        impl $Op<&Coordinate> for &Roi {
             type Output = Roi;
-            fn $method(self, rhs: &Coordinate) -> Roi {
-                (&self).$method(rhs)
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: &Coordinate) -> Roi {
+                let offset = $Op::$op(&self.offset, rhs);
+                let shape = if $scale_shape {
+                    $Op::$op(&self.shape, rhs)
+                } else {
+                    self.shape.clone()
+                };
+                Roi { offset, shape }
             }
         }
-        impl $trait<i64> for &Roi {
+
+        impl $Op<Coordinate> for &Roi {
             type Output = Roi;
-            fn $method(self, rhs: i64) -> Roi {
-                self.$method(&Coordinate::splat(rhs, self.dims()))
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: Coordinate) -> Roi {
+                $Op::$op(self, &rhs)
             }
         }
-        impl $trait<i64> for Roi {
+
+        impl $Op<i64> for Roi {
             type Output = Roi;
-            fn $method(self, rhs: i64) -> Roi {
-                (&self).$method(rhs)
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: i64) -> Roi {
+                let Roi { offset, shape } = self;
+                let offset = $Op::$op(offset, rhs);
+                let shape = if $scale_shape {
+                    $Op::$op(shape, rhs)
+                } else {
+                    shape
+                };
+                Roi { offset, shape }
+            }
+        }
+
+        impl $Op<i64> for &Roi {
+            type Output = Roi;
+
+            #[inline]
+            #[track_caller]
+            fn $op(self, rhs: i64) -> Roi {
+                let offset = $Op::$op(&self.offset, rhs);
+                let shape = if $scale_shape {
+                    $Op::$op(&self.shape, rhs)
+                } else {
+                    self.shape.clone()
+                };
+                Roi { offset, shape }
             }
         }
     };
 }
 
-scale!(Mul, mul);
-scale!(Div, div);
+impl_roi_op!(Add, add, false);
+impl_roi_op!(Sub, sub, false);
+impl_roi_op!(Mul, mul, true);
+impl_roi_op!(Div, div, true);
 
-macro_rules! shift_op {
-    ($trait:ident, $method:ident) => {
-        impl $trait<&Coordinate> for &Roi {
-            type Output = Roi;
-            /// Moves the offset; panics on a dims mismatch.
-            fn $method(self, rhs: &Coordinate) -> Roi {
-                Roi {
-                    offset: (&self.offset).$method(rhs),
-                    shape: self.shape.clone(),
-                }
-            }
-        }
-        impl $trait<Coordinate> for Roi {
-            type Output = Roi;
-            fn $method(self, rhs: Coordinate) -> Roi {
-                (&self).$method(&rhs)
-            }
-        }
-        impl $trait<&Coordinate> for Roi {
-            type Output = Roi;
-            fn $method(self, rhs: &Coordinate) -> Roi {
-                (&self).$method(rhs)
-            }
-        }
-        impl $trait<i64> for &Roi {
-            type Output = Roi;
-            fn $method(self, rhs: i64) -> Roi {
-                self.$method(&Coordinate::splat(rhs, self.dims()))
-            }
-        }
-        impl $trait<i64> for Roi {
-            type Output = Roi;
-            fn $method(self, rhs: i64) -> Roi {
-                (&self).$method(rhs)
-            }
-        }
-    };
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod unit {
+    use super::*;
+
+    fn c<const N: usize>(v: [i64; N]) -> Coordinate {
+        Coordinate::from(v)
+    }
+
+    #[test]
+    fn accessors() {
+        let r = Roi::new([1, 2], [3, 4]);
+        assert_eq!(r.offset(), &c([1, 2]));
+        assert_eq!(r.begin(), &c([1, 2]));
+        assert_eq!(r.shape(), &c([3, 4]));
+        assert_eq!(r.end(), c([4, 6]));
+        assert_eq!(r.dims(), 2);
+        assert_eq!(r.size(), 12);
+        assert_eq!(r.checked_size(), Some(12));
+        assert!(!r.is_empty());
+        assert_eq!(Roi::new([0, 0], [3, -2]).size(), -6);
+        assert!(Roi::new([0, 0], [3, -2]).is_empty());
+        assert!(Roi::new([0, 0], [3, 0]).is_empty());
+        assert_eq!(Roi::from_bounds([2, 3], [5, 10]), Roi::new([2, 3], [3, 7]));
+        assert_eq!(Roi::try_new([0], [1]), Ok(Roi::new([0], [1])));
+        assert_eq!(
+            Roi::try_new([0, 0], [1]),
+            Err(GeometryError::DimsMismatch {
+                left: c([0, 0]),
+                right: c([1])
+            })
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "roi dimension mismatch in Roi::new (offset vs shape): (0, 0) has 2 dims, (1,) has 1"
+    )]
+    fn new_dims_mismatch_panics() {
+        let _ = Roi::new([0, 0], [1]);
+    }
+
+    #[test]
+    fn acceptance_case_2_roi_operations() {
+        let a = Roi::new([0, 0, 0], [100, 100, 100]);
+        let b = Roi::new([50, 50, 50], [100, 100, 100]);
+        assert_eq!(a.intersect(&b), Roi::new([50, 50, 50], [50, 50, 50]));
+        assert_eq!(b.intersect(&a), Roi::new([50, 50, 50], [50, 50, 50]));
+        assert_eq!(a.union(&b), Roi::new([0, 0, 0], [150, 150, 150]));
+        assert_eq!(a.center(), c([50, 50, 50]));
+        assert!(a.intersects(&b));
+
+        let touching = Roi::new([0], [10]).intersect(&Roi::new([10], [5]));
+        assert!(touching.is_empty());
+        assert_eq!(touching.shape(), &c([0]));
+        assert_eq!(touching.offset(), &c([10])); // our stand-in for funlib's None
+        assert!(!Roi::new([0], [10]).intersects(&Roi::new([10], [5])));
+
+        assert_eq!(Roi::new([-5], [5]).center(), c([-3]));
+        assert_eq!(Roi::new([0], [5]).center(), c([2]));
+    }
+
+    #[test]
+    fn acceptance_case_3_bounded_parts() {
+        assert_eq!(Roi::new([1], [7]) / 2, Roi::new([0], [3]));
+        assert_eq!(Roi::new([1], [7]) + 1, Roi::new([2], [7]));
+        assert_eq!(
+            Roi::new([0, 0, 0], [100, 100, 100]).grow([-1, -1, -1], [-1, -1, -1]),
+            Roi::new([1, 1, 1], [98, 98, 98])
+        );
+        assert_eq!(
+            Roi::new([0, 0, 0], [100, 100, 100]).grow_by(-1),
+            Roi::new([1, 1, 1], [98, 98, 98])
+        );
+    }
+
+    #[test]
+    fn acceptance_case_4_snap_to_grid() {
+        let r = Roi::new([1], [7]);
+        let v2 = c([2]);
+        assert_eq!(r.snap_to_grid(&v2, Snap::Grow), Roi::new([0], [8]));
+        assert_eq!(r.snap_to_grid(&v2, Snap::Shrink), Roi::new([2], [6]));
+        assert_eq!(r.snap_to_grid(&v2, Snap::Closest), Roi::new([0], [8]));
+        let v3 = c([3]);
+        assert_eq!(r.snap_to_grid(&v3, Snap::Grow), Roi::new([0], [9]));
+        assert_eq!(r.snap_to_grid(&v3, Snap::Shrink), Roi::new([3], [3]));
+        assert_eq!(r.snap_to_grid(&v3, Snap::Closest), Roi::new([0], [9]));
+        assert_eq!(
+            Roi::new([3, 7], [10, 10]).snap_to_grid(&c([4, 4]), Snap::Grow),
+            Roi::new([0, 4], [16, 16])
+        );
+        assert_eq!(Snap::default(), Snap::Grow);
+        // Shrink may produce a negative shape.
+        assert_eq!(
+            Roi::new([1], [2]).snap_to_grid(&c([4]), Snap::Shrink),
+            Roi::new([4], [-4])
+        );
+    }
+
+    #[test]
+    fn snap_errors() {
+        let r = Roi::new([1, 2], [7, 7]);
+        assert!(matches!(
+            r.try_snap_to_grid(&c([2]), Snap::Grow),
+            Err(GeometryError::DimsMismatch { .. })
+        ));
+        assert_eq!(
+            r.try_snap_to_grid(&c([2, 0]), Snap::Grow),
+            Err(GeometryError::DivisionByZero { divisor: c([2, 0]) })
+        );
+        assert_eq!(
+            Roi::new([i64::MAX - 1], [1]).try_snap_to_grid(&c([4]), Snap::Grow),
+            Err(GeometryError::Overflow { op: "snap_to_grid" })
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "Roi::snap_to_grid: division by zero: divisor (0,) has a zero element"
+    )]
+    fn snap_zero_voxel_panics() {
+        let _ = Roi::new([1], [7]).snap_to_grid(&c([0]), Snap::Grow);
+    }
+
+    #[test]
+    fn acceptance_case_5_containment() {
+        assert!(Roi::new([0, 0, 0], [10, 10, 10]).contains(&Roi::new([5, 5, 5], [0, 0, 0])));
+        assert!(!Roi::new([0], [10]).contains(&Roi::new([10], [0])));
+        assert!(!Roi::new([0, 0], [10, 10]).contains_point(&c([10, 0])));
+        assert!(Roi::new([0, 0], [10, 10]).contains_point(&c([9, 9])));
+        // Empty self contains any empty ROI, but no non-empty one.
+        assert!(Roi::new([0], [0]).contains(&Roi::new([100], [-3])));
+        assert!(!Roi::new([0], [0]).contains(&Roi::new([0], [1])));
+        // Different dims: false, no panic.
+        assert!(!Roi::new([0], [10]).contains(&Roi::new([0, 0], [1, 1])));
+        assert!(!Roi::new([0], [10]).contains_point(&c([1, 1])));
+        // Self contains itself.
+        let r = Roi::new([-3, 4], [5, 6]);
+        assert!(r.contains(&r));
+    }
+
+    #[test]
+    fn union_with_empty() {
+        let a = Roi::new([0], [10]);
+        let e = Roi::new([100], [0]);
+        assert_eq!(a.union(&e), a);
+        assert_eq!(e.union(&a), a);
+        assert_eq!(e.union(&Roi::new([7], [-1])), Roi::new([7], [-1]));
+        assert_eq!(a.try_union(&Roi::new([1], [1])), Ok(a.clone()));
+        assert!(a.try_union(&Roi::new([1, 1], [1, 1])).is_err());
+        assert!(a.try_intersect(&Roi::new([1, 1], [1, 1])).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "roi dimension mismatch in Roi::intersects")]
+    fn intersects_dims_mismatch_panics() {
+        let _ = Roi::new([0], [10]).intersects(&Roi::new([0, 0], [1, 1]));
+    }
+
+    #[test]
+    fn grow_shrink_shift() {
+        let r = Roi::new([0], [10]);
+        assert_eq!(r.grow([-6], [-6]), Roi::new([6], [-2]));
+        assert!(r.grow([-6], [-6]).is_empty());
+        assert_eq!(r.shrink([1], [2]), Roi::new([1], [7]));
+        assert_eq!(r.shift([5]), Roi::new([5], [10]));
+        let by = c([5]);
+        assert_eq!(r.shift(&by), Roi::new([5], [10]));
+        assert_eq!(by, c([5]));
+    }
+
+    #[test]
+    fn operators() {
+        let r = Roi::new([2, -4], [6, 8]);
+        let v = c([2, 4]);
+        let scaled = Roi::new([4, -16], [12, 32]);
+        assert_eq!(&r * &v, scaled);
+        assert_eq!(&r * v.clone(), scaled);
+        assert_eq!(r.clone() * &v, scaled);
+        assert_eq!(r.clone() * v.clone(), scaled);
+        assert_eq!(&scaled / &v, r);
+        assert_eq!(scaled.clone() / v.clone(), r);
+        assert_eq!(&r * 2, Roi::new([4, -8], [12, 16]));
+        assert_eq!(r.clone() / 2, Roi::new([1, -2], [3, 4]));
+        assert_eq!(&Roi::new([-3], [7]) / 2, Roi::new([-1], [3])); // truncating
+        assert_eq!(&r + &v, Roi::new([4, 0], [6, 8]));
+        assert_eq!(r.clone() - v.clone(), Roi::new([0, -8], [6, 8]));
+        assert_eq!(&r + 1, Roi::new([3, -3], [6, 8]));
+        assert_eq!(r.clone() - 1, Roi::new([1, -5], [6, 8]));
+    }
+
+    #[test]
+    fn display_and_debug() {
+        assert_eq!(
+            Roi::new([0, 0], [10, 10]).to_string(),
+            "[0:10, 0:10] (10, 10)"
+        );
+        assert_eq!(Roi::new([1], [3]).to_string(), "[1:4] (3)");
+        assert_eq!(Roi::new([2], [1]).to_string(), "[2:3] (1)");
+        assert_eq!(
+            Roi::new([-5, 3, 1], [5, 2, 1]).to_string(),
+            "[-5:0, 3:5, 1:2] (5, 2, 1)"
+        );
+        assert_eq!(Roi::new([0], [0]).to_string(), "[empty ROI]");
+        assert_eq!(Roi::new([0, 0], [5, -1]).to_string(), "[empty ROI]");
+        assert_eq!(
+            format!("{:?}", Roi::new([0, 0], [10, 10])),
+            "Roi((0, 0), (10, 10))"
+        );
+        assert_eq!(format!("{:?}", Roi::new([1], [3])), "Roi((1,), (3,))");
+    }
+
+    #[test]
+    fn serde_roundtrip() {
+        let r = Roi::new([1, 2], [3, 4]);
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"offset":[1,2],"shape":[3,4]}"#);
+        let back: Roi = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let bad = serde_json::from_str::<Roi>(r#"{"offset":[1,2],"shape":[3]}"#);
+        assert!(bad.unwrap_err().to_string().contains("dimension mismatch"));
+    }
 }
-
-shift_op!(Add, add);
-shift_op!(Sub, sub);
