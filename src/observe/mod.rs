@@ -20,4 +20,5 @@ impl ProgressBars {
     }
     pub(crate) fn update(&mut self, _i: usize, _state: &crate::TaskState) {}
     pub(crate) fn finish(&mut self, _i: usize, _state: &crate::TaskState) {}
+    pub(crate) fn close(&mut self) {}
 }

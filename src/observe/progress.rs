@@ -26,9 +26,15 @@ impl ProgressBars {
         let id = &self.task_ids[i];
         self.bars[i].get_or_insert_with(|| {
             let style = ProgressStyle::with_template(
-                "{prefix} {percent:>3}%|{bar:30}| {pos}/{len} [{elapsed}<{eta}, {per_sec}] {msg}",
+                "{prefix} {percent:>3}%|{bar:30}| {pos}/{len} [{elapsed}<{eta}, {rate}] {msg}",
             )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} blocks/s", state.per_sec());
+                },
+            );
             let bar = multi.add(ProgressBar::new(state.total).with_style(style));
             bar.set_prefix(format!("{id} ▶"));
             bar
@@ -45,6 +51,13 @@ impl ProgressBars {
         ));
     }
 
+    /// Leaves the bars on screen and moves the cursor below them.
+    pub(crate) fn close(&mut self) {
+        if self.bars.iter().any(Option::is_some) {
+            println!();
+        }
+    }
+
     /// Marks the task done: `✗` if blocks failed, else `∅` if some were orphaned, else `✔`.
     pub(crate) fn finish(&mut self, i: usize, state: &TaskState) {
         self.update(i, state);
@@ -58,7 +71,8 @@ impl ProgressBars {
         let id = self.task_ids[i].clone();
         if let Some(bar) = &self.bars[i] {
             bar.set_prefix(format!("{id} {symbol}"));
-            bar.finish();
+            // `abandon` keeps the position (completed blocks), unlike `finish`.
+            bar.abandon();
         }
     }
 }

@@ -165,7 +165,7 @@ impl Runner {
         let show = self.progress.enabled();
         let summary = threads::run(&tasks, self, show)?;
         if self.print_summary.unwrap_or(show) {
-            println!("{summary}");
+            print!("{summary}");
         }
         Ok(summary)
     }

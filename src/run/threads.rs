@@ -131,6 +131,9 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let result = driver.drive(&done_rx, progress.as_mut());
     driver.shutdown();
+    if let Some(p) = progress.as_mut() {
+        p.close();
+    }
     result?;
     let tasks = driver
         .runs
