@@ -306,19 +306,12 @@ impl Driver<'_> {
                     }
                 }
                 match result {
-                    Ok(()) => block.set_status(BlockStatus::Success),
-                    Err(message) => {
-                        tracing::warn!(block = %block, worker, error = %message, "block failed");
-                        run.record_failure(BlockFailure {
-                            block_id: block.block_id,
-                            grid_index: block.grid_index,
-                            worker_id: worker,
-                            message,
-                        });
-                        block.set_status(BlockStatus::Failed);
+                    Ok(()) => {
+                        block.set_status(BlockStatus::Success);
+                        self.sched.release_block(block);
                     }
+                    Err(message) => self.fail_block(task, block, worker, message),
                 }
-                self.sched.release_block(block);
             }
             Msg::InitFailed {
                 task,
@@ -344,6 +337,19 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Records a failed attempt and releases the block as failed (retried or failed for good).
+    fn fail_block(&mut self, task: usize, mut block: Block, worker: u64, message: String) {
+        tracing::warn!(block = %block, worker, error = %message, "block failed");
+        self.runs[task].record_failure(BlockFailure {
+            block_id: block.block_id,
+            grid_index: block.grid_index,
+            worker_id: worker,
+            message,
+        });
+        block.set_status(BlockStatus::Failed);
+        self.sched.release_block(block);
+    }
+
     fn check_timeouts(&mut self) {
         for i in 0..self.runs.len() {
             let Some(timeout) = self.runs[i].task.timeout() else {
@@ -366,7 +372,7 @@ impl Driver<'_> {
             for (worker, seq, index) in expired {
                 let run = &mut self.runs[i];
                 run.workers.retain(|w| w.id != worker);
-                let Some((s, mut block)) = run.outstanding.remove(&index) else {
+                let Some((s, block)) = run.outstanding.remove(&index) else {
                     continue;
                 };
                 if s != seq {
@@ -376,15 +382,7 @@ impl Driver<'_> {
                 let message = format!(
                     "timed out after {timeout:?}; worker {worker} abandoned (its thread keeps running until the block's function returns)"
                 );
-                tracing::warn!(block = %block, worker, "{message}");
-                run.record_failure(BlockFailure {
-                    block_id: block.block_id,
-                    grid_index: block.grid_index,
-                    worker_id: worker,
-                    message,
-                });
-                block.set_status(BlockStatus::Failed);
-                self.sched.release_block(block);
+                self.fail_block(i, block, worker, message);
                 if !self.runs[i].finished
                     && let Err(e) = self.spawn_worker(i)
                 {
