@@ -76,6 +76,7 @@ mod graph;
 mod observe;
 mod run;
 mod scheduler;
+pub mod store;
 mod task;
 
 pub use blocks::{Block, BlockStatus, Fit};

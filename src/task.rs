@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::blocks::{Block, BlockGrid, Fit};
 use crate::error::{BlockError, Error};
 use crate::geometry::Roi;
+use crate::store::ChunkGrid;
 
 /// What a worker knows about itself; passed to the per-worker set-up of
 /// [`TaskBuilder::process_per_worker`].
@@ -48,6 +49,7 @@ pub(crate) struct TaskInner {
     pub(crate) processor: Option<Processor>,
     pub(crate) check: Option<CheckFn>,
     pub(crate) grid: BlockGrid,
+    pub(crate) writes: Vec<ChunkGrid>,
 }
 
 /// A task: a total ROI tiled with blocks, and what to do with each block.
@@ -129,6 +131,7 @@ impl Task {
             upstream_ids: Vec::new(),
             processor: None,
             check: None,
+            writes: Vec::new(),
         }
     }
 
@@ -205,6 +208,12 @@ impl Task {
         &self.inner.upstream
     }
 
+    /// The arrays the task declared it writes (see [`TaskBuilder::writes`]).
+    #[must_use]
+    pub fn writes(&self) -> &[ChunkGrid] {
+        &self.inner.writes
+    }
+
     /// The number of levels blocks are grouped into (1 without read/write conflicts).
     #[must_use]
     pub fn num_levels(&self) -> usize {
@@ -238,6 +247,7 @@ pub struct TaskBuilder {
     upstream_ids: Vec<String>,
     processor: Option<Processor>,
     check: Option<CheckFn>,
+    writes: Vec<ChunkGrid>,
 }
 
 impl fmt::Debug for TaskBuilder {
@@ -365,6 +375,16 @@ impl TaskBuilder {
         self
     }
 
+    /// Declares an array the task writes, by its chunk grid (see
+    /// [`ChunkGrid`](crate::store::ChunkGrid)). [`build`](Self::build) then checks that every
+    /// block writes whole chunks (whole shards for sharded arrays): zarr stores rewrite a chunk as
+    /// a whole, so two blocks writing parts of one chunk at the same time lose each other's voxels.
+    /// Repeatable.
+    pub fn writes(mut self, grid: impl Into<ChunkGrid>) -> Self {
+        self.writes.push(grid.into());
+        self
+    }
+
     /// Validates the configuration and builds the task.
     ///
     /// # Errors
@@ -372,7 +392,8 @@ impl TaskBuilder {
     /// [`Error::InvalidTask`] naming the task and the offending values: an empty or unusable id,
     /// ROIs of different dimensions, a non-positive read or write shape, a negative total shape,
     /// a write ROI outside the read ROI with `read_write_conflict`, zero workers, a zero timeout,
-    /// or a grid whose block count or ids overflow.
+    /// a grid whose block count or ids overflow, or write ROIs not aligned to the chunk grid of an
+    /// array declared with [`writes`](Self::writes).
     pub fn build(self) -> Result<Task, Error> {
         let id = self.task_id;
         if id.is_empty() {
@@ -401,6 +422,11 @@ impl TaskBuilder {
             self.read_write_conflict,
         )
         .map_err(|reason| Error::invalid(&id, reason))?;
+        for target in &self.writes {
+            target
+                .check_writes(grid.total_write.offset(), &grid.write_shape)
+                .map_err(|reason| Error::invalid(&id, reason))?;
+        }
         Ok(Task {
             inner: Arc::new(TaskInner {
                 id: Arc::from(id),
@@ -417,6 +443,7 @@ impl TaskBuilder {
                 processor: self.processor,
                 check: self.check,
                 grid,
+                writes: self.writes,
             }),
         })
     }

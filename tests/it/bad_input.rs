@@ -235,3 +235,50 @@ fn run_blockwise_reports_invalid_graphs() -> Result<(), Error> {
     ));
     Ok(())
 }
+
+#[test]
+fn writes_must_cover_whole_chunks() {
+    use blockwise::store::ChunkGrid;
+    let grid = || ChunkGrid {
+        name: "out.zarr/smoothed".into(),
+        offset: [0, 0].into(),
+        chunk: [64, 64].into(),
+    };
+    // Blocks write 64×64 with 8 voxels of context: aligned.
+    let ok = Task::builder(
+        "t",
+        Roi::new([-8, -8], [528, 528]),
+        Roi::new([-8, -8], [80, 80]),
+        Roi::new([0, 0], [64, 64]),
+    )
+    .writes(grid())
+    .build();
+    assert!(ok.is_ok());
+    // Blocks of 32: two blocks would share each chunk.
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0, 0], [512, 512]),
+            Roi::new([0, 0], [32, 32]),
+            Roi::new([0, 0], [32, 32]),
+        )
+        .writes(grid())
+        .build(),
+    );
+    assert!(e.starts_with("task \"t\": array out.zarr/smoothed (chunks of (64, 64) world units from (0, 0)): the write shape (32, 32)"), "{e}");
+    // Total ROI starting off the grid.
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([4, 0], [512, 512]),
+            Roi::new([0, 0], [64, 64]),
+            Roi::new([0, 0], [64, 64]),
+        )
+        .writes(grid())
+        .build(),
+    );
+    assert!(
+        e.contains("begins at (4, 0), which is not on the chunk grid"),
+        "{e}"
+    );
+}
