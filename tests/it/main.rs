@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod bad_input;
+mod cli;
 mod daisy_oracle;
 mod daisy_ported;
 mod guardrails;
