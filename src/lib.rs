@@ -75,6 +75,7 @@ pub mod geometry;
 mod graph;
 mod observe;
 mod run;
+pub mod sample;
 mod scheduler;
 pub mod store;
 mod task;
