@@ -79,6 +79,7 @@ pub mod sample;
 mod scheduler;
 pub mod store;
 mod task;
+pub mod workload;
 
 pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error};

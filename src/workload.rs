@@ -1,0 +1,105 @@
+//! The benchmark workload shared by the pipeline example, `blockwise bench zarr` and the
+//! side-by-side comparison (`benches/compare/`): a 3×3×3 box mean on `u8` volumes.
+//!
+//! For a read region of shape `(nz, ny, nx)`, [`box_mean_3x3x3`] returns the mean of the 27
+//! voxels around every voxel that has all its neighbours inside the region, as
+//! `(sum + 13) / 27` in integers; the result has shape `(nz - 2, ny - 2, nx - 2)` (the outermost
+//! shell has no neighbours and is cropped away). With at least one voxel of context around a
+//! block, the blockwise result equals the box mean of the zero-padded whole volume.
+
+/// The 3×3×3 box mean of a C-order `u8` region of shape `shape`, cropped by one voxel per side.
+///
+/// Returns an empty vector if any axis is shorter than 3.
+///
+/// ```
+/// use blockwise::workload::box_mean_3x3x3;
+/// let region = vec![27u8; 4 * 3 * 3];
+/// assert_eq!(box_mean_3x3x3(&region, [4, 3, 3]), vec![27, 27]);
+/// ```
+///
+/// # Panics
+///
+/// If `data.len()` is not the product of `shape`.
+#[must_use]
+pub fn box_mean_3x3x3(data: &[u8], shape: [usize; 3]) -> Vec<u8> {
+    let [nz, ny, nx] = shape;
+    assert_eq!(
+        data.len(),
+        nz * ny * nx,
+        "region of shape {shape:?} has {} voxels",
+        data.len()
+    );
+    if nz < 3 || ny < 3 || nx < 3 {
+        return Vec::new();
+    }
+    let (oz, oy, ox) = (nz - 2, ny - 2, nx - 2);
+    // Sum along x, then y, then z (separable box filter).
+    let mut sx = vec![0u16; nz * ny * ox];
+    for zy in 0..nz * ny {
+        let row = &data[zy * nx..(zy + 1) * nx];
+        let out = &mut sx[zy * ox..(zy + 1) * ox];
+        for (x, o) in out.iter_mut().enumerate() {
+            *o = u16::from(row[x]) + u16::from(row[x + 1]) + u16::from(row[x + 2]);
+        }
+    }
+    let mut sy = vec![0u16; nz * oy * ox];
+    for z in 0..nz {
+        for y in 0..oy {
+            let a = (z * ny + y) * ox;
+            let o = (z * oy + y) * ox;
+            for x in 0..ox {
+                sy[o + x] = sx[a + x] + sx[a + ox + x] + sx[a + 2 * ox + x];
+            }
+        }
+    }
+    let plane = oy * ox;
+    let mut out = vec![0u8; oz * plane];
+    for z in 0..oz {
+        for i in 0..plane {
+            let s = u32::from(sy[z * plane + i])
+                + u32::from(sy[(z + 1) * plane + i])
+                + u32::from(sy[(z + 2) * plane + i]);
+            out[z * plane + i] = ((s + 13) / 27) as u8;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::box_mean_3x3x3;
+
+    fn naive(data: &[u8], [nz, ny, nx]: [usize; 3]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for z in 1..nz - 1 {
+            for y in 1..ny - 1 {
+                for x in 1..nx - 1 {
+                    let mut s = 0u32;
+                    for dz in 0..3 {
+                        for dy in 0..3 {
+                            for dx in 0..3 {
+                                s += u32::from(
+                                    data[((z + dz - 1) * ny + y + dy - 1) * nx + x + dx - 1],
+                                );
+                            }
+                        }
+                    }
+                    out.push(((s + 13) / 27) as u8);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_naive_definition() {
+        let shape = [5, 6, 7];
+        let data: Vec<u8> = (0..5 * 6 * 7)
+            .map(|i| ((i * 37 + 11) % 256) as u8)
+            .collect();
+        assert_eq!(box_mean_3x3x3(&data, shape), naive(&data, shape));
+        let max = vec![255u8; 27];
+        assert_eq!(box_mean_3x3x3(&max, [3, 3, 3]), vec![255]);
+        assert!(box_mean_3x3x3(&[0; 8], [2, 2, 2]).is_empty());
+    }
+}
