@@ -1,5 +1,391 @@
-//! Storage: arrays in world units.
+//! Storage: arrays in world units, like funlib.persistence's `Array`.
+//!
+//! An array has an *offset* and a *voxel size* in world units, axis names and units, so blocks
+//! (whose ROIs are in world units) read and write it directly: `array.read::<u8>(block.read_roi())`.
+//! World ROIs are converted to voxels as `(roi - offset) / voxel_size`, and a ROI that does not
+//! fall on voxel boundaries is an error (funlib silently truncates). Reads past the array's
+//! bounds are an error with [`read`](ZarrArray::read) and padded with a fill value by
+//! [`read_with_fill`](ZarrArray::read_with_fill), which is what blocks of `Fit::Overhang` tasks
+//! and blocks with context at the volume's border need.
+//!
+//! The metadata is stored the way funlib.persistence stores it: attributes `voxel_size`,
+//! `offset`, `axis_names` and `units`, so Python users can open what blockwise writes with
+//! `funlib.persistence.open_ds` or zarr-python, and the other way round.
+//!
+//! # Concurrent writes
+//!
+//! Zarr writes whole chunks (whole shards for sharded arrays): two blocks writing parts of one
+//! chunk at the same time lose each other's voxels. A task declares the arrays it writes with
+//! [`TaskBuilder::writes`](crate::TaskBuilder::writes) and its blocks must then write whole chunks
+//! (checked by `build()`). Chunk files are written to a temporary file and renamed into place, so
+//! a reader in another process sees either the old or the new chunk, never a truncated one.
+//!
+//! Backends: zarr v2, v3 and sharded v3 through `zarrs` (feature `zarr`, on by default), HDF5
+//! through `hdf5-metno` (feature `hdf5`; HDF5 allows one writer process per file).
+
+// Without a backend, the shared machinery below has no users.
+#![cfg_attr(not(any(feature = "zarr", feature = "hdf5")), allow(dead_code))]
 
 mod chunk_grid;
+#[cfg(feature = "hdf5")]
+mod hdf5_array;
+mod spec;
+#[cfg(feature = "zarr")]
+mod zarr;
+#[cfg(feature = "zarr")]
+mod zarr_store;
+
+use std::fmt;
+use std::ops::Range;
 
 pub use chunk_grid::ChunkGrid;
+#[cfg(feature = "hdf5")]
+pub use hdf5_array::Hdf5Array;
+pub use spec::{ArraySpec, Codec, ZarrFormat};
+#[cfg(feature = "zarr")]
+pub use zarr::ZarrArray;
+#[cfg(feature = "zarr")]
+pub use zarr_store::AtomicFilesystemStore;
+
+use crate::geometry::{Coordinate, Roi};
+
+/// Element types of arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// `u8`
+    U8,
+    /// `u16`
+    U16,
+    /// `u32`
+    U32,
+    /// `u64`
+    U64,
+    /// `i8`
+    I8,
+    /// `i16`
+    I16,
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+}
+
+impl DataType {
+    /// The zarr v3 name (`uint8`, `float32`, ...).
+    #[must_use]
+    pub fn zarr_v3_name(self) -> &'static str {
+        match self {
+            DataType::U8 => "uint8",
+            DataType::U16 => "uint16",
+            DataType::U32 => "uint32",
+            DataType::U64 => "uint64",
+            DataType::I8 => "int8",
+            DataType::I16 => "int16",
+            DataType::I32 => "int32",
+            DataType::I64 => "int64",
+            DataType::F32 => "float32",
+            DataType::F64 => "float64",
+        }
+    }
+
+    /// The zarr v2 (numpy) dtype string, little endian (`|u1`, `<f4`, ...).
+    #[must_use]
+    pub fn zarr_v2_dtype(self) -> &'static str {
+        match self {
+            DataType::U8 => "|u1",
+            DataType::U16 => "<u2",
+            DataType::U32 => "<u4",
+            DataType::U64 => "<u8",
+            DataType::I8 => "|i1",
+            DataType::I16 => "<i2",
+            DataType::I32 => "<i4",
+            DataType::I64 => "<i8",
+            DataType::F32 => "<f4",
+            DataType::F64 => "<f8",
+        }
+    }
+
+    /// Size of one element in bytes.
+    #[must_use]
+    pub fn size(self) -> usize {
+        match self {
+            DataType::U8 | DataType::I8 => 1,
+            DataType::U16 | DataType::I16 => 2,
+            DataType::U32 | DataType::I32 | DataType::F32 => 4,
+            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<DataType> {
+        const ALL: [DataType; 10] = [
+            DataType::U8,
+            DataType::U16,
+            DataType::U32,
+            DataType::U64,
+            DataType::I8,
+            DataType::I16,
+            DataType::I32,
+            DataType::I64,
+            DataType::F32,
+            DataType::F64,
+        ];
+        ALL.into_iter().find(|t| {
+            t.zarr_v3_name() == name
+                || t.zarr_v2_dtype() == name
+                || t.zarr_v2_dtype().replace('|', "<") == name
+                || t.zarr_v2_dtype().replace('<', "|") == name
+        })
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.zarr_v3_name())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+#[cfg(feature = "zarr")]
+#[doc(hidden)]
+pub trait ZarrElement: zarrs::array::Element + zarrs::array::ElementOwned {}
+#[cfg(feature = "zarr")]
+impl<T: zarrs::array::Element + zarrs::array::ElementOwned> ZarrElement for T {}
+#[cfg(not(feature = "zarr"))]
+#[doc(hidden)]
+pub trait ZarrElement {}
+#[cfg(not(feature = "zarr"))]
+impl<T> ZarrElement for T {}
+
+#[cfg(feature = "hdf5")]
+#[doc(hidden)]
+pub trait Hdf5Element: hdf5::H5Type {}
+#[cfg(feature = "hdf5")]
+impl<T: hdf5::H5Type> Hdf5Element for T {}
+#[cfg(not(feature = "hdf5"))]
+#[doc(hidden)]
+pub trait Hdf5Element {}
+#[cfg(not(feature = "hdf5"))]
+impl<T> Hdf5Element for T {}
+
+/// A Rust element type arrays can hold (`u8` … `u64`, `i8` … `i64`, `f32`, `f64`).
+pub trait Scalar:
+    sealed::Sealed
+    + ZarrElement
+    + Hdf5Element
+    + Copy
+    + Default
+    + PartialEq
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The matching [`DataType`].
+    const DATA_TYPE: DataType;
+}
+
+macro_rules! scalar {
+    ($($t:ty => $d:ident),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Scalar for $t {
+            const DATA_TYPE: DataType = DataType::$d;
+        }
+    )*};
+}
+scalar!(u8 => U8, u16 => U16, u32 => U32, u64 => U64, i8 => I8, i16 => I16, i32 => I32, i64 => I64, f32 => F32, f64 => F64);
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The array or store could not be opened or created.
+    #[error("{path}: {message}")]
+    Open {
+        /// The store path and dataset.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A ROI does not fit the array (misaligned, outside, wrong dims or shape).
+    #[error("{path}: {message}")]
+    Roi {
+        /// The store path and dataset.
+        path: String,
+        /// What is wrong, with the values.
+        message: String,
+    },
+    /// Reading with a Rust type that does not match the array's data type.
+    #[error("{path}: the array holds {actual}, not {requested}")]
+    DataType {
+        /// The store path and dataset.
+        path: String,
+        /// The array's data type.
+        actual: DataType,
+        /// The requested data type.
+        requested: DataType,
+    },
+    /// An error of the zarr or HDF5 library while reading or writing.
+    #[error("{path}: {message}")]
+    Backend {
+        /// The store path and dataset.
+        path: String,
+        /// The library's message.
+        message: String,
+    },
+}
+
+/// Metadata shared by all backends: the array's place in world units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorldMeta {
+    pub(crate) offset: Coordinate,
+    pub(crate) voxel_size: Coordinate,
+    pub(crate) axis_names: Vec<String>,
+    pub(crate) units: Vec<String>,
+    pub(crate) shape: Vec<u64>,
+}
+
+impl WorldMeta {
+    pub(crate) fn roi(&self) -> Roi {
+        let shape: Coordinate = self
+            .shape
+            .iter()
+            .zip(self.voxel_size.iter())
+            .map(|(&s, v)| s as i64 * v)
+            .collect();
+        Roi::new(self.offset.clone(), shape)
+    }
+
+    /// Voxel ranges of a world ROI; it must lie on voxel boundaries (and inside the array unless
+    /// `allow_outside`).
+    pub(crate) fn voxel_ranges(
+        &self,
+        path: &str,
+        roi: &Roi,
+        allow_outside: bool,
+    ) -> Result<Vec<Range<i64>>, StoreError> {
+        let err = |message: String| StoreError::Roi {
+            path: path.to_owned(),
+            message,
+        };
+        if roi.dims() != self.voxel_size.dims() {
+            return Err(err(format!(
+                "ROI {roi} has {} dims, the array has {}",
+                roi.dims(),
+                self.voxel_size.dims()
+            )));
+        }
+        if !allow_outside && !self.roi().contains(roi) {
+            return Err(err(format!(
+                "ROI {roi} is not inside the array's ROI {}",
+                self.roi()
+            )));
+        }
+        let mut ranges = Vec::with_capacity(roi.dims());
+        for d in 0..roi.dims() {
+            let v = self.voxel_size[d];
+            let b = roi.begin()[d] - self.offset[d];
+            let s = roi.shape()[d];
+            if b.rem_euclid(v) != 0 || s.rem_euclid(v) != 0 || s < 0 {
+                return Err(err(format!(
+                    "ROI {roi} is not aligned to the voxel size {} from offset {} (axis {d})",
+                    self.voxel_size, self.offset
+                )));
+            }
+            ranges.push(b.div_euclid(v)..(b + s).div_euclid(v));
+        }
+        Ok(ranges)
+    }
+
+    pub(crate) fn chunk_grid(&self, name: &str, chunk: &[u64]) -> ChunkGrid {
+        ChunkGrid {
+            name: name.to_owned(),
+            offset: self.offset.clone(),
+            chunk: chunk
+                .iter()
+                .zip(self.voxel_size.iter())
+                .map(|(&c, v)| c as i64 * v)
+                .collect(),
+        }
+    }
+
+    /// The funlib.persistence attributes.
+    pub(crate) fn attributes(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "voxel_size".into(),
+            serde_json::json!(self.voxel_size.as_slice()),
+        );
+        m.insert("offset".into(), serde_json::json!(self.offset.as_slice()));
+        m.insert("axis_names".into(), serde_json::json!(self.axis_names));
+        m.insert("units".into(), serde_json::json!(self.units));
+        m
+    }
+
+    /// Reads funlib.persistence attributes, with defaults (offset 0, voxel size 1, axes `d0..`,
+    /// units "") where absent.
+    pub(crate) fn from_attributes(
+        path: &str,
+        attrs: &serde_json::Map<String, serde_json::Value>,
+        shape: Vec<u64>,
+    ) -> Result<WorldMeta, StoreError> {
+        let dims = shape.len();
+        let bad = |what: &str, v: &serde_json::Value| StoreError::Open {
+            path: path.to_owned(),
+            message: format!(
+                "attribute {what} = {v} is not a list of {dims} values of the right type"
+            ),
+        };
+        let ints = |key: &str, default: i64| -> Result<Coordinate, StoreError> {
+            match attrs.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(Coordinate::splat(default, dims)),
+                Some(v) => {
+                    let list = v.as_array().ok_or_else(|| bad(key, v))?;
+                    let c: Option<Coordinate> = list
+                        .iter()
+                        .map(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
+                        .collect();
+                    match c {
+                        Some(c) if c.dims() == dims => Ok(c),
+                        _ => Err(bad(key, v)),
+                    }
+                }
+            }
+        };
+        let strings =
+            |key: &str, default: &dyn Fn(usize) -> String| -> Result<Vec<String>, StoreError> {
+                match attrs.get(key) {
+                    None | Some(serde_json::Value::Null) => Ok((0..dims).map(default).collect()),
+                    Some(v) => {
+                        let list = v.as_array().ok_or_else(|| bad(key, v))?;
+                        let s: Option<Vec<String>> =
+                            list.iter().map(|x| x.as_str().map(str::to_owned)).collect();
+                        match s {
+                            Some(s) if s.len() == dims => Ok(s),
+                            _ => Err(bad(key, v)),
+                        }
+                    }
+                }
+            };
+        let voxel_size = ints("voxel_size", 1)?;
+        if voxel_size.iter().any(|v| v <= 0) {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                message: format!("voxel size {voxel_size} has a non-positive element"),
+            });
+        }
+        Ok(WorldMeta {
+            offset: ints("offset", 0)?,
+            voxel_size,
+            axis_names: strings("axis_names", &|d| format!("d{d}"))?,
+            units: strings("units", &|_| String::new())?,
+            shape,
+        })
+    }
+}

@@ -6,3 +6,5 @@ mod daisy_oracle;
 mod daisy_ported;
 mod guardrails;
 mod runner;
+#[cfg(feature = "zarr")]
+mod store;

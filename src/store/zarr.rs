@@ -1,0 +1,427 @@
+//! Zarr arrays (v2, v3, sharded v3) in world units, through `zarrs`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+use serde_json::{Value, json};
+
+use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3};
+use zarrs::storage::{ReadableWritableListableStorageTraits, StoreKey, WritableStorageTraits};
+
+use super::{ArraySpec, ChunkGrid, DataType, Scalar, StoreError, WorldMeta, ZarrFormat};
+use crate::geometry::{Coordinate, Roi};
+
+use super::zarr_store::AtomicFilesystemStore;
+
+type Store = dyn ReadableWritableListableStorageTraits;
+
+/// A zarr array in world units (funlib.persistence's `Array`).
+///
+/// ```
+/// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+/// use blockwise::Roi;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("blockwise-doc-{}", std::process::id()));
+/// // 40×40 voxels of 4×4 world units, starting at (8, 0).
+/// let spec = ArraySpec::new(Roi::new([8, 0], [160, 160]), [4, 4], DataType::U8, vec![10, 10]);
+/// let array = ZarrArray::create(&dir, "raw", &spec)?;
+/// let block = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[10, 10]), 7u8);
+/// array.write(&Roi::new([48, 40], [40, 40]), block.view())?;
+///
+/// let reopened = ZarrArray::open(&dir, "raw")?;
+/// assert_eq!(reopened.roi(), Roi::new([8, 0], [160, 160]));
+/// let back = reopened.read::<u8>(&Roi::new([48, 40], [4, 8]))?;
+/// assert_eq!(back.shape(), &[1, 2]);
+/// assert!(back.iter().all(|&v| v == 7));
+/// // Outside the array: the fill value.
+/// let padded = reopened.read_with_fill::<u8>(&Roi::new([0, 0], [8, 4]), 9)?;
+/// assert_eq!(padded.as_slice(), Some(&[9u8, 9][..]));
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct ZarrArray {
+    array: Array<Store>,
+    name: String,
+    meta: WorldMeta,
+    data_type: DataType,
+    write_chunk: Vec<u64>,
+}
+
+impl std::fmt::Debug for ZarrArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZarrArray")
+            .field("name", &self.name)
+            .field("roi", &self.roi())
+            .field("voxel_size", &self.meta.voxel_size)
+            .field("data_type", &self.data_type)
+            .field("chunk", &self.write_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+fn node_path(dataset: &str) -> String {
+    let trimmed = dataset.trim_matches('/');
+    format!("/{trimmed}")
+}
+
+fn open_store(path: &Path) -> Result<Arc<Store>, StoreError> {
+    let store = AtomicFilesystemStore::new(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(Arc::new(store))
+}
+
+impl ZarrArray {
+    /// Opens the array `dataset` (e.g. `"raw"`, or `""` for an array at the root) of the zarr
+    /// store at `path`.
+    ///
+    /// # Errors
+    ///
+    /// If there is no readable array there, its data type is not supported, or its
+    /// funlib.persistence attributes are malformed.
+    pub fn open(path: impl AsRef<Path>, dataset: &str) -> Result<ZarrArray, StoreError> {
+        let path = path.as_ref();
+        let name = format!("{}{}", path.display(), node_path(dataset));
+        if !path.is_dir() {
+            return Err(StoreError::Open {
+                path: name,
+                message: "no such zarr store (not a directory)".into(),
+            });
+        }
+        let store = open_store(path)?;
+        let array = Array::open(store, &node_path(dataset)).map_err(|e| StoreError::Open {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_array(array, name)
+    }
+
+    fn from_array(array: Array<Store>, name: String) -> Result<ZarrArray, StoreError> {
+        let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
+        let dtype_name = meta_json
+            .get("data_type")
+            .or_else(|| meta_json.get("dtype"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let data_type = DataType::from_name(dtype_name).ok_or_else(|| StoreError::Open {
+            path: name.clone(),
+            message: format!("unsupported data type {dtype_name:?}"),
+        })?;
+        let shape = array.shape().to_vec();
+        let zeros = vec![0u64; shape.len()];
+        let write_chunk: Vec<u64> = array
+            .chunk_shape(&zeros)
+            .map_err(|e| StoreError::Open {
+                path: name.clone(),
+                message: e.to_string(),
+            })?
+            .iter()
+            .map(|c| c.get())
+            .collect();
+        let meta = WorldMeta::from_attributes(&name, array.attributes(), shape)?;
+        Ok(ZarrArray {
+            array,
+            name,
+            meta,
+            data_type,
+            write_chunk,
+        })
+    }
+
+    /// Creates the array `dataset` in the zarr store at `path` (created if missing), with the
+    /// funlib.persistence attributes.
+    ///
+    /// # Errors
+    ///
+    /// An invalid spec (misaligned ROI, dims mismatch, zero chunk, shards that are not a
+    /// multiple of the chunk or shards in v2), an existing array without `overwrite`, or an
+    /// I/O error.
+    pub fn create(
+        path: impl AsRef<Path>,
+        dataset: &str,
+        spec: &ArraySpec,
+    ) -> Result<ZarrArray, StoreError> {
+        let path = path.as_ref();
+        let node = node_path(dataset);
+        let name = format!("{}{node}", path.display());
+        let invalid = |message: String| StoreError::Open {
+            path: name.clone(),
+            message,
+        };
+        let meta = spec.world_meta().map_err(invalid)?;
+        let names = meta.axis_names.clone();
+        let shape = meta.shape.clone();
+
+        let store = open_store(path)?;
+        let backend = |e: &dyn std::fmt::Display| StoreError::Backend {
+            path: name.clone(),
+            message: e.to_string(),
+        };
+        let node_dir = path.join(node.trim_start_matches('/'));
+        let exists = node_dir.join("zarr.json").exists() || node_dir.join(".zarray").exists();
+        if exists {
+            if !spec.overwrite {
+                return Err(invalid(
+                    "an array already exists there (set `overwrite` to replace it)".into(),
+                ));
+            }
+            std::fs::remove_dir_all(&node_dir).map_err(|e| backend(&e))?;
+        }
+        write_groups(store.as_ref(), &node, spec.format).map_err(|e| backend(&e))?;
+
+        let fill = if matches!(spec.data_type, DataType::F32 | DataType::F64) {
+            json!(spec.fill_value)
+        } else {
+            json!(spec.fill_value as i64)
+        };
+        let metadata = match spec.format {
+            ZarrFormat::V3 => {
+                let bytes = json!({"name": "bytes", "configuration": {"endian": "little"}});
+                let mut inner = vec![bytes.clone()];
+                inner.extend(spec.codec.v3(spec.data_type.size()));
+                let (grid_chunk, codecs) = match &spec.shard_shape {
+                    None => (spec.chunk_shape.clone(), inner),
+                    Some(shard) => (
+                        shard.clone(),
+                        vec![json!({"name": "sharding_indexed", "configuration": {
+                            "chunk_shape": spec.chunk_shape,
+                            "codecs": inner,
+                            "index_codecs": [bytes, {"name": "crc32c"}],
+                            "index_location": "end"}})],
+                    ),
+                };
+                let v = json!({
+                    "zarr_format": 3, "node_type": "array", "shape": shape,
+                    "data_type": spec.data_type.zarr_v3_name(),
+                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid_chunk}},
+                    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                    "fill_value": fill, "codecs": codecs, "dimension_names": names,
+                    "attributes": {}});
+                let m: ArrayMetadataV3 = serde_json::from_value(v).map_err(|e| backend(&e))?;
+                ArrayMetadata::V3(m)
+            }
+            ZarrFormat::V2 => {
+                let v = json!({
+                    "zarr_format": 2, "shape": shape, "chunks": spec.chunk_shape,
+                    "dtype": spec.data_type.zarr_v2_dtype(), "compressor": spec.codec.v2(),
+                    "fill_value": fill, "order": "C", "filters": null, "dimension_separator": "/"});
+                let m: ArrayMetadataV2 = serde_json::from_value(v).map_err(|e| backend(&e))?;
+                ArrayMetadata::V2(m)
+            }
+        };
+        let mut array =
+            Array::new_with_metadata(store, &node, metadata).map_err(|e| backend(&e))?;
+        *array.attributes_mut() = meta.attributes();
+        array.store_metadata().map_err(|e| backend(&e))?;
+        Self::from_array(array, name)
+    }
+
+    /// The array's ROI in world units.
+    #[must_use]
+    pub fn roi(&self) -> Roi {
+        self.meta.roi()
+    }
+
+    /// The world position of voxel 0.
+    #[must_use]
+    pub fn offset(&self) -> &Coordinate {
+        &self.meta.offset
+    }
+
+    /// The size of one voxel in world units.
+    #[must_use]
+    pub fn voxel_size(&self) -> &Coordinate {
+        &self.meta.voxel_size
+    }
+
+    /// Axis names.
+    #[must_use]
+    pub fn axis_names(&self) -> &[String] {
+        &self.meta.axis_names
+    }
+
+    /// Axis units.
+    #[must_use]
+    pub fn units(&self) -> &[String] {
+        &self.meta.units
+    }
+
+    /// Shape in voxels.
+    #[must_use]
+    pub fn shape(&self) -> &[u64] {
+        &self.meta.shape
+    }
+
+    /// The element type.
+    #[must_use]
+    pub fn data_type(&self) -> DataType {
+        self.data_type
+    }
+
+    /// The unit a writer rewrites, in voxels: the chunk shape, or the shard shape if sharded.
+    #[must_use]
+    pub fn write_chunk_shape(&self) -> &[u64] {
+        &self.write_chunk
+    }
+
+    /// The write-chunk grid in world units, for [`TaskBuilder::writes`](crate::TaskBuilder::writes).
+    #[must_use]
+    pub fn chunk_grid(&self) -> ChunkGrid {
+        self.meta.chunk_grid(&self.name, &self.write_chunk)
+    }
+
+    /// The store path and dataset, for messages.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_type<T: Scalar>(&self) -> Result<(), StoreError> {
+        if T::DATA_TYPE == self.data_type {
+            Ok(())
+        } else {
+            Err(StoreError::DataType {
+                path: self.name.clone(),
+                actual: self.data_type,
+                requested: T::DATA_TYPE,
+            })
+        }
+    }
+
+    fn backend(&self, e: &dyn std::fmt::Display) -> StoreError {
+        StoreError::Backend {
+            path: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Reads a world ROI that lies inside the array and on voxel boundaries.
+    ///
+    /// # Errors
+    ///
+    /// A misaligned ROI or one outside the array, a `T` that is not the array's data type, or
+    /// a read/decode error.
+    pub fn read<T: Scalar>(&self, roi: &Roi) -> Result<ArrayD<T>, StoreError> {
+        self.check_type::<T>()?;
+        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
+        let ranges: Vec<std::ops::Range<u64>> = ranges
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect();
+        self.array
+            .retrieve_array_subset::<ArrayD<T>>(&ranges)
+            .map_err(|e| self.backend(&e))
+    }
+
+    /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`.
+    ///
+    /// # Errors
+    ///
+    /// A misaligned ROI, a `T` that is not the array's data type, or a read/decode error.
+    pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<ArrayD<T>, StoreError> {
+        self.check_type::<T>()?;
+        let ranges = self.meta.voxel_ranges(&self.name, roi, true)?;
+        let out_shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        let mut out = ArrayD::from_elem(IxDyn(&out_shape), fill);
+        let inner: Vec<std::ops::Range<i64>> = ranges
+            .iter()
+            .zip(&self.meta.shape)
+            .map(|(r, &n)| r.start.max(0)..r.end.min(n as i64))
+            .collect();
+        if inner.iter().any(|r| r.start >= r.end) {
+            return Ok(out);
+        }
+        let read: Vec<std::ops::Range<u64>> =
+            inner.iter().map(|r| r.start as u64..r.end as u64).collect();
+        let data = self
+            .array
+            .retrieve_array_subset::<ArrayD<T>>(&read)
+            .map_err(|e| self.backend(&e))?;
+        let mut target = out.view_mut();
+        for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
+            let start = (r.start - full.start) as isize;
+            let end = (r.end - full.start) as isize;
+            target.slice_axis_inplace(ndarray::Axis(axis), Slice::from(start..end));
+        }
+        target.assign(&data);
+        Ok(out)
+    }
+
+    /// Writes `data` to a world ROI inside the array; `data`'s shape must be the ROI's shape in
+    /// voxels.
+    ///
+    /// # Errors
+    ///
+    /// A misaligned ROI or one outside the array, a shape mismatch, a `T` that is not the array's
+    /// data type, or an encode/write error.
+    pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
+        self.check_type::<T>()?;
+        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
+        let want: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        if data.shape() != want.as_slice() {
+            return Err(StoreError::Roi {
+                path: self.name.clone(),
+                message: format!(
+                    "data of shape {:?} does not match ROI {roi} ({want:?} voxels)",
+                    data.shape()
+                ),
+            });
+        }
+        let ranges: Vec<std::ops::Range<u64>> = ranges
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect();
+        self.array
+            .store_array_subset(&ranges, &data)
+            .map_err(|e| self.backend(&e))
+    }
+}
+
+impl From<&ZarrArray> for ChunkGrid {
+    fn from(a: &ZarrArray) -> ChunkGrid {
+        a.chunk_grid()
+    }
+}
+
+/// Writes group metadata for the root and every parent group of `node`, where missing.
+fn write_groups(store: &Store, node: &str, format: ZarrFormat) -> Result<(), String> {
+    let parts: Vec<&str> = node
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut prefixes: Vec<String> = vec![String::new()];
+    for i in 1..parts.len() {
+        prefixes.push(parts[..i].join("/"));
+    }
+    for p in prefixes {
+        let (key, body) = match format {
+            ZarrFormat::V3 => (
+                join_key(&p, "zarr.json"),
+                json!({"zarr_format": 3, "node_type": "group", "attributes": {}}),
+            ),
+            ZarrFormat::V2 => (join_key(&p, ".zgroup"), json!({"zarr_format": 2})),
+        };
+        let key = StoreKey::new(key).map_err(|e| e.to_string())?;
+        if zarrs::storage::ReadableStorageTraits::get(store, &key)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            let bytes = serde_json::to_vec_pretty(&body).map_err(|e| e.to_string())?;
+            WritableStorageTraits::set(store, &key, bytes.into()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}

@@ -1,0 +1,356 @@
+//! Arrays in world units: zarr v2/v3/sharded round trips, alignment, fill values, metadata,
+//! atomic chunk writes across processes, and HDF5 (feature `hdf5`).
+
+use std::path::PathBuf;
+
+use blockwise::Roi;
+use blockwise::store::{ArraySpec, Codec, DataType, StoreError, ZarrArray, ZarrFormat};
+use ndarray::{ArrayD, IxDyn};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "blockwise-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ramp(shape: &[usize]) -> ArrayD<u8> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (i * 7 % 251) as u8).collect())
+        .unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
+}
+
+fn round_trip(spec: &ArraySpec) -> TestResult {
+    let dir = TempDir::new("rt");
+    let a = ZarrArray::create(&dir.0, "volume/raw", spec)?;
+    // A region not aligned to chunks: voxels [3, 45) × [5, 30) × [0, 17).
+    let vs = spec.voxel_size.clone();
+    let roi = Roi::new(
+        [3 * vs[0], 5 * vs[1], 0],
+        [42 * vs[0], 25 * vs[1], 17 * vs[2]],
+    )
+    .shift(spec.roi.offset().clone());
+    let data = ramp(&[42, 25, 17]);
+    a.write(&roi, data.view())?;
+    let b = ZarrArray::open(&dir.0, "volume/raw")?;
+    assert_eq!(b.roi(), spec.roi);
+    assert_eq!(b.voxel_size(), &spec.voxel_size);
+    assert_eq!(b.read::<u8>(&roi)?, data);
+    // Untouched voxels hold the fill value.
+    let corner = Roi::new(spec.roi.offset().clone(), vs.clone());
+    assert_eq!(
+        b.read::<u8>(&corner)?.iter().copied().collect::<Vec<_>>(),
+        vec![0]
+    );
+    Ok(())
+}
+
+fn spec() -> ArraySpec {
+    ArraySpec::new(
+        Roi::new([8, -4, 0], [64 * 4, 32 * 2, 20]),
+        [4, 2, 1],
+        DataType::U8,
+        vec![16, 8, 10],
+    )
+}
+
+#[test]
+fn zarr_v3_round_trips_with_every_codec() -> TestResult {
+    for codec in [
+        Codec::None,
+        Codec::Zstd { level: 3 },
+        Codec::Gzip { level: 5 },
+        Codec::BloscZstd {
+            level: 5,
+            shuffle: true,
+        },
+        Codec::BloscLz4 {
+            level: 5,
+            shuffle: false,
+        },
+    ] {
+        let mut s = spec();
+        s.codec = codec;
+        round_trip(&s)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn zarr_v2_and_sharded_round_trip() -> TestResult {
+    let mut v2 = spec();
+    v2.format = ZarrFormat::V2;
+    round_trip(&v2)?;
+    let mut sharded = spec();
+    sharded.shard_shape = Some(vec![32, 16, 20]);
+    round_trip(&sharded)?;
+    let dir = TempDir::new("sh");
+    let a = ZarrArray::create(&dir.0, "s", &sharded)?;
+    // Writers rewrite whole shards: the chunk grid for alignment checks is the shard grid.
+    assert_eq!(a.write_chunk_shape(), &[32, 16, 20]);
+    assert_eq!(a.chunk_grid().chunk, [128, 32, 20].into());
+    Ok(())
+}
+
+#[test]
+fn metadata_is_stored_like_funlib_persistence() -> TestResult {
+    let dir = TempDir::new("meta");
+    let mut s = spec();
+    s.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]);
+    s.units = Some(vec!["nm".into(), "nm".into(), "nm".into()]);
+    ZarrArray::create(&dir.0, "raw", &s)?;
+    let v3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("raw/zarr.json"))?)?;
+    assert_eq!(v3["attributes"]["voxel_size"], serde_json::json!([4, 2, 1]));
+    assert_eq!(v3["attributes"]["offset"], serde_json::json!([8, -4, 0]));
+    assert_eq!(
+        v3["attributes"]["axis_names"],
+        serde_json::json!(["z", "y", "x"])
+    );
+    assert_eq!(
+        v3["attributes"]["units"],
+        serde_json::json!(["nm", "nm", "nm"])
+    );
+    assert_eq!(v3["dimension_names"], serde_json::json!(["z", "y", "x"]));
+    assert!(dir.0.join("zarr.json").exists(), "root group metadata");
+    s.format = ZarrFormat::V2;
+    ZarrArray::create(&dir.0, "raw2", &s)?;
+    let attrs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("raw2/.zattrs"))?)?;
+    assert_eq!(attrs["voxel_size"], serde_json::json!([4, 2, 1]));
+    let a = ZarrArray::open(&dir.0, "raw2")?;
+    assert_eq!(a.axis_names(), ["z", "y", "x"]);
+    assert_eq!(a.units(), ["nm", "nm", "nm"]);
+    assert_eq!(a.offset(), &[8, -4, 0].into());
+    Ok(())
+}
+
+#[test]
+fn bad_rois_and_types_are_errors() -> TestResult {
+    let dir = TempDir::new("bad");
+    let a = ZarrArray::create(&dir.0, "raw", &spec())?;
+    let msg = |e: StoreError| e.to_string();
+    // Not on voxel boundaries (voxel size 4 in axis 0).
+    let e = a
+        .read::<u8>(&Roi::new([10, -4, 0], [8, 2, 1]))
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(e.ends_with("ROI [10:18, -4:-2, 0:1] (8, 2, 1) is not aligned to the voxel size (4, 2, 1) from offset (8, -4, 0) (axis 0)"), "{e}");
+    // Outside the array.
+    let e = a
+        .read::<u8>(&Roi::new([0, -4, 0], [8, 2, 1]))
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(
+        e.contains("is not inside the array's ROI [8:264, -4:60, 0:20]"),
+        "{e}"
+    );
+    // Wrong element type.
+    let e = a
+        .read::<u16>(&Roi::new([8, -4, 0], [4, 2, 1]))
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(e.ends_with("the array holds uint8, not uint16"), "{e}");
+    // Shape mismatch on write.
+    let e = a
+        .write(
+            &Roi::new([8, -4, 0], [8, 2, 1]),
+            ArrayD::<u8>::zeros(IxDyn(&[1, 1, 1])).view(),
+        )
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(
+        e.contains("data of shape [1, 1, 1] does not match ROI"),
+        "{e}"
+    );
+    // Creating over an existing array needs `overwrite`.
+    let e = ZarrArray::create(&dir.0, "raw", &spec())
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("already exists"), "{e}");
+    let mut again = spec();
+    again.overwrite = true;
+    ZarrArray::create(&dir.0, "raw", &again)?;
+    // Invalid specs.
+    let mut bad = spec();
+    bad.roi = Roi::new([9, -4, 0], [256, 64, 20]);
+    let e = ZarrArray::create(&dir.0, "other", &bad)
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(
+        e.contains("is not a non-negative multiple of the voxel size (4, 2, 1)"),
+        "{e}"
+    );
+    let mut bad = spec();
+    bad.format = ZarrFormat::V2;
+    bad.shard_shape = Some(vec![32, 16, 20]);
+    let e = ZarrArray::create(&dir.0, "other", &bad)
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(e.ends_with("sharding needs zarr v3"), "{e}");
+    let e = ZarrArray::open(&dir.0, "missing")
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(!e.is_empty());
+    let e = ZarrArray::open(dir.0.join("nope"), "raw")
+        .map_err(msg)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("no such zarr store"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn read_with_fill_pads_outside_the_array() -> TestResult {
+    let dir = TempDir::new("fill");
+    let s = ArraySpec::new(Roi::new([0, 0], [4, 4]), [1, 1], DataType::U8, vec![2, 2]);
+    let a = ZarrArray::create(&dir.0, "", &s)?;
+    a.write(
+        &Roi::new([0, 0], [4, 4]),
+        ArrayD::from_elem(IxDyn(&[4, 4]), 5u8).view(),
+    )?;
+    let r = a.read_with_fill::<u8>(&Roi::new([-1, 2], [3, 4]), 9)?;
+    let expected = vec![9, 9, 9, 9, 5, 5, 9, 9, 5, 5, 9, 9];
+    assert_eq!(r.iter().copied().collect::<Vec<_>>(), expected);
+    let far = a.read_with_fill::<u8>(&Roi::new([10, 10], [2, 2]), 1)?;
+    assert!(far.iter().all(|&v| v == 1));
+    Ok(())
+}
+
+/// A child process (started by `atomic_chunk_writes_across_processes`) that rewrites one chunk
+/// many times; a no-op in a normal test run.
+#[test]
+fn atomic_writer_child() -> TestResult {
+    let Ok(dir) = std::env::var("BLOCKWISE_TEST_ATOMIC_WRITER") else {
+        return Ok(());
+    };
+    let a = ZarrArray::open(&dir, "raw")?;
+    for k in 1..=300u32 {
+        let data: Vec<u8> = (0..64 * 64 * 64u32)
+            .map(|i| ((i + k) % 251) as u8)
+            .collect();
+        let data = ArrayD::from_shape_vec(IxDyn(&[64, 64, 64]), data)?;
+        a.write(&Roi::new([0, 0, 0], [64, 64, 64]), data.view())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn atomic_chunk_writes_across_processes() -> TestResult {
+    let dir = TempDir::new("atomic");
+    let s = ArraySpec::new(
+        Roi::new([0, 0, 0], [64, 64, 64]),
+        [1, 1, 1],
+        DataType::U8,
+        vec![64, 64, 64],
+    );
+    let a = ZarrArray::create(&dir.0, "raw", &s)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "store::atomic_writer_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("BLOCKWISE_TEST_ATOMIC_WRITER", &dir.0)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let roi = Roi::new([0, 0, 0], [64, 64, 64]);
+    let mut versions = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut reads = 0;
+    let status = loop {
+        // Every read decodes to a complete version: the fill value or one of the writer's.
+        let data = a.read::<u8>(&roi)?;
+        let v = data.as_slice().ok_or("not contiguous")?;
+        if v.iter().all(|&x| x == 0) {
+            versions.insert(0);
+        } else {
+            let k = u32::from(v[0]);
+            for (i, &x) in v.iter().enumerate() {
+                assert_eq!(
+                    u32::from(x),
+                    (i as u32 + k) % 251,
+                    "torn chunk at voxel {i}"
+                );
+            }
+            versions.insert(k);
+        }
+        reads += 1;
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            return Err("the writer did not finish within 60 s".into());
+        }
+    };
+    assert!(status.success(), "writer failed: {status}");
+    assert!(reads > 1);
+    // After the writer finished, the last version is there.
+    let last = a.read::<u8>(&roi)?;
+    assert_eq!(last.as_slice().map(|v| v[0]), Some((300 % 251) as u8));
+    Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+mod hdf5 {
+    use super::*;
+    use blockwise::store::Hdf5Array;
+
+    #[test]
+    fn hdf5_round_trip_in_world_units() -> TestResult {
+        let dir = TempDir::new("h5");
+        std::fs::create_dir_all(&dir.0)?;
+        let file = dir.0.join("vol.h5");
+        let mut s = spec();
+        s.codec = Codec::Gzip { level: 4 };
+        s.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]);
+        let a = Hdf5Array::create(&file, "volume/raw", &s)?;
+        let roi = Roi::new([8 + 12, -4 + 10, 0], [42 * 4, 25 * 2, 17]);
+        let data = ramp(&[42, 25, 17]);
+        a.write(&roi, data.view())?;
+        a.flush()?;
+        drop(a);
+        let b = Hdf5Array::open(&file, "volume/raw")?;
+        assert_eq!(b.roi(), s.roi);
+        assert_eq!(b.axis_names(), ["z", "y", "x"]);
+        assert_eq!(b.read::<u8>(&roi)?, data);
+        let padded = b.read_with_fill::<u8>(&Roi::new([4, -4, 0], [8, 2, 1]), 3)?;
+        assert_eq!(padded.iter().copied().collect::<Vec<_>>(), vec![3, 0]);
+        assert!(b.read::<f32>(&roi).is_err());
+        let e = Hdf5Array::create(&file, "x", &spec())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not available in HDF5"), "{e}");
+        Ok(())
+    }
+}
