@@ -67,6 +67,9 @@ pub enum Error {
         /// Why the release was refused.
         reason: String,
     },
+    /// A storage error (zarr or HDF5).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A geometry error (dimension mismatch, division by zero, overflow).
     #[error(transparent)]
     Geometry(#[from] GeometryError),

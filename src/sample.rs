@@ -36,8 +36,8 @@ struct Blob {
 }
 
 impl SampleSpec {
-    /// A cube of `size` voxels per axis with the default parameters: one blob per 32³ voxels
-    /// (at least 8), noise ±12, background 30, seed 1.
+    /// A cube of `size` voxels per axis with the default parameters: one blob (σ of 2 to 8
+    /// voxels) per 32³ voxels (at least 8), noise ±12, background 30, seed 1.
     #[must_use]
     pub fn cube(size: u64) -> SampleSpec {
         let blobs = (size / 32).pow(3).clamp(8, 4096) as u32;
@@ -59,7 +59,6 @@ impl SampleSpec {
     fn blob_params(&self) -> Vec<Blob> {
         let mut state = self.seed ^ 0x5EED_B10B_5EED_B10B;
         let mut next = move || splitmix64(&mut state) as f64 / u64::MAX as f64;
-        let smallest = self.shape.iter().copied().min().unwrap_or(1).max(1) as f64;
         (0..self.blobs)
             .map(|_| {
                 let center = [
@@ -67,8 +66,8 @@ impl SampleSpec {
                     next() * self.shape[1] as f64,
                     next() * self.shape[2] as f64,
                 ];
-                let sigma = (smallest / 40.0).max(1.0) * (1.0 + 3.0 * next());
-                let amplitude = 120.0 + 100.0 * next();
+                let sigma = 2.0 + 6.0 * next();
+                let amplitude = 60.0 + 140.0 * next();
                 Blob {
                     center,
                     sigma,
@@ -152,6 +151,70 @@ impl SampleSpec {
         }
         out
     }
+}
+
+/// Writes the volume of `spec` as a zarr array (`u8`, voxel size 1, offset 0, axes `z, y, x`),
+/// one chunk (or shard) per block on `workers` threads, and returns it.
+///
+/// # Errors
+///
+/// Storage errors, or a failed block (reported with its message).
+#[cfg(feature = "zarr")]
+pub fn write_zarr(
+    spec: &SampleSpec,
+    path: &std::path::Path,
+    dataset: &str,
+    options: &crate::store::ArraySpec,
+    workers: usize,
+) -> Result<crate::store::ZarrArray, crate::Error> {
+    use crate::store::{DataType, ZarrArray};
+    use crate::{Block, BlockError, Progress, Runner, Task};
+    use std::sync::Arc;
+
+    let mut array_spec = options.clone();
+    array_spec.roi = spec.roi();
+    array_spec.voxel_size = [1i64, 1, 1].into();
+    array_spec.data_type = DataType::U8;
+    if array_spec.axis_names.is_none() {
+        array_spec.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]);
+    }
+    let array = Arc::new(ZarrArray::create(path, dataset, &array_spec)?);
+    let block: Vec<i64> = array
+        .write_chunk_shape()
+        .iter()
+        .map(|&c| c as i64)
+        .collect();
+    let (a, s) = (Arc::clone(&array), spec.clone());
+    let task = Task::builder(
+        "sample",
+        spec.roi(),
+        Roi::new([0i64; 3], block.clone()),
+        Roi::new([0i64; 3], block),
+    )
+    .fit(crate::Fit::Shrink)
+    .read_write_conflict(false)
+    .writes(array.as_ref())
+    .num_workers(workers.max(1))
+    .process(move |b: &Block| -> Result<(), BlockError> {
+        let roi = b.write_roi();
+        let shape: Vec<usize> = roi.shape().iter().map(|v| v as usize).collect();
+        let data = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), s.generate(roi))?;
+        a.write(roi, data.view())?;
+        Ok(())
+    })
+    .build()?;
+    let summary = Runner::new()
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run([task])?;
+    if let Some(f) = summary.failures("sample").first() {
+        return Err(crate::Error::Store(crate::store::StoreError::Backend {
+            path: array.name().to_owned(),
+            message: format!("writing block {} failed: {}", f.block_id, f.message),
+        }));
+    }
+    drop(summary);
+    ZarrArray::open(path, dataset).map_err(crate::Error::Store)
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

@@ -28,6 +28,57 @@ enum Command {
         #[command(subcommand)]
         scenario: Scenario,
     },
+    /// Write a deterministic synthetic 3D uint8 volume (smooth blobs plus noise) as zarr.
+    Sample(SampleArgs),
+}
+
+#[derive(Args, Debug)]
+struct SampleArgs {
+    /// The zarr store to write (a directory, e.g. `sample.zarr`).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// The array's path inside the store.
+    #[arg(long, default_value = "raw")]
+    dataset: String,
+    /// Edge length of the cubic volume in voxels.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    size: u64,
+    /// Edge length of the cubic chunks in voxels.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    chunk: u64,
+    /// Edge length of cubic shards in voxels (zarr v3 only; a multiple of the chunk).
+    #[arg(long)]
+    shard: Option<u64>,
+    /// Chunk compression.
+    #[arg(long, value_enum, default_value_t = CodecArg::BloscZstd)]
+    codec: CodecArg,
+    /// Zarr format.
+    #[arg(long, value_enum, default_value_t = FormatArg::V3)]
+    format: FormatArg,
+    /// Seed of the blobs and the noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: u64,
+    /// Replace an existing array.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CodecArg {
+    None,
+    Zstd,
+    Gzip,
+    BloscZstd,
+    BloscLz4,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    V2,
+    V3,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +86,35 @@ enum Scenario {
     /// No-op blocks (read ROI = write ROI, no conflicts) in one task: measures scheduling and
     /// hand-off overhead end to end.
     Noop(NoopArgs),
+    /// The 3×3×3 box mean of a 3D uint8 zarr volume, one input chunk per block, with context
+    /// (zeros outside the volume), written to a new array with the input's chunks and codec.
+    Zarr(ZarrArgs),
+}
+
+#[derive(Args, Debug)]
+struct ZarrArgs {
+    /// The input zarr store.
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// The output zarr store (its array is replaced if it exists).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// The array's path inside both stores.
+    #[arg(long, default_value = "raw")]
+    dataset: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: u64,
+    /// Voxels of context read around each block (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    context: u64,
+    /// Only decode and re-encode every chunk (no context, no filter): what the codec alone
+    /// can do through the same runner, the yardstick for the full workload.
+    #[arg(long)]
+    codec_only: bool,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -170,11 +250,197 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
     Ok(summary.is_success())
 }
 
+fn sample(args: &SampleArgs) -> Result<bool> {
+    use blockwise::sample::{SampleSpec, write_zarr};
+    use blockwise::store::{ArraySpec, Codec, DataType, ZarrFormat};
+    let mut spec = SampleSpec::cube(args.size);
+    spec.seed = args.seed;
+    let mut options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![args.chunk; 3]);
+    options.codec = match args.codec {
+        CodecArg::None => Codec::None,
+        CodecArg::Zstd => Codec::Zstd { level: 3 },
+        CodecArg::Gzip => Codec::Gzip { level: 5 },
+        CodecArg::BloscZstd => Codec::BloscZstd {
+            level: 5,
+            shuffle: true,
+        },
+        CodecArg::BloscLz4 => Codec::BloscLz4 {
+            level: 5,
+            shuffle: true,
+        },
+    };
+    options.format = match args.format {
+        FormatArg::V2 => ZarrFormat::V2,
+        FormatArg::V3 => ZarrFormat::V3,
+    };
+    options.shard_shape = args.shard.map(|s| vec![s; 3]);
+    options.overwrite = args.overwrite;
+    let start = Instant::now();
+    let array = write_zarr(
+        &spec,
+        &args.output,
+        &args.dataset,
+        &options,
+        usize::try_from(args.workers)?,
+    )
+    .with_context(|| format!("writing the sample volume to {}", args.output.display()))?;
+    println!(
+        "wrote {} ({}³ uint8, chunks {:?}) in {:.2} s",
+        array.name(),
+        args.size,
+        array.write_chunk_shape(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(true)
+}
+
+/// Output of `bench zarr`: the shared keys plus throughput and the output checksum.
+#[derive(Serialize, Debug)]
+struct ZarrReport {
+    #[serde(flatten)]
+    base: BenchReport,
+    mb_per_s: f64,
+    output_sha256: String,
+}
+
+fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
+    use blockwise::Fit;
+    use blockwise::store::ZarrArray;
+    use blockwise::workload::box_mean_3x3x3;
+    use sha2::Digest;
+    use std::sync::Arc;
+
+    let probe = ZarrArray::open(&args.input, &args.dataset)
+        .with_context(|| format!("opening the input {}", args.input.display()))?;
+    // Blocks with context read each chunk up to 27 times: decode it once, keeping about three
+    // planes of chunks (the reuse distance in block order), never more than 1 GiB.
+    let (shape, chunk) = (probe.shape().to_vec(), probe.write_chunk_shape().to_vec());
+    let chunk_bytes: u64 = chunk.iter().product();
+    let plane: u64 = shape
+        .iter()
+        .zip(&chunk)
+        .skip(1)
+        .map(|(s, c)| s.div_ceil(*c))
+        .product();
+    let cache = (3 * plane * chunk_bytes).clamp(64 << 20, 1 << 30);
+    let input = Arc::new(
+        ZarrArray::open_cached(&args.input, &args.dataset, cache)
+            .with_context(|| format!("opening the input {}", args.input.display()))?,
+    );
+    if input.data_type() != blockwise::store::DataType::U8 || input.shape().len() != 3 {
+        bail!(
+            "{}: expected a 3D uint8 array, found {:?} {}",
+            input.name(),
+            input.shape(),
+            input.data_type()
+        );
+    }
+    let output = Arc::new(
+        ZarrArray::create_like(&args.output, &args.dataset, &input, true)
+            .with_context(|| format!("creating the output {}", args.output.display()))?,
+    );
+    let vs = input.voxel_size().clone();
+    let chunk: Vec<i64> = input
+        .write_chunk_shape()
+        .iter()
+        .map(|&c| c as i64)
+        .collect();
+    let ctx = if args.codec_only {
+        0
+    } else {
+        i64::try_from(args.context)?
+    };
+    let codec_only = args.codec_only;
+    let write = Roi::new([0i64; 3], blockwise::Coordinate::from(chunk.clone()) * &vs);
+    let read = write.grow(&vs * ctx, &vs * ctx);
+    let total = input.roi().grow(&vs * ctx, &vs * ctx);
+    let (inp, out) = (Arc::clone(&input), Arc::clone(&output));
+    let c = usize::try_from(ctx)?;
+    let task = Task::builder("box_mean", total, read, write)
+        .read_write_conflict(false)
+        .fit(Fit::Shrink)
+        .writes(output.as_ref())
+        .num_workers(usize::try_from(args.workers)?)
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            let data = inp.read_with_fill::<u8>(b.read_roi(), 0)?;
+            if codec_only {
+                out.write(b.write_roi(), data.view())?;
+                return Ok(());
+            }
+            // Only the write ROI plus one voxel per side feeds the result: filter just that.
+            let w = b.write_roi();
+            let ws: Vec<usize> = (0..3).map(|d| (w.shape()[d] / vs[d]) as usize).collect();
+            let core = data.slice_each_axis(|ax| {
+                let i = ax.axis.index();
+                ndarray::Slice::from(c - 1..c + 1 + ws[i])
+            });
+            let flat = core.as_standard_layout();
+            let outv = box_mean_3x3x3(
+                flat.as_slice().ok_or("not contiguous")?,
+                [ws[0] + 2, ws[1] + 2, ws[2] + 2],
+            );
+            let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&ws), outv)?;
+            out.write(w, arr.view())?;
+            Ok(())
+        })
+        .build()
+        .context("building the box-mean task")?;
+    let blocks = task.num_blocks();
+    let start = Instant::now();
+    let summary = Runner::new()
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run([task])
+        .context("running the box-mean task")?;
+    let wall = start.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    if let Some(f) = summary.failures("box_mean").first() {
+        eprintln!("block {} failed: {}", f.block_id, f.message);
+    }
+    let all = output
+        .read::<u8>(&output.roi())
+        .context("reading the output back")?;
+    let bytes = all.as_standard_layout();
+    let digest = sha2::Sha256::digest(bytes.as_slice().unwrap_or(&[]));
+    let sha: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let input_bytes: u64 = input.shape().iter().product();
+    let completed = summary.completed();
+    let report = ZarrReport {
+        base: BenchReport {
+            scenario: if codec_only { "zarr_codec" } else { "zarr" },
+            runner: "threads",
+            workers: args.workers,
+            blocks,
+            completed,
+            wall_s: wall,
+            blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
+            peak_rss_mib: peak,
+        },
+        mb_per_s: input_bytes as f64 / 1e6 / wall.max(f64::EPSILON),
+        output_sha256: sha,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.base.print(false)?;
+        println!(
+            "input {:.1} MB at {:.1} MB/s; output {} sha256 {}",
+            input_bytes as f64 / 1e6,
+            report.mb_per_s,
+            output.name(),
+            report.output_sha256
+        );
+    }
+    Ok(summary.is_success())
+}
+
 fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
         Command::Bench { scenario } => match scenario {
             Scenario::Noop(args) => bench_noop(args),
+            Scenario::Zarr(args) => bench_zarr(args),
         },
+        Command::Sample(args) => sample(args),
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 use serde_json::{Value, json};
 
-use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3};
+use zarrs::array::chunk_cache::{ChunkCache, ChunkCacheLruSizeLimit, ChunkCacheTypeDecoded};
+use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, CodecOptions};
+use zarrs::storage::ReadableStorageTraits;
 use zarrs::storage::{ReadableWritableListableStorageTraits, StoreKey, WritableStorageTraits};
 
 use super::{ArraySpec, ChunkGrid, DataType, Scalar, StoreError, WorldMeta, ZarrFormat};
@@ -15,6 +17,7 @@ use crate::geometry::{Coordinate, Roi};
 use super::zarr_store::AtomicFilesystemStore;
 
 type Store = dyn ReadableWritableListableStorageTraits;
+type ReadCache = ChunkCacheLruSizeLimit<ChunkCacheTypeDecoded>;
 
 /// A zarr array in world units (funlib.persistence's `Array`).
 ///
@@ -44,6 +47,7 @@ type Store = dyn ReadableWritableListableStorageTraits;
 /// ```
 pub struct ZarrArray {
     array: Array<Store>,
+    cache: Option<Arc<ReadCache>>,
     name: String,
     meta: WorldMeta,
     data_type: DataType,
@@ -68,6 +72,10 @@ fn node_path(dataset: &str) -> String {
 }
 
 fn open_store(path: &Path) -> Result<Arc<Store>, StoreError> {
+    Ok(open_atomic(path)?)
+}
+
+fn open_atomic(path: &Path) -> Result<Arc<AtomicFilesystemStore>, StoreError> {
     let store = AtomicFilesystemStore::new(path).map_err(|e| StoreError::Open {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -100,6 +108,46 @@ impl ZarrArray {
         Self::from_array(array, name)
     }
 
+    /// Opens an array for reading through an LRU cache of decoded chunks holding at most
+    /// `cache_bytes`: blocks with context read each chunk several times (a 64³ block with 8
+    /// voxels of context touches 27 chunks), and the cache decodes it once. The array is then
+    /// read-only: [`write`](Self::write) returns an error, since cached chunks would go stale.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_cached(
+        path: impl AsRef<Path>,
+        dataset: &str,
+        cache_bytes: u64,
+    ) -> Result<ZarrArray, StoreError> {
+        let path = path.as_ref();
+        let mut a = Self::open(path, dataset)?;
+        let readable: Arc<dyn ReadableStorageTraits> = open_atomic(path)?;
+        let reader = Array::open(readable, &node_path(dataset)).map_err(|e| a.backend(&e))?;
+        a.cache = Some(Arc::new(ChunkCacheLruSizeLimit::new(
+            Arc::new(reader),
+            cache_bytes,
+        )));
+        Ok(a)
+    }
+
+    fn retrieve<T: Scalar>(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<ArrayD<T>, StoreError> {
+        let ranges = ranges.to_vec();
+        match &self.cache {
+            Some(cache) => cache
+                .retrieve_array_subset::<ArrayD<T>>(&ranges, &CodecOptions::default())
+                .map_err(|e| self.backend(&e)),
+            None => self
+                .array
+                .retrieve_array_subset::<ArrayD<T>>(&ranges)
+                .map_err(|e| self.backend(&e)),
+        }
+    }
+
     fn from_array(array: Array<Store>, name: String) -> Result<ZarrArray, StoreError> {
         let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
         let dtype_name = meta_json
@@ -125,6 +173,7 @@ impl ZarrArray {
         let meta = WorldMeta::from_attributes(&name, array.attributes(), shape)?;
         Ok(ZarrArray {
             array,
+            cache: None,
             name,
             meta,
             data_type,
@@ -216,6 +265,47 @@ impl ZarrArray {
         let mut array =
             Array::new_with_metadata(store, &node, metadata).map_err(|e| backend(&e))?;
         *array.attributes_mut() = meta.attributes();
+        array.store_metadata().map_err(|e| backend(&e))?;
+        Self::from_array(array, name)
+    }
+
+    /// Creates the array `dataset` in the zarr store at `path` with the same metadata as
+    /// `like` (shape, chunks or shards, codecs, data type, fill value, attributes).
+    ///
+    /// # Errors
+    ///
+    /// An existing array without `overwrite`, or an I/O error.
+    pub fn create_like(
+        path: impl AsRef<Path>,
+        dataset: &str,
+        like: &ZarrArray,
+        overwrite: bool,
+    ) -> Result<ZarrArray, StoreError> {
+        let path = path.as_ref();
+        let node = node_path(dataset);
+        let name = format!("{}{node}", path.display());
+        let backend = |e: &dyn std::fmt::Display| StoreError::Backend {
+            path: name.clone(),
+            message: e.to_string(),
+        };
+        let store = open_store(path)?;
+        let node_dir = path.join(node.trim_start_matches('/'));
+        if node_dir.join("zarr.json").exists() || node_dir.join(".zarray").exists() {
+            if !overwrite {
+                return Err(StoreError::Open {
+                    path: name,
+                    message: "an array already exists there (pass overwrite to replace it)".into(),
+                });
+            }
+            std::fs::remove_dir_all(&node_dir).map_err(|e| backend(&e))?;
+        }
+        let format = match like.array.metadata() {
+            ArrayMetadata::V2(_) => ZarrFormat::V2,
+            ArrayMetadata::V3(_) => ZarrFormat::V3,
+        };
+        write_groups(store.as_ref(), &node, format).map_err(|e| backend(&e))?;
+        let array = Array::new_with_metadata(store, &node, like.array.metadata().clone())
+            .map_err(|e| backend(&e))?;
         array.store_metadata().map_err(|e| backend(&e))?;
         Self::from_array(array, name)
     }
@@ -337,10 +427,7 @@ impl ZarrArray {
         }
         let read: Vec<std::ops::Range<u64>> =
             inner.iter().map(|r| r.start as u64..r.end as u64).collect();
-        let data = self
-            .array
-            .retrieve_array_subset::<ArrayD<T>>(&read)
-            .map_err(|e| self.backend(&e))?;
+        let data = self.retrieve::<T>(&read)?;
         let mut target = out.view_mut();
         for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
             let start = (r.start - full.start) as isize;
@@ -360,6 +447,12 @@ impl ZarrArray {
     /// data type, or an encode/write error.
     pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
         self.check_type::<T>()?;
+        if self.cache.is_some() {
+            return Err(StoreError::Backend {
+                path: self.name.clone(),
+                message: "the array was opened with a read cache and is read-only".into(),
+            });
+        }
         let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
         let want: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
         if data.shape() != want.as_slice() {
