@@ -82,3 +82,76 @@ fn bad_arguments_exit_2_with_a_message() -> Result<(), Box<dyn std::error::Error
     }
     Ok(())
 }
+
+/// `sample` then `bench zarr`: the blockwise box mean equals the box mean of the whole
+/// zero-padded volume, computed here in one piece (the volume is not a multiple of the chunk,
+/// so boundary blocks are shrunk).
+#[cfg(feature = "zarr")]
+#[test]
+fn sample_then_bench_zarr_matches_the_whole_volume_result() -> Result<(), Box<dyn std::error::Error>>
+{
+    use blockwise::sample::SampleSpec;
+    use blockwise::workload::box_mean_3x3x3;
+    use sha2::Digest;
+
+    let dir = std::env::temp_dir().join(format!("blockwise-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (input, output) = (dir.join("in.zarr"), dir.join("out.zarr"));
+    let out = blockwise()
+        .args([
+            "sample", "--size", "40", "--chunk", "16", "--seed", "7", "--output",
+        ])
+        .arg(&input)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = blockwise()
+        .args([
+            "bench",
+            "zarr",
+            "--workers",
+            "2",
+            "--context",
+            "3",
+            "--json",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout)?.trim())?;
+    assert_eq!(v["scenario"], "zarr");
+    // 40³ in 16³ chunks: 3 blocks per axis, the last ones shrunk to 8.
+    assert_eq!(v["blocks"], 27);
+    assert_eq!(v["completed"], 27);
+    assert!(v["mb_per_s"].as_f64().is_some_and(|m| m > 0.0));
+
+    let mut spec = SampleSpec::cube(40);
+    spec.seed = 7;
+    let volume = spec.generate(&spec.roi());
+    let mut padded = vec![0u8; 42 * 42 * 42];
+    for z in 0..40 {
+        for y in 0..40 {
+            let src = (z * 40 + y) * 40;
+            let dst = ((z + 1) * 42 + y + 1) * 42 + 1;
+            padded[dst..dst + 40].copy_from_slice(&volume[src..src + 40]);
+        }
+    }
+    let expected = box_mean_3x3x3(&padded, [42, 42, 42]);
+    let sha: String = sha2::Sha256::digest(&expected)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v["output_sha256"], sha);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
