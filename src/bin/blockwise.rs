@@ -250,6 +250,17 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
     Ok(summary.is_success())
 }
 
+#[cfg(not(feature = "zarr"))]
+fn sample(_args: &SampleArgs) -> Result<bool> {
+    bail!("this build has no zarr support (build with the `zarr` feature)")
+}
+
+#[cfg(not(feature = "zarr"))]
+fn bench_zarr(_args: &ZarrArgs) -> Result<bool> {
+    bail!("this build has no zarr support (build with the `zarr` feature)")
+}
+
+#[cfg(feature = "zarr")]
 fn sample(args: &SampleArgs) -> Result<bool> {
     use blockwise::sample::{SampleSpec, write_zarr};
     use blockwise::store::{ArraySpec, Codec, DataType, ZarrFormat};
@@ -295,6 +306,7 @@ fn sample(args: &SampleArgs) -> Result<bool> {
 }
 
 /// Output of `bench zarr`: the shared keys plus throughput and the output checksum.
+#[cfg(feature = "zarr")]
 #[derive(Serialize, Debug)]
 struct ZarrReport {
     #[serde(flatten)]
@@ -303,6 +315,7 @@ struct ZarrReport {
     output_sha256: String,
 }
 
+#[cfg(feature = "zarr")]
 fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     use blockwise::Fit;
     use blockwise::store::ZarrArray;

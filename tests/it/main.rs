@@ -5,6 +5,8 @@ mod cli;
 mod daisy_oracle;
 mod daisy_ported;
 mod guardrails;
+#[cfg(feature = "zarr")]
+mod interop;
 mod runner;
 #[cfg(feature = "zarr")]
 mod store;
