@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
-use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice, SliceInfo, SliceInfoElem};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, SliceInfo, SliceInfoElem};
 
 use super::{ChunkGrid, DataType, Scalar, StoreError, WorldMeta};
 use crate::geometry::{Coordinate, Roi};
@@ -291,15 +291,7 @@ impl Hdf5Array {
     }
 
     fn check_type<T: Scalar>(&self) -> Result<(), StoreError> {
-        if T::DATA_TYPE == self.data_type {
-            Ok(())
-        } else {
-            Err(StoreError::DataType {
-                path: self.name.clone(),
-                actual: self.data_type,
-                requested: T::DATA_TYPE,
-            })
-        }
+        super::check_type::<T>(&self.name, self.data_type)
     }
 
     /// Reads a world ROI inside the dataset, on voxel boundaries.
@@ -327,28 +319,10 @@ impl Hdf5Array {
     /// As [`ZarrArray::read_with_fill`](crate::store::ZarrArray::read_with_fill).
     pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<ArrayD<T>, StoreError> {
         self.check_type::<T>()?;
-        let ranges = self.meta.voxel_ranges(&self.name, roi, true)?;
-        let out_shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
-        let mut out = ArrayD::from_elem(IxDyn(&out_shape), fill);
-        let inner: Vec<std::ops::Range<i64>> = ranges
-            .iter()
-            .zip(&self.meta.shape)
-            .map(|(r, &n)| r.start.max(0)..r.end.min(n as i64))
-            .collect();
-        if inner.iter().any(|r| r.start >= r.end) {
-            return Ok(out);
-        }
-        let sel = selection(&inner).map_err(|e| self.backend(&e))?;
-        let data: ArrayD<T> = self.dataset.read_slice(sel).map_err(|e| self.backend(&e))?;
-        let mut target = out.view_mut();
-        for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
-            target.slice_axis_inplace(
-                ndarray::Axis(axis),
-                Slice::from((r.start - full.start) as isize..(r.end - full.start) as isize),
-            );
-        }
-        target.assign(&data);
-        Ok(out)
+        self.meta.read_padded(&self.name, roi, fill, |inner| {
+            let sel = selection(inner).map_err(|e| self.backend(&e))?;
+            self.dataset.read_slice(sel).map_err(|e| self.backend(&e))
+        })
     }
 
     /// Writes `data` to a world ROI inside the dataset.
@@ -358,18 +332,8 @@ impl Hdf5Array {
     /// As [`ZarrArray::write`](crate::store::ZarrArray::write).
     pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
         self.check_type::<T>()?;
-        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
-        let want: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
-        if data.shape() != want.as_slice() {
-            return Err(StoreError::Roi {
-                path: self.name.clone(),
-                message: format!(
-                    "data of shape {:?} does not match ROI {roi} ({want:?} voxels)",
-                    data.shape()
-                ),
-            });
-        }
-        if want.contains(&0) {
+        let ranges = self.meta.write_ranges(&self.name, roi, data.shape())?;
+        if data.is_empty() {
             return Ok(());
         }
         let sel = selection(&ranges).map_err(|e| self.backend(&e))?;

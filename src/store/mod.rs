@@ -241,6 +241,19 @@ pub enum StoreError {
     },
 }
 
+/// `Ok` if `T` is the array's element type.
+pub(crate) fn check_type<T: Scalar>(path: &str, actual: DataType) -> Result<(), StoreError> {
+    if T::DATA_TYPE == actual {
+        Ok(())
+    } else {
+        Err(StoreError::DataType {
+            path: path.to_owned(),
+            actual,
+            requested: T::DATA_TYPE,
+        })
+    }
+}
+
 /// Metadata shared by all backends: the array's place in world units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorldMeta {
@@ -299,6 +312,56 @@ impl WorldMeta {
                 )));
             }
             ranges.push(b.div_euclid(v)..(b + s).div_euclid(v));
+        }
+        Ok(ranges)
+    }
+
+    /// Reads a world ROI with `fill` outside the array; `read` reads voxel ranges that lie
+    /// inside the array.
+    pub(crate) fn read_padded<T: Scalar>(
+        &self,
+        path: &str,
+        roi: &Roi,
+        fill: T,
+        read: impl FnOnce(&[Range<i64>]) -> Result<ndarray::ArrayD<T>, StoreError>,
+    ) -> Result<ndarray::ArrayD<T>, StoreError> {
+        let ranges = self.voxel_ranges(path, roi, true)?;
+        let out_shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        let mut out = ndarray::ArrayD::from_elem(ndarray::IxDyn(&out_shape), fill);
+        let inner: Vec<Range<i64>> = ranges
+            .iter()
+            .zip(&self.shape)
+            .map(|(r, &n)| r.start.max(0)..r.end.min(n as i64))
+            .collect();
+        if inner.iter().any(|r| r.start >= r.end) {
+            return Ok(out);
+        }
+        let data = read(&inner)?;
+        let mut target = out.view_mut();
+        for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
+            let slice = (r.start - full.start) as isize..(r.end - full.start) as isize;
+            target.slice_axis_inplace(ndarray::Axis(axis), ndarray::Slice::from(slice));
+        }
+        target.assign(&data);
+        Ok(out)
+    }
+
+    /// Voxel ranges of a world ROI to write `shape` voxels to.
+    pub(crate) fn write_ranges(
+        &self,
+        path: &str,
+        roi: &Roi,
+        shape: &[usize],
+    ) -> Result<Vec<Range<i64>>, StoreError> {
+        let ranges = self.voxel_ranges(path, roi, false)?;
+        let want: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        if shape != want.as_slice() {
+            return Err(StoreError::Roi {
+                path: path.to_owned(),
+                message: format!(
+                    "data of shape {shape:?} does not match ROI {roi} ({want:?} voxels)"
+                ),
+            });
         }
         Ok(ranges)
     }

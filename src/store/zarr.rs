@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+use ndarray::{ArrayD, ArrayViewD};
 use serde_json::{Value, json};
 
 use zarrs::array::chunk_cache::{ChunkCache, ChunkCacheLruSizeLimit, ChunkCacheTypeDecoded};
@@ -371,15 +371,7 @@ impl ZarrArray {
     }
 
     fn check_type<T: Scalar>(&self) -> Result<(), StoreError> {
-        if T::DATA_TYPE == self.data_type {
-            Ok(())
-        } else {
-            Err(StoreError::DataType {
-                path: self.name.clone(),
-                actual: self.data_type,
-                requested: T::DATA_TYPE,
-            })
-        }
+        super::check_type::<T>(&self.name, self.data_type)
     }
 
     fn backend(&self, e: &dyn std::fmt::Display) -> StoreError {
@@ -402,9 +394,7 @@ impl ZarrArray {
             .into_iter()
             .map(|r| r.start as u64..r.end as u64)
             .collect();
-        self.array
-            .retrieve_array_subset::<ArrayD<T>>(&ranges)
-            .map_err(|e| self.backend(&e))
+        self.retrieve(&ranges)
     }
 
     /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`.
@@ -414,28 +404,11 @@ impl ZarrArray {
     /// A misaligned ROI, a `T` that is not the array's data type, or a read/decode error.
     pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<ArrayD<T>, StoreError> {
         self.check_type::<T>()?;
-        let ranges = self.meta.voxel_ranges(&self.name, roi, true)?;
-        let out_shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
-        let mut out = ArrayD::from_elem(IxDyn(&out_shape), fill);
-        let inner: Vec<std::ops::Range<i64>> = ranges
-            .iter()
-            .zip(&self.meta.shape)
-            .map(|(r, &n)| r.start.max(0)..r.end.min(n as i64))
-            .collect();
-        if inner.iter().any(|r| r.start >= r.end) {
-            return Ok(out);
-        }
-        let read: Vec<std::ops::Range<u64>> =
-            inner.iter().map(|r| r.start as u64..r.end as u64).collect();
-        let data = self.retrieve::<T>(&read)?;
-        let mut target = out.view_mut();
-        for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
-            let start = (r.start - full.start) as isize;
-            let end = (r.end - full.start) as isize;
-            target.slice_axis_inplace(ndarray::Axis(axis), Slice::from(start..end));
-        }
-        target.assign(&data);
-        Ok(out)
+        self.meta.read_padded(&self.name, roi, fill, |inner| {
+            let read: Vec<std::ops::Range<u64>> =
+                inner.iter().map(|r| r.start as u64..r.end as u64).collect();
+            self.retrieve::<T>(&read)
+        })
     }
 
     /// Writes `data` to a world ROI inside the array; `data`'s shape must be the ROI's shape in
@@ -453,17 +426,7 @@ impl ZarrArray {
                 message: "the array was opened with a read cache and is read-only".into(),
             });
         }
-        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
-        let want: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
-        if data.shape() != want.as_slice() {
-            return Err(StoreError::Roi {
-                path: self.name.clone(),
-                message: format!(
-                    "data of shape {:?} does not match ROI {roi} ({want:?} voxels)",
-                    data.shape()
-                ),
-            });
-        }
+        let ranges = self.meta.write_ranges(&self.name, roi, data.shape())?;
         let ranges: Vec<std::ops::Range<u64>> = ranges
             .into_iter()
             .map(|r| r.start as u64..r.end as u64)
