@@ -354,3 +354,12 @@ mod hdf5 {
         Ok(())
     }
 }
+
+/// Arrays are shared by worker threads (`Arc<ZarrArray>` in a process closure).
+#[test]
+fn arrays_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ZarrArray>();
+    #[cfg(feature = "hdf5")]
+    assert_send_sync::<blockwise::store::Hdf5Array>();
+}
