@@ -321,6 +321,9 @@ impl TaskBuilder {
     /// daisy's `check_function`: called before a block is handed out; `true` means the block is
     /// already done, so it is skipped (counted as completed and skipped) and releases its
     /// dependents. A panicking check counts as `false`.
+    ///
+    /// Like daisy, checks run one at a time where the scheduler runs (the runner's driver
+    /// thread), so keep them cheap: a slow check delays every hand-out.
     pub fn check<F>(mut self, f: F) -> Self
     where
         F: Fn(&Block) -> bool + Send + Sync + 'static,
