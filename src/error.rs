@@ -67,6 +67,23 @@ pub enum Error {
         /// Why the release was refused.
         reason: String,
     },
+    /// A worker process could not do its part (bad context, scheduler unreachable, refused,
+    /// protocol error).
+    #[error("worker: {message}")]
+    Worker {
+        /// What went wrong.
+        message: String,
+    },
+    /// A launcher could not start, watch or stop a worker.
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
+    /// The run was interrupted by a signal (Ctrl-C, SIGTERM); every job it submitted was
+    /// cancelled.
+    #[error("interrupted by {signal}; every worker job of the run was cancelled")]
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
     /// A storage error (zarr or HDF5).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -131,9 +131,34 @@ struct NoopArgs {
     /// Blocks per worker that may wait in the task's queue.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     prefetch: u64,
+    /// Where blocks run: worker threads, or worker processes connected over TCP.
+    #[arg(long, value_enum, default_value_t = RunnerKind::Threads)]
+    runner: RunnerKind,
+    /// How worker processes are started (with `--runner processes`).
+    #[arg(long, value_enum, default_value_t = LauncherKind::Local)]
+    launcher: LauncherKind,
+    /// Worker logs (with `--runner processes`).
+    #[arg(long, default_value = "blockwise_logs")]
+    log_dir: std::path::PathBuf,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RunnerKind {
+    /// In-process worker threads.
+    Threads,
+    /// Worker processes (this program, re-executed) connected over TCP.
+    Processes,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LauncherKind {
+    /// Child processes of the scheduler.
+    Local,
+    /// SLURM jobs (`sbatch`), for a cluster reachable from here.
+    Slurm,
 }
 
 /// The result line shared by all benchmark scenarios.
@@ -228,17 +253,26 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         );
     }
     let start = Instant::now();
-    let summary = Runner::new()
+    let mut runner = Runner::new()
         .progress(Progress::Never)
         .print_summary(false)
-        .prefetch(usize::try_from(args.prefetch)?)
-        .run([task])
-        .context("running the no-op task")?;
+        .prefetch(usize::try_from(args.prefetch)?);
+    if args.runner == RunnerKind::Processes {
+        runner = match args.launcher {
+            LauncherKind::Local => runner.processes(),
+            LauncherKind::Slurm => bail!("TEMP-MERGE"),
+        }
+        .log_dir(&args.log_dir);
+    }
+    let summary = runner.run([task]).context("running the no-op task")?;
     let wall = start.elapsed().as_secs_f64();
     let completed = summary.completed();
     BenchReport {
         scenario: "noop",
-        runner: "threads",
+        runner: match args.runner {
+            RunnerKind::Threads => "threads",
+            RunnerKind::Processes => "processes",
+        },
         workers: args.workers,
         blocks: args.blocks,
         completed,

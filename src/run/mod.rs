@@ -21,11 +21,27 @@
 //! without reporting; its result is discarded. The run does not wait for abandoned threads. If a
 //! block can hang for ever or must be stopped hard, run it in a worker process instead.
 
+mod client;
+mod context;
+mod processes;
+pub(crate) mod protocol;
+mod server;
+mod signals;
 mod threads;
+mod worker;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::Client;
+pub use context::CONTEXT_ENV;
 
 use crate::error::Error;
+use crate::launch::{Launcher, Local};
 use crate::observe::RunSummary;
 use crate::task::Task;
 
@@ -109,6 +125,67 @@ pub struct Runner {
     print_summary: Option<bool>,
     max_worker_restarts: u32,
     prefetch: usize,
+    processes: Option<ProcessOptions>,
+}
+
+/// Settings of a process run.
+#[derive(Debug, Clone)]
+struct ProcessOptions {
+    launcher: Arc<dyn Launcher>,
+    log_dir: PathBuf,
+    command: Option<(PathBuf, Vec<OsString>)>,
+    bind: Option<SocketAddr>,
+    advertise: Option<String>,
+    heartbeat: Duration,
+    heartbeat_timeout: Duration,
+    death_timeout: Duration,
+    lifetime: Option<Duration>,
+    handle_signals: bool,
+}
+
+impl ProcessOptions {
+    fn new(launcher: Arc<dyn Launcher>) -> ProcessOptions {
+        ProcessOptions {
+            launcher,
+            log_dir: PathBuf::from("blockwise_logs"),
+            command: None,
+            bind: None,
+            advertise: None,
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(30),
+            death_timeout: Duration::from_secs(60),
+            lifetime: None,
+            handle_signals: true,
+        }
+    }
+
+    fn bind_addr(&self, launcher: &dyn Launcher) -> SocketAddr {
+        self.bind.unwrap_or_else(|| {
+            let ip = if launcher.runs_locally() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                Ipv4Addr::UNSPECIFIED
+            };
+            SocketAddr::from((ip, 0))
+        })
+    }
+
+    fn advertise_host(&self, launcher: &dyn Launcher) -> String {
+        if let Some(h) = &self.advertise {
+            return h.clone();
+        }
+        if let Some(b) = self.bind.filter(|b| !b.ip().is_unspecified()) {
+            return b.ip().to_string();
+        }
+        if launcher.runs_locally() {
+            return "127.0.0.1".into();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
 }
 
 impl Default for Runner {
@@ -125,6 +202,7 @@ impl Runner {
             print_summary: None,
             max_worker_restarts: 3,
             prefetch: 32,
+            processes: None,
         }
     }
 
@@ -141,8 +219,11 @@ impl Runner {
         self
     }
 
-    /// How often a worker whose per-worker set-up failed is restarted before the run stops
-    /// with [`Error::WorkerStartup`] (default 3).
+    /// How often a worker that fails before completing a block (its per-worker set-up fails;
+    /// for processes also: it crashes, exits or cannot connect) is replaced before the run stops
+    /// with [`Error::WorkerStartup`], carrying the last error (for processes, the tail of the
+    /// worker's stderr). The count is per task and resets whenever a worker of the task
+    /// completes a block (default 3).
     pub fn max_worker_restarts(mut self, n: u32) -> Self {
         self.max_worker_restarts = n;
         self
@@ -155,6 +236,96 @@ impl Runner {
         self
     }
 
+    fn process_options(&mut self) -> &mut ProcessOptions {
+        self.processes
+            .get_or_insert_with(|| ProcessOptions::new(Arc::new(Local::new())))
+    }
+
+    /// Runs blocks in worker processes on this machine (a [`Local`] launcher), each connecting
+    /// back to the scheduler over loopback TCP. By default every worker re-executes the current
+    /// program with its arguments (see [`Runner::worker_command`]); there, the program's own
+    /// call to `run` finds the `BLOCKWISE_CONTEXT` variable and serves blocks instead of
+    /// scheduling (see [the module docs](self#worker-processes)).
+    pub fn processes(mut self) -> Self {
+        self.process_options();
+        self
+    }
+
+    /// Runs blocks in worker processes started by `launcher` (a cluster's batch system, see
+    /// [`crate::launch`]).
+    pub fn launcher(mut self, launcher: impl Launcher + 'static) -> Self {
+        self.process_options().launcher = Arc::new(launcher);
+        self
+    }
+
+    /// Where worker logs go: `<dir>/<task>/worker_<id>.out/.err`, and `<dir>/jobs.txt` lists
+    /// every job submitted (default `./blockwise_logs`). Implies worker processes.
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.process_options().log_dir = dir.into();
+        self
+    }
+
+    /// The command a worker runs (default: the current executable with the current
+    /// arguments). It must reach the same `run` call (or use [`Client::from_env`]). Implies
+    /// worker processes.
+    pub fn worker_command(
+        mut self,
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Self {
+        self.process_options().command =
+            Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// The address the scheduler listens on (default: `127.0.0.1:0` for local workers,
+    /// `0.0.0.0:0` for cluster launchers; port 0 picks a free port). Implies worker processes.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.process_options().bind = Some(addr);
+        self
+    }
+
+    /// The host name or address workers connect to (default: the bound address, else
+    /// `127.0.0.1` for local workers and this machine's host name for cluster launchers).
+    /// Implies worker processes.
+    pub fn advertise_host(mut self, host: impl Into<String>) -> Self {
+        self.process_options().advertise = Some(host.into());
+        self
+    }
+
+    /// Heartbeats: a worker sends one when it has sent nothing for `interval` (the scheduler
+    /// pings idle workers as often); a worker silent for `timeout` is presumed dead, its process
+    /// stopped, and its blocks retried (defaults 1 s and 30 s). Implies worker processes.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        let p = self.process_options();
+        p.heartbeat = interval.max(Duration::from_millis(1));
+        p.heartbeat_timeout = timeout.max(p.heartbeat);
+        self
+    }
+
+    /// A worker that cannot reach the scheduler (or hears nothing from it) for this long exits
+    /// (default 60 s). Implies worker processes.
+    pub fn death_timeout(mut self, timeout: Duration) -> Self {
+        self.process_options().death_timeout = timeout;
+        self
+    }
+
+    /// Workers retire after this long: they finish their current block, give back the blocks
+    /// they prefetched, exit, and are replaced (set it below the cluster's walltime). Implies
+    /// worker processes.
+    pub fn worker_lifetime(mut self, lifetime: Duration) -> Self {
+        self.process_options().lifetime = Some(lifetime);
+        self
+    }
+
+    /// Whether a process run catches Ctrl-C and SIGTERM to cancel its jobs and return
+    /// [`Error::Interrupted`] (default true; a second signal terminates at once). Implies
+    /// worker processes.
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.process_options().handle_signals = handle;
+        self
+    }
+
     /// Runs the tasks (and every upstream task reachable from them).
     ///
     /// # Errors
@@ -162,11 +333,43 @@ impl Runner {
     /// See [`run_blockwise`].
     pub fn run(&self, tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary, Error> {
         let tasks: Vec<Task> = tasks.into_iter().collect();
+        if let Some(ctx) = context::Context::from_env()? {
+            return serve_as_worker(&tasks, ctx);
+        }
         let show = self.progress.enabled();
-        let summary = threads::run(&tasks, self, show)?;
+        let summary = match &self.processes {
+            Some(popts) => processes::run(&tasks, self, popts, show)?,
+            None => threads::run(&tasks, self, show)?,
+        };
         if self.print_summary.unwrap_or(show) {
             print!("{summary}");
         }
         Ok(summary)
+    }
+}
+
+/// Worker mode: serve the context's task, then exit the process (code 0, or 1 with the error
+/// on stderr). Calls whose tasks do not include the context's task return an empty summary.
+fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, Error> {
+    let Some(task) = worker::find_task(tasks, &ctx)? else {
+        tracing::debug!(task = %ctx.task_id, "worker process: this run does not have the worker's task");
+        return Ok(RunSummary {
+            tasks: Vec::new(),
+            elapsed: Duration::ZERO,
+        });
+    };
+    let worker_id = ctx.worker_id;
+    match worker::serve(&task, ctx) {
+        Ok(n) => {
+            tracing::info!(task = %task.task_id(), worker = worker_id, blocks = n, "worker done");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!(
+                "blockwise worker {worker_id} of task {:?}: {e}",
+                task.task_id()
+            );
+            std::process::exit(1)
+        }
     }
 }

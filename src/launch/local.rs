@@ -1,0 +1,267 @@
+//! The local launcher: worker processes as children of the scheduler's process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::{JobId, JobState, LaunchError, Launcher, WorkerSpec, shell_quote};
+
+/// Starts each worker as a child process of the scheduler, in its own process group, with its
+/// standard output and error written to the spec's log files. The job id is the PID; cancelling
+/// sends SIGKILL to the worker's process group (so whatever the worker started goes too) and
+/// reaps it.
+///
+/// ```
+/// use blockwise::launch::{Launcher, Local, WorkerSpec};
+///
+/// let spec = WorkerSpec {
+///     name: "blockwise-demo-0".into(),
+///     program: "/usr/bin/my-pipeline".into(),
+///     args: vec!["--fast".into()],
+///     env: vec![("BLOCKWISE_CONTEXT".into(), r#"{"task_id":"demo"}"#.into())],
+///     workdir: None,
+///     stdout: "logs/demo/worker_0.out".into(),
+///     stderr: "logs/demo/worker_0.err".into(),
+/// };
+/// assert_eq!(
+///     Local::new().render(&spec).unwrap(),
+///     r#"BLOCKWISE_CONTEXT='{"task_id":"demo"}' /usr/bin/my-pipeline --fast > logs/demo/worker_0.out 2> logs/demo/worker_0.err"#
+/// );
+/// ```
+#[derive(Debug, Default)]
+pub struct Local {
+    children: Mutex<HashMap<u32, Child>>,
+}
+
+impl Local {
+    /// A local launcher.
+    #[must_use]
+    pub fn new() -> Local {
+        Local::default()
+    }
+
+    fn io(context: String, source: std::io::Error) -> LaunchError {
+        LaunchError::Io {
+            launcher: "local".into(),
+            context,
+            source,
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(s) => format!("killed by signal {signal} ({s})"),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => status.to_string(),
+    }
+}
+
+impl Launcher for Local {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn render(&self, spec: &WorkerSpec) -> Result<String, LaunchError> {
+        let mut words: Vec<String> = Vec::new();
+        if let Some(dir) = &spec.workdir {
+            words.push(format!("cd {} &&", shell_quote(&dir.to_string_lossy())));
+        }
+        for (k, v) in &spec.env {
+            words.push(format!("{k}={}", shell_quote(v)));
+        }
+        words.push(shell_quote(&spec.program.to_string_lossy()));
+        words.extend(spec.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
+        words.push(format!(
+            "> {} 2> {}",
+            shell_quote(&spec.stdout.to_string_lossy()),
+            shell_quote(&spec.stderr.to_string_lossy())
+        ));
+        Ok(words.join(" "))
+    }
+
+    fn submit(&self, spec: &WorkerSpec) -> Result<JobId, LaunchError> {
+        for path in [&spec.stdout, &spec.stderr] {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Local::io(format!("creating {}", dir.display()), e))?;
+            }
+        }
+        let out = File::create(&spec.stdout)
+            .map_err(|e| Local::io(format!("creating {}", spec.stdout.display()), e))?;
+        let err = File::create(&spec.stderr)
+            .map_err(|e| Local::io(format!("creating {}", spec.stderr.display()), e))?;
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        if let Some(dir) = &spec.workdir {
+            cmd.current_dir(dir);
+        }
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            launcher: "local".into(),
+            command: spec.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pid, child);
+        tracing::debug!(pid, name = %spec.name, "started local worker");
+        Ok(JobId(pid.to_string()))
+    }
+
+    fn status(&self, job: &JobId) -> Result<JobState, LaunchError> {
+        let Ok(pid) = job.0.parse::<u32>() else {
+            return Ok(JobState::Finished {
+                detail: format!("unknown job {job}"),
+            });
+        };
+        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(child) = children.get_mut(&pid) else {
+            return Ok(JobState::Finished {
+                detail: "not a child of this launcher (already reaped)".into(),
+            });
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(JobState::Running),
+            Ok(Some(status)) => Ok(JobState::Finished {
+                detail: describe(status),
+            }),
+            Err(e) => Err(Local::io(format!("waiting for process {pid}"), e)),
+        }
+    }
+
+    fn cancel(&self, job: &JobId) -> Result<(), LaunchError> {
+        let Ok(pid) = job.0.parse::<u32>() else {
+            return Ok(());
+        };
+        let child = self
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&pid);
+        let Some(mut child) = child else {
+            return Ok(());
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            // Already exited and now reaped: its PID may be reused, so signal nothing.
+            return Ok(());
+        }
+        if let Ok(raw) = i32::try_from(pid) {
+            match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => tracing::warn!(pid, "killing process group {pid}: {e}"),
+            }
+        }
+        // The group leader is our child: kill it directly too (in case it left its group),
+        // then reap it so it does not linger as a zombie.
+        let _ = child.kill();
+        child
+            .wait()
+            .map_err(|e| Local::io(format!("reaping process {pid}"), e))?;
+        Ok(())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
+    fn runs_locally(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn spec(dir: &std::path::Path, script: &str) -> WorkerSpec {
+        WorkerSpec {
+            name: "t".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("BLOCKWISE_TEST_VAR".into(), "hello world".into())],
+            workdir: None,
+            stdout: dir.join("logs/t/worker_0.out"),
+            stderr: dir.join("logs/t/worker_0.err"),
+        }
+    }
+
+    fn wait_finished(l: &Local, job: &JobId) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match l.status(job) {
+                Ok(JobState::Finished { detail }) => return detail,
+                Ok(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => panic!("job did not finish: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn runs_with_env_and_log_files_and_reports_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Local::new();
+        let job = l
+            .submit(&spec(
+                dir.path(),
+                "echo out:$BLOCKWISE_TEST_VAR; echo err >&2; exit 3",
+            ))
+            .unwrap();
+        assert_eq!(wait_finished(&l, &job), "exit code 3");
+        let out = std::fs::read_to_string(dir.path().join("logs/t/worker_0.out")).unwrap();
+        assert_eq!(out, "out:hello world\n");
+        let err = std::fs::read_to_string(dir.path().join("logs/t/worker_0.err")).unwrap();
+        assert_eq!(err, "err\n");
+        l.cancel(&job).unwrap();
+        l.cancel(&job).unwrap();
+    }
+
+    #[test]
+    fn cancel_kills_the_process_group_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Local::new();
+        // A child that starts a grandchild; both must die.
+        let job = l.submit(&spec(dir.path(), "sleep 300 & wait")).unwrap();
+        assert_eq!(l.status(&job).unwrap(), JobState::Running);
+        l.cancel(&job).unwrap();
+        assert!(!l.status(&job).unwrap().is_alive());
+        l.cancel(&job).unwrap();
+        l.cancel(&JobId("not a pid".into())).unwrap();
+    }
+
+    #[test]
+    fn reports_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Local::new();
+        let job = l.submit(&spec(dir.path(), "kill -9 $$")).unwrap();
+        assert_eq!(wait_finished(&l, &job), "killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), "");
+        s.program = dir.path().join("no-such-program");
+        let e = Local::new().submit(&s).unwrap_err();
+        assert!(e.to_string().contains("no-such-program"), "{e}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Launchers: how worker processes are started, watched and stopped.
+//!
+//! A process runner (see [`Runner::processes`](crate::Runner::processes)) never talks to a
+//! cluster directly: it asks a [`Launcher`] to start one worker process per [`WorkerSpec`], polls
+//! [`Launcher::status`] for workers that have not (or no longer) connected, and calls
+//! [`Launcher::cancel`] for every job it submitted when the run ends, fails or is interrupted.
+//! The started process finds everything else (the scheduler's address, the run's token, its task)
+//! in the `BLOCKWISE_CONTEXT` environment variable of the spec and connects back over TCP.
+//!
+//! Backends:
+//!
+//! * [`Local`]: a child process of the scheduler (job id = PID, cancel = SIGKILL to its process
+//!   group).
+//! * [`Batch`]: a batch script submitted to SLURM (`sbatch`), LSF (`bsub`), PBS (`qsub`) or SGE
+//!   (`qsub`), with [`Resources`] rendered as that system's directives and memory units;
+//!   [`Launcher::render`] shows the exact script.
+//! * [`CommandTemplate`]: user-given submit/status/cancel commands and a job-id regex, for any
+//!   other system or site wrapper.
+
+mod local; // TEMP-MERGE: batch, command, units come from the launch-backends branch
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use local::Local;
+
+/// One worker process to start: what to run, with which environment, where its output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// A job name (for the cluster's queue listing), e.g. `blockwise-smooth-3`.
+    pub name: String,
+    /// The program to run (by default the current executable).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Environment variables to set for it, in order (always includes `BLOCKWISE_CONTEXT`).
+    pub env: Vec<(String, String)>,
+    /// The working directory (default: the scheduler's).
+    pub workdir: Option<PathBuf>,
+    /// Where the worker's standard output goes (truncated at start).
+    pub stdout: PathBuf,
+    /// Where the worker's standard error goes (truncated at start).
+    pub stderr: PathBuf,
+}
+
+/// An identifier a launcher gave a submitted job (a PID, a SLURM job id, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a launcher knows about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Submitted, waiting in the queue.
+    Pending,
+    /// Running (or about to).
+    Running,
+    /// No longer running: exited, failed, cancelled or gone from the queue. `detail` says how
+    /// when the system tells (`"exit code 1"`, `"killed by signal 9"`, `"EXIT"`, `"no longer in
+    /// the queue"`).
+    Finished {
+        /// How the job ended, as far as the system says.
+        detail: String,
+    },
+}
+
+impl JobState {
+    /// Whether the job may still run (pending or running).
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        matches!(self, JobState::Pending | JobState::Running)
+    }
+}
+
+/// Cluster resources for one worker job. Every field is optional; unset fields produce no
+/// directive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resources {
+    /// CPU cores per worker.
+    pub cores: Option<u32>,
+    /// Memory per worker, in bytes (rendered in each system's units, rounded up).
+    pub memory: Option<u64>,
+    /// Wall-clock limit per job.
+    pub walltime: Option<Duration>,
+    /// SLURM partition, LSF/PBS/SGE queue.
+    pub queue: Option<String>,
+    /// Account (SLURM `-A`, PBS `-A`) or project (LSF `-P`, SGE `-P`).
+    pub account: Option<String>,
+    /// SGE parallel environment used for `cores` (`-pe <name> <cores>`).
+    pub parallel_environment: Option<String>,
+    /// Extra directive lines, without the prefix (e.g. `--gres=gpu:1` for SLURM).
+    pub extra_directives: Vec<String>,
+    /// Generated directive lines containing any of these substrings are left out (for sites that
+    /// reject, say, `--mem`).
+    pub skip_directives: Vec<String>,
+    /// Shell lines run before the worker starts (module loads, environment activation).
+    pub prologue: Vec<String>,
+}
+
+/// Errors of a launcher: the command, its output, what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// A command could not be started (not installed, not on `PATH`).
+    #[error("{launcher}: could not run `{command}`: {source}")]
+    Spawn {
+        /// The launcher's name.
+        launcher: String,
+        /// The command line.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command exited with an error.
+    #[error("{launcher}: `{command}` failed ({status}); stdout: {stdout:?}; stderr: {stderr:?}")]
+    Command {
+        /// The launcher's name.
+        launcher: String,
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: String,
+        /// Its standard output.
+        stdout: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// A submit command succeeded but its output has no job id.
+    #[error(
+        "{launcher}: no job id in the output of `{command}` (looked for /{regex}/): {stdout:?}"
+    )]
+    NoJobId {
+        /// The launcher's name.
+        launcher: String,
+        /// The command line.
+        command: String,
+        /// The regex used.
+        regex: String,
+        /// The command's standard output.
+        stdout: String,
+    },
+    /// The launcher's configuration is invalid.
+    #[error("{launcher}: {reason}")]
+    Config {
+        /// The launcher's name.
+        launcher: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O error (writing a script, opening a log file).
+    #[error("{launcher}: {context}: {source}")]
+    Io {
+        /// The launcher's name.
+        launcher: String,
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts, watches and stops worker processes.
+///
+/// Implementations must be cheap to call from the scheduler's driver thread: `submit` returns as
+/// soon as the job is queued (it never waits for the job to run), and `cancel` is idempotent (a
+/// job that already finished or was never known is not an error).
+pub trait Launcher: Send + Sync + fmt::Debug {
+    /// A short name for messages and the job list (`local`, `slurm`, ...).
+    fn name(&self) -> &str;
+
+    /// The exact script or command line `submit` would use for `spec`, so that users can see
+    /// and debug it.
+    ///
+    /// # Errors
+    ///
+    /// Invalid resources for this system (for example cores on SGE without a parallel
+    /// environment).
+    fn render(&self, spec: &WorkerSpec) -> Result<String, LaunchError>;
+
+    /// Starts (submits) one worker; returns its job id.
+    ///
+    /// # Errors
+    ///
+    /// The submit command is missing or fails, or its output has no job id.
+    fn submit(&self, spec: &WorkerSpec) -> Result<JobId, LaunchError>;
+
+    /// The job's current state.
+    ///
+    /// # Errors
+    ///
+    /// The status command is missing or fails in a way that says nothing about the job.
+    fn status(&self, job: &JobId) -> Result<JobState, LaunchError>;
+
+    /// Stops the job (kills it if it runs, removes it from the queue if it waits). Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// The cancel command is missing or fails for a job that still exists.
+    fn cancel(&self, job: &JobId) -> Result<(), LaunchError>;
+
+    /// How often the runner may call [`Launcher::status`] per job (cluster queues should not be
+    /// polled in a tight loop).
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// Whether workers run on this machine (then the scheduler listens on loopback only, unless
+    /// told otherwise).
+    fn runs_locally(&self) -> bool {
+        false
+    }
+}
+
+/// Quotes `s` for a POSIX shell (single quotes; embedded single quotes escaped).
+#[must_use]
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_quotes_what_needs_it() {
+        assert_eq!(shell_quote("abc/d-e_f.g"), "abc/d-e_f.g");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(r#"{"a":1}"#), r#"'{"a":1}'"#);
+    }
+}

@@ -1,0 +1,439 @@
+//! The worker side of the protocol: [`Client`].
+
+use std::collections::VecDeque;
+use std::io::{BufReader, ErrorKind, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+
+use super::context::{CONTEXT_ENV, Context};
+use super::protocol::{
+    FrameError, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock, WorkerMsg, read_frame, to_frame,
+};
+use crate::blocks::{Block, BlockStatus};
+use crate::error::Error;
+
+/// The sending half, shared with the heartbeat thread.
+struct Writer {
+    stream: TcpStream,
+    last_sent: Instant,
+}
+
+impl Writer {
+    fn send(&mut self, msg: &WorkerMsg) -> Result<(), Error> {
+        let frame = to_frame(msg).map_err(|e| worker_err(format!("encoding a message: {e}")))?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| worker_err(format!("sending to the scheduler: {e}")))?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+fn worker_err(message: String) -> Error {
+    Error::Worker { message }
+}
+
+/// A worker's connection to the scheduler: acquire blocks, process them, release them.
+///
+/// Worker processes started by a process runner find the scheduler in the `BLOCKWISE_CONTEXT`
+/// environment variable. A program that is a task's process function does not need this type
+/// (its own call to [`run_blockwise`](crate::run_blockwise) serves blocks); a separate worker
+/// binary uses it directly:
+///
+/// ```no_run
+/// use blockwise::{BlockStatus, Client};
+///
+/// fn main() -> Result<(), blockwise::Error> {
+///     let mut client = Client::from_env()?;
+///     while let Some(mut block) = client.acquire_block()? {
+///         // ... read block.read_roi(), write block.write_roi() ...
+///         block.set_status(BlockStatus::Success);
+///         client.release_block(block)?;
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// The client keeps a few blocks prefetched so that round trips do not limit throughput, sends
+/// heartbeats from a background thread (so a long block does not look like a dead worker), and
+/// gives up with an error when the scheduler has been silent or unreachable for the context's
+/// death timeout. Blocks must be released in the order they were acquired.
+pub struct Client {
+    ctx: Context,
+    task_id: Arc<str>,
+    reader: BufReader<TcpStream>,
+    read_buf: Vec<u8>,
+    writer: Arc<Mutex<Writer>>,
+    queue: VecDeque<WireBlock>,
+    /// `(grid_index, seq)` of blocks handed to the user and not yet released.
+    handed: VecDeque<(u64, u64)>,
+    pending: Vec<Outcome>,
+    first_pending: Option<Instant>,
+    batch: usize,
+    started: Instant,
+    shutdown: bool,
+    retired: bool,
+    said_bye: bool,
+    connection: u64,
+    stop_heartbeat: Option<Sender<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("task_id", &self.task_id)
+            .field("worker_id", &self.ctx.worker_id)
+            .field("scheduler", &self.ctx.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the scheduler named in `BLOCKWISE_CONTEXT`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] if the variable is missing or malformed, the scheduler cannot be
+    /// reached within the death timeout, or it refuses this worker (wrong token or version).
+    pub fn from_env() -> Result<Client, Error> {
+        match Context::from_env()? {
+            Some(ctx) => Client::connect(ctx),
+            None => Err(worker_err(format!(
+                "{CONTEXT_ENV} is not set: this program was not started as a blockwise worker"
+            ))),
+        }
+    }
+
+    pub(crate) fn connect(ctx: Context) -> Result<Client, Error> {
+        let deadline = Instant::now() + ctx.death_timeout();
+        let mut delay = Duration::from_millis(20);
+        let stream = loop {
+            let attempt = ctx
+                .addr
+                .to_socket_addrs()
+                .and_then(|mut addrs| {
+                    addrs.next().ok_or_else(|| {
+                        std::io::Error::new(ErrorKind::NotFound, "address resolves to nothing")
+                    })
+                })
+                .and_then(|a| {
+                    TcpStream::connect_timeout(&a, ctx.death_timeout().min(Duration::from_secs(10)))
+                });
+            match attempt {
+                Ok(s) => break s,
+                Err(e) if Instant::now() + delay < deadline => {
+                    tracing::debug!("connecting to {}: {e}; retrying", ctx.addr);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(worker_err(format!(
+                        "could not reach the scheduler at {} within {:?}: {e}",
+                        ctx.addr,
+                        ctx.death_timeout()
+                    )));
+                }
+            }
+        };
+        let io = |what: &str, e: std::io::Error| worker_err(format!("{what}: {e}"));
+        stream
+            .set_nodelay(true)
+            .map_err(|e| io("configuring the socket", e))?;
+        stream
+            .set_read_timeout(Some(ctx.death_timeout()))
+            .map_err(|e| io("configuring the socket", e))?;
+        let write_half = stream
+            .try_clone()
+            .map_err(|e| io("cloning the socket", e))?;
+        let writer = Arc::new(Mutex::new(Writer {
+            stream: write_half,
+            last_sent: Instant::now(),
+        }));
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        lock(&writer).send(&WorkerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            token: ctx.token.clone(),
+            task_id: ctx.task_id.clone(),
+            worker_id: ctx.worker_id,
+            pid: std::process::id(),
+            host,
+        })?;
+        let prefetch = ctx.prefetch.unwrap_or(32).max(1) as usize;
+        let mut client = Client {
+            task_id: Arc::from(ctx.task_id.as_str()),
+            reader: BufReader::with_capacity(64 << 10, stream),
+            read_buf: Vec::new(),
+            writer,
+            queue: VecDeque::new(),
+            handed: VecDeque::new(),
+            pending: Vec::new(),
+            first_pending: None,
+            batch: (prefetch / 4).max(1),
+            started: Instant::now(),
+            shutdown: false,
+            retired: false,
+            said_bye: false,
+            connection: 0,
+            stop_heartbeat: None,
+            heartbeat: None,
+            ctx,
+        };
+        match client.read()? {
+            ServerMsg::Welcome { connection } => client.connection = connection,
+            ServerMsg::Refused { reason } => {
+                return Err(worker_err(format!(
+                    "the scheduler at {} refused this worker: {reason}",
+                    client.ctx.addr
+                )));
+            }
+            other => {
+                return Err(worker_err(format!(
+                    "protocol error: expected a welcome, got {other:?}"
+                )));
+            }
+        }
+        client.start_heartbeat()?;
+        Ok(client)
+    }
+
+    fn start_heartbeat(&mut self) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let writer = Arc::clone(&self.writer);
+        let every = self.ctx.heartbeat();
+        let join = std::thread::Builder::new()
+            .name("blockwise-heartbeat".into())
+            .spawn(move || {
+                let mut wait = every;
+                loop {
+                    match stop_rx.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let mut w = lock(&writer);
+                    let since = w.last_sent.elapsed();
+                    if since >= every {
+                        if w.send(&WorkerMsg::Heartbeat).is_err() {
+                            return;
+                        }
+                        wait = every;
+                    } else {
+                        wait = every - since;
+                    }
+                }
+            })
+            .map_err(|e| worker_err(format!("starting the heartbeat thread: {e}")))?;
+        self.stop_heartbeat = Some(stop_tx);
+        self.heartbeat = Some(join);
+        Ok(())
+    }
+
+    /// The task this worker serves.
+    #[must_use]
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The worker's id (its log files are `worker_<id>.out/.err`).
+    #[must_use]
+    pub fn worker_id(&self) -> u64 {
+        self.ctx.worker_id
+    }
+
+    fn read(&mut self) -> Result<ServerMsg, Error> {
+        match read_frame::<ServerMsg, _>(&mut self.reader, &mut self.read_buf) {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(worker_err(format!(
+                "the scheduler at {} closed the connection",
+                self.ctx.addr
+            ))),
+            Err(FrameError::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                Err(worker_err(format!(
+                    "the scheduler at {} was silent for {:?} (death timeout); giving up",
+                    self.ctx.addr,
+                    self.ctx.death_timeout()
+                )))
+            }
+            Err(e) => Err(worker_err(format!(
+                "reading from the scheduler at {}: {e}",
+                self.ctx.addr
+            ))),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let results = std::mem::take(&mut self.pending);
+        self.first_pending = None;
+        lock(&self.writer).send(&WorkerMsg::Done { results })
+    }
+
+    fn lifetime_over(&self) -> bool {
+        self.ctx
+            .lifetime_ms
+            .is_some_and(|ms| self.started.elapsed() >= Duration::from_millis(ms))
+    }
+
+    /// The next block to process, or `None` when the task has no more blocks for this worker
+    /// (the task is done, or the worker reached its lifetime). Waits while blocks exist but none
+    /// is ready yet.
+    ///
+    /// # Errors
+    ///
+    /// The scheduler closed the connection, was silent for the death timeout, or broke the
+    /// protocol.
+    pub fn acquire_block(&mut self) -> Result<Option<Block>, Error> {
+        if self.retired {
+            return Ok(None);
+        }
+        if self.lifetime_over() {
+            self.retire()?;
+            return Ok(None);
+        }
+        loop {
+            if let Some(w) = self.queue.pop_front() {
+                self.handed.push_back((w.grid_index, w.seq));
+                return Ok(Some(Block {
+                    task_id: Arc::clone(&self.task_id),
+                    block_id: w.block_id,
+                    read_roi: w.read_roi,
+                    write_roi: w.write_roi,
+                    status: BlockStatus::Processing,
+                    grid_index: w.grid_index,
+                }));
+            }
+            if self.shutdown {
+                self.flush()?;
+                return Ok(None);
+            }
+            self.flush()?;
+            match self.read()? {
+                ServerMsg::Blocks { blocks } => self.queue.extend(blocks),
+                ServerMsg::Ping => {}
+                ServerMsg::Shutdown => self.shutdown = true,
+                other => {
+                    return Err(worker_err(format!("protocol error: unexpected {other:?}")));
+                }
+            }
+        }
+    }
+
+    /// Gives back the unstarted blocks and stops taking new ones.
+    fn retire(&mut self) -> Result<(), Error> {
+        if self.retired {
+            return Ok(());
+        }
+        self.retired = true;
+        tracing::info!(worker = self.ctx.worker_id, "lifetime reached; retiring");
+        self.flush()?;
+        let unstarted: Vec<u64> = self.queue.drain(..).map(|w| w.seq).collect();
+        lock(&self.writer).send(&WorkerMsg::Retire { unstarted })
+    }
+
+    /// Reports a block as done: [`BlockStatus::Success`] succeeds, anything else fails the
+    /// block (use [`Client::fail_block`] to say why).
+    ///
+    /// # Errors
+    ///
+    /// The block was not acquired from this client, or sending failed.
+    pub fn release_block(&mut self, block: Block) -> Result<(), Error> {
+        let error = match block.status() {
+            BlockStatus::Success => None,
+            BlockStatus::Failed => Some("marked failed by the worker".to_owned()),
+            other => Some(format!("released with status {other:?}")),
+        };
+        self.report(&block, error)
+    }
+
+    /// Reports a block as failed, with the error text shown in the run's summary.
+    ///
+    /// # Errors
+    ///
+    /// The block was not acquired from this client, or sending failed.
+    pub fn fail_block(&mut self, block: Block, error: impl std::fmt::Display) -> Result<(), Error> {
+        self.report(&block, Some(error.to_string()))
+    }
+
+    fn report(&mut self, block: &Block, error: Option<String>) -> Result<(), Error> {
+        let Some(pos) = self
+            .handed
+            .iter()
+            .position(|&(g, _)| g == block.grid_index())
+        else {
+            return Err(worker_err(format!(
+                "block {block} was not acquired from this client (or was already released)"
+            )));
+        };
+        let (_, seq) = self.handed.remove(pos).unwrap_or_default();
+        self.pending.push(Outcome { seq, error });
+        let first = *self.first_pending.get_or_insert_with(Instant::now);
+        // Batch reports of fast blocks; report slow ones at once (the scheduler infers when the
+        // next block starts from them, for timeouts).
+        if self.queue.is_empty()
+            || self.pending.len() >= self.batch
+            || first.elapsed() >= Duration::from_millis(2)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Tells the scheduler that this worker's set-up failed (it exits after this).
+    pub(crate) fn setup_failed(&mut self, message: String) {
+        let _ = lock(&self.writer).send(&WorkerMsg::SetupFailed { message });
+    }
+
+    /// Tells the scheduler that set-up is done and the first block starts now.
+    pub(crate) fn ready(&mut self) -> Result<(), Error> {
+        lock(&self.writer).send(&WorkerMsg::Ready)
+    }
+
+    /// Flushes reports and says goodbye.
+    fn bye(&mut self) -> Result<(), Error> {
+        if self.said_bye {
+            return Ok(());
+        }
+        self.said_bye = true;
+        self.flush()?;
+        lock(&self.writer).send(&WorkerMsg::Bye)
+    }
+
+    /// Sends outstanding reports and leaves. Dropping the client does the same, ignoring
+    /// errors.
+    ///
+    /// # Errors
+    ///
+    /// Sending failed.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.bye()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.bye();
+        self.stop_heartbeat = None;
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        let _ = lock(&self.writer)
+            .stream
+            .shutdown(std::net::Shutdown::Write);
+    }
+}
+
+fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,107 @@
+//! `BLOCKWISE_CONTEXT`: what a worker process needs to find its scheduler.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The environment variable holding a worker's context.
+pub const CONTEXT_ENV: &str = "BLOCKWISE_CONTEXT";
+
+/// A worker's context: JSON in [`CONTEXT_ENV`], so paths and ids may hold any character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Context {
+    /// The scheduler's address, `host:port`.
+    pub addr: String,
+    /// The run's secret token.
+    pub token: String,
+    /// The task this worker serves.
+    pub task_id: String,
+    /// The worker's id (its log files are `worker_<id>.out/.err`).
+    pub worker_id: u64,
+    /// The run's log directory.
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
+    /// How often the worker must show a sign of life, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long the worker waits for an unreachable scheduler before it exits, in milliseconds.
+    pub death_timeout_ms: u64,
+    /// After this many milliseconds the worker retires (finishing its current block first).
+    #[serde(default)]
+    pub lifetime_ms: Option<u64>,
+    /// How many blocks the worker may hold (also told by the scheduler).
+    #[serde(default)]
+    pub prefetch: Option<u32>,
+}
+
+impl Context {
+    pub(crate) fn encode(&self) -> String {
+        // A struct of strings and integers always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(s: &str) -> Result<Context, Error> {
+        serde_json::from_str(s).map_err(|e| Error::Worker {
+            message: format!("{CONTEXT_ENV} is not a valid worker context ({e}): {s:?}"),
+        })
+    }
+
+    /// The context of this process, if it was started as a worker.
+    pub(crate) fn from_env() -> Result<Option<Context>, Error> {
+        match std::env::var(CONTEXT_ENV) {
+            Ok(s) => Context::decode(&s).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(s)) => Err(Error::Worker {
+                message: format!("{CONTEXT_ENV} is not valid UTF-8: {s:?}"),
+            }),
+        }
+    }
+
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(1))
+    }
+
+    pub(crate) fn death_timeout(&self) -> Duration {
+        Duration::from_millis(self.death_timeout_ms.max(1))
+    }
+}
+
+/// A fresh random token (128 bits from the OS, hex).
+pub(crate) fn new_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| Error::Io {
+            context: "reading /dev/urandom for the run's token".into(),
+            source,
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_round_trip_with_any_characters() {
+        let c = Context {
+            addr: "127.0.0.1:4000".into(),
+            token: new_token().unwrap(),
+            task_id: "a:b=c \"d\" é".into(),
+            worker_id: 7,
+            log_dir: Some(PathBuf::from("/tmp/with:colon=and space")),
+            heartbeat_ms: 1000,
+            death_timeout_ms: 60_000,
+            lifetime_ms: Some(5),
+            prefetch: Some(3),
+        };
+        assert_eq!(c.token.len(), 32);
+        assert_eq!(Context::decode(&c.encode()).unwrap(), c);
+        let e = Context::decode("hostname=x:port=1").unwrap_err();
+        assert!(e.to_string().contains(CONTEXT_ENV), "{e}");
+    }
+}

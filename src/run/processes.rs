@@ -1,0 +1,835 @@
+//! The process runner: the driver owns the scheduler and a TCP server; worker processes,
+//! started by a [`Launcher`], connect back and pull blocks.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::context::{CONTEXT_ENV, Context, new_token};
+use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
+use super::server::{Event, Hello, Server, Timing};
+use super::signals::Interrupts;
+use super::{ProcessOptions, Runner};
+use crate::blocks::{Block, BlockStatus};
+use crate::error::Error;
+use crate::launch::{JobId, Launcher, WorkerSpec};
+use crate::observe::summary::{MAX_LISTED_FAILURES, TaskSummary};
+use crate::observe::{BlockFailure, ProgressBars, RunSummary};
+use crate::scheduler::Scheduler;
+use crate::task::Task;
+
+/// A connected worker.
+struct Conn {
+    task: usize,
+    tx: Option<UnboundedSender<Vec<u8>>>,
+    launch: Option<u64>,
+    hello: Hello,
+    /// Blocks sent and not yet reported, in the order the worker processes them.
+    inflight: VecDeque<(u64, Block)>,
+    /// When the block at the head of `inflight` started (approximately).
+    busy_since: Instant,
+    /// Whether the worker finished its set-up.
+    ready: bool,
+    next_seq: u64,
+    completed: u64,
+    retiring: bool,
+    leaving: bool,
+    setup_failed: Option<String>,
+}
+
+impl Conn {
+    fn send(&self, msg: &ServerMsg) {
+        if let (Some(tx), Ok(frame)) = (&self.tx, to_frame(msg)) {
+            // A closed channel means the connection is going away; its Closed event follows.
+            let _ = tx.send(frame);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "worker {} (pid {} on {})",
+            self.hello.worker_id, self.hello.pid, self.hello.host
+        )
+    }
+}
+
+/// A submitted worker job.
+struct Launch {
+    task: usize,
+    job: JobId,
+    stderr: PathBuf,
+    conn: Option<u64>,
+    ever_connected: bool,
+    /// The job may still be running.
+    alive: bool,
+    /// The worker announced it retires (it no longer counts towards the task's workers).
+    retiring: bool,
+    last_poll: Instant,
+}
+
+struct TaskRun {
+    task: Task,
+    started: bool,
+    finished: bool,
+    /// Blocks taken from the scheduler (so counted as processing) but not with a worker:
+    /// returned unstarted by workers that left, or taken to see whether the task can start.
+    requeue: VecDeque<Block>,
+    conns: Vec<u64>,
+    /// Workers that failed one after another before completing a block.
+    startup_failures: u32,
+    last_startup_error: String,
+    failures: Vec<BlockFailure>,
+    more_failures: u64,
+}
+
+impl TaskRun {
+    fn record_failure(&mut self, failure: BlockFailure) {
+        if self.failures.len() < MAX_LISTED_FAILURES {
+            self.failures.push(failure);
+        } else {
+            self.more_failures += 1;
+        }
+    }
+}
+
+struct Driver<'a> {
+    opts: &'a Runner,
+    popts: &'a ProcessOptions,
+    launcher: Arc<dyn Launcher>,
+    sched: Scheduler,
+    runs: Vec<TaskRun>,
+    conns: FxHashMap<u64, Conn>,
+    launches: FxHashMap<u64, Launch>,
+    next_worker: u64,
+    token: String,
+    addr: String,
+    log_dir: PathBuf,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+}
+
+pub(super) fn run(
+    tasks: &[Task],
+    opts: &Runner,
+    popts: &ProcessOptions,
+    show: bool,
+) -> Result<RunSummary, Error> {
+    let start = Instant::now();
+    let sched = Scheduler::new(tasks)?;
+    let all: Vec<Task> = sched.tasks().cloned().collect();
+    if let Some(t) = all.iter().find(|t| t.inner.processor.is_none()) {
+        return Err(Error::MissingProcess {
+            task: t.task_id().to_owned(),
+        });
+    }
+    let log_dir = popts.log_dir.clone();
+    std::fs::create_dir_all(&log_dir).map_err(|source| Error::Io {
+        context: format!("creating the log directory {}", log_dir.display()),
+        source,
+    })?;
+    let (program, args) = match &popts.command {
+        Some((p, a)) => (p.clone(), a.clone()),
+        None => {
+            let exe = std::env::current_exe().map_err(|source| Error::Io {
+                context: "finding the current executable to start workers".into(),
+                source,
+            })?;
+            (exe, std::env::args_os().skip(1).collect())
+        }
+    };
+    let launcher = Arc::clone(&popts.launcher);
+    let token = new_token()?;
+    let (events_tx, events_rx) = unbounded::<Event>();
+    let server = Server::start(
+        popts.bind_addr(launcher.as_ref()),
+        token.clone(),
+        Timing {
+            ping: popts.heartbeat,
+            silence: popts.heartbeat_timeout,
+        },
+        events_tx,
+    )?;
+    let host = popts.advertise_host(launcher.as_ref());
+    let addr = format!("{host}:{}", server.addr().port());
+    tracing::info!(%addr, launcher = launcher.name(), log_dir = %log_dir.display(), "scheduler serving workers");
+    let runs = all
+        .iter()
+        .map(|t| TaskRun {
+            task: t.clone(),
+            started: false,
+            finished: false,
+            requeue: VecDeque::new(),
+            conns: Vec::new(),
+            startup_failures: 0,
+            last_startup_error: String::new(),
+            failures: Vec::new(),
+            more_failures: 0,
+        })
+        .collect();
+    let ids: Vec<String> = all.iter().map(|t| t.task_id().to_owned()).collect();
+    let mut driver = Driver {
+        opts,
+        popts,
+        launcher,
+        sched,
+        runs,
+        conns: FxHashMap::default(),
+        launches: FxHashMap::default(),
+        next_worker: 0,
+        token,
+        addr,
+        log_dir,
+        program,
+        args,
+    };
+    let interrupts = if popts.handle_signals {
+        Some(Interrupts::install()?)
+    } else {
+        None
+    };
+    let mut progress = show.then(|| ProgressBars::new(&ids));
+    let result = driver.drive(&events_rx, progress.as_mut(), interrupts.as_ref());
+    driver.shutdown(result.is_ok());
+    drop(server);
+    drop(interrupts);
+    if let Some(p) = progress.as_mut() {
+        p.close();
+    }
+    result?;
+    let log_dir = driver.log_dir.display().to_string();
+    let tasks = driver
+        .runs
+        .iter_mut()
+        .map(|run| TaskSummary {
+            task_id: run.task.task_id().to_owned(),
+            state: driver
+                .sched
+                .task_state(run.task.task_id())
+                .cloned()
+                .unwrap_or_default(),
+            failures: std::mem::take(&mut run.failures),
+            more_failures: run.more_failures,
+            log_dir: Some(log_dir.clone()),
+        })
+        .collect();
+    Ok(RunSummary {
+        tasks,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The last `lines` lines of a file (for start-up errors).
+fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            let t = all[from..].join("\n");
+            if t.trim().is_empty() {
+                format!("{} is empty", path.display())
+            } else {
+                format!("stderr ({}):\n{t}", path.display())
+            }
+        }
+        Err(e) => format!("could not read {}: {e}", path.display()),
+    }
+}
+
+impl Driver<'_> {
+    fn drive(
+        &mut self,
+        events: &Receiver<Event>,
+        mut progress: Option<&mut ProgressBars>,
+        interrupts: Option<&Interrupts>,
+    ) -> Result<(), Error> {
+        let tick = Duration::from_millis(20).min(self.launcher.poll_interval());
+        let mut last_draw = Instant::now();
+        let mut last_maintenance = Instant::now();
+        loop {
+            if let Some(signal) = interrupts.and_then(Interrupts::received) {
+                return Err(Error::Interrupted { signal });
+            }
+            self.start_tasks();
+            self.ensure_workers()?;
+            self.dispatch();
+            self.finish_tasks(progress.as_deref_mut());
+            if self.sched.is_done() {
+                return Ok(());
+            }
+            if self.stalled() {
+                tracing::error!("no block is ready or in flight but tasks are not done; stopping");
+                return Ok(());
+            }
+            match events.recv_timeout(tick) {
+                Ok(event) => {
+                    self.handle(event)?;
+                    while let Ok(event) = events.try_recv() {
+                        self.handle(event)?;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Worker {
+                        message: "the scheduler's server stopped unexpectedly".into(),
+                    });
+                }
+            }
+            if last_maintenance.elapsed() >= tick {
+                last_maintenance = Instant::now();
+                self.poll_launches()?;
+                self.check_timeouts();
+            }
+            if let Some(p) = progress.as_deref_mut()
+                && last_draw.elapsed() >= Duration::from_millis(100)
+            {
+                last_draw = Instant::now();
+                for (i, run) in self.runs.iter().enumerate() {
+                    if run.started
+                        && !run.finished
+                        && let Some(state) = self.sched.task_state(run.task.task_id())
+                    {
+                        p.update(i, state);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task starts (its workers are launched) once it has a ready block.
+    fn start_tasks(&mut self) {
+        for run in &mut self.runs {
+            if run.started || run.finished {
+                continue;
+            }
+            if let Some(block) = self.sched.acquire_block(run.task.task_id()) {
+                run.requeue.push_back(block);
+                run.started = true;
+            }
+        }
+    }
+
+    /// Keeps `num_workers` live workers for every started, unfinished task.
+    fn ensure_workers(&mut self) -> Result<(), Error> {
+        for i in 0..self.runs.len() {
+            let run = &self.runs[i];
+            if !run.started || run.finished {
+                continue;
+            }
+            let live = self
+                .launches
+                .values()
+                .filter(|l| l.task == i && l.alive && !l.retiring)
+                .count();
+            for _ in live..run.task.num_workers() {
+                self.launch(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, task: usize) -> Result<(), Error> {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let task_id = self.runs[task].task.task_id().to_owned();
+        let ctx = Context {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+            task_id: task_id.clone(),
+            worker_id: id,
+            log_dir: Some(self.log_dir.clone()),
+            heartbeat_ms: u64::try_from(self.popts.heartbeat.as_millis()).unwrap_or(u64::MAX),
+            death_timeout_ms: u64::try_from(self.popts.death_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            lifetime_ms: self
+                .popts
+                .lifetime
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            prefetch: Some(u32::try_from(self.opts.prefetch).unwrap_or(u32::MAX)),
+        };
+        let dir = self.log_dir.join(&task_id);
+        let spec = WorkerSpec {
+            name: format!("blockwise-{task_id}-{id}"),
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: vec![(CONTEXT_ENV.to_owned(), ctx.encode())],
+            workdir: None,
+            stdout: dir.join(format!("worker_{id}.out")),
+            stderr: dir.join(format!("worker_{id}.err")),
+        };
+        let job = self.launcher.submit(&spec)?;
+        tracing::debug!(task = %task_id, worker = id, job = %job, "worker submitted");
+        let line = format!("{} {job} {task_id} worker_{id}\n", self.launcher.name());
+        let jobs = self.log_dir.join("jobs.txt");
+        if let Err(e) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&jobs)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+        {
+            tracing::warn!("could not record job {job} in {}: {e}", jobs.display());
+        }
+        self.launches.insert(
+            id,
+            Launch {
+                task,
+                job,
+                stderr: spec.stderr,
+                conn: None,
+                ever_connected: false,
+                alive: true,
+                retiring: false,
+                last_poll: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Next block of a task for a worker: returned blocks first, then the scheduler.
+    fn next_block(&mut self, task: usize) -> Option<Block> {
+        let run = &mut self.runs[task];
+        if let Some(b) = run.requeue.pop_front() {
+            return Some(b);
+        }
+        self.sched.acquire_block(run.task.task_id())
+    }
+
+    /// Fills every worker up to the prefetch limit, round robin.
+    fn dispatch(&mut self) {
+        let prefetch = self.opts.prefetch;
+        for i in 0..self.runs.len() {
+            if self.runs[i].finished || self.runs[i].conns.is_empty() {
+                continue;
+            }
+            let conns: Vec<u64> = self.runs[i]
+                .conns
+                .iter()
+                .copied()
+                .filter(|c| {
+                    self.conns
+                        .get(c)
+                        .is_some_and(|c| !c.retiring && c.tx.is_some())
+                })
+                .collect();
+            let mut batches: Vec<Vec<WireBlock>> = vec![Vec::new(); conns.len()];
+            'fill: loop {
+                let mut sent = false;
+                for (k, c) in conns.iter().enumerate() {
+                    let room = self
+                        .conns
+                        .get(c)
+                        .is_some_and(|c| c.inflight.len() < prefetch);
+                    if !room {
+                        continue;
+                    }
+                    let Some(block) = self.next_block(i) else {
+                        break 'fill;
+                    };
+                    let Some(conn) = self.conns.get_mut(c) else {
+                        continue;
+                    };
+                    let seq = conn.next_seq;
+                    conn.next_seq += 1;
+                    if conn.inflight.is_empty() {
+                        conn.busy_since = Instant::now();
+                    }
+                    batches[k].push(WireBlock {
+                        seq,
+                        block_id: block.block_id,
+                        grid_index: block.grid_index,
+                        read_roi: block.read_roi.clone(),
+                        write_roi: block.write_roi.clone(),
+                    });
+                    conn.inflight.push_back((seq, block));
+                    sent = true;
+                }
+                if !sent {
+                    break;
+                }
+            }
+            for (k, blocks) in batches.into_iter().enumerate() {
+                if !blocks.is_empty()
+                    && let Some(conn) = self.conns.get(&conns[k])
+                {
+                    conn.send(&ServerMsg::Blocks { blocks });
+                }
+            }
+        }
+    }
+
+    fn finish_tasks(&mut self, mut progress: Option<&mut ProgressBars>) {
+        for i in 0..self.runs.len() {
+            if self.runs[i].finished {
+                continue;
+            }
+            let Some(state) = self.sched.task_state(self.runs[i].task.task_id()) else {
+                continue;
+            };
+            if !state.is_done() {
+                continue;
+            }
+            self.runs[i].finished = true;
+            if let Some(p) = progress.as_deref_mut() {
+                p.finish(i, state);
+            }
+            // Connected workers are told to leave; queued jobs are cancelled.
+            for c in &self.runs[i].conns {
+                if let Some(conn) = self.conns.get_mut(c) {
+                    conn.send(&ServerMsg::Shutdown);
+                    conn.tx = None;
+                }
+            }
+            for launch in self.launches.values_mut() {
+                if launch.task == i && launch.alive && launch.conn.is_none() {
+                    launch.alive = false;
+                    if let Err(e) = self.launcher.cancel(&launch.job) {
+                        tracing::warn!("cancelling job {}: {e}", launch.job);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.sched.tasks().all(|t| {
+            self.sched
+                .task_state(t.task_id())
+                .is_none_or(|s| s.processing == 0 && s.ready == 0)
+        })
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Connected { conn, hello, tx } => self.connected(conn, hello, tx),
+            Event::Message { conn, msg } => self.message(conn, msg),
+            Event::Closed { conn, reason } => self.closed(conn, &reason)?,
+            Event::Refused { peer, reason } => {
+                tracing::warn!(%peer, "refused a worker connection: {reason}");
+            }
+        }
+        Ok(())
+    }
+
+    fn connected(&mut self, id: u64, hello: Hello, tx: UnboundedSender<Vec<u8>>) {
+        let Some(task) = self
+            .runs
+            .iter()
+            .position(|r| r.task.task_id() == hello.task_id)
+        else {
+            let reason = format!("task {:?} is not part of this run", hello.task_id);
+            tracing::warn!(peer = %hello.peer, "refused a worker: {reason}");
+            if let Ok(frame) = to_frame(&ServerMsg::Refused { reason }) {
+                let _ = tx.send(frame);
+            }
+            return;
+        };
+        let launch = match self.launches.get_mut(&hello.worker_id) {
+            Some(l) if l.task == task && l.conn.is_none() && l.alive => {
+                l.conn = Some(id);
+                l.ever_connected = true;
+                Some(hello.worker_id)
+            }
+            _ => None,
+        };
+        tracing::debug!(task = %hello.task_id, worker = hello.worker_id, pid = hello.pid, host = %hello.host, "worker connected");
+        let conn = Conn {
+            task,
+            tx: Some(tx),
+            launch,
+            hello,
+            inflight: VecDeque::new(),
+            busy_since: Instant::now(),
+            ready: false,
+            next_seq: 0,
+            completed: 0,
+            retiring: false,
+            leaving: false,
+            setup_failed: None,
+        };
+        conn.send(&ServerMsg::Welcome { connection: id });
+        if self.runs[task].finished {
+            conn.send(&ServerMsg::Shutdown);
+            self.conns.insert(id, Conn { tx: None, ..conn });
+        } else {
+            self.conns.insert(id, conn);
+        }
+        self.runs[task].conns.push(id);
+    }
+
+    fn message(&mut self, id: u64, msg: WorkerMsg) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let task = conn.task;
+        match msg {
+            WorkerMsg::Done { results } => {
+                for outcome in results {
+                    let Some(conn) = self.conns.get_mut(&id) else {
+                        return;
+                    };
+                    let Some(pos) = conn.inflight.iter().position(|(s, _)| *s == outcome.seq)
+                    else {
+                        tracing::warn!(
+                            "{} reported block #{} it does not hold; ignored",
+                            conn.describe(),
+                            outcome.seq
+                        );
+                        continue;
+                    };
+                    let Some((_, mut block)) = conn.inflight.remove(pos) else {
+                        continue;
+                    };
+                    if pos == 0 {
+                        conn.busy_since = Instant::now();
+                    }
+                    conn.completed += 1;
+                    let worker = conn.hello.worker_id;
+                    match outcome.error {
+                        None => {
+                            self.runs[task].startup_failures = 0;
+                            block.set_status(BlockStatus::Success);
+                            self.sched.release_block(block);
+                        }
+                        Some(message) => {
+                            // A worker that reports failures still works: not a start-up
+                            // failure.
+                            self.runs[task].startup_failures = 0;
+                            self.fail_block(task, block, worker, message);
+                        }
+                    }
+                }
+            }
+            WorkerMsg::Ready => {
+                conn.ready = true;
+                conn.busy_since = Instant::now();
+            }
+            WorkerMsg::SetupFailed { message } => conn.setup_failed = Some(message),
+            WorkerMsg::Heartbeat => {}
+            WorkerMsg::Retire { unstarted } => {
+                conn.retiring = true;
+                let mut back = Vec::new();
+                conn.inflight.retain(|(s, b)| {
+                    if unstarted.contains(s) {
+                        back.push(b.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
+                    l.retiring = true;
+                }
+                let run = &mut self.runs[task];
+                for b in back.into_iter().rev() {
+                    run.requeue.push_front(b);
+                }
+            }
+            WorkerMsg::Bye => conn.leaving = true,
+            WorkerMsg::Hello { .. } => {
+                tracing::warn!("{} said hello twice; ignored", conn.describe());
+            }
+        }
+    }
+
+    /// A connection ended: give its blocks back, stop its process, count start-up failures.
+    fn closed(&mut self, id: u64, reason: &str) -> Result<(), Error> {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return Ok(());
+        };
+        let task = conn.task;
+        self.runs[task].conns.retain(|c| *c != id);
+        let who = conn.describe();
+        let graceful = conn.leaving && conn.inflight.is_empty();
+        if !graceful {
+            tracing::warn!(task = %self.runs[task].task.task_id(), "{who} lost: {reason}");
+        }
+        let mut detail = String::new();
+        if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
+            l.conn = None;
+            if l.alive && !graceful {
+                // A worker that hung or broke the connection may still run: stop it.
+                if let Err(e) = self.launcher.cancel(&l.job) {
+                    tracing::warn!("cancelling job {}: {e}", l.job);
+                }
+            }
+            if !graceful && let Ok(state) = self.launcher.status(&l.job) {
+                detail = format!("; job {}: {state:?}", l.job);
+            }
+            l.alive = false;
+        }
+        // The head block was running (unless set-up never finished); the rest never started.
+        let started = conn.setup_failed.is_none() && conn.ready;
+        let mut blocks: Vec<Block> = conn.inflight.drain(..).map(|(_, b)| b).collect();
+        if started && !blocks.is_empty() {
+            let head = blocks.remove(0);
+            let message = format!("{who} lost while processing this block: {reason}{detail}");
+            self.fail_block(task, head, conn.hello.worker_id, message);
+        }
+        let run = &mut self.runs[task];
+        for b in blocks.into_iter().rev() {
+            run.requeue.push_front(b);
+        }
+        if !graceful && conn.completed == 0 && !run.finished {
+            let message = match conn.setup_failed.take() {
+                Some(m) => format!("{who}: set-up failed: {m}"),
+                None => {
+                    let stderr = conn
+                        .launch
+                        .and_then(|l| self.launches.get(&l))
+                        .map(|l| tail(&l.stderr, 20))
+                        .unwrap_or_default();
+                    format!("{who} ended before completing a block ({reason}{detail}); {stderr}")
+                }
+            };
+            self.startup_failure(task, message)?;
+        }
+        Ok(())
+    }
+
+    fn startup_failure(&mut self, task: usize, message: String) -> Result<(), Error> {
+        let run = &mut self.runs[task];
+        run.startup_failures += 1;
+        tracing::warn!(task = %run.task.task_id(), attempt = run.startup_failures, "worker start-up failed: {message}");
+        run.last_startup_error = message;
+        if run.startup_failures > self.opts.max_worker_restarts {
+            return Err(Error::WorkerStartup {
+                task: run.task.task_id().to_owned(),
+                attempts: run.startup_failures,
+                message: std::mem::take(&mut run.last_startup_error),
+            });
+        }
+        Ok(())
+    }
+
+    /// Polls launched jobs that are not connected: a job that ended without ever connecting
+    /// is a start-up failure.
+    fn poll_launches(&mut self) -> Result<(), Error> {
+        let every = self.launcher.poll_interval();
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (id, l) in &mut self.launches {
+            if !l.alive || l.conn.is_some() || l.last_poll.elapsed() < every {
+                continue;
+            }
+            l.last_poll = Instant::now();
+            match self.launcher.status(&l.job) {
+                Ok(state) if state.is_alive() => {}
+                Ok(state) => {
+                    l.alive = false;
+                    if !l.ever_connected && !self.runs[l.task].finished {
+                        failed.push((
+                            l.task,
+                            format!(
+                                "worker {id} ({} job {}) exited without connecting ({state:?}); {}",
+                                self.launcher.name(),
+                                l.job,
+                                tail(&l.stderr, 20)
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => tracing::warn!("status of job {}: {e}", l.job),
+            }
+        }
+        for (task, message) in failed {
+            self.startup_failure(task, message)?;
+        }
+        Ok(())
+    }
+
+    /// Kills workers whose current block ran past its task's timeout.
+    fn check_timeouts(&mut self) {
+        let mut expired: Vec<(u64, Duration)> = Vec::new();
+        for (id, conn) in &self.conns {
+            let Some(timeout) = self.runs[conn.task].task.timeout() else {
+                continue;
+            };
+            if conn.ready && !conn.inflight.is_empty() && conn.busy_since.elapsed() > timeout {
+                expired.push((*id, timeout));
+            }
+        }
+        for (id, timeout) in expired {
+            let Some(mut conn) = self.conns.remove(&id) else {
+                continue;
+            };
+            let task = conn.task;
+            self.runs[task].conns.retain(|c| *c != id);
+            let who = conn.describe();
+            let killed = match conn.launch.and_then(|l| self.launches.get_mut(&l)) {
+                Some(l) => {
+                    l.conn = None;
+                    l.alive = false;
+                    match self.launcher.cancel(&l.job) {
+                        Ok(()) => format!("{who} killed ({} job {})", self.launcher.name(), l.job),
+                        Err(e) => format!("{who} could not be killed: {e}"),
+                    }
+                }
+                None => format!("{who} disconnected (not started by this run, so not killed)"),
+            };
+            conn.tx = None;
+            let mut blocks: Vec<Block> = conn.inflight.drain(..).map(|(_, b)| b).collect();
+            if !blocks.is_empty() {
+                let head = blocks.remove(0);
+                let message = format!("timed out after {timeout:?}; {killed}");
+                self.fail_block(task, head, conn.hello.worker_id, message);
+            }
+            let run = &mut self.runs[task];
+            for b in blocks.into_iter().rev() {
+                run.requeue.push_front(b);
+            }
+        }
+    }
+
+    /// Records a failed attempt and releases the block as failed (retried or failed for good).
+    fn fail_block(&mut self, task: usize, mut block: Block, worker: u64, message: String) {
+        tracing::warn!(block = %block, worker, error = %message, "block failed");
+        self.runs[task].record_failure(BlockFailure {
+            block_id: block.block_id,
+            grid_index: block.grid_index,
+            worker_id: worker,
+            message,
+        });
+        block.set_status(BlockStatus::Failed);
+        self.sched.release_block(block);
+    }
+
+    /// Tells every worker to leave, waits briefly for local workers to exit, and cancels every
+    /// job of the run that may still exist.
+    fn shutdown(&mut self, clean: bool) {
+        for conn in self.conns.values_mut() {
+            if clean {
+                conn.send(&ServerMsg::Shutdown);
+            }
+            conn.tx = None;
+        }
+        if clean && self.launcher.poll_interval() <= Duration::from_millis(100) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let mut alive = 0;
+                for l in self.launches.values_mut().filter(|l| l.alive) {
+                    match self.launcher.status(&l.job) {
+                        Ok(s) if s.is_alive() => alive += 1,
+                        _ => l.alive = false,
+                    }
+                }
+                if alive == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let mut jobs: Vec<&JobId> = self.launches.values().map(|l| &l.job).collect();
+        jobs.sort();
+        for job in jobs {
+            if let Err(e) = self.launcher.cancel(job) {
+                tracing::warn!("cancelling job {job}: {e}");
+            }
+        }
+    }
+}

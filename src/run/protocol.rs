@@ -1,0 +1,386 @@
+//! The wire protocol between the scheduler and worker processes.
+//!
+//! Every message is one *frame*: a 4-byte big-endian payload length followed by the payload, a
+//! JSON-encoded [`WorkerMsg`] or [`ServerMsg`]. Frames larger than [`MAX_FRAME`] are refused
+//! before anything is allocated for them. Messages carry plain data (block ROIs, error text),
+//! never code or opaque objects.
+//!
+//! A session:
+//!
+//! 1. The worker connects and sends [`WorkerMsg::Hello`] with the protocol version, the run's
+//!    token (from `BLOCKWISE_CONTEXT`), its task and launch id. A wrong token or version gets
+//!    [`ServerMsg::Refused`] and the connection is closed (and logged).
+//! 2. The server answers [`ServerMsg::Welcome`] and then pushes up to `prefetch` blocks
+//!    ([`ServerMsg::Blocks`]); the worker processes them in order and reports them in batches
+//!    ([`WorkerMsg::Done`]), each report freeing room for another block.
+//! 3. The worker sends [`WorkerMsg::Heartbeat`] when it has sent nothing for a heartbeat
+//!    interval (a background thread does this while a long block runs); the server sends
+//!    [`ServerMsg::Ping`] to idle workers. Silence for longer than the timeout on either side
+//!    means the peer is gone.
+//! 4. The server ends the session with [`ServerMsg::Shutdown`] (the task is done); a worker that
+//!    reaches its lifetime sends [`WorkerMsg::Retire`] with the blocks it has not started, then
+//!    finishes its current block and leaves.
+
+use std::io::{self, Read};
+
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::Roi;
+
+/// The protocol version; both sides must agree.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame payload accepted, in bytes.
+pub(crate) const MAX_FRAME: usize = 16 << 20;
+
+/// Errors decoding frames.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    /// The announced payload is larger than [`MAX_FRAME`].
+    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+    },
+    /// The payload is not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// The connection failed or ended in the middle of a frame.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A block as sent to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireBlock {
+    /// The hand-out number, unique within the connection; reports refer to it.
+    pub seq: u64,
+    /// daisy's block id.
+    pub block_id: u64,
+    /// The dense grid index.
+    pub grid_index: u64,
+    /// The read ROI.
+    pub read_roi: Roi,
+    /// The write ROI.
+    pub write_roi: Roi,
+}
+
+/// The outcome of one block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    /// The block's hand-out number.
+    pub seq: u64,
+    /// `None` on success, else the error text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Worker → scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum WorkerMsg {
+    /// The first message of a session.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the worker.
+        protocol: u32,
+        /// The worker's crate version (for messages).
+        version: String,
+        /// The run's token.
+        token: String,
+        /// The task the worker serves.
+        task_id: String,
+        /// The launch id from the context (the worker's log-file number).
+        worker_id: u64,
+        /// The worker's process id.
+        pid: u32,
+        /// The worker's host name.
+        host: String,
+    },
+    /// Finished blocks.
+    Done {
+        /// One outcome per block.
+        results: Vec<Outcome>,
+    },
+    /// The worker's per-worker set-up failed; it exits after this.
+    SetupFailed {
+        /// The error text.
+        message: String,
+    },
+    /// The worker's set-up is done; it starts its first block now.
+    Ready,
+    /// Nothing else to say, but alive.
+    Heartbeat,
+    /// The worker reached its lifetime: it gives back the blocks it has not started, finishes
+    /// the current one and leaves.
+    Retire {
+        /// Hand-out numbers of the unstarted blocks.
+        unstarted: Vec<u64>,
+    },
+    /// The worker leaves (after `Shutdown` or retiring).
+    Bye,
+}
+
+/// Scheduler → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ServerMsg {
+    /// The worker is accepted.
+    Welcome {
+        /// The id the scheduler gave this connection (unique in the run).
+        connection: u64,
+    },
+    /// The worker is refused (wrong token or version, unknown task).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Blocks to process, in order.
+    Blocks {
+        /// The blocks.
+        blocks: Vec<WireBlock>,
+    },
+    /// The scheduler is alive.
+    Ping,
+    /// No more blocks: the worker should leave.
+    Shutdown,
+}
+
+/// Appends one frame holding `msg` to `out`.
+pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut *out, msg)?;
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len });
+    }
+    // `len <= MAX_FRAME` fits in a u32.
+    let header = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    out[start..start + 4].copy_from_slice(&header);
+    Ok(())
+}
+
+/// Encodes `msg` as one frame.
+pub(crate) fn to_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::with_capacity(64);
+    encode(msg, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes the first frame in `buf`: `Ok(Some((msg, consumed)))`, or `Ok(None)` if `buf` does
+/// not yet hold a whole frame. Never panics, whatever `buf` holds. (The connections use
+/// [`read_frame`] and its async twin, which share [`frame_len`]; this form is for tests.)
+#[cfg(test)]
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    buf: &[u8],
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = frame_len(header)?;
+    let Some(payload) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    Ok(Some((serde_json::from_slice(payload)?, 4 + len)))
+}
+
+/// The payload length announced by a 4-byte header, checked against [`MAX_FRAME`].
+pub(crate) fn frame_len(header: &[u8]) -> Result<usize, FrameError> {
+    let mut h = [0u8; 4];
+    for (d, s) in h.iter_mut().zip(header) {
+        *d = *s;
+    }
+    let len = u32::from_be_bytes(h) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge { len });
+    }
+    Ok(len)
+}
+
+/// Reads one frame from a blocking reader. `Ok(None)` on a clean end of stream before a frame.
+pub(crate) fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Option<T>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = frame_len(&header)?;
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    Ok(Some(serde_json::from_slice(buf)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_msgs() -> Vec<WorkerMsg> {
+        vec![
+            WorkerMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                version: "0.1.0".into(),
+                token: "t0k".into(),
+                task_id: "smooth".into(),
+                worker_id: 3,
+                pid: 42,
+                host: "node-1".into(),
+            },
+            WorkerMsg::Done {
+                results: vec![
+                    Outcome {
+                        seq: 1,
+                        error: None,
+                    },
+                    Outcome {
+                        seq: 2,
+                        error: Some("boom \"quoted\" \n line".into()),
+                    },
+                ],
+            },
+            WorkerMsg::SetupFailed {
+                message: "no model".into(),
+            },
+            WorkerMsg::Heartbeat,
+            WorkerMsg::Ready,
+            WorkerMsg::Retire {
+                unstarted: vec![7, 8],
+            },
+            WorkerMsg::Bye,
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_and_split_anywhere() {
+        let mut stream = Vec::new();
+        for m in sample_msgs() {
+            encode(&m, &mut stream).unwrap();
+        }
+        let server = ServerMsg::Blocks {
+            blocks: vec![WireBlock {
+                seq: 9,
+                block_id: 12,
+                grid_index: 4,
+                read_roi: Roi::new([0, 0], [10, 12]),
+                write_roi: Roi::new([1, 1], [8, 10]),
+            }],
+        };
+        let frame = to_frame(&server).unwrap();
+        assert_eq!(
+            decode::<ServerMsg>(&frame).unwrap(),
+            Some((server, frame.len()))
+        );
+        // Every prefix decodes to "not yet" or to whole messages, never an error.
+        let msgs = sample_msgs();
+        for cut in 0..stream.len() {
+            let mut at = 0;
+            let mut n = 0;
+            while let Some((m, used)) = decode::<WorkerMsg>(&stream[at..cut]).unwrap() {
+                assert_eq!(m, msgs[n]);
+                at += used;
+                n += 1;
+            }
+        }
+        // And a blocking reader sees them all, then a clean end.
+        let mut r = &stream[..];
+        let mut buf = Vec::new();
+        for m in &msgs {
+            assert_eq!(
+                read_frame::<WorkerMsg, _>(&mut r, &mut buf)
+                    .unwrap()
+                    .as_ref(),
+                Some(m)
+            );
+        }
+        assert!(
+            read_frame::<WorkerMsg, _>(&mut r, &mut buf)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading_them() {
+        let header = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes();
+        let e = decode::<WorkerMsg>(&header).unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge { .. }), "{e}");
+        let mut r = &header[..];
+        let e = read_frame::<WorkerMsg, _>(&mut r, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+        let e = read_frame::<WorkerMsg, _>(&mut &[0xff, 0xff, 0xff, 0xff][..], &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn truncated_and_malformed_frames_are_errors() {
+        let frame = to_frame(&WorkerMsg::Heartbeat).unwrap();
+        let mut r = &frame[..frame.len() - 1];
+        let e = read_frame::<WorkerMsg, _>(&mut r, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, FrameError::Io(_)), "{e}");
+        let mut r = &frame[..2];
+        assert!(read_frame::<WorkerMsg, _>(&mut r, &mut Vec::new()).is_err());
+        let mut bad = 5u32.to_be_bytes().to_vec();
+        bad.extend_from_slice(b"{\"ty");
+        bad.push(b'x');
+        assert!(matches!(
+            decode::<WorkerMsg>(&bad),
+            Err(FrameError::Malformed(_))
+        ));
+        // Unknown message types and fields are refused, not ignored.
+        let mut f = Vec::new();
+        let body = br#"{"type":"launch_missiles"}"#;
+        f.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(body);
+        assert!(decode::<WorkerMsg>(&f).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the decoder, and whatever it accepts re-encodes to the
+        /// same message.
+        #[test]
+        fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(Some((m, used))) = decode::<WorkerMsg>(&bytes) {
+                prop_assert!(used <= bytes.len());
+                let again = to_frame(&m).unwrap();
+                prop_assert_eq!(decode::<WorkerMsg>(&again).unwrap().map(|x| x.0), Some(m));
+            }
+            let _ = decode::<ServerMsg>(&bytes);
+            let mut r = &bytes[..];
+            let _ = read_frame::<ServerMsg, _>(&mut r, &mut Vec::new());
+        }
+
+        /// Valid frames with bytes flipped, truncated or with a forged length never panic.
+        #[test]
+        fn corrupted_frames_never_panic(
+            which in 0usize..7,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in any::<usize>(),
+            forged in any::<u32>(),
+        ) {
+            let mut frame = to_frame(&sample_msgs()[which]).unwrap();
+            for (at, x) in flips {
+                let i = at % frame.len();
+                frame[i] ^= x;
+            }
+            let _ = decode::<WorkerMsg>(&frame[..cut % (frame.len() + 1)]);
+            frame[..4].copy_from_slice(&forged.to_be_bytes());
+            let _ = decode::<WorkerMsg>(&frame);
+            let mut r = &frame[..];
+            let _ = read_frame::<WorkerMsg, _>(&mut r, &mut Vec::new());
+        }
+    }
+}
