@@ -187,6 +187,7 @@ impl Launcher for Local {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::time::Instant;

@@ -3,11 +3,9 @@
 use std::collections::VecDeque;
 use std::io::{BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
 use super::context::{CONTEXT_ENV, Context};
 use super::protocol::{
@@ -16,10 +14,18 @@ use super::protocol::{
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 
-/// The sending half, shared with the heartbeat thread.
+/// Reports of finished blocks wait at most this long before they are sent (the scheduler
+/// infers when a worker's next block started from them, for timeouts).
+const FLUSH_LATENCY: Duration = Duration::from_millis(1);
+
+/// The sending half, shared with the background thread that sends heartbeats and flushes
+/// reports that waited [`FLUSH_LATENCY`].
 struct Writer {
     stream: TcpStream,
     last_sent: Instant,
+    pending: Vec<Outcome>,
+    first_pending: Option<Instant>,
+    stop: bool,
 }
 
 impl Writer {
@@ -30,6 +36,26 @@ impl Writer {
             .map_err(|e| worker_err(format!("sending to the scheduler: {e}")))?;
         self.last_sent = Instant::now();
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let results = std::mem::take(&mut self.pending);
+        self.first_pending = None;
+        self.send(&WorkerMsg::Done { results })
+    }
+}
+
+struct Shared {
+    writer: Mutex<Writer>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -67,19 +93,17 @@ pub struct Client {
     task_id: Arc<str>,
     reader: BufReader<TcpStream>,
     read_buf: Vec<u8>,
-    writer: Arc<Mutex<Writer>>,
+    shared: Arc<Shared>,
     queue: VecDeque<WireBlock>,
     /// `(grid_index, seq)` of blocks handed to the user and not yet released.
     handed: VecDeque<(u64, u64)>,
-    pending: Vec<Outcome>,
-    first_pending: Option<Instant>,
     batch: usize,
     started: Instant,
     shutdown: bool,
     retired: bool,
     said_bye: bool,
+    said_ready: bool,
     connection: u64,
-    stop_heartbeat: Option<Sender<()>>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
@@ -150,15 +174,21 @@ impl Client {
         let write_half = stream
             .try_clone()
             .map_err(|e| io("cloning the socket", e))?;
-        let writer = Arc::new(Mutex::new(Writer {
-            stream: write_half,
-            last_sent: Instant::now(),
-        }));
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                stream: write_half,
+                last_sent: Instant::now(),
+                pending: Vec::new(),
+                first_pending: None,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
-        lock(&writer).send(&WorkerMsg::Hello {
+        shared.lock().send(&WorkerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             token: ctx.token.clone(),
@@ -172,18 +202,16 @@ impl Client {
             task_id: Arc::from(ctx.task_id.as_str()),
             reader: BufReader::with_capacity(64 << 10, stream),
             read_buf: Vec::new(),
-            writer,
+            shared,
             queue: VecDeque::new(),
             handed: VecDeque::new(),
-            pending: Vec::new(),
-            first_pending: None,
             batch: (prefetch / 4).max(1),
             started: Instant::now(),
             shutdown: false,
             retired: false,
             said_bye: false,
+            said_ready: false,
             connection: 0,
-            stop_heartbeat: None,
             heartbeat: None,
             ctx,
         };
@@ -205,33 +233,40 @@ impl Client {
         Ok(client)
     }
 
+    /// Starts the thread that sends heartbeats and flushes waiting reports.
     fn start_heartbeat(&mut self) -> Result<(), Error> {
-        let (stop_tx, stop_rx) = bounded::<()>(0);
-        let writer = Arc::clone(&self.writer);
+        let shared = Arc::clone(&self.shared);
         let every = self.ctx.heartbeat();
         let join = std::thread::Builder::new()
             .name("blockwise-heartbeat".into())
             .spawn(move || {
-                let mut wait = every;
-                loop {
-                    match stop_rx.recv_timeout(wait) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => return,
+                let mut w = shared.lock();
+                while !w.stop {
+                    let mut wait = every.saturating_sub(w.last_sent.elapsed());
+                    if let Some(first) = w.first_pending {
+                        let waited = first.elapsed();
+                        if waited >= FLUSH_LATENCY {
+                            if w.flush().is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        wait = wait.min(FLUSH_LATENCY - waited);
                     }
-                    let mut w = lock(&writer);
-                    let since = w.last_sent.elapsed();
-                    if since >= every {
+                    if wait.is_zero() {
                         if w.send(&WorkerMsg::Heartbeat).is_err() {
                             return;
                         }
-                        wait = every;
-                    } else {
-                        wait = every - since;
+                        continue;
                     }
+                    w = shared
+                        .wake
+                        .wait_timeout(w, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
             })
             .map_err(|e| worker_err(format!("starting the heartbeat thread: {e}")))?;
-        self.stop_heartbeat = Some(stop_tx);
         self.heartbeat = Some(join);
         Ok(())
     }
@@ -272,12 +307,7 @@ impl Client {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let results = std::mem::take(&mut self.pending);
-        self.first_pending = None;
-        lock(&self.writer).send(&WorkerMsg::Done { results })
+        self.shared.lock().flush()
     }
 
     fn lifetime_over(&self) -> bool {
@@ -297,6 +327,12 @@ impl Client {
     pub fn acquire_block(&mut self) -> Result<Option<Block>, Error> {
         if self.retired {
             return Ok(None);
+        }
+        if !self.said_ready {
+            // Set-up (whatever ran between connecting and the first acquire) is over: the
+            // scheduler times blocks from here.
+            self.said_ready = true;
+            self.shared.lock().send(&WorkerMsg::Ready)?;
         }
         if self.lifetime_over() {
             self.retire()?;
@@ -339,7 +375,7 @@ impl Client {
         tracing::info!(worker = self.ctx.worker_id, "lifetime reached; retiring");
         self.flush()?;
         let unstarted: Vec<u64> = self.queue.drain(..).map(|w| w.seq).collect();
-        lock(&self.writer).send(&WorkerMsg::Retire { unstarted })
+        self.shared.lock().send(&WorkerMsg::Retire { unstarted })
     }
 
     /// Reports a block as done: [`BlockStatus::Success`] succeeds, anything else fails the
@@ -377,27 +413,22 @@ impl Client {
             )));
         };
         let (_, seq) = self.handed.remove(pos).unwrap_or_default();
-        self.pending.push(Outcome { seq, error });
-        let first = *self.first_pending.get_or_insert_with(Instant::now);
-        // Batch reports of fast blocks; report slow ones at once (the scheduler infers when the
-        // next block starts from them, for timeouts).
-        if self.queue.is_empty()
-            || self.pending.len() >= self.batch
-            || first.elapsed() >= Duration::from_millis(2)
-        {
-            self.flush()?;
+        let mut w = self.shared.lock();
+        w.pending.push(Outcome { seq, error });
+        if w.first_pending.is_none() {
+            // The background thread sends it within FLUSH_LATENCY unless more follow.
+            w.first_pending = Some(Instant::now());
+            self.shared.wake.notify_one();
+        }
+        if self.queue.is_empty() || w.pending.len() >= self.batch {
+            w.flush()?;
         }
         Ok(())
     }
 
     /// Tells the scheduler that this worker's set-up failed (it exits after this).
     pub(crate) fn setup_failed(&mut self, message: String) {
-        let _ = lock(&self.writer).send(&WorkerMsg::SetupFailed { message });
-    }
-
-    /// Tells the scheduler that set-up is done and the first block starts now.
-    pub(crate) fn ready(&mut self) -> Result<(), Error> {
-        lock(&self.writer).send(&WorkerMsg::Ready)
+        let _ = self.shared.lock().send(&WorkerMsg::SetupFailed { message });
     }
 
     /// Flushes reports and says goodbye.
@@ -406,8 +437,9 @@ impl Client {
             return Ok(());
         }
         self.said_bye = true;
-        self.flush()?;
-        lock(&self.writer).send(&WorkerMsg::Bye)
+        let mut w = self.shared.lock();
+        w.flush()?;
+        w.send(&WorkerMsg::Bye)
     }
 
     /// Sends outstanding reports and leaves. Dropping the client does the same, ignoring
@@ -424,16 +456,15 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.bye();
-        self.stop_heartbeat = None;
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
-        let _ = lock(&self.writer)
+        let _ = self
+            .shared
+            .lock()
             .stream
             .shutdown(std::net::Shutdown::Write);
     }
-}
-
-fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
-    w.lock().unwrap_or_else(PoisonError::into_inner)
 }

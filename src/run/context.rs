@@ -83,6 +83,7 @@ pub(crate) fn new_token() -> Result<String, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

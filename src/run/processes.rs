@@ -87,9 +87,34 @@ struct TaskRun {
     last_startup_error: String,
     failures: Vec<BlockFailure>,
     more_failures: u64,
+    /// Smoothed time per block, as workers report them.
+    block_time: Option<Duration>,
 }
 
+/// A worker holds enough blocks to stay busy for about this long, so that round trips do not
+/// idle it, but no more, so that slow blocks spread over all workers.
+const QUEUE_TIME: Duration = Duration::from_millis(2);
+
 impl TaskRun {
+    /// How many blocks a worker of this task may hold: one until block times are known, then
+    /// enough for [`QUEUE_TIME`], at most `prefetch`.
+    fn window(&self, prefetch: usize) -> usize {
+        match self.block_time {
+            None => 1,
+            Some(t) if t.is_zero() => prefetch,
+            Some(t) => usize::try_from(QUEUE_TIME.as_nanos().div_ceil(t.as_nanos()))
+                .unwrap_or(prefetch)
+                .clamp(1, prefetch),
+        }
+    }
+
+    fn observe(&mut self, per_block: Duration) {
+        self.block_time = Some(match self.block_time {
+            None => per_block,
+            Some(old) => (old * 3 + per_block) / 4,
+        });
+    }
+
     fn record_failure(&mut self, failure: BlockFailure) {
         if self.failures.len() < MAX_LISTED_FAILURES {
             self.failures.push(failure);
@@ -171,6 +196,7 @@ pub(super) fn run(
             last_startup_error: String::new(),
             failures: Vec::new(),
             more_failures: 0,
+            block_time: None,
         })
         .collect();
     let ids: Vec<String> = all.iter().map(|t| t.task_id().to_owned()).collect();
@@ -403,11 +429,11 @@ impl Driver<'_> {
 
     /// Fills every worker up to the prefetch limit, round robin.
     fn dispatch(&mut self) {
-        let prefetch = self.opts.prefetch;
         for i in 0..self.runs.len() {
             if self.runs[i].finished || self.runs[i].conns.is_empty() {
                 continue;
             }
+            let prefetch = self.runs[i].window(self.opts.prefetch);
             let conns: Vec<u64> = self.runs[i]
                 .conns
                 .iter()
@@ -570,6 +596,8 @@ impl Driver<'_> {
         let task = conn.task;
         match msg {
             WorkerMsg::Done { results } => {
+                let since = conn.busy_since;
+                let before = conn.inflight.len();
                 for outcome in results {
                     let Some(conn) = self.conns.get_mut(&id) else {
                         return;
@@ -605,6 +633,13 @@ impl Driver<'_> {
                         }
                     }
                 }
+                if let Some(conn) = self.conns.get(&id) {
+                    let done = before.saturating_sub(conn.inflight.len());
+                    if done > 0 && conn.ready {
+                        let n = u32::try_from(done).unwrap_or(u32::MAX);
+                        self.runs[task].observe(since.elapsed() / n);
+                    }
+                }
             }
             WorkerMsg::Ready => {
                 conn.ready = true;
@@ -631,7 +666,17 @@ impl Driver<'_> {
                     run.requeue.push_front(b);
                 }
             }
-            WorkerMsg::Bye => conn.leaving = true,
+            WorkerMsg::Bye => {
+                // Everything the worker finished was reported before its goodbye: blocks it
+                // still holds were never started (sent after it stopped taking blocks).
+                conn.leaving = true;
+                conn.tx = None;
+                let back: Vec<Block> = conn.inflight.drain(..).map(|(_, b)| b).collect();
+                let run = &mut self.runs[task];
+                for b in back.into_iter().rev() {
+                    run.requeue.push_front(b);
+                }
+            }
             WorkerMsg::Hello { .. } => {
                 tracing::warn!("{} said hello twice; ignored", conn.describe());
             }
@@ -646,7 +691,7 @@ impl Driver<'_> {
         let task = conn.task;
         self.runs[task].conns.retain(|c| *c != id);
         let who = conn.describe();
-        let graceful = conn.leaving && conn.inflight.is_empty();
+        let graceful = conn.leaving && conn.inflight.is_empty() && conn.setup_failed.is_none();
         if !graceful {
             tracing::warn!(task = %self.runs[task].task.task_id(), "{who} lost: {reason}");
         }

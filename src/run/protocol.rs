@@ -222,6 +222,7 @@ pub(crate) fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -54,7 +54,6 @@ pub(super) fn serve(task: &Task, ctx: Context) -> Result<u64, Error> {
             });
         }
     };
-    client.ready()?;
     let mut processed = 0;
     while let Some(mut block) = client.acquire_block()? {
         match catch_unwind(AssertUnwindSafe(|| f(&block))) {

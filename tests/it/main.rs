@@ -7,6 +7,7 @@ mod daisy_ported;
 mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;
+mod processes;
 mod runner;
 #[cfg(feature = "zarr")]
 mod store;
