@@ -468,3 +468,98 @@ impl Drop for Client {
             .shutdown(std::net::Shutdown::Write);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::run::protocol::read_frame;
+    use std::net::TcpListener;
+
+    fn ctx(addr: String, death_ms: u64) -> Context {
+        Context {
+            addr,
+            token: "t".into(),
+            task_id: "task".into(),
+            worker_id: 0,
+            log_dir: None,
+            heartbeat_ms: 20,
+            death_timeout_ms: death_ms,
+            lifetime_ms: None,
+            prefetch: None,
+        }
+    }
+
+    #[test]
+    fn an_unreachable_scheduler_makes_the_worker_give_up_after_the_death_timeout() {
+        // A port that was just free: nobody listens there.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let started = Instant::now();
+        let e = Client::connect(ctx(addr.to_string(), 300)).unwrap_err();
+        assert!(
+            e.to_string().contains("could not reach the scheduler"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_silent_scheduler_makes_the_worker_give_up_and_heartbeats_flow_meanwhile() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let hello: WorkerMsg = read_frame(&mut s, &mut buf).unwrap().unwrap();
+            assert!(matches!(hello, WorkerMsg::Hello { .. }));
+            s.write_all(&to_frame(&ServerMsg::Welcome { connection: 0 }).unwrap())
+                .unwrap();
+            // Then say nothing; count what the worker sends until it leaves.
+            let mut heartbeats = 0;
+            while let Ok(Some(msg)) = read_frame::<WorkerMsg, _>(&mut s, &mut buf) {
+                if msg == WorkerMsg::Heartbeat {
+                    heartbeats += 1;
+                }
+            }
+            heartbeats
+        });
+        let mut client = Client::connect(ctx(addr.to_string(), 400)).unwrap();
+        let e = client.acquire_block().unwrap_err();
+        assert!(e.to_string().contains("silent"), "{e}");
+        drop(client);
+        let heartbeats = server.join().unwrap();
+        assert!(
+            heartbeats >= 2,
+            "{heartbeats} heartbeats in 400 ms at 20 ms intervals"
+        );
+    }
+
+    #[test]
+    fn blocks_released_out_of_thin_air_are_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let _hello: WorkerMsg = read_frame(&mut s, &mut buf).unwrap().unwrap();
+            s.write_all(&to_frame(&ServerMsg::Welcome { connection: 0 }).unwrap())
+                .unwrap();
+            while let Ok(Some(_)) = read_frame::<WorkerMsg, _>(&mut s, &mut buf) {}
+        });
+        let mut client = Client::connect(ctx(addr.to_string(), 5000)).unwrap();
+        let block = Block::new(
+            "task",
+            1,
+            1,
+            crate::Roi::new([0], [1]),
+            crate::Roi::new([0], [1]),
+        );
+        let e = client.release_block(block).unwrap_err();
+        assert!(e.to_string().contains("was not acquired"), "{e}");
+        drop(client);
+        server.join().unwrap();
+    }
+}

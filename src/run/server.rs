@@ -329,6 +329,90 @@ async fn writer(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>, pi
 mod tests {
     use super::*;
 
+    use crate::run::protocol::read_frame;
+    use std::io::Write;
+
+    fn hello(token: &str, protocol: u32) -> Vec<u8> {
+        to_frame(&WorkerMsg::Hello {
+            protocol,
+            version: "test".into(),
+            token: token.into(),
+            task_id: "t".into(),
+            worker_id: 0,
+            pid: 1,
+            host: "h".into(),
+        })
+        .unwrap()
+    }
+
+    fn start() -> (Server, crossbeam_channel::Receiver<Event>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let timing = Timing {
+            ping: Duration::from_secs(1),
+            silence: Duration::from_secs(5),
+        };
+        let server =
+            Server::start("127.0.0.1:0".parse().unwrap(), "right".into(), timing, tx).unwrap();
+        (server, rx)
+    }
+
+    fn refused(hello_frame: &[u8]) -> (String, String) {
+        let (server, events) = start();
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(hello_frame).unwrap();
+        let reply: ServerMsg = read_frame(&mut s, &mut Vec::new()).unwrap().unwrap();
+        let ServerMsg::Refused { reason } = reply else {
+            panic!("{reply:?}")
+        };
+        // Then the server closes the connection.
+        assert!(
+            read_frame::<ServerMsg, _>(&mut s, &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
+        match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Event::Refused { reason: logged, .. } => (reason, logged),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_token_is_refused_and_reported() {
+        let (reason, logged) = refused(&hello("wrong", PROTOCOL_VERSION));
+        assert_eq!(reason, "wrong token");
+        assert!(
+            logged.contains("wrong token") && logged.contains("task \"t\""),
+            "{logged}"
+        );
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused() {
+        let (reason, _) = refused(&hello("right", PROTOCOL_VERSION + 1));
+        assert!(reason.contains("protocol version 2"), "{reason}");
+    }
+
+    #[test]
+    fn garbage_instead_of_a_hello_is_refused_without_harm() {
+        let (server, events) = start();
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+        match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Event::Refused { reason, .. } => {
+                assert!(reason.contains("exceeds the limit"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The server still serves others.
+        let mut ok = std::net::TcpStream::connect(server.addr()).unwrap();
+        ok.write_all(&hello("right", PROTOCOL_VERSION)).unwrap();
+        match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Event::Connected { hello, .. } => assert_eq!(hello.task_id, "t"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn tokens_compare_exactly() {
         assert!(same_token("abc", "abc"));
