@@ -260,7 +260,7 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
     if args.runner == RunnerKind::Processes {
         runner = match args.launcher {
             LauncherKind::Local => runner.processes(),
-            LauncherKind::Slurm => bail!("TEMP-MERGE"),
+            LauncherKind::Slurm => runner.launcher(blockwise::launch::Batch::slurm()),
         }
         .log_dir(&args.log_dir);
     }

@@ -17,14 +17,20 @@
 //! * [`CommandTemplate`]: user-given submit/status/cancel commands and a job-id regex, for any
 //!   other system or site wrapper.
 
-mod local; // TEMP-MERGE: batch, command, units come from the launch-backends branch
+mod batch;
+mod command;
+mod local;
+mod units;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use batch::{Batch, BatchSystem};
+pub use command::CommandTemplate;
 pub use local::Local;
+pub use units::{LsfUnit, format_memory, format_walltime};
 
 /// One worker process to start: what to run, with which environment, where its output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
