@@ -2,11 +2,13 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod daisy_oracle;
 mod daisy_ported;
 mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;
+mod launchers;
 mod processes;
 mod runner;
 #[cfg(feature = "zarr")]

@@ -1,0 +1,97 @@
+//! A real SLURM cluster (single node, started by `.ci/slurm.sh`): workers are `sbatch` jobs that
+//! connect back over TCP. Runs when `BLOCKWISE_SLURM=1` (CI sets it after starting the cluster);
+//! without it the test says so and passes, as there is no cluster to talk to.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use blockwise::launch::Batch;
+use blockwise::{Block, BlockError, Roi, Task};
+
+use crate::processes::{assert_exactly_once, mark, runner, scratch};
+
+fn slurm_requested() -> bool {
+    match std::env::var("BLOCKWISE_SLURM").as_deref() {
+        Ok("1") => true,
+        _ => {
+            eprintln!(
+                "BLOCKWISE_SLURM is not 1: no SLURM cluster to test against (see .ci/slurm.sh)"
+            );
+            false
+        }
+    }
+}
+
+#[test]
+fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
+    if !slurm_requested() {
+        return;
+    }
+    let dir = scratch("slurm");
+    let d = dir.clone();
+    let a = Task::builder(
+        "smooth",
+        Roi::new([0, 0], [64, 64]),
+        Roi::new([0, 0], [8, 8]),
+        Roi::new([0, 0], [8, 8]),
+    )
+    .process(move |b: &Block| -> Result<(), BlockError> { Ok(mark(&d, b)?) })
+    .num_workers(2)
+    .build()
+    .unwrap();
+    let d = dir.clone();
+    let b = Task::builder(
+        "segment",
+        Roi::new([0, 0], [64, 64]),
+        Roi::new([-4, -4], [24, 24]),
+        Roi::new([0, 0], [16, 16]),
+    )
+    .fit(blockwise::Fit::Shrink)
+    .process(move |b: &Block| -> Result<(), BlockError> { Ok(mark(&d, b)?) })
+    .upstream(&a)
+    .num_workers(2)
+    .build()
+    .unwrap();
+    let launcher = Batch::slurm().poll_interval(Duration::from_millis(500));
+    // What the jobs run, for the log of this test.
+    let summary = runner(
+        "cluster::a_chained_pipeline_runs_every_block_once_on_slurm_workers",
+        &dir,
+    )
+    .launcher(launcher)
+    // One node: the scheduler is on the same machine as the jobs.
+    .advertise_host("127.0.0.1")
+    .run([b.clone()])
+    .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_exactly_once(&dir, &a);
+    assert_exactly_once(&dir, &b);
+    let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
+    assert_eq!(jobs.lines().count(), 4, "{jobs}");
+    assert!(jobs.lines().all(|l| l.starts_with("slurm ")), "{jobs}");
+    // The blocks ran in the SLURM jobs (their environment says so).
+    let out = std::fs::read_to_string(dir.join("logs/smooth/worker_0.out")).unwrap_or_default();
+    assert!(out.contains("running 1 test"), "{out}");
+    // No job of the run is left in the queue.
+    let ids: Vec<&str> = jobs
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = std::process::Command::new("squeue")
+            .args(["-h", "-o", "%i"])
+            .output()
+            .unwrap();
+        let queued = String::from_utf8_lossy(&q.stdout).into_owned();
+        if !queued.lines().any(|l| ids.contains(&l.trim())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs still queued: {queued}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
