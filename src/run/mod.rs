@@ -20,6 +20,13 @@
 //! (holding whatever it holds, possibly still writing the block's output), and then exits
 //! without reporting; its result is discarded. The run does not wait for abandoned threads. If a
 //! block can hang for ever or must be stopped hard, run it in a worker process instead.
+//!
+//! # Worker processes
+//!
+//! The process runner (`processes.rs`) keeps the same driver loop around the scheduler but
+//! talks to workers through a tokio TCP server (`server.rs`) with a framed protocol
+//! (`protocol.rs`); workers are [`Client`]s (`client.rs`, `worker.rs`) started by a
+//! [`Launcher`]. See [`Runner`] for the behaviour.
 
 mod client;
 mod context;
@@ -115,6 +122,67 @@ impl Progress {
 ///     .build()?;
 /// let summary = Runner::new().progress(Progress::Never).print_summary(false).run([task])?;
 /// assert_eq!(summary.task("noop").map(|s| s.completed), Some(10));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Worker processes
+///
+/// [`Runner::processes`] (this machine) or [`Runner::launcher`] (a cluster, see
+/// [`crate::launch`]) run blocks in worker processes instead of threads. The runner's thread
+/// keeps the scheduler and serves TCP; each worker connects back, presents the run's random
+/// token, and pulls blocks:
+///
+/// * **Re-execution.** By default a worker re-executes the current program with the same
+///   arguments and a `BLOCKWISE_CONTEXT` environment variable (JSON: scheduler address, token,
+///   task id, worker id, log directory, heartbeat, death timeout, lifetime). There, the
+///   program's own call to [`Runner::run`] (or [`run_blockwise`]) recognises the context,
+///   serves blocks of that task with the task's process function, and then **exits the
+///   process**; calls whose tasks do not include the worker's task return an empty summary.
+///   Guard one-time set-up (creating output arrays) with [`is_worker`](crate::is_worker).
+///   Another program can be a worker with [`Client::from_env`] and an acquire/release loop
+///   ([`Runner::worker_command`] names it).
+/// * **Logs.** Each worker's stdout and stderr go to `<log dir>/<task>/worker_<id>.out/.err`
+///   (default log dir `./blockwise_logs`); `<log dir>/jobs.txt` lists every job submitted.
+/// * **Flow.** A worker holds a few blocks at a time (enough for about 2 ms of work, at most
+///   [`Runner::prefetch`]); slow blocks are handed out one per worker, so all workers share
+///   them.
+/// * **Failures.** A block's error or panic fails it with its message (retried up to
+///   `max_retries`). A worker that dies, hangs (no heartbeat within the heartbeat timeout) or
+///   disconnects has the block it was running failed (an attempt) and the blocks it had not
+///   started handed to others; its job is cancelled and a replacement started.
+///   [`TaskBuilder::timeout`](crate::TaskBuilder::timeout) kills the worker process running a
+///   late block. Workers that fail before completing a block (crash at start-up, cannot
+///   connect, per-worker set-up error) are replaced at most [`Runner::max_worker_restarts`]
+///   times in a row, then the run fails with [`Error::WorkerStartup`] carrying the worker's
+///   stderr. A worker that loses its scheduler exits after [`Runner::death_timeout`]; one that
+///   reaches [`Runner::worker_lifetime`] finishes its block, gives back the rest and is
+///   replaced.
+/// * **Cleanup.** When the run ends, fails, or is interrupted by Ctrl-C or SIGTERM
+///   ([`Error::Interrupted`]), every job it submitted is cancelled.
+///
+/// ```no_run
+/// use blockwise::launch::{Batch, Resources};
+/// use blockwise::{Roi, Runner, Task};
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), blockwise::Error> {
+/// let task = Task::builder("predict", Roi::new([0, 0, 0], [1024, 1024, 1024]),
+///         Roi::new([0, 0, 0], [128, 128, 128]), Roi::new([0, 0, 0], [128, 128, 128]))
+///     .process(|_block| { /* read, compute, write */ Ok::<(), blockwise::BlockError>(()) })
+///     .num_workers(16)
+///     .build()?;
+/// let mut resources = Resources::default();
+/// resources.cores = Some(4);
+/// resources.memory = Some(16 << 30);
+/// resources.walltime = Some(Duration::from_secs(4 * 3600));
+/// resources.queue = Some("gpu".into());
+/// let summary = Runner::new()
+///     .launcher(Batch::slurm().resources(resources))
+///     .worker_lifetime(Duration::from_secs(3 * 3600 + 1800))
+///     .log_dir("/shared/logs/predict")
+///     .run([task])?;
+/// print!("{summary}");
 /// # Ok(())
 /// # }
 /// ```
@@ -245,7 +313,7 @@ impl Runner {
     /// back to the scheduler over loopback TCP. By default every worker re-executes the current
     /// program with its arguments (see [`Runner::worker_command`]); there, the program's own
     /// call to `run` finds the `BLOCKWISE_CONTEXT` variable and serves blocks instead of
-    /// scheduling (see [the module docs](self#worker-processes)).
+    /// scheduling (see [worker processes](Runner#worker-processes)).
     pub fn processes(mut self) -> Self {
         self.process_options();
         self
@@ -346,6 +414,17 @@ impl Runner {
         }
         Ok(summary)
     }
+}
+
+/// Whether this process is a worker started by a process runner (it has `BLOCKWISE_CONTEXT`).
+///
+/// A program that runs its own blocks in worker processes is re-executed for every worker, so
+/// one-time set-up that must not be repeated (creating or overwriting output arrays, writing
+/// sample data) belongs behind `if !blockwise::is_worker()`; workers open what the driver
+/// created. Reading inputs and building the same tasks is fine in both.
+#[must_use]
+pub fn is_worker() -> bool {
+    std::env::var_os(CONTEXT_ENV).is_some()
 }
 
 /// Worker mode: serve the context's task, then exit the process (code 0, or 1 with the error

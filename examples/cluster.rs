@@ -1,0 +1,204 @@
+//! The pipeline example in worker processes: on this machine, or as SLURM jobs.
+//!
+//! ```text
+//! cargo run --release --example cluster [-- --launcher local|slurm --workers W --workdir DIR --size N]
+//! ```
+//!
+//! The same two chained tasks as `examples/pipeline.rs` (3×3×3 box mean with context, then a
+//! threshold), but every block runs in a worker process that connects back to this program over
+//! TCP. Workers are this program, re-executed: `blockwise::is_worker()` tells the two apart, so
+//! only the driver creates the output arrays; the driver then counts the foreground voxels from
+//! the mask on disk. With `--launcher slurm`, workers are `sbatch` jobs (1 core, 1 GiB, 10
+//! minutes each); their logs and scripts are in `DIR/logs/<task>/`, their job ids in
+//! `DIR/logs/jobs.txt`. `--launcher local` needs no cluster.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blockwise::launch::{Batch, Resources};
+use blockwise::sample::{SampleSpec, write_zarr};
+use blockwise::store::{ArraySpec, DataType, ZarrArray};
+use blockwise::workload::box_mean_3x3x3;
+use blockwise::{Block, BlockError, Fit, Roi, Runner, Task, is_worker};
+use ndarray::{ArrayD, IxDyn, Slice};
+
+const BLOCK: i64 = 64;
+const CONTEXT: i64 = 8;
+const THRESHOLD: u8 = 100;
+
+struct Options {
+    workdir: PathBuf,
+    size: u64,
+    workers: usize,
+    slurm: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        workdir: PathBuf::from("blockwise-example"),
+        size: 256,
+        workers: 2,
+        slurm: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--workdir" => o.workdir = PathBuf::from(value("--workdir")?),
+            "--size" => {
+                o.size = value("--size")?
+                    .parse()
+                    .map_err(|e| format!("--size: {e}"))?
+            }
+            "--workers" => {
+                o.workers = value("--workers")?
+                    .parse()
+                    .map_err(|e| format!("--workers: {e}"))?;
+            }
+            "--launcher" => match value("--launcher")?.as_str() {
+                "local" => o.slurm = false,
+                "slurm" => o.slurm = true,
+                other => return Err(format!("--launcher: {other:?} is not local or slurm")),
+            },
+            "-h" | "--help" => {
+                println!(
+                    "usage: cluster [--launcher local|slurm] [--workers W] [--workdir DIR] [--size N]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    if o.size == 0 || o.workers == 0 {
+        return Err("--size and --workers must be positive".into());
+    }
+    Ok(o)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let opts = parse_args()?;
+    let workdir = std::path::absolute(&opts.workdir)?;
+    let raw_path = workdir.join("sample.zarr");
+    let (smoothed_path, mask_path) = (workdir.join("smoothed.zarr"), workdir.join("mask.zarr"));
+    // One-time set-up in the driver only; workers open what it made.
+    let (raw, smoothed, mask) = if is_worker() {
+        (
+            ZarrArray::open(&raw_path, "raw")?,
+            ZarrArray::open(&smoothed_path, "smoothed")?,
+            ZarrArray::open(&mask_path, "mask")?,
+        )
+    } else {
+        std::fs::create_dir_all(&workdir)?;
+        let raw = match ZarrArray::open(&raw_path, "raw") {
+            Ok(a) => a,
+            Err(_) => {
+                println!(
+                    "generating a {}³ sample volume in {}",
+                    opts.size,
+                    raw_path.display()
+                );
+                let spec = SampleSpec::cube(opts.size);
+                let options =
+                    ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![BLOCK as u64; 3]);
+                write_zarr(&spec, &raw_path, "raw", &options, opts.workers)?
+            }
+        };
+        let mut out = ArraySpec::new(
+            raw.roi(),
+            raw.voxel_size().clone(),
+            DataType::U8,
+            vec![BLOCK as u64; 3],
+        );
+        out.overwrite = true;
+        let smoothed = ZarrArray::create(&smoothed_path, "smoothed", &out)?;
+        let mask = ZarrArray::create(&mask_path, "mask", &out)?;
+        (raw, smoothed, mask)
+    };
+    let (raw, smoothed, mask) = (Arc::new(raw), Arc::new(smoothed), Arc::new(mask));
+
+    let write = Roi::new([0; 3], [BLOCK; 3]);
+    let (r, s) = (Arc::clone(&raw), Arc::clone(&smoothed));
+    let smooth = Task::builder(
+        "smooth",
+        raw.roi().grow_by(CONTEXT),
+        write.grow_by(CONTEXT),
+        write.clone(),
+    )
+    .fit(Fit::Shrink)
+    .read_write_conflict(false)
+    .writes(smoothed.as_ref())
+    .num_workers(opts.workers)
+    .process(move |block: &Block| -> Result<(), BlockError> {
+        let data = r.read_with_fill::<u8>(block.read_roi(), 0)?;
+        let ws: Vec<usize> = block
+            .write_roi()
+            .shape()
+            .iter()
+            .map(|v| v as usize)
+            .collect();
+        let c = CONTEXT as usize;
+        let core = data.slice_each_axis(|ax| Slice::from(c - 1..c + 1 + ws[ax.axis.index()]));
+        let core = core.as_standard_layout();
+        let mean = box_mean_3x3x3(
+            core.as_slice().ok_or("not contiguous")?,
+            [ws[0] + 2, ws[1] + 2, ws[2] + 2],
+        );
+        s.write(
+            block.write_roi(),
+            ArrayD::from_shape_vec(IxDyn(&ws), mean)?.view(),
+        )?;
+        Ok(())
+    })
+    .build()?;
+    let (s, m) = (Arc::clone(&smoothed), Arc::clone(&mask));
+    let threshold = Task::builder("threshold", raw.roi(), write.clone(), write)
+        .fit(Fit::Shrink)
+        .read_write_conflict(false)
+        .upstream(&smooth)
+        .writes(mask.as_ref())
+        .num_workers(opts.workers)
+        .process(move |block: &Block| -> Result<(), BlockError> {
+            let smoothed = s.read::<u8>(block.read_roi())?;
+            m.write(
+                block.write_roi(),
+                smoothed.mapv(|v| u8::from(v > THRESHOLD)).view(),
+            )?;
+            Ok(())
+        })
+        .build()?;
+
+    let runner = Runner::new().log_dir(workdir.join("logs"));
+    let runner = if opts.slurm {
+        let mut resources = Resources::default();
+        resources.cores = Some(1);
+        resources.memory = Some(1 << 30);
+        resources.walltime = Some(Duration::from_secs(600));
+        runner.launcher(Batch::slurm().resources(resources))
+    } else {
+        runner.processes()
+    };
+    let start = Instant::now();
+    // In a worker process this call serves blocks and exits.
+    let summary = runner.run([threshold])?;
+    let elapsed = start.elapsed();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        print!("{summary}");
+    }
+    let fg: u64 = mask
+        .read::<u8>(&mask.roi())?
+        .iter()
+        .map(|&v| u64::from(v))
+        .sum();
+    let total: u64 = raw.shape().iter().product();
+    println!(
+        "foreground voxels (smoothed > {THRESHOLD}): {fg} of {total} ({:.2}%), in {elapsed:.2?} with {} worker processes per task ({})",
+        100.0 * fg as f64 / total as f64,
+        opts.workers,
+        if opts.slurm { "SLURM jobs" } else { "local" },
+    );
+    if !summary.is_success() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
