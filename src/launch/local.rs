@@ -35,16 +35,49 @@ use super::{JobId, JobState, LaunchError, Launcher, WorkerSpec, shell_quote};
 ///     r#"BLOCKWISE_CONTEXT='{"task_id":"demo"}' /usr/bin/my-pipeline --fast > logs/demo/worker_0.out 2> logs/demo/worker_0.err"#
 /// );
 /// ```
+///
+/// [`Local::wrapped`] starts each worker under a wrapper command instead, such as `srun` inside
+/// a SLURM allocation ([`Local::srun`]): the job id is the wrapper's PID, and cancelling sends it
+/// SIGTERM (which `srun` forwards to its job step), then SIGKILL after a grace period.
 #[derive(Debug, Default)]
 pub struct Local {
     children: Mutex<HashMap<u32, Child>>,
+    wrapper: Vec<String>,
 }
+
+/// How long a wrapped worker gets to stop after SIGTERM.
+const GRACE: Duration = Duration::from_secs(3);
 
 impl Local {
     /// A local launcher.
     #[must_use]
     pub fn new() -> Local {
         Local::default()
+    }
+
+    /// Starts every worker as `wrapper... program args...`; the first word names the launcher.
+    ///
+    /// ```
+    /// use blockwise::launch::{Launcher, Local};
+    ///
+    /// let l = Local::wrapped(["nice", "-n", "10"]);
+    /// assert_eq!(l.name(), "nice");
+    /// ```
+    #[must_use]
+    pub fn wrapped<S: Into<String>>(wrapper: impl IntoIterator<Item = S>) -> Local {
+        Local {
+            children: Mutex::default(),
+            wrapper: wrapper.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Workers as SLURM job steps, `srun --nodes=1 --ntasks=1 --kill-on-bad-exit=1 ...`, for a
+    /// program that already runs inside an allocation (`salloc`, or a batch script); outside one,
+    /// each `srun` makes its own one-step job. Steps may run on any node of the allocation, so
+    /// the scheduler listens on all interfaces.
+    #[must_use]
+    pub fn srun() -> Local {
+        Local::wrapped(["srun", "--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"])
     }
 
     fn io(context: String, source: std::io::Error) -> LaunchError {
@@ -69,7 +102,7 @@ fn describe(status: ExitStatus) -> String {
 
 impl Launcher for Local {
     fn name(&self) -> &str {
-        "local"
+        self.wrapper.first().map_or("local", String::as_str)
     }
 
     fn render(&self, spec: &WorkerSpec) -> Result<String, LaunchError> {
@@ -80,6 +113,7 @@ impl Launcher for Local {
         for (k, v) in &spec.env {
             words.push(format!("{k}={}", shell_quote(v)));
         }
+        words.extend(self.wrapper.iter().map(|w| shell_quote(w)));
         words.push(shell_quote(&spec.program.to_string_lossy()));
         words.extend(spec.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
         words.push(format!(
@@ -101,7 +135,14 @@ impl Launcher for Local {
             .map_err(|e| Local::io(format!("creating {}", spec.stdout.display()), e))?;
         let err = File::create(&spec.stderr)
             .map_err(|e| Local::io(format!("creating {}", spec.stderr.display()), e))?;
-        let mut cmd = Command::new(&spec.program);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&spec.program);
+                c
+            }
+            None => Command::new(&spec.program),
+        };
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -113,7 +154,11 @@ impl Launcher for Local {
         }
         let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
             launcher: "local".into(),
-            command: spec.program.display().to_string(),
+            command: self
+                .wrapper
+                .first()
+                .cloned()
+                .unwrap_or_else(|| spec.program.display().to_string()),
             source,
         })?;
         let pid = child.id();
@@ -162,6 +207,19 @@ impl Launcher for Local {
             // Already exited and now reaped: its PID may be reused, so signal nothing.
             return Ok(());
         }
+        if !self.wrapper.is_empty()
+            && let Ok(raw) = i32::try_from(pid)
+        {
+            // Let the wrapper (srun) stop what it started.
+            let _ = killpg(Pid::from_raw(raw), Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + GRACE;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if let Ok(raw) = i32::try_from(pid) {
             match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
                 Ok(()) | Err(Errno::ESRCH) => {}
@@ -182,7 +240,7 @@ impl Launcher for Local {
     }
 
     fn runs_locally(&self) -> bool {
-        true
+        self.wrapper.is_empty()
     }
 }
 
@@ -255,6 +313,41 @@ mod tests {
         let l = Local::new();
         let job = l.submit(&spec(dir.path(), "kill -9 $$")).unwrap();
         assert_eq!(wait_finished(&l, &job), "killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn wrapped_workers_run_under_the_wrapper_and_stop_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        // A wrapper that records it ran, traps SIGTERM to clean up, and runs the worker.
+        let wrapper = dir.path().join("wrap.sh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho wrapped > {0}/wrapped\ntrap 'echo term > {0}/term; kill $child; exit 143' TERM\n\"$@\" & child=$!\nwait $child\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let l = Local::wrapped(["/bin/sh".to_owned(), wrapper.display().to_string()]);
+        assert_eq!(l.name(), "/bin/sh");
+        assert!(!l.runs_locally());
+        let job = l.submit(&spec(dir.path(), "exec sleep 300")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.path().join("wrapped").exists() {
+            assert!(Instant::now() < deadline, "the wrapper did not run");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        l.cancel(&job).unwrap();
+        assert!(!l.status(&job).unwrap().is_alive());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("term")).unwrap(),
+            "term\n"
+        );
+        let rendered = l.render(&spec(dir.path(), "x")).unwrap();
+        assert!(
+            rendered.contains(&format!("/bin/sh {} /bin/sh -c x", wrapper.display())),
+            "{rendered}"
+        );
     }
 
     #[test]

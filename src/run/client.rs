@@ -103,6 +103,8 @@ pub struct Client {
     retired: bool,
     said_bye: bool,
     said_ready: bool,
+    /// Blocks reported so far.
+    reported: u64,
     connection: u64,
     heartbeat: Option<JoinHandle<()>>,
 }
@@ -211,6 +213,7 @@ impl Client {
             retired: false,
             said_bye: false,
             said_ready: false,
+            reported: 0,
             connection: 0,
             heartbeat: None,
             ctx,
@@ -310,10 +313,14 @@ impl Client {
         self.shared.lock().flush()
     }
 
+    /// Past its lifetime, a worker retires; but only after it completed a block, so that even a
+    /// lifetime shorter than the set-up makes progress.
     fn lifetime_over(&self) -> bool {
-        self.ctx
-            .lifetime_ms
-            .is_some_and(|ms| self.started.elapsed() >= Duration::from_millis(ms))
+        self.reported > 0
+            && self
+                .ctx
+                .lifetime_ms
+                .is_some_and(|ms| self.started.elapsed() >= Duration::from_millis(ms))
     }
 
     /// The next block to process, or `None` when the task has no more blocks for this worker
@@ -413,6 +420,7 @@ impl Client {
             )));
         };
         let (_, seq) = self.handed.remove(pos).unwrap_or_default();
+        self.reported += 1;
         let mut w = self.shared.lock();
         w.pending.push(Outcome { seq, error });
         if w.first_pending.is_none() {

@@ -95,3 +95,35 @@ fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn workers_can_be_srun_job_steps() {
+    if !slurm_requested() {
+        return;
+    }
+    let dir = scratch("srun");
+    let d = dir.clone();
+    let task = Task::builder(
+        "t",
+        Roi::new([0], [40]),
+        Roi::new([0], [4]),
+        Roi::new([0], [4]),
+    )
+    .process(move |b: &Block| -> Result<(), BlockError> {
+        // Only a SLURM step has these.
+        std::env::var("SLURM_STEP_ID").map_err(|_| "not in a SLURM job step")?;
+        Ok(mark(&d, b)?)
+    })
+    .num_workers(2)
+    .build()
+    .unwrap();
+    let summary = runner("cluster::workers_can_be_srun_job_steps", &dir)
+        .launcher(blockwise::launch::Local::srun())
+        .advertise_host("127.0.0.1")
+        .run([task.clone()])
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_exactly_once(&dir, &task);
+    let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
+    assert!(jobs.lines().all(|l| l.starts_with("srun ")), "{jobs}");
+}
