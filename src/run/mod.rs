@@ -431,7 +431,18 @@ pub fn is_worker() -> bool {
 /// on stderr). Calls whose tasks do not include the context's task return an empty summary.
 fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, Error> {
     let Some(task) = worker::find_task(tasks, &ctx)? else {
-        tracing::debug!(task = %ctx.task_id, "worker process: this run does not have the worker's task");
+        // Worker mode's stderr is the worker's log: if the program never reaches a run with
+        // its task, this line ends up in the start-up error the scheduler reports.
+        eprintln!(
+            "blockwise worker {}: a run without task {:?} (its tasks: {}) was skipped; the worker serves the first run that has it",
+            ctx.worker_id,
+            ctx.task_id,
+            tasks
+                .iter()
+                .map(|t| format!("{:?}", t.task_id()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Ok(RunSummary {
             tasks: Vec::new(),
             elapsed: Duration::ZERO,

@@ -670,3 +670,36 @@ fn sigterm_cancels_every_worker_job_and_returns_interrupted() {
         assert!(!alive(pid), "worker {pid} survived the interrupted run");
     }
 }
+
+#[test]
+fn a_worker_program_that_never_runs_the_task_is_a_clear_start_up_error() {
+    let dir = scratch("no-task");
+    // The worker side builds a different task, as a program with other arguments might.
+    let name = if in_worker() { "renamed" } else { "t" };
+    let task = Task::builder(
+        name,
+        Roi::new([0], [4]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(|_: &Block| Ok::<(), BlockError>(()))
+    .build()
+    .unwrap();
+    let result = runner(
+        "processes::a_worker_program_that_never_runs_the_task_is_a_clear_start_up_error",
+        &dir,
+    )
+    .max_worker_restarts(0)
+    .run([task]);
+    if in_worker() {
+        // The worker's run had no task "t": it returned at once, and the program ends here.
+        assert!(result.unwrap().tasks().is_empty());
+        return;
+    }
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("exited without connecting")
+            && err.contains("a run without task \"t\" (its tasks: \"renamed\")"),
+        "{err}"
+    );
+}
