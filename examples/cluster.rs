@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use blockwise::launch::{Batch, Resources};
 use blockwise::sample::{SampleSpec, write_zarr};
 use blockwise::store::{ArraySpec, DataType, ZarrArray};
-use blockwise::workload::box_mean_3x3x3;
+use blockwise::workload::box_mean_block;
 use blockwise::{Block, BlockError, Fit, Roi, Runner, Task, is_worker};
-use ndarray::{ArrayD, IxDyn, Slice};
 
 const BLOCK: i64 = 64;
 const CONTEXT: i64 = 8;
@@ -131,22 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .num_workers(opts.workers)
     .process(move |block: &Block| -> Result<(), BlockError> {
         let data = r.read_with_fill::<u8>(block.read_roi(), 0)?;
-        let ws: Vec<usize> = block
-            .write_roi()
-            .shape()
-            .iter()
-            .map(|v| v as usize)
-            .collect();
-        let c = CONTEXT as usize;
-        let core = data.slice_each_axis(|ax| Slice::from(c - 1..c + 1 + ws[ax.axis.index()]));
-        let core = core.as_standard_layout();
-        let mean = box_mean_3x3x3(
-            core.as_slice().ok_or("not contiguous")?,
-            [ws[0] + 2, ws[1] + 2, ws[2] + 2],
-        );
+        let w = block.write_roi().shape();
+        let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
         s.write(
             block.write_roi(),
-            ArrayD::from_shape_vec(IxDyn(&ws), mean)?.view(),
+            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
         )?;
         Ok(())
     })

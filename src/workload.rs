@@ -65,6 +65,60 @@ pub fn box_mean_3x3x3(data: &[u8], shape: [usize; 3]) -> Vec<u8> {
     out
 }
 
+/// A block's read region does not fit its write region and context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "read region of shape {read:?} cannot hold a write region of shape {write:?} with {context} voxels of context (at least 1) on every side"
+)]
+pub struct BlockShapeError {
+    /// The read region's shape.
+    pub read: Vec<usize>,
+    /// The write region's shape.
+    pub write: [usize; 3],
+    /// The context.
+    pub context: usize,
+}
+
+/// The 3×3×3 box mean of one block: `read` is the block's read region, with `context` voxels
+/// (at least 1) around its write region of shape `write` on every side; the result has shape
+/// `write`. Only the write region plus one voxel per side is filtered.
+///
+/// ```
+/// use blockwise::workload::box_mean_block;
+/// use ndarray::ArrayD;
+///
+/// let read = ArrayD::from_elem(vec![6, 6, 6], 9u8); // a 2³ write region with 2 voxels of context
+/// let mean = box_mean_block(read.view(), 2, [2, 2, 2]).unwrap();
+/// assert_eq!(mean, ArrayD::from_elem(vec![2, 2, 2], 9u8));
+/// assert!(box_mean_block(read.view(), 0, [6, 6, 6]).is_err());
+/// ```
+///
+/// # Errors
+///
+/// `read` is not 3D or not `write + 2 * context` on some axis, or `context` is 0.
+pub fn box_mean_block(
+    read: ndarray::ArrayViewD<'_, u8>,
+    context: usize,
+    write: [usize; 3],
+) -> Result<ndarray::ArrayD<u8>, BlockShapeError> {
+    let err = || BlockShapeError {
+        read: read.shape().to_vec(),
+        write,
+        context,
+    };
+    if context == 0 || read.ndim() != 3 || (0..3).any(|d| read.shape()[d] != write[d] + 2 * context)
+    {
+        return Err(err());
+    }
+    let core = read.slice_each_axis(|ax| {
+        ndarray::Slice::from(context - 1..context + 1 + write[ax.axis.index()])
+    });
+    let core = core.as_standard_layout();
+    let data = core.as_slice().ok_or_else(err)?;
+    let mean = box_mean_3x3x3(data, [write[0] + 2, write[1] + 2, write[2] + 2]);
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&write), mean).map_err(|_| err())
+}
+
 #[cfg(test)]
 mod tests {
     use super::box_mean_3x3x3;

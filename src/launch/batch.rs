@@ -9,7 +9,10 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::units::{LsfUnit, format_memory, format_walltime};
-use super::{JobId, JobState, LaunchError, Launcher, Resources, WorkerSpec, shell_quote};
+use super::{
+    JobId, JobState, LaunchError, Launcher, Resources, WorkerSpec, command_failed, find_job_id,
+    shell_quote,
+};
 
 /// A batch system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,40 +236,33 @@ impl Batch {
             .memory
             .map(|m| format_memory(self.system, m, self.lsf_unit));
         let wall = r.walltime.map(|w| format_walltime(self.system, w));
-        let mut d = Vec::new();
+        // Flags for the job name, the queue and the account, then the common header.
+        let (name_flag, queue_flag, account_flag) = match self.system {
+            BatchSystem::Slurm => ("-J", "-p", "-A"),
+            BatchSystem::Lsf => ("-J", "-q", "-P"),
+            BatchSystem::Pbs => ("-N", "-q", "-A"),
+            BatchSystem::Sge => ("-N", "-q", "-P"),
+        };
+        let mut d = vec![
+            format!("{name_flag} {name}"),
+            format!("-o {out}"),
+            format!("-e {err}"),
+        ];
+        if let Some(q) = &r.queue {
+            d.push(format!("{queue_flag} {q}"));
+        }
+        if let Some(a) = &r.account {
+            d.push(format!("{account_flag} {a}"));
+        }
         match self.system {
             BatchSystem::Slurm => {
-                d.push(format!("-J {name}"));
-                d.push(format!("-o {out}"));
-                d.push(format!("-e {err}"));
-                if let Some(q) = &r.queue {
-                    d.push(format!("-p {q}"));
-                }
-                if let Some(a) = &r.account {
-                    d.push(format!("-A {a}"));
-                }
                 d.push("-n 1".into());
                 d.push("-N 1".into());
-                if let Some(c) = r.cores {
-                    d.push(format!("--cpus-per-task={c}"));
-                }
-                if let Some(m) = mem {
-                    d.push(format!("--mem={m}"));
-                }
-                if let Some(w) = wall {
-                    d.push(format!("-t {w}"));
-                }
+                d.extend(r.cores.map(|c| format!("--cpus-per-task={c}")));
+                d.extend(mem.map(|m| format!("--mem={m}")));
+                d.extend(wall.map(|w| format!("-t {w}")));
             }
             BatchSystem::Lsf => {
-                d.push(format!("-J {name}"));
-                d.push(format!("-o {out}"));
-                d.push(format!("-e {err}"));
-                if let Some(q) = &r.queue {
-                    d.push(format!("-q {q}"));
-                }
-                if let Some(a) = &r.account {
-                    d.push(format!("-P {a}"));
-                }
                 if let Some(c) = r.cores {
                     d.push(format!("-n {c}"));
                     if c > 1 {
@@ -277,20 +273,9 @@ impl Batch {
                     d.push(format!("-M {m}"));
                     d.push(format!("-R \"rusage[mem={m}]\""));
                 }
-                if let Some(w) = wall {
-                    d.push(format!("-W {w}"));
-                }
+                d.extend(wall.map(|w| format!("-W {w}")));
             }
             BatchSystem::Pbs => {
-                d.push(format!("-N {name}"));
-                d.push(format!("-o {out}"));
-                d.push(format!("-e {err}"));
-                if let Some(q) = &r.queue {
-                    d.push(format!("-q {q}"));
-                }
-                if let Some(a) = &r.account {
-                    d.push(format!("-A {a}"));
-                }
                 if r.cores.is_some() || mem.is_some() {
                     let mut select = format!("-l select=1:ncpus={}", r.cores.unwrap_or(1));
                     if let Some(m) = mem {
@@ -298,20 +283,9 @@ impl Batch {
                     }
                     d.push(select);
                 }
-                if let Some(w) = wall {
-                    d.push(format!("-l walltime={w}"));
-                }
+                d.extend(wall.map(|w| format!("-l walltime={w}")));
             }
             BatchSystem::Sge => {
-                d.push(format!("-N {name}"));
-                d.push(format!("-o {out}"));
-                d.push(format!("-e {err}"));
-                if let Some(q) = &r.queue {
-                    d.push(format!("-q {q}"));
-                }
-                if let Some(a) = &r.account {
-                    d.push(format!("-P {a}"));
-                }
                 match (r.cores, &r.parallel_environment) {
                     (Some(c), Some(pe)) => d.push(format!("-pe {pe} {c}")),
                     (Some(c), None) if c > 1 => {
@@ -321,12 +295,8 @@ impl Batch {
                     }
                     _ => {}
                 }
-                if let Some(m) = mem {
-                    d.push(format!("-l h_vmem={m}"));
-                }
-                if let Some(w) = wall {
-                    d.push(format!("-l h_rt={w}"));
-                }
+                d.extend(mem.map(|m| format!("-l h_vmem={m}")));
+                d.extend(wall.map(|w| format!("-l h_rt={w}")));
                 d.push("-cwd".into());
             }
         }
@@ -380,28 +350,12 @@ impl Batch {
     }
 
     fn failed(&self, command: &str, out: &Output) -> LaunchError {
-        LaunchError::Command {
-            launcher: self.system.to_string(),
-            command: command.to_owned(),
-            status: out.status.to_string(),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        }
+        command_failed(self.name(), command, out)
     }
 
     /// Finds the job id in a submit command's output.
     fn parse_job_id(&self, command: &str, stdout: &str) -> Result<JobId, LaunchError> {
-        self.job_id_regex
-            .captures(stdout)
-            .and_then(|c| c.get(1).or_else(|| c.get(0)))
-            .map(|m| JobId(m.as_str().to_owned()))
-            .filter(|id| !id.0.is_empty())
-            .ok_or_else(|| LaunchError::NoJobId {
-                launcher: self.system.to_string(),
-                command: command.to_owned(),
-                regex: self.job_id_regex.as_str().to_owned(),
-                stdout: stdout.to_owned(),
-            })
+        find_job_id(self.name(), &self.job_id_regex, command, stdout)
     }
 }
 

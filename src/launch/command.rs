@@ -7,7 +7,9 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::batch::{script_body, write_script};
-use super::{JobId, JobState, LaunchError, Launcher, WorkerSpec, shell_quote};
+use super::{
+    JobId, JobState, LaunchError, Launcher, WorkerSpec, command_failed, find_job_id, shell_quote,
+};
 
 /// Any other system or site wrapper: the worker script (prologue, exports, `exec` of the
 /// worker) is written to a file, and the submit template is run with `sh -c` after its
@@ -237,13 +239,7 @@ impl CommandTemplate {
     }
 
     fn failed(&self, line: &str, out: &std::process::Output) -> LaunchError {
-        LaunchError::Command {
-            launcher: self.name.clone(),
-            command: line.to_owned(),
-            status: out.status.to_string(),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        }
+        command_failed(&self.name, line, out)
     }
 }
 
@@ -282,16 +278,7 @@ impl Launcher for CommandTemplate {
             return Err(self.failed(&line, &out));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        self.job_id_regex
-            .captures(&stdout)
-            .and_then(|c| c.get(1).or_else(|| c.get(0)))
-            .map(|m| JobId(m.as_str().to_owned()))
-            .ok_or_else(|| LaunchError::NoJobId {
-                launcher: self.name.clone(),
-                command: line.clone(),
-                regex: self.job_id_regex.as_str().to_owned(),
-                stdout: stdout.into_owned(),
-            })
+        find_job_id(&self.name, &self.job_id_regex, &line, &stdout)
     }
 
     fn status(&self, job: &JobId) -> Result<JobState, LaunchError> {

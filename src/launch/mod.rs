@@ -227,6 +227,37 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     }
 }
 
+/// The error for a command that exited with a failure status.
+fn command_failed(launcher: &str, command: &str, out: &std::process::Output) -> LaunchError {
+    LaunchError::Command {
+        launcher: launcher.to_owned(),
+        command: command.to_owned(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    }
+}
+
+/// The job id in a submit command's output: the regex's first group, or its whole match.
+fn find_job_id(
+    launcher: &str,
+    regex: &regex::Regex,
+    command: &str,
+    stdout: &str,
+) -> Result<JobId, LaunchError> {
+    regex
+        .captures(stdout)
+        .and_then(|c| c.get(1).or_else(|| c.get(0)))
+        .map(|m| JobId(m.as_str().to_owned()))
+        .filter(|id| !id.0.is_empty())
+        .ok_or_else(|| LaunchError::NoJobId {
+            launcher: launcher.to_owned(),
+            command: command.to_owned(),
+            regex: regex.as_str().to_owned(),
+            stdout: stdout.to_owned(),
+        })
+}
+
 /// Quotes `s` for a POSIX shell (single quotes; embedded single quotes escaped).
 #[must_use]
 pub fn shell_quote(s: &str) -> String {

@@ -30,6 +30,7 @@
 
 mod client;
 mod context;
+mod failures;
 mod processes;
 pub(crate) mod protocol;
 mod server;

@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::context::{CONTEXT_ENV, Context, new_token};
+use super::failures::{Failures, summary};
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
 use super::server::{Event, Hello, Server, Timing};
 use super::signals::Interrupts;
@@ -20,8 +21,7 @@ use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 use crate::launch::{JobId, Launcher, WorkerSpec};
-use crate::observe::summary::{MAX_LISTED_FAILURES, TaskSummary};
-use crate::observe::{BlockFailure, ProgressBars, RunSummary};
+use crate::observe::{ProgressBars, RunSummary};
 use crate::scheduler::Scheduler;
 use crate::task::Task;
 
@@ -85,8 +85,7 @@ struct TaskRun {
     /// Workers that failed one after another before completing a block.
     startup_failures: u32,
     last_startup_error: String,
-    failures: Vec<BlockFailure>,
-    more_failures: u64,
+    failures: Failures,
     /// Smoothed time per block, as workers report them.
     block_time: Option<Duration>,
 }
@@ -113,14 +112,6 @@ impl TaskRun {
             None => per_block,
             Some(old) => (old * 3 + per_block) / 4,
         });
-    }
-
-    fn record_failure(&mut self, failure: BlockFailure) {
-        if self.failures.len() < MAX_LISTED_FAILURES {
-            self.failures.push(failure);
-        } else {
-            self.more_failures += 1;
-        }
     }
 }
 
@@ -194,8 +185,7 @@ pub(super) fn run(
             conns: Vec::new(),
             startup_failures: 0,
             last_startup_error: String::new(),
-            failures: Vec::new(),
-            more_failures: 0,
+            failures: Failures::default(),
             block_time: None,
         })
         .collect();
@@ -230,25 +220,15 @@ pub(super) fn run(
     }
     result?;
     let log_dir = driver.log_dir.display().to_string();
-    let tasks = driver
-        .runs
-        .iter_mut()
-        .map(|run| TaskSummary {
-            task_id: run.task.task_id().to_owned(),
-            state: driver
-                .sched
-                .task_state(run.task.task_id())
-                .cloned()
-                .unwrap_or_default(),
-            failures: std::mem::take(&mut run.failures),
-            more_failures: run.more_failures,
-            log_dir: Some(log_dir.clone()),
-        })
-        .collect();
-    Ok(RunSummary {
-        tasks,
-        elapsed: start.elapsed(),
-    })
+    Ok(summary(
+        &driver.sched,
+        driver
+            .runs
+            .iter_mut()
+            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+        Some(&log_dir),
+        start.elapsed(),
+    ))
 }
 
 /// The last `lines` lines of a file (for start-up errors).
@@ -832,16 +812,10 @@ impl Driver<'_> {
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
-    fn fail_block(&mut self, task: usize, mut block: Block, worker: u64, message: String) {
-        tracing::warn!(block = %block, worker, error = %message, "block failed");
-        self.runs[task].record_failure(BlockFailure {
-            block_id: block.block_id,
-            grid_index: block.grid_index,
-            worker_id: worker,
-            message,
-        });
-        block.set_status(BlockStatus::Failed);
-        self.sched.release_block(block);
+    fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
+        self.runs[task]
+            .failures
+            .fail_block(&mut self.sched, block, worker, message);
     }
 
     /// Tells every worker to leave, waits briefly for local workers to exit, and cancels every

@@ -11,12 +11,12 @@ use rustc_hash::FxHashMap;
 
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
-use crate::observe::summary::{MAX_LISTED_FAILURES, TaskSummary};
-use crate::observe::{BlockFailure, ProgressBars, RunSummary};
+use crate::observe::{ProgressBars, RunSummary};
 use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
 use super::Runner;
+use super::failures::{Failures, summary};
 
 /// A block handed to a worker, with the number of this hand-out.
 struct Work {
@@ -66,19 +66,8 @@ struct TaskRun {
     finished: bool,
     /// Blocks in flight by grid index, for tasks with a timeout: `(seq, block)`.
     outstanding: FxHashMap<u64, (u64, Block)>,
-    failures: Vec<BlockFailure>,
-    more_failures: u64,
+    failures: Failures,
     init_failures: u32,
-}
-
-impl TaskRun {
-    fn record_failure(&mut self, failure: BlockFailure) {
-        if self.failures.len() < MAX_LISTED_FAILURES {
-            self.failures.push(failure);
-        } else {
-            self.more_failures += 1;
-        }
-    }
 }
 
 struct Driver<'a> {
@@ -113,8 +102,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
                 started: false,
                 finished: false,
                 outstanding: FxHashMap::default(),
-                failures: Vec::new(),
-                more_failures: 0,
+                failures: Failures::default(),
                 init_failures: 0,
             }
         })
@@ -135,25 +123,15 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         p.close();
     }
     result?;
-    let tasks = driver
-        .runs
-        .iter_mut()
-        .map(|run| TaskSummary {
-            task_id: run.task.task_id().to_owned(),
-            state: driver
-                .sched
-                .task_state(run.task.task_id())
-                .cloned()
-                .unwrap_or_default(),
-            failures: std::mem::take(&mut run.failures),
-            more_failures: run.more_failures,
-            log_dir: None,
-        })
-        .collect();
-    Ok(RunSummary {
-        tasks,
-        elapsed: start.elapsed(),
-    })
+    Ok(summary(
+        &driver.sched,
+        driver
+            .runs
+            .iter_mut()
+            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+        None,
+        start.elapsed(),
+    ))
 }
 
 impl Driver<'_> {
@@ -338,16 +316,10 @@ impl Driver<'_> {
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
-    fn fail_block(&mut self, task: usize, mut block: Block, worker: u64, message: String) {
-        tracing::warn!(block = %block, worker, error = %message, "block failed");
-        self.runs[task].record_failure(BlockFailure {
-            block_id: block.block_id,
-            grid_index: block.grid_index,
-            worker_id: worker,
-            message,
-        });
-        block.set_status(BlockStatus::Failed);
-        self.sched.release_block(block);
+    fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
+        self.runs[task]
+            .failures
+            .fail_block(&mut self.sched, block, worker, message);
     }
 
     fn check_timeouts(&mut self) {
