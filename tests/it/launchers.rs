@@ -15,7 +15,8 @@ use crate::processes::{assert_exactly_once, mark, runner, scratch};
 const COMMON: &str = r#"#!/bin/bash
 here="$(cd "$(dirname "$0")" && pwd)"
 echo "$(basename "$0") $*" >> "$here/calls.log"
-alive() { kill -0 "$1" 2>/dev/null; }
+# Running, and not a zombie waiting to be reaped.
+alive() { kill -0 "$1" 2>/dev/null && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]; }
 # Starts a job script in its own session, its output where the script's directives say.
 start() { # $1 script, $2 directive prefix
   out=$(sed -n "s|^$2 -o ||p" "$1"); err=$(sed -n "s|^$2 -e ||p" "$1")
@@ -41,7 +42,7 @@ fn fakes(system: BatchSystem) -> Vec<(&'static str, &'static str)> {
         BatchSystem::Lsf => vec![
             (
                 "bsub",
-                r#"cat > "$here/stdin.sh"; start "$here/stdin.sh" '#BSUB'; echo "Job <$job> is submitted to queue <normal>.""#,
+                r#"script=$(mktemp "$here/stdin.XXXXXX"); cat > "$script"; start "$script" '#BSUB'; echo "Job <$job> is submitted to queue <normal>.""#,
             ),
             (
                 "bjobs",
@@ -257,7 +258,13 @@ fn a_chained_run_through_a_fake_lsf_runs_every_block_once() {
     .upstream(&a)
     .build()
     .unwrap();
-    let bin = fake_bin(&dir, BatchSystem::Lsf);
+    // Only the scheduler side writes the fakes: its workers run this function too (up to
+    // `run`), and rewriting a script while the scheduler runs it would break that submission.
+    let bin = if crate::processes::in_worker() {
+        dir.join("fake-lsf")
+    } else {
+        fake_bin(&dir, BatchSystem::Lsf)
+    };
     let summary = runner(
         "launchers::a_chained_run_through_a_fake_lsf_runs_every_block_once",
         &dir,

@@ -306,6 +306,11 @@ fn alive(pid: u32) -> bool {
             .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
 }
 
+fn chaos_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("chaos_sigkill_of_workers"))
+}
+
 #[test]
 fn chaos_sigkill_of_workers_still_completes_every_block_exactly_once() {
     let dir = scratch("chaos");
@@ -344,7 +349,8 @@ fn chaos_sigkill_of_workers_still_completes_every_block_exactly_once() {
                 };
                 let live: Vec<u32> = entries
                     .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse().ok())
-                    .filter(|p| !killed.contains(p) && alive(*p))
+                    // Only this test's workers: a recorded pid may have been reused since.
+                    .filter(|p| !killed.contains(p) && alive(*p) && chaos_worker(*p))
                     .collect();
                 if live.is_empty() {
                     continue;
