@@ -84,6 +84,10 @@ pub enum Error {
         /// The signal's name.
         signal: String,
     },
+    /// The run directory (done-markers) could not be used: locked, damaged, another layout,
+    /// or not writable.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// A storage error (zarr or HDF5).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

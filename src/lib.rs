@@ -73,6 +73,7 @@ pub mod blocks;
 mod error;
 pub mod geometry;
 mod graph;
+pub mod journal;
 pub mod launch;
 mod observe;
 mod run;

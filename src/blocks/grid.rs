@@ -344,7 +344,6 @@ impl BlockGrid {
     }
 
     /// Intra-task upstream cells of `cell` (daisy's `upstream`), unsorted.
-    #[cfg(test)]
     pub(crate) fn intra_upstream(&self, cell: &[i64], out: &mut Vec<Cell>) {
         if self.num_levels() <= 1 {
             return;

@@ -195,6 +195,8 @@ pub struct Runner {
     max_worker_restarts: u32,
     prefetch: usize,
     processes: Option<ProcessOptions>,
+    run_dir: Option<PathBuf>,
+    fresh: bool,
 }
 
 /// Settings of a process run.
@@ -272,7 +274,49 @@ impl Runner {
             max_worker_restarts: 3,
             prefetch: 32,
             processes: None,
+            run_dir: None,
+            fresh: false,
         }
+    }
+
+    /// Records done-markers in `dir`, and resumes from them: blocks an earlier run with this
+    /// directory finished are skipped (counted as skipped, without calling the process or
+    /// check function). The directory is created if needed and held (locked) by the run. See
+    /// [`crate::journal`] for what is stored and the guarantees.
+    ///
+    /// A run whose tasks have a different block layout than the recorded one fails with
+    /// [`JournalError::LayoutMismatch`](crate::journal::JournalError::LayoutMismatch) unless
+    /// [`fresh`](Runner::fresh) is set.
+    ///
+    /// ```
+    /// use blockwise::{Progress, Roi, Runner, Task};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let dir = std::env::temp_dir().join(format!("blockwise-doc-run-dir-{}", std::process::id()));
+    /// let task = || {
+    ///     Task::builder("t", Roi::new([0], [1000]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///         .process(|_| Ok::<(), blockwise::BlockError>(()))
+    ///         .build()
+    /// };
+    /// let runner = Runner::new().progress(Progress::Never).run_dir(&dir);
+    /// let first = runner.run([task()?])?;
+    /// assert_eq!(first.task("t").map(|s| (s.completed, s.skipped)), Some((100, 0)));
+    /// let again = runner.run([task()?])?; // nothing left to do
+    /// assert_eq!(again.task("t").map(|s| (s.completed, s.skipped)), Some((100, 100)));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(dir.into());
+        self
+    }
+
+    /// With a [`run_dir`](Runner::run_dir): discard the done-markers of this run's tasks and
+    /// start over (default false).
+    pub fn fresh(mut self, fresh: bool) -> Self {
+        self.fresh = fresh;
+        self
     }
 
     /// Whether to show one progress bar per task.

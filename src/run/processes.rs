@@ -13,13 +13,14 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::context::{CONTEXT_ENV, Context, new_token};
-use super::failures::{Failures, summary};
+use super::failures::{Failures, close_journal, open_journal, summary};
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
 use super::server::{Event, Hello, Server, Timing};
 use super::signals::Interrupts;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
+use crate::journal::Journal;
 use crate::launch::{JobId, Launcher, WorkerSpec};
 use crate::observe::{ProgressBars, RunSummary};
 use crate::scheduler::Scheduler;
@@ -129,6 +130,7 @@ struct Driver<'a> {
     log_dir: PathBuf,
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
+    journal: Option<Journal>,
 }
 
 pub(super) fn run(
@@ -138,13 +140,14 @@ pub(super) fn run(
     show: bool,
 ) -> Result<RunSummary, Error> {
     let start = Instant::now();
-    let sched = Scheduler::new(tasks)?;
+    let mut sched = Scheduler::new(tasks)?;
     let all: Vec<Task> = sched.tasks().cloned().collect();
     if let Some(t) = all.iter().find(|t| t.inner.processor.is_none()) {
         return Err(Error::MissingProcess {
             task: t.task_id().to_owned(),
         });
     }
+    let journal = open_journal(opts, &mut sched)?;
     let log_dir = popts.log_dir.clone();
     std::fs::create_dir_all(&log_dir).map_err(|source| Error::Io {
         context: format!("creating the log directory {}", log_dir.display()),
@@ -204,6 +207,7 @@ pub(super) fn run(
         log_dir,
         program,
         args,
+        journal,
     };
     let interrupts = if popts.handle_signals {
         Some(Interrupts::install()?)
@@ -218,17 +222,19 @@ pub(super) fn run(
     if let Some(p) = progress.as_mut() {
         p.close();
     }
-    result?;
     let log_dir = driver.log_dir.display().to_string();
-    Ok(summary(
-        &driver.sched,
-        driver
-            .runs
-            .iter_mut()
-            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
-        Some(&log_dir),
-        start.elapsed(),
-    ))
+    let result = result.map(|()| {
+        summary(
+            &driver.sched,
+            driver
+                .runs
+                .iter_mut()
+                .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+            Some(&log_dir),
+            start.elapsed(),
+        )
+    });
+    close_journal(driver.journal.as_mut(), result)
 }
 
 /// The last `lines` lines of a file (for start-up errors).
@@ -287,6 +293,9 @@ impl Driver<'_> {
                         message: "the scheduler's server stopped unexpectedly".into(),
                     });
                 }
+            }
+            if let Some(j) = &mut self.journal {
+                j.maybe_flush()?;
             }
             if last_maintenance.elapsed() >= tick {
                 last_maintenance = Instant::now();
@@ -602,8 +611,12 @@ impl Driver<'_> {
                     match outcome.error {
                         None => {
                             self.runs[task].startup_failures = 0;
+                            let index = block.grid_index;
                             block.set_status(BlockStatus::Success);
                             self.sched.release_block(block);
+                            if let Some(j) = &mut self.journal {
+                                j.record_done(task, index);
+                            }
                         }
                         Some(message) => {
                             // A worker that reports failures still works: not a start-up
@@ -813,9 +826,14 @@ impl Driver<'_> {
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
     fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
-        self.runs[task]
-            .failures
-            .fail_block(&mut self.sched, block, worker, message);
+        self.runs[task].failures.fail_block(
+            &mut self.sched,
+            self.journal.as_mut(),
+            task,
+            block,
+            worker,
+            message,
+        );
     }
 
     /// Tells every worker to leave, waits briefly for local workers to exit, and cancels every

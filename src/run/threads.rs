@@ -16,7 +16,8 @@ use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
 use super::Runner;
-use super::failures::{Failures, summary};
+use super::failures::{Failures, close_journal, open_journal, summary};
+use crate::journal::Journal;
 
 /// A block handed to a worker, with the number of this hand-out.
 struct Work {
@@ -77,17 +78,19 @@ struct Driver<'a> {
     done_tx: Sender<Msg>,
     next_worker: u64,
     next_seq: u64,
+    journal: Option<Journal>,
 }
 
 pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
     let start = Instant::now();
-    let sched = Scheduler::new(tasks)?;
+    let mut sched = Scheduler::new(tasks)?;
     let all: Vec<Task> = sched.tasks().cloned().collect();
     if let Some(t) = all.iter().find(|t| t.inner.processor.is_none()) {
         return Err(Error::MissingProcess {
             task: t.task_id().to_owned(),
         });
     }
+    let journal = open_journal(opts, &mut sched)?;
     let (done_tx, done_rx) = unbounded::<Msg>();
     let runs: Vec<TaskRun> = all
         .iter()
@@ -115,6 +118,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         done_tx,
         next_worker: 0,
         next_seq: 0,
+        journal,
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let result = driver.drive(&done_rx, progress.as_mut());
@@ -122,16 +126,18 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
     if let Some(p) = progress.as_mut() {
         p.close();
     }
-    result?;
-    Ok(summary(
-        &driver.sched,
-        driver
-            .runs
-            .iter_mut()
-            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
-        None,
-        start.elapsed(),
-    ))
+    let result = result.map(|()| {
+        summary(
+            &driver.sched,
+            driver
+                .runs
+                .iter_mut()
+                .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+            None,
+            start.elapsed(),
+        )
+    });
+    close_journal(driver.journal.as_mut(), result)
 }
 
 impl Driver<'_> {
@@ -149,6 +155,7 @@ impl Driver<'_> {
             (None, false) => None,
         };
         let mut last_draw = Instant::now();
+        let mut flush_in: Option<Duration> = None;
         loop {
             self.dispatch()?;
             if let Some(p) = progress.as_deref_mut() {
@@ -163,7 +170,11 @@ impl Driver<'_> {
                 tracing::error!("no block is ready or in flight but tasks are not done; stopping");
                 return Ok(());
             }
-            let first = match tick {
+            let wait = match (tick, flush_in) {
+                (Some(t), Some(f)) => Some(t.min(f)),
+                (t, f) => t.or(f),
+            };
+            let first = match wait {
                 Some(t) => match done_rx.recv_timeout(t) {
                     Ok(msg) => Some(msg),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -183,6 +194,9 @@ impl Driver<'_> {
             }
             if min_timeout.is_some() {
                 self.check_timeouts();
+            }
+            if let Some(j) = &mut self.journal {
+                flush_in = j.maybe_flush()?;
             }
             if let Some(p) = progress.as_deref_mut()
                 && last_draw.elapsed() >= Duration::from_millis(100)
@@ -285,8 +299,12 @@ impl Driver<'_> {
                 }
                 match result {
                     Ok(()) => {
+                        let index = block.grid_index;
                         block.set_status(BlockStatus::Success);
                         self.sched.release_block(block);
+                        if let Some(j) = &mut self.journal {
+                            j.record_done(task, index);
+                        }
                     }
                     Err(message) => self.fail_block(task, block, worker, message),
                 }
@@ -317,9 +335,14 @@ impl Driver<'_> {
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
     fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
-        self.runs[task]
-            .failures
-            .fail_block(&mut self.sched, block, worker, message);
+        self.runs[task].failures.fail_block(
+            &mut self.sched,
+            self.journal.as_mut(),
+            task,
+            block,
+            worker,
+            message,
+        );
     }
 
     fn check_timeouts(&mut self) {

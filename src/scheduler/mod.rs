@@ -36,6 +36,7 @@ use crate::blocks::grid::Cell;
 use crate::blocks::{Block, BlockGrid, BlockStatus};
 use crate::error::Error;
 use crate::graph::{self, TaskGraph};
+use crate::journal::DoneSet;
 use crate::task::Task;
 
 /// Per-task block counters, with daisy's meaning (`TaskState`).
@@ -108,6 +109,14 @@ struct Roots {
 }
 
 impl Roots {
+    fn none() -> Roots {
+        Roots {
+            remaining: 0,
+            next: None,
+            boxes: Vec::new(),
+        }
+    }
+
     fn new(grid: &BlockGrid, boxes: Vec<Vec<(i64, i64)>>) -> Roots {
         let first: Option<Cell> = (grid.num_blocks > 0)
             .then(|| (0..grid.dims).map(|d| grid.stride[d].max(1) - 1).collect());
@@ -204,13 +213,30 @@ fn covered_by_boxes(grid: &BlockGrid, boxes: &[Vec<(i64, i64)>]) -> u64 {
     u64::try_from(total.max(0)).unwrap_or(0)
 }
 
+/// Finds the roots of a resumed task: blocks not done whose upstream blocks are all done,
+/// scanning grid indices in order and skipping done regions a chunk at a time.
+#[derive(Debug)]
+struct Scan {
+    /// The next grid index to look at.
+    cursor: u64,
+    /// The next root found, handed out before the queue (roots first, as in a fresh run).
+    next: Option<u64>,
+}
+
 #[derive(Debug)]
 struct TaskEntry {
     task: Task,
+    /// Upstream tasks whose blocks this task's blocks wait for (all but fully done ones).
     upstream: Vec<usize>,
     downstream: Vec<usize>,
     state: TaskState,
     roots: Roots,
+    /// Blocks finished by earlier runs (done-markers); never handed out.
+    done: DoneSet,
+    /// Whether counting upstream blocks must leave out done ones.
+    filter_upstream: bool,
+    /// Root finder of a task resumed part way (`None`: roots come from `roots`).
+    scan: Option<Scan>,
     queue: VecDeque<u64>,
     processing: FxHashSet<u64>,
     retries: FxHashMap<u64, u32>,
@@ -251,6 +277,8 @@ impl TaskEntry {
 pub struct Scheduler {
     tasks: Vec<TaskEntry>,
     index: FxHashMap<Arc<str>, usize>,
+    /// Every upstream task of each task, fully done or not.
+    upstream_all: Vec<Vec<usize>>,
 }
 
 impl Scheduler {
@@ -264,37 +292,16 @@ impl Scheduler {
         let graph = TaskGraph::new(tasks)?;
         let mut entries: Vec<TaskEntry> = Vec::with_capacity(graph.tasks.len());
         for (i, task) in graph.tasks.iter().enumerate() {
-            let grid = &task.inner.grid;
-            let boxes: Vec<Vec<(i64, i64)>> = graph.upstream[i]
-                .iter()
-                .filter_map(|&u| {
-                    let up = &graph.tasks[u].inner.grid;
-                    let b: Vec<(i64, i64)> = (0..grid.dims)
-                        .map(|d| graph::dependent_axis_interval(grid, d, up))
-                        .collect();
-                    b.iter().all(|&(lo, hi)| lo < hi).then_some(b)
-                })
-                .collect();
-            let roots = if graph.upstream[i].is_empty() {
-                Roots::new(grid, Vec::new())
-            } else if boxes.is_empty() {
-                // No block depends on any upstream block: every level-0 block is a root.
-                Roots::new(grid, Vec::new())
-            } else {
-                Roots::new(grid, boxes)
-            };
-            let mut state = TaskState {
-                total: grid.num_blocks,
-                ready: roots.remaining,
-                ..TaskState::default()
-            };
-            state.update_pending();
+            let n = task.inner.grid.num_blocks;
             entries.push(TaskEntry {
                 task: task.clone(),
                 upstream: graph.upstream[i].clone(),
                 downstream: graph.downstream[i].clone(),
-                state,
-                roots,
+                state: TaskState::default(),
+                roots: Roots::none(),
+                done: DoneSet::empty(n),
+                filter_upstream: false,
+                scan: None,
                 queue: VecDeque::new(),
                 processing: FxHashSet::default(),
                 retries: FxHashMap::default(),
@@ -307,10 +314,171 @@ impl Scheduler {
             .enumerate()
             .map(|(i, e)| (Arc::clone(&e.task.inner.id), i))
             .collect();
-        Ok(Scheduler {
+        let mut scheduler = Scheduler {
             tasks: entries,
             index,
-        })
+            upstream_all: graph.upstream,
+        };
+        for i in 0..scheduler.tasks.len() {
+            scheduler.init_task(i);
+        }
+        Ok(scheduler)
+    }
+
+    /// Starts over from the blocks earlier runs finished: `done[i]` for the `i`-th task of
+    /// [`tasks`](Scheduler::tasks). Must be called before any block is handed out.
+    ///
+    /// Done blocks are counted as completed and skipped and are never handed out (the check
+    /// function is not called for them); a block waits only for upstream blocks that are not
+    /// done. A task whose blocks are all done is finished at once, without visiting its
+    /// blocks, and tasks downstream of it do not wait for it. A task done part way finds its
+    /// roots by scanning grid indices in order, skipping done regions 65,536 blocks at a time;
+    /// blocks are then handed out roots first, as in a fresh run, but not in daisy's order.
+    pub(crate) fn resume(&mut self, done: Vec<DoneSet>) -> Result<(), Error> {
+        if done.len() != self.tasks.len() {
+            return Err(Error::InvalidRelease {
+                block: "(none)".into(),
+                reason: format!(
+                    "resume needs one done set per task: {} for {} tasks",
+                    done.len(),
+                    self.tasks.len()
+                ),
+            });
+        }
+        if self
+            .tasks
+            .iter()
+            .any(|e| e.state.started || e.state.processing > 0)
+        {
+            return Err(Error::InvalidRelease {
+                block: "(none)".into(),
+                reason: "resume after blocks were handed out".into(),
+            });
+        }
+        for (entry, set) in self.tasks.iter_mut().zip(done) {
+            if set.len() != entry.grid().num_blocks {
+                return Err(Error::invalid(
+                    entry.task.task_id(),
+                    format!(
+                        "done-markers for {} blocks, but the task has {}",
+                        set.len(),
+                        entry.grid().num_blocks
+                    ),
+                ));
+            }
+            entry.done = set;
+        }
+        for i in 0..self.tasks.len() {
+            self.init_task(i);
+        }
+        Ok(())
+    }
+
+    /// Sets up a task's roots and counters from its done set and those of its upstream tasks.
+    fn init_task(&mut self, i: usize) {
+        let upstream: Vec<usize> = self.upstream_all[i]
+            .iter()
+            .copied()
+            .filter(|&u| !self.tasks[u].done.is_all_done())
+            .collect();
+        let filter_upstream = !self.tasks[i].done.is_none_done()
+            || upstream.iter().any(|&u| !self.tasks[u].done.is_none_done());
+        let grid = self.tasks[i].grid();
+        let n = grid.num_blocks;
+        let done_count = self.tasks[i].done.count();
+        let (roots, scan) = if self.tasks[i].done.is_all_done() {
+            (Roots::none(), None)
+        } else if filter_upstream {
+            let scan = Scan {
+                cursor: 0,
+                next: None,
+            };
+            (Roots::none(), Some(scan))
+        } else {
+            let boxes: Vec<Vec<(i64, i64)>> = upstream
+                .iter()
+                .filter_map(|&u| {
+                    let up = self.tasks[u].grid();
+                    let b: Vec<(i64, i64)> = (0..grid.dims)
+                        .map(|d| graph::dependent_axis_interval(grid, d, up))
+                        .collect();
+                    b.iter().all(|&(lo, hi)| lo < hi).then_some(b)
+                })
+                .collect();
+            // With no box, no block depends on an upstream block: every level-0 block is a root.
+            (Roots::new(grid, boxes), None)
+        };
+        let entry = &mut self.tasks[i];
+        entry.upstream = upstream;
+        entry.filter_upstream = filter_upstream;
+        entry.state = TaskState {
+            total: n,
+            ready: roots.remaining,
+            completed: done_count,
+            skipped: done_count,
+            ..TaskState::default()
+        };
+        entry.roots = roots;
+        entry.scan = scan;
+        entry.state.update_pending();
+        self.advance_scan(i);
+    }
+
+    /// Finds the next root of a resumed task (if it has no root waiting).
+    fn advance_scan(&mut self, t: usize) {
+        let Some(scan) = &self.tasks[t].scan else {
+            return;
+        };
+        if scan.next.is_some() {
+            return;
+        }
+        let mut cursor = scan.cursor;
+        let mut found = None;
+        while let Some(key) = self.tasks[t].done.next_not_done(cursor) {
+            cursor = key + 1;
+            if self.has_pending_upstream(t, key) {
+                continue;
+            }
+            found = Some(key);
+            break;
+        }
+        let entry = &mut self.tasks[t];
+        if found.is_none() {
+            cursor = entry.done.len();
+        }
+        if let Some(scan) = &mut entry.scan {
+            scan.cursor = cursor;
+            scan.next = found;
+        }
+        if found.is_some() {
+            entry.state.ready += 1;
+            entry.state.update_pending();
+        }
+    }
+
+    /// Whether a block of a resumed task waits for an upstream block that is not done.
+    fn has_pending_upstream(&self, t: usize, key: u64) -> bool {
+        let entry = &self.tasks[t];
+        let grid = entry.grid();
+        let cell = grid.cell(key);
+        let mut cells: Vec<Cell> = Vec::new();
+        grid.intra_upstream(&cell, &mut cells);
+        if cells.iter().any(|c| !entry.done.contains(grid.linear(c))) {
+            return true;
+        }
+        for &u in &entry.upstream {
+            let up = &self.tasks[u];
+            let ugrid = up.grid();
+            if let Some(b) = graph::upstream_box(grid, &cell, ugrid) {
+                if up.done.is_none_done() {
+                    return true;
+                }
+                if box_cells(&b).any(|c| !up.done.contains(ugrid.linear(&c))) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The tasks of the run, upstream tasks before their downstream tasks.
@@ -351,8 +519,14 @@ impl Scheduler {
     pub fn acquire_block(&mut self, task_id: &str) -> Option<Block> {
         let t = *self.index.get(task_id)?;
         loop {
+            let scanned = self.tasks[t].scan.as_mut().and_then(|s| s.next.take());
+            if scanned.is_some() {
+                self.advance_scan(t);
+            }
             let entry = &mut self.tasks[t];
-            let key = if entry.roots.remaining > 0 {
+            let key = if let Some(key) = scanned {
+                key
+            } else if entry.roots.remaining > 0 {
                 let grid = &entry.task.inner.grid;
                 match entry.roots.next_cell(grid) {
                     Some(cell) => grid.linear(&cell),
@@ -480,22 +654,43 @@ impl Scheduler {
         let cell = grid.cell(key);
         let mut cells: Vec<Cell> = Vec::new();
         grid.intra_downstream(&cell, &mut cells);
-        push_sorted(grid, t, &mut cells, out);
+        push_sorted(grid, t, &entry.done, &mut cells, out);
         for &d in &entry.downstream {
-            let dgrid = self.tasks[d].grid();
-            graph::downstream_cells(grid, &cell, dgrid, &mut cells);
-            push_sorted(dgrid, d, &mut cells, out);
+            let down = &self.tasks[d];
+            if down.done.is_all_done() {
+                continue;
+            }
+            graph::downstream_cells(grid, &cell, down.grid(), &mut cells);
+            push_sorted(down.grid(), d, &down.done, &mut cells, out);
         }
     }
 
-    /// Number of blocks `(t, key)` waits for.
+    /// Number of blocks `(t, key)` waits for (leaving out blocks done by earlier runs).
     fn upstream_count(&self, t: usize, key: u64) -> u64 {
         let entry = &self.tasks[t];
         let grid = entry.grid();
         let cell = grid.cell(key);
-        let mut n = grid.intra_upstream_count(&cell);
+        if !entry.filter_upstream {
+            let mut n = grid.intra_upstream_count(&cell);
+            for &u in &entry.upstream {
+                n += graph::upstream_count(grid, &cell, self.tasks[u].grid());
+            }
+            return n;
+        }
+        let mut cells: Vec<Cell> = Vec::new();
+        grid.intra_upstream(&cell, &mut cells);
+        let mut n = cells
+            .iter()
+            .filter(|c| !entry.done.contains(grid.linear(c)))
+            .count() as u64;
         for &u in &entry.upstream {
-            n += graph::upstream_count(grid, &cell, self.tasks[u].grid());
+            let up = &self.tasks[u];
+            let ugrid = up.grid();
+            if let Some(b) = graph::upstream_box(grid, &cell, ugrid) {
+                n += box_cells(&b)
+                    .filter(|c| !up.done.contains(ugrid.linear(c)))
+                    .count() as u64;
+            }
         }
         n
     }
@@ -541,14 +736,41 @@ impl Scheduler {
     }
 }
 
-fn push_sorted(grid: &BlockGrid, t: usize, cells: &mut Vec<Cell>, out: &mut Vec<(usize, u64)>) {
+/// Appends `cells` of task `t` sorted by block id, leaving out blocks done by earlier runs.
+fn push_sorted(
+    grid: &BlockGrid,
+    t: usize,
+    done: &DoneSet,
+    cells: &mut Vec<Cell>,
+    out: &mut Vec<(usize, u64)>,
+) {
     let mut keyed: Vec<(u64, u64)> = cells
         .drain(..)
         .map(|c| (grid.block_id(&c).unwrap_or(u64::MAX), grid.linear(&c)))
+        .filter(|&(_, k)| !done.contains(k))
         .collect();
     keyed.sort_unstable();
     keyed.dedup();
     out.extend(keyed.into_iter().map(|(_, k)| (t, k)));
+}
+
+/// The cells of a box given as `[lo, hi)` per axis, in row-major order.
+fn box_cells(b: &[(i64, i64)]) -> impl Iterator<Item = Cell> + '_ {
+    let first: Option<Cell> = b
+        .iter()
+        .all(|&(lo, hi)| lo < hi)
+        .then(|| b.iter().map(|&(lo, _)| lo).collect());
+    std::iter::successors(first, move |c| {
+        let mut next = c.clone();
+        for axis in (0..b.len()).rev() {
+            next[axis] += 1;
+            if next[axis] < b[axis].1 {
+                return Some(next);
+            }
+            next[axis] = b[axis].0;
+        }
+        None
+    })
 }
 
 /// The message of a caught panic payload.

@@ -242,3 +242,234 @@ fn release_of_unknown_or_duplicate_block_is_refused() {
             .contains("status Processing")
     );
 }
+
+/// Runs a scheduler to the end (optionally failing some blocks) and returns the blocks that
+/// succeeded, checking dependencies on the way: a block is handed out only when every upstream
+/// block (intra- and inter-task) is done, before this run or in it.
+fn run_checked(
+    s: &mut Scheduler,
+    tasks: &[Task],
+    before: &std::collections::HashSet<(String, u64)>,
+    seed: u64,
+    fail_every: u64,
+    stop_after: Option<usize>,
+    check_conflicts: bool,
+) -> Result<Vec<(String, u64)>, TestCaseError> {
+    let mut rng = seed | 1;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut in_flight: Vec<Block> = Vec::new();
+    let mut succeeded: Vec<(String, u64)> = Vec::new();
+    let mut done = before.clone();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        prop_assert!(steps < 100_000, "run does not end");
+        if stop_after.is_some_and(|n| succeeded.len() >= n) {
+            return Ok(succeeded);
+        }
+        let mut got = None;
+        if in_flight.is_empty() || next() % 2 == 0 {
+            let first = (next() % tasks.len() as u64) as usize;
+            for k in 0..tasks.len() {
+                let t = &tasks[(first + k) % tasks.len()];
+                if let Some(b) = s.acquire_block(t.task_id()) {
+                    got = Some(b);
+                    break;
+                }
+            }
+        }
+        match got {
+            Some(b) => {
+                let key = (b.task_id().to_owned(), b.grid_index());
+                prop_assert!(!done.contains(&key), "{} handed out but already done", b);
+                let task = tasks.iter().find(|t| t.task_id() == b.task_id()).unwrap();
+                // Intra-task: blocks of lower levels that write what this block reads.
+                let grid = &task.inner.grid;
+                let mut up = Vec::new();
+                grid.intra_upstream(&grid.cell(b.grid_index()), &mut up);
+                for c in up {
+                    let k = (b.task_id().to_owned(), grid.linear(&c));
+                    prop_assert!(done.contains(&k), "{} runs before its upstream {:?}", b, k);
+                }
+                for u in task.upstream_tasks() {
+                    for ub in all_blocks(u).iter().filter(|ub| depends(&b, ub, u)) {
+                        let k = (u.task_id().to_owned(), ub.grid_index());
+                        prop_assert!(done.contains(&k), "{} runs before its upstream {:?}", b, k);
+                    }
+                }
+                if check_conflicts && task.read_write_conflict() {
+                    for o in in_flight.iter().filter(|o| o.task_id() == b.task_id()) {
+                        prop_assert!(
+                            !b.read_roi().intersects(o.write_roi())
+                                && !o.read_roi().intersects(b.write_roi()),
+                            "{} and {} conflict but run together",
+                            b,
+                            o
+                        );
+                    }
+                }
+                in_flight.push(b);
+            }
+            None if in_flight.is_empty() => return Ok(succeeded),
+            None => {
+                let i = (next() % in_flight.len() as u64) as usize;
+                let mut b = in_flight.swap_remove(i);
+                if fail_every > 0 && next() % fail_every == 0 {
+                    b.set_status(BlockStatus::Failed);
+                } else {
+                    b.set_status(BlockStatus::Success);
+                    let key = (b.task_id().to_owned(), b.grid_index());
+                    prop_assert!(done.insert(key.clone()), "{} succeeded twice", b);
+                    succeeded.push(key);
+                }
+                s.try_release_block(b).unwrap();
+            }
+        }
+    }
+}
+
+fn done_sets(
+    tasks: &[Task],
+    s: &Scheduler,
+    done: &std::collections::HashSet<(String, u64)>,
+) -> Vec<DoneSet> {
+    s.tasks()
+        .map(|t| {
+            let _ = tasks;
+            DoneSet::from_indices(
+                t.num_blocks(),
+                done.iter()
+                    .filter(|(id, _)| id == t.task_id())
+                    .map(|(_, k)| *k),
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A run resumed from done-markers hands out exactly the blocks not done, each once and
+    /// only after its upstream blocks, whether the markers come from an interrupted run (a
+    /// prefix of the release order) or are an arbitrary subset; done blocks count as skipped.
+    #[test]
+    fn resumed_runs_do_exactly_the_rest(
+        gu in geom(2),
+        gd in geom(2),
+        seed in any::<u64>(),
+        from_a_run in any::<bool>(),
+        stop_at in 0usize..60,
+        keep in proptest::collection::vec(any::<bool>(), 0..80),
+        fail_every in prop_oneof![Just(0u64), 3u64..8],
+    ) {
+        let up = build("u", &gu, &[], None);
+        let down = build("d", &gd, &[&up], None);
+        let tasks = [up.clone(), down.clone()];
+        let none = std::collections::HashSet::new();
+        let before: std::collections::HashSet<(String, u64)> = if from_a_run {
+            let mut first = Scheduler::new(&tasks).unwrap();
+            run_checked(&mut first, &tasks, &none, seed, 0, Some(stop_at), true)?.into_iter().collect()
+        } else {
+            let mut i = 0;
+            let mut set = std::collections::HashSet::new();
+            for t in &tasks {
+                for k in 0..t.num_blocks() {
+                    if keep.get(i).copied().unwrap_or(false) {
+                        set.insert((t.task_id().to_owned(), k));
+                    }
+                    i += 1;
+                }
+            }
+            set
+        };
+        let mut s = Scheduler::new(&tasks).unwrap();
+        let sets = done_sets(&tasks, &s, &before);
+        s.resume(sets).unwrap();
+        for t in &tasks {
+            let st = s.task_state(t.task_id()).unwrap();
+            let n = before.iter().filter(|(id, _)| id == t.task_id()).count() as u64;
+            prop_assert_eq!((st.skipped, st.completed), (n, n));
+        }
+        // Markers from a run are closed under dependencies (the journal keeps them so), and then
+        // conflicting blocks never run together; an arbitrary subset only keeps the order.
+        let ran = run_checked(&mut s, &tasks, &before, seed ^ 0x5555, fail_every, None, from_a_run)?;
+        for k in &ran {
+            prop_assert!(!before.contains(k), "{:?} was done and ran again", k);
+        }
+        for t in &tasks {
+            let st = s.task_state(t.task_id()).unwrap();
+            prop_assert_eq!(st.completed + st.failed + st.orphaned, st.total, "{}: {:?}", t.task_id(), st);
+            prop_assert_eq!(st.ready + st.processing + st.pending, 0);
+            if fail_every == 0 {
+                prop_assert_eq!(st.completed, st.total);
+                let here = ran.iter().filter(|(id, _)| id == t.task_id()).count() as u64;
+                prop_assert_eq!(here + st.skipped, st.total);
+            }
+        }
+        prop_assert!(s.is_done());
+    }
+}
+
+#[test]
+fn a_finished_task_is_skipped_whole_and_releases_its_downstream() {
+    let up = Task::builder(
+        "u",
+        Roi::new([0], [1000]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .build()
+    .unwrap();
+    let down = Task::builder(
+        "d",
+        Roi::new([0], [1000]),
+        Roi::new([-10], [30]),
+        Roi::new([0], [10]),
+    )
+    .upstream(&up)
+    .build()
+    .unwrap();
+    let mut s = Scheduler::new(&[up.clone(), down.clone()]).unwrap();
+    s.resume(vec![DoneSet::full(100), DoneSet::empty(down.num_blocks())])
+        .unwrap();
+    let st = s.task_state("u").unwrap().clone();
+    assert_eq!(
+        (st.total, st.completed, st.skipped, st.ready),
+        (100, 100, 100, 0)
+    );
+    assert!(st.is_done());
+    // The downstream task does not wait for anything: daisy's fresh order over its roots.
+    let d = s.task_state("d").unwrap();
+    assert_eq!(d.ready, down.inner.grid.level0_count());
+    assert!(s.acquire_block("u").is_none());
+    let mut n = 0;
+    while let Some(mut b) = s.acquire_block("d") {
+        b.set_status(BlockStatus::Success);
+        s.release_block(b);
+        n += 1;
+    }
+    assert_eq!(n, down.num_blocks());
+    assert!(s.is_done());
+}
+
+#[test]
+fn resume_is_refused_after_blocks_were_handed_out() {
+    let t = Task::builder(
+        "t",
+        Roi::new([0], [100]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .build()
+    .unwrap();
+    let mut s = Scheduler::new(std::slice::from_ref(&t)).unwrap();
+    let _b = s.acquire_block("t").unwrap();
+    assert!(s.resume(vec![DoneSet::empty(10)]).is_err());
+    let mut s = Scheduler::new(&[t]).unwrap();
+    assert!(s.resume(vec![DoneSet::empty(11)]).is_err());
+}

@@ -1,0 +1,503 @@
+//! Done-markers and resumable runs.
+//!
+//! With a run directory ([`Runner::run_dir`](crate::Runner::run_dir)), the runner records
+//! every block whose process function returned successfully, durably, so that a rerun after a
+//! crash (of the scheduler, a worker or the machine) skips what finished and does the rest:
+//! nothing lost and nothing done twice.
+//!
+//! # What is stored
+//!
+//! ```text
+//! <run dir>/
+//!   run.json                    tasks of the last run, when it started and ended, how it ended
+//!   lock                        held (flock) by the run using the directory
+//!   journal.wal                 the last batch of markers, written before the arrays
+//!   tasks/<task id>/
+//!     layout.json               the task's block layout and its SHA-256
+//!     done.zarr/                zarr v3 uint8 array over the block grid, one chunk:
+//!       zarr.json                 0 = not done, 1 = done, 2 = failed on its last attempt
+//!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
+//!     failures.jsonl            one line per failed attempt: block, worker, error, time
+//! ```
+//!
+//! A block is marked done after its process function returned (so its outputs were written)
+//! and its release reached the scheduler; markers are written in batches (every 100 ms, or
+//! every 65,536 blocks) followed by `fdatasync`, and at the end of the run. A batch is first
+//! written to a write-ahead log, then to the arrays, so it survives whole or not at all, and
+//! what survives is always the markers of a prefix of the order in which blocks finished: a
+//! block is never marked done while a block it depends on is not. A crash loses at most the
+//! markers of the last batch: those blocks run again, which is why a block's
+//! function must be idempotent (write the same output when run twice), as with daisy. Outputs
+//! must be durable when the function returns if the machine itself may crash (the
+//! [`AtomicFilesystemStore`](crate::store) writes each chunk to a temporary file and renames
+//! it); a killed process loses nothing the kernel already has.
+//!
+//! # Reruns
+//!
+//! Done blocks are counted as completed and skipped without calling the process or check
+//! function; failed, orphaned and never-run blocks run. A task whose blocks are all done is
+//! finished without visiting its blocks, so rerunning a finished run costs reading one byte
+//! per block. A rerun whose task has a different layout (total, read or write ROI, fit,
+//! conflicts) is refused with [`JournalError::LayoutMismatch`] unless
+//! [`Runner::fresh`](crate::Runner::fresh) discards the old markers.
+//!
+//! [`status`] reads a run directory (the CLI's `blockwise status`).
+
+pub(crate) mod done;
+mod layout;
+mod markers;
+mod status;
+mod wal;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use done::DoneSet;
+use layout::Layout;
+pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};
+
+use crate::blocks::Block;
+use crate::task::Task;
+
+/// Errors of a run directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// A file of the run directory could not be read or written.
+    #[error("run directory: cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done ("create", "write", ...).
+        action: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another run holds the run directory.
+    #[error("run directory {dir} is in use by another run (its lock file is held)")]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// The done-markers of a task were recorded for another block layout.
+    #[error(
+        "task {task:?}: run directory {dir} holds done-markers for a different block layout ({differences}); use another run directory, or start fresh to discard them"
+    )]
+    LayoutMismatch {
+        /// The task.
+        task: String,
+        /// The run directory.
+        dir: PathBuf,
+        /// What changed.
+        differences: String,
+    },
+    /// A file of the run directory is damaged.
+    #[error(
+        "run directory file {path} is damaged: {reason}; move the run directory away or start fresh (its finished blocks will run again)"
+    )]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory is not a run directory.
+    #[error("{dir} is not a blockwise run directory (it has no run.json)")]
+    NotARunDir {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// How the last run of a directory ended, as stored in `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunMeta {
+    pub(crate) version: u32,
+    pub(crate) tasks: Vec<String>,
+    pub(crate) pid: u32,
+    pub(crate) started: u64,
+    pub(crate) ended: Option<u64>,
+    /// "running", "finished", "finished with failures", or "stopped: <error>".
+    pub(crate) outcome: String,
+}
+
+/// Markers flushed at least this often while blocks finish.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// ... or after this many records.
+const FLUSH_RECORDS: u64 = 1 << 16;
+
+struct TaskJournal {
+    /// The task's directory name (in the write-ahead log).
+    dir_name: String,
+    /// Markers of the current batch, as log records.
+    records: Vec<u64>,
+    markers: markers::MarkerWriter,
+    failures_path: PathBuf,
+    failures: Option<File>,
+    pending_failures: String,
+}
+
+/// The open journal of a run: holds the directory's lock and records markers.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    _lock: File,
+    wal: wal::Wal,
+    tasks: Vec<TaskJournal>,
+    done: Vec<Option<DoneSet>>,
+    meta: RunMeta,
+    unflushed: u64,
+    last_flush: Instant,
+    /// The first error of a record; the run stops when it sees it.
+    error: Option<JournalError>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("dir", &self.dir).finish()
+    }
+}
+
+fn io(action: &str, path: &Path, source: std::io::Error) -> JournalError {
+    JournalError::Io {
+        action: action.to_owned(),
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes a file atomically: a temporary file, synced, renamed over the target.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io("sync", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = File::open(parent)
+    {
+        // Make the rename durable; not every file system supports syncing a directory.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The directory name of a task: its id with anything but `[A-Za-z0-9_.-]` (and a leading
+/// dot) percent-escaped.
+pub(crate) fn task_dir_name(task_id: &str) -> String {
+    let mut out = String::with_capacity(task_id.len());
+    for (i, b) in task_id.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if plain {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push('%');
+    }
+    out
+}
+
+impl Journal {
+    /// Opens (creating if needed) the run directory for `tasks` (the scheduler's tasks, in its
+    /// order), takes its lock, checks every task's layout and loads its done-markers. With
+    /// `fresh`, the markers of these tasks are discarded first.
+    pub(crate) fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
+        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("create", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
+        }
+        let mut wal = wal::Wal::open(&dir.join("journal.wal"))?;
+        if let Some(sections) = wal.read()? {
+            for section in &sections {
+                replay(dir, section)?;
+            }
+            wal.clear()?;
+        }
+        let mut opened = Vec::with_capacity(tasks.len());
+        let mut done = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let tdir = dir.join("tasks").join(task_dir_name(task.task_id()));
+            if fresh && tdir.exists() {
+                fs::remove_dir_all(&tdir).map_err(|e| io("remove", &tdir, e))?;
+            }
+            let (journal, set) = open_task(dir, &tdir, task)?;
+            opened.push(journal);
+            done.push(Some(set));
+        }
+        let meta = RunMeta {
+            version: 1,
+            tasks: tasks.iter().map(|t| t.task_id().to_owned()).collect(),
+            pid: std::process::id(),
+            started: unix_now(),
+            ended: None,
+            outcome: "running".into(),
+        };
+        let journal = Journal {
+            dir: dir.to_owned(),
+            _lock: lock,
+            wal,
+            tasks: opened,
+            done,
+            meta,
+            unflushed: 0,
+            last_flush: Instant::now(),
+            error: None,
+        };
+        journal.write_meta()?;
+        Ok(journal)
+    }
+
+    /// The done sets loaded at open, one per task (taken once, for the scheduler).
+    pub(crate) fn take_done(&mut self) -> Vec<DoneSet> {
+        self.done
+            .iter_mut()
+            .zip(&self.tasks)
+            .map(|(d, _)| d.take().unwrap_or_else(|| DoneSet::empty(0)))
+            .collect()
+    }
+
+    fn write_meta(&self) -> Result<(), JournalError> {
+        let text = serde_json::to_string_pretty(&self.meta).unwrap_or_default();
+        write_atomic(&self.dir.join("run.json"), text.as_bytes())
+    }
+
+    /// Records that a block finished. An error is kept and returned by the next
+    /// [`maybe_flush`](Self::maybe_flush) or [`flush`](Self::flush).
+    pub(crate) fn record_done(&mut self, task: usize, grid_index: u64) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(t) = self.tasks.get_mut(task) {
+            if let Err(e) = t.markers.set(grid_index, markers::DONE) {
+                self.error = Some(e);
+            }
+            t.records.push(wal::record(grid_index, markers::DONE));
+            self.unflushed += 1;
+        }
+    }
+
+    /// Records a failed attempt; `last` marks the block failed (it will not be retried in this
+    /// run).
+    pub(crate) fn record_failure(
+        &mut self,
+        task: usize,
+        block: &Block,
+        worker: u64,
+        message: &str,
+        last: bool,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(t) = self.tasks.get_mut(task) else {
+            return;
+        };
+        if last {
+            if let Err(e) = t.markers.set(block.grid_index, markers::FAILED) {
+                self.error = Some(e);
+                return;
+            }
+            t.records
+                .push(wal::record(block.grid_index, markers::FAILED));
+        }
+        let line = serde_json::json!({
+            "block_id": block.block_id(),
+            "grid_index": block.grid_index,
+            "write_roi": block.write_roi().to_string(),
+            "worker": worker,
+            "last_attempt": last,
+            "error": message,
+            "time": unix_now(),
+        });
+        t.pending_failures.push_str(&line.to_string());
+        t.pending_failures.push('\n');
+        self.unflushed += 1;
+    }
+
+    /// Flushes if the batch is full or old enough; returns how long until the next flush is
+    /// due (`None` if nothing waits).
+    pub(crate) fn maybe_flush(&mut self) -> Result<Option<Duration>, JournalError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.unflushed == 0 {
+            return Ok(None);
+        }
+        let age = self.last_flush.elapsed();
+        if self.unflushed >= FLUSH_RECORDS || age >= FLUSH_INTERVAL {
+            self.flush()?;
+            return Ok(None);
+        }
+        Ok(Some(FLUSH_INTERVAL - age))
+    }
+
+    /// Writes every pending marker and failure record, and syncs them.
+    pub(crate) fn flush(&mut self) -> Result<(), JournalError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        for t in &mut self.tasks {
+            if !t.pending_failures.is_empty() {
+                if t.failures.is_none() {
+                    t.failures = Some(
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&t.failures_path)
+                            .map_err(|e| io("open", &t.failures_path, e))?,
+                    );
+                }
+                if let Some(f) = &mut t.failures {
+                    f.write_all(t.pending_failures.as_bytes())
+                        .map_err(|e| io("write", &t.failures_path, e))?;
+                    f.sync_data().map_err(|e| io("sync", &t.failures_path, e))?;
+                }
+                t.pending_failures.clear();
+            }
+        }
+        if self.tasks.iter().any(|t| !t.records.is_empty()) {
+            // All or nothing: the batch goes to the log first, then to the arrays.
+            self.wal.write(
+                self.tasks
+                    .iter()
+                    .map(|t| (t.dir_name.as_str(), t.records.as_slice())),
+            )?;
+            for t in &mut self.tasks {
+                if t.markers.is_dirty() {
+                    t.markers.flush()?;
+                }
+                t.records.clear();
+            }
+        }
+        self.unflushed = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes everything and records how the run ended.
+    pub(crate) fn finish(&mut self, outcome: &str) -> Result<(), JournalError> {
+        let flushed = self.flush().and_then(|()| self.wal.clear());
+        self.meta.ended = Some(unix_now());
+        self.meta.outcome = match &flushed {
+            Ok(()) => outcome.to_owned(),
+            Err(e) => format!("stopped: {e}"),
+        };
+        let meta = self.write_meta();
+        flushed.and(meta)
+    }
+}
+
+/// Applies one task's part of a logged batch to its marker array.
+fn replay(dir: &Path, section: &wal::Section) -> Result<(), JournalError> {
+    let tdir = dir.join("tasks").join(&section.task_dir);
+    let layout_path = tdir.join("layout.json");
+    let Ok(text) = fs::read_to_string(&layout_path) else {
+        tracing::warn!(task_dir = %tdir.display(), "logged markers of a task directory that is gone; ignored");
+        return Ok(());
+    };
+    let layout: Layout = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+        path: layout_path.clone(),
+        reason: format!("not a task layout ({e})"),
+    })?;
+    let array = tdir.join("done.zarr");
+    let mut writer =
+        markers::MarkerWriter::open(&array, layout.grid_shape.len(), layout.num_blocks)?;
+    for &(index, value) in &section.records {
+        if index >= layout.num_blocks || value > markers::FAILED {
+            return Err(JournalError::Corrupt {
+                path: dir.join("journal.wal"),
+                reason: format!(
+                    "a record for block {index} (value {value}) of {}, which has {} blocks",
+                    section.task_dir, layout.num_blocks
+                ),
+            });
+        }
+        writer.set(index, value)?;
+    }
+    writer.flush()?;
+    tracing::info!(task_dir = %section.task_dir, markers = section.records.len(), "replayed logged done-markers");
+    Ok(())
+}
+
+/// Opens or creates one task's journal and loads its done set.
+fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskJournal, DoneSet), JournalError> {
+    let layout = Layout::of(task);
+    let layout_path = tdir.join("layout.json");
+    let array = tdir.join("done.zarr");
+    let grid = &task.inner.grid;
+    let set = if layout_path.exists() {
+        let text = fs::read_to_string(&layout_path).map_err(|e| io("read", &layout_path, e))?;
+        let stored: Layout = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+            path: layout_path.clone(),
+            reason: format!("not a task layout ({e})"),
+        })?;
+        if stored.digest() != stored.sha256 {
+            return Err(JournalError::Corrupt {
+                path: layout_path,
+                reason: "its SHA-256 does not match its fields (edited by hand?)".into(),
+            });
+        }
+        if stored.sha256 != layout.sha256 {
+            return Err(JournalError::LayoutMismatch {
+                task: task.task_id().to_owned(),
+                dir: dir.to_owned(),
+                differences: layout.differences(&stored),
+            });
+        }
+        markers::load(&array, &grid.counts, grid.num_blocks)?
+    } else {
+        if array.exists() {
+            // The layout is written last, before any block runs: markers without it are
+            // from a creation that was interrupted, and hold nothing.
+            tracing::warn!(path = %array.display(), "discarding done-markers without a layout (interrupted creation)");
+            fs::remove_dir_all(&array).map_err(|e| io("remove", &array, e))?;
+        }
+        fs::create_dir_all(tdir).map_err(|e| io("create", tdir, e))?;
+        markers::create(&array, &grid.counts, grid.num_blocks)?;
+        let text = serde_json::to_string_pretty(&layout).unwrap_or_default();
+        // The layout is written last: a task directory without it was never used.
+        write_atomic(&layout_path, text.as_bytes())?;
+        DoneSet::empty(grid.num_blocks)
+    };
+    let markers = markers::MarkerWriter::open(&array, grid.dims, grid.num_blocks)?;
+    Ok((
+        TaskJournal {
+            dir_name: task_dir_name(task.task_id()),
+            records: Vec::new(),
+            markers,
+            failures_path: tdir.join("failures.jsonl"),
+            failures: None,
+            pending_failures: String::new(),
+        },
+        set,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,331 @@
+//! Reading a run directory: what finished, what failed and why, when the run last made
+//! progress (`blockwise status`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::layout::Layout;
+use super::{JournalError, RunMeta, io, markers};
+
+/// Failed blocks listed per task (the counts cover all).
+const MAX_LISTED: usize = 100;
+
+/// How the last run of a directory ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunState {
+    /// A run holds the directory now.
+    Running,
+    /// Every block finished.
+    Finished,
+    /// The run ended with failed or orphaned blocks.
+    FinishedWithFailures,
+    /// The run stopped with an error (the message).
+    Stopped(String),
+    /// The run ended without recording it: the scheduler was killed or crashed.
+    Crashed,
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunState::Running => f.write_str("running"),
+            RunState::Finished => f.write_str("finished"),
+            RunState::FinishedWithFailures => f.write_str("finished with failures"),
+            RunState::Stopped(e) => write!(f, "stopped: {e}"),
+            RunState::Crashed => f.write_str("ended without finishing (killed or crashed)"),
+        }
+    }
+}
+
+/// A block whose last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedBlock {
+    /// daisy's block id.
+    pub block_id: u64,
+    /// The block's dense grid index.
+    pub grid_index: u64,
+    /// The block's write ROI (funlib text), if recorded.
+    pub write_roi: String,
+    /// The error of its last attempt.
+    pub error: String,
+}
+
+/// One task of a run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskStatus {
+    /// The task's id.
+    pub task_id: String,
+    /// Blocks of the task.
+    pub total: u64,
+    /// Blocks recorded as done.
+    pub done: u64,
+    /// Blocks whose last attempt failed.
+    pub failed: u64,
+    /// Blocks never run, orphaned or interrupted: `total - done - failed`.
+    pub never_run: u64,
+    /// The failed blocks with their last error (at most 100; `failed` counts all).
+    pub failed_blocks: Vec<FailedBlock>,
+}
+
+/// What a run directory says (see [`status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunStatus {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// How the last run ended.
+    pub state: RunState,
+    /// When the last run started (seconds since the Unix epoch).
+    pub started: u64,
+    /// When it ended, if it recorded its end.
+    pub ended: Option<u64>,
+    /// When done-markers were last written (seconds since the Unix epoch).
+    pub last_progress: Option<u64>,
+    /// Every task with done-markers, those of the last run first.
+    pub tasks: Vec<TaskStatus>,
+}
+
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn time_text(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// Reads a run directory.
+///
+/// ```
+/// use blockwise::{Progress, Roi, Runner, Task};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("blockwise-doc-status-{}", std::process::id()));
+/// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+///     .process(|b| if b.block_id() == 3 { Err::<(), _>("bad block") } else { Ok(()) })
+///     .max_retries(0)
+///     .build()?;
+/// let summary = Runner::new().progress(Progress::Never).run_dir(&dir).run([task])?;
+/// assert!(!summary.is_success());
+/// let status = blockwise::journal::status(&dir)?;
+/// let t = &status.tasks[0];
+/// assert_eq!((t.total, t.done, t.failed, t.never_run), (10, 9, 1, 0));
+/// assert_eq!(t.failed_blocks[0].error, "bad block");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`JournalError::NotARunDir`] without a `run.json`; [`JournalError::Corrupt`] for damaged
+/// files; I/O errors.
+pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
+    let meta_path = run_dir.join("run.json");
+    if !meta_path.is_file() {
+        return Err(JournalError::NotARunDir {
+            dir: run_dir.to_owned(),
+        });
+    }
+    let text = fs::read_to_string(&meta_path).map_err(|e| io("read", &meta_path, e))?;
+    let meta: RunMeta = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+        path: meta_path.clone(),
+        reason: format!("not a run record ({e})"),
+    })?;
+    let state = match meta.outcome.as_str() {
+        "running" if is_locked(run_dir) => RunState::Running,
+        "running" => RunState::Crashed,
+        "finished" => RunState::Finished,
+        "finished with failures" => RunState::FinishedWithFailures,
+        other => RunState::Stopped(other.strip_prefix("stopped: ").unwrap_or(other).to_owned()),
+    };
+    let mut dirs: Vec<(String, PathBuf, Layout)> = Vec::new();
+    let tasks_dir = run_dir.join("tasks");
+    if tasks_dir.is_dir() {
+        for entry in fs::read_dir(&tasks_dir).map_err(|e| io("list", &tasks_dir, e))? {
+            let entry = entry.map_err(|e| io("list", &tasks_dir, e))?;
+            let layout_path = entry.path().join("layout.json");
+            if !layout_path.is_file() {
+                continue;
+            }
+            let text = fs::read_to_string(&layout_path).map_err(|e| io("read", &layout_path, e))?;
+            let layout: Layout =
+                serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+                    path: layout_path.clone(),
+                    reason: format!("not a task layout ({e})"),
+                })?;
+            dirs.push((layout.task_id.clone(), entry.path(), layout));
+        }
+    }
+    let rank = |id: &str| {
+        meta.tasks
+            .iter()
+            .position(|t| t == id)
+            .unwrap_or(usize::MAX)
+    };
+    dirs.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
+    let mut last_progress: Option<SystemTime> = None;
+    let mut tasks = Vec::with_capacity(dirs.len());
+    for (task_id, tdir, layout) in dirs {
+        let array = tdir.join("done.zarr");
+        let (counts, failed_indices) =
+            markers::count(&array, &layout.grid_shape, layout.num_blocks, MAX_LISTED)?;
+        for t in [
+            markers::modified(&array, layout.grid_shape.len()),
+            fs::metadata(tdir.join("failures.jsonl"))
+                .and_then(|m| m.modified())
+                .ok(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            last_progress = Some(last_progress.map_or(t, |l| l.max(t)));
+        }
+        let failed_blocks = failed_blocks(&tdir.join("failures.jsonl"), &failed_indices)?;
+        tasks.push(TaskStatus {
+            task_id,
+            total: layout.num_blocks,
+            done: counts.done,
+            failed: counts.failed,
+            never_run: layout
+                .num_blocks
+                .saturating_sub(counts.done + counts.failed),
+            failed_blocks,
+        });
+    }
+    Ok(RunStatus {
+        run_dir: run_dir.to_owned(),
+        state,
+        started: meta.started,
+        ended: meta.ended,
+        last_progress: last_progress.map(seconds),
+        tasks,
+    })
+}
+
+/// Whether a run holds the directory's lock.
+fn is_locked(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir.join("lock")) else {
+        return false;
+    };
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// The last recorded error of each of `indices`, from the failure log.
+fn failed_blocks(log: &Path, indices: &[u64]) -> Result<Vec<FailedBlock>, JournalError> {
+    let mut wanted: HashMap<u64, Option<FailedBlock>> =
+        indices.iter().map(|&i| (i, None)).collect();
+    if !wanted.is_empty()
+        && let Ok(f) = File::open(log)
+    {
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(|e| io("read", log, e))?;
+            // A line cut short by a crash is skipped; the next run appends after it.
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let Some(index) = v.get("grid_index").and_then(serde_json::Value::as_u64) else {
+                continue;
+            };
+            if let Some(slot) = wanted.get_mut(&index) {
+                *slot = Some(FailedBlock {
+                    block_id: v
+                        .get("block_id")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0),
+                    grid_index: index,
+                    write_roi: v
+                        .get("write_roi")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    error: v
+                        .get("error")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                });
+            }
+        }
+    }
+    Ok(indices
+        .iter()
+        .map(|&i| {
+            wanted.remove(&i).flatten().unwrap_or(FailedBlock {
+                block_id: 0,
+                grid_index: i,
+                write_roi: String::new(),
+                error: "(no error recorded)".into(),
+            })
+        })
+        .collect())
+}
+
+impl fmt::Display for RunStatus {
+    /// A table of the tasks, then the failed blocks with their last error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let now = seconds(SystemTime::now());
+        writeln!(f, "run directory: {}", self.run_dir.display())?;
+        writeln!(
+            f,
+            "last run: {} (started {})",
+            self.state,
+            time_text(self.started)
+        )?;
+        match self.last_progress {
+            Some(t) => writeln!(
+                f,
+                "last progress: {} ({} ago)",
+                time_text(t),
+                humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))
+            )?,
+            None => writeln!(f, "last progress: never")?,
+        }
+        let width = self
+            .tasks
+            .iter()
+            .map(|t| t.task_id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "\n{:<width$}  {:>12}  {:>12}  {:>12}  {:>12}",
+            "task", "total", "done", "failed", "never run"
+        )?;
+        for t in &self.tasks {
+            writeln!(
+                f,
+                "{:<width$}  {:>12}  {:>12}  {:>12}  {:>12}",
+                t.task_id, t.total, t.done, t.failed, t.never_run
+            )?;
+        }
+        for t in self.tasks.iter().filter(|t| t.failed > 0) {
+            writeln!(f, "\nfailed blocks of {}:", t.task_id)?;
+            for b in &t.failed_blocks {
+                writeln!(
+                    f,
+                    "  block {} (grid index {}, write ROI {}): {}",
+                    b.block_id, b.grid_index, b.write_roi, b.error
+                )?;
+            }
+            let listed = t.failed_blocks.len() as u64;
+            if t.failed > listed {
+                writeln!(f, "  (and {} more)", t.failed - listed)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::geometry::Roi;
+
+fn task(id: &str, n: i64) -> Task {
+    Task::builder(
+        id,
+        Roi::new([0, 0], [10 * n, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .build()
+    .unwrap()
+}
+
+fn block(t: &Task, i: u64) -> Block {
+    t.block(i).unwrap()
+}
+
+fn err(r: Result<Journal, JournalError>) -> JournalError {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn markers_survive_reopening_and_count_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("a b", 5);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert!(dir.path().join("tasks/a%20b/done.zarr/c/0/0").is_file());
+    let done = j.take_done();
+    assert!(done[0].is_none_done());
+    j.record_done(0, 1);
+    j.record_done(0, 3);
+    j.record_failure(0, &block(&t, 4), 7, "boom", true);
+    j.record_failure(0, &block(&t, 2), 7, "retried", false);
+    j.finish("finished with failures").unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let done = j.take_done();
+    assert_eq!(done[0].count(), 2);
+    assert!(done[0].contains(1) && done[0].contains(3) && !done[0].contains(4));
+    drop(j);
+    let s = status(dir.path()).unwrap();
+    assert_eq!(s.state, RunState::Crashed, "the second open never finished");
+    let ts = &s.tasks[0];
+    assert_eq!(
+        (
+            ts.task_id.as_str(),
+            ts.total,
+            ts.done,
+            ts.failed,
+            ts.never_run
+        ),
+        ("a b", 5, 2, 1, 2)
+    );
+    assert_eq!(ts.failed_blocks[0].grid_index, 4);
+    assert_eq!(ts.failed_blocks[0].error, "boom");
+    assert!(s.last_progress.is_some());
+    let text = s.to_string();
+    assert!(text.contains("failed blocks of a b:"), "{text}");
+    assert!(
+        text.contains("(grid index 4, write ROI [40:50, 0:10] (10, 10)): boom"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 3);
+    let _held = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let e = err(Journal::open(dir.path(), &[t], false));
+    assert!(matches!(e, JournalError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("is in use by another run"), "{e}");
+    assert_eq!(status(dir.path()).unwrap().state, RunState::Running);
+}
+
+#[test]
+fn another_layout_is_refused_unless_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), &[task("t", 3)], false).unwrap();
+    j.record_done(0, 0);
+    j.finish("finished").unwrap();
+    drop(j);
+    let e = err(Journal::open(dir.path(), &[task("t", 4)], false));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "task \"t\": run directory {} holds done-markers for a different block layout (total ROI [0:30, 0:10] (30, 10) then, [0:40, 0:10] (40, 10) now; blocks [3, 1] then, [4, 1] now); use another run directory, or start fresh to discard them",
+            dir.path().display()
+        )
+    );
+    let mut j = Journal::open(dir.path(), &[task("t", 4)], true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+}
+
+#[test]
+fn damaged_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 4);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    j.record_done(0, 2);
+    j.finish("finished").unwrap();
+    drop(j);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let original = std::fs::read(&chunk).unwrap();
+    assert_eq!(original, [0, 0, 1, 0]);
+
+    std::fs::write(&chunk, [0, 0, 1]).unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("3 bytes, expected 4 (one per block); it was truncated"),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&chunk.display().to_string()), "{e}");
+
+    std::fs::write(&chunk, [0, 0, 1, 9]).unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(e.to_string().contains("byte 3 is 9"), "{e}");
+
+    std::fs::write(&chunk, &original).unwrap();
+    let meta = dir.path().join("tasks/t/done.zarr/zarr.json");
+    std::fs::write(&meta, "{\"zarr_format\": 3").unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("zarr.json is damaged: not valid JSON"),
+        "{e}"
+    );
+
+    std::fs::write(&meta, "{\"zarr_format\": 3, \"shape\": [5, 1]}").unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string().contains("shape is [5,1], expected [4,1]"),
+        "{e}"
+    );
+
+    let layout = dir.path().join("tasks/t/layout.json");
+    let text = std::fs::read_to_string(&layout).unwrap();
+    std::fs::write(
+        &layout,
+        text.replace("\"fit\": \"valid\"", "\"fit\": \"shrink\""),
+    )
+    .unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("its SHA-256 does not match its fields"),
+        "{e}"
+    );
+    std::fs::write(&layout, "garbage").unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("layout.json is damaged: not a task layout"),
+        "{e}"
+    );
+    assert!(matches!(e, JournalError::Corrupt { .. }));
+
+    // Starting fresh recovers.
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+}
+
+#[test]
+fn a_logged_batch_is_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 6);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    j.record_done(0, 0);
+    j.flush().unwrap();
+    drop(j);
+    // A crash after the log was written but before the array was.
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    let records = [wal::record(4, 1), wal::record(5, 2)];
+    wal.write([("t", &records[..])].into_iter()).unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let done = j.take_done();
+    assert_eq!(done[0].count(), 2);
+    assert!(done[0].contains(0) && done[0].contains(4) && !done[0].contains(5));
+    drop(j);
+    let s = status(dir.path()).unwrap();
+    assert_eq!(s.tasks[0].failed, 1);
+    assert_eq!(s.tasks[0].failed_blocks[0].error, "(no error recorded)");
+}
+
+#[test]
+fn task_directory_names_are_safe() {
+    assert_eq!(task_dir_name("smooth"), "smooth");
+    assert_eq!(task_dir_name("a/b c"), "a%2Fb%20c");
+    assert_eq!(task_dir_name(".."), "%2E.");
+    assert_eq!(task_dir_name(""), "%");
+    assert_eq!(task_dir_name("x.y-z_1"), "x.y-z_1");
+}
+
+#[test]
+fn status_of_a_directory_that_is_not_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = status(dir.path()).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("is not a blockwise run directory (it has no run.json)")
+    );
+}
+
+#[cfg(feature = "zarr")]
+#[test]
+fn markers_are_a_zarr_array() {
+    use zarrs::array::Array;
+    use zarrs::filesystem::FilesystemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Task::builder(
+        "t",
+        Roi::new([0, 0, 0], [20, 30, 40]),
+        Roi::new([0, 0, 0], [10, 10, 10]),
+        Roi::new([0, 0, 0], [10, 10, 10]),
+    )
+    .build()
+    .unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    j.record_done(0, 0);
+    j.record_done(0, 23);
+    j.record_failure(0, &t.block(5).unwrap(), 0, "x", true);
+    j.finish("finished").unwrap();
+    let store = std::sync::Arc::new(FilesystemStore::new(dir.path().join("tasks/t")).unwrap());
+    let array = Array::open(store, "/done.zarr").unwrap();
+    assert_eq!(array.shape(), &[2, 3, 4]);
+    let values: Vec<u8> = array.retrieve_array_subset(&array.subset_all()).unwrap();
+    let mut want = vec![0u8; 24];
+    want[0] = 1;
+    want[23] = 1;
+    want[5] = 2;
+    assert_eq!(values, want);
+}
