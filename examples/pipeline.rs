@@ -1,22 +1,29 @@
 //! The main example: a chained two-task pipeline on a zarr volume.
 //!
 //! ```text
-//! cargo run --release --example pipeline [-- --workdir DIR --size N --workers W]
+//! cargo run --release --example pipeline [-- --workdir DIR --size N --workers W --fresh]
 //! ```
 //!
 //! 1. If `DIR/sample.zarr` is missing, writes a deterministic synthetic volume there
 //!    (`N`³ uint8, smooth blobs plus noise, 64³ chunks, blosc-zstd; see `blockwise::sample`).
+//!    It is written under another name and renamed when complete, so an interrupted
+//!    generation is never mistaken for a volume.
 //! 2. Task `smooth`: the 3×3×3 box mean of every 64³ block, reading 8 voxels of context around
 //!    it (zeros outside the volume), written to `DIR/smoothed.zarr`.
 //! 3. Task `threshold`: thresholds each smoothed block (> 100), writes the mask to
 //!    `DIR/mask.zarr` and counts foreground voxels; the counts are reduced to a total. Each
-//!    `threshold` block waits for the `smooth` blocks it reads.
+//!    `threshold` block waits for the `smooth` blocks it reads. The total is counted from the
+//!    mask at the end, so it is right however many runs the blocks took.
+//!
+//! The run directory `DIR/run` records finished blocks: running the example again after an
+//! interruption (Ctrl-C, a crash, a killed machine) finishes the job without redoing finished
+//! blocks, and running it after it finished does nothing but count. `--fresh` starts over
+//! (new outputs, markers discarded); `blockwise status DIR/run` shows where a run stands.
 //!
 //! Progress bars and daisy's execution summary are shown on a terminal.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use blockwise::sample::{SampleSpec, write_zarr};
@@ -32,6 +39,7 @@ struct Options {
     workdir: PathBuf,
     size: u64,
     workers: usize,
+    fresh: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -39,6 +47,7 @@ fn parse_args() -> Result<Options, String> {
         workdir: PathBuf::from("blockwise-example"),
         size: 256,
         workers: 2,
+        fresh: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,8 +64,9 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .map_err(|e| format!("--workers: {e}"))?;
             }
+            "--fresh" => o.fresh = true,
             "-h" | "--help" => {
-                println!("usage: pipeline [--workdir DIR] [--size N] [--workers W]");
+                println!("usage: pipeline [--workdir DIR] [--size N] [--workers W] [--fresh]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -81,28 +91,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 raw_path.display()
             );
             let spec = SampleSpec::cube(opts.size);
-            let options =
+            let mut options =
                 ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![BLOCK as u64; 3]);
-            write_zarr(&spec, &raw_path, "raw", &options, opts.workers)?
+            options.overwrite = true;
+            let partial = opts.workdir.join("sample.zarr.partial");
+            write_zarr(&spec, &partial, "raw", &options, opts.workers)?;
+            std::fs::rename(&partial, &raw_path)?;
+            ZarrArray::open(&raw_path, "raw")?
         }
     };
-    let mut out_spec = ArraySpec::new(
-        raw.roi(),
-        raw.voxel_size().clone(),
-        DataType::U8,
-        vec![BLOCK as u64; 3],
-    );
-    out_spec.overwrite = true;
-    let smoothed = Arc::new(ZarrArray::create(
+    // Resume when an earlier run left its run directory and outputs; otherwise start over.
+    let run_dir = opts.workdir.join("run");
+    let (smoothed_path, mask_path) = (
         opts.workdir.join("smoothed.zarr"),
-        "smoothed",
-        &out_spec,
-    )?);
-    let mask = Arc::new(ZarrArray::create(
         opts.workdir.join("mask.zarr"),
-        "mask",
-        &out_spec,
-    )?);
+    );
+    let existing = if opts.fresh || !run_dir.join("run.json").is_file() {
+        None
+    } else {
+        match (
+            ZarrArray::open(&smoothed_path, "smoothed"),
+            ZarrArray::open(&mask_path, "mask"),
+        ) {
+            (Ok(s), Ok(m)) if s.roi() == raw.roi() && m.roi() == raw.roi() => Some((s, m)),
+            _ => None,
+        }
+    };
+    let fresh = existing.is_none();
+    let (smoothed, mask) = match existing {
+        Some((s, m)) => {
+            println!("resuming the run recorded in {}", run_dir.display());
+            (Arc::new(s), Arc::new(m))
+        }
+        None => {
+            let mut out_spec = ArraySpec::new(
+                raw.roi(),
+                raw.voxel_size().clone(),
+                DataType::U8,
+                vec![BLOCK as u64; 3],
+            );
+            out_spec.overwrite = true;
+            (
+                Arc::new(ZarrArray::create(&smoothed_path, "smoothed", &out_spec)?),
+                Arc::new(ZarrArray::create(&mask_path, "mask", &out_spec)?),
+            )
+        }
+    };
     let raw = Arc::new(raw);
 
     let write = Roi::new([0; 3], [BLOCK; 3]);
@@ -129,12 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .build()?;
 
-    let foreground = Arc::new(AtomicU64::new(0));
-    let (s, m, f) = (
-        Arc::clone(&smoothed),
-        Arc::clone(&mask),
-        Arc::clone(&foreground),
-    );
+    let (s, m) = (Arc::clone(&smoothed), Arc::clone(&mask));
     let threshold = Task::builder("threshold", raw.roi(), write.clone(), write)
         .fit(Fit::Shrink)
         .read_write_conflict(false)
@@ -144,15 +173,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .process(move |block: &Block| -> Result<(), BlockError> {
             let smoothed = s.read::<u8>(block.read_roi())?;
             let mask = smoothed.mapv(|v| u8::from(v > THRESHOLD));
-            f.fetch_add(mask.iter().map(|&v| u64::from(v)).sum(), Ordering::Relaxed);
             m.write(block.write_roi(), mask.view())?;
             Ok(())
         })
         .build()?;
 
     let start = Instant::now();
-    let summary = Runner::new().run([threshold])?;
+    let summary = Runner::new()
+        .run_dir(&run_dir)
+        .fresh(fresh)
+        .run([threshold])?;
     let elapsed = start.elapsed();
+    // Count the foreground from the mask, one slab of blocks at a time.
+    let mut fg = 0u64;
+    let roi = mask.roi();
+    let (begin, end) = (roi.begin()[0], roi.end()[0]);
+    let mut z = begin;
+    while z < end {
+        let dz = BLOCK.min(end - z);
+        let mut off = roi.offset().clone();
+        let mut shape = roi.shape().clone();
+        off[0] = z;
+        shape[0] = dz;
+        fg += mask
+            .read::<u8>(&Roi::new(off, shape))?
+            .iter()
+            .map(|&v| u64::from(v))
+            .sum::<u64>();
+        z += dz;
+    }
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         print!("{summary}");
     }
@@ -161,7 +210,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("smoothed: {}", smoothed.name());
     println!("mask:     {}", mask.name());
     let total: u64 = raw.shape().iter().product();
-    let fg = foreground.load(Ordering::Relaxed);
     println!(
         "foreground voxels (smoothed > {THRESHOLD}): {fg} of {total} ({:.2}%), in {:.2?}",
         100.0 * fg as f64 / total as f64,

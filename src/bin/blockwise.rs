@@ -1,4 +1,4 @@
-//! The `blockwise` command line: benchmarks (and, as they arrive, sample data and run status).
+//! The `blockwise` command line: benchmarks, sample data and the status of a run directory.
 //!
 //! Exit codes: 0 success, 1 some blocks failed, 2 error.
 
@@ -30,6 +30,18 @@ enum Command {
     },
     /// Write a deterministic synthetic 3D uint8 volume (smooth blobs plus noise) as zarr.
     Sample(SampleArgs),
+    /// Show what a run directory records: per task the blocks done, failed and never run, the
+    /// failed blocks with their last error, and when the run last made progress.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The run directory (`--run-dir` of a run).
+    run_dir: std::path::PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +152,12 @@ struct NoopArgs {
     /// Worker logs (with `--runner processes`).
     #[arg(long, default_value = "blockwise_logs")]
     log_dir: std::path::PathBuf,
+    /// Record done-markers in this run directory; a second run with it skips every block.
+    #[arg(long)]
+    run_dir: Option<std::path::PathBuf>,
+    /// With `--run-dir`: discard its done-markers first.
+    #[arg(long, requires = "run_dir")]
+    fresh: bool,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -169,6 +187,9 @@ struct BenchReport {
     workers: u64,
     blocks: u64,
     completed: u64,
+    /// Blocks done by an earlier run (only with a run directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<u64>,
     wall_s: f64,
     blocks_per_s: f64,
     peak_rss_mib: Option<f64>,
@@ -180,9 +201,11 @@ impl BenchReport {
             println!("{}", serde_json::to_string(self)?);
         } else {
             println!(
-                "{} blocks ({} completed) on {} {} workers in {:.3} s: {:.0} blocks/s, peak RSS {}",
+                "{} blocks ({} completed{}) on {} {} workers in {:.3} s: {:.0} blocks/s, peak RSS {}",
                 self.blocks,
                 self.completed,
+                self.skipped
+                    .map_or_else(String::new, |s| format!(", {s} skipped as done")),
                 self.workers,
                 self.runner,
                 self.wall_s,
@@ -264,6 +287,9 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         }
         .log_dir(&args.log_dir);
     }
+    if let Some(dir) = &args.run_dir {
+        runner = runner.run_dir(dir).fresh(args.fresh);
+    }
     let summary = runner.run([task]).context("running the no-op task")?;
     let wall = start.elapsed().as_secs_f64();
     let completed = summary.completed();
@@ -276,6 +302,10 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         workers: args.workers,
         blocks: args.blocks,
         completed,
+        skipped: args
+            .run_dir
+            .as_ref()
+            .map(|_| summary.task("noop").map_or(0, |s| s.skipped)),
         wall_s: wall,
         blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
         peak_rss_mib: peak_rss_mib(),
@@ -448,6 +478,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             workers: args.workers,
             blocks,
             completed,
+            skipped: None,
             wall_s: wall,
             blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
             peak_rss_mib: peak,
@@ -477,7 +508,18 @@ fn run(cli: &Cli) -> Result<bool> {
             Scenario::Zarr(args) => bench_zarr(args),
         },
         Command::Sample(args) => sample(args),
+        Command::Status(args) => status(args),
     }
+}
+
+fn status(args: &StatusArgs) -> Result<bool> {
+    let status = blockwise::journal::status(&args.run_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(true)
 }
 
 fn main() -> ExitCode {

@@ -10,6 +10,8 @@ mod guardrails;
 mod interop;
 mod launchers;
 mod processes;
+#[cfg(feature = "zarr")]
+mod resume;
 mod runner;
 #[cfg(feature = "zarr")]
 mod store;

@@ -1,0 +1,382 @@
+//! Crash tests: a chained zarr pipeline with a run directory, whose scheduler process is
+//! killed with SIGKILL at random points (and, with worker processes, whose workers are killed
+//! too), then rerun until it finishes. The output must be bit-identical to an uninterrupted
+//! run, and no block recorded as done may be processed again.
+//!
+//! The scheduler is this test binary re-executed (`resume::zz_crash_child`), configured through
+//! environment variables. Every call of a process function appends `<task> <grid index>` to
+//! `processed.log` (one `write` on a file opened for appending, so lines never interleave).
+//!
+//! Seeds: `BLOCKWISE_CRASH_SEEDS` (`a..b`, default `1..7`); `scripts/crash-seeds.sh` runs many.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use blockwise::sample::{SampleSpec, write_zarr};
+use blockwise::store::{ArraySpec, DataType, ZarrArray};
+use blockwise::workload::box_mean_block;
+use blockwise::{Block, BlockError, Fit, Progress, Roi, Runner, Task};
+
+const SIZE: u64 = 48;
+const BLOCK: i64 = 8;
+const CONTEXT: i64 = 2;
+const THRESHOLD: u8 = 100;
+
+fn seeds() -> std::ops::Range<u64> {
+    let spec = std::env::var("BLOCKWISE_CRASH_SEEDS").unwrap_or_else(|_| "1..7".into());
+    let (a, b) = spec.split_once("..").expect("BLOCKWISE_CRASH_SEEDS is a..b");
+    a.parse().unwrap()..b.parse().unwrap()
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+fn log_line(dir: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("processed.log"))
+        .unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
+fn kill_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Creates the input volume and the (empty) outputs of a pipeline directory.
+fn prepare(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let spec = SampleSpec::cube(SIZE);
+    let options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![BLOCK as u64; 3]);
+    write_zarr(&spec, &dir.join("raw.zarr"), "raw", &options, 2).unwrap();
+    let out = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![BLOCK as u64; 3]);
+    ZarrArray::create(dir.join("smoothed.zarr"), "smoothed", &out).unwrap();
+    ZarrArray::create(dir.join("mask.zarr"), "mask", &out).unwrap();
+}
+
+/// The pipeline: `smooth` (box mean with context, read/write conflicts on, so its blocks
+/// come in levels) and `threshold` (reads the smoothed blocks around its own).
+/// `on_block` runs at the start of every process call.
+fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>) -> Task {
+    let raw = Arc::new(ZarrArray::open(dir.join("raw.zarr"), "raw").unwrap());
+    let smoothed = Arc::new(ZarrArray::open(dir.join("smoothed.zarr"), "smoothed").unwrap());
+    let mask = Arc::new(ZarrArray::open(dir.join("mask.zarr"), "mask").unwrap());
+    let write = Roi::new([0; 3], [BLOCK; 3]);
+    let (r, s, hook) = (Arc::clone(&raw), Arc::clone(&smoothed), Arc::clone(&on_block));
+    let smooth = Task::builder(
+        "smooth",
+        raw.roi().grow_by(CONTEXT),
+        write.grow_by(CONTEXT),
+        write.clone(),
+    )
+    .fit(Fit::Shrink)
+    .writes(smoothed.as_ref())
+    .num_workers(2)
+    .max_retries(5)
+    .process(move |block: &Block| -> Result<(), BlockError> {
+        hook(block);
+        let data = r.read_with_fill::<u8>(block.read_roi(), 0)?;
+        let w = block.write_roi().shape();
+        let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
+        s.write(
+            block.write_roi(),
+            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
+        )?;
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let (s, m, hook) = (Arc::clone(&smoothed), Arc::clone(&mask), on_block);
+    Task::builder(
+        "threshold",
+        raw.roi().grow_by(BLOCK),
+        write.grow_by(BLOCK),
+        write,
+    )
+    .fit(Fit::Shrink)
+    .read_write_conflict(false)
+    .upstream(&smooth)
+    .writes(mask.as_ref())
+    .num_workers(2)
+    .max_retries(5)
+    .process(move |block: &Block| -> Result<(), BlockError> {
+        hook(block);
+        // The smoothed neighbourhood must be complete: its blocks ran before this one.
+        let around = s.read_with_fill::<u8>(block.read_roi(), 0)?;
+        let w = block.write_roi().shape();
+        let lo: Vec<usize> = (0..3)
+            .map(|d| (block.write_roi().begin()[d] - block.read_roi().begin()[d]) as usize)
+            .collect();
+        let core = around.slice_each_axis(|ax| {
+            let d = ax.axis.index();
+            ndarray::Slice::from(lo[d]..lo[d] + w[d] as usize)
+        });
+        let out = core.mapv(|v| u8::from(v > THRESHOLD));
+        m.write(block.write_roi(), out.view())?;
+        Ok(())
+    })
+    .build()
+    .unwrap()
+}
+
+/// The whole content of an output array.
+fn contents(dir: &Path, name: &str) -> Vec<u8> {
+    let a = ZarrArray::open(dir.join(format!("{name}.zarr")), name).unwrap();
+    a.read::<u8>(&a.roi()).unwrap().iter().copied().collect()
+}
+
+/// The done grid indices of a task, from its marker array.
+fn done_markers(dir: &Path, task: &str) -> BTreeSet<u64> {
+    let chunk = dir.join("run/tasks").join(task).join("done.zarr/c/0/0/0");
+    match std::fs::read(&chunk) {
+        Ok(bytes) => bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == 1)
+            .map(|(i, _)| i as u64)
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+fn reference() -> &'static (Vec<u8>, Vec<u8>) {
+    static REF: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    REF.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/reference");
+        prepare(&dir);
+        let task = tasks(&dir, Arc::new(|_: &Block| {}));
+        let summary = Runner::new()
+            .progress(Progress::Never)
+            .run([task])
+            .unwrap();
+        assert!(summary.is_success(), "{summary}");
+        (contents(&dir, "smoothed"), contents(&dir, "mask"))
+    })
+}
+
+/// Not a test on its own: the scheduler (and, re-executed, the worker) of a crash run.
+#[test]
+fn zz_crash_child() {
+    let Ok(dir) = std::env::var("BLOCKWISE_CRASH_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let worker = blockwise::is_worker();
+    let num = |name: &str| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let processes = std::env::var("BLOCKWISE_CRASH_RUNNER").as_deref() == Ok("processes");
+    // Scheduler side: kill this process after a delay (any point: a block, a flush, ...) or
+    // at the start of the n-th block (threads only).
+    let delay_us = num("BLOCKWISE_CRASH_DELAY_US");
+    if !worker && delay_us > 0 {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(delay_us));
+            kill_self();
+        });
+    }
+    let kill_at = num("BLOCKWISE_CRASH_KILL_AT_BLOCK");
+    // Worker side: each worker process may die at its n-th block.
+    let worker_seed = num("BLOCKWISE_CRASH_WORKER_SEED");
+    let worker_kill_at = if worker && worker_seed > 0 {
+        let x = xorshift(worker_seed ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9));
+        2 + x % 40
+    } else {
+        0
+    };
+    if worker {
+        std::fs::create_dir_all(dir.join("pids")).unwrap();
+        std::fs::write(dir.join("pids").join(std::process::id().to_string()), "").unwrap();
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let d = dir.clone();
+    let hook = Arc::new(move |block: &Block| {
+        log_line(&d, &format!("{} {}\n", block.task_id(), block.grid_index()));
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        if (!worker && kill_at > 0 && n == kill_at) || (worker_kill_at > 0 && n == worker_kill_at) {
+            kill_self();
+        }
+    });
+    let task = tasks(&dir, hook);
+    let mut runner = Runner::new()
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run_dir(dir.join("run"));
+    if processes {
+        runner = runner
+            .worker_command(
+                std::env::current_exe().unwrap(),
+                ["--exact", "resume::zz_crash_child", "--nocapture", "--test-threads=1"],
+            )
+            .log_dir(dir.join("logs"))
+            .death_timeout(Duration::from_secs(10))
+            .max_worker_restarts(10);
+    }
+    let summary = runner.run([task]).unwrap();
+    assert!(summary.is_success(), "{summary}");
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only its entry remains.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+struct Outcome {
+    crashes: u32,
+    processed: u64,
+}
+
+/// Runs the crash child until it finishes, killing it on its first `crashes` runs, and checks
+/// every run against the markers left by the one before.
+fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Outcome {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("resume")
+        .join(format!("{name}-{seed}"));
+    prepare(&dir);
+    let mut rng = xorshift(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let mut log_offset = 0usize;
+    let mut done_before: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    let mut killed = 0;
+    let mut processed = 0u64;
+    for run in 0..(crashes + 3) {
+        rng = xorshift(rng);
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "resume::zz_crash_child", "--nocapture", "--test-threads=1"])
+            .env("BLOCKWISE_CRASH_DIR", &dir)
+            .env_remove(blockwise::CONTEXT_ENV)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if processes {
+            cmd.env("BLOCKWISE_CRASH_RUNNER", "processes");
+            cmd.env("BLOCKWISE_CRASH_WORKER_SEED", (rng | 1).to_string());
+        }
+        if run < crashes {
+            // Half the crashes at a random moment, half at the start of a random block.
+            if processes || rng % 2 == 0 {
+                let us = 1_000 + (rng >> 8) % if processes { 400_000 } else { 150_000 };
+                cmd.env("BLOCKWISE_CRASH_DELAY_US", us.to_string());
+            } else {
+                cmd.env("BLOCKWISE_CRASH_KILL_AT_BLOCK", (1 + (rng >> 8) % 300).to_string());
+            }
+        }
+        let child = cmd.spawn().unwrap();
+        let out = wait_with_timeout(child, Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Workers of a killed scheduler exit once they lose it; wait before going on.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        if let Ok(entries) = std::fs::read_dir(dir.join("pids")) {
+            for e in entries.flatten() {
+                let pid: u32 = e.file_name().to_string_lossy().parse().unwrap();
+                while alive(pid) {
+                    assert!(Instant::now() < deadline, "worker {pid} outlived its scheduler");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        // What ran in this run must not have been done before it.
+        let log = std::fs::read_to_string(dir.join("processed.log")).unwrap_or_default();
+        for line in log[log_offset..].lines() {
+            let (task, index) = line.split_once(' ').unwrap();
+            let index: u64 = index.parse().unwrap();
+            processed += 1;
+            assert!(
+                !done_before.get(task).is_some_and(|s| s.contains(&index)),
+                "seed {seed}, run {run}: {task} block {index} was recorded as done and ran again"
+            );
+        }
+        log_offset = log.len();
+        done_before = ["smooth", "threshold"]
+            .into_iter()
+            .map(|t| (t, done_markers(&dir, t)))
+            .collect();
+        if out.status.success() {
+            let st = blockwise::journal::status(&dir.join("run")).unwrap();
+            for t in &st.tasks {
+                assert_eq!((t.done, t.failed), (t.total, 0), "seed {seed}: {st}");
+            }
+            let (smoothed, mask) = reference();
+            assert!(
+                contents(&dir, "smoothed") == *smoothed,
+                "seed {seed}: smoothed differs from an uninterrupted run"
+            );
+            assert!(
+                contents(&dir, "mask") == *mask,
+                "seed {seed}: mask differs from an uninterrupted run"
+            );
+            return Outcome {
+                crashes: killed,
+                processed,
+            };
+        }
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "seed {seed}, run {run}: the child failed without being killed: {}\n{stderr}",
+            out.status
+        );
+        assert!(run < crashes, "seed {seed}: run {run} was killed but should not be");
+        killed += 1;
+    }
+    panic!("seed {seed}: the pipeline did not finish");
+}
+
+fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the crash child hung: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn scheduler_killed_at_random_points_then_rerun_matches_an_uninterrupted_run() {
+    let total_blocks = 2 * 216;
+    let mut crashes = 0;
+    for seed in seeds() {
+        let o = crash_and_resume("threads", seed, false, 2 + (seed % 2) as u32);
+        crashes += o.crashes;
+        assert!(o.processed >= total_blocks, "seed {seed}: only {} blocks processed", o.processed);
+        eprintln!("seed {seed}: {} crashes, {} block calls", o.crashes, o.processed);
+    }
+    assert!(crashes > 0);
+}
+
+#[test]
+fn scheduler_and_workers_killed_then_rerun_matches_an_uninterrupted_run() {
+    for seed in seeds().take(3) {
+        let o = crash_and_resume("processes", seed, true, 1);
+        eprintln!("seed {seed} (processes): {} crashes, {} block calls", o.crashes, o.processed);
+    }
+}
