@@ -1,7 +1,7 @@
 //! The pipeline example in worker processes: on this machine, or as SLURM jobs.
 //!
 //! ```text
-//! cargo run --release --example cluster [-- --launcher local|slurm --workers W --workdir DIR --size N]
+//! cargo run --release --example cluster [-- --launcher local|slurm --workers W --workdir DIR --size N --fresh]
 //! ```
 //!
 //! The same two chained tasks as `examples/pipeline.rs` (3×3×3 box mean with context, then a
@@ -10,7 +10,9 @@
 //! only the driver creates the output arrays; the driver then counts the foreground voxels from
 //! the mask on disk. With `--launcher slurm`, workers are `sbatch` jobs (1 core, 1 GiB, 10
 //! minutes each); their logs and scripts are in `DIR/logs/<task>/`, their job ids in
-//! `DIR/logs/jobs.txt`. `--launcher local` needs no cluster.
+//! `DIR/logs/jobs.txt`. `--launcher local` needs no cluster. Finished blocks are recorded in
+//! `DIR/run` (as in the pipeline example, whose outputs and markers it shares when given the same
+//! directory): a rerun resumes, `--fresh` starts over.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ struct Options {
     size: u64,
     workers: usize,
     slurm: bool,
+    fresh: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -39,6 +42,7 @@ fn parse_args() -> Result<Options, String> {
         size: 256,
         workers: 2,
         slurm: false,
+        fresh: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .map_err(|e| format!("--workers: {e}"))?;
             }
+            "--fresh" => o.fresh = true,
             "--launcher" => match value("--launcher")?.as_str() {
                 "local" => o.slurm = false,
                 "slurm" => o.slurm = true,
@@ -62,7 +67,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: cluster [--launcher local|slurm] [--workers W] [--workdir DIR] [--size N]"
+                    "usage: cluster [--launcher local|slurm] [--workers W] [--workdir DIR] [--size N] [--fresh]"
                 );
                 std::process::exit(0);
             }
@@ -80,6 +85,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workdir = std::path::absolute(&opts.workdir)?;
     let raw_path = workdir.join("sample.zarr");
     let (smoothed_path, mask_path) = (workdir.join("smoothed.zarr"), workdir.join("mask.zarr"));
+    let run_dir = workdir.join("run");
+    let mut fresh = false;
     // One-time set-up in the driver only; workers open what it made.
     let (raw, smoothed, mask) = if is_worker() {
         (
@@ -103,16 +110,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 write_zarr(&spec, &raw_path, "raw", &options, opts.workers)?
             }
         };
-        let mut out = ArraySpec::new(
-            raw.roi(),
-            raw.voxel_size().clone(),
-            DataType::U8,
-            vec![BLOCK as u64; 3],
-        );
-        out.overwrite = true;
-        let smoothed = ZarrArray::create(&smoothed_path, "smoothed", &out)?;
-        let mask = ZarrArray::create(&mask_path, "mask", &out)?;
-        (raw, smoothed, mask)
+        // Resume when an earlier run left its run directory and outputs; otherwise start over.
+        let existing = if opts.fresh || !run_dir.join("run.json").is_file() {
+            None
+        } else {
+            match (
+                ZarrArray::open(&smoothed_path, "smoothed"),
+                ZarrArray::open(&mask_path, "mask"),
+            ) {
+                (Ok(s), Ok(m)) if s.roi() == raw.roi() && m.roi() == raw.roi() => Some((s, m)),
+                _ => None,
+            }
+        };
+        match existing {
+            Some((smoothed, mask)) => {
+                println!("resuming the run recorded in {}", run_dir.display());
+                (raw, smoothed, mask)
+            }
+            None => {
+                fresh = true;
+                let mut out = ArraySpec::new(
+                    raw.roi(),
+                    raw.voxel_size().clone(),
+                    DataType::U8,
+                    vec![BLOCK as u64; 3],
+                );
+                out.overwrite = true;
+                let smoothed = ZarrArray::create(&smoothed_path, "smoothed", &out)?;
+                let mask = ZarrArray::create(&mask_path, "mask", &out)?;
+                (raw, smoothed, mask)
+            }
+        }
     };
     let (raw, smoothed, mask) = (Arc::new(raw), Arc::new(smoothed), Arc::new(mask));
 
@@ -156,7 +184,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build()?;
 
-    let runner = Runner::new().log_dir(workdir.join("logs"));
+    let runner = Runner::new()
+        .log_dir(workdir.join("logs"))
+        .run_dir(&run_dir)
+        .fresh(fresh);
     let runner = if opts.slurm {
         let mut resources = Resources::default();
         resources.cores = Some(1);

@@ -274,11 +274,6 @@ impl MarkerWriter {
         Ok(())
     }
 
-    /// Whether markers wait in the cache.
-    pub(crate) fn is_dirty(&self) -> bool {
-        !self.pages.is_empty()
-    }
-
     /// Writes the cached pages and syncs the file.
     pub(crate) fn flush(&mut self) -> Result<(), JournalError> {
         if self.pages.is_empty() {

@@ -52,6 +52,7 @@ mod wal;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -131,29 +132,128 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// ... or after this many records.
 const FLUSH_RECORDS: u64 = 1 << 16;
 
-struct TaskJournal {
+/// The files of one task, owned by the writer thread.
+struct TaskFiles {
     /// The task's directory name (in the write-ahead log).
     dir_name: String,
-    /// Markers of the current batch, as log records.
-    records: Vec<u64>,
     markers: markers::MarkerWriter,
     failures_path: PathBuf,
     failures: Option<File>,
-    pending_failures: String,
 }
 
-/// The open journal of a run: holds the directory's lock and records markers.
+/// Markers and failure lines recorded since the last flush, per task.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Vec<u64>>,
+    failures: Vec<String>,
+}
+
+impl Batch {
+    fn new(tasks: usize) -> Batch {
+        Batch {
+            records: vec![Vec::new(); tasks],
+            failures: vec![String::new(); tasks],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.iter().all(Vec::is_empty) && self.failures.iter().all(String::is_empty)
+    }
+}
+
+enum ToWriter {
+    Batch(Batch),
+    /// The run ended: empty the log.
+    Close,
+}
+
+/// Writes batches in order, on its own thread: failure lines, then the log, then the arrays,
+/// each synced.
+struct Writer {
+    wal: wal::Wal,
+    tasks: Vec<TaskFiles>,
+}
+
+impl Writer {
+    fn write(&mut self, batch: &Batch) -> Result<(), JournalError> {
+        for (t, lines) in self.tasks.iter_mut().zip(&batch.failures) {
+            if lines.is_empty() {
+                continue;
+            }
+            if t.failures.is_none() {
+                t.failures = Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&t.failures_path)
+                        .map_err(|e| io("open", &t.failures_path, e))?,
+                );
+            }
+            if let Some(f) = &mut t.failures {
+                f.write_all(lines.as_bytes())
+                    .map_err(|e| io("write", &t.failures_path, e))?;
+                f.sync_data().map_err(|e| io("sync", &t.failures_path, e))?;
+            }
+        }
+        if batch.records.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        // All or nothing: the batch goes to the log first, then to the arrays.
+        self.wal.write(
+            self.tasks
+                .iter()
+                .zip(&batch.records)
+                .map(|(t, r)| (t.dir_name.as_str(), r.as_slice())),
+        )?;
+        for (t, records) in self.tasks.iter_mut().zip(&batch.records) {
+            for &r in records {
+                t.markers.set(r >> 2, (r & 3) as u8)?;
+            }
+            t.markers.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes batches until the channel closes; after an error, keeps it and drops the rest.
+    fn run(
+        mut self,
+        rx: &crossbeam_channel::Receiver<ToWriter>,
+        error: &Mutex<Option<JournalError>>,
+    ) {
+        let mut failed = false;
+        while let Ok(msg) = rx.recv() {
+            if failed {
+                continue;
+            }
+            let result = match msg {
+                ToWriter::Batch(batch) => self.write(&batch),
+                ToWriter::Close => self.wal.clear(),
+            };
+            if let Err(e) = result {
+                tracing::error!("recording done-markers failed: {e}");
+                *error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                failed = true;
+            }
+        }
+    }
+}
+
+/// The open journal of a run: holds the directory's lock and records markers. Records are
+/// collected here (cheaply, on the runner's thread) and written by a writer thread in batches.
 pub(crate) struct Journal {
     dir: PathBuf,
     _lock: File,
-    wal: wal::Wal,
-    tasks: Vec<TaskJournal>,
     done: Vec<Option<DoneSet>>,
     meta: RunMeta,
+    batch: Batch,
     unflushed: u64,
     last_flush: Instant,
-    /// The first error of a record; the run stops when it sees it.
-    error: Option<JournalError>,
+    tx: Option<crossbeam_channel::Sender<ToWriter>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// The writer's first error; the run stops when it sees it.
+    error: Arc<Mutex<Option<JournalError>>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -239,15 +339,15 @@ impl Journal {
             }
             wal.clear()?;
         }
-        let mut opened = Vec::with_capacity(tasks.len());
+        let mut files = Vec::with_capacity(tasks.len());
         let mut done = Vec::with_capacity(tasks.len());
         for task in tasks {
             let tdir = dir.join("tasks").join(task_dir_name(task.task_id()));
             if fresh && tdir.exists() {
                 fs::remove_dir_all(&tdir).map_err(|e| io("remove", &tdir, e))?;
             }
-            let (journal, set) = open_task(dir, &tdir, task)?;
-            opened.push(journal);
+            let (task_files, set) = open_task(dir, &tdir, task)?;
+            files.push(task_files);
             done.push(Some(set));
         }
         let meta = RunMeta {
@@ -258,16 +358,26 @@ impl Journal {
             ended: None,
             outcome: "running".into(),
         };
+        let writer = Writer { wal, tasks: files };
+        // Two batches in flight at most: a writer that falls behind slows the run down.
+        let (tx, rx) = crossbeam_channel::bounded::<ToWriter>(2);
+        let error = Arc::new(Mutex::new(None));
+        let e = Arc::clone(&error);
+        let handle = std::thread::Builder::new()
+            .name("blockwise-journal".into())
+            .spawn(move || writer.run(&rx, &e))
+            .map_err(|e| io("start a writer thread for", dir, e))?;
         let journal = Journal {
             dir: dir.to_owned(),
             _lock: lock,
-            wal,
-            tasks: opened,
             done,
+            batch: Batch::new(tasks.len()),
             meta,
             unflushed: 0,
             last_flush: Instant::now(),
-            error: None,
+            tx: Some(tx),
+            writer: Some(handle),
+            error,
         };
         journal.write_meta()?;
         Ok(journal)
@@ -277,8 +387,7 @@ impl Journal {
     pub(crate) fn take_done(&mut self) -> Vec<DoneSet> {
         self.done
             .iter_mut()
-            .zip(&self.tasks)
-            .map(|(d, _)| d.take().unwrap_or_else(|| DoneSet::empty(0)))
+            .map(|d| d.take().unwrap_or_else(|| DoneSet::empty(0)))
             .collect()
     }
 
@@ -287,17 +396,10 @@ impl Journal {
         write_atomic(&self.dir.join("run.json"), text.as_bytes())
     }
 
-    /// Records that a block finished. An error is kept and returned by the next
-    /// [`maybe_flush`](Self::maybe_flush) or [`flush`](Self::flush).
+    /// Records that a block finished.
     pub(crate) fn record_done(&mut self, task: usize, grid_index: u64) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(t) = self.tasks.get_mut(task) {
-            if let Err(e) = t.markers.set(grid_index, markers::DONE) {
-                self.error = Some(e);
-            }
-            t.records.push(wal::record(grid_index, markers::DONE));
+        if let Some(r) = self.batch.records.get_mut(task) {
+            r.push(wal::record(grid_index, markers::DONE));
             self.unflushed += 1;
         }
     }
@@ -312,20 +414,9 @@ impl Journal {
         message: &str,
         last: bool,
     ) {
-        if self.error.is_some() {
-            return;
-        }
-        let Some(t) = self.tasks.get_mut(task) else {
+        let Some(lines) = self.batch.failures.get_mut(task) else {
             return;
         };
-        if last {
-            if let Err(e) = t.markers.set(block.grid_index, markers::FAILED) {
-                self.error = Some(e);
-                return;
-            }
-            t.records
-                .push(wal::record(block.grid_index, markers::FAILED));
-        }
         let line = serde_json::json!({
             "block_id": block.block_id(),
             "grid_index": block.grid_index,
@@ -335,15 +426,25 @@ impl Journal {
             "error": message,
             "time": unix_now(),
         });
-        t.pending_failures.push_str(&line.to_string());
-        t.pending_failures.push('\n');
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+        if last && let Some(r) = self.batch.records.get_mut(task) {
+            r.push(wal::record(block.grid_index, markers::FAILED));
+        }
         self.unflushed += 1;
     }
 
-    /// Flushes if the batch is full or old enough; returns how long until the next flush is
-    /// due (`None` if nothing waits).
+    fn writer_error(&self) -> Option<JournalError> {
+        self.error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Hands the batch to the writer if it is full or old enough; returns how long until the
+    /// next hand-over is due (`None` if nothing waits), or the writer's error.
     pub(crate) fn maybe_flush(&mut self) -> Result<Option<Duration>, JournalError> {
-        if let Some(e) = self.error.take() {
+        if let Some(e) = self.writer_error() {
             return Err(e);
         }
         if self.unflushed == 0 {
@@ -357,52 +458,46 @@ impl Journal {
         Ok(Some(FLUSH_INTERVAL - age))
     }
 
-    /// Writes every pending marker and failure record, and syncs them.
+    /// Hands every pending record to the writer (which writes and syncs it in the background).
     pub(crate) fn flush(&mut self) -> Result<(), JournalError> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        for t in &mut self.tasks {
-            if !t.pending_failures.is_empty() {
-                if t.failures.is_none() {
-                    t.failures = Some(
-                        OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&t.failures_path)
-                            .map_err(|e| io("open", &t.failures_path, e))?,
-                    );
-                }
-                if let Some(f) = &mut t.failures {
-                    f.write_all(t.pending_failures.as_bytes())
-                        .map_err(|e| io("write", &t.failures_path, e))?;
-                    f.sync_data().map_err(|e| io("sync", &t.failures_path, e))?;
-                }
-                t.pending_failures.clear();
-            }
-        }
-        if self.tasks.iter().any(|t| !t.records.is_empty()) {
-            // All or nothing: the batch goes to the log first, then to the arrays.
-            self.wal.write(
-                self.tasks
-                    .iter()
-                    .map(|t| (t.dir_name.as_str(), t.records.as_slice())),
-            )?;
-            for t in &mut self.tasks {
-                if t.markers.is_dirty() {
-                    t.markers.flush()?;
-                }
-                t.records.clear();
-            }
-        }
+        let batch = std::mem::replace(&mut self.batch, Batch::new(self.done.len()));
+        self.send(ToWriter::Batch(batch))?;
         self.unflushed = 0;
         self.last_flush = Instant::now();
         Ok(())
     }
 
-    /// Flushes everything and records how the run ended.
+    fn send(&mut self, msg: ToWriter) -> Result<(), JournalError> {
+        if let ToWriter::Batch(b) = &msg
+            && b.is_empty()
+        {
+            return Ok(());
+        }
+        if let Some(tx) = &self.tx
+            && tx.send(msg).is_err()
+        {
+            return Err(self.writer_error().unwrap_or_else(|| JournalError::Io {
+                action: "record done-markers in".into(),
+                path: self.dir.clone(),
+                source: std::io::Error::other("the journal's writer thread stopped"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Writes everything recorded, waits for the writer, and records how the run ended.
     pub(crate) fn finish(&mut self, outcome: &str) -> Result<(), JournalError> {
-        let flushed = self.flush().and_then(|()| self.wal.clear());
+        let sent = self.flush().and_then(|()| self.send(ToWriter::Close));
+        self.tx = None;
+        if let Some(h) = self.writer.take()
+            && h.join().is_err()
+        {
+            tracing::error!("the journal's writer thread panicked");
+        }
+        let flushed = sent.and_then(|()| match self.writer_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        });
         self.meta.ended = Some(unix_now());
         self.meta.outcome = match &flushed {
             Ok(()) => outcome.to_owned(),
@@ -410,6 +505,19 @@ impl Journal {
         };
         let meta = self.write_meta();
         flushed.and(meta)
+    }
+}
+
+impl Drop for Journal {
+    /// Without [`finish`](Journal::finish) (an error path): write what was recorded.
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            let _ = self.flush();
+            self.tx = None;
+        }
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -446,7 +554,7 @@ fn replay(dir: &Path, section: &wal::Section) -> Result<(), JournalError> {
 }
 
 /// Opens or creates one task's journal and loads its done set.
-fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskJournal, DoneSet), JournalError> {
+fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskFiles, DoneSet), JournalError> {
     let layout = Layout::of(task);
     let layout_path = tdir.join("layout.json");
     let array = tdir.join("done.zarr");
@@ -487,13 +595,11 @@ fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskJournal, DoneS
     };
     let markers = markers::MarkerWriter::open(&array, grid.dims, grid.num_blocks)?;
     Ok((
-        TaskJournal {
+        TaskFiles {
             dir_name: task_dir_name(task.task_id()),
-            records: Vec::new(),
             markers,
             failures_path: tdir.join("failures.jsonl"),
             failures: None,
-            pending_failures: String::new(),
         },
         set,
     ))

@@ -29,7 +29,8 @@ pub enum RunState {
     FinishedWithFailures,
     /// The run stopped with an error (the message).
     Stopped(String),
-    /// The run ended without recording it: the scheduler was killed or crashed.
+    /// The run ended without recording its end: the scheduler was killed or crashed (or the
+    /// disk was too full to record it).
     Crashed,
 }
 
@@ -40,7 +41,9 @@ impl fmt::Display for RunState {
             RunState::Finished => f.write_str("finished"),
             RunState::FinishedWithFailures => f.write_str("finished with failures"),
             RunState::Stopped(e) => write!(f, "stopped: {e}"),
-            RunState::Crashed => f.write_str("ended without finishing (killed or crashed)"),
+            RunState::Crashed => f.write_str(
+                "ended without recording its end (killed, crashed, or out of disk space)",
+            ),
         }
     }
 }

@@ -110,6 +110,13 @@ impl RunSummary {
     pub fn completed(&self) -> u64 {
         self.tasks.iter().map(|t| t.state.completed).sum()
     }
+
+    /// Total number of blocks skipped as already done (by a check function or by the
+    /// done-markers of a run directory), over all tasks.
+    #[must_use]
+    pub fn skipped(&self) -> u64 {
+        self.tasks.iter().map(|t| t.state.skipped).sum()
+    }
 }
 
 impl fmt::Display for RunSummary {

@@ -155,3 +155,68 @@ fn sample_then_bench_zarr_matches_the_whole_volume_result() -> Result<(), Box<dy
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn bench_noop_with_a_run_dir_skips_everything_the_second_time_and_status_shows_it()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-run-dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |blocks: &str, extra: &[&str]| {
+        blockwise()
+            .args(["bench", "noop", "--blocks", blocks, "--json", "--run-dir"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+    };
+    for skipped in [0, 5000] {
+        let out = run("5000", &[])?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout)?;
+        assert!(
+            stdout.contains(&format!(
+                r#""completed":5000,"skipped":{skipped},"wall_s":"#
+            )),
+            "{stdout}"
+        );
+    }
+    // Another layout in the same directory is refused; --fresh starts over.
+    let out = run("6000", &[])?;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains("holds done-markers for a different block layout (total ROI"),
+        "{stderr}"
+    );
+    let out = run("6000", &["--fresh"])?;
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout)?.contains(r#""skipped":0,"#));
+
+    let out = blockwise().arg("status").arg(&dir).output()?;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout)?;
+    assert!(text.contains("last run: finished (started "), "{text}");
+    assert!(text.contains("\nlast progress: "), "{text}");
+    assert!(
+        text.contains("task         total          done        failed     never run\nnoop          6000          6000             0             0\n"),
+        "{text}"
+    );
+    let out = blockwise().arg("status").arg(&dir).arg("--json").output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["state"], "finished");
+    assert_eq!(v["tasks"][0]["task_id"], "noop");
+    assert_eq!(v["tasks"][0]["done"], 6000);
+    assert_eq!(v["tasks"][0]["never_run"], 0);
+    assert!(v["last_progress"].as_u64().is_some());
+
+    let out = blockwise().args(["status", "/nonexistent/run"]).output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr)?,
+        "error: /nonexistent/run is not a blockwise run directory (it has no run.json)\n"
+    );
+    Ok(())
+}

@@ -12,6 +12,7 @@ mod launchers;
 mod processes;
 #[cfg(feature = "zarr")]
 mod resume;
+mod robustness;
 mod runner;
 #[cfg(feature = "zarr")]
 mod store;

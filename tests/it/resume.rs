@@ -30,7 +30,9 @@ const THRESHOLD: u8 = 100;
 
 fn seeds() -> std::ops::Range<u64> {
     let spec = std::env::var("BLOCKWISE_CRASH_SEEDS").unwrap_or_else(|_| "1..7".into());
-    let (a, b) = spec.split_once("..").expect("BLOCKWISE_CRASH_SEEDS is a..b");
+    let (a, b) = spec
+        .split_once("..")
+        .expect("BLOCKWISE_CRASH_SEEDS is a..b");
     a.parse().unwrap()..b.parse().unwrap()
 }
 
@@ -75,7 +77,11 @@ fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>) -> Task {
     let smoothed = Arc::new(ZarrArray::open(dir.join("smoothed.zarr"), "smoothed").unwrap());
     let mask = Arc::new(ZarrArray::open(dir.join("mask.zarr"), "mask").unwrap());
     let write = Roi::new([0; 3], [BLOCK; 3]);
-    let (r, s, hook) = (Arc::clone(&raw), Arc::clone(&smoothed), Arc::clone(&on_block));
+    let (r, s, hook) = (
+        Arc::clone(&raw),
+        Arc::clone(&smoothed),
+        Arc::clone(&on_block),
+    );
     let smooth = Task::builder(
         "smooth",
         raw.roi().grow_by(CONTEXT),
@@ -158,10 +164,7 @@ fn reference() -> &'static (Vec<u8>, Vec<u8>) {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/reference");
         prepare(&dir);
         let task = tasks(&dir, Arc::new(|_: &Block| {}));
-        let summary = Runner::new()
-            .progress(Progress::Never)
-            .run([task])
-            .unwrap();
+        let summary = Runner::new().progress(Progress::Never).run([task]).unwrap();
         assert!(summary.is_success(), "{summary}");
         (contents(&dir, "smoothed"), contents(&dir, "mask"))
     })
@@ -222,7 +225,12 @@ fn zz_crash_child() {
         runner = runner
             .worker_command(
                 std::env::current_exe().unwrap(),
-                ["--exact", "resume::zz_crash_child", "--nocapture", "--test-threads=1"],
+                [
+                    "--exact",
+                    "resume::zz_crash_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ],
             )
             .log_dir(dir.join("logs"))
             .death_timeout(Duration::from_secs(10))
@@ -257,30 +265,70 @@ fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Out
     let mut rng = xorshift(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
     let mut log_offset = 0usize;
     let mut done_before: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
-    let mut killed = 0;
     let mut processed = 0u64;
     for run in 0..(crashes + 3) {
         rng = xorshift(rng);
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "resume::zz_crash_child", "--nocapture", "--test-threads=1"])
-            .env("BLOCKWISE_CRASH_DIR", &dir)
-            .env_remove(blockwise::CONTEXT_ENV)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
+        cmd.args([
+            "--exact",
+            "resume::zz_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BLOCKWISE_CRASH_DIR", &dir)
+        .env_remove(blockwise::CONTEXT_ENV)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
         if processes {
             cmd.env("BLOCKWISE_CRASH_RUNNER", "processes");
             cmd.env("BLOCKWISE_CRASH_WORKER_SEED", (rng | 1).to_string());
         }
+        // With worker processes, this process kills the scheduler once the log shows that
+        // many more blocks.
+        let mut kill_after_lines = None;
         if run < crashes {
-            // Half the crashes at a random moment, half at the start of a random block.
-            if processes || rng % 2 == 0 {
-                let us = 1_000 + (rng >> 8) % if processes { 400_000 } else { 150_000 };
+            if processes {
+                kill_after_lines = Some(1 + (rng >> 8) % 300);
+            } else if rng.is_multiple_of(2) {
+                // At a random moment (in a block, a flush, between blocks, ...).
+                let us = 1_000 + (rng >> 8) % 150_000;
                 cmd.env("BLOCKWISE_CRASH_DELAY_US", us.to_string());
             } else {
-                cmd.env("BLOCKWISE_CRASH_KILL_AT_BLOCK", (1 + (rng >> 8) % 300).to_string());
+                // At the start of a random block.
+                cmd.env(
+                    "BLOCKWISE_CRASH_KILL_AT_BLOCK",
+                    (1 + (rng >> 8) % 300).to_string(),
+                );
             }
         }
         let child = cmd.spawn().unwrap();
+        if let Some(lines) = kill_after_lines {
+            let log = dir.join("processed.log");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let seen = std::fs::read(&log)
+                    .map(|b| {
+                        b[log_offset.min(b.len())..]
+                            .iter()
+                            .filter(|&&c| c == b'\n')
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if seen as u64 >= lines || Instant::now() > deadline {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    break;
+                }
+                if std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                    .map_or(true, |s| s.contains(") Z"))
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let out = wait_with_timeout(child, Duration::from_secs(120));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         // Workers of a killed scheduler exit once they lose it; wait before going on.
@@ -289,7 +337,10 @@ fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Out
             for e in entries.flatten() {
                 let pid: u32 = e.file_name().to_string_lossy().parse().unwrap();
                 while alive(pid) {
-                    assert!(Instant::now() < deadline, "worker {pid} outlived its scheduler");
+                    assert!(
+                        Instant::now() < deadline,
+                        "worker {pid} outlived its scheduler"
+                    );
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -324,8 +375,9 @@ fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Out
                 contents(&dir, "mask") == *mask,
                 "seed {seed}: mask differs from an uninterrupted run"
             );
+            // Every run before this one was killed.
             return Outcome {
-                crashes: killed,
+                crashes: run,
                 processed,
             };
         }
@@ -336,8 +388,10 @@ fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Out
             "seed {seed}, run {run}: the child failed without being killed: {}\n{stderr}",
             out.status
         );
-        assert!(run < crashes, "seed {seed}: run {run} was killed but should not be");
-        killed += 1;
+        assert!(
+            run < crashes,
+            "seed {seed}: run {run} was killed but should not be"
+        );
     }
     panic!("seed {seed}: the pipeline did not finish");
 }
@@ -367,16 +421,32 @@ fn scheduler_killed_at_random_points_then_rerun_matches_an_uninterrupted_run() {
     for seed in seeds() {
         let o = crash_and_resume("threads", seed, false, 2 + (seed % 2) as u32);
         crashes += o.crashes;
-        assert!(o.processed >= total_blocks, "seed {seed}: only {} blocks processed", o.processed);
-        eprintln!("seed {seed}: {} crashes, {} block calls", o.crashes, o.processed);
+        assert!(
+            o.processed >= total_blocks,
+            "seed {seed}: only {} blocks processed",
+            o.processed
+        );
+        eprintln!(
+            "seed {seed}: {} crashes, {} block calls",
+            o.crashes, o.processed
+        );
     }
     assert!(crashes > 0);
 }
 
 #[test]
 fn scheduler_and_workers_killed_then_rerun_matches_an_uninterrupted_run() {
-    for seed in seeds().take(3) {
-        let o = crash_and_resume("processes", seed, true, 1);
-        eprintln!("seed {seed} (processes): {} crashes, {} block calls", o.crashes, o.processed);
+    // Three seeds by default (each run starts worker processes); every seed when given.
+    let n = if std::env::var_os("BLOCKWISE_CRASH_SEEDS").is_some() {
+        usize::MAX
+    } else {
+        3
+    };
+    for seed in seeds().take(n) {
+        let o = crash_and_resume("processes", seed, true, 1 + (seed % 2) as u32);
+        eprintln!(
+            "seed {seed} (processes): {} crashes, {} block calls",
+            o.crashes, o.processed
+        );
     }
 }

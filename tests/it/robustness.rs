@@ -1,0 +1,425 @@
+//! Bad inputs around run directories and arrays, through the API and the CLI: each gives a clear
+//! error, runs no block it should not, and loses nothing already done.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use blockwise::journal::JournalError;
+use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("robustness")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A 1D task of `n` blocks that counts its calls.
+fn counting(n: i64, calls: &Arc<AtomicU64>) -> Task {
+    let c = Arc::clone(calls);
+    Task::builder(
+        "t",
+        Roi::new([0], [n]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |_: &Block| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Ok::<(), BlockError>(())
+    })
+    .build()
+    .unwrap()
+}
+
+fn runner(dir: &Path) -> Runner {
+    Runner::new()
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run_dir(dir)
+}
+
+/// Every file of a directory tree with its bytes (to show nothing changed).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "lock" && n != "run.json")
+            {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn journal_error(r: Result<blockwise::RunSummary, Error>) -> JournalError {
+    match r {
+        Err(Error::Journal(e)) => e,
+        other => panic!("expected a run directory error, got {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_markers_stop_the_run_before_any_block_and_are_left_alone() {
+    let dir = scratch("damaged");
+    let calls = Arc::new(AtomicU64::new(0));
+    let summary = runner(&dir).run([counting(50, &calls)]).unwrap();
+    assert_eq!(summary.task("t").unwrap().completed, 50);
+    let chunk = dir.join("tasks/t/done.zarr/c/0");
+    let layout = dir.join("tasks/t/layout.json");
+    let good_chunk = std::fs::read(&chunk).unwrap();
+    let good_layout = std::fs::read(&layout).unwrap();
+
+    type Damage = (&'static str, Box<dyn Fn()>, &'static str);
+    let cases: Vec<Damage> = vec![
+        (
+            "truncated marker chunk",
+            Box::new({
+                let chunk = chunk.clone();
+                let good = good_chunk.clone();
+                move || std::fs::write(&chunk, &good[..20]).unwrap()
+            }),
+            "20 bytes, expected 50 (one per block); it was truncated",
+        ),
+        (
+            "a marker that is not 0, 1 or 2",
+            Box::new({
+                let chunk = chunk.clone();
+                let good = good_chunk.clone();
+                move || {
+                    let mut bad = good.clone();
+                    bad[7] = 0xff;
+                    std::fs::write(&chunk, bad).unwrap();
+                }
+            }),
+            "byte 7 is 255; markers are 0 (not done), 1 (done) or 2 (failed)",
+        ),
+        (
+            "a missing marker chunk",
+            Box::new({
+                let chunk = chunk.clone();
+                move || std::fs::remove_file(&chunk).unwrap()
+            }),
+            "run directory: cannot open",
+        ),
+        (
+            "a layout edited by hand",
+            Box::new({
+                let layout = layout.clone();
+                let good = String::from_utf8(good_layout.clone()).unwrap();
+                move || {
+                    let edited = good.replace("\"num_blocks\": 50", "\"num_blocks\": 51");
+                    assert_ne!(edited, good);
+                    std::fs::write(&layout, edited).unwrap();
+                }
+            }),
+            "its SHA-256 does not match its fields",
+        ),
+    ];
+    for (what, damage, message) in cases {
+        std::fs::write(&chunk, &good_chunk).unwrap();
+        std::fs::write(&layout, &good_layout).unwrap();
+        damage();
+        let before = snapshot(&dir);
+        calls.store(0, Ordering::SeqCst);
+        let e = journal_error(runner(&dir).run([counting(50, &calls)]));
+        let text = e.to_string();
+        assert!(text.contains(message), "{what}: {text}");
+        assert!(
+            text.contains("move the run directory away or start fresh")
+                || text.contains("cannot open"),
+            "{what}: {text}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{what}: blocks ran");
+        assert_eq!(snapshot(&dir), before, "{what}: the run directory changed");
+    }
+    // A garbage write-ahead log is a batch cut short: ignored, nothing lost.
+    std::fs::write(&chunk, &good_chunk).unwrap();
+    std::fs::write(&layout, &good_layout).unwrap();
+    std::fs::write(dir.join("journal.wal"), b"BWAL\x01\0\0\0garbage").unwrap();
+    calls.store(0, Ordering::SeqCst);
+    let s = runner(&dir).run([counting(50, &calls)]).unwrap();
+    assert_eq!(
+        (s.task("t").unwrap().skipped, calls.load(Ordering::SeqCst)),
+        (50, 0)
+    );
+    // Starting fresh recovers from damage (and redoes the blocks).
+    std::fs::write(&chunk, b"junk").unwrap();
+    let s = runner(&dir)
+        .fresh(true)
+        .run([counting(50, &calls)])
+        .unwrap();
+    assert_eq!(
+        (s.task("t").unwrap().skipped, calls.load(Ordering::SeqCst)),
+        (0, 50)
+    );
+}
+
+#[test]
+fn a_run_directory_of_another_layout_is_refused() {
+    let dir = scratch("layout");
+    let calls = Arc::new(AtomicU64::new(0));
+    assert!(
+        runner(&dir)
+            .run([counting(50, &calls)])
+            .unwrap()
+            .is_success()
+    );
+    let before = snapshot(&dir);
+    let e = journal_error(runner(&dir).run([counting(60, &calls)]));
+    assert!(matches!(e, JournalError::LayoutMismatch { .. }));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "task \"t\": run directory {} holds done-markers for a different block layout (total ROI [0:50] (50) then, [0:60] (60) now; blocks [50] then, [60] now); use another run directory, or start fresh to discard them",
+            dir.display()
+        )
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        50,
+        "no block of the refused run ran"
+    );
+    assert_eq!(snapshot(&dir), before);
+    let s = runner(&dir)
+        .fresh(true)
+        .run([counting(60, &calls)])
+        .unwrap();
+    assert_eq!(s.task("t").unwrap().completed, 60);
+}
+
+#[test]
+fn an_unusable_run_directory_is_an_error_before_any_block() {
+    let dir = scratch("unwritable");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    for bad in [file.join("run"), PathBuf::from("/proc/blockwise-run")] {
+        let e = journal_error(runner(&bad).run([counting(5, &calls)]));
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("run directory: cannot create {}", bad.display())),
+            "{text}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}
+
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let dir = scratch("locked");
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let holder_dir = dir.clone();
+    let holder = std::thread::spawn(move || {
+        let task = Task::builder(
+            "t",
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process(move |_: &Block| -> Result<(), BlockError> {
+            started_tx.send(()).map_err(|e| e.to_string())?;
+            release_rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .build()
+        .unwrap();
+        runner(&holder_dir).run([task])
+    });
+    started_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let e = journal_error(runner(&dir).run([counting(1, &calls)]));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "run directory {} is in use by another run (its lock file is held)",
+            dir.display()
+        )
+    );
+    let st = blockwise::journal::status(&dir).unwrap();
+    assert_eq!(st.state, blockwise::journal::RunState::Running);
+    release_tx.send(()).unwrap();
+    assert!(holder.join().unwrap().unwrap().is_success());
+    assert_eq!(
+        blockwise::journal::status(&dir).unwrap().state,
+        blockwise::journal::RunState::Finished
+    );
+}
+
+/// Mounts a tmpfs of `size` at `dir` (root only); `None` where that is not possible.
+fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    std::fs::create_dir_all(dir).ok()?;
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mount(dir.to_owned()))
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
+    let dir = scratch("disk-full");
+    let mnt = dir.join("mnt");
+    let Some(mount) = tmpfs(&mnt, "64k") else {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the ulimit test covers disk-full"
+        );
+        return;
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+    // Too many blocks for the markers: refused at the start, before any block.
+    let e = journal_error(runner(&mnt.join("big")).run([counting(1_000_000, &calls)]));
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    assert!(e.to_string().contains("cannot reserve space for"), "{e}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let _ = std::fs::remove_dir_all(mnt.join("big"));
+    // The markers fit, their log does not: the run stops with an error at its first flush.
+    let run_dir = mnt.join("run");
+    let e = journal_error(runner(&run_dir).run([counting(20_000, &calls)]));
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    assert!(e.to_string().contains("journal.wal"), "{e}");
+    // Nothing is marked that was not flushed; with room again, the rerun finishes the rest.
+    let st = blockwise::journal::status(&run_dir).unwrap();
+    // Recording the end needs room too: the run is shown as stopped, or (when even that
+    // could not be written) as ended without finishing.
+    assert!(
+        matches!(
+            st.state,
+            blockwise::journal::RunState::Stopped(_) | blockwise::journal::RunState::Crashed
+        ),
+        "{st}"
+    );
+    eprintln!("{e}\n{st}");
+    let done = st.tasks[0].done;
+    let ok = Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    calls.store(0, Ordering::SeqCst);
+    let s = runner(&run_dir).run([counting(20_000, &calls)]).unwrap();
+    assert!(s.is_success());
+    assert_eq!(s.task("t").unwrap().skipped, done);
+    assert_eq!(calls.load(Ordering::SeqCst), 20_000 - done);
+    drop(mount);
+}
+
+#[test]
+fn a_file_size_limit_is_a_clear_cli_error() {
+    // `ulimit -f` makes writes past the limit fail (EFBIG; SIGXFSZ ignored), like a full disk.
+    let dir = scratch("ulimit");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 256; exec {} bench noop --blocks 2000000 --run-dir {}",
+            env!("CARGO_BIN_EXE_blockwise"),
+            dir.join("run").display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .starts_with("error: running the no-op task: run directory: cannot reserve space for"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("File too large"), "{stderr}");
+}
+
+#[cfg(feature = "zarr")]
+#[test]
+fn a_damaged_input_chunk_fails_its_block_only_and_a_rerun_after_repair_does_the_rest() {
+    use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    let dir = scratch("input");
+    let spec = ArraySpec::new(
+        Roi::new([0, 0], [40, 40]),
+        [1, 1],
+        DataType::U8,
+        vec![10, 10],
+    );
+    let input = ZarrArray::create(dir.join("in.zarr"), "in", &spec).unwrap();
+    input
+        .write(
+            &input.roi(),
+            ndarray::ArrayD::<u8>::from_elem(ndarray::IxDyn(&[40, 40]), 7).view(),
+        )
+        .unwrap();
+    let output = Arc::new(ZarrArray::create(dir.join("out.zarr"), "out", &spec).unwrap());
+    let input = Arc::new(ZarrArray::open(dir.join("in.zarr"), "in").unwrap());
+    // Damage one chunk of the input.
+    let chunk = dir.join("in.zarr/in/c/1/2");
+    assert!(chunk.is_file(), "chunk layout changed?");
+    let good = std::fs::read(&chunk).unwrap();
+    std::fs::write(&chunk, b"\x01\x02garbage").unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let task = |calls: &Arc<AtomicU64>| {
+        let (i, o, c) = (Arc::clone(&input), Arc::clone(&output), Arc::clone(calls));
+        Task::builder(
+            "copy",
+            input.roi(),
+            Roi::new([0, 0], [10, 10]),
+            Roi::new([0, 0], [10, 10]),
+        )
+        .writes(output.as_ref())
+        .max_retries(0)
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            c.fetch_add(1, Ordering::SeqCst);
+            let data = i.read::<u8>(b.write_roi())?;
+            o.write(b.write_roi(), data.view())?;
+            Ok(())
+        })
+        .build()
+        .unwrap()
+    };
+    let run_dir = dir.join("run");
+    let s = runner(&run_dir).run([task(&calls)]).unwrap();
+    let st = s.task("copy").unwrap();
+    assert_eq!((st.completed, st.failed), (15, 1));
+    let status = blockwise::journal::status(&run_dir).unwrap();
+    let t = &status.tasks[0];
+    assert_eq!((t.done, t.failed, t.never_run), (15, 1, 0));
+    assert_eq!(t.failed_blocks[0].write_roi, "[10:20, 20:30] (10, 10)");
+    assert!(
+        t.failed_blocks[0].error.contains("in.zarr"),
+        "{}",
+        t.failed_blocks[0].error
+    );
+    // Repair the input: only the failed block runs again.
+    std::fs::write(&chunk, good).unwrap();
+    calls.store(0, Ordering::SeqCst);
+    let s = runner(&run_dir).run([task(&calls)]).unwrap();
+    assert!(s.is_success());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let out = output.read::<u8>(&output.roi()).unwrap();
+    assert!(out.iter().all(|&v| v == 7));
+}
