@@ -21,16 +21,18 @@
 //! ```
 //!
 //! A block is marked done after its process function returned (so its outputs were written)
-//! and its release reached the scheduler; markers are written in batches (every 100 ms, or
+//! and its release reached the scheduler; before a batch of markers is written, the file
+//! systems of the arrays the tasks declare with [`TaskBuilder::writes`](crate::TaskBuilder::writes)
+//! are synced (`syncfs`), so marked outputs outlive a machine crash; markers are written in batches (every 100 ms, or
 //! every 65,536 blocks) followed by `fdatasync`, and at the end of the run. A batch is first
 //! written to a write-ahead log, then to the arrays, so it survives whole or not at all, and
 //! what survives is always the markers of a prefix of the order in which blocks finished: a
 //! block is never marked done while a block it depends on is not. A crash loses at most the
 //! markers of the last batch: those blocks run again, which is why a block's
 //! function must be idempotent (write the same output when run twice), as with daisy. Outputs
-//! must be durable when the function returns if the machine itself may crash (the
-//! [`AtomicFilesystemStore`](crate::store) writes each chunk to a temporary file and renames
-//! it); a killed process loses nothing the kernel already has.
+//! not declared with `writes`, and outputs written by worker processes on other machines, must
+//! be durable when the function returns if a machine may crash (network file systems flush on
+//! close); a killed process loses nothing the kernel already has.
 //!
 //! # Reruns
 //!
@@ -172,6 +174,8 @@ enum ToWriter {
 struct Writer {
     wal: wal::Wal,
     tasks: Vec<TaskFiles>,
+    /// One open file on each file system holding declared outputs, synced before markers.
+    outputs: Vec<(PathBuf, File)>,
 }
 
 impl Writer {
@@ -197,6 +201,10 @@ impl Writer {
         }
         if batch.records.iter().all(Vec::is_empty) {
             return Ok(());
+        }
+        // The outputs of the blocks about to be marked done reach the disk first.
+        for (path, file) in &self.outputs {
+            nix::unistd::syncfs(file).map_err(|e| io("sync the file system of", path, e.into()))?;
         }
         // All or nothing: the batch goes to the log first, then to the arrays.
         self.wal.write(
@@ -358,7 +366,11 @@ impl Journal {
             ended: None,
             outcome: "running".into(),
         };
-        let writer = Writer { wal, tasks: files };
+        let writer = Writer {
+            wal,
+            tasks: files,
+            outputs: output_file_systems(tasks),
+        };
         // Two batches in flight at most: a writer that falls behind slows the run down.
         let (tx, rx) = crossbeam_channel::bounded::<ToWriter>(2);
         let error = Arc::new(Mutex::new(None));
@@ -519,6 +531,27 @@ impl Drop for Journal {
             let _ = h.join();
         }
     }
+}
+
+/// One open file per file system holding the arrays the tasks declare they write.
+fn output_file_systems(tasks: &[Task]) -> Vec<(PathBuf, File)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for grid in tasks.iter().flat_map(|t| t.writes()) {
+        let Some(path) = &grid.path else { continue };
+        match File::open(path).and_then(|f| f.metadata().map(|m| (f, m.dev()))) {
+            Ok((file, dev)) => {
+                if seen.insert(dev) {
+                    out.push((path.clone(), file));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot open an output to sync it before marking blocks done: {e}")
+            }
+        }
+    }
+    out
 }
 
 /// Applies one task's part of a logged batch to its marker array.

@@ -16,6 +16,10 @@ pub struct ChunkGrid {
     pub offset: Coordinate,
     /// The shape of one chunk (or shard) in world units (voxels × voxel size).
     pub chunk: Coordinate,
+    /// Where the array's data lives (a zarr store directory, an HDF5 file), if on a local or
+    /// mounted file system: a run directory syncs this file system before it marks blocks
+    /// done, so that their outputs outlive a machine crash.
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for ChunkGrid {
@@ -77,6 +81,7 @@ mod tests {
     fn grid() -> ChunkGrid {
         ChunkGrid {
             name: "out.zarr/raw".into(),
+            path: None,
             offset: Coordinate::from([0, 0]),
             chunk: Coordinate::from([64, 64]),
         }

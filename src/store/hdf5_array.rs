@@ -271,7 +271,11 @@ impl Hdf5Array {
     /// The chunk grid in world units.
     #[must_use]
     pub fn chunk_grid(&self) -> ChunkGrid {
-        self.meta.chunk_grid(&self.name, &self.chunk)
+        self.meta.chunk_grid(
+            &self.name,
+            Some(&std::path::PathBuf::from(self.file.filename())),
+            &self.chunk,
+        )
     }
 
     /// Flushes the file to disk.

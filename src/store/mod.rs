@@ -366,9 +366,15 @@ impl WorldMeta {
         Ok(ranges)
     }
 
-    pub(crate) fn chunk_grid(&self, name: &str, chunk: &[u64]) -> ChunkGrid {
+    pub(crate) fn chunk_grid(
+        &self,
+        name: &str,
+        path: Option<&std::path::Path>,
+        chunk: &[u64],
+    ) -> ChunkGrid {
         ChunkGrid {
             name: name.to_owned(),
+            path: path.map(std::path::Path::to_owned),
             offset: self.offset.clone(),
             chunk: chunk
                 .iter()

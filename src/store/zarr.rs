@@ -49,6 +49,7 @@ pub struct ZarrArray {
     array: Array<Store>,
     cache: Option<Arc<ReadCache>>,
     name: String,
+    store: std::path::PathBuf,
     meta: WorldMeta,
     data_type: DataType,
     write_chunk: Vec<u64>,
@@ -105,7 +106,7 @@ impl ZarrArray {
             path: name.clone(),
             message: e.to_string(),
         })?;
-        Self::from_array(array, name)
+        Self::from_array(array, name, path)
     }
 
     /// Opens an array for reading through an LRU cache of decoded chunks holding at most
@@ -148,7 +149,11 @@ impl ZarrArray {
         }
     }
 
-    fn from_array(array: Array<Store>, name: String) -> Result<ZarrArray, StoreError> {
+    fn from_array(
+        array: Array<Store>,
+        name: String,
+        store: &Path,
+    ) -> Result<ZarrArray, StoreError> {
         let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
         let dtype_name = meta_json
             .get("data_type")
@@ -175,6 +180,7 @@ impl ZarrArray {
             array,
             cache: None,
             name,
+            store: store.to_owned(),
             meta,
             data_type,
             write_chunk,
@@ -266,7 +272,7 @@ impl ZarrArray {
             Array::new_with_metadata(store, &node, metadata).map_err(|e| backend(&e))?;
         *array.attributes_mut() = meta.attributes();
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name)
+        Self::from_array(array, name, path)
     }
 
     /// Creates the array `dataset` in the zarr store at `path` with the same metadata as
@@ -307,7 +313,7 @@ impl ZarrArray {
         let array = Array::new_with_metadata(store, &node, like.array.metadata().clone())
             .map_err(|e| backend(&e))?;
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name)
+        Self::from_array(array, name, path)
     }
 
     /// The array's ROI in world units.
@@ -361,7 +367,8 @@ impl ZarrArray {
     /// The write-chunk grid in world units, for [`TaskBuilder::writes`](crate::TaskBuilder::writes).
     #[must_use]
     pub fn chunk_grid(&self) -> ChunkGrid {
-        self.meta.chunk_grid(&self.name, &self.write_chunk)
+        self.meta
+            .chunk_grid(&self.name, Some(&self.store), &self.write_chunk)
     }
 
     /// The store path and dataset, for messages.

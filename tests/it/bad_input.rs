@@ -241,6 +241,7 @@ fn writes_must_cover_whole_chunks() {
     use blockwise::store::ChunkGrid;
     let grid = || ChunkGrid {
         name: "out.zarr/smoothed".into(),
+        path: None,
         offset: [0, 0].into(),
         chunk: [64, 64].into(),
     };
