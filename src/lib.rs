@@ -71,6 +71,7 @@
 
 pub mod blocks;
 mod error;
+pub mod exec;
 pub mod geometry;
 mod graph;
 pub mod journal;

@@ -22,3 +22,57 @@ impl ProgressBars {
     pub(crate) fn finish(&mut self, _i: usize, _state: &crate::TaskState) {}
     pub(crate) fn close(&mut self) {}
 }
+
+/// A progress bar over items (executor maps, sweeps): a count, with a total when known.
+#[derive(Debug)]
+pub(crate) struct ItemProgress {
+    #[cfg(feature = "progress")]
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ItemProgress {
+    /// A bar labelled `label` when `show`; `total` items if known.
+    pub(crate) fn new(show: bool, label: &str, total: Option<u64>) -> ItemProgress {
+        #[cfg(feature = "progress")]
+        {
+            let bar = show.then(|| {
+                let bar = match total {
+                    Some(n) => indicatif::ProgressBar::new(n),
+                    None => indicatif::ProgressBar::no_length(),
+                };
+                let template = if total.is_some() {
+                    "{prefix} {wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]"
+                } else {
+                    "{prefix} {spinner} {pos} [{elapsed_precise}, {per_sec}]"
+                };
+                if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(label.to_owned());
+                bar
+            });
+            ItemProgress { bar }
+        }
+        #[cfg(not(feature = "progress"))]
+        {
+            let _ = (show, label, total);
+            ItemProgress {}
+        }
+    }
+
+    /// One more item done.
+    pub(crate) fn inc(&self) {
+        #[cfg(feature = "progress")]
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    /// The end: the bar shows its final count and stops.
+    pub(crate) fn finish(&self) {
+        #[cfg(feature = "progress")]
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}

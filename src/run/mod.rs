@@ -103,7 +103,7 @@ pub enum Progress {
 }
 
 impl Progress {
-    fn enabled(self) -> bool {
+    pub(crate) fn enabled(self) -> bool {
         match self {
             Progress::Auto => std::io::stdout().is_terminal(),
             Progress::Always => true,
