@@ -35,7 +35,9 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::scheduler::panic_message;
 
+mod stream;
 mod sweep;
+pub use stream::{ParStream, Source, Stream, StreamError};
 pub use sweep::{Sweep, SweepStatus, Sweeps};
 
 /// An item that failed, with its index in the input.
@@ -157,16 +159,36 @@ impl MapOptions {
 
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
-/// A pool of worker threads that runs items.
+/// A pool of worker threads that runs items. Cloning is cheap and shares the pool, which stops
+/// (waiting for running items) when the last clone is dropped.
+#[derive(Clone)]
 pub struct Executor {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Pool {
+    /// Lets queued and running items finish, then joins the threads.
+    fn drop(&mut self) {
+        self.tx = None;
+        let me = std::thread::current().id();
+        for t in self.threads.drain(..) {
+            // The last handle may be dropped by an item running on the pool itself.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Executor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Executor")
-            .field("threads", &self.threads.len())
+            .field("threads", &self.pool.threads.len())
             .finish()
     }
 }
@@ -191,20 +213,22 @@ impl Executor {
             })
             .collect();
         Executor {
-            tx: Some(tx),
-            threads,
+            pool: Arc::new(Pool {
+                tx: Some(tx),
+                threads,
+            }),
         }
     }
 
     /// Queues a job on the pool; false if the pool is shut down.
     pub(crate) fn submit(&self, job: Job) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+        self.pool.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 
     /// The number of items that can run at once: the default batch or window size.
     #[must_use]
     pub fn slots(&self) -> usize {
-        self.threads.len().max(1)
+        self.pool.threads.len().max(1)
     }
 
     /// Maps `f` over `items` and returns the results in input order, or the first error (by
@@ -307,7 +331,7 @@ impl Executor {
         };
         BoundedMap {
             progress: crate::observe::ItemProgress::new(opts.progress.enabled(), "map", total),
-            jobs: self.tx.clone(),
+            jobs: self.clone(),
             run,
             items,
             opts,
@@ -347,21 +371,11 @@ impl Executor {
     }
 }
 
-impl Drop for Executor {
-    /// Waits for running items to finish.
-    fn drop(&mut self) {
-        self.tx = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 type RunFn<T, R> = Arc<dyn Fn(T) -> Result<R, String> + Send + Sync>;
 
 /// The lazy result iterator of [`Executor::bounded_map`].
 pub struct BoundedMap<R, I, T> {
-    jobs: Option<Sender<Job>>,
+    jobs: Executor,
     run: RunFn<T, R>,
     items: I,
     opts: MapOptions,
@@ -416,9 +430,9 @@ where
             let r = run(item);
             let _ = tx.send((index, r));
         });
-        match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => true,
-            _ => {
+        match self.jobs.submit(job) {
+            true => true,
+            false => {
                 // The executor is gone: report the item as failed.
                 self.in_flight -= 1;
                 self.buffer

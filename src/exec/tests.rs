@@ -248,5 +248,7 @@ fn dropping_a_map_early_waits_for_its_items_and_submits_no_more() {
     let mut m = ex.bounded_map(|x: u64| Ok::<_, String>(x), items, MapOptions::new(8));
     assert_eq!(m.next(), Some(Ok(0)));
     drop(m);
-    assert!(*submitted.lock().unwrap() <= 8 + 1);
+    // At most the window plus the reorder buffer (16 × 8) were pulled from the input.
+    let n = *submitted.lock().unwrap();
+    assert!(n <= 8 + 16 * 8, "{n}");
 }

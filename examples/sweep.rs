@@ -1,0 +1,79 @@
+//! A parameter sweep: the foreground fraction of the sample volume for every pair of smoothing
+//! radius and threshold, with a progress monitor, live status and results keyed by parameters.
+//!
+//! ```text
+//! cargo run --release --example sweep
+//! ```
+//!
+//! The volume (64³, generated in memory) is shared read-only by every call: it is built once
+//! and handed to each worker thread by reference, like a scattered dataset.
+
+use std::sync::Arc;
+
+use blockwise::Progress;
+use blockwise::exec::{Executor, Sweeps};
+use blockwise::sample::SampleSpec;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let spec = SampleSpec::cube(64);
+    let volume = Arc::new(spec.generate(&spec.roi()));
+    let ex = Executor::threads(2);
+    let mut sweeps = Sweeps::new();
+    let v = Arc::clone(&volume);
+    // Parameters: [radius, threshold]; the first list varies slowest.
+    let run = sweeps.run(
+        &ex,
+        "smooth-threshold",
+        move |p: &[u32]| -> Result<f64, String> {
+            let (radius, threshold) = (p[0] as usize, p[1] as u8);
+            let n = 64usize;
+            let at = |z: usize, y: usize, x: usize| u32::from(v[(z * n + y) * n + x]);
+            let mut fg = 0u64;
+            for z in radius..n - radius {
+                for y in radius..n - radius {
+                    for x in radius..n - radius {
+                        // A box mean along x only: cheap, but depends on both parameters.
+                        let sum: u32 = (x - radius..=x + radius).map(|xx| at(z, y, xx)).sum();
+                        if sum / (2 * radius as u32 + 1) > u32::from(threshold) {
+                            fg += 1;
+                        }
+                    }
+                }
+            }
+            let inner = (n - 2 * radius).pow(3) as f64;
+            Ok(fg as f64 / inner)
+        },
+        vec![vec![1, 2, 4], vec![60, 100, 140]],
+        2,
+    );
+    println!(
+        "{} calls ({} combinations × 2 repeats)",
+        run.len(),
+        run.combos().len()
+    );
+    let last = run.monitor(Progress::Auto, |s| eprintln!("status: {s}"));
+    println!("final: {last}");
+    for (repeat, params, result) in run.gather_by_params().into_iter().filter(|r| r.0 == 0) {
+        println!(
+            "radius {:>2}, threshold {:>3}: foreground {:.4} (repeat {repeat})",
+            params[0], params[1], result?
+        );
+    }
+    // The run stays available by name after others start.
+    let again = sweeps.run(
+        &ex,
+        "single",
+        |p: &[u32]| Ok::<_, String>(p.len() as f64),
+        vec![],
+        3,
+    );
+    again.gather();
+    println!(
+        "runs: {:?}; \"smooth-threshold\" still has {} results",
+        sweeps.runs().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        sweeps
+            .get("smooth-threshold")
+            .map_or(0, |r| r.gather().len())
+    );
+    Ok(())
+}
