@@ -81,6 +81,8 @@ mod run;
 pub mod sample;
 mod scheduler;
 pub mod store;
+#[cfg(feature = "hdf5")]
+pub mod swmr;
 mod task;
 pub mod workload;
 

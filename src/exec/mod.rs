@@ -448,8 +448,11 @@ where
         }
         match self.opts.mode {
             Mode::Window => {
+                // Stop pulling when a result comes in, so that it is delivered before the
+                // input is asked again (it may block until its next item exists).
                 while self.in_flight < self.opts.size
                     && (!self.opts.ordered || self.buffer.len() < self.opts.reorder_limit)
+                    && (self.in_flight == 0 || self.done_rx.is_empty())
                     && self.submit()
                 {}
             }
@@ -477,16 +480,17 @@ where
                 self.progress.finish();
                 return None;
             }
+            // Results that are already here go out before the input is asked for more (the
+            // input may block, e.g. a follower waiting for the next frame).
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.receive(done);
+            }
+            if let Some(out) = self.deliverable() {
+                return Some(out);
+            }
             self.refill();
-            // Deliver what can be delivered.
-            if self.opts.ordered {
-                if let Some(r) = self.buffer.remove(&self.next_out) {
-                    let index = self.next_out;
-                    self.next_out += 1;
-                    return Some(self.deliver(index, r));
-                }
-            } else if let Some((index, r)) = self.buffer.pop_first() {
-                return Some(self.deliver(index, r));
+            if let Some(out) = self.deliverable() {
+                return Some(out);
             }
             if self.in_flight == 0 && (self.exhausted || self.stopped) {
                 self.finished = true;
@@ -494,22 +498,36 @@ where
                 return None;
             }
             match self.done_rx.recv() {
-                Ok((index, r)) => {
-                    self.in_flight -= 1;
-                    if r.is_err() && self.opts.on_error == OnError::FailFast {
-                        self.stopped = true;
-                        self.failed_at = Some(self.failed_at.map_or(index, |f| f.min(index)));
-                    }
-                    if self.failed_at.is_some_and(|f| index > f) {
-                        continue; // after the failure: dropped
-                    }
-                    self.buffer.insert(index, r);
-                }
+                Ok(done) => self.receive(done),
                 Err(_) => {
                     self.finished = true;
                     return None;
                 }
             }
+        }
+    }
+
+    fn receive(&mut self, (index, r): (usize, Result<R, String>)) {
+        self.in_flight -= 1;
+        if r.is_err() && self.opts.on_error == OnError::FailFast {
+            self.stopped = true;
+            self.failed_at = Some(self.failed_at.map_or(index, |f| f.min(index)));
+        }
+        if self.failed_at.is_some_and(|f| index > f) {
+            return; // after the failure: dropped
+        }
+        self.buffer.insert(index, r);
+    }
+
+    fn deliverable(&mut self) -> Option<(usize, Result<R, ItemError>)> {
+        if self.opts.ordered {
+            let r = self.buffer.remove(&self.next_out)?;
+            let index = self.next_out;
+            self.next_out += 1;
+            Some(self.deliver(index, r))
+        } else {
+            let (index, r) = self.buffer.pop_first()?;
+            Some(self.deliver(index, r))
         }
     }
 

@@ -16,3 +16,5 @@ mod robustness;
 mod runner;
 #[cfg(feature = "zarr")]
 mod store;
+#[cfg(feature = "hdf5")]
+mod swmr;
