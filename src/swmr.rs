@@ -406,6 +406,7 @@ pub struct Frame<T> {
 pub struct DataSource<T> {
     keys: KeyFollower,
     data: Vec<(String, Dataset)>,
+    interleaved: Vec<(String, Vec<(String, Dataset)>)>,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -432,8 +433,36 @@ impl<T: hdf5::H5Type + Clone> DataSource<T> {
         Ok(DataSource {
             keys,
             data,
+            interleaved: Vec::new(),
             _t: std::marker::PhantomData,
         })
+    }
+
+    /// Adds a stack written by `n` writers in turn: global frame `i` is frame `i / n` of
+    /// `datasets[i % n]` (each a stack of frames along its first axis), reported under `name`.
+    ///
+    /// # Errors
+    ///
+    /// No dataset given, or one that cannot be opened.
+    pub fn interleaved(
+        mut self,
+        name: &str,
+        datasets: &[&str],
+    ) -> Result<DataSource<T>, SwmrError> {
+        if datasets.is_empty() {
+            return Err(SwmrError::NoData);
+        }
+        let list = datasets
+            .iter()
+            .map(|p| {
+                Ok((
+                    (*p).to_owned(),
+                    self.keys._file.dataset(p).map_err(|e| h5(p, e))?,
+                ))
+            })
+            .collect::<Result<_, SwmrError>>()?;
+        self.interleaved.push((name.to_owned(), list));
+        Ok(self)
     }
 
     /// The key follower (its stop reason, scan shape).
@@ -444,48 +473,182 @@ impl<T: hdf5::H5Type + Clone> DataSource<T> {
 
     fn read(&self, index: u64) -> Result<Frame<T>, SwmrError> {
         let rank = self.keys.scan_rank;
-        let mut out = Vec::with_capacity(self.data.len());
+        let mut out = Vec::with_capacity(self.data.len() + self.interleaved.len());
         let mut position = Vec::new();
         for (path, ds) in &self.data {
-            // New frames may lie past the cached shape until the dataset is refreshed.
-            ds.refresh().map_err(|e| h5(path, e))?;
-            let shape = ds.shape();
-            let scan: Vec<usize> = shape.iter().take(rank).copied().collect();
-            let total: u64 = scan.iter().map(|&s| s as u64).product();
-            if scan.len() < rank || index >= total {
-                return Err(SwmrError::FrameOutside {
-                    path: path.clone(),
-                    index,
-                    shape: scan,
-                });
-            }
-            position = unravel(index, &scan);
-            let elems: Vec<SliceInfoElem> = shape
-                .iter()
-                .enumerate()
-                .map(|(d, &n)| {
-                    let (start, end) = if d < rank {
-                        (position[d], position[d] + 1)
-                    } else {
-                        (0, n)
-                    };
-                    SliceInfoElem::Slice {
-                        start: start as isize,
-                        end: Some(end as isize),
-                        step: 1,
-                    }
-                })
-                .collect();
-            let sel: SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn> =
-                SliceInfo::try_from(elems).map_err(|e| h5(path, e))?;
-            let frame = ds.read_slice::<T, _, IxDyn>(sel).map_err(|e| h5(path, e))?;
+            let (pos, frame) = read_frame::<T>(path, ds, index, rank)?;
+            position = pos;
             out.push((path.clone(), frame));
+        }
+        for (name, list) in &self.interleaved {
+            let n = list.len() as u64;
+            let (path, ds) = &list[(index % n) as usize];
+            let (_, frame) = read_frame::<T>(path, ds, index / n, 1)?;
+            out.push((name.clone(), frame));
+        }
+        if position.is_empty() {
+            position = vec![usize::try_from(index).unwrap_or(usize::MAX)];
         }
         Ok(Frame {
             index,
             position,
             data: out,
         })
+    }
+}
+
+/// Frame `index` of `ds` (scan dimensions first, `rank` of them): its position and data.
+fn read_frame<T: hdf5::H5Type>(
+    path: &str,
+    ds: &Dataset,
+    index: u64,
+    rank: usize,
+) -> Result<(Vec<usize>, ArrayD<T>), SwmrError> {
+    // New frames may lie past the cached shape until the dataset is refreshed.
+    ds.refresh().map_err(|e| h5(path, e))?;
+    let shape = ds.shape();
+    let scan: Vec<usize> = shape.iter().take(rank).copied().collect();
+    let total: u64 = scan.iter().map(|&s| s as u64).product();
+    if scan.len() < rank || index >= total {
+        return Err(SwmrError::FrameOutside {
+            path: path.to_owned(),
+            index,
+            shape: scan,
+        });
+    }
+    let position = unravel(index, &scan);
+    let ranges: Vec<std::ops::Range<usize>> = shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| {
+            if d < rank {
+                position[d]..position[d] + 1
+            } else {
+                0..n
+            }
+        })
+        .collect();
+    let frame = ds
+        .read_slice::<T, _, IxDyn>(slices(path, &ranges)?)
+        .map_err(|e| h5(path, e))?;
+    Ok((position, frame))
+}
+
+fn slices(
+    path: &str,
+    ranges: &[std::ops::Range<usize>],
+) -> Result<SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn>, SwmrError> {
+    let elems: Vec<SliceInfoElem> = ranges
+        .iter()
+        .map(|r| SliceInfoElem::Slice {
+            start: r.start as isize,
+            end: Some(r.end as isize),
+            step: 1,
+        })
+        .collect();
+    SliceInfo::try_from(elems).map_err(|e| h5(path, e))
+}
+
+/// Writes one result per frame into an output dataset laid out like the scan: its shape is
+/// the scan's followed by the result's, growing along unlimited scan dimensions as results
+/// arrive (swmr_tools' `create_dataset` and `append_data`).
+#[derive(Debug)]
+pub struct ScanWriter {
+    path: String,
+    ds: Dataset,
+    scan_rank: usize,
+    result_shape: Vec<usize>,
+}
+
+impl ScanWriter {
+    /// Creates `path` in `file` for results of `result_shape` over a scan of `scan_maxshape`
+    /// (`None`: unlimited), chunked one result per chunk.
+    ///
+    /// # Errors
+    ///
+    /// The dataset cannot be created.
+    pub fn create<T: hdf5::H5Type>(
+        file: &File,
+        path: &str,
+        scan_maxshape: &[Option<usize>],
+        result_shape: &[usize],
+    ) -> Result<ScanWriter, SwmrError> {
+        let extents: Vec<hdf5::Extent> = scan_maxshape
+            .iter()
+            .map(|m| match m {
+                Some(n) => hdf5::Extent::new(*n, Some(*n)),
+                None => hdf5::Extent::new(0, None),
+            })
+            .chain(result_shape.iter().map(|&n| hdf5::Extent::fixed(n)))
+            .collect();
+        let chunk: Vec<usize> = scan_maxshape
+            .iter()
+            .map(|_| 1)
+            .chain(result_shape.iter().map(|&n| n.max(1)))
+            .collect();
+        let ds = file
+            .new_dataset::<T>()
+            .chunk(chunk)
+            .shape(hdf5::SimpleExtents::from_vec(extents))
+            .create(path)
+            .map_err(|e| h5(path, e))?;
+        Ok(ScanWriter {
+            path: path.to_owned(),
+            ds,
+            scan_rank: scan_maxshape.len(),
+            result_shape: result_shape.to_vec(),
+        })
+    }
+
+    /// Writes the result of the frame at scan `position`, growing the dataset if needed.
+    ///
+    /// # Errors
+    ///
+    /// A position of the wrong rank, a result of the wrong size, or an HDF5 error.
+    pub fn write<T: hdf5::H5Type + Clone>(
+        &self,
+        position: &[usize],
+        result: &ArrayD<T>,
+    ) -> Result<(), SwmrError> {
+        if position.len() != self.scan_rank
+            || result.len() != self.result_shape.iter().product::<usize>()
+        {
+            return Err(h5(
+                &self.path,
+                format!(
+                    "a result of shape {:?} at position {position:?} does not fit results of shape {:?} over a scan of rank {}",
+                    result.shape(),
+                    self.result_shape,
+                    self.scan_rank
+                ),
+            ));
+        }
+        let mut shape = self.ds.shape();
+        let mut grow = false;
+        for (d, &p) in position.iter().enumerate() {
+            if p >= shape[d] {
+                shape[d] = p + 1;
+                grow = true;
+            }
+        }
+        if grow {
+            self.ds.resize(shape).map_err(|e| h5(&self.path, e))?;
+        }
+        let full: Vec<usize> = std::iter::repeat_n(1, self.scan_rank)
+            .chain(self.result_shape.iter().copied())
+            .collect();
+        let data = result
+            .to_shape(IxDyn(&full))
+            .map_err(|e| h5(&self.path, e))?;
+        let ranges: Vec<std::ops::Range<usize>> = position
+            .iter()
+            .map(|&p| p..p + 1)
+            .chain(self.result_shape.iter().map(|&n| 0..n))
+            .collect();
+        self.ds
+            .write_slice(&data, slices(&self.path, &ranges)?)
+            .map_err(|e| h5(&self.path, e))?;
+        self.ds.flush().map_err(|e| h5(&self.path, e))
     }
 }
 

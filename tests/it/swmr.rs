@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use blockwise::exec::{Executor, MapOptions};
-use blockwise::swmr::{DataSource, Frame, KeyFollower, RowKeyFollower, StopReason, SwmrError};
+use blockwise::swmr::{
+    DataSource, Frame, KeyFollower, RowKeyFollower, ScanWriter, StopReason, SwmrError,
+};
 use hdf5::File;
 use ndarray::{Array, ArrayD, IxDyn};
 
@@ -223,6 +225,60 @@ fn frames_and_their_scan_positions() {
         DataSource::<i64>::new(follow(&p, &["key"], 100, None), &[]),
         Err(SwmrError::NoData)
     ));
+    // Each frame's sum over its axis 1, written in the scan's layout: shape (2, 3, 4).
+    let out = scratch("frames-out");
+    {
+        let f = create(&out);
+        let w = ScanWriter::create::<i64>(&f, "sums", &[Some(2), Some(3)], &[4]).unwrap();
+        for fr in &frames {
+            let sums = fr.data[0].1.sum_axis(ndarray::Axis(3));
+            w.write(&fr.position, &sums.into_dyn()).unwrap();
+        }
+        let e = w
+            .write(&[0], &ArrayD::<i64>::zeros(IxDyn(&[4])))
+            .unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+    }
+    let f = File::open(&out).unwrap();
+    let sums: ArrayD<i64> = f.dataset("sums").unwrap().read_dyn().unwrap();
+    assert_eq!(sums.shape(), &[2, 3, 4]);
+    assert_eq!(sums[[1, 2, 3]], 585);
+}
+
+#[test]
+fn interleaved_writers_and_a_growing_scan_writer() {
+    // Two writers in turn: global frame 5 is frame 2 of B.
+    let p = scratch("interleaved");
+    {
+        let f = create(&p);
+        for (name, base) in [("a", 0i64), ("b", 100)] {
+            let ds = f.new_dataset::<i64>().shape((4, 2)).create(name).unwrap();
+            ds.write(&Array::from_shape_fn((4, 2), |(i, j)| {
+                base + 10 * i as i64 + j as i64
+            }))
+            .unwrap();
+        }
+        key(&f, "key", &[8], &[1; 8]);
+    }
+    let source = DataSource::<i64>::new(follow(&p, &["key"], 100, None), &["key"])
+        .unwrap()
+        .interleaved("stack", &["a", "b"])
+        .unwrap();
+    let frames: Vec<Frame<i64>> = source.map(Result::unwrap).collect();
+    assert_eq!(frames.len(), 8);
+    let (name, d) = &frames[5].data[1];
+    assert_eq!(name, "stack");
+    assert_eq!(d.iter().copied().collect::<Vec<_>>(), [120, 121]);
+    assert_eq!(
+        frames[4].data[1].1.iter().copied().collect::<Vec<_>>(),
+        [20, 21]
+    );
+    // A scan writer over an unlimited scan grows as results arrive.
+    let out = scratch("grow-out");
+    let f = create(&out);
+    let w = ScanWriter::create::<u8>(&f, "r", &[None], &[2]).unwrap();
+    w.write(&[3], &ArrayD::from_elem(IxDyn(&[2]), 7u8)).unwrap();
+    assert_eq!(f.dataset("r").unwrap().shape(), vec![4, 2]);
 }
 
 /// Not a test on its own: the writer process of the tests below.
