@@ -538,15 +538,11 @@ fn slices(
     path: &str,
     ranges: &[std::ops::Range<usize>],
 ) -> Result<SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn>, SwmrError> {
-    let elems: Vec<SliceInfoElem> = ranges
+    let ranges: Vec<std::ops::Range<i64>> = ranges
         .iter()
-        .map(|r| SliceInfoElem::Slice {
-            start: r.start as isize,
-            end: Some(r.end as isize),
-            step: 1,
-        })
+        .map(|r| r.start as i64..r.end as i64)
         .collect();
-    SliceInfo::try_from(elems).map_err(|e| h5(path, e))
+    crate::store::hdf5_array::selection(&ranges).map_err(|e| h5(path, e))
 }
 
 /// Writes one result per frame into an output dataset laid out like the scan: its shape is

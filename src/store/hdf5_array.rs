@@ -35,7 +35,8 @@ impl std::fmt::Debug for Hdf5Array {
     }
 }
 
-fn selection(
+/// An ndarray selection of `ranges` (one per axis), for hyperslab reads and writes.
+pub(crate) fn selection(
     ranges: &[std::ops::Range<i64>],
 ) -> Result<SliceInfo<Vec<SliceInfoElem>, IxDyn, IxDyn>, String> {
     let elems: Vec<SliceInfoElem> = ranges

@@ -28,7 +28,7 @@
 
 mod chunk_grid;
 #[cfg(feature = "hdf5")]
-mod hdf5_array;
+pub(crate) mod hdf5_array;
 mod spec;
 #[cfg(feature = "zarr")]
 mod zarr;
