@@ -423,3 +423,29 @@ fn a_damaged_input_chunk_fails_its_block_only_and_a_rerun_after_repair_does_the_
     let out = output.read::<u8>(&output.roi()).unwrap();
     assert!(out.iter().all(|&v| v == 7));
 }
+
+#[test]
+fn a_task_without_blocks_and_a_task_added_later() {
+    let dir = scratch("empty-task");
+    let empty = Task::builder(
+        "empty",
+        Roi::new([0], [5]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .process(|_: &Block| Ok::<(), BlockError>(()))
+    .build()
+    .unwrap();
+    assert_eq!(empty.num_blocks(), 0);
+    for _ in 0..2 {
+        let s = runner(&dir).run([empty.clone()]).unwrap();
+        assert!(s.is_success());
+    }
+    // A task that was not in the first run gets its own markers; the old ones stay.
+    let calls = Arc::new(AtomicU64::new(0));
+    let s = runner(&dir).run([counting(7, &calls)]).unwrap();
+    assert_eq!(s.task("t").unwrap().completed, 7);
+    let st = blockwise::journal::status(&dir).unwrap();
+    let ids: Vec<&str> = st.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, ["t", "empty"]);
+}
