@@ -83,14 +83,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A node of a pipeline that emits items of type `T`; attach downstream nodes to it.
 pub struct Stream<T> {
     node: Arc<Mutex<Node<T>>>,
+    /// The sources whose emits reach this node (to tell whether a zip may wait).
+    roots: Arc<Vec<u64>>,
 }
 
 impl<T> Clone for Stream<T> {
     fn clone(&self) -> Self {
         Stream {
             node: Arc::clone(&self.node),
+            roots: Arc::clone(&self.roots),
         }
     }
+}
+
+static NEXT_SOURCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn union(a: &[u64], b: &[u64]) -> Arc<Vec<u64>> {
+    let mut v: Vec<u64> = a.iter().chain(b).copied().collect();
+    v.sort_unstable();
+    v.dedup();
+    Arc::new(v)
 }
 
 impl<T> fmt::Debug for Stream<T> {
@@ -123,7 +135,9 @@ impl<T: Clone + Send + 'static> Source<T> {
     #[must_use]
     pub fn new() -> Source<T> {
         Source {
-            stream: Stream::empty(),
+            stream: Stream::empty(Arc::new(vec![
+                NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ])),
         }
     }
 
@@ -165,11 +179,12 @@ fn guarded<R>(node: &'static str, f: impl FnOnce() -> Result<R, String>) -> Resu
 }
 
 impl<T: Clone + Send + 'static> Stream<T> {
-    fn empty() -> Stream<T> {
+    fn empty(roots: Arc<Vec<u64>>) -> Stream<T> {
         Stream {
             node: Arc::new(Mutex::new(Node {
                 downstream: Vec::new(),
             })),
+            roots,
         }
     }
 
@@ -207,7 +222,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
         &self,
         mut f: impl FnMut(Event<T>, &Stream<U>) -> Result<(), StreamError> + Send + 'static,
     ) -> Stream<U> {
-        let out = Stream::<U>::empty();
+        let out = Stream::<U>::empty(Arc::clone(&self.roots));
         let o = out.clone();
         lock(&self.node)
             .downstream
@@ -371,7 +386,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
     /// A bounded queue of `n` items with its own thread pushing them on: the emitter only
     /// waits while it is full. Errors downstream of it reach the emitter on its next call.
     pub fn buffer(&self, n: usize) -> Stream<T> {
-        let out = Stream::<T>::empty();
+        let out = Stream::<T>::empty(Arc::clone(&self.roots));
         // One item is held by the thread, so the queue keeps n − 1 more.
         let (tx, rx) = crossbeam_channel::bounded::<Event<T>>(n.max(1) - 1);
         let errors: Arc<Mutex<Option<StreamError>>> = Arc::new(Mutex::new(None));
@@ -410,7 +425,9 @@ impl<T: Clone + Send + 'static> Stream<T> {
     }
 
     /// Pairs items of this stream and `other` in order (a FIFO per input); an input holding
-    /// `bound` unpaired items makes its emitter wait until the other input catches up.
+    /// `bound` unpaired items makes its emitter wait until the other input catches up. (When
+    /// both inputs come from the same source, one emitter feeds both and cannot wait for
+    /// itself: the zip then holds unpaired items without a bound.)
     pub fn zip<U>(&self, other: &Stream<U>, bound: usize) -> Stream<(T, U)>
     where
         U: Clone + Send + 'static,
@@ -420,7 +437,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             b: VecDeque<U>,
             closed: (bool, bool),
         }
-        let out = Stream::<(T, U)>::empty();
+        let out = Stream::<(T, U)>::empty(union(&self.roots, &other.roots));
         let state = Arc::new((
             Mutex::new(Zip {
                 a: VecDeque::new(),
@@ -429,7 +446,13 @@ impl<T: Clone + Send + 'static> Stream<T> {
             }),
             Condvar::new(),
         ));
-        let bound = bound.max(1);
+        // Inputs fed by the same source are fed by the same emitter: waiting for the other
+        // input there would wait for ever, so such a zip holds what it must instead.
+        let bound = if self.roots.iter().any(|r| other.roots.contains(r)) {
+            usize::MAX
+        } else {
+            bound.max(1)
+        };
         let (s, o) = (Arc::clone(&state), out.clone());
         lock(&self.node).downstream.push(Box::new(move |e| {
             let (m, cv) = &*s;
@@ -493,7 +516,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
         U: Clone + Send + 'static,
     {
         type Latest<T, U> = (Option<T>, Option<U>, (bool, bool));
-        let out = Stream::<(T, U)>::empty();
+        let out = Stream::<(T, U)>::empty(union(&self.roots, &other.roots));
         let state: Arc<Mutex<Latest<T, U>>> = Arc::new(Mutex::new((None, None, (false, false))));
         let (s, o) = (Arc::clone(&state), out.clone());
         lock(&self.node).downstream.push(Box::new(move |e| {
@@ -891,6 +914,18 @@ mod tests {
             lock(&log.events)
         );
         assert_eq!(list(&zipped), [(1, 10)]);
+    }
+
+    #[test]
+    fn zipping_two_branches_of_one_source_never_waits_for_itself() {
+        let s = Source::<i64>::new();
+        let evens = s.stream().filter(|x| x % 2 == 0);
+        let zipped = evens.zip(&s.stream(), 2).sink_to_list();
+        for x in 0..10 {
+            s.emit(x).unwrap(); // would wait for ever if the bound applied
+        }
+        s.close().unwrap();
+        assert_eq!(list(&zipped), [(0, 0), (2, 1), (4, 2), (6, 3), (8, 4)]);
     }
 
     #[test]
