@@ -16,9 +16,9 @@ use blockwise::sample::SampleSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = SampleSpec::cube(64);
-    let volume = Arc::new(spec.generate(&spec.roi()));
     let ex = Executor::threads(2);
     let mut sweeps = Sweeps::new();
+    let volume = sweeps.scatter("volume", spec.generate(&spec.roi()));
     let v = Arc::clone(&volume);
     // Parameters: [radius, threshold]; the first list varies slowest.
     let run = sweeps.run(

@@ -8,8 +8,8 @@
 //! use std::sync::Arc;
 //!
 //! let ex = Executor::threads(2);
-//! let shared = Arc::new(100i64); // read-only data every call sees (sent to each worker once)
 //! let mut sweeps = Sweeps::new();
+//! let shared = sweeps.scatter("offset", 100i64); // read-only data every call sees, stored once
 //! let s = Arc::clone(&shared);
 //! let run = sweeps.run(&ex, "grid", move |p: &[i64]| Ok::<_, String>(*s + p[0] * 10 + p[1]),
 //!     vec![vec![1, 2], vec![1, 2, 3]], 1);
@@ -382,20 +382,28 @@ where
     }
 }
 
-/// Named sweeps: the latest run and every earlier one stay available by name.
+/// Named sweeps: the latest run and every earlier one stay available by name, with shared
+/// read-only datasets scattered once under a name.
 pub struct Sweeps<P, R> {
     runs: Vec<Sweep<P, R>>,
+    scattered: std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<P, R> Default for Sweeps<P, R> {
     fn default() -> Self {
-        Sweeps { runs: Vec::new() }
+        Sweeps {
+            runs: Vec::new(),
+            scattered: std::collections::HashMap::new(),
+        }
     }
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for Sweeps<P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.runs).finish()
+        f.debug_struct("Sweeps")
+            .field("runs", &self.runs)
+            .field("scattered", &self.scattered.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -428,6 +436,26 @@ where
         let run = Sweep::start(ex, name, f, params, repeat);
         self.runs.push(run.clone());
         run
+    }
+
+    /// Shares read-only `data` with every call under `name` (daskify's `scatter_data`): the
+    /// returned handle is captured by the sweep's function, so the data exists once however
+    /// many calls use it. A dataset scattered again under the same name replaces the old one
+    /// for later runs.
+    pub fn scatter<D: Send + Sync + 'static>(&mut self, name: &str, data: D) -> Arc<D> {
+        let data = Arc::new(data);
+        let any: Arc<dyn std::any::Any + Send + Sync> = data.clone();
+        self.scattered.insert(name.to_owned(), any);
+        data
+    }
+
+    /// The dataset scattered under `name` (`None` if there is none, or it is not a `D`).
+    #[must_use]
+    pub fn scattered<D: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<D>> {
+        self.scattered
+            .get(name)
+            .cloned()
+            .and_then(|a| a.downcast::<D>().ok())
     }
 
     /// The latest run named `name`.
@@ -498,6 +526,29 @@ mod tests {
         assert_eq!(sweeps.current().map(Sweep::name), Some("b"));
         assert_eq!(sweeps.get("a").unwrap().gather()[0], Ok(111));
         assert_eq!(sweeps.runs().len(), 2);
+        // Scattered data: one copy, shared by every call, retrievable by name.
+        let table = sweeps.scatter("table", vec![5i64, 7]);
+        let t = Arc::clone(&table);
+        let run = sweeps.run(
+            &ex,
+            "c",
+            move |p: &[i64]| Ok::<_, String>(t[p[0] as usize]),
+            vec![vec![0, 1]],
+            3,
+        );
+        assert_eq!(
+            run.gather()
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect::<Vec<_>>(),
+            [5, 7, 5, 7, 5, 7]
+        );
+        assert!(Arc::ptr_eq(
+            &sweeps.scattered::<Vec<i64>>("table").unwrap(),
+            &table
+        ));
+        assert!(sweeps.scattered::<String>("table").is_none());
+        assert!(sweeps.scattered::<Vec<i64>>("missing").is_none());
     }
 
     #[test]
