@@ -430,16 +430,13 @@ where
             let r = run(item);
             let _ = tx.send((index, r));
         });
-        match self.jobs.submit(job) {
-            true => true,
-            false => {
-                // The executor is gone: report the item as failed.
-                self.in_flight -= 1;
-                self.buffer
-                    .insert(index, Err("the executor was shut down".into()));
-                true
-            }
+        if !self.jobs.submit(job) {
+            // The executor is gone: report the item as failed.
+            self.in_flight -= 1;
+            self.buffer
+                .insert(index, Err("the executor was shut down".into()));
         }
+        true
     }
 
     fn refill(&mut self) {

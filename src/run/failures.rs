@@ -97,11 +97,17 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<Optio
     Ok(Some(journal))
 }
 
-/// Records how the run ended in the journal (after a final flush) and passes the result on.
-pub(super) fn close_journal(
+/// The end of a run, for both runners: the summary (if the run did not fail) and, with a run
+/// directory, a final flush and a record of how the run ended.
+pub(super) fn finish_run<'a>(
+    result: Result<(), Error>,
+    sched: &Scheduler,
+    tasks: impl Iterator<Item = (&'a str, &'a mut Failures)>,
+    log_dir: Option<&str>,
+    elapsed: Duration,
     journal: Option<&mut Journal>,
-    result: Result<RunSummary, Error>,
 ) -> Result<RunSummary, Error> {
+    let result = result.map(|()| summary(sched, tasks, log_dir, elapsed));
     let Some(journal) = journal else {
         return result;
     };

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::context::{CONTEXT_ENV, Context, new_token};
-use super::failures::{Failures, close_journal, open_journal, summary};
+use super::failures::{Failures, finish_run, open_journal};
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
 use super::server::{Event, Hello, Server, Timing};
 use super::signals::Interrupts;
@@ -223,18 +223,17 @@ pub(super) fn run(
         p.close();
     }
     let log_dir = driver.log_dir.display().to_string();
-    let result = result.map(|()| {
-        summary(
-            &driver.sched,
-            driver
-                .runs
-                .iter_mut()
-                .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
-            Some(&log_dir),
-            start.elapsed(),
-        )
-    });
-    close_journal(driver.journal.as_mut(), result)
+    finish_run(
+        result,
+        &driver.sched,
+        driver
+            .runs
+            .iter_mut()
+            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+        Some(&log_dir),
+        start.elapsed(),
+        driver.journal.as_mut(),
+    )
 }
 
 /// The last `lines` lines of a file (for start-up errors).

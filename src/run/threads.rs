@@ -16,7 +16,7 @@ use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
 use super::Runner;
-use super::failures::{Failures, close_journal, open_journal, summary};
+use super::failures::{Failures, finish_run, open_journal};
 use crate::journal::Journal;
 
 /// A block handed to a worker, with the number of this hand-out.
@@ -126,18 +126,17 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
     if let Some(p) = progress.as_mut() {
         p.close();
     }
-    let result = result.map(|()| {
-        summary(
-            &driver.sched,
-            driver
-                .runs
-                .iter_mut()
-                .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
-            None,
-            start.elapsed(),
-        )
-    });
-    close_journal(driver.journal.as_mut(), result)
+    finish_run(
+        result,
+        &driver.sched,
+        driver
+            .runs
+            .iter_mut()
+            .map(|run| (run.task.inner.id.as_ref(), &mut run.failures)),
+        None,
+        start.elapsed(),
+        driver.journal.as_mut(),
+    )
 }
 
 impl Driver<'_> {

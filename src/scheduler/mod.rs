@@ -458,27 +458,41 @@ impl Scheduler {
 
     /// Whether a block of a resumed task waits for an upstream block that is not done.
     fn has_pending_upstream(&self, t: usize, key: u64) -> bool {
+        self.pending_upstream(t, key, 1) > 0
+    }
+
+    /// Number of upstream blocks of `(t, key)` (intra- and inter-task) that earlier runs did
+    /// not finish, counting no further than `limit`.
+    fn pending_upstream(&self, t: usize, key: u64, limit: u64) -> u64 {
         let entry = &self.tasks[t];
         let grid = entry.grid();
         let cell = grid.cell(key);
         let mut cells: Vec<Cell> = Vec::new();
         grid.intra_upstream(&cell, &mut cells);
-        if cells.iter().any(|c| !entry.done.contains(grid.linear(c))) {
-            return true;
+        let mut n = 0;
+        for c in &cells {
+            if !entry.done.contains(grid.linear(c)) {
+                n += 1;
+                if n >= limit {
+                    return n;
+                }
+            }
         }
         for &u in &entry.upstream {
             let up = &self.tasks[u];
             let ugrid = up.grid();
             if let Some(b) = graph::upstream_box(grid, &cell, ugrid) {
-                if up.done.is_none_done() {
-                    return true;
-                }
-                if box_cells(&b).any(|c| !up.done.contains(ugrid.linear(&c))) {
-                    return true;
+                for c in box_cells(&b) {
+                    if !up.done.contains(ugrid.linear(&c)) {
+                        n += 1;
+                        if n >= limit {
+                            return n;
+                        }
+                    }
                 }
             }
         }
-        false
+        n
     }
 
     /// The tasks of the run, upstream tasks before their downstream tasks.
@@ -677,22 +691,7 @@ impl Scheduler {
             }
             return n;
         }
-        let mut cells: Vec<Cell> = Vec::new();
-        grid.intra_upstream(&cell, &mut cells);
-        let mut n = cells
-            .iter()
-            .filter(|c| !entry.done.contains(grid.linear(c)))
-            .count() as u64;
-        for &u in &entry.upstream {
-            let up = &self.tasks[u];
-            let ugrid = up.grid();
-            if let Some(b) = graph::upstream_box(grid, &cell, ugrid) {
-                n += box_cells(&b)
-                    .filter(|c| !up.done.contains(ugrid.linear(c)))
-                    .count() as u64;
-            }
-        }
-        n
+        self.pending_upstream(t, key, u64::MAX)
     }
 
     fn mark_success(&mut self, t: usize, key: u64) {
