@@ -1,16 +1,17 @@
 //! The executor: a bounded map over a lazy range of 10^7 items in constant memory.
 //!
 //! ```text
-//! cargo run --release --example map [-- N WINDOW]
+//! cargo run --release --example map [-- N WINDOW [threads|processes]]
 //! ```
 //!
 //! Maps `x ↦ x + 1` over `0..N` (default 10^7) with at most `WINDOW` (default 64) items in
-//! flight on 2 worker threads, folding the results into a sum as they arrive, once with a
-//! sliding window and once with barrier batches, and prints the sum, the most items that were
-//! in flight at once, and the peak resident memory (which does not grow with N).
+//! flight on 2 worker threads (or 2 worker processes), folding the results into a sum as they
+//! arrive, once with a sliding window and once with barrier batches, and prints the sum, the
+//! most items that were in flight at once, and the peak resident memory (which does not grow
+//! with N).
 
 use blockwise::Progress;
-use blockwise::exec::{Executor, MapOptions, Mode};
+use blockwise::exec::{Executor, Function, MapOptions, Mode};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -26,11 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().map_or(Ok(10_000_000), |a| a.parse())?;
     let window: usize = args.next().map_or(Ok(64), |a| a.parse())?;
-    let ex = Executor::threads(2);
+    let inc = Function::new("inc", |x: u64| Ok::<_, String>(x + 1));
+    let ex = match args.next().as_deref() {
+        None | Some("threads") => Executor::threads(2),
+        // Each worker re-runs this program up to start(), then serves items of `inc`.
+        Some("processes") => Executor::processes(2)
+            .function(&inc)
+            .log_dir(std::env::temp_dir().join("blockwise-map-logs"))
+            .start()?,
+        Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
+    };
     for mode in [Mode::Window, Mode::Barrier] {
         let start = std::time::Instant::now();
         let opts = MapOptions::new(window).mode(mode).progress(Progress::Auto);
-        let mut results = ex.bounded_map(|x: u64| Ok::<_, String>(x + 1), 0..n, opts);
+        let mut results = ex.bounded_map(inc.clone(), 0..n, opts);
         let mut sum = 0u64;
         for r in results.by_ref() {
             sum += r?;

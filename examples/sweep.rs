@@ -2,29 +2,23 @@
 //! radius and threshold, with a progress monitor, live status and results keyed by parameters.
 //!
 //! ```text
-//! cargo run --release --example sweep
+//! cargo run --release --example sweep [-- processes]
 //! ```
 //!
-//! The volume (64³, generated in memory) is shared read-only by every call: it is built once
-//! and handed to each worker thread by reference, like a scattered dataset.
-
-use std::sync::Arc;
+//! The volume (64³, generated once) is scattered: every call reads it, but each worker gets
+//! it once (on threads it is shared in place). The same code runs on 2 threads (default) or 2
+//! worker processes (`processes`), which re-run this program up to `start()` and then serve
+//! calls of the registered function.
 
 use blockwise::Progress;
-use blockwise::exec::{Executor, Sweeps};
+use blockwise::exec::{Executor, Function, Sweeps, scattered};
 use blockwise::sample::SampleSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = SampleSpec::cube(64);
-    let ex = Executor::threads(2);
-    let mut sweeps = Sweeps::new();
-    let volume = sweeps.scatter("volume", spec.generate(&spec.roi()));
-    let v = Arc::clone(&volume);
     // Parameters: [radius, threshold]; the first list varies slowest.
-    let run = sweeps.run(
-        &ex,
-        "smooth-threshold",
-        move |p: &[u32]| -> Result<f64, String> {
+    let foreground = Function::new("foreground", |p: Vec<u32>| -> Result<f64, String> {
+        let v = scattered::<Vec<u8>>("volume").ok_or("the volume was not scattered")?;
+        {
             let (radius, threshold) = (p[0] as usize, p[1] as u8);
             let n = 64usize;
             let at = |z: usize, y: usize, x: usize| u32::from(v[(z * n + y) * n + x]);
@@ -42,7 +36,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let inner = (n - 2 * radius).pow(3) as f64;
             Ok(fg as f64 / inner)
-        },
+        }
+    });
+    let count = Function::new("count", |p: Vec<u32>| Ok::<_, String>(p.len() as f64));
+    let ex = match std::env::args().nth(1).as_deref() {
+        Some("processes") => Executor::processes(2)
+            .function(&foreground)
+            .function(&count)
+            .log_dir(std::env::temp_dir().join("blockwise-sweep-logs"))
+            .start()?,
+        None | Some("threads") => Executor::threads(2),
+        Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
+    };
+    println!("backend: {ex:?}");
+    let spec = SampleSpec::cube(64);
+    ex.scatter("volume", spec.generate(&spec.roi()))?;
+    let mut sweeps = Sweeps::new();
+    let run = sweeps.run(
+        &ex,
+        "smooth-threshold",
+        foreground,
         vec![vec![1, 2, 4], vec![60, 100, 140]],
         2,
     );
@@ -60,13 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // The run stays available by name after others start.
-    let again = sweeps.run(
-        &ex,
-        "single",
-        |p: &[u32]| Ok::<_, String>(p.len() as f64),
-        vec![],
-        3,
-    );
+    let again = sweeps.run(&ex, "single", count, vec![], 3);
     again.gather();
     println!(
         "runs: {:?}; \"smooth-threshold\" still has {} results",

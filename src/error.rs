@@ -74,6 +74,12 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// An executor could not start or share data (see [`crate::exec`]).
+    #[error("executor: {message}")]
+    Executor {
+        /// What went wrong.
+        message: String,
+    },
     /// A launcher could not start, watch or stop a worker.
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),

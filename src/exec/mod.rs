@@ -24,21 +24,33 @@
 //! assert_eq!(sum, 500_000_500_000);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::scheduler::panic_message;
+use crate::launch::Launcher;
+use crate::run::ProcessOptions;
+use crate::run::protocol::MAX_FRAME;
 
+mod builder;
+mod remote;
 mod stream;
 mod sweep;
+mod work;
+pub use builder::ExecutorBuilder;
 pub use stream::{ParStream, Source, Stream, StreamError};
 pub use sweep::{Sweep, SweepStatus, Sweeps};
+pub use work::{Function, Work, scattered};
 
 /// An item that failed, with its index in the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,11 +171,25 @@ impl MapOptions {
 
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
-/// A pool of worker threads that runs items. Cloning is cheap and shares the pool, which stops
-/// (waiting for running items) when the last clone is dropped.
+/// Runs items: in-process worker threads ([`Executor::threads`]), or worker processes on this
+/// machine ([`Executor::processes`]) or a cluster ([`Executor::launcher`]) that connect back
+/// over TCP. Every method works the same on every backend.
+///
+/// Cloning is cheap and shares the backend, which stops when the last clone is dropped: queued
+/// and running items finish first; then threads are joined, or workers are told to leave and
+/// their jobs cancelled.
+///
+/// Closures run on threads only (Rust cannot send code to another process); a [`Function`]
+/// (a closure registered under a name) runs on every backend, so code written with
+/// `Function`s switches backend by changing one constructor.
 #[derive(Clone)]
 pub struct Executor {
-    pool: Arc<Pool>,
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Threads(Pool),
+    Remote(remote::RemotePool),
 }
 
 struct Pool {
@@ -187,9 +213,18 @@ impl Drop for Pool {
 
 impl fmt::Debug for Executor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Executor")
-            .field("threads", &self.pool.threads.len())
-            .finish()
+        match &*self.backend {
+            Backend::Threads(pool) => f
+                .debug_struct("Executor")
+                .field("threads", &pool.threads.len())
+                .finish(),
+            Backend::Remote(pool) => f
+                .debug_struct("Executor")
+                .field("workers", &pool.workers)
+                .field("launcher", &pool.launcher)
+                .field("functions", &pool.functions)
+                .finish(),
+        }
     }
 }
 
@@ -213,22 +248,157 @@ impl Executor {
             })
             .collect();
         Executor {
-            pool: Arc::new(Pool {
+            backend: Arc::new(Backend::Threads(Pool {
                 tx: Some(tx),
                 threads,
-            }),
+            })),
         }
     }
 
-    /// Queues a job on the pool; false if the pool is shut down.
-    pub(crate) fn submit(&self, job: Job) -> bool {
-        self.pool.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher),
+    /// configured by the returned builder and started by
+    /// [`ExecutorBuilder::start`].
+    pub fn processes(n: usize) -> ExecutorBuilder {
+        ExecutorBuilder::new(Arc::new(crate::launch::Local::new()), n)
     }
 
-    /// The number of items that can run at once: the default batch or window size.
+    /// `n` worker processes started by `launcher` (SLURM, LSF, PBS, SGE, a command template:
+    /// see [`crate::launch`]), configured by the returned builder.
+    pub fn launcher(launcher: impl Launcher + 'static, n: usize) -> ExecutorBuilder {
+        ExecutorBuilder::new(Arc::new(launcher), n)
+    }
+
+    /// Queues a job on the thread pool; false if there is none (a process backend) or it is
+    /// shut down.
+    fn submit(&self, job: Job) -> bool {
+        match &*self.backend {
+            Backend::Threads(pool) => pool.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
+            Backend::Remote(_) => false,
+        }
+    }
+
+    /// Runs `work` on `item` on this executor's backend and hands the result to `done` (on a
+    /// pool thread, or the worker pool's thread). `start`, if given, is asked right before the
+    /// item starts (threads) or goes to a worker (processes); false drops the item without
+    /// calling `done`.
+    pub(crate) fn call<T, R, W>(
+        &self,
+        work: &Arc<W>,
+        item: T,
+        start: Option<Box<dyn FnOnce() -> bool + Send>>,
+        done: impl FnOnce(Result<R, String>) + Send + 'static,
+    ) where
+        T: Send + 'static,
+        R: Send + 'static,
+        W: Work<T, R> + ?Sized,
+    {
+        match &*self.backend {
+            Backend::Threads(_) => {
+                let work = Arc::clone(work);
+                // Reports "shut down" if the job is dropped without running.
+                let mut done = DoneGuard(Some(Box::new(done)));
+                let job: Job = Box::new(move || {
+                    if let Some(start) = start
+                        && !start()
+                    {
+                        drop(done.0.take()); // cancelled: no result
+                        return;
+                    }
+                    if let Some(f) = done.0.take() {
+                        f(work::run_guarded(&*work, item));
+                    }
+                });
+                if !self.submit(job) {
+                    tracing::warn!("an item was submitted to an executor that was shut down");
+                }
+            }
+            Backend::Remote(pool) => {
+                let Some(name) = work.remote_name() else {
+                    return done(Err(work::CLOSURE_REMOTE.into()));
+                };
+                if !pool.functions.iter().any(|f| f == name) {
+                    return done(Err(format!(
+                        "function {name:?} is not registered with this executor (registered: \
+                         {:?}); add it with ExecutorBuilder::function before start()",
+                        pool.functions
+                    )));
+                }
+                let input = match work.encode(item) {
+                    Ok(v) => v,
+                    Err(e) => return done(Err(e)),
+                };
+                let func: Arc<str> = Arc::from(name);
+                let decoder = Arc::clone(work);
+                pool.submit(remote::Call::new(
+                    func,
+                    input,
+                    start,
+                    Box::new(move |r| done(r.and_then(|v| decoder.decode(v)))),
+                ));
+            }
+        }
+    }
+
+    /// The number of items that can run at once (threads, or worker processes): the default
+    /// batch or window size.
     #[must_use]
     pub fn slots(&self) -> usize {
-        self.pool.threads.len().max(1)
+        match &*self.backend {
+            Backend::Threads(pool) => pool.threads.len().max(1),
+            Backend::Remote(pool) => pool.workers,
+        }
+    }
+
+    /// Worker processes connected now (for threads: the number of threads).
+    #[must_use]
+    pub fn connected_workers(&self) -> usize {
+        match &*self.backend {
+            Backend::Threads(pool) => pool.threads.len(),
+            Backend::Remote(pool) => pool.connected.get(),
+        }
+    }
+
+    /// Waits until at least `n` workers are connected, for at most `timeout`; returns whether
+    /// they are. Items do not need it (they wait in the queue until a worker takes them).
+    #[must_use]
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> bool {
+        match &*self.backend {
+            Backend::Threads(pool) => pool.threads.len() >= n,
+            Backend::Remote(pool) => pool.connected.wait_for(n, timeout),
+        }
+    }
+
+    /// Shares read-only `data` under `name` with every function this executor runs, which
+    /// reads it with [`scattered`]: each worker process receives it once (before its next
+    /// item), on threads it is shared in place. Scattering again under a name replaces the
+    /// data for later items. Returns the data, shared.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Executor`] if the data does not serialise, or is larger than one message
+    /// (16 MiB) for a process backend: store such data and scatter its location.
+    pub fn scatter<D>(&self, name: &str, data: D) -> Result<Arc<D>, crate::Error>
+    where
+        D: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let data = Arc::new(data);
+        if let Backend::Remote(pool) = &*self.backend {
+            let err = |message: String| crate::Error::Executor {
+                message: format!("scattering {name:?}: {message}"),
+            };
+            let value = serde_json::to_value(&*data).map_err(|e| err(e.to_string()))?;
+            let len = serde_json::to_vec(&value).map_or(0, |b| b.len());
+            if len > MAX_FRAME - 4096 {
+                return Err(err(format!(
+                    "{len} bytes is more than a message can carry ({MAX_FRAME} bytes); store it \
+                     and scatter where it is"
+                )));
+            }
+            pool.scatter(name, value);
+        }
+        let any: Arc<dyn std::any::Any + Send + Sync> = data.clone();
+        work::store_ready(name, any);
+        Ok(data)
     }
 
     /// Maps `f` over `items` and returns the results in input order, or the first error (by
@@ -237,30 +407,41 @@ impl Executor {
     /// # Errors
     ///
     /// [`ItemError::Failed`] for the first failing item; nothing after it is submitted.
-    pub fn map<T, R, E, F>(
+    pub fn map<T, R, W>(
         &self,
-        f: F,
+        f: W,
         items: impl IntoIterator<Item = T>,
     ) -> Result<Vec<R>, ItemError>
     where
         T: Send + 'static,
         R: Send + 'static,
-        E: fmt::Display,
-        F: Fn(T) -> Result<R, E> + Send + Sync + 'static,
+        W: Work<T, R>,
     {
         self.bounded_map(f, items, MapOptions::new(self.slots()))
             .collect()
     }
 
-    /// Maps `f` over pairs from two inputs, which must have the same length.
+    /// Maps `f` over pairs `(a, b)` from two inputs, which must have the same length.
+    ///
+    /// ```
+    /// use blockwise::exec::{Executor, ItemError};
+    ///
+    /// let ex = Executor::threads(2);
+    /// let add = |(a, b): (i64, i64)| Ok::<i64, String>(a + b);
+    /// assert_eq!(ex.map_zip(add, [1, 2, 3], [10, 20, 30]), Ok(vec![11, 22, 33]));
+    /// assert_eq!(
+    ///     ex.map_zip(add, [1, 2, 3], [10, 20]),
+    ///     Err(ItemError::LengthMismatch { first: 3, second: 2 })
+    /// );
+    /// ```
     ///
     /// # Errors
     ///
     /// [`ItemError::LengthMismatch`] if one input ends before the other (the pairs before it
     /// run first); [`ItemError::Failed`] as for [`map`](Self::map).
-    pub fn map_zip<A, B, R, E, F>(
+    pub fn map_zip<A, B, R, W>(
         &self,
-        f: F,
+        f: W,
         a: impl IntoIterator<Item = A>,
         b: impl IntoIterator<Item = B>,
     ) -> Result<Vec<R>, ItemError>
@@ -268,8 +449,7 @@ impl Executor {
         A: Send + 'static,
         B: Send + 'static,
         R: Send + 'static,
-        E: fmt::Display,
-        F: Fn(A, B) -> Result<R, E> + Send + Sync + 'static,
+        W: Work<(A, B), R>,
     {
         let mut a = a.into_iter();
         let mut b = b.into_iter();
@@ -291,7 +471,7 @@ impl Executor {
             }
         });
         let out: Result<Vec<R>, ItemError> = self
-            .bounded_map(move |(x, y)| f(x, y), pairs, MapOptions::new(self.slots()))
+            .bounded_map(f, pairs, MapOptions::new(self.slots()))
             .collect();
         let out = out?;
         match mismatch {
@@ -303,26 +483,19 @@ impl Executor {
     /// Maps `f` lazily over `items` (an iterator of any length, consumed as items are
     /// submitted) with at most `opts.size` items in flight; the returned iterator yields each
     /// item's result, in input order unless [`MapOptions::ordered`] is false.
-    pub fn bounded_map<T, R, E, F, I>(
+    pub fn bounded_map<T, R, W, I>(
         &self,
-        f: F,
+        f: W,
         items: I,
         opts: MapOptions,
     ) -> BoundedMap<R, I::IntoIter, T>
     where
         T: Send + 'static,
         R: Send + 'static,
-        E: fmt::Display,
-        F: Fn(T) -> Result<R, E> + Send + Sync + 'static,
+        W: Work<T, R>,
         I: IntoIterator<Item = T>,
     {
-        let f = Arc::new(f);
-        let run: RunFn<T, R> =
-            Arc::new(move |x: T| match catch_unwind(AssertUnwindSafe(|| f(x))) {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(p) => Err(format!("panic: {}", panic_message(p.as_ref()))),
-            });
+        let run: Arc<dyn Work<T, R>> = Arc::new(f);
         let (done_tx, done_rx) = unbounded();
         let items = items.into_iter();
         let total = match items.size_hint() {
@@ -351,16 +524,15 @@ impl Executor {
 
     /// Like [`bounded_map`](Self::bounded_map) with `size` = [`slots`](Self::slots), yielding
     /// `(index, result)` as items complete.
-    pub fn as_completed<T, R, E, F, I>(
+    pub fn as_completed<T, R, W, I>(
         &self,
-        f: F,
+        f: W,
         items: I,
     ) -> impl Iterator<Item = (usize, Result<R, ItemError>)>
     where
         T: Send + 'static,
         R: Send + 'static,
-        E: fmt::Display,
-        F: Fn(T) -> Result<R, E> + Send + Sync + 'static,
+        W: Work<T, R>,
         I: IntoIterator<Item = T>,
     {
         let opts = MapOptions::new(self.slots())
@@ -371,12 +543,23 @@ impl Executor {
     }
 }
 
-type RunFn<T, R> = Arc<dyn Fn(T) -> Result<R, String> + Send + Sync>;
+type DoneFn<R> = Box<dyn FnOnce(Result<R, String>) + Send>;
+
+/// A result callback that is told the executor shut down if its job never ran.
+struct DoneGuard<R>(Option<DoneFn<R>>);
+
+impl<R> Drop for DoneGuard<R> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err("the executor was shut down before the item ran".into()));
+        }
+    }
+}
 
 /// The lazy result iterator of [`Executor::bounded_map`].
 pub struct BoundedMap<R, I, T> {
     jobs: Executor,
-    run: RunFn<T, R>,
+    run: Arc<dyn Work<T, R>>,
     items: I,
     opts: MapOptions,
     next_index: usize,
@@ -425,17 +608,10 @@ where
         self.next_index += 1;
         self.in_flight += 1;
         self.peak.fetch_max(self.in_flight, Ordering::Relaxed);
-        let (run, tx) = (Arc::clone(&self.run), self.done_tx.clone());
-        let job: Job = Box::new(move || {
-            let r = run(item);
+        let tx = self.done_tx.clone();
+        self.jobs.call(&self.run, item, None, move |r| {
             let _ = tx.send((index, r));
         });
-        if !self.jobs.submit(job) {
-            // The executor is gone: report the item as failed.
-            self.in_flight -= 1;
-            self.buffer
-                .insert(index, Err("the executor was shut down".into()));
-        }
         true
     }
 

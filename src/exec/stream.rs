@@ -44,7 +44,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::Executor;
+use super::{Executor, Work};
 use crate::scheduler::panic_message;
 
 /// An error of a stream node, delivered to the emitter.
@@ -573,9 +573,15 @@ impl<T: Clone + Send + 'static> Stream<T> {
     }
 }
 
+type FutResult<T> = Result<Option<T>, StreamError>;
+type Continuation<T> = Box<dyn FnOnce(FutResult<T>) + Send>;
+
+/// The result of an item on the executor once set, and what runs when it is set.
+type FutState<T> = (Option<FutResult<T>>, Vec<Continuation<T>>);
+
 /// The result of an item on the executor: a value, filtered out (`None`), or an error.
 struct FutInner<T> {
-    value: Mutex<Option<Result<Option<T>, StreamError>>>,
+    state: Mutex<FutState<T>>,
     ready: Condvar,
 }
 
@@ -596,7 +602,7 @@ impl<T: Clone> Fut<T> {
     fn pending() -> Fut<T> {
         Fut {
             inner: Arc::new(FutInner {
-                value: Mutex::new(None),
+                state: Mutex::new((None, Vec::new())),
                 ready: Condvar::new(),
             }),
         }
@@ -608,21 +614,40 @@ impl<T: Clone> Fut<T> {
         f
     }
 
-    fn set(&self, r: Result<Option<T>, StreamError>) {
-        *lock(&self.inner.value) = Some(r);
+    fn set(&self, r: FutResult<T>) {
+        let then = {
+            let mut state = lock(&self.inner.state);
+            state.0 = Some(r.clone());
+            std::mem::take(&mut state.1)
+        };
         self.inner.ready.notify_all();
+        for f in then {
+            f(r.clone());
+        }
     }
 
-    fn wait(&self) -> Result<Option<T>, StreamError> {
-        let mut v = lock(&self.inner.value);
+    /// Runs `f` with the result once it is set (at once if it is).
+    fn on_ready(&self, f: impl FnOnce(FutResult<T>) + Send + 'static) {
+        let mut state = lock(&self.inner.state);
+        match state.0.clone() {
+            Some(r) => {
+                drop(state);
+                f(r);
+            }
+            None => state.1.push(Box::new(f)),
+        }
+    }
+
+    fn wait(&self) -> FutResult<T> {
+        let mut state = lock(&self.inner.state);
         loop {
-            if let Some(r) = v.as_ref() {
+            if let Some(r) = state.0.as_ref() {
                 return r.clone();
             }
-            v = self
+            state = self
                 .inner
                 .ready
-                .wait(v)
+                .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
@@ -667,12 +692,22 @@ impl<T> fmt::Debug for ParStream<T> {
 }
 
 impl<T: Clone + Send + 'static> ParStream<T> {
-    fn then<U, G>(&self, node: &'static str, g: G) -> ParStream<U>
+    /// A node that runs `work` on each item on the executor once the item is there;
+    /// `finish(kept input, output)` makes the node's result (the input is kept only when
+    /// `keep_input`).
+    fn then<U, V, W>(
+        &self,
+        node: &'static str,
+        work: W,
+        keep_input: bool,
+        finish: fn(Option<T>, V) -> Option<U>,
+    ) -> ParStream<U>
     where
         U: Clone + Send + 'static,
-        G: Fn(T) -> Result<Option<U>, String> + Send + Sync + 'static,
+        V: Send + 'static,
+        W: Work<T, V>,
     {
-        let g = Arc::new(g);
+        let work = Arc::new(work);
         let ex = self.ex.clone();
         let inner = self.inner.attach(move |e, out: &Stream<Fut<U>>| match e {
             Event::Item(input) => {
@@ -680,20 +715,21 @@ impl<T: Clone + Send + 'static> ParStream<T> {
                 let promise = Promise {
                     fut: Some(result.clone()),
                 };
-                let g = Arc::clone(&g);
-                // The input was submitted earlier, so waiting for it on a pool thread cannot
-                // deadlock the pool (its job is running or ahead in the queue).
-                let job: super::Job = Box::new(move || {
-                    let r = match input.wait() {
-                        Ok(Some(x)) => guarded(node, || g(x)),
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
-                    };
-                    promise.fulfil(r);
+                let (work, ex) = (Arc::clone(&work), ex.clone());
+                // Submitted when the input is there (at once after scatter), from whichever
+                // thread set it; nothing blocks a pool thread.
+                input.on_ready(move |r| match r {
+                    Ok(Some(x)) => {
+                        let kept = keep_input.then(|| x.clone());
+                        ex.call(&work, x, None, move |v: Result<V, String>| {
+                            promise.fulfil(
+                                v.map(|v| finish(kept, v)).map_err(|m| node_error(node, m)),
+                            );
+                        });
+                    }
+                    Ok(None) => promise.fulfil(Ok(None)),
+                    Err(e) => promise.fulfil(Err(e)),
                 });
-                if !ex.submit(job) {
-                    return Err(node_error(node, "the executor was shut down"));
-                }
                 out.push(Event::Item(result))
             }
             Event::Close => out.push(Event::Close),
@@ -704,23 +740,23 @@ impl<T: Clone + Send + 'static> ParStream<T> {
         }
     }
 
-    /// `f(x)` for every item, on the executor.
-    pub fn map<U, E, F>(&self, f: F) -> ParStream<U>
+    /// `f(x)` for every item, on the executor (a closure on threads, a
+    /// [`Function`](super::Function) on any backend).
+    pub fn map<U, W>(&self, f: W) -> ParStream<U>
     where
         U: Clone + Send + 'static,
-        E: fmt::Display,
-        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+        W: Work<T, U>,
     {
-        self.then("map", move |x| f(x).map(Some).map_err(|e| e.to_string()))
+        self.then("map", f, false, |_, v| Some(v))
     }
 
-    /// The items for which `pred` is true; the predicate runs on the executor and the other
-    /// items are dropped at [`gather`](ParStream::gather).
-    pub fn filter<F>(&self, pred: F) -> ParStream<T>
+    /// The items for which `pred` returns true; the predicate runs on the executor and the
+    /// other items are dropped at [`gather`](ParStream::gather).
+    pub fn filter<W>(&self, pred: W) -> ParStream<T>
     where
-        F: Fn(&T) -> bool + Send + Sync + 'static,
+        W: Work<T, bool>,
     {
-        self.then("filter", move |x| Ok(pred(&x).then_some(x)))
+        self.then("filter", pred, true, |x, keep| if keep { x } else { None })
     }
 
     /// Lets up to `n` items be on the executor at once (the emitter waits beyond that).
@@ -973,7 +1009,7 @@ mod tests {
         let evens = s
             .stream()
             .scatter(&ex)
-            .filter(|x| x % 2 == 0)
+            .filter(|x: i64| Ok::<_, String>(x % 2 == 0))
             .buffer(4)
             .gather()
             .sink_to_list();

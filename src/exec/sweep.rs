@@ -5,18 +5,21 @@
 //!
 //! ```
 //! use blockwise::exec::{Executor, Sweeps};
-//! use std::sync::Arc;
 //!
 //! let ex = Executor::threads(2);
 //! let mut sweeps = Sweeps::new();
-//! let shared = sweeps.scatter("offset", 100i64); // read-only data every call sees, stored once
-//! let s = Arc::clone(&shared);
-//! let run = sweeps.run(&ex, "grid", move |p: &[i64]| Ok::<_, String>(*s + p[0] * 10 + p[1]),
-//!     vec![vec![1, 2], vec![1, 2, 3]], 1);
+//! // Read-only data every call sees, sent to each worker once (shared in place on threads).
+//! ex.scatter("offset", 100i64)?;
+//! let f = |p: Vec<i64>| {
+//!     let offset = blockwise::exec::scattered::<i64>("offset").ok_or("no offset")?;
+//!     Ok::<_, String>(*offset + p[0] * 10 + p[1])
+//! };
+//! let run = sweeps.run(&ex, "grid", f, vec![vec![1, 2], vec![1, 2, 3]], 1);
 //! assert_eq!(run.combos(), &[vec![1, 1], vec![1, 2], vec![1, 3], vec![2, 1], vec![2, 2], vec![2, 3]]);
 //! let results: Vec<i64> = run.gather().into_iter().map(|r| r.unwrap()).collect();
 //! assert_eq!(results, [111, 112, 113, 121, 122, 123]);
 //! assert_eq!(sweeps.get("grid").map(|r| r.status().finished), Some(6));
+//! # Ok::<(), blockwise::Error>(())
 //! ```
 
 use std::fmt;
@@ -24,8 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Executor, ItemError};
-use crate::scheduler::panic_message;
+use super::{Executor, ItemError, Work};
 
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -185,17 +187,13 @@ where
     P: Clone + Send + Sync + 'static,
     R: Send + 'static,
 {
-    fn start<E, F>(
+    fn start<W: Work<Vec<P>, R>>(
         ex: &Executor,
         name: &str,
-        f: F,
+        f: W,
         params: Vec<Vec<P>>,
         repeat: usize,
-    ) -> Sweep<P, R>
-    where
-        E: fmt::Display,
-        F: Fn(&[P]) -> Result<R, E> + Send + Sync + 'static,
-    {
+    ) -> Sweep<P, R> {
         let combos = Arc::new(product(&params));
         let n = combos.len() * repeat;
         let shared = Arc::new(Shared {
@@ -205,34 +203,23 @@ where
         });
         let f = Arc::new(f);
         for i in 0..n {
-            let (f, sh, combos) = (Arc::clone(&f), Arc::clone(&shared), Arc::clone(&combos));
-            let job: super::Job = Box::new(move || {
-                let shared = sh;
-                if shared.states[i]
+            let combo = combos[i % combos.len()].clone();
+            let starting = Arc::clone(&shared);
+            // A call cancelled before it starts never runs.
+            let start: Box<dyn FnOnce() -> bool + Send> = Box::new(move || {
+                starting.states[i]
                     .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-                {
-                    return; // cancelled
-                }
-                let combo = &combos[i % combos.len()];
-                let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(combo))) {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(p) => Err(format!("panic: {}", panic_message(p.as_ref()))),
-                };
-                let state = if r.is_ok() { FINISHED } else { ERROR };
-                let mut results = shared
-                    .results
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                results[i] = Some(r);
-                shared.states[i].store(state, Ordering::SeqCst);
-                drop(results);
-                shared.changed.notify_all();
+                    .is_ok()
             });
-            if !ex.submit(job) {
-                shared.states[i].store(CANCELLED, Ordering::SeqCst);
-            }
+            let sh = Arc::clone(&shared);
+            ex.call(&f, combo, Some(start), move |r: Result<R, String>| {
+                let state = if r.is_ok() { FINISHED } else { ERROR };
+                let mut results = sh.results.lock().unwrap_or_else(PoisonError::into_inner);
+                results[i] = Some(r);
+                sh.states[i].store(state, Ordering::SeqCst);
+                drop(results);
+                sh.changed.notify_all();
+            });
         }
         Sweep {
             name: name.to_owned(),
@@ -382,28 +369,22 @@ where
     }
 }
 
-/// Named sweeps: the latest run and every earlier one stay available by name, with shared
-/// read-only datasets scattered once under a name.
+/// Named sweeps: the latest run and every earlier one stay available by name. Shared
+/// read-only data goes to the executor once with [`Executor::scatter`]; functions read it with
+/// [`scattered`](super::scattered).
 pub struct Sweeps<P, R> {
     runs: Vec<Sweep<P, R>>,
-    scattered: std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<P, R> Default for Sweeps<P, R> {
     fn default() -> Self {
-        Sweeps {
-            runs: Vec::new(),
-            scattered: std::collections::HashMap::new(),
-        }
+        Sweeps { runs: Vec::new() }
     }
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for Sweeps<P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sweeps")
-            .field("runs", &self.runs)
-            .field("scattered", &self.scattered.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Sweeps").field("runs", &self.runs).finish()
     }
 }
 
@@ -420,42 +401,19 @@ where
 
     /// Starts a run named `name` of `f` over the cartesian product of `params`, `repeat`
     /// times, on `ex`, and returns it (it is also kept here; an earlier run with the same name
-    /// stays reachable through [`runs`](Self::runs)).
-    pub fn run<E, F>(
+    /// stays reachable through [`runs`](Self::runs)). `f` gets one combination as a `Vec`; on a
+    /// process executor it is a [`Function`](super::Function) (and `P`, `R` serde types).
+    pub fn run<W: Work<Vec<P>, R>>(
         &mut self,
         ex: &Executor,
         name: &str,
-        f: F,
+        f: W,
         params: Vec<Vec<P>>,
         repeat: usize,
-    ) -> Sweep<P, R>
-    where
-        E: fmt::Display,
-        F: Fn(&[P]) -> Result<R, E> + Send + Sync + 'static,
-    {
+    ) -> Sweep<P, R> {
         let run = Sweep::start(ex, name, f, params, repeat);
         self.runs.push(run.clone());
         run
-    }
-
-    /// Shares read-only `data` with every call under `name` (daskify's `scatter_data`): the
-    /// returned handle is captured by the sweep's function, so the data exists once however
-    /// many calls use it. A dataset scattered again under the same name replaces the old one
-    /// for later runs.
-    pub fn scatter<D: Send + Sync + 'static>(&mut self, name: &str, data: D) -> Arc<D> {
-        let data = Arc::new(data);
-        let any: Arc<dyn std::any::Any + Send + Sync> = data.clone();
-        self.scattered.insert(name.to_owned(), any);
-        data
-    }
-
-    /// The dataset scattered under `name` (`None` if there is none, or it is not a `D`).
-    #[must_use]
-    pub fn scattered<D: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<D>> {
-        self.scattered
-            .get(name)
-            .cloned()
-            .and_then(|a| a.downcast::<D>().ok())
     }
 
     /// The latest run named `name`.
@@ -487,7 +445,7 @@ mod tests {
         let ex = Executor::threads(2);
         let mut sweeps = Sweeps::new();
         let s = 1i64;
-        let f = move |p: &[i64]| Ok::<_, String>(s * 100 + p[0] * 10 + p[1]);
+        let f = move |p: Vec<i64>| Ok::<_, String>(s * 100 + p[0] * 10 + p[1]);
         let run = sweeps.run(&ex, "a", f, vec![vec![1, 2], vec![1, 2, 3]], 2);
         assert_eq!(run.len(), 12);
         assert_eq!(
@@ -512,7 +470,7 @@ mod tests {
         let empty = sweeps.run(
             &ex,
             "b",
-            move |p: &[i64]| {
+            move |p: Vec<i64>| {
                 assert!(p.is_empty());
                 *c.lock().unwrap() += 1;
                 Ok::<_, String>(s)
@@ -527,12 +485,14 @@ mod tests {
         assert_eq!(sweeps.get("a").unwrap().gather()[0], Ok(111));
         assert_eq!(sweeps.runs().len(), 2);
         // Scattered data: one copy, shared by every call, retrievable by name.
-        let table = sweeps.scatter("table", vec![5i64, 7]);
-        let t = Arc::clone(&table);
+        let table = ex.scatter("sweep-table", vec![5i64, 7]).unwrap();
         let run = sweeps.run(
             &ex,
             "c",
-            move |p: &[i64]| Ok::<_, String>(t[p[0] as usize]),
+            |p: Vec<i64>| {
+                let t = crate::exec::scattered::<Vec<i64>>("sweep-table").ok_or("missing")?;
+                Ok::<_, String>(t[p[0] as usize])
+            },
             vec![vec![0, 1]],
             3,
         );
@@ -544,11 +504,11 @@ mod tests {
             [5, 7, 5, 7, 5, 7]
         );
         assert!(Arc::ptr_eq(
-            &sweeps.scattered::<Vec<i64>>("table").unwrap(),
+            &crate::exec::scattered::<Vec<i64>>("sweep-table").unwrap(),
             &table
         ));
-        assert!(sweeps.scattered::<String>("table").is_none());
-        assert!(sweeps.scattered::<Vec<i64>>("missing").is_none());
+        assert!(crate::exec::scattered::<String>("sweep-table").is_none());
+        assert!(crate::exec::scattered::<Vec<i64>>("missing").is_none());
     }
 
     #[test]
@@ -557,7 +517,7 @@ mod tests {
         let ex = Executor::threads(1);
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let g = Arc::clone(&gate);
-        let f = move |p: &[i64]| -> Result<i64, String> {
+        let f = move |p: Vec<i64>| -> Result<i64, String> {
             let x = p[0];
             if x == 0 {
                 let (lock, cv) = &*g;

@@ -221,7 +221,7 @@ fn fail_fast_and_collect() {
 #[test]
 fn map_zip_needs_equal_lengths() {
     let ex = Executor::threads(2);
-    let add = |a: i32, b: i32| Ok::<_, String>(a + b);
+    let add = |(a, b): (i32, i32)| Ok::<_, String>(a + b);
     assert_eq!(
         ex.map_zip(add, [1, 2, 3], [10, 20, 30]),
         Ok(vec![11, 22, 33])

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::context::{CONTEXT_ENV, Context};
 use super::protocol::{
-    FrameError, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock, WorkerMsg, read_frame, to_frame,
+    FrameError, ItemOutcome, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock, WireItem, WorkerMsg,
+    read_frame, to_frame,
 };
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
@@ -24,6 +25,7 @@ struct Writer {
     stream: TcpStream,
     last_sent: Instant,
     pending: Vec<Outcome>,
+    pending_items: Vec<ItemOutcome>,
     first_pending: Option<Instant>,
     stop: bool,
 }
@@ -39,12 +41,16 @@ impl Writer {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let results = std::mem::take(&mut self.pending);
         self.first_pending = None;
-        self.send(&WorkerMsg::Done { results })
+        if !self.pending.is_empty() {
+            let results = std::mem::take(&mut self.pending);
+            self.send(&WorkerMsg::Done { results })?;
+        }
+        if !self.pending_items.is_empty() {
+            let results = std::mem::take(&mut self.pending_items);
+            self.send(&WorkerMsg::Results { results })?;
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +63,18 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What an executor worker receives.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// An item to run.
+    Item(WireItem),
+    /// Shared data to keep under a name.
+    Data {
+        name: String,
+        value: serde_json::Value,
+    },
 }
 
 fn worker_err(message: String) -> Error {
@@ -95,6 +113,8 @@ pub struct Client {
     read_buf: Vec<u8>,
     shared: Arc<Shared>,
     queue: VecDeque<WireBlock>,
+    /// Executor items received and not yet handed out.
+    items: VecDeque<WireItem>,
     /// `(grid_index, seq)` of blocks handed to the user and not yet released.
     handed: VecDeque<(u64, u64)>,
     batch: usize,
@@ -181,6 +201,7 @@ impl Client {
                 stream: write_half,
                 last_sent: Instant::now(),
                 pending: Vec::new(),
+                pending_items: Vec::new(),
                 first_pending: None,
                 stop: false,
             }),
@@ -206,6 +227,7 @@ impl Client {
             read_buf: Vec::new(),
             shared,
             queue: VecDeque::new(),
+            items: VecDeque::new(),
             handed: VecDeque::new(),
             batch: (prefetch / 4).max(1),
             started: Instant::now(),
@@ -373,7 +395,62 @@ impl Client {
         }
     }
 
-    /// Gives back the unstarted blocks and stops taking new ones.
+    /// Executor workers: the next item to run or dataset to keep, or `None` when the executor
+    /// has no more work for this worker (it shut down, or the worker reached its lifetime).
+    pub(crate) fn acquire_item(&mut self) -> Result<Option<Incoming>, Error> {
+        if self.retired {
+            return Ok(None);
+        }
+        if !self.said_ready {
+            self.said_ready = true;
+            self.shared.lock().send(&WorkerMsg::Ready)?;
+        }
+        if self.lifetime_over() {
+            self.retire()?;
+            return Ok(None);
+        }
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Ok(Some(Incoming::Item(item)));
+            }
+            if self.shutdown {
+                self.flush()?;
+                return Ok(None);
+            }
+            self.flush()?;
+            match self.read()? {
+                ServerMsg::Items { items } => self.items.extend(items),
+                ServerMsg::Data { name, value } => return Ok(Some(Incoming::Data { name, value })),
+                ServerMsg::Ping => {}
+                ServerMsg::Shutdown => self.shutdown = true,
+                other => {
+                    return Err(worker_err(format!("protocol error: unexpected {other:?}")));
+                }
+            }
+        }
+    }
+
+    /// Reports an executor item's result (sent at once when no other item is waiting, else
+    /// batched with the next ones for at most the flush latency).
+    pub(crate) fn report_item(
+        &mut self,
+        seq: u64,
+        result: Result<serde_json::Value, String>,
+    ) -> Result<(), Error> {
+        self.reported += 1;
+        let mut w = self.shared.lock();
+        w.pending_items.push(ItemOutcome { seq, result });
+        if w.first_pending.is_none() {
+            w.first_pending = Some(Instant::now());
+            self.shared.wake.notify_one();
+        }
+        if self.items.is_empty() || w.pending_items.len() >= self.batch {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Gives back the unstarted blocks (or items) and stops taking new ones.
     fn retire(&mut self) -> Result<(), Error> {
         if self.retired {
             return Ok(());
@@ -381,7 +458,12 @@ impl Client {
         self.retired = true;
         tracing::info!(worker = self.ctx.worker_id, "lifetime reached; retiring");
         self.flush()?;
-        let unstarted: Vec<u64> = self.queue.drain(..).map(|w| w.seq).collect();
+        let unstarted: Vec<u64> = self
+            .queue
+            .drain(..)
+            .map(|w| w.seq)
+            .chain(self.items.drain(..).map(|i| i.seq))
+            .collect();
         self.shared.lock().send(&WorkerMsg::Retire { unstarted })
     }
 

@@ -28,13 +28,13 @@
 //! (`protocol.rs`); workers are [`Client`]s (`client.rs`, `worker.rs`) started by a
 //! [`Launcher`]. See [`Runner`] for the behaviour.
 
-mod client;
-mod context;
+pub(crate) mod client;
+pub(crate) mod context;
 mod failures;
-mod processes;
+pub(crate) mod processes;
 pub(crate) mod protocol;
-mod server;
-mod signals;
+pub(crate) mod server;
+pub(crate) mod signals;
 mod threads;
 mod worker;
 
@@ -199,23 +199,23 @@ pub struct Runner {
     fresh: bool,
 }
 
-/// Settings of a process run.
+/// Settings of worker processes (a process run, or an executor's worker pool).
 #[derive(Debug, Clone)]
-struct ProcessOptions {
-    launcher: Arc<dyn Launcher>,
-    log_dir: PathBuf,
-    command: Option<(PathBuf, Vec<OsString>)>,
-    bind: Option<SocketAddr>,
-    advertise: Option<String>,
-    heartbeat: Duration,
-    heartbeat_timeout: Duration,
-    death_timeout: Duration,
-    lifetime: Option<Duration>,
-    handle_signals: bool,
+pub(crate) struct ProcessOptions {
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) command: Option<(PathBuf, Vec<OsString>)>,
+    pub(crate) bind: Option<SocketAddr>,
+    pub(crate) advertise: Option<String>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) death_timeout: Duration,
+    pub(crate) lifetime: Option<Duration>,
+    pub(crate) handle_signals: bool,
 }
 
 impl ProcessOptions {
-    fn new(launcher: Arc<dyn Launcher>) -> ProcessOptions {
+    pub(crate) fn new(launcher: Arc<dyn Launcher>) -> ProcessOptions {
         ProcessOptions {
             launcher,
             log_dir: PathBuf::from("blockwise_logs"),
@@ -230,7 +230,30 @@ impl ProcessOptions {
         }
     }
 
-    fn bind_addr(&self, launcher: &dyn Launcher) -> SocketAddr {
+    /// The context of worker `worker_id` serving `task_id` (a task, or an executor pool).
+    pub(crate) fn context(
+        &self,
+        addr: &str,
+        token: &str,
+        task_id: &str,
+        worker_id: u64,
+        prefetch: usize,
+    ) -> context::Context {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        context::Context {
+            addr: addr.to_owned(),
+            token: token.to_owned(),
+            task_id: task_id.to_owned(),
+            worker_id,
+            log_dir: Some(self.log_dir.clone()),
+            heartbeat_ms: ms(self.heartbeat),
+            death_timeout_ms: ms(self.death_timeout),
+            lifetime_ms: self.lifetime.map(ms),
+            prefetch: Some(u32::try_from(prefetch).unwrap_or(u32::MAX)),
+        }
+    }
+
+    pub(crate) fn bind_addr(&self, launcher: &dyn Launcher) -> SocketAddr {
         self.bind.unwrap_or_else(|| {
             let ip = if launcher.runs_locally() {
                 Ipv4Addr::LOCALHOST
@@ -241,7 +264,7 @@ impl ProcessOptions {
         })
     }
 
-    fn advertise_host(&self, launcher: &dyn Launcher) -> String {
+    pub(crate) fn advertise_host(&self, launcher: &dyn Launcher) -> String {
         if let Some(h) = &self.advertise {
             return h.clone();
         }

@@ -88,30 +88,37 @@ struct TaskRun {
     last_startup_error: String,
     failures: Failures,
     /// Smoothed time per block, as workers report them.
-    block_time: Option<Duration>,
+    pace: Pace,
 }
 
-/// A worker holds enough blocks to stay busy for about this long, so that round trips do not
-/// idle it, but no more, so that slow blocks spread over all workers.
+/// A worker holds enough work to stay busy for about this long, so that round trips do not
+/// idle it, but no more, so that slow blocks (or executor items) spread over all workers.
 const QUEUE_TIME: Duration = Duration::from_millis(2);
 
-impl TaskRun {
-    /// How many blocks a worker of this task may hold: one until block times are known, then
-    /// enough for [`QUEUE_TIME`], at most `prefetch`.
-    fn window(&self, prefetch: usize) -> usize {
-        match self.block_time {
+/// How many blocks or items a worker may hold, from the smoothed time per unit its workers
+/// report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pace {
+    per_unit: Option<Duration>,
+}
+
+impl Pace {
+    /// One until unit times are known, then enough for [`QUEUE_TIME`], at most `limit`.
+    pub(crate) fn window(&self, limit: usize) -> usize {
+        match self.per_unit {
             None => 1,
-            Some(t) if t.is_zero() => prefetch,
+            Some(t) if t.is_zero() => limit,
             Some(t) => usize::try_from(QUEUE_TIME.as_nanos().div_ceil(t.as_nanos()))
-                .unwrap_or(prefetch)
-                .clamp(1, prefetch),
+                .unwrap_or(limit)
+                .clamp(1, limit),
         }
     }
 
-    fn observe(&mut self, per_block: Duration) {
-        self.block_time = Some(match self.block_time {
-            None => per_block,
-            Some(old) => (old * 3 + per_block) / 4,
+    /// Folds in a measured time per unit.
+    pub(crate) fn observe(&mut self, per_unit: Duration) {
+        self.per_unit = Some(match self.per_unit {
+            None => per_unit,
+            Some(old) => (old * 3 + per_unit) / 4,
         });
     }
 }
@@ -153,16 +160,7 @@ pub(super) fn run(
         context: format!("creating the log directory {}", log_dir.display()),
         source,
     })?;
-    let (program, args) = match &popts.command {
-        Some((p, a)) => (p.clone(), a.clone()),
-        None => {
-            let exe = std::env::current_exe().map_err(|source| Error::Io {
-                context: "finding the current executable to start workers".into(),
-                source,
-            })?;
-            (exe, std::env::args_os().skip(1).collect())
-        }
-    };
+    let (program, args) = worker_program(popts.command.as_ref())?;
     let launcher = Arc::clone(&popts.launcher);
     let token = new_token()?;
     let (events_tx, events_rx) = unbounded::<Event>();
@@ -189,7 +187,7 @@ pub(super) fn run(
             startup_failures: 0,
             last_startup_error: String::new(),
             failures: Failures::default(),
-            block_time: None,
+            pace: Pace::default(),
         })
         .collect();
     let ids: Vec<String> = all.iter().map(|t| t.task_id().to_owned()).collect();
@@ -236,8 +234,61 @@ pub(super) fn run(
     )
 }
 
+/// Submits a worker with context `ctx` through `launcher`: it runs `program args` with
+/// [`CONTEXT_ENV`] set, logs to `<log_dir>/<group>/worker_<id>.out/.err`, and is listed in
+/// `<log_dir>/jobs.txt`. Returns the job and the worker's stderr file.
+pub(crate) fn submit_worker(
+    launcher: &dyn Launcher,
+    log_dir: &Path,
+    group: &str,
+    ctx: &Context,
+    program: &Path,
+    args: &[std::ffi::OsString],
+) -> Result<(JobId, PathBuf), Error> {
+    let id = ctx.worker_id;
+    let dir = log_dir.join(group);
+    let spec = WorkerSpec {
+        name: format!("blockwise-{group}-{id}"),
+        program: program.to_path_buf(),
+        args: args.to_vec(),
+        env: vec![(CONTEXT_ENV.to_owned(), ctx.encode())],
+        workdir: None,
+        stdout: dir.join(format!("worker_{id}.out")),
+        stderr: dir.join(format!("worker_{id}.err")),
+    };
+    let job = launcher.submit(&spec)?;
+    tracing::debug!(group, worker = id, job = %job, "worker submitted");
+    let line = format!("{} {job} {group} worker_{id}\n", launcher.name());
+    let jobs = log_dir.join("jobs.txt");
+    if let Err(e) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&jobs)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+    {
+        tracing::warn!("could not record job {job} in {}: {e}", jobs.display());
+    }
+    Ok((job, spec.stderr))
+}
+
+/// The current executable and arguments, or the configured worker command.
+pub(crate) fn worker_program(
+    command: Option<&(PathBuf, Vec<std::ffi::OsString>)>,
+) -> Result<(PathBuf, Vec<std::ffi::OsString>), Error> {
+    match command {
+        Some((p, a)) => Ok((p.clone(), a.clone())),
+        None => {
+            let exe = std::env::current_exe().map_err(|source| Error::Io {
+                context: "finding the current executable to start workers".into(),
+                source,
+            })?;
+            Ok((exe, std::env::args_os().skip(1).collect()))
+        }
+    }
+}
+
 /// The last `lines` lines of a file (for start-up errors).
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
@@ -353,49 +404,23 @@ impl Driver<'_> {
         let id = self.next_worker;
         self.next_worker += 1;
         let task_id = self.runs[task].task.task_id().to_owned();
-        let ctx = Context {
-            addr: self.addr.clone(),
-            token: self.token.clone(),
-            task_id: task_id.clone(),
-            worker_id: id,
-            log_dir: Some(self.log_dir.clone()),
-            heartbeat_ms: u64::try_from(self.popts.heartbeat.as_millis()).unwrap_or(u64::MAX),
-            death_timeout_ms: u64::try_from(self.popts.death_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-            lifetime_ms: self
-                .popts
-                .lifetime
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            prefetch: Some(u32::try_from(self.opts.prefetch).unwrap_or(u32::MAX)),
-        };
-        let dir = self.log_dir.join(&task_id);
-        let spec = WorkerSpec {
-            name: format!("blockwise-{task_id}-{id}"),
-            program: self.program.clone(),
-            args: self.args.clone(),
-            env: vec![(CONTEXT_ENV.to_owned(), ctx.encode())],
-            workdir: None,
-            stdout: dir.join(format!("worker_{id}.out")),
-            stderr: dir.join(format!("worker_{id}.err")),
-        };
-        let job = self.launcher.submit(&spec)?;
-        tracing::debug!(task = %task_id, worker = id, job = %job, "worker submitted");
-        let line = format!("{} {job} {task_id} worker_{id}\n", self.launcher.name());
-        let jobs = self.log_dir.join("jobs.txt");
-        if let Err(e) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&jobs)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-        {
-            tracing::warn!("could not record job {job} in {}: {e}", jobs.display());
-        }
+        let ctx = self
+            .popts
+            .context(&self.addr, &self.token, &task_id, id, self.opts.prefetch);
+        let (job, stderr) = submit_worker(
+            self.launcher.as_ref(),
+            &self.log_dir,
+            &task_id,
+            &ctx,
+            &self.program,
+            &self.args,
+        )?;
         self.launches.insert(
             id,
             Launch {
                 task,
                 job,
-                stderr: spec.stderr,
+                stderr,
                 conn: None,
                 ever_connected: false,
                 alive: true,
@@ -421,7 +446,7 @@ impl Driver<'_> {
             if self.runs[i].finished || self.runs[i].conns.is_empty() {
                 continue;
             }
-            let prefetch = self.runs[i].window(self.opts.prefetch);
+            let prefetch = self.runs[i].pace.window(self.opts.prefetch);
             let conns: Vec<u64> = self.runs[i]
                 .conns
                 .iter()
@@ -629,7 +654,7 @@ impl Driver<'_> {
                     let done = before.saturating_sub(conn.inflight.len());
                     if done > 0 && conn.ready {
                         let n = u32::try_from(done).unwrap_or(u32::MAX);
-                        self.runs[task].observe(since.elapsed() / n);
+                        self.runs[task].pace.observe(since.elapsed() / n);
                     }
                 }
             }
@@ -671,6 +696,12 @@ impl Driver<'_> {
             }
             WorkerMsg::Hello { .. } => {
                 tracing::warn!("{} said hello twice; ignored", conn.describe());
+            }
+            WorkerMsg::Results { .. } => {
+                tracing::warn!(
+                    "{} sent executor results to a block run; ignored",
+                    conn.describe()
+                );
             }
         }
     }

@@ -75,8 +75,28 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
 }
 
+/// An executor item as sent to a worker: the registered function's name and its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct WireItem {
+    /// The hand-out number, unique within the connection; results refer to it.
+    pub seq: u64,
+    /// The name the function was registered under.
+    pub func: String,
+    /// The item, as JSON.
+    pub input: serde_json::Value,
+}
+
+/// The result of one executor item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ItemOutcome {
+    /// The item's hand-out number.
+    pub seq: u64,
+    /// The function's result as JSON, or its error text.
+    pub result: Result<serde_json::Value, String>,
+}
+
 /// Worker → scheduler.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum WorkerMsg {
     /// The first message of a session.
@@ -101,6 +121,11 @@ pub(crate) enum WorkerMsg {
         /// One outcome per block.
         results: Vec<Outcome>,
     },
+    /// Results of executor items.
+    Results {
+        /// One per item.
+        results: Vec<ItemOutcome>,
+    },
     /// The worker's per-worker set-up failed; it exits after this.
     SetupFailed {
         /// The error text.
@@ -121,7 +146,7 @@ pub(crate) enum WorkerMsg {
 }
 
 /// Scheduler → worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ServerMsg {
     /// The worker is accepted.
@@ -138,6 +163,18 @@ pub(crate) enum ServerMsg {
     Blocks {
         /// The blocks.
         blocks: Vec<WireBlock>,
+    },
+    /// Executor items to run, in order.
+    Items {
+        /// The items.
+        items: Vec<WireItem>,
+    },
+    /// Shared read-only data for executor functions, sent to each worker once.
+    Data {
+        /// The name it was scattered under.
+        name: String,
+        /// The data, as JSON.
+        value: serde_json::Value,
     },
     /// The scheduler is alive.
     Ping,
@@ -247,6 +284,18 @@ mod tests {
                     Outcome {
                         seq: 2,
                         error: Some("boom \"quoted\" \n line".into()),
+                    },
+                ],
+            },
+            WorkerMsg::Results {
+                results: vec![
+                    ItemOutcome {
+                        seq: 3,
+                        result: Ok(serde_json::json!([1, "two", {"three": 3.5}])),
+                    },
+                    ItemOutcome {
+                        seq: 4,
+                        result: Err("division by zero".into()),
                     },
                 ],
             },
@@ -367,7 +416,7 @@ mod tests {
         /// Valid frames with bytes flipped, truncated or with a forged length never panic.
         #[test]
         fn corrupted_frames_never_panic(
-            which in 0usize..7,
+            which in 0usize..8,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
             cut in any::<usize>(),
             forged in any::<u32>(),

@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod daisy_oracle;
 mod daisy_ported;
+mod executor;
 mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;

@@ -1,0 +1,310 @@
+//! The executor on worker processes: the test binary re-executes itself as each worker
+//! (`--exact <this test>`), where `ExecutorBuilder::start` serves items and exits. The same
+//! calls run on threads and on processes and must give the same results (other_seeds.md §7
+//! behaviour 1, and behaviours 5–8 and 16–18 on processes).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockwise::exec::{
+    Executor, ExecutorBuilder, Function, ItemError, MapOptions, Mode, OnError, Source, Sweeps,
+    scattered,
+};
+
+use crate::processes::{in_worker, scratch};
+
+/// An executor of 2 worker processes re-running `test` of this binary.
+fn processes(test: &str, dir: &Path) -> ExecutorBuilder {
+    Executor::processes(2)
+        .worker_command(
+            std::env::current_exe().unwrap(),
+            ["--exact", test, "--nocapture", "--test-threads=1"],
+        )
+        .log_dir(dir.join("logs"))
+        .handle_signals(false)
+}
+
+fn inc() -> Function<u64, u64> {
+    Function::new("inc", |x: u64| Ok::<u64, String>(x + 1))
+}
+
+/// `1 / (x - 5)` in integers: fails at 5.
+fn inverse() -> Function<i64, i64> {
+    Function::new("inverse", |x: i64| {
+        if x == 5 {
+            Err("division by zero".to_owned())
+        } else {
+            Ok(100 / (x - 5))
+        }
+    })
+}
+
+fn add() -> Function<(i64, i64), i64> {
+    Function::new("add", |(a, b): (i64, i64)| Ok::<i64, String>(a + b))
+}
+
+/// Everything the map API does, on one executor: results must not depend on the backend.
+fn map_behaviours(ex: &Executor) {
+    // Behaviour 1.
+    assert_eq!(ex.map(inc(), [1, 2, 3]).unwrap(), vec![2, 3, 4]);
+    // as_completed yields every item once.
+    let mut done: Vec<(usize, u64)> = ex
+        .as_completed(inc(), 0..20u64)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    done.sort_unstable();
+    assert_eq!(done, (0..20).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+    // A bounded map folded as it goes, both modes.
+    for mode in [Mode::Window, Mode::Barrier] {
+        let mut m = ex.bounded_map(inc(), 0..2_000u64, MapOptions::new(8).mode(mode));
+        let sum: u64 = m.by_ref().map(Result::unwrap).sum();
+        assert_eq!(sum, 2_000 * 2_001 / 2);
+        assert!(m.peak_in_flight() <= 8, "{}", m.peak_in_flight());
+    }
+    // Behaviour 5: fail-fast reports index 5; collect gives every result.
+    let opts = MapOptions::new(3).mode(Mode::Barrier);
+    let e = ex
+        .bounded_map(inverse(), 0..10i64, opts)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_err();
+    assert_eq!(e.index(), Some(5));
+    assert_eq!(e.to_string(), "item 5 failed: division by zero");
+    let all: Vec<Result<i64, ItemError>> = ex
+        .bounded_map(inverse(), 0..10i64, opts.on_error(OnError::Collect))
+        .collect();
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[5].as_ref().unwrap_err().index(), Some(5));
+    assert_eq!(all[4], Ok(-100));
+    assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 9);
+    // Behaviour 6.
+    assert_eq!(
+        ex.map_zip(add(), [1, 2, 3], [10, 20, 30]),
+        Ok(vec![11, 22, 33])
+    );
+    assert_eq!(
+        ex.map_zip(add(), [1, 2, 3], [10, 20]),
+        Err(ItemError::LengthMismatch {
+            first: 3,
+            second: 2
+        })
+    );
+}
+
+#[test]
+fn the_map_api_gives_the_same_results_on_threads_and_processes() {
+    let dir = scratch("executor-parity");
+    map_behaviours(&Executor::threads(2));
+    let ex = processes(
+        "executor::the_map_api_gives_the_same_results_on_threads_and_processes",
+        &dir,
+    )
+    .function(&inc())
+    .function(&inverse())
+    .function(&add())
+    .start()
+    .unwrap();
+    assert!(
+        !in_worker(),
+        "a worker never gets here: start() served and exited"
+    );
+    assert_eq!(ex.slots(), 2);
+    map_behaviours(&ex);
+    assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
+    // What cannot run in another process says so, per item.
+    let e = ex
+        .map(|x: u64| Ok::<u64, String>(x), [1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a closure cannot run in a worker process"),
+        "{e}"
+    );
+    let unknown = Function::new("not-registered", |x: u64| Ok::<u64, String>(x));
+    let e = ex.map(unknown, [1]).unwrap_err().to_string();
+    assert!(e.contains("is not registered with this executor"), "{e}");
+    // Workers logged where they were told to.
+    drop(ex);
+    let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
+    assert!(jobs.lines().count() >= 2, "{jobs}");
+    assert!(dir.join("logs/executor-executor").is_dir());
+}
+
+/// A sweep (behaviour 7) with data scattered to the workers once, and a streaming pipeline
+/// (behaviours 16–18) whose parallel section runs on the worker processes.
+#[test]
+fn sweeps_scatter_and_streams_run_on_worker_processes() {
+    let dir = scratch("executor-sweeps");
+    let sweep_fn = Function::new("sweep", |p: Vec<i64>| {
+        let s = scattered::<i64>("s").ok_or("s was not scattered")?;
+        Ok::<i64, String>(if p.is_empty() {
+            *s
+        } else {
+            *s * 100 + p[0] * 10 + p[1]
+        })
+    });
+    // Each item returns its worker's pid and where that worker keeps the scattered table.
+    let table_at = Function::new("table_at", |i: usize| {
+        let t = scattered::<Vec<u64>>("table").ok_or("no table")?;
+        Ok::<(u32, usize, u64), String>((std::process::id(), Arc::as_ptr(&t) as usize, t[i]))
+    });
+    let even = Function::new("even", |x: i64| Ok::<bool, String>(x % 2 == 0));
+    let inverse_f = inverse();
+    let ex = processes(
+        "executor::sweeps_scatter_and_streams_run_on_worker_processes",
+        &dir,
+    )
+    .function(&sweep_fn)
+    .function(&table_at)
+    .function(&even)
+    .function(&inverse_f)
+    .function(&inc())
+    .start()
+    .unwrap();
+    ex.scatter("s", 1i64).unwrap();
+    let mut sweeps = Sweeps::new();
+    let run = sweeps.run(
+        &ex,
+        "a",
+        sweep_fn.clone(),
+        vec![vec![1, 2], vec![1, 2, 3]],
+        2,
+    );
+    assert_eq!(run.len(), 12);
+    let once = [111, 112, 113, 121, 122, 123];
+    let got: Vec<i64> = run.gather().into_iter().map(Result::unwrap).collect();
+    assert_eq!(got, once.iter().chain(&once).copied().collect::<Vec<_>>());
+    let empty = sweeps.run(&ex, "b", sweep_fn, vec![], 5);
+    assert_eq!(empty.gather(), vec![Ok(1); 5]);
+    assert_eq!(sweeps.get("a").unwrap().status().finished, 12);
+    // A table of 100,000 numbers, scattered once: every item of a worker sees the same copy.
+    let table: Vec<u64> = (0..100_000).map(|i| i * 3).collect();
+    ex.scatter("table", table).unwrap();
+    let seen = ex.map(table_at, (0..200).map(|i| i * 500)).unwrap();
+    let mut copies: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, (pid, at, v)) in seen.into_iter().enumerate() {
+        assert_eq!(v, i as u64 * 500 * 3);
+        copies.entry(pid).or_default().push(at);
+    }
+    for (pid, at) in &copies {
+        assert!(
+            at.windows(2).all(|w| w[0] == w[1]),
+            "worker {pid} decoded the table twice"
+        );
+    }
+    assert_ne!(copies.keys().next(), Some(&std::process::id()));
+    // Streams: scatter -> map on the workers -> buffer -> gather keeps input order.
+    let src = Source::new();
+    let out = src
+        .stream()
+        .scatter(&ex)
+        .map(inc())
+        .buffer(4)
+        .gather()
+        .sink_to_list();
+    for i in 0..20u64 {
+        src.emit(i).unwrap();
+    }
+    src.close().unwrap();
+    assert_eq!(*out.lock().unwrap(), (1..=20).collect::<Vec<u64>>());
+    // A parallel filter, and an error that reaches the emitter.
+    let src = Source::new();
+    let evens = src
+        .stream()
+        .scatter(&ex)
+        .filter(even)
+        .gather()
+        .sink_to_list();
+    for i in 0..5i64 {
+        src.emit(i).unwrap();
+    }
+    src.close().unwrap();
+    assert_eq!(*evens.lock().unwrap(), vec![0, 2, 4]);
+    let src = Source::new();
+    let _ = src
+        .stream()
+        .scatter(&ex)
+        .map(inverse_f)
+        .gather()
+        .sink_to_list();
+    let e = src.emit(5i64).unwrap_err();
+    assert!(e.to_string().contains("division by zero"), "{e}");
+}
+
+/// Items whose worker dies are retried on another worker; an item that kills every worker
+/// fails after 3 attempts, and the rest of the map still completes.
+#[test]
+fn items_survive_dying_workers() {
+    let dir = scratch("executor-chaos");
+    let flags = dir.join("flags");
+    let f = flags.clone();
+    let fragile = Function::new("fragile", move |x: u64| {
+        // Items 3 and 7 kill their worker the first time they run.
+        if (x == 3 || x == 7) && std::fs::File::create_new(f.join(x.to_string())).is_ok() {
+            std::process::abort();
+        }
+        if x == 11 {
+            std::process::abort(); // every time
+        }
+        Ok::<u64, String>(x * 2)
+    });
+    let ex = processes("executor::items_survive_dying_workers", &dir)
+        .function(&fragile)
+        .max_worker_restarts(10)
+        .start()
+        .unwrap();
+    std::fs::create_dir_all(&flags).unwrap();
+    let out: Vec<Result<u64, ItemError>> = ex
+        .bounded_map(
+            fragile,
+            0..16u64,
+            MapOptions::new(2).on_error(OnError::Collect),
+        )
+        .collect();
+    for (i, r) in out.iter().enumerate() {
+        if i == 11 {
+            let e = r.as_ref().unwrap_err().to_string();
+            assert!(e.contains("lost while running this item"), "{e}");
+            assert!(e.contains("tried 3 times"), "{e}");
+        } else {
+            assert_eq!(r, &Ok(i as u64 * 2), "item {i}");
+        }
+    }
+    assert!(flags.join("3").exists() && flags.join("7").exists());
+}
+
+/// Workers that cannot start make every item fail with their error, instead of a hang.
+#[test]
+fn workers_that_cannot_start_fail_the_items_with_their_stderr() {
+    let dir = scratch("executor-startup");
+    let ex = Executor::processes(2)
+        .worker_command("/bin/sh", ["-c", "echo 'no GPU on this node' >&2; exit 3"])
+        .log_dir(dir.join("logs"))
+        .handle_signals(false)
+        .max_worker_restarts(2)
+        .function(&inc())
+        .start()
+        .unwrap();
+    let e = ex.map(inc(), [1, 2, 3]).unwrap_err().to_string();
+    assert!(e.contains("failed to start 3 times"), "{e}");
+    assert!(e.contains("no GPU on this node"), "{e}");
+    // Later calls fail at once with the same reason.
+    let e = ex.map(inc(), [4]).unwrap_err().to_string();
+    assert!(e.contains("no GPU on this node"), "{e}");
+}
+
+#[test]
+fn two_functions_under_one_name_are_refused() {
+    let e = Executor::processes(1)
+        .function(&inc())
+        .function(&Function::new("inc", |x: i64| Ok::<i64, String>(x)))
+        .start()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "executor: two functions are registered under the name \"inc\""
+    );
+}
