@@ -3,25 +3,35 @@
 //! running total and a sliding mean; `close()` returns only when every frame is through.
 //!
 //! ```text
-//! cargo run --release --example stream
+//! cargo run --release --example stream [-- threads|processes]
 //! ```
+//!
+//! The parallel section runs on 2 threads (default) or 2 worker processes.
 
 use blockwise::Roi;
-use blockwise::exec::{Executor, Source};
+use blockwise::exec::{Executor, Function, Source};
 use blockwise::sample::SampleSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ex = Executor::threads(2);
-    let spec = SampleSpec::cube(64);
     // A "frame" is the index of a 64×64 slice of the sample volume.
+    let slice_sum = Function::new("slice_sum", |z: i64| -> Result<u64, String> {
+        let spec = SampleSpec::cube(64);
+        let slice = spec.generate(&Roi::new([z, 0, 0], [1, 64, 64]));
+        Ok(slice.iter().map(|&v| u64::from(v)).sum())
+    });
+    let ex = match std::env::args().nth(1).as_deref() {
+        None | Some("threads") => Executor::threads(2),
+        Some("processes") => Executor::processes(2)
+            .function(&slice_sum)
+            .log_dir(std::env::temp_dir().join("blockwise-stream-logs"))
+            .start()?,
+        Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
+    };
     let source = Source::<i64>::new();
     let sums = source
         .stream()
         .scatter(&ex)
-        .map(move |z: i64| -> Result<u64, String> {
-            let slice = spec.generate(&Roi::new([z, 0, 0], [1, 64, 64]));
-            Ok(slice.iter().map(|&v| u64::from(v)).sum())
-        })
+        .map(slice_sum)
         .buffer(4)
         .gather();
     let totals = sums

@@ -5,9 +5,37 @@
 //!
 //! [`Sweeps`] run a function over the cartesian product of parameter lists.
 //!
-//! This release runs items on in-process worker threads ([`Executor::threads`]); worker processes
-//! and cluster workers are not available to the executor yet (use [`Runner`](crate::Runner) for
-//! blocks in worker processes).
+//! # Backends
+//!
+//! One API over three backends, chosen by the constructor:
+//!
+//! * [`Executor::threads`]: in-process worker threads; runs closures and [`Function`]s.
+//! * [`Executor::processes`]: worker processes on this machine;
+//! * [`Executor::launcher`]: worker processes started by a cluster's batch system (SLURM, LSF,
+//!   PBS, SGE, a command template; [`crate::launch`]).
+//!
+//! Worker processes are the block runner's: they re-execute the program, connect back over TCP
+//! with the run's token, send heartbeats, and are replaced when they die (see
+//! [`ExecutorBuilder`]). Since code cannot travel between processes, they run [`Function`]s —
+//! closures registered under a name before the executor starts — with items and results as
+//! JSON. A program written with `Function`s runs unchanged on every backend:
+//!
+//! ```no_run
+//! use blockwise::exec::{Executor, Function};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let inc = Function::new("inc", |x: u64| Ok::<u64, String>(x + 1));
+//! let ex = match std::env::args().nth(1).as_deref() {
+//!     Some("processes") => Executor::processes(2).function(&inc).start()?,
+//!     _ => Executor::threads(2),
+//! };
+//! assert_eq!(ex.map(inc, [1, 2, 3])?, vec![2, 3, 4]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Shared read-only data goes to every worker once with [`Executor::scatter`]; functions read
+//! it with [`scattered`].
 //!
 //! ```
 //! use blockwise::exec::{Executor, MapOptions, Mode};
@@ -375,7 +403,7 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`] if the data does not serialise, or is larger than one message
+    /// [`Error::Executor`](crate::Error::Executor) if the data does not serialise, or is larger than one message
     /// (16 MiB) for a process backend: store such data and scatter its location.
     pub fn scatter<D>(&self, name: &str, data: D) -> Result<Arc<D>, crate::Error>
     where

@@ -20,11 +20,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::work::{ErasedFn, store_raw};
 use crate::error::Error;
-use crate::launch::{JobId, Launcher};
+use crate::launch::Launcher;
 use crate::run::ProcessOptions;
 use crate::run::client::{Client, Incoming};
 use crate::run::context::{Context, new_token};
-use crate::run::processes::{Pace, submit_worker, tail, worker_program};
+use crate::run::jobs::{Jobs, requeue_front, tail, take_unstarted};
+use crate::run::processes::{Pace, submit_worker, worker_program};
 use crate::run::protocol::{MAX_FRAME, ServerMsg, WireItem, WorkerMsg, to_frame};
 use crate::run::server::{Event, Hello, Server, Timing};
 use crate::run::signals::Interrupts;
@@ -187,6 +188,7 @@ impl RemotePool {
             workers: opts.workers.max(1),
             prefetch: opts.prefetch.max(1),
             max_worker_restarts: opts.max_worker_restarts,
+            launches: Jobs::new(Arc::clone(&launcher)),
             popts: opts.process,
             launcher,
             token,
@@ -196,7 +198,6 @@ impl RemotePool {
             pending: VecDeque::new(),
             data: Vec::new(),
             conns: FxHashMap::default(),
-            launches: FxHashMap::default(),
             next_worker: 0,
             pace: Pace::default(),
             startup_failures: 0,
@@ -352,16 +353,6 @@ impl Conn {
     }
 }
 
-struct Launch {
-    job: JobId,
-    stderr: PathBuf,
-    conn: Option<u64>,
-    ever_connected: bool,
-    alive: bool,
-    retiring: bool,
-    last_poll: Instant,
-}
-
 struct Driver {
     id: String,
     workers: usize,
@@ -376,7 +367,7 @@ struct Driver {
     pending: VecDeque<Call>,
     data: Vec<(String, serde_json::Value)>,
     conns: FxHashMap<u64, Conn>,
-    launches: FxHashMap<u64, Launch>,
+    launches: Jobs<()>,
     next_worker: u64,
     pace: Pace,
     startup_failures: u32,
@@ -398,7 +389,7 @@ impl Driver {
                 self.break_pool(format!(
                     "interrupted by {signal}; every worker job of the executor was cancelled"
                 ));
-                self.cancel_all();
+                self.launches.cancel_all();
             }
             if let Some(why) = &self.broken {
                 let why = why.clone();
@@ -468,11 +459,7 @@ impl Driver {
         if self.broken.is_some() {
             return;
         }
-        let live = self
-            .launches
-            .values()
-            .filter(|l| l.alive && !l.retiring)
-            .count();
+        let live = self.launches.live(());
         for _ in live..self.workers {
             if let Err(e) = self.launch() {
                 self.startup_failure(format!("submitting a worker failed: {e}"));
@@ -496,18 +483,7 @@ impl Driver {
             &self.program,
             &self.args,
         )?;
-        self.launches.insert(
-            id,
-            Launch {
-                job,
-                stderr,
-                conn: None,
-                ever_connected: false,
-                alive: true,
-                retiring: false,
-                last_poll: Instant::now(),
-            },
-        );
+        self.launches.insert(id, (), job, stderr);
         Ok(())
     }
 
@@ -586,14 +562,7 @@ impl Driver {
             }
             return;
         }
-        let launch = match self.launches.get_mut(&hello.worker_id) {
-            Some(l) if l.conn.is_none() && l.alive => {
-                l.conn = Some(id);
-                l.ever_connected = true;
-                Some(hello.worker_id)
-            }
-            _ => None,
-        };
+        let launch = self.launches.attach(hello.worker_id, (), id);
         tracing::debug!(worker = hello.worker_id, pid = hello.pid, host = %hello.host, "executor worker connected");
         let conn = Conn {
             tx: Some(tx),
@@ -657,30 +626,15 @@ impl Driver {
             WorkerMsg::Heartbeat => {}
             WorkerMsg::Retire { unstarted } => {
                 conn.retiring = true;
-                let mut back = Vec::new();
-                let mut keep = VecDeque::new();
-                for (s, call) in conn.inflight.drain(..) {
-                    if unstarted.contains(&s) {
-                        back.push(call);
-                    } else {
-                        keep.push_back((s, call));
-                    }
-                }
-                conn.inflight = keep;
-                if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
-                    l.retiring = true;
-                }
-                for call in back.into_iter().rev() {
-                    self.pending.push_front(call);
-                }
+                let back = take_unstarted(&mut conn.inflight, &unstarted);
+                self.launches.retiring(conn.launch);
+                requeue_front(&mut self.pending, back);
             }
             WorkerMsg::Bye => {
                 conn.leaving = true;
                 conn.tx = None;
                 let back: Vec<Call> = conn.inflight.drain(..).map(|(_, c)| c).collect();
-                for call in back.into_iter().rev() {
-                    self.pending.push_front(call);
-                }
+                requeue_front(&mut self.pending, back);
             }
             WorkerMsg::Done { .. } | WorkerMsg::Hello { .. } => {
                 tracing::warn!("{} sent an unexpected message; ignored", conn.describe());
@@ -701,39 +655,29 @@ impl Driver {
         if !graceful {
             tracing::warn!("{who} lost: {reason}");
         }
-        let mut stderr = None;
-        if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
-            l.conn = None;
-            if l.alive
-                && !graceful
-                && let Err(e) = self.launcher.cancel(&l.job)
-            {
-                tracing::warn!("cancelling job {}: {e}", l.job);
-            }
-            l.alive = false;
-            stderr = Some(l.stderr.clone());
-        }
+        let (detail, stderr) = match conn.launch {
+            Some(l) => self.launches.detach(l, graceful),
+            None => (String::new(), None),
+        };
         let mut calls: Vec<Call> = conn.inflight.drain(..).map(|(_, c)| c).collect();
         if conn.ready && !calls.is_empty() {
             let mut head = calls.remove(0);
             head.attempts += 1;
             if head.attempts >= ATTEMPTS {
                 (head.done)(Err(format!(
-                    "{who} lost while running this item ({reason}); tried {} times",
+                    "{who} lost while running this item ({reason}{detail}); tried {} times",
                     head.attempts
                 )));
             } else {
                 calls.insert(0, head);
             }
         }
-        for call in calls.into_iter().rev() {
-            self.pending.push_front(call);
-        }
+        requeue_front(&mut self.pending, calls);
         if !graceful && conn.completed == 0 && self.broken.is_none() {
             let message = match conn.setup_failed.take() {
                 Some(m) => format!("{who}: set-up failed: {m}"),
                 None => format!(
-                    "{who} ended before completing an item ({reason}); {}",
+                    "{who} ended before completing an item ({reason}{detail}); {}",
                     stderr.map(|p| tail(&p, 20)).unwrap_or_default()
                 ),
             };
@@ -757,47 +701,10 @@ impl Driver {
 
     /// A job that ended without ever connecting is a start-up failure.
     fn poll_launches(&mut self) {
-        let every = self.launcher.poll_interval();
-        let mut failed = Vec::new();
-        for (id, l) in &mut self.launches {
-            if !l.alive || l.conn.is_some() || l.last_poll.elapsed() < every {
-                continue;
-            }
-            l.last_poll = Instant::now();
-            match self.launcher.status(&l.job) {
-                Ok(state) if state.is_alive() => {}
-                Ok(state) => {
-                    l.alive = false;
-                    if !l.ever_connected {
-                        failed.push(format!(
-                            "executor worker {id} ({} job {}) exited without connecting ({state:?}); {}",
-                            self.launcher.name(),
-                            l.job,
-                            tail(&l.stderr, 20)
-                        ));
-                    }
-                }
-                Err(e) => tracing::warn!("status of job {}: {e}", l.job),
-            }
-        }
-        for message in failed {
+        for ((), message) in self.launches.ended_without_connecting() {
             if self.broken.is_none() {
                 self.startup_failure(message);
             }
-        }
-        self.launches.retain(|_, l| l.alive || l.conn.is_some());
-    }
-
-    fn cancel_all(&mut self) {
-        let mut jobs: Vec<&JobId> = self.launches.values().map(|l| &l.job).collect();
-        jobs.sort();
-        for job in jobs {
-            if let Err(e) = self.launcher.cancel(job) {
-                tracing::warn!("cancelling job {job}: {e}");
-            }
-        }
-        for l in self.launches.values_mut() {
-            l.alive = false;
         }
     }
 
@@ -808,23 +715,7 @@ impl Driver {
             let _ = conn.send(&ServerMsg::Shutdown);
             conn.tx = None;
         }
-        if self.launcher.poll_interval() <= Duration::from_millis(100) {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                let mut alive = 0;
-                for l in self.launches.values_mut().filter(|l| l.alive) {
-                    match self.launcher.status(&l.job) {
-                        Ok(s) if s.is_alive() => alive += 1,
-                        _ => l.alive = false,
-                    }
-                }
-                if alive == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        self.cancel_all();
+        self.launches.stop(true);
         self.connected.set(0);
     }
 }

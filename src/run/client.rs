@@ -113,8 +113,8 @@ pub struct Client {
     read_buf: Vec<u8>,
     shared: Arc<Shared>,
     queue: VecDeque<WireBlock>,
-    /// Executor items received and not yet handed out.
-    items: VecDeque<WireItem>,
+    /// Executor items and datasets received and not yet handed out, in arrival order.
+    items: VecDeque<Incoming>,
     /// `(grid_index, seq)` of blocks handed to the user and not yet released.
     handed: VecDeque<(u64, u64)>,
     batch: usize,
@@ -354,17 +354,7 @@ impl Client {
     /// The scheduler closed the connection, was silent for the death timeout, or broke the
     /// protocol.
     pub fn acquire_block(&mut self) -> Result<Option<Block>, Error> {
-        if self.retired {
-            return Ok(None);
-        }
-        if !self.said_ready {
-            // Set-up (whatever ran between connecting and the first acquire) is over: the
-            // scheduler times blocks from here.
-            self.said_ready = true;
-            self.shared.lock().send(&WorkerMsg::Ready)?;
-        }
-        if self.lifetime_over() {
-            self.retire()?;
+        if !self.may_take()? {
             return Ok(None);
         }
         loop {
@@ -379,27 +369,18 @@ impl Client {
                     grid_index: w.grid_index,
                 }));
             }
-            if self.shutdown {
-                self.flush()?;
+            if !self.receive()? {
                 return Ok(None);
-            }
-            self.flush()?;
-            match self.read()? {
-                ServerMsg::Blocks { blocks } => self.queue.extend(blocks),
-                ServerMsg::Ping => {}
-                ServerMsg::Shutdown => self.shutdown = true,
-                other => {
-                    return Err(worker_err(format!("protocol error: unexpected {other:?}")));
-                }
             }
         }
     }
 
-    /// Executor workers: the next item to run or dataset to keep, or `None` when the executor
-    /// has no more work for this worker (it shut down, or the worker reached its lifetime).
-    pub(crate) fn acquire_item(&mut self) -> Result<Option<Incoming>, Error> {
+    /// Whether the worker takes more: false once it retired or reached its lifetime (then it
+    /// retires). The first call tells the scheduler that set-up (whatever ran between connecting
+    /// and the first acquire) is over: it times work from here.
+    fn may_take(&mut self) -> Result<bool, Error> {
         if self.retired {
-            return Ok(None);
+            return Ok(false);
         }
         if !self.said_ready {
             self.said_ready = true;
@@ -407,25 +388,43 @@ impl Client {
         }
         if self.lifetime_over() {
             self.retire()?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Sends waiting reports, then reads one message into the queues; false when the
+    /// scheduler has said there is nothing more.
+    fn receive(&mut self) -> Result<bool, Error> {
+        self.flush()?;
+        if self.shutdown {
+            return Ok(false);
+        }
+        match self.read()? {
+            ServerMsg::Blocks { blocks } => self.queue.extend(blocks),
+            ServerMsg::Items { items } => self.items.extend(items.into_iter().map(Incoming::Item)),
+            ServerMsg::Data { name, value } => self.items.push_back(Incoming::Data { name, value }),
+            ServerMsg::Ping => {}
+            ServerMsg::Shutdown => self.shutdown = true,
+            other => {
+                return Err(worker_err(format!("protocol error: unexpected {other:?}")));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Executor workers: the next item to run or dataset to keep, or `None` when the executor
+    /// has no more work for this worker (it shut down, or the worker reached its lifetime).
+    pub(crate) fn acquire_item(&mut self) -> Result<Option<Incoming>, Error> {
+        if !self.may_take()? {
             return Ok(None);
         }
         loop {
-            if let Some(item) = self.items.pop_front() {
-                return Ok(Some(Incoming::Item(item)));
+            if let Some(incoming) = self.items.pop_front() {
+                return Ok(Some(incoming));
             }
-            if self.shutdown {
-                self.flush()?;
+            if !self.receive()? {
                 return Ok(None);
-            }
-            self.flush()?;
-            match self.read()? {
-                ServerMsg::Items { items } => self.items.extend(items),
-                ServerMsg::Data { name, value } => return Ok(Some(Incoming::Data { name, value })),
-                ServerMsg::Ping => {}
-                ServerMsg::Shutdown => self.shutdown = true,
-                other => {
-                    return Err(worker_err(format!("protocol error: unexpected {other:?}")));
-                }
             }
         }
     }
@@ -462,7 +461,10 @@ impl Client {
             .queue
             .drain(..)
             .map(|w| w.seq)
-            .chain(self.items.drain(..).map(|i| i.seq))
+            .chain(self.items.drain(..).filter_map(|i| match i {
+                Incoming::Item(item) => Some(item.seq),
+                Incoming::Data { .. } => None,
+            }))
             .collect();
         self.shared.lock().send(&WorkerMsg::Retire { unstarted })
     }

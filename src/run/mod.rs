@@ -31,6 +31,7 @@
 pub(crate) mod client;
 pub(crate) mod context;
 mod failures;
+pub(crate) mod jobs;
 pub(crate) mod processes;
 pub(crate) mod protocol;
 pub(crate) mod server;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::context::{CONTEXT_ENV, Context, new_token};
 use super::failures::{Failures, finish_run, open_journal};
+use super::jobs::{Jobs, requeue_front, tail, take_unstarted};
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
 use super::server::{Event, Hello, Server, Timing};
 use super::signals::Interrupts;
@@ -59,20 +60,6 @@ impl Conn {
             self.hello.worker_id, self.hello.pid, self.hello.host
         )
     }
-}
-
-/// A submitted worker job.
-struct Launch {
-    task: usize,
-    job: JobId,
-    stderr: PathBuf,
-    conn: Option<u64>,
-    ever_connected: bool,
-    /// The job may still be running.
-    alive: bool,
-    /// The worker announced it retires (it no longer counts towards the task's workers).
-    retiring: bool,
-    last_poll: Instant,
 }
 
 struct TaskRun {
@@ -130,7 +117,8 @@ struct Driver<'a> {
     sched: Scheduler,
     runs: Vec<TaskRun>,
     conns: FxHashMap<u64, Conn>,
-    launches: FxHashMap<u64, Launch>,
+    /// Submitted workers, keyed by task index.
+    launches: Jobs<usize>,
     next_worker: u64,
     token: String,
     addr: String,
@@ -198,7 +186,7 @@ pub(super) fn run(
         sched,
         runs,
         conns: FxHashMap::default(),
-        launches: FxHashMap::default(),
+        launches: Jobs::new(Arc::clone(&popts.launcher)),
         next_worker: 0,
         token,
         addr,
@@ -287,24 +275,6 @@ pub(crate) fn worker_program(
     }
 }
 
-/// The last `lines` lines of a file (for start-up errors).
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let from = all.len().saturating_sub(lines);
-            let t = all[from..].join("\n");
-            if t.trim().is_empty() {
-                format!("{} is empty", path.display())
-            } else {
-                format!("stderr ({}):\n{t}", path.display())
-            }
-        }
-        Err(e) => format!("could not read {}: {e}", path.display()),
-    }
-}
-
 impl Driver<'_> {
     fn drive(
         &mut self,
@@ -388,11 +358,7 @@ impl Driver<'_> {
             if !run.started || run.finished {
                 continue;
             }
-            let live = self
-                .launches
-                .values()
-                .filter(|l| l.task == i && l.alive && !l.retiring)
-                .count();
+            let live = self.launches.live(i);
             for _ in live..run.task.num_workers() {
                 self.launch(i)?;
             }
@@ -415,19 +381,7 @@ impl Driver<'_> {
             &self.program,
             &self.args,
         )?;
-        self.launches.insert(
-            id,
-            Launch {
-                task,
-                job,
-                stderr,
-                conn: None,
-                ever_connected: false,
-                alive: true,
-                retiring: false,
-                last_poll: Instant::now(),
-            },
-        );
+        self.launches.insert(id, task, job, stderr);
         Ok(())
     }
 
@@ -525,14 +479,7 @@ impl Driver<'_> {
                     conn.tx = None;
                 }
             }
-            for launch in self.launches.values_mut() {
-                if launch.task == i && launch.alive && launch.conn.is_none() {
-                    launch.alive = false;
-                    if let Err(e) = self.launcher.cancel(&launch.job) {
-                        tracing::warn!("cancelling job {}: {e}", launch.job);
-                    }
-                }
-            }
+            self.launches.cancel_unconnected(i);
         }
     }
 
@@ -569,14 +516,7 @@ impl Driver<'_> {
             }
             return;
         };
-        let launch = match self.launches.get_mut(&hello.worker_id) {
-            Some(l) if l.task == task && l.conn.is_none() && l.alive => {
-                l.conn = Some(id);
-                l.ever_connected = true;
-                Some(hello.worker_id)
-            }
-            _ => None,
-        };
+        let launch = self.launches.attach(hello.worker_id, task, id);
         tracing::debug!(task = %hello.task_id, worker = hello.worker_id, pid = hello.pid, host = %hello.host, "worker connected");
         let conn = Conn {
             task,
@@ -666,22 +606,9 @@ impl Driver<'_> {
             WorkerMsg::Heartbeat => {}
             WorkerMsg::Retire { unstarted } => {
                 conn.retiring = true;
-                let mut back = Vec::new();
-                conn.inflight.retain(|(s, b)| {
-                    if unstarted.contains(s) {
-                        back.push(b.clone());
-                        false
-                    } else {
-                        true
-                    }
-                });
-                if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
-                    l.retiring = true;
-                }
-                let run = &mut self.runs[task];
-                for b in back.into_iter().rev() {
-                    run.requeue.push_front(b);
-                }
+                let back = take_unstarted(&mut conn.inflight, &unstarted);
+                self.launches.retiring(conn.launch);
+                requeue_front(&mut self.runs[task].requeue, back);
             }
             WorkerMsg::Bye => {
                 // Everything the worker finished was reported before its goodbye: blocks it
@@ -689,10 +616,7 @@ impl Driver<'_> {
                 conn.leaving = true;
                 conn.tx = None;
                 let back: Vec<Block> = conn.inflight.drain(..).map(|(_, b)| b).collect();
-                let run = &mut self.runs[task];
-                for b in back.into_iter().rev() {
-                    run.requeue.push_front(b);
-                }
+                requeue_front(&mut self.runs[task].requeue, back);
             }
             WorkerMsg::Hello { .. } => {
                 tracing::warn!("{} said hello twice; ignored", conn.describe());
@@ -718,20 +642,10 @@ impl Driver<'_> {
         if !graceful {
             tracing::warn!(task = %self.runs[task].task.task_id(), "{who} lost: {reason}");
         }
-        let mut detail = String::new();
-        if let Some(l) = conn.launch.and_then(|l| self.launches.get_mut(&l)) {
-            l.conn = None;
-            if l.alive && !graceful {
-                // A worker that hung or broke the connection may still run: stop it.
-                if let Err(e) = self.launcher.cancel(&l.job) {
-                    tracing::warn!("cancelling job {}: {e}", l.job);
-                }
-            }
-            if !graceful && let Ok(state) = self.launcher.status(&l.job) {
-                detail = format!("; job {}: {state:?}", l.job);
-            }
-            l.alive = false;
-        }
+        let (detail, stderr) = match conn.launch {
+            Some(l) => self.launches.detach(l, graceful),
+            None => (String::new(), None),
+        };
         // The head block was running (unless set-up never finished); the rest never started.
         let started = conn.setup_failed.is_none() && conn.ready;
         let mut blocks: Vec<Block> = conn.inflight.drain(..).map(|(_, b)| b).collect();
@@ -741,18 +655,12 @@ impl Driver<'_> {
             self.fail_block(task, head, conn.hello.worker_id, message);
         }
         let run = &mut self.runs[task];
-        for b in blocks.into_iter().rev() {
-            run.requeue.push_front(b);
-        }
+        requeue_front(&mut run.requeue, blocks);
         if !graceful && conn.completed == 0 && !run.finished {
             let message = match conn.setup_failed.take() {
                 Some(m) => format!("{who}: set-up failed: {m}"),
                 None => {
-                    let stderr = conn
-                        .launch
-                        .and_then(|l| self.launches.get(&l))
-                        .map(|l| tail(&l.stderr, 20))
-                        .unwrap_or_default();
+                    let stderr = stderr.map(|p| tail(&p, 20)).unwrap_or_default();
                     format!("{who} ended before completing a block ({reason}{detail}); {stderr}")
                 }
             };
@@ -779,34 +687,10 @@ impl Driver<'_> {
     /// Polls launched jobs that are not connected: a job that ended without ever connecting
     /// is a start-up failure.
     fn poll_launches(&mut self) -> Result<(), Error> {
-        let every = self.launcher.poll_interval();
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        for (id, l) in &mut self.launches {
-            if !l.alive || l.conn.is_some() || l.last_poll.elapsed() < every {
-                continue;
+        for (task, message) in self.launches.ended_without_connecting() {
+            if !self.runs[task].finished {
+                self.startup_failure(task, message)?;
             }
-            l.last_poll = Instant::now();
-            match self.launcher.status(&l.job) {
-                Ok(state) if state.is_alive() => {}
-                Ok(state) => {
-                    l.alive = false;
-                    if !l.ever_connected && !self.runs[l.task].finished {
-                        failed.push((
-                            l.task,
-                            format!(
-                                "worker {id} ({} job {}) exited without connecting ({state:?}); {}",
-                                self.launcher.name(),
-                                l.job,
-                                tail(&l.stderr, 20)
-                            ),
-                        ));
-                    }
-                }
-                Err(e) => tracing::warn!("status of job {}: {e}", l.job),
-            }
-        }
-        for (task, message) in failed {
-            self.startup_failure(task, message)?;
         }
         Ok(())
     }
@@ -829,15 +713,8 @@ impl Driver<'_> {
             let task = conn.task;
             self.runs[task].conns.retain(|c| *c != id);
             let who = conn.describe();
-            let killed = match conn.launch.and_then(|l| self.launches.get_mut(&l)) {
-                Some(l) => {
-                    l.conn = None;
-                    l.alive = false;
-                    match self.launcher.cancel(&l.job) {
-                        Ok(()) => format!("{who} killed ({} job {})", self.launcher.name(), l.job),
-                        Err(e) => format!("{who} could not be killed: {e}"),
-                    }
-                }
+            let killed = match conn.launch {
+                Some(l) => self.launches.kill(l, &who),
                 None => format!("{who} disconnected (not started by this run, so not killed)"),
             };
             conn.tx = None;
@@ -848,9 +725,7 @@ impl Driver<'_> {
                 self.fail_block(task, head, conn.hello.worker_id, message);
             }
             let run = &mut self.runs[task];
-            for b in blocks.into_iter().rev() {
-                run.requeue.push_front(b);
-            }
+            requeue_front(&mut run.requeue, blocks);
         }
     }
 
@@ -875,28 +750,6 @@ impl Driver<'_> {
             }
             conn.tx = None;
         }
-        if clean && self.launcher.poll_interval() <= Duration::from_millis(100) {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                let mut alive = 0;
-                for l in self.launches.values_mut().filter(|l| l.alive) {
-                    match self.launcher.status(&l.job) {
-                        Ok(s) if s.is_alive() => alive += 1,
-                        _ => l.alive = false,
-                    }
-                }
-                if alive == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        let mut jobs: Vec<&JobId> = self.launches.values().map(|l| &l.job).collect();
-        jobs.sort();
-        for job in jobs {
-            if let Err(e) = self.launcher.cancel(job) {
-                tracing::warn!("cancelling job {job}: {e}");
-            }
-        }
+        self.launches.stop(clean);
     }
 }

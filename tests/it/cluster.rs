@@ -23,6 +23,30 @@ fn slurm_requested() -> bool {
     }
 }
 
+/// Every job listed in `jobs` (a `jobs.txt`) leaves the SLURM queue within 30 s.
+fn assert_left_the_queue(jobs: &str) {
+    let ids: Vec<&str> = jobs
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = std::process::Command::new("squeue")
+            .args(["-h", "-o", "%i"])
+            .output()
+            .unwrap();
+        let queued = String::from_utf8_lossy(&q.stdout).into_owned();
+        if !queued.lines().any(|l| ids.contains(&l.trim())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs still queued: {queued}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
     if !slurm_requested() {
@@ -74,26 +98,7 @@ fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
     let out = std::fs::read_to_string(dir.join("logs/smooth/worker_0.out")).unwrap_or_default();
     assert!(out.contains("running 1 test"), "{out}");
     // No job of the run is left in the queue.
-    let ids: Vec<&str> = jobs
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = std::process::Command::new("squeue")
-            .args(["-h", "-o", "%i"])
-            .output()
-            .unwrap();
-        let queued = String::from_utf8_lossy(&q.stdout).into_owned();
-        if !queued.lines().any(|l| ids.contains(&l.trim())) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs still queued: {queued}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_left_the_queue(&jobs);
 }
 
 #[test]
@@ -126,4 +131,44 @@ fn workers_can_be_srun_job_steps() {
     assert_exactly_once(&dir, &task);
     let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
     assert!(jobs.lines().all(|l| l.starts_with("srun ")), "{jobs}");
+}
+
+/// other_seeds.md §7 behaviour 1 on a cluster: an executor of 2 `sbatch` workers maps
+/// `x ↦ x + 1` over `[1, 2, 3]` to `[2, 3, 4]`, the items run inside SLURM jobs, and dropping the
+/// executor leaves no job in the queue.
+#[test]
+fn an_executor_of_two_slurm_workers_maps_in_order() {
+    if !slurm_requested() {
+        return;
+    }
+    let dir = scratch("slurm-executor");
+    let inc = blockwise::exec::Function::new("inc", |x: u64| {
+        // Only a SLURM job has this.
+        std::env::var("SLURM_JOB_ID").map_err(|_| "not in a SLURM job")?;
+        Ok::<u64, String>(x + 1)
+    });
+    let test = "cluster::an_executor_of_two_slurm_workers_maps_in_order";
+    let ex = blockwise::exec::Executor::launcher(
+        Batch::slurm().poll_interval(Duration::from_millis(500)),
+        2,
+    )
+    .worker_command(
+        std::env::current_exe().unwrap(),
+        ["--exact", test, "--nocapture", "--test-threads=1"],
+    )
+    .log_dir(dir.join("logs"))
+    .advertise_host("127.0.0.1")
+    .handle_signals(false)
+    .function(&inc)
+    .start()
+    .unwrap();
+    assert_eq!(ex.map(inc.clone(), [1, 2, 3]).unwrap(), vec![2, 3, 4]);
+    let many: u64 = ex.map(inc, 0..200u64).unwrap().into_iter().sum();
+    assert_eq!(many, 200 * 201 / 2);
+    assert!(ex.wait_for_workers(2, Duration::from_secs(120)));
+    drop(ex);
+    let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
+    assert!(jobs.lines().all(|l| l.starts_with("slurm ")), "{jobs}");
+    assert_eq!(jobs.lines().count(), 2, "{jobs}");
+    assert_left_the_queue(&jobs);
 }
