@@ -40,7 +40,8 @@ const CANCELLED: u8 = 4;
 pub struct SweepStatus {
     /// Submitted, not started.
     pub pending: usize,
-    /// Running now.
+    /// Running now (on worker processes: sent to a worker, which may hold a few calls at a
+    /// time when calls are short).
     pub running: usize,
     /// Returned a value.
     pub finished: usize,

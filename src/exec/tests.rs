@@ -113,6 +113,54 @@ fn a_bounded_map_over_a_huge_lazy_range_keeps_64_in_flight() {
     }
 }
 
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn windowed_sum(ex: &Executor, n: u64) -> u64 {
+    let mut m = ex.bounded_map(|x: u64| Ok::<_, String>(x + 1), 0..n, MapOptions::new(64));
+    let sum = m.by_ref().map(|r| r.unwrap()).sum();
+    assert!(m.peak_in_flight() <= 64);
+    sum
+}
+
+/// Behaviour 3 at full size (slow in debug builds: `cargo test --release -- --ignored`):
+/// 10^7 items give 50_000_005_000_000 and the peak resident memory after 10^7 items is within
+/// 10% of the peak after 10^6.
+#[test]
+#[ignore = "10^7 items; run with --release --ignored"]
+fn ten_million_items_in_the_memory_of_one_million() {
+    let ex = Executor::threads(4);
+    assert_eq!(windowed_sum(&ex, 1_000_000), 500_000_500_000);
+    let after_1e6 = peak_rss_kib();
+    assert_eq!(windowed_sum(&ex, 10_000_000), 50_000_005_000_000);
+    let after_1e7 = peak_rss_kib();
+    assert!(
+        after_1e7 * 10 <= after_1e6 * 11,
+        "peak RSS grew from {after_1e6} KiB to {after_1e7} KiB"
+    );
+}
+
+/// Behaviour 3's slow variant: 10^9 items (about 10 minutes in release on 2 cores).
+#[test]
+#[ignore = "10^9 items; run with --release --ignored"]
+fn a_billion_items() {
+    let ex = Executor::threads(4);
+    let before = peak_rss_kib();
+    assert_eq!(windowed_sum(&ex, 1_000_000_000), 500_000_000_500_000_000);
+    let after = peak_rss_kib();
+    assert!(
+        after < before + 64 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
 /// 12 items, batch 4; item 0 is the slow one.
 fn barrier_or_window(mode: Mode) -> Vec<String> {
     let ex = Executor::threads(4);
