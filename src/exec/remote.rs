@@ -26,7 +26,9 @@ use crate::run::client::{Client, Incoming};
 use crate::run::context::{Context, new_token};
 use crate::run::jobs::{Jobs, requeue_front, tail, take_unstarted};
 use crate::run::processes::{Pace, submit_worker, worker_program};
-use crate::run::protocol::{MAX_FRAME, ServerMsg, WireItem, WorkerMsg, to_frame};
+use crate::run::protocol::{
+    MAX_FRAME, OneItem, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
+};
 use crate::run::server::{Event, Hello, Server, Timing};
 use crate::run::signals::Interrupts;
 
@@ -332,7 +334,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn send(&self, msg: &ServerMsg) -> Result<(), String> {
+    fn send<M: serde::Serialize>(&self, msg: &M) -> Result<(), String> {
         let frame = to_frame(msg).map_err(|e| e.to_string())?;
         if let Some(tx) = &self.tx {
             // A closed channel means the connection is going; its Closed event follows.
@@ -520,11 +522,11 @@ impl Driver {
                 }
                 let seq = conn.next_seq;
                 conn.next_seq += 1;
-                let msg = ServerMsg::Items {
-                    items: vec![WireItem {
+                let msg = OneItem::Items {
+                    items: [WireItemRef {
                         seq,
-                        func: call.func.to_string(),
-                        input: call.input.clone(),
+                        func: &call.func,
+                        input: &call.input,
                     }],
                 };
                 if let Err(e) = conn.send(&msg) {

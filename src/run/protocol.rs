@@ -86,6 +86,26 @@ pub(crate) struct WireItem {
     pub input: serde_json::Value,
 }
 
+/// [`ServerMsg::Items`] with one borrowed item: the same frame, without copying the item
+/// (the executor keeps it to retry it on another worker).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum OneItem<'a> {
+    /// See [`ServerMsg::Items`].
+    Items {
+        /// The item.
+        items: [WireItemRef<'a>; 1],
+    },
+}
+
+/// A borrowed [`WireItem`].
+#[derive(Debug, Serialize)]
+pub(crate) struct WireItemRef<'a> {
+    pub seq: u64,
+    pub func: &'a str,
+    pub input: &'a serde_json::Value,
+}
+
 /// The result of one executor item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ItemOutcome {
@@ -357,6 +377,31 @@ mod tests {
             read_frame::<WorkerMsg, _>(&mut r, &mut buf)
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_borrowed_item_encodes_as_the_owned_message() {
+        let input = serde_json::json!({"x": [1, 2.5, "three"]});
+        let borrowed = to_frame(&OneItem::Items {
+            items: [WireItemRef {
+                seq: 7,
+                func: "inc",
+                input: &input,
+            }],
+        })
+        .unwrap();
+        let owned = ServerMsg::Items {
+            items: vec![WireItem {
+                seq: 7,
+                func: "inc".into(),
+                input: input.clone(),
+            }],
+        };
+        assert_eq!(borrowed, to_frame(&owned).unwrap());
+        assert_eq!(
+            decode::<ServerMsg>(&borrowed).unwrap(),
+            Some((owned, borrowed.len()))
         );
     }
 
