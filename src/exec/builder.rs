@@ -152,6 +152,27 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Whether traffic with the workers is encrypted (TLS 1.3, a per-run certificate pinned by
+    /// the workers); see [`Runner::tls`](crate::Runner::tls) for the default.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.process.tls = Some(on);
+        self
+    }
+
+    /// How long a new connection has for its TLS handshake and hello (default 10 s); see
+    /// [`Runner::hello_timeout`](crate::Runner::hello_timeout).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.process.hello_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many connections may wait for their hello at once (default 64); see
+    /// [`Runner::max_unauthenticated`](crate::Runner::max_unauthenticated).
+    pub fn max_unauthenticated(mut self, connections: usize) -> Self {
+        self.process.max_unauthenticated = connections.max(1);
+        self
+    }
+
     /// Heartbeat interval and the silence after which a worker is presumed dead (defaults 1 s
     /// and 30 s); see [`Runner::heartbeat`](crate::Runner::heartbeat).
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {

@@ -23,14 +23,15 @@ use crate::error::Error;
 use crate::launch::Launcher;
 use crate::run::ProcessOptions;
 use crate::run::client::{Client, Incoming};
-use crate::run::context::{Context, new_token};
-use crate::run::jobs::{Jobs, requeue_front, tail, take_unstarted};
+use crate::run::context::Context;
+use crate::run::jobs::{Backoff, Jobs, requeue_front, tail, take_unstarted};
 use crate::run::processes::{Pace, submit_worker, worker_program};
 use crate::run::protocol::{
     MAX_FRAME, OneItem, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
 };
-use crate::run::server::{Event, Hello, Server, Timing};
+use crate::run::server::{Event, Hello};
 use crate::run::signals::Interrupts;
+use crate::run::transport::Transport;
 
 /// How often an item is tried on workers that are lost while running it (dask's
 /// `allowed-failures` + 1).
@@ -153,33 +154,15 @@ impl RemotePool {
         }
         let p = &opts.process;
         let launcher = Arc::clone(&p.launcher);
-        std::fs::create_dir_all(&p.log_dir).map_err(|source| Error::Io {
-            context: format!("creating the log directory {}", p.log_dir.display()),
-            source,
-        })?;
         let (program, args) = worker_program(p.command.as_ref())?;
-        let token = new_token()?;
         let (events_tx, events_rx) = unbounded::<Event>();
-        let server = Server::start(
-            p.bind_addr(launcher.as_ref()),
-            token.clone(),
-            Timing {
-                ping: p.heartbeat,
-                silence: p.heartbeat_timeout,
-            },
-            events_tx,
-        )?;
-        let addr = format!(
-            "{}:{}",
-            p.advertise_host(launcher.as_ref()),
-            server.addr().port()
-        );
+        let transport = p.open_transport(events_tx)?;
         let interrupts = if p.handle_signals {
             Some(Interrupts::install()?)
         } else {
             None
         };
-        tracing::info!(%addr, launcher = launcher.name(), workers = opts.workers, "executor pool serving workers");
+        tracing::info!(addr = %transport.addr, tls = transport.tls.is_some(), launcher = launcher.name(), workers = opts.workers, "executor pool serving workers");
         let connected = Arc::new(Connected::default());
         let (tx, rx) = unbounded::<Cmd>();
         let mut functions: Vec<String> = opts.functions.keys().cloned().collect();
@@ -193,8 +176,7 @@ impl RemotePool {
             launches: Jobs::new(Arc::clone(&launcher)),
             popts: opts.process,
             launcher,
-            token,
-            addr,
+            transport,
             program,
             args,
             pending: VecDeque::new(),
@@ -203,6 +185,7 @@ impl RemotePool {
             next_worker: 0,
             pace: Pace::default(),
             startup_failures: 0,
+            backoff: Backoff::default(),
             broken: None,
             connected: Arc::clone(&connected),
             interrupts,
@@ -212,7 +195,6 @@ impl RemotePool {
             .spawn(move || {
                 driver.drive(&rx, &events_rx);
                 driver.shutdown();
-                drop(server);
             })
             .map_err(|source| Error::Io {
                 context: "starting the executor pool's thread".into(),
@@ -362,8 +344,7 @@ struct Driver {
     max_worker_restarts: u32,
     popts: ProcessOptions,
     launcher: Arc<dyn Launcher>,
-    token: String,
-    addr: String,
+    transport: Transport,
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     pending: VecDeque<Call>,
@@ -373,6 +354,8 @@ struct Driver {
     next_worker: u64,
     pace: Pace,
     startup_failures: u32,
+    /// Pauses worker starts after failures to submit.
+    backoff: Backoff,
     /// Why the pool no longer runs items (workers cannot start, or it was interrupted).
     broken: Option<String>,
     connected: Arc<Connected>,
@@ -461,11 +444,20 @@ impl Driver {
         if self.broken.is_some() {
             return;
         }
+        if !self.backoff.ready() {
+            return;
+        }
         let live = self.launches.live(());
         for _ in live..self.workers {
-            if let Err(e) = self.launch() {
-                self.startup_failure(format!("submitting a worker failed: {e}"));
-                return;
+            match self.launch() {
+                Ok(()) => self.backoff.succeeded(),
+                Err(e) => {
+                    let pause = self.backoff.failed();
+                    self.startup_failure(format!(
+                        "submitting a worker failed: {e}; retrying in {pause:?}"
+                    ));
+                    return;
+                }
             }
         }
     }
@@ -475,7 +467,7 @@ impl Driver {
         self.next_worker += 1;
         let ctx = self
             .popts
-            .context(&self.addr, &self.token, &self.id, id, self.prefetch);
+            .context(&self.transport, &self.id, id, self.prefetch);
         let group = self.id.trim_start_matches(POOL_PREFIX).to_owned();
         let (job, stderr) = submit_worker(
             self.launcher.as_ref(),

@@ -446,14 +446,14 @@ pub(super) fn script_body(spec: &WorkerSpec, prologue: &[String]) -> Result<Stri
     Ok(s)
 }
 
-/// Writes `script` as `<dir>/<name>.sh`, executable; creates the log directories too.
+/// Writes `script` as `<dir>/<name>.sh`, executable and readable by this user only (mode 0700:
+/// it holds the run's token); creates the log directories too (mode 0700).
 pub(super) fn write_script(
     launcher: &str,
     dir: Option<&Path>,
     spec: &WorkerSpec,
     script: &str,
 ) -> Result<PathBuf, LaunchError> {
-    use std::os::unix::fs::PermissionsExt;
     let io = |context: String| {
         let launcher = launcher.to_owned();
         move |source| LaunchError::Io {
@@ -464,19 +464,18 @@ pub(super) fn write_script(
     };
     for p in [&spec.stdout, &spec.stderr] {
         if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(io(format!("creating {}", parent.display())))?;
+            super::private_dir(parent).map_err(io(format!("creating {}", parent.display())))?;
         }
     }
     let dir = dir
         .map(Path::to_path_buf)
         .or_else(|| spec.stderr.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    super::private_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let path = dir.join(format!("{}.sh", sanitize_name(&spec.name)));
-    std::fs::write(&path, script).map_err(io(format!("writing {}", path.display())))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .map_err(io(format!("making {} executable", path.display())))?;
+    // The script holds the run's token: only this user may read it (0700, from creation on).
+    super::write_private(&path, script.as_bytes(), 0o700)
+        .map_err(io(format!("writing {}", path.display())))?;
     Ok(path)
 }
 

@@ -1,7 +1,6 @@
 //! The local launcher: worker processes as children of the scheduler's process.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -127,13 +126,13 @@ impl Launcher for Local {
     fn submit(&self, spec: &WorkerSpec) -> Result<JobId, LaunchError> {
         for path in [&spec.stdout, &spec.stderr] {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
+                super::private_dir(dir)
                     .map_err(|e| Local::io(format!("creating {}", dir.display()), e))?;
             }
         }
-        let out = File::create(&spec.stdout)
+        let out = super::private_file(&spec.stdout)
             .map_err(|e| Local::io(format!("creating {}", spec.stdout.display()), e))?;
-        let err = File::create(&spec.stderr)
+        let err = super::private_file(&spec.stderr)
             .map_err(|e| Local::io(format!("creating {}", spec.stderr.display()), e))?;
         let mut cmd = match self.wrapper.split_first() {
             Some((first, rest)) => {

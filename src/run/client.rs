@@ -1,7 +1,7 @@
 //! The worker side of the protocol: [`Client`].
 
 use std::collections::VecDeque;
-use std::io::{BufReader, ErrorKind, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -12,6 +12,7 @@ use super::protocol::{
     FrameError, ItemOutcome, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock, WireItem, WorkerMsg,
     read_frame, to_frame,
 };
+use super::tls::{self, TlsReader, TlsWriter};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 
@@ -19,10 +20,49 @@ use crate::error::Error;
 /// infers when a worker's next block started from them, for timeouts).
 const FLUSH_LATENCY: Duration = Duration::from_millis(1);
 
+/// The receiving half of the connection: plain TCP, or TLS.
+enum ReadHalf {
+    Plain(TcpStream),
+    Tls(TlsReader),
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ReadHalf::Plain(s) => s.read(buf),
+            ReadHalf::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+/// The sending half of the connection.
+enum WriteHalf {
+    Plain(TcpStream),
+    Tls(TlsWriter),
+}
+
+impl WriteHalf {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            WriteHalf::Plain(s) => s.write_all(bytes),
+            WriteHalf::Tls(s) => s.write_all(bytes),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            WriteHalf::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            WriteHalf::Tls(s) => s.shutdown(),
+        }
+    }
+}
+
 /// The sending half, shared with the background thread that sends heartbeats and flushes
 /// reports that waited [`FLUSH_LATENCY`].
 struct Writer {
-    stream: TcpStream,
+    stream: WriteHalf,
     last_sent: Instant,
     pending: Vec<Outcome>,
     pending_items: Vec<ItemOutcome>,
@@ -109,7 +149,7 @@ fn worker_err(message: String) -> Error {
 pub struct Client {
     ctx: Context,
     task_id: Arc<str>,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<ReadHalf>,
     read_buf: Vec<u8>,
     shared: Arc<Shared>,
     queue: VecDeque<WireBlock>,
@@ -193,9 +233,18 @@ impl Client {
         stream
             .set_read_timeout(Some(ctx.death_timeout()))
             .map_err(|e| io("configuring the socket", e))?;
-        let write_half = stream
-            .try_clone()
-            .map_err(|e| io("cloning the socket", e))?;
+        let (read_half, write_half) = match &ctx.tls {
+            Some(pin) => {
+                let tls = tls::connect(&stream, pin)?;
+                (ReadHalf::Tls(tls.reader), WriteHalf::Tls(tls.writer))
+            }
+            None => {
+                let write_half = stream
+                    .try_clone()
+                    .map_err(|e| io("cloning the socket", e))?;
+                (ReadHalf::Plain(stream), WriteHalf::Plain(write_half))
+            }
+        };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
                 stream: write_half,
@@ -223,7 +272,7 @@ impl Client {
         let prefetch = ctx.prefetch.unwrap_or(32).max(1) as usize;
         let mut client = Client {
             task_id: Arc::from(ctx.task_id.as_str()),
-            reader: BufReader::with_capacity(64 << 10, stream),
+            reader: BufReader::with_capacity(64 << 10, read_half),
             read_buf: Vec::new(),
             shared,
             queue: VecDeque::new(),
@@ -553,11 +602,7 @@ impl Drop for Client {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
-        let _ = self
-            .shared
-            .lock()
-            .stream
-            .shutdown(std::net::Shutdown::Write);
+        self.shared.lock().stream.shutdown();
     }
 }
 
@@ -572,6 +617,7 @@ mod tests {
         Context {
             addr,
             token: "t".into(),
+            tls: None,
             task_id: "task".into(),
             worker_id: 0,
             log_dir: None,

@@ -11,14 +11,23 @@ use crate::error::Error;
 /// The environment variable holding a worker's context.
 pub const CONTEXT_ENV: &str = "BLOCKWISE_CONTEXT";
 
+/// A context longer than this is refused unread.
+const MAX_CONTEXT: usize = 64 << 10;
+
 /// A worker's context: JSON in [`CONTEXT_ENV`], so paths and ids may hold any character.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It holds the run's secret token: its `Debug` form leaves the token out, and nothing prints
+/// the encoded form.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Context {
     /// The scheduler's address, `host:port`.
     pub addr: String,
     /// The run's secret token.
     pub token: String,
+    /// The SHA-256 (hex) of the scheduler's TLS certificate, if the transport is encrypted.
+    #[serde(default)]
+    pub tls: Option<String>,
     /// The task this worker serves.
     pub task_id: String,
     /// The worker's id (its log files are `worker_<id>.out/.err`).
@@ -38,15 +47,41 @@ pub(crate) struct Context {
     pub prefetch: Option<u32>,
 }
 
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("addr", &self.addr)
+            .field("token", &"<secret>")
+            .field("tls", &self.tls)
+            .field("task_id", &self.task_id)
+            .field("worker_id", &self.worker_id)
+            .field("log_dir", &self.log_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Context {
     pub(crate) fn encode(&self) -> String {
         // A struct of strings and integers always serialises.
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Decodes a context. The error names what is wrong but never echoes the text, which may
+    /// hold the token.
     pub(crate) fn decode(s: &str) -> Result<Context, Error> {
+        if s.len() > MAX_CONTEXT {
+            return Err(Error::Worker {
+                message: format!(
+                    "{CONTEXT_ENV} is not a valid worker context: {} bytes, more than {MAX_CONTEXT}",
+                    s.len()
+                ),
+            });
+        }
         serde_json::from_str(s).map_err(|e| Error::Worker {
-            message: format!("{CONTEXT_ENV} is not a valid worker context ({e}): {s:?}"),
+            message: format!(
+                "{CONTEXT_ENV} is not a valid worker context ({e}; {} bytes)",
+                s.len()
+            ),
         })
     }
 
@@ -55,8 +90,8 @@ impl Context {
         match std::env::var(CONTEXT_ENV) {
             Ok(s) => Context::decode(&s).map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(s)) => Err(Error::Worker {
-                message: format!("{CONTEXT_ENV} is not valid UTF-8: {s:?}"),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::Worker {
+                message: format!("{CONTEXT_ENV} is not valid UTF-8"),
             }),
         }
     }
@@ -92,6 +127,7 @@ mod tests {
         let c = Context {
             addr: "127.0.0.1:4000".into(),
             token: new_token().unwrap(),
+            tls: Some("ab".repeat(32)),
             task_id: "a:b=c \"d\" é".into(),
             worker_id: 7,
             log_dir: Some(PathBuf::from("/tmp/with:colon=and space")),
@@ -104,5 +140,12 @@ mod tests {
         assert_eq!(Context::decode(&c.encode()).unwrap(), c);
         let e = Context::decode("hostname=x:port=1").unwrap_err();
         assert!(e.to_string().contains(CONTEXT_ENV), "{e}");
+        // Neither errors nor Debug show the token.
+        let mut broken = c.encode();
+        broken.push('x');
+        let e = Context::decode(&broken).unwrap_err().to_string();
+        assert!(!e.contains(&c.token), "{e}");
+        assert!(!format!("{c:?}").contains(&c.token));
+        assert!(Context::decode(&" ".repeat(MAX_CONTEXT + 1)).is_err());
     }
 }

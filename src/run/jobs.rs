@@ -242,3 +242,96 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("could not read {}: {e}", path.display()),
     }
 }
+
+/// Whether starting a worker failed for a reason that may pass (out of file descriptors,
+/// processes or memory for a moment): then it is retried after a pause and counts as a start-up
+/// failure, instead of ending the run.
+pub(crate) fn transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use nix::errno::Errno;
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = e {
+        if let Some(code) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return [
+                Errno::EMFILE,
+                Errno::ENFILE,
+                Errno::EAGAIN,
+                Errno::ENOMEM,
+                Errno::EINTR,
+            ]
+            .iter()
+            .any(|t| *t as i32 == code);
+        }
+        e = err.source();
+    }
+    false
+}
+
+/// The pause before the next attempt to start a worker after transient failures: 250 ms,
+/// doubling up to 10 s, back to none after a success.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    not_before: Option<Instant>,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Whether a worker may be started now.
+    pub(crate) fn ready(&self) -> bool {
+        self.not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A start failed: returns the pause before the next try.
+    pub(crate) fn failed(&mut self) -> Duration {
+        let pause = Duration::from_millis(250)
+            .saturating_mul(1 << self.failures.min(6))
+            .min(Duration::from_secs(10));
+        self.failures += 1;
+        self.not_before = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// A start succeeded.
+    pub(crate) fn succeeded(&mut self) {
+        self.failures = 0;
+        self.not_before = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_resource_exhaustion_is_transient() {
+        let emfile = std::io::Error::from_raw_os_error(nix::errno::Errno::EMFILE as i32);
+        let launch = crate::launch::LaunchError::Io {
+            launcher: "local".into(),
+            context: "creating a log".into(),
+            source: emfile,
+        };
+        let wrapped = crate::Error::from(launch);
+        assert!(transient(&wrapped));
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(!transient(&missing));
+        let eacces = std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32);
+        assert!(!transient(&eacces));
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let mut b = Backoff::default();
+        assert!(b.ready());
+        assert_eq!(b.failed(), Duration::from_millis(250));
+        assert!(!b.ready());
+        assert_eq!(b.failed(), Duration::from_millis(500));
+        for _ in 0..10 {
+            b.failed();
+        }
+        assert_eq!(b.failed(), Duration::from_secs(10));
+        b.succeeded();
+        assert!(b.ready());
+    }
+}

@@ -37,11 +37,13 @@ pub(crate) mod protocol;
 pub(crate) mod server;
 pub(crate) mod signals;
 mod threads;
+pub(crate) mod tls;
+pub(crate) mod transport;
 mod worker;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,6 +215,10 @@ pub(crate) struct ProcessOptions {
     pub(crate) death_timeout: Duration,
     pub(crate) lifetime: Option<Duration>,
     pub(crate) handle_signals: bool,
+    /// `None`: on unless workers are local processes on loopback.
+    pub(crate) tls: Option<bool>,
+    pub(crate) hello_timeout: Duration,
+    pub(crate) max_unauthenticated: usize,
 }
 
 impl ProcessOptions {
@@ -228,22 +234,25 @@ impl ProcessOptions {
             death_timeout: Duration::from_secs(60),
             lifetime: None,
             handle_signals: true,
+            tls: None,
+            hello_timeout: Duration::from_secs(10),
+            max_unauthenticated: 64,
         }
     }
 
     /// The context of worker `worker_id` serving `task_id` (a task, or an executor pool).
     pub(crate) fn context(
         &self,
-        addr: &str,
-        token: &str,
+        transport: &transport::Transport,
         task_id: &str,
         worker_id: u64,
         prefetch: usize,
     ) -> context::Context {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         context::Context {
-            addr: addr.to_owned(),
-            token: token.to_owned(),
+            addr: transport.addr.clone(),
+            token: transport.token.clone(),
+            tls: transport.tls.clone(),
             task_id: task_id.to_owned(),
             worker_id,
             log_dir: Some(self.log_dir.clone()),
@@ -252,34 +261,6 @@ impl ProcessOptions {
             lifetime_ms: self.lifetime.map(ms),
             prefetch: Some(u32::try_from(prefetch).unwrap_or(u32::MAX)),
         }
-    }
-
-    pub(crate) fn bind_addr(&self, launcher: &dyn Launcher) -> SocketAddr {
-        self.bind.unwrap_or_else(|| {
-            let ip = if launcher.runs_locally() {
-                Ipv4Addr::LOCALHOST
-            } else {
-                Ipv4Addr::UNSPECIFIED
-            };
-            SocketAddr::from((ip, 0))
-        })
-    }
-
-    pub(crate) fn advertise_host(&self, launcher: &dyn Launcher) -> String {
-        if let Some(h) = &self.advertise {
-            return h.clone();
-        }
-        if let Some(b) = self.bind.filter(|b| !b.ip().is_unspecified()) {
-            return b.ip().to_string();
-        }
-        if launcher.runs_locally() {
-            return "127.0.0.1".into();
-        }
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "127.0.0.1".into())
     }
 }
 
@@ -415,18 +396,47 @@ impl Runner {
         self
     }
 
-    /// The address the scheduler listens on (default: `127.0.0.1:0` for local workers,
-    /// `0.0.0.0:0` for cluster launchers; port 0 picks a free port). Implies worker processes.
+    /// The address the scheduler listens on (port 0 picks a free port). By default it listens
+    /// on the one address it tells workers to connect to: `127.0.0.1` for local workers, and
+    /// for cluster launchers the address of [`advertise_host`](Runner::advertise_host) (default:
+    /// this machine's host name, resolved, preferring a non-loopback IPv4 address). A wildcard
+    /// such as `0.0.0.0:0` listens on every interface. Implies worker processes.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.process_options().bind = Some(addr);
         self
     }
 
     /// The host name or address workers connect to (default: the bound address, else
-    /// `127.0.0.1` for local workers and this machine's host name for cluster launchers).
-    /// Implies worker processes.
+    /// `127.0.0.1` for local workers and this machine's address for cluster launchers). Without
+    /// [`bind`](Runner::bind), the scheduler listens on this host's address. Implies worker
+    /// processes.
     pub fn advertise_host(mut self, host: impl Into<String>) -> Self {
         self.process_options().advertise = Some(host.into());
+        self
+    }
+
+    /// Whether the traffic between the scheduler and its workers is encrypted with TLS 1.3
+    /// (default: on for cluster launchers and whenever the scheduler listens beyond loopback,
+    /// off for local worker processes on loopback). The scheduler makes a certificate for the
+    /// run; workers find its SHA-256 fingerprint in their context, beside the token, and accept
+    /// no other. See the README's *Security* section. Implies worker processes.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.process_options().tls = Some(on);
+        self
+    }
+
+    /// A new connection must complete its TLS handshake and present the run's token within
+    /// this long, or it is closed (default 10 s). Implies worker processes.
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.process_options().hello_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// At most this many connections may wait for their hello at once; further ones are
+    /// closed at once and counted in the log (default 64, and never more than a quarter of
+    /// the process's open-file limit). Implies worker processes.
+    pub fn max_unauthenticated(mut self, connections: usize) -> Self {
+        self.process_options().max_unauthenticated = connections.max(1);
         self
     }
 

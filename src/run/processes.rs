@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +13,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::context::{CONTEXT_ENV, Context, new_token};
+use super::context::{CONTEXT_ENV, Context};
 use super::failures::{Failures, finish_run, open_journal};
-use super::jobs::{Jobs, requeue_front, tail, take_unstarted};
+use super::jobs::{Backoff, Jobs, requeue_front, tail, take_unstarted, transient};
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
-use super::server::{Event, Hello, Server, Timing};
+use super::server::{Event, Hello};
 use super::signals::Interrupts;
+use super::transport::Transport;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
@@ -76,7 +78,12 @@ struct TaskRun {
     failures: Failures,
     /// Smoothed time per block, as workers report them.
     pace: Pace,
+    /// Pauses worker starts after transient failures.
+    backoff: Backoff,
 }
+
+/// A turn of the driver's loop later than this means the process did not run meanwhile.
+const CLOCK_JUMP: Duration = Duration::from_secs(3);
 
 /// A worker holds enough work to stay busy for about this long, so that round trips do not
 /// idle it, but no more, so that slow blocks (or executor items) spread over all workers.
@@ -120,8 +127,7 @@ struct Driver<'a> {
     /// Submitted workers, keyed by task index.
     launches: Jobs<usize>,
     next_worker: u64,
-    token: String,
-    addr: String,
+    transport: Transport,
     log_dir: PathBuf,
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
@@ -144,26 +150,11 @@ pub(super) fn run(
     }
     let journal = open_journal(opts, &mut sched)?;
     let log_dir = popts.log_dir.clone();
-    std::fs::create_dir_all(&log_dir).map_err(|source| Error::Io {
-        context: format!("creating the log directory {}", log_dir.display()),
-        source,
-    })?;
     let (program, args) = worker_program(popts.command.as_ref())?;
     let launcher = Arc::clone(&popts.launcher);
-    let token = new_token()?;
     let (events_tx, events_rx) = unbounded::<Event>();
-    let server = Server::start(
-        popts.bind_addr(launcher.as_ref()),
-        token.clone(),
-        Timing {
-            ping: popts.heartbeat,
-            silence: popts.heartbeat_timeout,
-        },
-        events_tx,
-    )?;
-    let host = popts.advertise_host(launcher.as_ref());
-    let addr = format!("{host}:{}", server.addr().port());
-    tracing::info!(%addr, launcher = launcher.name(), log_dir = %log_dir.display(), "scheduler serving workers");
+    let transport = popts.open_transport(events_tx)?;
+    tracing::info!(addr = %transport.addr, tls = transport.tls.is_some(), launcher = launcher.name(), log_dir = %log_dir.display(), "scheduler serving workers");
     let runs = all
         .iter()
         .map(|t| TaskRun {
@@ -176,6 +167,7 @@ pub(super) fn run(
             last_startup_error: String::new(),
             failures: Failures::default(),
             pace: Pace::default(),
+            backoff: Backoff::default(),
         })
         .collect();
     let ids: Vec<String> = all.iter().map(|t| t.task_id().to_owned()).collect();
@@ -188,8 +180,7 @@ pub(super) fn run(
         conns: FxHashMap::default(),
         launches: Jobs::new(Arc::clone(&popts.launcher)),
         next_worker: 0,
-        token,
-        addr,
+        transport,
         log_dir,
         program,
         args,
@@ -203,7 +194,6 @@ pub(super) fn run(
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let result = driver.drive(&events_rx, progress.as_mut(), interrupts.as_ref());
     driver.shutdown(result.is_ok());
-    drop(server);
     drop(interrupts);
     if let Some(p) = progress.as_mut() {
         p.close();
@@ -251,6 +241,7 @@ pub(crate) fn submit_worker(
     if let Err(e) = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&jobs)
         .and_then(|mut f| f.write_all(line.as_bytes()))
     {
@@ -285,9 +276,20 @@ impl Driver<'_> {
         let tick = Duration::from_millis(20).min(self.launcher.poll_interval());
         let mut last_draw = Instant::now();
         let mut last_maintenance = Instant::now();
+        let mut last_turn = Instant::now();
         loop {
             if let Some(signal) = interrupts.and_then(Interrupts::received) {
                 return Err(Error::Interrupted { signal });
+            }
+            let gap = last_turn.elapsed();
+            last_turn = Instant::now();
+            if gap > CLOCK_JUMP {
+                // The scheduler did not run (stopped, swapped out, suspended): blocks did not
+                // run late by that much as far as anyone could tell.
+                tracing::warn!("the scheduler did not run for {gap:?}; block timeouts restart");
+                for conn in self.conns.values_mut() {
+                    conn.busy_since += gap;
+                }
             }
             self.start_tasks();
             self.ensure_workers()?;
@@ -358,9 +360,23 @@ impl Driver<'_> {
             if !run.started || run.finished {
                 continue;
             }
+            if !run.backoff.ready() {
+                continue;
+            }
             let live = self.launches.live(i);
             for _ in live..run.task.num_workers() {
-                self.launch(i)?;
+                match self.launch(i) {
+                    Ok(()) => self.runs[i].backoff.succeeded(),
+                    Err(e) if transient(&e) => {
+                        let pause = self.runs[i].backoff.failed();
+                        self.startup_failure(
+                            i,
+                            format!("starting a worker failed ({e}); retrying in {pause:?}"),
+                        )?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -372,7 +388,7 @@ impl Driver<'_> {
         let task_id = self.runs[task].task.task_id().to_owned();
         let ctx = self
             .popts
-            .context(&self.addr, &self.token, &task_id, id, self.opts.prefetch);
+            .context(&self.transport, &task_id, id, self.opts.prefetch);
         let (job, stderr) = submit_worker(
             self.launcher.as_ref(),
             &self.log_dir,

@@ -1,13 +1,16 @@
 //! The wire protocol between the scheduler and worker processes.
 //!
 //! Every message is one *frame*: a 4-byte big-endian payload length followed by the payload, a
-//! JSON-encoded [`WorkerMsg`] or [`ServerMsg`]. Frames larger than [`MAX_FRAME`] are refused
-//! before anything is allocated for them. Messages carry plain data (block ROIs, error text),
-//! never code or opaque objects.
+//! JSON-encoded [`WorkerMsg`] or [`ServerMsg`]. Frames larger than [`MAX_FRAME`] (before the
+//! hello is accepted: [`HELLO_MAX`]) are refused before anything is allocated for them, and a
+//! frame's buffer grows only as its bytes arrive, never to the announced length up front.
+//! Messages carry plain data (block ROIs, error text), never code or opaque objects. With TLS
+//! (see `tls.rs`) the frames travel inside a TLS 1.3 session.
 //!
 //! A session:
 //!
-//! 1. The worker connects and sends [`WorkerMsg::Hello`] with the protocol version, the run's
+//! 1. The worker connects (and, with TLS, completes the handshake, checking the scheduler's
+//!    certificate against the fingerprint in its context) and sends [`WorkerMsg::Hello`] with the protocol version, the run's
 //!    token (from `BLOCKWISE_CONTEXT`), its task and launch id. A wrong token or version gets
 //!    [`ServerMsg::Refused`] and the connection is closed (and logged).
 //! 2. The server answers [`ServerMsg::Welcome`] and then pushes up to `prefetch` blocks
@@ -33,14 +36,24 @@ pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// The largest frame payload accepted, in bytes.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
 
+/// The largest frame accepted from a peer that has not yet presented the run's token (its
+/// hello): a few KiB, so that unauthenticated connections cannot make the scheduler allocate.
+pub(crate) const HELLO_MAX: usize = 4 << 10;
+
+/// Frames larger than this do not keep their read buffer: it shrinks back after them.
+pub(crate) const KEEP_BUFFER: usize = 64 << 10;
+
 /// Errors decoding frames.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
-    /// The announced payload is larger than [`MAX_FRAME`].
-    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    /// The announced payload is larger than the limit ([`MAX_FRAME`], or [`HELLO_MAX`] before
+    /// a peer is authenticated).
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
         /// The announced length.
         len: usize,
+        /// The limit it exceeds.
+        limit: usize,
     },
     /// The payload is not a valid message.
     #[error("malformed message: {0}")]
@@ -210,7 +223,10 @@ pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fra
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);
-        return Err(FrameError::TooLarge { len });
+        return Err(FrameError::TooLarge {
+            len,
+            limit: MAX_FRAME,
+        });
     }
     // `len <= MAX_FRAME` fits in a u32.
     let header = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
@@ -235,24 +251,36 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     let Some(header) = buf.get(..4) else {
         return Ok(None);
     };
-    let len = frame_len(header)?;
+    let len = frame_len(header, MAX_FRAME)?;
     let Some(payload) = buf.get(4..4 + len) else {
         return Ok(None);
     };
     Ok(Some((serde_json::from_slice(payload)?, 4 + len)))
 }
 
-/// The payload length announced by a 4-byte header, checked against [`MAX_FRAME`].
-pub(crate) fn frame_len(header: &[u8]) -> Result<usize, FrameError> {
+/// The payload length announced by a 4-byte header, checked against `limit` (at most
+/// [`MAX_FRAME`]).
+pub(crate) fn frame_len(header: &[u8], limit: usize) -> Result<usize, FrameError> {
     let mut h = [0u8; 4];
     for (d, s) in h.iter_mut().zip(header) {
         *d = *s;
     }
     let len = u32::from_be_bytes(h) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len });
+    let limit = limit.min(MAX_FRAME);
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
     }
     Ok(len)
+}
+
+/// Prepares `buf` for a payload of `len` bytes: emptied, and shrunk if an earlier large frame
+/// left it big. Its capacity is not grown here: the payload grows it as its bytes arrive, so an
+/// announced length costs nothing until the peer sends that much.
+pub(crate) fn reset_buffer(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > KEEP_BUFFER {
+        buf.shrink_to(KEEP_BUFFER);
+    }
 }
 
 /// Reads one frame from a blocking reader. `Ok(None)` on a clean end of stream before a frame.
@@ -271,10 +299,12 @@ pub(crate) fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(
             Err(e) => return Err(e.into()),
         }
     }
-    let len = frame_len(&header)?;
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    let len = frame_len(&header, MAX_FRAME)?;
+    reset_buffer(buf);
+    let got = r.take(len as u64).read_to_end(buf)?;
+    if got < len {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(Some(serde_json::from_slice(buf)?))
 }
 

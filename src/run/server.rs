@@ -1,19 +1,39 @@
 //! The scheduler's TCP server: accepts workers, checks their token, turns frames into events for
 //! the driver and writes the driver's frames back. All socket I/O runs on one tokio thread; the
 //! driver (which owns the scheduler) talks to it through channels only.
+//!
+//! # What an unauthenticated peer can cost
+//!
+//! Anyone who can reach the port can connect, so everything before a valid hello is bounded:
+//! at most [`ServerOptions::max_unauthenticated`] connections wait for their hello at once
+//! (further ones are closed at once and counted in the log); each must complete its TLS
+//! handshake (if any) and hello within [`Timing::hello`]; its frames are limited to
+//! [`HELLO_MAX`] bytes (a larger announced length closes it at once); and no buffer is sized
+//! from an announced length, before or after authentication: buffers grow as bytes arrive.
+//!
+//! # Silence
+//!
+//! A connection that sends nothing (not even a heartbeat) for [`Timing::silence`] is closed as
+//! dead. A watchdog checks this on a short tick. If the tick comes far later than asked, the
+//! scheduler itself did not run (it was stopped with SIGSTOP, swapped out, or its machine
+//! suspended): its workers could not be heard meanwhile, so the silence timers restart instead
+//! of declaring healthy workers dead. Frames that arrived are always read before silence is
+//! judged again.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{FrameError, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len, to_frame};
+use super::protocol::{
+    FrameError, HELLO_MAX, MAX_FRAME, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len,
+    reset_buffer, to_frame,
+};
 use crate::error::Error;
 
 /// Who connected, from its hello.
@@ -39,7 +59,7 @@ pub(crate) enum Event {
     Message { conn: u64, msg: WorkerMsg },
     /// A connection ended (closed, broken, or silent past the heartbeat timeout).
     Closed { conn: u64, reason: String },
-    /// A peer was refused (wrong token or protocol version); logged.
+    /// A peer was refused (wrong token or protocol version, no hello in time); logged.
     Refused { peer: SocketAddr, reason: String },
 }
 
@@ -50,6 +70,34 @@ pub(crate) struct Timing {
     pub ping: Duration,
     /// A connection silent for this long is closed as dead.
     pub silence: Duration,
+    /// A new connection must complete its TLS handshake and hello within this long.
+    pub hello: Duration,
+}
+
+impl Timing {
+    /// How often the silence watchdog looks.
+    fn tick(&self) -> Duration {
+        (self.silence / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
+
+    /// A watchdog tick later than this means the process did not run meanwhile. A healthy
+    /// worker is heard every heartbeat interval, so only a pause longer than about the silence
+    /// timeout could make it look dead; half of it is a safe threshold.
+    fn jump(&self) -> Duration {
+        self.tick() + self.silence / 2
+    }
+}
+
+/// How the server accepts connections.
+#[derive(Clone)]
+pub(crate) struct ServerOptions {
+    /// The run's token.
+    pub token: String,
+    pub timing: Timing,
+    /// Connections waiting for their hello at once; more are closed at once.
+    pub max_unauthenticated: usize,
+    /// TLS, if the transport is encrypted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A running server; stopping (or dropping) it closes every connection.
@@ -63,8 +111,7 @@ impl Server {
     /// Binds `bind` and serves on a background thread.
     pub(crate) fn start(
         bind: SocketAddr,
-        token: String,
-        timing: Timing,
+        options: ServerOptions,
         events: crossbeam_channel::Sender<Event>,
     ) -> Result<Server, Error> {
         let io = |context: String| move |source| Error::Io { context, source };
@@ -85,7 +132,7 @@ impl Server {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, token, timing, events, stop_rx).await,
+                        Ok(listener) => accept_loop(listener, options, events, stop_rx).await,
                         Err(e) => tracing::error!("server listener: {e}"),
                     }
                 });
@@ -118,28 +165,67 @@ impl Drop for Server {
     }
 }
 
+/// What the accept loop shares with the connections.
+struct Shared {
+    options: ServerOptions,
+    events: crossbeam_channel::Sender<Event>,
+    next_conn: AtomicU64,
+    /// Connections that have not yet been accepted or refused.
+    unauthenticated: AtomicUsize,
+}
+
+/// Releases a connection's unauthenticated slot when dropped (however its hello ends).
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    token: String,
-    timing: Timing,
+    options: ServerOptions,
     events: crossbeam_channel::Sender<Event>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let token: Arc<str> = Arc::from(token);
-    let next_conn = Arc::new(AtomicU64::new(0));
+    let max = options.max_unauthenticated.max(1);
+    let shared = Arc::new(Shared {
+        options,
+        events,
+        next_conn: AtomicU64::new(0),
+        unauthenticated: AtomicUsize::new(0),
+    });
+    // Connections closed because too many were waiting for their hello: counted, and logged at
+    // most once a second.
+    let mut shed = 0u64;
+    let mut last_report: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let token = Arc::clone(&token);
-                    let events = events.clone();
-                    let next_conn = Arc::clone(&next_conn);
+                    if shared.unauthenticated.load(Ordering::Acquire) >= max {
+                        drop(stream);
+                        shed += 1;
+                        if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(
+                                "closed {shed} connections at once: {max} connections were already waiting for their hello (the limit); last from {peer}"
+                            );
+                            shed = 0;
+                            last_report = Some(Instant::now());
+                        }
+                        continue;
+                    }
+                    shared.unauthenticated.fetch_add(1, Ordering::AcqRel);
+                    let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        connection(stream, peer, token, timing, events, next_conn).await;
+                        accept(stream, peer, shared).await;
                     });
                 }
                 Err(e) => {
+                    // Out of file descriptors (or another transient error): the connection
+                    // waits in the backlog; try again shortly.
                     tracing::warn!("accepting a worker connection: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -148,28 +234,28 @@ async fn accept_loop(
     }
 }
 
+/// Reads one frame of at most `limit` bytes. `Ok(None)` on a clean end before a frame.
 async fn read_msg<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    limit: usize,
 ) -> Result<Option<WorkerMsg>, FrameError> {
     let mut header = [0u8; 4];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
     }
-    let len = frame_len(&header)?;
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
+    let len = frame_len(&header, limit)?;
+    reset_buffer(buf);
+    let read = r.take(len as u64).read_to_end(buf).await?;
+    if read < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(Some(serde_json::from_slice(buf)?))
-}
-
-async fn send_now(w: &mut OwnedWriteHalf, msg: &ServerMsg) {
-    if let Ok(frame) = to_frame(msg) {
-        let _ = w.write_all(&frame).await;
-        let _ = w.flush().await;
-    }
 }
 
 /// Token comparison that does not stop at the first difference.
@@ -181,22 +267,54 @@ fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    token: Arc<str>,
-    timing: Timing,
-    events: crossbeam_channel::Sender<Event>,
-    next_conn: Arc<AtomicU64>,
-) {
+/// A new connection: TLS (if configured), then the session.
+async fn accept(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let slot = Slot(&shared.unauthenticated);
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 << 10, rd);
-    let mut buf = Vec::new();
-    // The hello must come soon; a peer that says nothing is dropped.
-    let hello = tokio::time::timeout(timing.silence, read_msg(&mut rd, &mut buf)).await;
-    let refuse = |reason: String| Event::Refused { peer, reason };
-    let hello = match hello {
+    let timing = shared.options.timing;
+    let deadline = tokio::time::Instant::now() + timing.hello;
+    match shared.options.tls.clone() {
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let (rd, wr) = tokio::io::split(tls);
+                    session(rd, wr, peer, &shared, slot, deadline).await;
+                }
+                Ok(Err(e)) => refuse(&shared, peer, format!("TLS handshake failed: {e}")),
+                Err(_) => refuse(
+                    &shared,
+                    peer,
+                    format!("no TLS handshake within {:?}", timing.hello),
+                ),
+            }
+        }
+        None => {
+            let (rd, wr) = stream.into_split();
+            session(rd, wr, peer, &shared, slot, deadline).await;
+        }
+    }
+}
+
+fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
+    let _ = shared.events.send(Event::Refused { peer, reason });
+}
+
+async fn send_now<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) {
+    if let Ok(frame) = to_frame(msg) {
+        let _ = w.write_all(&frame).await;
+        let _ = w.flush().await;
+    }
+}
+
+/// Checks the hello; `Ok` with who it is, or `Err` with the reason and whether to tell the peer.
+fn check_hello(
+    hello: Result<Result<Option<WorkerMsg>, FrameError>, tokio::time::error::Elapsed>,
+    token: &str,
+    peer: SocketAddr,
+    timing: Timing,
+) -> Result<Hello, (String, Option<String>)> {
+    match hello {
         Ok(Ok(Some(WorkerMsg::Hello {
             protocol,
             version,
@@ -211,90 +329,142 @@ async fn connection(
                     "protocol version {protocol} (blockwise {version}) does not match the scheduler's {PROTOCOL_VERSION} (blockwise {})",
                     env!("CARGO_PKG_VERSION")
                 );
-                send_now(
-                    &mut wr,
-                    &ServerMsg::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-                let _ = events.send(refuse(reason));
-                return;
+                return Err((reason.clone(), Some(reason)));
             }
-            if !same_token(&given, &token) {
+            if !same_token(&given, token) {
                 let reason = "wrong token".to_owned();
-                send_now(
-                    &mut wr,
-                    &ServerMsg::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-                let _ = events.send(refuse(format!(
-                    "{reason} (worker {worker_id} of task {task_id:?}, pid {pid} on {host:?})"
-                )));
-                return;
+                return Err((
+                    format!(
+                        "{reason} (worker {worker_id} of task {task_id:?}, pid {pid} on {host:?})"
+                    ),
+                    Some(reason),
+                ));
             }
-            Hello {
+            Ok(Hello {
                 task_id,
                 worker_id,
                 pid,
                 host,
                 peer,
-            }
+            })
         }
         Ok(Ok(Some(other))) => {
-            let reason = format!("expected a hello, got {other:?}");
-            send_now(
-                &mut wr,
-                &ServerMsg::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            let _ = events.send(refuse(reason));
-            return;
+            let reason = format!("expected a hello, got {}", kind(&other));
+            Err((reason.clone(), Some(reason)))
         }
-        Ok(Ok(None)) => {
-            let _ = events.send(refuse("closed before saying hello".into()));
-            return;
-        }
-        Ok(Err(e)) => {
-            let _ = events.send(refuse(format!("bad hello: {e}")));
-            return;
-        }
-        Err(_) => {
-            let _ = events.send(refuse(format!("no hello within {:?}", timing.silence)));
+        Ok(Ok(None)) => Err(("closed before saying hello".into(), None)),
+        Ok(Err(e)) => Err((format!("bad hello: {e}"), None)),
+        Err(_) => Err((format!("no hello within {:?}", timing.hello), None)),
+    }
+}
+
+/// The name of a message's type (unauthenticated peers' messages are not echoed whole).
+fn kind(msg: &WorkerMsg) -> &'static str {
+    match msg {
+        WorkerMsg::Hello { .. } => "hello",
+        WorkerMsg::Done { .. } => "done",
+        WorkerMsg::Results { .. } => "results",
+        WorkerMsg::SetupFailed { .. } => "setup_failed",
+        WorkerMsg::Ready => "ready",
+        WorkerMsg::Heartbeat => "heartbeat",
+        WorkerMsg::Retire { .. } => "retire",
+        WorkerMsg::Bye => "bye",
+    }
+}
+
+/// One connection: the hello (small frames, a deadline), then messages until it ends.
+async fn session<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    shared: &Shared,
+    slot: Slot<'_>,
+    deadline: tokio::time::Instant,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let timing = shared.options.timing;
+    let mut buf = Vec::new();
+    let hello = tokio::time::timeout_at(deadline, read_msg(&mut rd, &mut buf, HELLO_MAX)).await;
+    let hello = match check_hello(hello, &shared.options.token, peer, timing) {
+        Ok(hello) => hello,
+        Err((logged, told)) => {
+            if let Some(reason) = told {
+                send_now(&mut wr, &ServerMsg::Refused { reason }).await;
+            }
+            refuse(shared, peer, logged);
             return;
         }
     };
-    let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+    drop(slot);
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let events = &shared.events;
     if events.send(Event::Connected { conn, hello, tx }).is_err() {
         return;
     }
     tokio::spawn(writer(wr, rx, timing.ping));
-    let reason = loop {
-        match tokio::time::timeout(timing.silence, read_msg(&mut rd, &mut buf)).await {
-            Ok(Ok(Some(msg))) => {
-                if events.send(Event::Message { conn, msg }).is_err() {
-                    return;
+    let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let base = Instant::now();
+    let ms = |t: Instant| u64::try_from(t.duration_since(base).as_millis()).unwrap_or(u64::MAX);
+    let heard = AtomicU64::new(0);
+    let reader = async {
+        loop {
+            match read_msg(&mut rd, &mut buf, MAX_FRAME).await {
+                Ok(Some(msg)) => {
+                    heard.store(ms(Instant::now()), Ordering::Relaxed);
+                    if events.send(Event::Message { conn, msg }).is_err() {
+                        return None;
+                    }
                 }
-            }
-            Ok(Ok(None)) => break "connection closed".to_owned(),
-            Ok(Err(e)) => break format!("connection broken: {e}"),
-            Err(_) => {
-                break format!(
-                    "no message or heartbeat for {:?}; presumed dead",
-                    timing.silence
-                );
+                Ok(None) => return Some("connection closed".to_owned()),
+                Err(e) => return Some(format!("connection broken: {e}")),
             }
         }
     };
-    let _ = events.send(Event::Closed { conn, reason });
+    let watchdog = async {
+        let tick = timing.tick();
+        let mut last = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = Instant::now();
+            let late = now.duration_since(last);
+            last = now;
+            if late > timing.jump() {
+                // This process did not run for a while: nobody could be heard meanwhile.
+                tracing::warn!(
+                    peer = %peer,
+                    "the scheduler did not run for {late:?} (stopped, swapped out or suspended); restarting the silence timer of the connection instead of presuming its worker dead"
+                );
+                heard.store(ms(now), Ordering::Relaxed);
+                continue;
+            }
+            let quiet =
+                Duration::from_millis(ms(now).saturating_sub(heard.load(Ordering::Relaxed)));
+            if quiet > timing.silence {
+                return Some(format!(
+                    "no message or heartbeat for {:?}; presumed dead",
+                    timing.silence
+                ));
+            }
+        }
+    };
+    let reason = tokio::select! {
+        biased;
+        r = reader => r,
+        r = watchdog => r,
+    };
+    if let Some(reason) = reason {
+        let _ = events.send(Event::Closed { conn, reason });
+    }
 }
 
-async fn writer(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>, ping: Duration) {
+async fn writer<W: AsyncWrite + Unpin>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    ping: Duration,
+) {
     let mut w = BufWriter::with_capacity(64 << 10, wr);
     let ping_frame = to_frame(&ServerMsg::Ping).unwrap_or_default();
     loop {
@@ -345,14 +515,22 @@ mod tests {
         .unwrap()
     }
 
+    fn options(max_unauthenticated: usize) -> ServerOptions {
+        ServerOptions {
+            token: "right".into(),
+            timing: Timing {
+                ping: Duration::from_secs(1),
+                silence: Duration::from_secs(5),
+                hello: Duration::from_secs(5),
+            },
+            max_unauthenticated,
+            tls: None,
+        }
+    }
+
     fn start() -> (Server, crossbeam_channel::Receiver<Event>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let timing = Timing {
-            ping: Duration::from_secs(1),
-            silence: Duration::from_secs(5),
-        };
-        let server =
-            Server::start("127.0.0.1:0".parse().unwrap(), "right".into(), timing, tx).unwrap();
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), options(64), tx).unwrap();
         (server, rx)
     }
 

@@ -82,7 +82,7 @@ fn fakes(system: BatchSystem) -> Vec<(&'static str, &'static str)> {
 }
 
 /// A directory with the system's fake commands.
-fn fake_bin(dir: &Path, system: BatchSystem) -> PathBuf {
+pub(crate) fn fake_bin(dir: &Path, system: BatchSystem) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join(format!("fake-{system}"));
     std::fs::create_dir_all(&bin).unwrap();

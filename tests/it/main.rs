@@ -15,6 +15,7 @@ mod processes;
 mod resume;
 mod robustness;
 mod runner;
+mod security;
 #[cfg(feature = "zarr")]
 mod store;
 #[cfg(feature = "hdf5")]
