@@ -529,9 +529,155 @@ mod tests {
     }
 
     fn start() -> (Server, crossbeam_channel::Receiver<Event>) {
+        start_with(options(64))
+    }
+
+    fn start_with(options: ServerOptions) -> (Server, crossbeam_channel::Receiver<Event>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let server = Server::start("127.0.0.1:0".parse().unwrap(), options(64), tx).unwrap();
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), options, tx).unwrap();
         (server, rx)
+    }
+
+    fn next_event(events: &crossbeam_channel::Receiver<Event>) -> Event {
+        events.recv_timeout(Duration::from_secs(20)).unwrap()
+    }
+
+    /// Whether the server closed `s` (EOF or reset) within the read timeout.
+    fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+
+    #[test]
+    fn frames_over_a_few_kib_before_the_hello_close_the_connection_at_once() {
+        let (server, events) = start();
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.write_all(&u32::try_from(HELLO_MAX + 1).unwrap().to_be_bytes())
+            .unwrap();
+        assert!(closed_by_server(&mut s));
+        match next_event(&events) {
+            Event::Refused { reason, .. } => {
+                assert!(
+                    reason.contains("exceeds the limit of 4096 bytes"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_without_a_hello_is_dropped_after_the_hello_deadline() {
+        let mut o = options(64);
+        o.timing.hello = Duration::from_millis(200);
+        o.timing.silence = Duration::from_secs(600);
+        let (server, events) = start_with(o);
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.write_all(&[0, 0]).unwrap(); // half a header, then nothing
+        assert!(closed_by_server(&mut s));
+        match next_event(&events) {
+            Event::Refused { reason, .. } => {
+                assert!(reason.contains("no hello within"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connections_beyond_the_unauthenticated_bound_are_closed_at_once() {
+        let mut o = options(2);
+        o.timing.hello = Duration::from_secs(2);
+        let (server, events) = start_with(o);
+        let idle: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
+            .collect();
+        // Both are accepted and wait for their hello (a hello-less peer is refused only after
+        // the deadline); a third is closed at once, long before that deadline.
+        let mut third = std::net::TcpStream::connect(server.addr()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(closed_by_server(&mut third));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Once the idle ones are gone, workers get in again.
+        for _ in 0..2 {
+            assert!(matches!(next_event(&events), Event::Refused { .. }));
+        }
+        drop(idle);
+        let mut ok = std::net::TcpStream::connect(server.addr()).unwrap();
+        ok.write_all(&hello("right", PROTOCOL_VERSION)).unwrap();
+        assert!(matches!(next_event(&events), Event::Connected { .. }));
+    }
+
+    #[test]
+    fn a_frame_buffer_grows_with_the_bytes_not_with_the_announced_length() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut input = (16u32 << 20).to_be_bytes().to_vec();
+        input.extend_from_slice(b"{\"type\":");
+        let mut buf = Vec::new();
+        let e = runtime
+            .block_on(read_msg(&mut &input[..], &mut buf, MAX_FRAME))
+            .unwrap_err();
+        assert!(matches!(e, FrameError::Io(_)), "{e}");
+        assert!(
+            buf.capacity() < 1 << 20,
+            "{} bytes reserved",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn tls_workers_pin_the_runs_certificate() {
+        let tls = super::super::tls::ServerTls::generate().unwrap();
+        let mut o = options(64);
+        o.tls = Some(Arc::clone(&tls.config));
+        let (server, events) = start_with(o);
+        // The right fingerprint: the hello goes through the encrypted session.
+        let s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut session = super::super::tls::connect(&s, &tls.fingerprint).unwrap();
+        session
+            .writer
+            .write_all(&hello("right", PROTOCOL_VERSION))
+            .unwrap();
+        let Event::Connected { tx, .. } = next_event(&events) else {
+            panic!("not connected")
+        };
+        tx.send(to_frame(&ServerMsg::Welcome { connection: 7 }).unwrap())
+            .unwrap();
+        let reply: ServerMsg = read_frame(&mut session.reader, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, ServerMsg::Welcome { connection: 7 });
+        // Another certificate's fingerprint: the worker refuses the scheduler.
+        let other = super::super::tls::ServerTls::generate().unwrap();
+        let s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let e = super::super::tls::connect(&s, &other.fingerprint)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        assert!(matches!(next_event(&events), Event::Refused { .. }));
+        // A plain-text peer gets nowhere.
+        let mut plain = std::net::TcpStream::connect(server.addr()).unwrap();
+        plain.write_all(&hello("right", PROTOCOL_VERSION)).unwrap();
+        assert!(closed_by_server(&mut plain));
+        match next_event(&events) {
+            Event::Refused { reason, .. } => assert!(reason.contains("TLS"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn refused(hello_frame: &[u8]) -> (String, String) {
