@@ -72,6 +72,9 @@
 pub mod blocks;
 mod error;
 pub mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geometry;
 mod graph;
 pub mod journal;

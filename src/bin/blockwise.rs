@@ -152,6 +152,13 @@ struct NoopArgs {
     /// Worker logs (with `--runner processes`).
     #[arg(long, default_value = "blockwise_logs")]
     log_dir: std::path::PathBuf,
+    /// Encrypt the traffic with worker processes (TLS 1.3; default: on for SLURM workers, off
+    /// for local workers on loopback).
+    #[arg(long, overrides_with = "no_tls")]
+    tls: bool,
+    /// Do not encrypt the traffic with worker processes.
+    #[arg(long, overrides_with = "tls")]
+    no_tls: bool,
     /// Record done-markers in this run directory; a second run with it skips every block.
     #[arg(long)]
     run_dir: Option<std::path::PathBuf>,
@@ -190,6 +197,9 @@ struct BenchReport {
     /// Blocks done by an earlier run (only with a run directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<u64>,
+    /// Whether the traffic with worker processes was encrypted (only with worker processes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<bool>,
     wall_s: f64,
     blocks_per_s: f64,
     peak_rss_mib: Option<f64>,
@@ -286,6 +296,9 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
             LauncherKind::Slurm => runner.launcher(blockwise::launch::Batch::slurm()),
         }
         .log_dir(&args.log_dir);
+        if args.tls || args.no_tls {
+            runner = runner.tls(args.tls);
+        }
     }
     if let Some(dir) = &args.run_dir {
         runner = runner.run_dir(dir).fresh(args.fresh);
@@ -306,6 +319,9 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
             .run_dir
             .as_ref()
             .map(|_| summary.task("noop").map_or(0, |s| s.skipped)),
+        // The runner's default: on for cluster launchers, off for local workers on loopback.
+        tls: (args.runner == RunnerKind::Processes)
+            .then_some(args.tls || (!args.no_tls && args.launcher == LauncherKind::Slurm)),
         wall_s: wall,
         blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
         peak_rss_mib: peak_rss_mib(),
@@ -479,6 +495,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             blocks,
             completed,
             skipped: None,
+            tls: None,
             wall_s: wall,
             blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
             peak_rss_mib: peak,

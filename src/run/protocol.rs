@@ -243,8 +243,9 @@ pub(crate) fn to_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Decodes the first frame in `buf`: `Ok(Some((msg, consumed)))`, or `Ok(None)` if `buf` does
 /// not yet hold a whole frame. Never panics, whatever `buf` holds. (The connections use
-/// [`read_frame`] and its async twin, which share [`frame_len`]; this form is for tests.)
-#[cfg(test)]
+/// [`read_frame`] and its async twin, which share [`frame_len`]; this form is for tests and
+/// fuzzing.)
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     buf: &[u8],
 ) -> Result<Option<(T, usize)>, FrameError> {

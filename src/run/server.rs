@@ -235,7 +235,7 @@ async fn accept_loop(
 }
 
 /// Reads one frame of at most `limit` bytes. `Ok(None)` on a clean end before a frame.
-async fn read_msg<R: AsyncRead + Unpin>(
+pub(crate) async fn read_msg<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     limit: usize,
@@ -308,7 +308,7 @@ async fn send_now<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) {
 }
 
 /// Checks the hello; `Ok` with who it is, or `Err` with the reason and whether to tell the peer.
-fn check_hello(
+pub(crate) fn check_hello(
     hello: Result<Result<Option<WorkerMsg>, FrameError>, tokio::time::error::Elapsed>,
     token: &str,
     peer: SocketAddr,

@@ -1,0 +1,95 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`; not a public API). Each
+//! takes arbitrary bytes, exercises the code that reads untrusted input, and must never panic,
+//! hang, or allocate more than the input justifies.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::run::context::Context;
+use crate::run::protocol::{HELLO_MAX, MAX_FRAME, ServerMsg, WorkerMsg, decode, read_frame};
+use crate::run::server::{Timing, check_hello, read_msg};
+
+thread_local! {
+    static RUNTIME: Option<tokio::runtime::Runtime> =
+        tokio::runtime::Builder::new_current_thread().build().ok();
+}
+
+/// The frame decoder and both message types: the first byte picks the reader (the server's
+/// hello and session readers, the worker's blocking reader, the slice decoder), the rest is the
+/// stream. Whatever decodes must re-encode to a frame that decodes to the same message.
+pub fn frames(data: &[u8]) {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            // The server before authentication: the hello reader and its checks.
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let timing = Timing {
+                ping: Duration::from_secs(1),
+                silence: Duration::from_secs(30),
+                hello: Duration::from_secs(10),
+            };
+            RUNTIME.with(|rt| {
+                if let Some(rt) = rt {
+                    let mut buf = Vec::new();
+                    let mut r = bytes;
+                    let hello = rt.block_on(read_msg(&mut r, &mut buf, HELLO_MAX));
+                    assert!(buf.capacity() <= HELLO_MAX.max(bytes.len()) * 2 + 64);
+                    let _ = check_hello(Ok(hello), "0123456789abcdef", peer, timing);
+                }
+            });
+        }
+        1 => {
+            // The server after authentication: every frame of a session.
+            RUNTIME.with(|rt| {
+                if let Some(rt) = rt {
+                    let mut buf = Vec::new();
+                    let mut r = bytes;
+                    while let Ok(Some(_)) = rt.block_on(read_msg(&mut r, &mut buf, MAX_FRAME)) {}
+                }
+            });
+        }
+        2 => {
+            // The worker's blocking reader of server messages.
+            let mut r = bytes;
+            let mut buf = Vec::new();
+            while let Ok(Some(_)) = read_frame::<ServerMsg, _>(&mut r, &mut buf) {}
+        }
+        _ => {
+            if let Ok(Some((msg, used))) = decode::<WorkerMsg>(bytes) {
+                assert!(used <= bytes.len());
+                let again = crate::run::protocol::to_frame(&msg).ok();
+                let back = again.and_then(|f| decode::<WorkerMsg>(&f).ok().flatten());
+                assert_eq!(back.map(|(m, _)| m), Some(msg));
+            }
+            if let Ok(Some((msg, _))) = decode::<ServerMsg>(bytes) {
+                let again = crate::run::protocol::to_frame(&msg).ok();
+                let back = again.and_then(|f| decode::<ServerMsg>(&f).ok().flatten());
+                assert_eq!(back.map(|(m, _)| m), Some(msg));
+            }
+        }
+    }
+}
+
+/// A worker's `BLOCKWISE_CONTEXT`: decoded, and what decodes round-trips; an error never
+/// shows the text (it may hold the token).
+pub fn worker_context(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Context::decode(text) {
+        Ok(ctx) => {
+            assert_eq!(Context::decode(&ctx.encode()).ok(), Some(ctx.clone()));
+            let _ = (ctx.heartbeat(), ctx.death_timeout());
+        }
+        Err(e) => {
+            let token = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("token").and_then(|t| t.as_str()).map(str::to_owned));
+            if let Some(token) = token.filter(|t| t.len() >= 8) {
+                assert!(!e.to_string().contains(&token), "the error shows the token");
+            }
+        }
+    }
+}
