@@ -172,6 +172,21 @@ struct Shared {
     next_conn: AtomicU64,
     /// Connections that have not yet been accepted or refused.
     unauthenticated: AtomicUsize,
+    /// Refusals reported in the current second, and those left out.
+    refusals: std::sync::Mutex<Refusals>,
+}
+
+/// At most [`Refusals::PER_SECOND`] refused peers are reported to the driver (and so logged)
+/// each second; the rest are counted and reported as one line, so a flood of bad peers cannot
+/// flood the log.
+struct Refusals {
+    since: Instant,
+    reported: u32,
+    left_out: u64,
+}
+
+impl Refusals {
+    const PER_SECOND: u32 = 10;
 }
 
 /// Releases a connection's unauthenticated slot when dropped (however its hello ends).
@@ -195,6 +210,11 @@ async fn accept_loop(
         events,
         next_conn: AtomicU64::new(0),
         unauthenticated: AtomicUsize::new(0),
+        refusals: std::sync::Mutex::new(Refusals {
+            since: Instant::now(),
+            reported: 0,
+            left_out: 0,
+        }),
     });
     // Connections closed because too many were waiting for their hello: counted, and logged at
     // most once a second.
@@ -297,7 +317,33 @@ async fn accept(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 }
 
 fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
-    let _ = shared.events.send(Event::Refused { peer, reason });
+    let mut r = shared
+        .refusals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if r.since.elapsed() >= Duration::from_secs(1) {
+        if r.left_out > 0 {
+            let _ = shared.events.send(Event::Refused {
+                peer,
+                reason: format!(
+                    "{} more peers were refused in the last {:?} (not logged one by one)",
+                    r.left_out,
+                    r.since.elapsed()
+                ),
+            });
+        }
+        *r = Refusals {
+            since: Instant::now(),
+            reported: 0,
+            left_out: 0,
+        };
+    }
+    if r.reported < Refusals::PER_SECOND {
+        r.reported += 1;
+        let _ = shared.events.send(Event::Refused { peer, reason });
+    } else {
+        r.left_out += 1;
+    }
 }
 
 async fn send_now<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) {
@@ -735,6 +781,24 @@ mod tests {
             Event::Connected { hello, .. } => assert_eq!(hello.task_id, "t"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_flood_of_bad_peers_is_logged_in_summary() {
+        let (server, events) = start();
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+            s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+            assert!(closed_by_server(&mut s));
+        }
+        let seconds = started.elapsed().as_secs() + 1;
+        let n = events.try_iter().count() as u64;
+        assert!(n >= 10, "{n} refusals reported");
+        assert!(
+            n <= seconds * (u64::from(Refusals::PER_SECOND) + 1),
+            "{n} refusals reported in {seconds} s"
+        );
     }
 
     #[test]
