@@ -26,6 +26,17 @@
 //! fastest) reversed: level 0 has the largest offset. Level `l >= 1` depends on the nearest blocks
 //! of level `l - 1` through the conflict offsets (per axis `{0}`, `{d, d + S}` or `{d - S, d}` with
 //! `d = offset(l-1) - offset(l)`). Without conflicts there is one level and no dependencies.
+//!
+//! # Overflow
+//!
+//! [`BlockGrid::new`] computes the grid geometry in exact `i128` arithmetic and refuses a grid
+//! in which any value the per-block methods compute would leave the `i64` range: the ROI ends,
+//! the contexts, the total write ROI, the unclipped read and write extents and block index of
+//! the first and last cell of every axis (every such value is monotone in the cell index, so the
+//! two extremes bound all cells), and `counts + stride` for the conflict offsets. The per-block
+//! methods ([`BlockGrid::read_axis`], [`BlockGrid::write_bounds`], [`BlockGrid::cell_bounds`],
+//! [`BlockGrid::block_index`], the intra-task up/downstream cells) rely on that invariant and use
+//! plain `i64` arithmetic, so the hot paths stay as cheap as before.
 
 use crate::blocks::{Block, BlockStatus, Fit, cantor_number};
 use crate::geometry::{Coordinate, Roi};
@@ -96,26 +107,14 @@ impl BlockGrid {
                 "total ROI {total} has a negative shape in axis {d}"
             ));
         }
+        // Exact per-axis geometry; every value a block method computes is checked to fit below.
+        let (ctx_lo, ctx_hi, total_write) = checked_geometry(total, read_roi, write_roi)?;
         if conflict && !read_roi.contains(write_roi) {
             return Err(format!(
                 "with read_write_conflict the read ROI must contain the write ROI, but read ROI {read_roi} does not contain write ROI {write_roi}"
             ));
         }
         let ws = write_roi.shape().clone();
-        let ctx_lo: Coordinate = (0..dims)
-            .map(|d| write_roi.offset()[d] - read_roi.offset()[d])
-            .collect();
-        let read_end = read_roi.end();
-        let write_end = write_roi.end();
-        let ctx_hi: Coordinate = (0..dims).map(|d| read_end[d] - write_end[d]).collect();
-        let total_write = Roi::new(
-            (0..dims)
-                .map(|d| total.offset()[d] + ctx_lo[d])
-                .collect::<Coordinate>(),
-            (0..dims)
-                .map(|d| total.shape()[d] - ctx_lo[d] - ctx_hi[d])
-                .collect::<Coordinate>(),
-        );
         if let Some(d) = (0..dims).find(|&d| ctx_lo[d] <= -ws[d]) {
             return Err(format!(
                 "the write ROI {write_roi} starts at least one write shape before the read ROI {read_roi} in axis {d}, which would give negative block ids"
@@ -125,11 +124,13 @@ impl BlockGrid {
         let tws = total_write.shape();
         let counts: Vec<i64> = (0..dims)
             .map(|d| {
+                let (t, w) = (i128::from(tws[d]), i128::from(ws[d]));
                 let n = match fit {
-                    Fit::Valid => tws[d].div_euclid(ws[d]),
-                    Fit::Overhang | Fit::Shrink => ceil_div(tws[d], ws[d]),
+                    Fit::Valid => t.div_euclid(w),
+                    Fit::Overhang | Fit::Shrink => -((-t).div_euclid(w)),
                 };
-                n.max(0)
+                // 0 <= n <= max(tws, 0) + 1 <= i64::MAX since ws >= 1 and tws fits in an i64.
+                n.clamp(0, i128::from(i64::MAX)) as i64
             })
             .collect();
         let mut num_blocks: u64 = 1;
@@ -137,6 +138,18 @@ impl BlockGrid {
             num_blocks = num_blocks.checked_mul(c as u64).ok_or_else(|| {
                 format!("the number of blocks overflows u64 (cells per axis {counts:?})")
             })?;
+        }
+
+        for d in 0..dims {
+            check_cell_extremes(
+                d,
+                counts[d],
+                total,
+                &total_write,
+                read_roi.shape()[d],
+                ws[d],
+                ctx_lo[d],
+            )?;
         }
 
         let mut grid = BlockGrid {
@@ -168,30 +181,51 @@ impl BlockGrid {
             ));
         }
         if conflict {
-            grid.compute_levels();
+            grid.compute_levels()?;
         }
         Ok(grid)
     }
 
-    fn compute_levels(&mut self) {
+    fn compute_levels(&mut self) -> Result<(), GridError> {
         let dims = self.dims;
         let ws = &self.write_shape;
         let tws = self.total_write.shape();
-        // Stride in world units, as daisy computes it, then converted to cells.
+        // Stride in world units, as daisy computes it (exactly, in i128), then converted to cells.
         let stride: Vec<i64> = (0..dims)
             .map(|d| {
-                let max_ctx = self.ctx_lo[d].max(self.ctx_hi[d]);
-                let min_stride = max_ctx + ws[d];
-                let s = ((min_stride - 1).div_euclid(ws[d]) + 1) * ws[d];
+                let w = i128::from(ws[d]);
+                let t = i128::from(tws[d]);
+                let max_ctx = i128::from(self.ctx_lo[d].max(self.ctx_hi[d]));
+                let min_stride = max_ctx + w;
+                let s = ((min_stride - 1).div_euclid(w) + 1) * w;
                 let rounded = match self.fit {
-                    Fit::Valid => tws[d] - tws[d].rem_euclid(ws[d]),
-                    Fit::Overhang | Fit::Shrink => tws[d] + (-tws[d]).rem_euclid(ws[d]),
+                    Fit::Valid => t - t.rem_euclid(w),
+                    Fit::Overhang | Fit::Shrink => t + (-t).rem_euclid(w),
                 };
-                s.min(rounded) / ws[d]
+                // At most `counts[d]` cells (the rounded total write shape over ws), so it fits.
+                (s.min(rounded) / w).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
             })
             .collect();
-        // num_blocks > 0 implies every clamped stride is at least one cell.
-        let num_levels: usize = stride.iter().map(|&s| s.max(1) as usize).product();
+        // Conflict offsets are within one stride of a cell: `k ± c` must fit for every cell
+        // `0 <= k < counts` (and the root lattice steps by the stride past the last cell).
+        if let Some(d) = (0..dims).find(|&d| self.counts[d].checked_add(stride[d]).is_none()) {
+            return Err(format!(
+                "{} blocks in axis {d} plus the level stride of {} blocks overflow i64 (the limit is {})",
+                self.counts[d],
+                stride[d],
+                i64::MAX
+            ));
+        }
+        // num_blocks > 0 implies every clamped stride is at least one cell, and then the number
+        // of levels is at most the number of blocks.
+        let num_levels: usize = stride
+            .iter()
+            .try_fold(1usize, |n, &s| {
+                n.checked_mul(usize::try_from(s.max(1)).ok()?)
+            })
+            .ok_or_else(|| {
+                format!("the number of levels (product of the level strides {stride:?}) overflows")
+            })?;
         let level_offsets: Vec<Cell> = (0..num_levels)
             .map(|level| Self::level_offset_of(&stride, num_levels - 1 - level))
             .collect();
@@ -216,6 +250,7 @@ impl BlockGrid {
         self.stride = stride;
         self.level_offsets = level_offsets;
         self.level_conflicts = level_conflicts;
+        Ok(())
     }
 
     /// The offset of the `p`-th vector in product order over `0..stride` (last axis fastest).
@@ -266,6 +301,9 @@ impl BlockGrid {
     }
 
     /// daisy's block index of a cell: `trunc((ctx_lo + k·ws) / ws)`.
+    ///
+    /// Like every per-cell method below, this uses unchecked `i64` arithmetic: [`BlockGrid::new`]
+    /// proved that it fits for every cell `0 <= k < counts` (see the module's "Overflow").
     pub(crate) fn block_index(&self, cell: &[i64]) -> Cell {
         (0..self.dims)
             .map(|d| (self.ctx_lo[d] + cell[d] * self.write_shape[d]) / self.write_shape[d])
@@ -285,6 +323,7 @@ impl BlockGrid {
     /// The actual (possibly shrunk) read extent `[begin, end)` in axis `d` of cells with index `j`
     /// in that axis.
     pub(crate) fn read_axis(&self, j: i64, d: usize) -> (i64, i64) {
+        // Fits for 0 <= j < counts[d]: checked by `check_cell_extremes` in `new`.
         let b = self.total.offset()[d] + j * self.write_shape[d];
         let e = b + self.read_shape[d];
         if self.fit == Fit::Shrink {
@@ -298,6 +337,7 @@ impl BlockGrid {
 
     /// The actual (possibly shrunk) write ROI of a cell, per axis `[begin, end)`.
     pub(crate) fn write_bounds(&self, cell: &[i64], d: usize) -> (i64, i64) {
+        // Fits for every cell of the grid: checked by `check_cell_extremes` in `new`.
         let b = self.total_write.offset()[d] + cell[d] * self.write_shape[d];
         let e = b + self.write_shape[d];
         if self.fit == Fit::Shrink {
@@ -311,6 +351,7 @@ impl BlockGrid {
 
     /// The unclipped write cell of a cell, per axis `[begin, end)`.
     pub(crate) fn cell_bounds(&self, cell_index: i64, d: usize) -> (i64, i64) {
+        // Fits for 0 <= cell_index < counts[d]: checked by `check_cell_extremes` in `new`.
         let b = self.total_write.offset()[d] + cell_index * self.write_shape[d];
         (b, b + self.write_shape[d])
     }
@@ -349,6 +390,7 @@ impl BlockGrid {
             return;
         }
         let level = self.level(cell);
+        // `|c| <= stride` and `counts + stride` fits (checked in `compute_levels`).
         for c in &self.level_conflicts[level] {
             let n: Cell = cell.iter().zip(c).map(|(a, b)| a + b).collect();
             if self.contains_cell(&n) {
@@ -405,6 +447,114 @@ impl BlockGrid {
         }
         (0..self.dims).map(|d| self.level0_axis_count(d)).product()
     }
+}
+
+/// Narrows an exact value to `i64`, or explains which value of which axis overflows.
+fn narrow(value: i128, axis: usize, what: impl FnOnce() -> String) -> Result<i64, GridError> {
+    i64::try_from(value).map_err(|_| {
+        format!(
+            "{} is {value} in axis {axis}, which overflows i64 (the limits are {} and {})",
+            what(),
+            i64::MIN,
+            i64::MAX
+        )
+    })
+}
+
+/// The contexts and the total write ROI, computed exactly; `Err` if any of them, or the end of
+/// any given ROI, does not fit in an `i64`.
+fn checked_geometry(
+    total: &Roi,
+    read_roi: &Roi,
+    write_roi: &Roi,
+) -> Result<(Coordinate, Coordinate, Roi), GridError> {
+    for (name, roi) in [
+        ("total ROI", total),
+        ("read ROI", read_roi),
+        ("write ROI", write_roi),
+    ] {
+        roi.try_end().map_err(|e| format!("the {name}: {e}"))?;
+    }
+    let dims = total.dims();
+    let mut ctx_lo = Coordinate::zeros(dims);
+    let mut ctx_hi = Coordinate::zeros(dims);
+    let mut tw_offset = Coordinate::zeros(dims);
+    let mut tw_shape = Coordinate::zeros(dims);
+    for d in 0..dims {
+        let w = |c: &Coordinate| i128::from(c[d]);
+        let (to, ts) = (w(total.offset()), w(total.shape()));
+        let (ro, rs) = (w(read_roi.offset()), w(read_roi.shape()));
+        let (wo, wsh) = (w(write_roi.offset()), w(write_roi.shape()));
+        let lo = wo - ro;
+        let hi = (ro + rs) - (wo + wsh);
+        ctx_lo[d] = narrow(lo, d, || {
+            format!(
+                "the context below the write ROI (write ROI {write_roi} begin - read ROI {read_roi} begin)"
+            )
+        })?;
+        ctx_hi[d] = narrow(hi, d, || {
+            format!(
+                "the context above the write ROI (read ROI {read_roi} end - write ROI {write_roi} end)"
+            )
+        })?;
+        let what = |part: &'static str| {
+            move || {
+                format!(
+                    "the {part} of the total write ROI (total ROI {total} shrunk by the context)"
+                )
+            }
+        };
+        tw_offset[d] = narrow(to + lo, d, what("begin"))?;
+        tw_shape[d] = narrow(ts - lo - hi, d, what("shape"))?;
+        narrow(to + ts - hi, d, what("end"))?;
+    }
+    Ok((ctx_lo, ctx_hi, Roi::new(tw_offset, tw_shape)))
+}
+
+/// Checks that the block methods' arithmetic fits in an `i64` for every cell `0 <= j < count`
+/// of axis `d`. Each intermediate value is monotone in `j`, so checking `j = 0` and
+/// `j = count - 1` covers all cells. The unclipped extents are checked even for
+/// [`Fit::Shrink`], whose blocks are clipped only after they are computed.
+fn check_cell_extremes(
+    d: usize,
+    count: i64,
+    total: &Roi,
+    total_write: &Roi,
+    read_shape: i64,
+    write_shape: i64,
+    ctx_lo: i64,
+) -> Result<(), GridError> {
+    if count <= 0 {
+        return Ok(());
+    }
+    let (ws, rs) = (i128::from(write_shape), i128::from(read_shape));
+    let (to, two) = (
+        i128::from(total.offset()[d]),
+        i128::from(total_write.offset()[d]),
+    );
+    for j in [0, i128::from(count) - 1] {
+        let step = j * ws;
+        let ordinal = if j == 0 { "first" } else { "last" };
+        narrow(step, d, || {
+            format!("the shift of the {ordinal} block ({j} write shapes of {write_shape})")
+        })?;
+        narrow(to + step, d, || {
+            format!("the begin of the {ordinal} block's read ROI")
+        })?;
+        narrow(to + step + rs, d, || {
+            format!("the end of the {ordinal} block's read ROI")
+        })?;
+        narrow(two + step, d, || {
+            format!("the begin of the {ordinal} block's write ROI")
+        })?;
+        narrow(two + step + ws, d, || {
+            format!("the end of the {ordinal} block's write ROI")
+        })?;
+        narrow(i128::from(ctx_lo) + step, d, || {
+            format!("the block index numerator of the {ordinal} block")
+        })?;
+    }
+    Ok(())
 }
 
 /// `ceil(a / b)` for `b > 0`.
