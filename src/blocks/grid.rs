@@ -183,6 +183,16 @@ impl BlockGrid {
         if conflict {
             grid.compute_levels()?;
         }
+        // Conflict offsets are within one stride of a cell, so `k ± c` must fit for every cell
+        // `0 <= k < counts`; the scheduler's root lattice also steps one stride past the last cell.
+        if let Some(d) = (0..dims).find(|&d| grid.counts[d].checked_add(grid.stride[d]).is_none()) {
+            return Err(format!(
+                "{} blocks in axis {d} plus the level stride of {} blocks overflow i64 (the limit is {})",
+                grid.counts[d],
+                grid.stride[d],
+                i64::MAX
+            ));
+        }
         Ok(grid)
     }
 
@@ -206,16 +216,6 @@ impl BlockGrid {
                 (s.min(rounded) / w).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
             })
             .collect();
-        // Conflict offsets are within one stride of a cell: `k ± c` must fit for every cell
-        // `0 <= k < counts` (and the root lattice steps by the stride past the last cell).
-        if let Some(d) = (0..dims).find(|&d| self.counts[d].checked_add(stride[d]).is_none()) {
-            return Err(format!(
-                "{} blocks in axis {d} plus the level stride of {} blocks overflow i64 (the limit is {})",
-                self.counts[d],
-                stride[d],
-                i64::MAX
-            ));
-        }
         // num_blocks > 0 implies every clamped stride is at least one cell, and then the number
         // of levels is at most the number of blocks.
         let num_levels: usize = stride
@@ -390,7 +390,7 @@ impl BlockGrid {
             return;
         }
         let level = self.level(cell);
-        // `|c| <= stride` and `counts + stride` fits (checked in `compute_levels`).
+        // `|c| <= stride` and `counts + stride` fits (checked in `new`).
         for c in &self.level_conflicts[level] {
             let n: Cell = cell.iter().zip(c).map(|(a, b)| a + b).collect();
             if self.contains_cell(&n) {
@@ -697,6 +697,203 @@ mod tests {
         );
         for i in 0..g.num_blocks {
             assert_eq!(g.linear(&g.cell(i)), i);
+        }
+    }
+
+    fn grid_err(total: Roi, read: Roi, write: Roi, fit: Fit, conflict: bool) -> String {
+        match BlockGrid::new(&total, &read, &write, fit, conflict) {
+            Ok(g) => panic!("expected an error, got {g:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn overflowing_ends_and_total_write_roi() {
+        let r = |o: i64, s: i64| Roi::new([o], [s]);
+        let e = grid_err(r(i64::MAX - 5, 100), r(0, 10), r(0, 10), Fit::Valid, true);
+        assert!(e.starts_with("the total ROI: the end of the ROI"), "{e}");
+        let e = grid_err(
+            r(0, 100),
+            r(i64::MAX, 10),
+            r(i64::MAX, 1),
+            Fit::Valid,
+            false,
+        );
+        assert!(e.starts_with("the read ROI: the end of the ROI"), "{e}");
+        // Context above overflows: read end near MAX, write end near MIN.
+        let e = grid_err(
+            r(0, 100),
+            r(i64::MAX - 10, 10),
+            r(i64::MIN, 1),
+            Fit::Valid,
+            false,
+        );
+        assert!(e.contains("the context below the write ROI"), "{e}");
+        // The end of the total write ROI: total ending at MAX with a negative context above.
+        let e = grid_err(r(i64::MAX - 10, 10), r(0, 1), r(0, 5), Fit::Valid, false);
+        assert!(e.contains("the end of the total write ROI"), "{e}");
+    }
+
+    #[test]
+    fn extreme_cells_are_checked_in_every_axis() {
+        // Axis 1 overhangs past i64::MAX; axis 0 is harmless.
+        let total = Roi::new([0, i64::MAX - 100], [100, 100]);
+        let (read, write) = (Roi::new([0, 0], [10, 10]), Roi::new([0, 0], [7, 7]));
+        let e = grid_err(
+            total.clone(),
+            read.clone(),
+            write.clone(),
+            Fit::Overhang,
+            true,
+        );
+        assert_eq!(
+            e,
+            "the end of the last block's read ROI is 9223372036854775808 in axis 1, which overflows i64 (the limits are -9223372036854775808 and 9223372036854775807)"
+        );
+        let g = grid(total, read, write, Fit::Valid, true);
+        let last = g.block(&Arc::from("t"), &[g.counts[0] - 1, g.counts[1] - 1]);
+        assert_eq!(
+            last.read_roi(),
+            &Roi::new([84, i64::MAX - 100 + 84], [10, 10])
+        );
+    }
+
+    #[test]
+    fn counts_plus_stride_must_fit() {
+        let one = Roi::new([0], [1]);
+        let e = grid_err(
+            Roi::new([0], [i64::MAX]),
+            one.clone(),
+            one.clone(),
+            Fit::Valid,
+            false,
+        );
+        assert!(
+            e.contains("plus the level stride of 1 blocks overflow i64"),
+            "{e}"
+        );
+        let g = grid(
+            Roi::new([0], [i64::MAX - 1]),
+            one.clone(),
+            one,
+            Fit::Valid,
+            false,
+        );
+        assert_eq!(g.num_blocks, (i64::MAX - 1) as u64);
+        let last = g.block(&Arc::from("t"), &[i64::MAX - 2]);
+        assert_eq!(last.write_roi(), &Roi::new([i64::MAX - 2], [1]));
+        assert_eq!(last.block_id(), (i64::MAX - 2) as u64);
+    }
+
+    /// An offset near 0, near `i64::MAX` or near `i64::MIN`.
+    fn edge() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -40i64..40,
+            (0i64..70).prop_map(|x| i64::MAX - x),
+            (0i64..70).prop_map(|x| i64::MIN + x),
+        ]
+    }
+
+    /// One axis: total offset and shape, read offset and shape, context below, write shape.
+    type Axis = (i64, i64, i64, i64, i64, i64);
+    /// Per cell of one axis: read extent, write extent, block index.
+    type Extents = ((i128, i128), (i128, i128), i128);
+
+    fn axis() -> impl Strategy<Value = Axis> {
+        (edge(), 0i64..40, edge(), 1i64..12).prop_flat_map(|(to, ts, ro, rs)| {
+            (0..rs)
+                .prop_flat_map(move |lo| (1..=rs - lo).prop_map(move |ws| (to, ts, ro, rs, lo, ws)))
+        })
+    }
+
+    fn fit_strategy() -> impl Strategy<Value = Fit> {
+        prop_oneof![Just(Fit::Valid), Just(Fit::Overhang), Just(Fit::Shrink)]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Tasks near the i64 limits either build to a grid whose every block ROI is exact
+        /// (computed independently in i128), or are refused, and refused exactly when some
+        /// value of the task or of one of its blocks does not fit in an i64.
+        #[test]
+        fn near_the_limits_blocks_are_exact_or_refused(
+            axes in prop::collection::vec(axis(), 1..=2),
+            fit in fit_strategy(),
+            conflict in any::<bool>(),
+        ) {
+            let fits = |v: i128| i64::try_from(v).is_ok();
+            // Write ROIs whose offset itself would not fit cannot even be constructed.
+            prop_assume!(axes.iter().all(|a| fits(i128::from(a.2) + i128::from(a.4))));
+            let dims = axes.len();
+            let col = |f: &dyn Fn(&Axis) -> i64| -> Vec<i64> {
+                axes.iter().map(f).collect()
+            };
+            let total = Roi::new(col(&|a| a.0), col(&|a| a.1));
+            let read = Roi::new(col(&|a| a.2), col(&|a| a.3));
+            let write = Roi::new(col(&|a| a.2 + a.4), col(&|a| a.5));
+
+            // The oracle, in i128.
+            let mut ok = true;
+            let mut counts = Vec::new();
+            let mut axis_blocks: Vec<Vec<Extents>> = Vec::new();
+            for &(to, ts, ro, rs, lo, ws) in &axes {
+                let (to, ts, ro, rs, lo, ws) = (
+                    i128::from(to), i128::from(ts), i128::from(ro),
+                    i128::from(rs), i128::from(lo), i128::from(ws),
+                );
+                let wo = ro + lo;
+                let hi = (ro + rs) - (wo + ws);
+                let (two, tws) = (to + lo, ts - lo - hi);
+                ok &= fits(to + ts) && fits(ro + rs) && fits(wo + ws);
+                ok &= fits(two) && fits(tws) && fits(two + tws);
+                let n = match fit {
+                    Fit::Valid => tws.div_euclid(ws),
+                    _ => -((-tws).div_euclid(ws)),
+                }
+                .max(0);
+                let mut list = Vec::new();
+                for j in 0..n {
+                    let (rb, re) = (to + j * ws, to + j * ws + rs);
+                    let (wb, we) = (two + j * ws, two + j * ws + ws);
+                    ok &= fits(rb) && fits(re) && fits(wb) && fits(we);
+                    let (read, write) = if fit == Fit::Shrink {
+                        ((rb.max(to), re.min(to + ts)), (wb.max(two), we.min(two + tws)))
+                    } else {
+                        ((rb, re), (wb, we))
+                    };
+                    list.push((read, write, (lo + j * ws) / ws));
+                }
+                counts.push(n);
+                axis_blocks.push(list);
+            }
+            let built = BlockGrid::new(&total, &read, &write, fit, conflict);
+            prop_assert_eq!(built.is_ok(), ok, "{:?}", built.as_ref().err());
+            let Ok(g) = built else {
+                let e = built.err().unwrap_or_default();
+                prop_assert!(e.contains("overflow"), "{}", e);
+                return Ok(());
+            };
+            let num: i128 = counts.iter().product();
+            prop_assert_eq!(i128::from(g.num_blocks), num);
+            let to_roi = |bounds: Vec<(i128, i128)>| -> Option<Roi> {
+                let offset: Vec<i64> = bounds.iter().map(|b| i64::try_from(b.0).ok()).collect::<Option<_>>()?;
+                let mut shape: Vec<i64> = bounds.iter().map(|b| i64::try_from(b.1 - b.0).ok()).collect::<Option<_>>()?;
+                if shape.iter().any(|&s| s <= 0) {
+                    shape = vec![0; shape.len()];
+                }
+                Some(Roi::new(offset, shape))
+            };
+            let id = Arc::from("t");
+            for i in 0..g.num_blocks {
+                let cell = g.cell(i);
+                let block = g.block(&id, &cell);
+                let per: Vec<_> = (0..dims).map(|d| axis_blocks[d][cell[d] as usize]).collect();
+                prop_assert_eq!(Some(block.read_roi().clone()), to_roi(per.iter().map(|p| p.0).collect()));
+                prop_assert_eq!(Some(block.write_roi().clone()), to_roi(per.iter().map(|p| p.1).collect()));
+                let index: Vec<i64> = per.iter().map(|p| p.2 as i64).collect();
+                prop_assert_eq!(Some(block.block_id()), cantor_number(&index));
+            }
         }
     }
 }

@@ -587,10 +587,8 @@ impl Roi {
         let offset = self.offset.try_sub(&neg).map_err(|_| overflow())?;
         let mut shape = self.shape.clone();
         for d in 0..shape.dims() {
-            shape[d] = neg[d]
-                .checked_add(pos[d])
-                .and_then(|g| shape[d].checked_add(g))
-                .ok_or_else(overflow)?;
+            let grown = i128::from(shape[d]) + i128::from(neg[d]) + i128::from(pos[d]);
+            shape[d] = i64::try_from(grown).map_err(|_| overflow())?;
         }
         let roi = Roi { offset, shape };
         roi.check_end()?;
@@ -1097,5 +1095,124 @@ mod unit {
         assert_eq!(back, r);
         let bad = serde_json::from_str::<Roi>(r#"{"offset":[1,2],"shape":[3]}"#);
         assert!(bad.unwrap_err().to_string().contains("dimension mismatch"));
+    }
+
+    #[test]
+    fn checked_ends() {
+        let max = Roi::new([i64::MAX - 5], [5]);
+        assert_eq!(max.try_end(), Ok(c([i64::MAX])));
+        let over = Roi::new([0, i64::MAX - 5], [1, 100]);
+        let err = over.try_end().unwrap_err();
+        assert_eq!(
+            err,
+            GeometryError::RoiEndOverflow {
+                offset: c([0, i64::MAX - 5]),
+                shape: c([1, 100]),
+                axis: 1
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the end of the ROI with offset (0, 9223372036854775802) and shape (1, 100) overflows i64 in axis 1 (9223372036854775802 + 100 is outside [-9223372036854775808, 9223372036854775807])"
+        );
+        assert!(Roi::new([i64::MIN], [-1]).try_end().is_err());
+        assert_eq!(Roi::try_new([0, i64::MAX - 5], [1, 100]), Err(err));
+        assert_eq!(
+            Roi::try_new([i64::MIN], [i64::MAX]),
+            Ok(Roi::new([i64::MIN], [i64::MAX]))
+        );
+        // Deserialisation refuses overflowing ends.
+        let bad = serde_json::from_str::<Roi>(r#"{"offset":[9223372036854775800],"shape":[100]}"#);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("overflows i64 in axis 0")
+        );
+        assert_eq!(
+            Roi::try_from_bounds([i64::MIN], [i64::MAX]),
+            Err(GeometryError::Overflow { op: "from_bounds" })
+        );
+        assert_eq!(
+            Roi::try_from_bounds([-1], [i64::MAX - 1]),
+            Ok(Roi::new([-1], [i64::MAX]))
+        );
+    }
+
+    #[test]
+    fn checked_grow_and_shift() {
+        let r = Roi::new([0], [10]);
+        assert_eq!(r.try_grow([1], [2]), Ok(r.grow([1], [2])));
+        assert_eq!(
+            r.try_grow([i64::MIN], [0]),
+            Err(GeometryError::Overflow { op: "grow" })
+        );
+        assert_eq!(
+            r.try_grow([0], [i64::MAX]),
+            Err(GeometryError::Overflow { op: "grow" })
+        );
+        // Offset and shape fit, the end does not.
+        assert!(matches!(
+            Roi::new([i64::MAX - 20], [10]).try_grow([0], [20]),
+            Err(GeometryError::RoiEndOverflow { axis: 0, .. })
+        ));
+        assert_eq!(
+            Roi::new([i64::MAX - 20], [10]).try_grow([0], [10]),
+            Ok(Roi::new([i64::MAX - 20], [20]))
+        );
+        assert!(matches!(
+            r.try_grow([1, 1], [1]),
+            Err(GeometryError::DimsMismatch { .. })
+        ));
+        assert_eq!(r.try_shift([5]), Ok(Roi::new([5], [10])));
+        assert_eq!(
+            r.try_shift([i64::MAX - 5]),
+            Err(GeometryError::RoiEndOverflow {
+                offset: c([i64::MAX - 5]),
+                shape: c([10]),
+                axis: 0
+            })
+        );
+        assert_eq!(
+            Roi::new([-1], [1]).try_shift([i64::MIN]),
+            Err(GeometryError::Overflow { op: "shift" })
+        );
+    }
+
+    #[test]
+    fn exact_near_the_limits() {
+        let low = Roi::new([i64::MIN], [1]);
+        let high = Roi::new([i64::MAX - 1], [1]);
+        // Disjoint at opposite ends: no overflow in intersect, intersects or contains.
+        assert!(!low.intersects(&high));
+        assert!(low.intersect(&high).is_empty());
+        assert_eq!(low.intersect(&high).offset(), &c([i64::MAX - 1]));
+        assert!(!low.contains(&high));
+        assert_eq!(
+            low.try_union(&high),
+            Err(GeometryError::Overflow { op: "union" })
+        );
+        assert_eq!(
+            Roi::new([0], [1]).try_union(&high),
+            Ok(Roi::new([0], [i64::MAX]))
+        );
+        // ROIs whose end does not fit still compare exactly.
+        let over = Roi::new([i64::MAX - 5], [100]);
+        assert!(over.contains_point(&c([i64::MAX])));
+        assert!(over.contains(&Roi::new([i64::MAX - 1], [1])));
+        assert!(over.intersects(&Roi::new([i64::MAX - 1], [1])));
+        assert_eq!(
+            over.intersect(&Roi::new([0], [i64::MAX])),
+            Roi::new([i64::MAX - 5], [5])
+        );
+        assert_eq!(
+            over.to_string(),
+            "[9223372036854775802:9223372036854775902] (100)"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "Roi::union: arithmetic overflow in union")]
+    fn union_overflow_panics() {
+        let _ = Roi::new([i64::MIN], [1]).union(&Roi::new([i64::MAX - 1], [1]));
     }
 }

@@ -467,7 +467,7 @@ fn chained_tasks_at_opposite_limits_do_not_overflow() -> Result<(), Error> {
     .process(|_| Ok::<(), blockwise::BlockError>(()))
     .upstream(&low)
     .build()?;
-    let mut scheduler = Scheduler::new(&[high.clone()])?;
+    let mut scheduler = Scheduler::new(std::slice::from_ref(&high))?;
     // No block of `high` reads what `low` writes, so all of them are ready at once.
     let mut ready = 0;
     while scheduler.acquire_block("high").is_some() {
