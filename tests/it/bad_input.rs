@@ -478,3 +478,28 @@ fn chained_tasks_at_opposite_limits_do_not_overflow() -> Result<(), Error> {
     assert!(summary.is_success());
     Ok(())
 }
+
+#[test]
+fn chunk_grids_far_from_the_task_do_not_overflow() {
+    use blockwise::store::ChunkGrid;
+    let builder = |chunk_offset: i64| {
+        Task::builder(
+            "t",
+            Roi::new([i64::MAX - 128], [128]),
+            Roi::new([0], [64]),
+            Roi::new([0], [64]),
+        )
+        .writes(ChunkGrid {
+            name: "far.zarr/a".into(),
+            path: None,
+            offset: [chunk_offset].into(),
+            chunk: [64].into(),
+        })
+        .build()
+    };
+    // i64::MAX - 128 - i64::MIN = 2^64 - 129 does not fit in an i64; 2^64 - 129 - 63 = 2^64 - 192
+    // is a multiple of 64, so the grid at i64::MIN + 63 is aligned and the one at i64::MIN is not.
+    assert!(builder(i64::MIN + 63).is_ok());
+    let e = err_text(builder(i64::MIN));
+    assert!(e.contains("which is not on the chunk grid"), "{e}");
+}
