@@ -397,6 +397,13 @@ impl TaskBuilder {
     /// a write ROI outside the read ROI with `read_write_conflict`, zero workers, a zero timeout,
     /// a grid whose block count or ids overflow, or write ROIs not aligned to the chunk grid of an
     /// array declared with [`writes`](Self::writes).
+    ///
+    /// Coordinates are `i64`, and a task is refused (never wrapped, never a panic) if any value
+    /// its blocks need does not fit: the end of the total, read or write ROI, the contexts, the
+    /// total write ROI, or the read and write ROI of any block (its unclipped ROIs, even with
+    /// [`Fit::Shrink`]). The reason names the value, the axis and the limit. Only the first and
+    /// last block of each axis are checked (all values grow with the block index), so this costs
+    /// nothing per block.
     pub fn build(self) -> Result<Task, Error> {
         let id = self.task_id;
         if id.is_empty() {

@@ -26,6 +26,17 @@
 //! fastest) reversed: level 0 has the largest offset. Level `l >= 1` depends on the nearest blocks
 //! of level `l - 1` through the conflict offsets (per axis `{0}`, `{d, d + S}` or `{d - S, d}` with
 //! `d = offset(l-1) - offset(l)`). Without conflicts there is one level and no dependencies.
+//!
+//! # Overflow
+//!
+//! [`BlockGrid::new`] computes the grid geometry in exact `i128` arithmetic and refuses a grid
+//! in which any value the per-block methods compute would leave the `i64` range: the ROI ends,
+//! the contexts, the total write ROI, the unclipped read and write extents and block index of
+//! the first and last cell of every axis (every such value is monotone in the cell index, so the
+//! two extremes bound all cells), and `counts + stride` for the conflict offsets. The per-block
+//! methods ([`BlockGrid::read_axis`], [`BlockGrid::write_bounds`], [`BlockGrid::cell_bounds`],
+//! [`BlockGrid::block_index`], the intra-task up/downstream cells) rely on that invariant and use
+//! plain `i64` arithmetic, so the hot paths stay as cheap as before.
 
 use crate::blocks::{Block, BlockStatus, Fit, cantor_number};
 use crate::geometry::{Coordinate, Roi};
@@ -96,26 +107,14 @@ impl BlockGrid {
                 "total ROI {total} has a negative shape in axis {d}"
             ));
         }
+        // Exact per-axis geometry; every value a block method computes is checked to fit below.
+        let (ctx_lo, ctx_hi, total_write) = checked_geometry(total, read_roi, write_roi)?;
         if conflict && !read_roi.contains(write_roi) {
             return Err(format!(
                 "with read_write_conflict the read ROI must contain the write ROI, but read ROI {read_roi} does not contain write ROI {write_roi}"
             ));
         }
         let ws = write_roi.shape().clone();
-        let ctx_lo: Coordinate = (0..dims)
-            .map(|d| write_roi.offset()[d] - read_roi.offset()[d])
-            .collect();
-        let read_end = read_roi.end();
-        let write_end = write_roi.end();
-        let ctx_hi: Coordinate = (0..dims).map(|d| read_end[d] - write_end[d]).collect();
-        let total_write = Roi::new(
-            (0..dims)
-                .map(|d| total.offset()[d] + ctx_lo[d])
-                .collect::<Coordinate>(),
-            (0..dims)
-                .map(|d| total.shape()[d] - ctx_lo[d] - ctx_hi[d])
-                .collect::<Coordinate>(),
-        );
         if let Some(d) = (0..dims).find(|&d| ctx_lo[d] <= -ws[d]) {
             return Err(format!(
                 "the write ROI {write_roi} starts at least one write shape before the read ROI {read_roi} in axis {d}, which would give negative block ids"
@@ -125,11 +124,13 @@ impl BlockGrid {
         let tws = total_write.shape();
         let counts: Vec<i64> = (0..dims)
             .map(|d| {
+                let (t, w) = (i128::from(tws[d]), i128::from(ws[d]));
                 let n = match fit {
-                    Fit::Valid => tws[d].div_euclid(ws[d]),
-                    Fit::Overhang | Fit::Shrink => ceil_div(tws[d], ws[d]),
+                    Fit::Valid => t.div_euclid(w),
+                    Fit::Overhang | Fit::Shrink => -((-t).div_euclid(w)),
                 };
-                n.max(0)
+                // 0 <= n <= max(tws, 0) + 1 <= i64::MAX since ws >= 1 and tws fits in an i64.
+                n.clamp(0, i128::from(i64::MAX)) as i64
             })
             .collect();
         let mut num_blocks: u64 = 1;
@@ -137,6 +138,18 @@ impl BlockGrid {
             num_blocks = num_blocks.checked_mul(c as u64).ok_or_else(|| {
                 format!("the number of blocks overflows u64 (cells per axis {counts:?})")
             })?;
+        }
+
+        for d in 0..dims {
+            check_cell_extremes(
+                d,
+                counts[d],
+                total,
+                &total_write,
+                read_roi.shape()[d],
+                ws[d],
+                ctx_lo[d],
+            )?;
         }
 
         let mut grid = BlockGrid {
@@ -168,30 +181,51 @@ impl BlockGrid {
             ));
         }
         if conflict {
-            grid.compute_levels();
+            grid.compute_levels()?;
+        }
+        // Conflict offsets are within one stride of a cell, so `k ± c` must fit for every cell
+        // `0 <= k < counts`; the scheduler's root lattice also steps one stride past the last cell.
+        if let Some(d) = (0..dims).find(|&d| grid.counts[d].checked_add(grid.stride[d]).is_none()) {
+            return Err(format!(
+                "{} blocks in axis {d} plus the level stride of {} blocks overflow i64 (the limit is {})",
+                grid.counts[d],
+                grid.stride[d],
+                i64::MAX
+            ));
         }
         Ok(grid)
     }
 
-    fn compute_levels(&mut self) {
+    fn compute_levels(&mut self) -> Result<(), GridError> {
         let dims = self.dims;
         let ws = &self.write_shape;
         let tws = self.total_write.shape();
-        // Stride in world units, as daisy computes it, then converted to cells.
+        // Stride in world units, as daisy computes it (exactly, in i128), then converted to cells.
         let stride: Vec<i64> = (0..dims)
             .map(|d| {
-                let max_ctx = self.ctx_lo[d].max(self.ctx_hi[d]);
-                let min_stride = max_ctx + ws[d];
-                let s = ((min_stride - 1).div_euclid(ws[d]) + 1) * ws[d];
+                let w = i128::from(ws[d]);
+                let t = i128::from(tws[d]);
+                let max_ctx = i128::from(self.ctx_lo[d].max(self.ctx_hi[d]));
+                let min_stride = max_ctx + w;
+                let s = ((min_stride - 1).div_euclid(w) + 1) * w;
                 let rounded = match self.fit {
-                    Fit::Valid => tws[d] - tws[d].rem_euclid(ws[d]),
-                    Fit::Overhang | Fit::Shrink => tws[d] + (-tws[d]).rem_euclid(ws[d]),
+                    Fit::Valid => t - t.rem_euclid(w),
+                    Fit::Overhang | Fit::Shrink => t + (-t).rem_euclid(w),
                 };
-                s.min(rounded) / ws[d]
+                // At most `counts[d]` cells (the rounded total write shape over ws), so it fits.
+                (s.min(rounded) / w).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
             })
             .collect();
-        // num_blocks > 0 implies every clamped stride is at least one cell.
-        let num_levels: usize = stride.iter().map(|&s| s.max(1) as usize).product();
+        // num_blocks > 0 implies every clamped stride is at least one cell, and then the number
+        // of levels is at most the number of blocks.
+        let num_levels: usize = stride
+            .iter()
+            .try_fold(1usize, |n, &s| {
+                n.checked_mul(usize::try_from(s.max(1)).ok()?)
+            })
+            .ok_or_else(|| {
+                format!("the number of levels (product of the level strides {stride:?}) overflows")
+            })?;
         let level_offsets: Vec<Cell> = (0..num_levels)
             .map(|level| Self::level_offset_of(&stride, num_levels - 1 - level))
             .collect();
@@ -216,6 +250,7 @@ impl BlockGrid {
         self.stride = stride;
         self.level_offsets = level_offsets;
         self.level_conflicts = level_conflicts;
+        Ok(())
     }
 
     /// The offset of the `p`-th vector in product order over `0..stride` (last axis fastest).
@@ -266,6 +301,9 @@ impl BlockGrid {
     }
 
     /// daisy's block index of a cell: `trunc((ctx_lo + k·ws) / ws)`.
+    ///
+    /// Like every per-cell method below, this uses unchecked `i64` arithmetic: [`BlockGrid::new`]
+    /// proved that it fits for every cell `0 <= k < counts` (see the module's "Overflow").
     pub(crate) fn block_index(&self, cell: &[i64]) -> Cell {
         (0..self.dims)
             .map(|d| (self.ctx_lo[d] + cell[d] * self.write_shape[d]) / self.write_shape[d])
@@ -285,6 +323,7 @@ impl BlockGrid {
     /// The actual (possibly shrunk) read extent `[begin, end)` in axis `d` of cells with index `j`
     /// in that axis.
     pub(crate) fn read_axis(&self, j: i64, d: usize) -> (i64, i64) {
+        // Fits for 0 <= j < counts[d]: checked by `check_cell_extremes` in `new`.
         let b = self.total.offset()[d] + j * self.write_shape[d];
         let e = b + self.read_shape[d];
         if self.fit == Fit::Shrink {
@@ -298,6 +337,7 @@ impl BlockGrid {
 
     /// The actual (possibly shrunk) write ROI of a cell, per axis `[begin, end)`.
     pub(crate) fn write_bounds(&self, cell: &[i64], d: usize) -> (i64, i64) {
+        // Fits for every cell of the grid: checked by `check_cell_extremes` in `new`.
         let b = self.total_write.offset()[d] + cell[d] * self.write_shape[d];
         let e = b + self.write_shape[d];
         if self.fit == Fit::Shrink {
@@ -311,6 +351,7 @@ impl BlockGrid {
 
     /// The unclipped write cell of a cell, per axis `[begin, end)`.
     pub(crate) fn cell_bounds(&self, cell_index: i64, d: usize) -> (i64, i64) {
+        // Fits for 0 <= cell_index < counts[d]: checked by `check_cell_extremes` in `new`.
         let b = self.total_write.offset()[d] + cell_index * self.write_shape[d];
         (b, b + self.write_shape[d])
     }
@@ -349,6 +390,7 @@ impl BlockGrid {
             return;
         }
         let level = self.level(cell);
+        // `|c| <= stride` and `counts + stride` fits (checked in `new`).
         for c in &self.level_conflicts[level] {
             let n: Cell = cell.iter().zip(c).map(|(a, b)| a + b).collect();
             if self.contains_cell(&n) {
@@ -405,6 +447,114 @@ impl BlockGrid {
         }
         (0..self.dims).map(|d| self.level0_axis_count(d)).product()
     }
+}
+
+/// Narrows an exact value to `i64`, or explains which value of which axis overflows.
+fn narrow(value: i128, axis: usize, what: impl FnOnce() -> String) -> Result<i64, GridError> {
+    i64::try_from(value).map_err(|_| {
+        format!(
+            "{} is {value} in axis {axis}, which overflows i64 (the limits are {} and {})",
+            what(),
+            i64::MIN,
+            i64::MAX
+        )
+    })
+}
+
+/// The contexts and the total write ROI, computed exactly; `Err` if any of them, or the end of
+/// any given ROI, does not fit in an `i64`.
+fn checked_geometry(
+    total: &Roi,
+    read_roi: &Roi,
+    write_roi: &Roi,
+) -> Result<(Coordinate, Coordinate, Roi), GridError> {
+    for (name, roi) in [
+        ("total ROI", total),
+        ("read ROI", read_roi),
+        ("write ROI", write_roi),
+    ] {
+        roi.try_end().map_err(|e| format!("the {name}: {e}"))?;
+    }
+    let dims = total.dims();
+    let mut ctx_lo = Coordinate::zeros(dims);
+    let mut ctx_hi = Coordinate::zeros(dims);
+    let mut tw_offset = Coordinate::zeros(dims);
+    let mut tw_shape = Coordinate::zeros(dims);
+    for d in 0..dims {
+        let w = |c: &Coordinate| i128::from(c[d]);
+        let (to, ts) = (w(total.offset()), w(total.shape()));
+        let (ro, rs) = (w(read_roi.offset()), w(read_roi.shape()));
+        let (wo, wsh) = (w(write_roi.offset()), w(write_roi.shape()));
+        let lo = wo - ro;
+        let hi = (ro + rs) - (wo + wsh);
+        ctx_lo[d] = narrow(lo, d, || {
+            format!(
+                "the context below the write ROI (write ROI {write_roi} begin - read ROI {read_roi} begin)"
+            )
+        })?;
+        ctx_hi[d] = narrow(hi, d, || {
+            format!(
+                "the context above the write ROI (read ROI {read_roi} end - write ROI {write_roi} end)"
+            )
+        })?;
+        let what = |part: &'static str| {
+            move || {
+                format!(
+                    "the {part} of the total write ROI (total ROI {total} shrunk by the context)"
+                )
+            }
+        };
+        tw_offset[d] = narrow(to + lo, d, what("begin"))?;
+        tw_shape[d] = narrow(ts - lo - hi, d, what("shape"))?;
+        narrow(to + ts - hi, d, what("end"))?;
+    }
+    Ok((ctx_lo, ctx_hi, Roi::new(tw_offset, tw_shape)))
+}
+
+/// Checks that the block methods' arithmetic fits in an `i64` for every cell `0 <= j < count`
+/// of axis `d`. Each intermediate value is monotone in `j`, so checking `j = 0` and
+/// `j = count - 1` covers all cells. The unclipped extents are checked even for
+/// [`Fit::Shrink`], whose blocks are clipped only after they are computed.
+fn check_cell_extremes(
+    d: usize,
+    count: i64,
+    total: &Roi,
+    total_write: &Roi,
+    read_shape: i64,
+    write_shape: i64,
+    ctx_lo: i64,
+) -> Result<(), GridError> {
+    if count <= 0 {
+        return Ok(());
+    }
+    let (ws, rs) = (i128::from(write_shape), i128::from(read_shape));
+    let (to, two) = (
+        i128::from(total.offset()[d]),
+        i128::from(total_write.offset()[d]),
+    );
+    for j in [0, i128::from(count) - 1] {
+        let step = j * ws;
+        let ordinal = if j == 0 { "first" } else { "last" };
+        narrow(step, d, || {
+            format!("the shift of the {ordinal} block ({j} write shapes of {write_shape})")
+        })?;
+        narrow(to + step, d, || {
+            format!("the begin of the {ordinal} block's read ROI")
+        })?;
+        narrow(to + step + rs, d, || {
+            format!("the end of the {ordinal} block's read ROI")
+        })?;
+        narrow(two + step, d, || {
+            format!("the begin of the {ordinal} block's write ROI")
+        })?;
+        narrow(two + step + ws, d, || {
+            format!("the end of the {ordinal} block's write ROI")
+        })?;
+        narrow(i128::from(ctx_lo) + step, d, || {
+            format!("the block index numerator of the {ordinal} block")
+        })?;
+    }
+    Ok(())
 }
 
 /// `ceil(a / b)` for `b > 0`.
@@ -547,6 +697,203 @@ mod tests {
         );
         for i in 0..g.num_blocks {
             assert_eq!(g.linear(&g.cell(i)), i);
+        }
+    }
+
+    fn grid_err(total: Roi, read: Roi, write: Roi, fit: Fit, conflict: bool) -> String {
+        match BlockGrid::new(&total, &read, &write, fit, conflict) {
+            Ok(g) => panic!("expected an error, got {g:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn overflowing_ends_and_total_write_roi() {
+        let r = |o: i64, s: i64| Roi::new([o], [s]);
+        let e = grid_err(r(i64::MAX - 5, 100), r(0, 10), r(0, 10), Fit::Valid, true);
+        assert!(e.starts_with("the total ROI: the end of the ROI"), "{e}");
+        let e = grid_err(
+            r(0, 100),
+            r(i64::MAX, 10),
+            r(i64::MAX, 1),
+            Fit::Valid,
+            false,
+        );
+        assert!(e.starts_with("the read ROI: the end of the ROI"), "{e}");
+        // Context above overflows: read end near MAX, write end near MIN.
+        let e = grid_err(
+            r(0, 100),
+            r(i64::MAX - 10, 10),
+            r(i64::MIN, 1),
+            Fit::Valid,
+            false,
+        );
+        assert!(e.contains("the context below the write ROI"), "{e}");
+        // The end of the total write ROI: total ending at MAX with a negative context above.
+        let e = grid_err(r(i64::MAX - 10, 10), r(0, 1), r(0, 5), Fit::Valid, false);
+        assert!(e.contains("the end of the total write ROI"), "{e}");
+    }
+
+    #[test]
+    fn extreme_cells_are_checked_in_every_axis() {
+        // Axis 1 overhangs past i64::MAX; axis 0 is harmless.
+        let total = Roi::new([0, i64::MAX - 100], [100, 100]);
+        let (read, write) = (Roi::new([0, 0], [10, 10]), Roi::new([0, 0], [7, 7]));
+        let e = grid_err(
+            total.clone(),
+            read.clone(),
+            write.clone(),
+            Fit::Overhang,
+            true,
+        );
+        assert_eq!(
+            e,
+            "the end of the last block's read ROI is 9223372036854775808 in axis 1, which overflows i64 (the limits are -9223372036854775808 and 9223372036854775807)"
+        );
+        let g = grid(total, read, write, Fit::Valid, true);
+        let last = g.block(&Arc::from("t"), &[g.counts[0] - 1, g.counts[1] - 1]);
+        assert_eq!(
+            last.read_roi(),
+            &Roi::new([84, i64::MAX - 100 + 84], [10, 10])
+        );
+    }
+
+    #[test]
+    fn counts_plus_stride_must_fit() {
+        let one = Roi::new([0], [1]);
+        let e = grid_err(
+            Roi::new([0], [i64::MAX]),
+            one.clone(),
+            one.clone(),
+            Fit::Valid,
+            false,
+        );
+        assert!(
+            e.contains("plus the level stride of 1 blocks overflow i64"),
+            "{e}"
+        );
+        let g = grid(
+            Roi::new([0], [i64::MAX - 1]),
+            one.clone(),
+            one,
+            Fit::Valid,
+            false,
+        );
+        assert_eq!(g.num_blocks, (i64::MAX - 1) as u64);
+        let last = g.block(&Arc::from("t"), &[i64::MAX - 2]);
+        assert_eq!(last.write_roi(), &Roi::new([i64::MAX - 2], [1]));
+        assert_eq!(last.block_id(), (i64::MAX - 2) as u64);
+    }
+
+    /// An offset near 0, near `i64::MAX` or near `i64::MIN`.
+    fn edge() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -40i64..40,
+            (0i64..70).prop_map(|x| i64::MAX - x),
+            (0i64..70).prop_map(|x| i64::MIN + x),
+        ]
+    }
+
+    /// One axis: total offset and shape, read offset and shape, context below, write shape.
+    type Axis = (i64, i64, i64, i64, i64, i64);
+    /// Per cell of one axis: read extent, write extent, block index.
+    type Extents = ((i128, i128), (i128, i128), i128);
+
+    fn axis() -> impl Strategy<Value = Axis> {
+        (edge(), 0i64..40, edge(), 1i64..12).prop_flat_map(|(to, ts, ro, rs)| {
+            (0..rs)
+                .prop_flat_map(move |lo| (1..=rs - lo).prop_map(move |ws| (to, ts, ro, rs, lo, ws)))
+        })
+    }
+
+    fn fit_strategy() -> impl Strategy<Value = Fit> {
+        prop_oneof![Just(Fit::Valid), Just(Fit::Overhang), Just(Fit::Shrink)]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Tasks near the i64 limits either build to a grid whose every block ROI is exact
+        /// (computed independently in i128), or are refused, and refused exactly when some
+        /// value of the task or of one of its blocks does not fit in an i64.
+        #[test]
+        fn near_the_limits_blocks_are_exact_or_refused(
+            axes in prop::collection::vec(axis(), 1..=2),
+            fit in fit_strategy(),
+            conflict in any::<bool>(),
+        ) {
+            let fits = |v: i128| i64::try_from(v).is_ok();
+            // Write ROIs whose offset itself would not fit cannot even be constructed.
+            prop_assume!(axes.iter().all(|a| fits(i128::from(a.2) + i128::from(a.4))));
+            let dims = axes.len();
+            let col = |f: &dyn Fn(&Axis) -> i64| -> Vec<i64> {
+                axes.iter().map(f).collect()
+            };
+            let total = Roi::new(col(&|a| a.0), col(&|a| a.1));
+            let read = Roi::new(col(&|a| a.2), col(&|a| a.3));
+            let write = Roi::new(col(&|a| a.2 + a.4), col(&|a| a.5));
+
+            // The oracle, in i128.
+            let mut ok = true;
+            let mut counts = Vec::new();
+            let mut axis_blocks: Vec<Vec<Extents>> = Vec::new();
+            for &(to, ts, ro, rs, lo, ws) in &axes {
+                let (to, ts, ro, rs, lo, ws) = (
+                    i128::from(to), i128::from(ts), i128::from(ro),
+                    i128::from(rs), i128::from(lo), i128::from(ws),
+                );
+                let wo = ro + lo;
+                let hi = (ro + rs) - (wo + ws);
+                let (two, tws) = (to + lo, ts - lo - hi);
+                ok &= fits(to + ts) && fits(ro + rs) && fits(wo + ws);
+                ok &= fits(two) && fits(tws) && fits(two + tws);
+                let n = match fit {
+                    Fit::Valid => tws.div_euclid(ws),
+                    _ => -((-tws).div_euclid(ws)),
+                }
+                .max(0);
+                let mut list = Vec::new();
+                for j in 0..n {
+                    let (rb, re) = (to + j * ws, to + j * ws + rs);
+                    let (wb, we) = (two + j * ws, two + j * ws + ws);
+                    ok &= fits(rb) && fits(re) && fits(wb) && fits(we);
+                    let (read, write) = if fit == Fit::Shrink {
+                        ((rb.max(to), re.min(to + ts)), (wb.max(two), we.min(two + tws)))
+                    } else {
+                        ((rb, re), (wb, we))
+                    };
+                    list.push((read, write, (lo + j * ws) / ws));
+                }
+                counts.push(n);
+                axis_blocks.push(list);
+            }
+            let built = BlockGrid::new(&total, &read, &write, fit, conflict);
+            prop_assert_eq!(built.is_ok(), ok, "{:?}", built.as_ref().err());
+            let Ok(g) = built else {
+                let e = built.err().unwrap_or_default();
+                prop_assert!(e.contains("overflow"), "{}", e);
+                return Ok(());
+            };
+            let num: i128 = counts.iter().product();
+            prop_assert_eq!(i128::from(g.num_blocks), num);
+            let to_roi = |bounds: Vec<(i128, i128)>| -> Option<Roi> {
+                let offset: Vec<i64> = bounds.iter().map(|b| i64::try_from(b.0).ok()).collect::<Option<_>>()?;
+                let mut shape: Vec<i64> = bounds.iter().map(|b| i64::try_from(b.1 - b.0).ok()).collect::<Option<_>>()?;
+                if shape.iter().any(|&s| s <= 0) {
+                    shape = vec![0; shape.len()];
+                }
+                Some(Roi::new(offset, shape))
+            };
+            let id = Arc::from("t");
+            for i in 0..g.num_blocks {
+                let cell = g.cell(i);
+                let block = g.block(&id, &cell);
+                let per: Vec<_> = (0..dims).map(|d| axis_blocks[d][cell[d] as usize]).collect();
+                prop_assert_eq!(Some(block.read_roi().clone()), to_roi(per.iter().map(|p| p.0).collect()));
+                prop_assert_eq!(Some(block.write_roi().clone()), to_roi(per.iter().map(|p| p.1).collect()));
+                let index: Vec<i64> = per.iter().map(|p| p.2 as i64).collect();
+                prop_assert_eq!(Some(block.block_id()), cantor_number(&index));
+            }
         }
     }
 }

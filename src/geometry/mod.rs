@@ -53,4 +53,20 @@ pub enum GeometryError {
         /// Name of the operation that overflowed (for example `"add"`).
         op: &'static str,
     },
+    /// The end (`offset + shape`) of a ROI lies outside the `i64` range.
+    #[error(
+        "the end of the ROI with offset {offset} and shape {shape} overflows i64 in axis {axis} ({} + {} is outside [{}, {}])",
+        offset[*axis],
+        shape[*axis],
+        i64::MIN,
+        i64::MAX
+    )]
+    RoiEndOverflow {
+        /// The ROI's offset.
+        offset: Coordinate,
+        /// The ROI's shape.
+        shape: Coordinate,
+        /// The first axis whose end overflows.
+        axis: usize,
+    },
 }

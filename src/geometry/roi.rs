@@ -32,6 +32,23 @@ pub enum Snap {
 /// dimension mismatch, which is a programming error; `try_` twins return a
 /// [`GeometryError`] instead.
 ///
+/// # Overflow
+///
+/// [`new`](Self::new) accepts any offset and shape, even one whose end
+/// (`offset + shape`) does not fit in an `i64`; [`try_new`](Self::try_new)
+/// and deserialisation refuse such a ROI with
+/// [`GeometryError::RoiEndOverflow`], and [`Task`](crate::Task) building
+/// refuses a task whose ROIs or blocks would overflow. The predicates
+/// ([`intersects`](Self::intersects), [`contains`](Self::contains),
+/// [`contains_point`](Self::contains_point)), [`intersect`](Self::intersect)
+/// and `Display` are exact for every ROI. Methods returning coordinates or
+/// ROIs that can leave the `i64` range ([`end`](Self::end),
+/// [`grow`](Self::grow), [`shift`](Self::shift), the operators) use plain
+/// `i64` arithmetic (a panic in debug builds, wrapping in release builds);
+/// their `try_` twins ([`try_end`](Self::try_end),
+/// [`try_grow`](Self::try_grow), [`try_shift`](Self::try_shift), …) report
+/// the overflow instead.
+///
 /// ```
 /// use blockwise::{Coordinate, Roi};
 ///
@@ -115,12 +132,24 @@ impl Roi {
         Roi { offset, shape }
     }
 
-    /// Fallible [`new`](Self::new).
+    /// Fallible [`new`](Self::new) that also refuses a ROI whose end does not
+    /// fit in an `i64`. Deserialisation goes through it.
+    ///
+    /// ```
+    /// use blockwise::{GeometryError, Roi};
+    ///
+    /// assert!(Roi::try_new([i64::MAX - 100], [100]).is_ok());
+    /// assert!(matches!(
+    ///     Roi::try_new([i64::MAX - 5], [100]),
+    ///     Err(GeometryError::RoiEndOverflow { axis: 0, .. })
+    /// ));
+    /// ```
     ///
     /// # Errors
     ///
     /// [`GeometryError::DimsMismatch`] (left = offset, right = shape) if the
-    /// dimensions differ.
+    /// dimensions differ, [`GeometryError::RoiEndOverflow`] if
+    /// `offset + shape` overflows in some axis.
     #[inline]
     pub fn try_new(
         offset: impl Into<Coordinate>,
@@ -128,7 +157,31 @@ impl Roi {
     ) -> Result<Roi, GeometryError> {
         let (offset, shape) = (offset.into(), shape.into());
         offset.check_dims(&shape)?;
-        Ok(Roi { offset, shape })
+        let roi = Roi { offset, shape };
+        roi.check_end()?;
+        Ok(roi)
+    }
+
+    /// Fallible [`from_bounds`](Self::from_bounds).
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::DimsMismatch`] if the dimensions differ,
+    /// [`GeometryError::Overflow`] if `end - begin` overflows.
+    #[inline]
+    pub fn try_from_bounds(
+        begin: impl Into<Coordinate>,
+        end: impl Into<Coordinate>,
+    ) -> Result<Roi, GeometryError> {
+        let (begin, end) = (begin.into(), end.into());
+        end.check_dims(&begin)?;
+        let shape = end
+            .try_sub(&begin)
+            .map_err(|_| GeometryError::Overflow { op: "from_bounds" })?;
+        Ok(Roi {
+            offset: begin,
+            shape,
+        })
     }
 
     /// Creates a ROI from its begin and exclusive end (`shape = end - begin`).
@@ -175,9 +228,56 @@ impl Roi {
     }
 
     /// The exclusive end, `offset + shape`.
+    ///
+    /// # Panics
+    ///
+    /// Overflow panics in debug builds (wraps in release); see
+    /// [`try_end`](Self::try_end).
     #[inline]
     pub fn end(&self) -> Coordinate {
         &self.offset + &self.shape
+    }
+
+    /// The exclusive end, or [`GeometryError::RoiEndOverflow`] if it does not
+    /// fit in an `i64`.
+    ///
+    /// ```
+    /// use blockwise::{Coordinate, Roi};
+    ///
+    /// assert_eq!(Roi::new([1, 2], [3, 4]).try_end(), Ok(Coordinate::new([4, 6])));
+    /// assert!(Roi::new([0, i64::MIN], [1, -1]).try_end().is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::RoiEndOverflow`] naming the first overflowing axis.
+    #[inline]
+    pub fn try_end(&self) -> Result<Coordinate, GeometryError> {
+        let mut end = self.offset.clone();
+        for d in 0..self.dims() {
+            end[d] = self.offset[d]
+                .checked_add(self.shape[d])
+                .ok_or_else(|| self.end_overflow(d))?;
+        }
+        Ok(end)
+    }
+
+    /// Checks that the end fits in an `i64` (see [`try_end`](Self::try_end)).
+    #[inline]
+    fn check_end(&self) -> Result<(), GeometryError> {
+        match (0..self.dims()).find(|&d| self.offset[d].checked_add(self.shape[d]).is_none()) {
+            Some(d) => Err(self.end_overflow(d)),
+            None => Ok(()),
+        }
+    }
+
+    #[cold]
+    fn end_overflow(&self, axis: usize) -> GeometryError {
+        GeometryError::RoiEndOverflow {
+            offset: self.offset.clone(),
+            shape: self.shape.clone(),
+            axis,
+        }
     }
 
     /// Number of dimensions.
@@ -244,9 +344,9 @@ impl Roi {
         // Per axis the overlap is [max(b1, b2), min(e1, e2)); an empty axis
         // (shape <= 0) can never satisfy this, so emptiness needs no extra test.
         (0..self.dims()).all(|d| {
-            let (b1, s1) = (self.offset[d], self.shape[d]);
-            let (b2, s2) = (other.offset[d], other.shape[d]);
-            b1.max(b2) < (b1 + s1).min(b2 + s2)
+            let (b1, e1) = wide_bounds(self, d);
+            let (b2, e2) = wide_bounds(other, d);
+            b1.max(b2) < e1.min(e2)
         })
     }
 
@@ -279,12 +379,18 @@ impl Roi {
         let mut shape = self.shape.clone();
         let mut disjoint = false;
         for d in 0..self.dims() {
-            let (b1, b2) = (self.offset[d], other.offset[d]);
+            let (b1, e1) = wide_bounds(self, d);
+            let (b2, e2) = wide_bounds(other, d);
             let begin = b1.max(b2);
-            let end = (b1 + self.shape[d]).min(b2 + other.shape[d]);
-            offset[d] = begin;
-            shape[d] = end - begin;
-            disjoint |= end <= begin;
+            let end = e1.min(e2);
+            // `begin` is one of the two offsets, and when the axis overlaps,
+            // `end - begin` is at most either shape: both fit in an `i64`.
+            offset[d] = begin as i64;
+            if end > begin {
+                shape[d] = (end - begin) as i64;
+            } else {
+                disjoint = true;
+            }
         }
         if disjoint {
             shape = Coordinate::zeros(shape.dims());
@@ -292,7 +398,7 @@ impl Roi {
         Roi { offset, shape }
     }
 
-    /// Fallible [`intersect`](Self::intersect).
+    /// Fallible [`intersect`](Self::intersect) (which cannot overflow).
     ///
     /// # Errors
     ///
@@ -316,38 +422,56 @@ impl Roi {
     ///
     /// # Panics
     ///
-    /// Panics if the dimensions differ (see [`try_union`](Self::try_union)).
+    /// Panics if the dimensions differ or if the shape of the bounding box
+    /// does not fit in an `i64` (see [`try_union`](Self::try_union)).
     #[inline]
     #[track_caller]
     pub fn union(&self, other: &Roi) -> Roi {
         self.assert_dims(other, "Roi::union");
-        if self.is_empty() {
-            return other.clone();
+        match self.try_union(other) {
+            Ok(roi) => roi,
+            Err(err) => roi_error_panic("Roi::union", err),
         }
-        if other.is_empty() {
-            return self.clone();
-        }
-        let mut offset = self.offset.clone();
-        let mut shape = self.shape.clone();
-        for d in 0..self.dims() {
-            let (b1, b2) = (self.offset[d], other.offset[d]);
-            let begin = b1.min(b2);
-            let end = (b1 + self.shape[d]).max(b2 + other.shape[d]);
-            offset[d] = begin;
-            shape[d] = end - begin;
-        }
-        Roi { offset, shape }
     }
 
     /// Fallible [`union`](Self::union).
     ///
+    /// ```
+    /// use blockwise::{GeometryError, Roi};
+    ///
+    /// let low = Roi::new([i64::MIN], [1]);
+    /// let high = Roi::new([i64::MAX - 1], [1]);
+    /// assert_eq!(low.try_union(&high), Err(GeometryError::Overflow { op: "union" }));
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`GeometryError::DimsMismatch`] if the dimensions differ.
+    /// [`GeometryError::DimsMismatch`] if the dimensions differ,
+    /// [`GeometryError::Overflow`] if the bounding box's shape or end does
+    /// not fit in an `i64`.
     #[inline]
     pub fn try_union(&self, other: &Roi) -> Result<Roi, GeometryError> {
         self.offset.check_dims(&other.offset)?;
-        Ok(self.union(other))
+        if self.is_empty() {
+            return Ok(other.clone());
+        }
+        if other.is_empty() {
+            return Ok(self.clone());
+        }
+        let overflow = GeometryError::Overflow { op: "union" };
+        let mut offset = self.offset.clone();
+        let mut shape = self.shape.clone();
+        for d in 0..self.dims() {
+            let (b1, e1) = wide_bounds(self, d);
+            let (b2, e2) = wide_bounds(other, d);
+            let (begin, end) = (b1.min(b2), e1.max(e2));
+            offset[d] = begin as i64; // one of the two offsets
+            shape[d] = i64::try_from(end - begin).map_err(|_| overflow.clone())?;
+            if i64::try_from(end).is_err() {
+                return Err(overflow);
+            }
+        }
+        Ok(Roi { offset, shape })
     }
 
     /// True if `other` lies entirely inside `self`.
@@ -376,8 +500,9 @@ impl Roi {
         // `other` is non-empty, so `begin <= end - 1` on every axis and
         // containment of both corners reduces to these two comparisons.
         (0..self.dims()).all(|d| {
-            let (b1, b2) = (self.offset[d], other.offset[d]);
-            b1 <= b2 && b2 + other.shape[d] <= b1 + self.shape[d]
+            let (b1, e1) = wide_bounds(self, d);
+            let (b2, e2) = wide_bounds(other, d);
+            b1 <= b2 && e2 <= e1
         })
     }
 
@@ -395,8 +520,9 @@ impl Roi {
     pub fn contains_point(&self, point: &Coordinate) -> bool {
         point.dims() == self.dims()
             && (0..self.dims()).all(|d| {
-                let (b, p) = (self.offset[d], point[d]);
-                b <= p && p < b + self.shape[d]
+                let (b, e) = wide_bounds(self, d);
+                let p = i128::from(point[d]);
+                b <= p && p < e
             })
     }
 
@@ -429,6 +555,44 @@ impl Roi {
             shape[d] += neg[d] + pos[d];
         }
         Roi { offset, shape }
+    }
+
+    /// Fallible [`grow`](Self::grow): also refuses a result whose offset,
+    /// shape or end does not fit in an `i64`.
+    ///
+    /// ```
+    /// use blockwise::{GeometryError, Roi};
+    ///
+    /// let r = Roi::new([0], [10]);
+    /// assert_eq!(r.try_grow([2], [3]), Ok(Roi::new([-2], [15])));
+    /// assert!(matches!(
+    ///     r.try_grow([0], [i64::MAX - 5]),
+    ///     Err(GeometryError::Overflow { op: "grow" })
+    /// ));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::DimsMismatch`], [`GeometryError::Overflow`] (offset
+    /// or shape) or [`GeometryError::RoiEndOverflow`] (end).
+    pub fn try_grow(
+        &self,
+        neg: impl Into<Coordinate>,
+        pos: impl Into<Coordinate>,
+    ) -> Result<Roi, GeometryError> {
+        let (neg, pos) = (neg.into(), pos.into());
+        self.offset.check_dims(&neg)?;
+        self.offset.check_dims(&pos)?;
+        let overflow = || GeometryError::Overflow { op: "grow" };
+        let offset = self.offset.try_sub(&neg).map_err(|_| overflow())?;
+        let mut shape = self.shape.clone();
+        for d in 0..shape.dims() {
+            let grown = i128::from(shape[d]) + i128::from(neg[d]) + i128::from(pos[d]);
+            shape[d] = i64::try_from(grown).map_err(|_| overflow())?;
+        }
+        let roi = Roi { offset, shape };
+        roi.check_end()?;
+        Ok(roi)
     }
 
     /// Grows every axis by `amount` on both sides (negative shrinks).
@@ -469,6 +633,27 @@ impl Roi {
             offset: &self.offset + &by.into(),
             shape: self.shape.clone(),
         }
+    }
+
+    /// Fallible [`shift`](Self::shift): also refuses a result whose offset or
+    /// end does not fit in an `i64`.
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::DimsMismatch`], [`GeometryError::Overflow`] (offset)
+    /// or [`GeometryError::RoiEndOverflow`] (end).
+    pub fn try_shift(&self, by: impl Into<Coordinate>) -> Result<Roi, GeometryError> {
+        let by = by.into();
+        let offset = self.offset.try_add(&by).map_err(|e| match e {
+            GeometryError::Overflow { .. } => GeometryError::Overflow { op: "shift" },
+            other => other,
+        })?;
+        let roi = Roi {
+            offset,
+            shape: self.shape.clone(),
+        };
+        roi.check_end()?;
+        Ok(roi)
     }
 
     /// Snaps begin and end to multiples of `voxel_size` (see [`Snap`]).
@@ -551,7 +736,15 @@ impl Roi {
     }
 }
 
+/// Begin and exclusive end of `roi` in axis `d`, exact in `i128`.
+#[inline]
+fn wide_bounds(roi: &Roi, d: usize) -> (i128, i128) {
+    let b = i128::from(roi.offset[d]);
+    (b, b + i128::from(roi.shape[d]))
+}
+
 /// funlib's `str`: `[0:10, 0:10] (10, 10)`, `[1:4] (3)`, or `[empty ROI]`.
+/// The end is printed exactly even if it does not fit in an `i64`.
 impl fmt::Display for Roi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_empty() {
@@ -562,8 +755,8 @@ impl fmt::Display for Roi {
             if d > 0 {
                 f.write_str(", ")?;
             }
-            let b = self.offset[d];
-            write!(f, "{b}:{}", b + self.shape[d])?;
+            let (b, e) = wide_bounds(self, d);
+            write!(f, "{b}:{e}")?;
         }
         f.write_str("] (")?;
         for (d, s) in self.shape.iter().enumerate() {
@@ -902,5 +1095,124 @@ mod unit {
         assert_eq!(back, r);
         let bad = serde_json::from_str::<Roi>(r#"{"offset":[1,2],"shape":[3]}"#);
         assert!(bad.unwrap_err().to_string().contains("dimension mismatch"));
+    }
+
+    #[test]
+    fn checked_ends() {
+        let max = Roi::new([i64::MAX - 5], [5]);
+        assert_eq!(max.try_end(), Ok(c([i64::MAX])));
+        let over = Roi::new([0, i64::MAX - 5], [1, 100]);
+        let err = over.try_end().unwrap_err();
+        assert_eq!(
+            err,
+            GeometryError::RoiEndOverflow {
+                offset: c([0, i64::MAX - 5]),
+                shape: c([1, 100]),
+                axis: 1
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the end of the ROI with offset (0, 9223372036854775802) and shape (1, 100) overflows i64 in axis 1 (9223372036854775802 + 100 is outside [-9223372036854775808, 9223372036854775807])"
+        );
+        assert!(Roi::new([i64::MIN], [-1]).try_end().is_err());
+        assert_eq!(Roi::try_new([0, i64::MAX - 5], [1, 100]), Err(err));
+        assert_eq!(
+            Roi::try_new([i64::MIN], [i64::MAX]),
+            Ok(Roi::new([i64::MIN], [i64::MAX]))
+        );
+        // Deserialisation refuses overflowing ends.
+        let bad = serde_json::from_str::<Roi>(r#"{"offset":[9223372036854775800],"shape":[100]}"#);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("overflows i64 in axis 0")
+        );
+        assert_eq!(
+            Roi::try_from_bounds([i64::MIN], [i64::MAX]),
+            Err(GeometryError::Overflow { op: "from_bounds" })
+        );
+        assert_eq!(
+            Roi::try_from_bounds([-1], [i64::MAX - 1]),
+            Ok(Roi::new([-1], [i64::MAX]))
+        );
+    }
+
+    #[test]
+    fn checked_grow_and_shift() {
+        let r = Roi::new([0], [10]);
+        assert_eq!(r.try_grow([1], [2]), Ok(r.grow([1], [2])));
+        assert_eq!(
+            r.try_grow([i64::MIN], [0]),
+            Err(GeometryError::Overflow { op: "grow" })
+        );
+        assert_eq!(
+            r.try_grow([0], [i64::MAX]),
+            Err(GeometryError::Overflow { op: "grow" })
+        );
+        // Offset and shape fit, the end does not.
+        assert!(matches!(
+            Roi::new([i64::MAX - 20], [10]).try_grow([0], [20]),
+            Err(GeometryError::RoiEndOverflow { axis: 0, .. })
+        ));
+        assert_eq!(
+            Roi::new([i64::MAX - 20], [10]).try_grow([0], [10]),
+            Ok(Roi::new([i64::MAX - 20], [20]))
+        );
+        assert!(matches!(
+            r.try_grow([1, 1], [1]),
+            Err(GeometryError::DimsMismatch { .. })
+        ));
+        assert_eq!(r.try_shift([5]), Ok(Roi::new([5], [10])));
+        assert_eq!(
+            r.try_shift([i64::MAX - 5]),
+            Err(GeometryError::RoiEndOverflow {
+                offset: c([i64::MAX - 5]),
+                shape: c([10]),
+                axis: 0
+            })
+        );
+        assert_eq!(
+            Roi::new([-1], [1]).try_shift([i64::MIN]),
+            Err(GeometryError::Overflow { op: "shift" })
+        );
+    }
+
+    #[test]
+    fn exact_near_the_limits() {
+        let low = Roi::new([i64::MIN], [1]);
+        let high = Roi::new([i64::MAX - 1], [1]);
+        // Disjoint at opposite ends: no overflow in intersect, intersects or contains.
+        assert!(!low.intersects(&high));
+        assert!(low.intersect(&high).is_empty());
+        assert_eq!(low.intersect(&high).offset(), &c([i64::MAX - 1]));
+        assert!(!low.contains(&high));
+        assert_eq!(
+            low.try_union(&high),
+            Err(GeometryError::Overflow { op: "union" })
+        );
+        assert_eq!(
+            Roi::new([0], [1]).try_union(&high),
+            Ok(Roi::new([0], [i64::MAX]))
+        );
+        // ROIs whose end does not fit still compare exactly.
+        let over = Roi::new([i64::MAX - 5], [100]);
+        assert!(over.contains_point(&c([i64::MAX])));
+        assert!(over.contains(&Roi::new([i64::MAX - 1], [1])));
+        assert!(over.intersects(&Roi::new([i64::MAX - 1], [1])));
+        assert_eq!(
+            over.intersect(&Roi::new([0], [i64::MAX])),
+            Roi::new([i64::MAX - 5], [5])
+        );
+        assert_eq!(
+            over.to_string(),
+            "[9223372036854775802:9223372036854775902] (100)"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "Roi::union: arithmetic overflow in union")]
+    fn union_overflow_panics() {
+        let _ = Roi::new([i64::MIN], [1]).union(&Roi::new([i64::MAX - 1], [1]));
     }
 }

@@ -286,4 +286,82 @@ proptest! {
         let back: Roi = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back, r);
     }
+
+    /// Near the `i64` limits the checked forms agree with exact `i128` arithmetic, and the
+    /// predicates and `intersect` are exact even for ROIs whose end does not fit.
+    #[test]
+    fn near_the_limits_checked_forms_are_exact(
+        (a, b, neg, pos) in (1usize..=3).prop_flat_map(|d| {
+            let edge = || prop_oneof![
+                -50i64..50,
+                (0i64..100).prop_map(|x| i64::MAX - x),
+                (0i64..100).prop_map(|x| i64::MIN + x),
+            ];
+            let roi = move || (prop::collection::vec(edge(), d), prop::collection::vec(-5i64..120, d))
+                .prop_map(|(o, s)| Roi::new(o, s));
+            (roi(), roi(), prop::collection::vec(edge(), d), prop::collection::vec(edge(), d))
+        })
+    ) {
+        let fits = |v: i128| i64::try_from(v).is_ok();
+        let w = |c: &Coordinate, d: usize| i128::from(c[d]);
+        let dims = a.dims();
+        let end_fits = |r: &Roi| (0..dims).all(|d| fits(w(r.offset(), d) + w(r.shape(), d)));
+        prop_assert_eq!(a.try_end().is_ok(), end_fits(&a));
+        prop_assert_eq!(Roi::try_new(a.offset().clone(), a.shape().clone()).is_ok(), end_fits(&a));
+        if let Ok(end) = a.try_end() {
+            for d in 0..dims {
+                prop_assert_eq!(i128::from(end[d]), w(a.offset(), d) + w(a.shape(), d));
+            }
+        }
+        // Predicates against the exact definition.
+        let bounds = |r: &Roi, d: usize| (w(r.offset(), d), w(r.offset(), d) + w(r.shape(), d));
+        let meets = (0..dims).all(|d| {
+            let ((b1, e1), (b2, e2)) = (bounds(&a, d), bounds(&b, d));
+            b1.max(b2) < e1.min(e2)
+        });
+        prop_assert_eq!(a.intersects(&b), meets);
+        let i = a.intersect(&b);
+        if meets {
+            for d in 0..dims {
+                let ((b1, e1), (b2, e2)) = (bounds(&a, d), bounds(&b, d));
+                prop_assert_eq!(bounds(&i, d), (b1.max(b2), e1.min(e2)));
+            }
+            prop_assert!(a.contains(&i) && b.contains(&i));
+        } else {
+            prop_assert!(i.is_empty());
+        }
+        // try_union: Ok exactly when the bounding box fits.
+        if !a.is_empty() && !b.is_empty() {
+            let boxed: Vec<(i128, i128)> = (0..dims)
+                .map(|d| {
+                    let ((b1, e1), (b2, e2)) = (bounds(&a, d), bounds(&b, d));
+                    (b1.min(b2), e1.max(e2))
+                })
+                .collect();
+            let ok = boxed.iter().all(|&(lo, hi)| fits(hi - lo) && fits(hi));
+            let u = a.try_union(&b);
+            prop_assert_eq!(u.is_ok(), ok);
+            if let Ok(u) = u {
+                for (d, &bx) in boxed.iter().enumerate() {
+                    prop_assert_eq!(bounds(&u, d), bx);
+                }
+            }
+        }
+        // try_grow: Ok exactly when offset, shape and end fit.
+        let grown: Vec<(i128, i128)> = (0..dims)
+            .map(|d| {
+                let (o, s) = (w(a.offset(), d), w(a.shape(), d));
+                let (n, p) = (w(&Coordinate::from(neg.clone()), d), w(&Coordinate::from(pos.clone()), d));
+                (o - n, s + n + p)
+            })
+            .collect();
+        let ok = grown.iter().all(|&(o, s)| fits(o) && fits(s) && fits(o + s));
+        let g = a.try_grow(neg.clone(), pos.clone());
+        prop_assert_eq!(g.is_ok(), ok, "{:?}", g);
+        if let Ok(g) = g {
+            for (d, &(o, s)) in grown.iter().enumerate() {
+                prop_assert_eq!((w(g.offset(), d), w(g.shape(), d)), (o, s));
+            }
+        }
+    }
 }

@@ -213,11 +213,38 @@ pub(crate) fn downstream_cells(
 fn downstream_candidates(up: &BlockGrid, k: i64, axis: usize, down: &BlockGrid) -> (i64, i64) {
     let (a, b) = up.cell_bounds(k, axis);
     let tb = down.total.offset()[axis];
+    cell_range(a, b, tb, down, axis)
+}
+
+/// The cells `[lo, hi)` of `down` (in one axis) whose unclipped read extent
+/// `[tb + j·ws, tb + j·ws + rs)` meets `[a, b)`, clamped to `[0, counts]`.
+///
+/// The two tasks are validated separately, so differences between their coordinates (one near
+/// `i64::MIN`, the other near `i64::MAX`) may not fit in an `i64`: they are taken in `i128`,
+/// with `i64` division whenever the difference fits (the common case).
+fn cell_range(a: i64, b: i64, tb: i64, down: &BlockGrid, axis: usize) -> (i64, i64) {
     let ws = down.write_shape[axis];
     let rs = down.read_shape[axis];
-    let lo = ((a - rs - tb).div_euclid(ws) + 1).max(0);
-    let hi = ceil_div(b - tb, ws).min(down.counts[axis]);
-    (lo, hi.max(lo))
+    let n = i128::from(down.counts[axis]);
+    let lo = (floor_div_wide(i128::from(a) - i128::from(rs) - i128::from(tb), ws) + 1).clamp(0, n);
+    let hi = ceil_div_wide(i128::from(b) - i128::from(tb), ws).clamp(0, n);
+    // Both are within [0, counts], so they fit in an i64.
+    (lo as i64, hi.max(lo) as i64)
+}
+
+/// `floor(x / d)` for `d > 0`, in `i64` when `x` fits.
+#[inline]
+fn floor_div_wide(x: i128, d: i64) -> i128 {
+    match i64::try_from(x) {
+        Ok(x) => i128::from(x.div_euclid(d)),
+        Err(_) => x.div_euclid(i128::from(d)),
+    }
+}
+
+/// `ceil(x / d)` for `d > 0`, in `i64` when `x` fits.
+#[inline]
+fn ceil_div_wide(x: i128, d: i64) -> i128 {
+    -floor_div_wide(-x, d)
 }
 
 /// In axis `axis`, the interval of cells of `down` that wait for at least one block of `up`.
@@ -225,12 +252,9 @@ pub(crate) fn dependent_axis_interval(down: &BlockGrid, axis: usize, up: &BlockG
     // Superset from the unclipped read extents against the upstream total write ROI, then
     // trimmed with the exact predicate (the true set is an interval: extents slide monotonically).
     let tb = up.total_write.offset()[axis];
-    let te = tb + up.total_write.shape()[axis];
+    let te = tb + up.total_write.shape()[axis]; // checked to fit when `up` was built
     let dtb = down.total.offset()[axis];
-    let ws = down.write_shape[axis];
-    let rs = down.read_shape[axis];
-    let mut lo = ((tb - rs - dtb).div_euclid(ws) + 1).max(0);
-    let mut hi = ceil_div(te - dtb, ws).min(down.counts[axis]);
+    let (mut lo, mut hi) = cell_range(tb, te, dtb, down, axis);
     while lo < hi && upstream_axis(down, lo, axis, up).is_none() {
         lo += 1;
     }

@@ -64,7 +64,10 @@ impl ChunkGrid {
                     self.chunk
                 ));
             }
-            if (first_write_begin[d] - self.offset[d]).rem_euclid(c) != 0 {
+            // In i128: the array's offset is independent of the task's ROIs, so the difference
+            // may not fit in an i64.
+            let shift = i128::from(first_write_begin[d]) - i128::from(self.offset[d]);
+            if shift.rem_euclid(i128::from(c)) != 0 {
                 return Err(format!(
                     "{self}: the first block's write ROI begins at {first_write_begin}, which is not on the chunk grid (axis {d}); blocks would share chunks and lose each other's writes"
                 ));

@@ -283,3 +283,223 @@ fn writes_must_cover_whole_chunks() {
         "{e}"
     );
 }
+
+/// A task whose ROIs or blocks would leave the i64 range is refused, naming the overflow.
+#[test]
+fn overflowing_total_roi_is_refused() {
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([i64::MAX - 5], [100]),
+            Roi::new([0], [10]),
+            Roi::new([0], [10]),
+        )
+        .build(),
+    );
+    assert!(e.starts_with("task \"t\": the total ROI: the end of the ROI with offset (9223372036854775802,) and shape (100,) overflows i64 in axis 0"), "{e}");
+    // Display of the overflowing ROI is exact too (no wrapped negative end).
+    assert_eq!(
+        Roi::new([i64::MAX - 5], [100]).to_string(),
+        "[9223372036854775802:9223372036854775902] (100)"
+    );
+    // The same for the read and write ROIs, in any axis.
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0, 0], [100, 100]),
+            Roi::new([0, i64::MAX - 1], [10, 10]),
+            Roi::new([0, 0], [10, 10]),
+        )
+        .read_write_conflict(false)
+        .build(),
+    );
+    assert!(
+        e.starts_with("task \"t\": the read ROI: the end of the ROI") && e.contains("axis 1"),
+        "{e}"
+    );
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0, 0], [100, 100]),
+            Roi::new([0, 0], [10, 10]),
+            Roi::new([0, i64::MAX], [10, 10]),
+        )
+        .read_write_conflict(false)
+        .build(),
+    );
+    assert!(
+        e.starts_with("task \"t\": the write ROI: the end of the ROI") && e.contains("axis 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn huge_contexts_near_the_limits_are_refused() {
+    // The total write ROI begins past i64::MAX.
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([i64::MAX - 10], [10]),
+            Roi::new([0], [1 << 62]),
+            Roi::new([1 << 61], [1]),
+        )
+        .build(),
+    );
+    assert!(
+        e.contains("the begin of the total write ROI") && e.contains("overflows i64"),
+        "{e}"
+    );
+    // The context itself overflows (write ROI near the top, read ROI near the bottom).
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0], [100]),
+            Roi::new([i64::MIN], [10]),
+            Roi::new([i64::MAX - 10], [5]),
+        )
+        .read_write_conflict(false)
+        .build(),
+    );
+    assert!(
+        e.contains("the context below the write ROI") && e.contains("overflows i64"),
+        "{e}"
+    );
+    // A write ROI starting before the read ROI grows the total write ROI past i64::MAX.
+    let e = err_text(
+        Task::builder(
+            "t",
+            Roi::new([0], [i64::MAX]),
+            Roi::new([0], [1]),
+            Roi::new([-4], [5]),
+        )
+        .read_write_conflict(false)
+        .build(),
+    );
+    assert!(e.contains("the shape of the total write ROI"), "{e}");
+}
+
+#[test]
+fn blocks_past_the_limit_are_refused() {
+    let builder = |fit| {
+        Task::builder(
+            "t",
+            Roi::new([i64::MAX - 100], [100]),
+            Roi::new([0], [10]),
+            Roi::new([1], [8]),
+        )
+        .fit(fit)
+    };
+    // Valid blocks stay inside the total ROI, which ends at i64::MAX.
+    assert!(builder(blockwise::Fit::Valid).build().is_ok());
+    // The last overhanging block would read and write past i64::MAX; shrinking happens only after
+    // the unclipped ROI is computed, so it is refused too.
+    for fit in [blockwise::Fit::Overhang, blockwise::Fit::Shrink] {
+        let e = err_text(builder(fit).build());
+        assert!(
+            e.contains("the end of the last block's read ROI is 9223372036854775813 in axis 0, which overflows i64"),
+            "{fit}: {e}"
+        );
+    }
+}
+
+#[test]
+fn blocks_that_exactly_fit_build_and_run() -> Result<(), Error> {
+    use std::sync::{Arc, Mutex};
+    // Axis 0 starts at i64::MIN, axis 1 ends at i64::MAX; the last read ROI ends exactly there.
+    let total = Roi::new([i64::MIN, i64::MAX - 102], [102, 102]);
+    let seen: Arc<Mutex<Vec<(Roi, Roi)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let task = Task::builder(
+        "edge",
+        total.clone(),
+        Roi::new([0, 0], [12, 12]),
+        Roi::new([1, 1], [10, 10]),
+    )
+    .process(move |b| {
+        record
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push((b.read_roi().clone(), b.write_roi().clone()));
+        Ok::<(), blockwise::BlockError>(())
+    })
+    .build()?;
+    assert_eq!(task.num_blocks(), 100);
+    let last = task.block(99).ok_or_else(|| Error::Worker {
+        message: "no block 99".into(),
+    })?;
+    assert_eq!(
+        last.read_roi(),
+        &Roi::new([i64::MIN + 90, i64::MAX - 12], [12, 12])
+    );
+    assert_eq!(last.read_roi().end()[1], i64::MAX);
+    let summary = blockwise::run_blockwise([task])?;
+    assert!(summary.is_success());
+    let seen = seen.lock().map_err(|e| Error::Worker {
+        message: e.to_string(),
+    })?;
+    assert_eq!(seen.len(), 100);
+    let inner = Roi::new([i64::MIN + 1, i64::MAX - 101], [100, 100]);
+    for (read, write) in seen.iter() {
+        assert!(total.contains(read), "{read} outside {total}");
+        assert!(inner.contains(write), "{write} outside {inner}");
+        assert!(read.contains(write));
+    }
+    Ok(())
+}
+
+#[test]
+fn chained_tasks_at_opposite_limits_do_not_overflow() -> Result<(), Error> {
+    // Each task fits on its own; the distance between them does not fit in an i64.
+    let low = Task::builder(
+        "low",
+        Roi::new([i64::MIN], [100]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .process(|_| Ok::<(), blockwise::BlockError>(()))
+    .build()?;
+    let high = Task::builder(
+        "high",
+        Roi::new([i64::MAX - 100], [100]),
+        Roi::new([0], [10]),
+        Roi::new([0], [10]),
+    )
+    .process(|_| Ok::<(), blockwise::BlockError>(()))
+    .upstream(&low)
+    .build()?;
+    let mut scheduler = Scheduler::new(std::slice::from_ref(&high))?;
+    // No block of `high` reads what `low` writes, so all of them are ready at once.
+    let mut ready = 0;
+    while scheduler.acquire_block("high").is_some() {
+        ready += 1;
+    }
+    assert_eq!(ready, 10);
+    let summary = blockwise::run_blockwise([high])?;
+    assert!(summary.is_success());
+    Ok(())
+}
+
+#[test]
+fn chunk_grids_far_from_the_task_do_not_overflow() {
+    use blockwise::store::ChunkGrid;
+    let builder = |chunk_offset: i64| {
+        Task::builder(
+            "t",
+            Roi::new([i64::MAX - 128], [128]),
+            Roi::new([0], [64]),
+            Roi::new([0], [64]),
+        )
+        .writes(ChunkGrid {
+            name: "far.zarr/a".into(),
+            path: None,
+            offset: [chunk_offset].into(),
+            chunk: [64].into(),
+        })
+        .build()
+    };
+    // i64::MAX - 128 - i64::MIN = 2^64 - 129 does not fit in an i64; 2^64 - 129 - 63 = 2^64 - 192
+    // is a multiple of 64, so the grid at i64::MIN + 63 is aligned and the one at i64::MIN is not.
+    assert!(builder(i64::MIN + 63).is_ok());
+    let e = err_text(builder(i64::MIN));
+    assert!(e.contains("which is not on the chunk grid"), "{e}");
+}
