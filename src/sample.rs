@@ -467,6 +467,59 @@ mod tests {
     }
 
     #[test]
+    fn datasets_must_stay_inside_the_store() {
+        for ok in ["", "/", "raw", "/a/b/", "s0"] {
+            assert_eq!(check_dataset(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["..", "../x", "a/../../b", "a//b", "./a", "a\\b"] {
+            assert!(
+                matches!(check_dataset(bad), Err(LimitError::Dataset { ref dataset, .. }) if dataset == bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn block_memory_counts_the_whole_chunk_and_reports_overflow() {
+        assert_eq!(block_memory(&[8, 8, 8], &[4, 4, 4]), Ok(64 * 11));
+        assert_eq!(
+            block_memory(&[8, 8, 8], &[1 << 16; 3]),
+            Ok(512 * 9 + (1u64 << 48) * 2)
+        );
+        assert!(matches!(
+            block_memory(&[8, 8, 8], &[1 << 30; 3]),
+            Err(LimitError::Overflow { .. })
+        ));
+        assert_eq!(bytes(1023), "1023 bytes");
+        assert_eq!(bytes(3 << 30), "3221225472 bytes (3.0 GiB)");
+    }
+
+    /// A chunk far larger than memory is refused before the array is created (it used to
+    /// abort the process allocating the chunk).
+    #[cfg(feature = "zarr")]
+    #[test]
+    fn write_zarr_refuses_chunks_larger_than_memory() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::{ArraySpec, DataType};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.zarr");
+        let spec = SampleSpec::cube(8);
+        let options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![1 << 20; 3]);
+        let Err(e) = write_zarr(&spec, &path, "raw", &options, 2) else {
+            return Err("a 2^60-voxel chunk was accepted".into());
+        };
+        let message = e.to_string();
+        assert!(message.contains("of memory, but only"), "{message}");
+        assert!(message.contains("[1048576, 1048576, 1048576]"), "{message}");
+        assert!(!path.exists(), "nothing is created");
+        let Err(e) = write_zarr(&spec, &path, "../escape", &options, 2) else {
+            return Err("a dataset outside the store was accepted".into());
+        };
+        assert!(e.to_string().contains("\"../escape\""), "{e}");
+        assert!(!path.exists());
+        Ok(())
+    }
+
+    #[test]
     fn deterministic_and_seeded() {
         let a = SampleSpec::cube(16);
         let mut b = a.clone();
