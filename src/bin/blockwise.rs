@@ -659,23 +659,27 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     }
     let (shape, chunk) = (probe.shape().to_vec(), probe.write_chunk_shape().to_vec());
     let ctx = if args.codec_only { 0 } else { args.context };
-    // Memory, all in u128 (no overflow): per block in flight the read region (chunk plus
-    // context) with the filter's temporaries (7 bytes per voxel: the read, the core copy, two
-    // u16 sums and the result) plus a decoded and a re-encoded whole chunk (3 bytes per voxel);
-    // the chunk cache; the checksum's slab of whole planes.
+    // Memory, all in u128 (no overflow): per block in flight (one per chunk of the volume) the
+    // read region (write region plus context, 1 byte per voxel), the filter's temporaries over
+    // the write region plus one voxel per side (6 bytes per voxel: the core copy, two u16 sums,
+    // the result) and a decoded and a re-encoded whole chunk (3 bytes per voxel); the chunk
+    // cache; the checksum's slab of whole planes.
     let prod = |v: &mut dyn Iterator<Item = u128>| v.fold(1u128, u128::saturating_mul);
     let chunk_voxels = prod(&mut chunk.iter().map(|&c| u128::from(c)));
-    let read_voxels = prod(
-        &mut shape
-            .iter()
-            .zip(&chunk)
-            .map(|(&s, &c)| u128::from(c.min(s.saturating_add(2 * ctx)).saturating_add(2 * ctx))),
-    );
+    let write = |grow: u64| {
+        prod(
+            &mut shape
+                .iter()
+                .zip(&chunk)
+                .map(|(&s, &c)| u128::from(c.min(s).saturating_add(grow))),
+        )
+    };
+    let (read_voxels, core_voxels) = (write(2 * ctx), write(2));
     let blocks = prod(
         &mut shape
             .iter()
             .zip(&chunk)
-            .map(|(&s, &c)| u128::from(s.saturating_add(2 * ctx).div_ceil(c))),
+            .map(|(&s, &c)| u128::from(s.div_ceil(c))),
     );
     let in_flight = blocks.min(u128::from(args.workers));
     // Blocks with context read each chunk up to 27 times: decode it once, keeping about three
@@ -691,7 +695,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
         .unwrap_or(1 << 30);
     let plane_bytes = u128::from(shape[1]) * u128::from(shape[2]);
     let slab_planes = (CHECKSUM_SLAB / plane_bytes.max(1)).max(1);
-    let needed = in_flight * (7 * read_voxels + 3 * chunk_voxels)
+    let needed = in_flight * (read_voxels + 6 * core_voxels + 3 * chunk_voxels)
         + u128::from(cache)
         + slab_planes * plane_bytes;
     let what = || {
@@ -712,12 +716,6 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     let (freed, _) = array_usage(&node_dir(&args.output, &args.dataset));
     let available = free.bytes.saturating_add(freed);
     if input_bytes_on_disk > available {
-        let chunks = prod(
-            &mut shape
-                .iter()
-                .zip(&chunk)
-                .map(|(&s, &c)| u128::from(s.div_ceil(c))),
-        );
         let message = format!(
             "{}: the output is stored like the input {}, which takes {}, but only {} is free at {}",
             args.output.display(),
@@ -726,7 +724,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             bytes(available),
             free.at.display()
         );
-        if u128::from(input_bytes_on_disk) >= chunks * chunk_voxels {
+        if u128::from(input_bytes_on_disk) >= blocks * chunk_voxels {
             bail!("{message} (the input is not compressed)");
         }
         eprintln!("warning: {message}; the run fails unless the output compresses better");
