@@ -6,6 +6,7 @@
 //! warnings by default, more with `-v` (info), `-vv` (debug), `-vvv` (trace), or as `RUST_LOG`
 //! says when it is set.
 
+#[cfg(feature = "zarr")]
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -431,6 +432,8 @@ struct FreeSpace {
 }
 
 #[cfg(feature = "zarr")]
+// statvfs field types differ between platforms (u32 on some): keep the conversions.
+#[allow(clippy::useless_conversion)]
 fn free_space(path: &Path) -> Result<FreeSpace> {
     let abs = resolve(path)?;
     let at = abs

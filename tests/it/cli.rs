@@ -640,7 +640,8 @@ fn logs_follow_verbosity_and_rust_log() -> Result<(), Box<dyn std::error::Error>
     let serving = "scheduler serving workers";
     let listening = "scheduler listening";
     // (flags, RUST_LOG, lines expected on stderr, lines that must not appear)
-    let cases: [(&[&str], Option<&str>, &[&str], &[&str]); 5] = [
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case<'_>; 5] = [
         (&[], None, &[], &[serving, listening]),
         (&["-v"], None, &[serving, " INFO "], &[listening]),
         (&["-vv"], None, &[serving, listening, " DEBUG "], &[]),
