@@ -80,7 +80,21 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
+/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let opts = parse_args()?;
     let workdir = std::path::absolute(&opts.workdir)?;
     let raw_path = workdir.join("sample.zarr");

@@ -15,7 +15,21 @@ const N: i64 = 4_096_000;
 const BLOCK: i64 = 16_384;
 const REDUCE_BLOCK: i64 = N / 16;
 
+/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> Result<(), blockwise::Error> {
+    init_logging();
     // `a` is 0..N; `b` receives the squares; `c` one partial sum per reduce block. Atomics let
     // workers write disjoint parts of one array without locks or unsafe code.
     let b: Arc<Vec<AtomicU64>> = Arc::new((0..N).map(|_| AtomicU64::new(0)).collect());

@@ -12,7 +12,21 @@ use blockwise::Roi;
 use blockwise::exec::{Executor, Function, Source};
 use blockwise::sample::SampleSpec;
 
+/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     // A "frame" is the index of a 64×64 slice of the sample volume.
     let slice_sum = Function::new("slice_sum", |z: i64| -> Result<u64, String> {
         let spec = SampleSpec::cube(64);

@@ -14,7 +14,21 @@ use blockwise::Progress;
 use blockwise::exec::{Executor, Function, Sweeps, scattered};
 use blockwise::sample::SampleSpec;
 
+/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     // Parameters: [radius, threshold]; the first list varies slowest.
     let foreground = Function::new("foreground", |p: Vec<u32>| -> Result<f64, String> {
         let v = scattered::<Vec<u8>>("volume").ok_or("the volume was not scattered")?;

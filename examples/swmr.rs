@@ -55,7 +55,21 @@ fn writer(path: &Path, frames: usize) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
+/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--writer") {
         let frames = args.get(2).map_or(Ok(20), |f| f.parse())?;

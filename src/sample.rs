@@ -40,7 +40,7 @@ impl SampleSpec {
     /// voxels) per 32³ voxels (at least 8), noise ±12, background 30, seed 1.
     #[must_use]
     pub fn cube(size: u64) -> SampleSpec {
-        let blobs = (size / 32).pow(3).clamp(8, 4096) as u32;
+        let blobs = (size / 32).saturating_pow(3).clamp(8, 4096) as u32;
         SampleSpec {
             shape: [size; 3],
             seed: 1,
@@ -159,12 +159,172 @@ impl SampleSpec {
     }
 }
 
-/// Writes the volume of `spec` as a zarr array (`u8`, voxel size 1, offset 0, axes `z, y, x`),
-/// one chunk (or shard) per block on `workers` threads, and returns it.
+/// A sample volume (or a benchmark on one) that would exceed a limit of this machine or escape
+/// its store, found before anything is allocated or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A dataset name that does not name a node inside its store.
+    #[error("dataset {dataset:?}: {reason}")]
+    Dataset {
+        /// The dataset name as given.
+        dataset: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// More memory than this process may allocate.
+    #[error("{what} needs {} of memory, but only {} is available", bytes(*needed), bytes(*available))]
+    Memory {
+        /// What needs the memory, with the sizes it follows from.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available ([`available_memory`]).
+        available: u64,
+    },
+    /// A size whose byte count does not fit in 64 bits.
+    #[error("{what} is too large: its size in bytes overflows 64 bits")]
+    Overflow {
+        /// The offending sizes.
+        what: String,
+    },
+}
+
+/// `n` bytes for messages: exact, plus binary units from KiB up.
+#[must_use]
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{n} bytes ({v:.1} {})", UNITS[unit])
+}
+
+/// Checks that `dataset` names a node inside its store: `""` (the root) or `/`-separated names
+/// none of which is empty, `.` or `..` (leading and trailing `/` are ignored), so that creating
+/// or replacing it can never touch anything outside the store.
 ///
 /// # Errors
 ///
-/// Storage errors, or a failed block (reported with its message).
+/// [`LimitError::Dataset`] naming the dataset.
+pub fn check_dataset(dataset: &str) -> Result<(), LimitError> {
+    let trimmed = dataset.trim_matches('/');
+    let bad = |reason| {
+        Err(LimitError::Dataset {
+            dataset: dataset.to_owned(),
+            reason,
+        })
+    };
+    if trimmed.is_empty() {
+        return Ok(());
+    }
+    for part in trimmed.split('/') {
+        match part {
+            "" => return bad("has an empty path component (`//`)"),
+            "." | ".." => return bad("has a `.` or `..` component; it must stay inside its store"),
+            _ if part.contains('\\') || part.contains('\0') => {
+                return bad("contains a backslash or NUL byte");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The memory this process may still allocate, in bytes: `MemAvailable` of `/proc/meminfo`,
+/// lowered to the cgroup (v2) limit minus current usage when one is set. `None` where neither
+/// is known (then no memory check is made).
+#[must_use]
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let cgroup =
+        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Bytes each voxel of a block takes while [`write_zarr`] generates it (an `f64` accumulator
+/// plus the `u8` result, see [`SampleSpec::generate`]).
+pub const GENERATE_BYTES_PER_VOXEL: u64 = 9;
+
+/// Bytes each voxel of a whole write chunk takes while it is written: the zarr library fills a
+/// partial chunk to its full shape and encodes it.
+pub const WRITE_BYTES_PER_VOXEL: u64 = 2;
+
+/// The peak memory of one block of [`write_zarr`] for a volume of shape `volume` written in
+/// chunks (or shards) of shape `write_chunk`: [`GENERATE_BYTES_PER_VOXEL`] for every voxel of
+/// the chunk clipped to the volume, plus [`WRITE_BYTES_PER_VOXEL`] for every voxel of the whole
+/// chunk.
+///
+/// # Errors
+///
+/// [`LimitError::Overflow`] if that does not fit in `u64`.
+pub fn block_memory(volume: &[u64], write_chunk: &[u64]) -> Result<u64, LimitError> {
+    let overflow = || LimitError::Overflow {
+        what: format!("a chunk of shape {write_chunk:?}"),
+    };
+    let product = |it: &mut dyn Iterator<Item = u64>| {
+        let mut acc = 1u64;
+        for v in it {
+            acc = acc.checked_mul(v).ok_or_else(overflow)?;
+        }
+        Ok::<u64, LimitError>(acc)
+    };
+    let clipped = product(&mut volume.iter().zip(write_chunk).map(|(v, c)| *v.min(c)))?;
+    let whole = product(&mut write_chunk.iter().copied())?;
+    clipped
+        .checked_mul(GENERATE_BYTES_PER_VOXEL)
+        .and_then(|g| whole.checked_mul(WRITE_BYTES_PER_VOXEL)?.checked_add(g))
+        .ok_or_else(overflow)
+}
+
+/// Checks `needed` bytes of memory for `what` against [`available_memory`].
+///
+/// # Errors
+///
+/// [`LimitError::Memory`] if more is needed than available (never when unknown).
+pub fn check_memory(what: impl FnOnce() -> String, needed: u64) -> Result<(), LimitError> {
+    match available_memory() {
+        Some(available) if needed > available => Err(LimitError::Memory {
+            what: what(),
+            needed,
+            available,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the volume of `spec` as a zarr array (`u8`, voxel size 1, offset 0, axes `z, y, x`),
+/// one chunk (or shard) per block on `workers` threads, and returns it.
+///
+/// Before anything is created it checks that `dataset` stays inside the store
+/// ([`check_dataset`]) and that the blocks in flight fit in memory ([`block_memory`] per
+/// worker, at most one worker per block, against [`available_memory`]).
+///
+/// # Errors
+///
+/// A dataset outside the store or blocks larger than the available memory (as
+/// [`StoreError::Open`](crate::store::StoreError::Open) naming the limit), storage errors, or a
+/// failed block (reported with its message).
 #[cfg(feature = "zarr")]
 pub fn write_zarr(
     spec: &SampleSpec,
@@ -177,6 +337,41 @@ pub fn write_zarr(
     use crate::{Block, BlockError, Progress, Runner, Task};
     use std::sync::Arc;
 
+    let limit = |e: LimitError| {
+        crate::Error::Store(crate::store::StoreError::Open {
+            path: format!("{}/{}", path.display(), dataset.trim_matches('/')),
+            message: e.to_string(),
+        })
+    };
+    check_dataset(dataset).map_err(limit)?;
+    let write_chunk = options.shard_shape.as_ref().unwrap_or(&options.chunk_shape);
+    if write_chunk.len() == 3 && !write_chunk.contains(&0) {
+        let blocks: u64 = spec
+            .shape
+            .iter()
+            .zip(write_chunk)
+            .map(|(s, c)| s.div_ceil(*c))
+            .try_fold(1u64, |acc, n| acc.checked_mul(n))
+            .unwrap_or(u64::MAX);
+        let in_flight = blocks.min(workers.max(1) as u64);
+        let needed = block_memory(&spec.shape, write_chunk)
+            .and_then(|b| {
+                b.checked_mul(in_flight).ok_or(LimitError::Overflow {
+                    what: format!("{in_flight} blocks of shape {write_chunk:?}"),
+                })
+            })
+            .map_err(limit)?;
+        check_memory(
+            || {
+                format!(
+                    "writing {in_flight} chunks of shape {write_chunk:?} at once ({} each)",
+                    bytes(needed / in_flight.max(1))
+                )
+            },
+            needed,
+        )
+        .map_err(limit)?;
+    }
     let mut array_spec = options.clone();
     array_spec.roi = spec.roi();
     array_spec.voxel_size = [1i64, 1, 1].into();
@@ -269,6 +464,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn datasets_must_stay_inside_the_store() {
+        for ok in ["", "/", "raw", "/a/b/", "s0"] {
+            assert_eq!(check_dataset(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["..", "../x", "a/../../b", "a//b", "./a", "a\\b"] {
+            assert!(
+                matches!(check_dataset(bad), Err(LimitError::Dataset { ref dataset, .. }) if dataset == bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn block_memory_counts_the_whole_chunk_and_reports_overflow() {
+        assert_eq!(block_memory(&[8, 8, 8], &[4, 4, 4]), Ok(64 * 11));
+        assert_eq!(
+            block_memory(&[8, 8, 8], &[1 << 16; 3]),
+            Ok(512 * 9 + (1u64 << 48) * 2)
+        );
+        assert!(matches!(
+            block_memory(&[8, 8, 8], &[1 << 30; 3]),
+            Err(LimitError::Overflow { .. })
+        ));
+        assert_eq!(bytes(1023), "1023 bytes");
+        assert_eq!(bytes(3 << 30), "3221225472 bytes (3.0 GiB)");
+    }
+
+    /// A chunk far larger than memory is refused before the array is created (it used to
+    /// abort the process allocating the chunk).
+    #[cfg(feature = "zarr")]
+    #[test]
+    fn write_zarr_refuses_chunks_larger_than_memory() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::{ArraySpec, DataType};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.zarr");
+        let spec = SampleSpec::cube(8);
+        let options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![1 << 20; 3]);
+        let Err(e) = write_zarr(&spec, &path, "raw", &options, 2) else {
+            return Err("a 2^60-voxel chunk was accepted".into());
+        };
+        let message = e.to_string();
+        assert!(message.contains("of memory, but only"), "{message}");
+        assert!(message.contains("[1048576, 1048576, 1048576]"), "{message}");
+        assert!(!path.exists(), "nothing is created");
+        let Err(e) = write_zarr(&spec, &path, "../escape", &options, 2) else {
+            return Err("a dataset outside the store was accepted".into());
+        };
+        assert!(e.to_string().contains("\"../escape\""), "{e}");
+        assert!(!path.exists());
+        Ok(())
     }
 
     #[test]

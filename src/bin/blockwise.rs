@@ -1,7 +1,13 @@
 //! The `blockwise` command line: benchmarks, sample data and the status of a run directory.
 //!
 //! Exit codes: 0 success, 1 some blocks failed, 2 error.
+//!
+//! Log lines of the library (refused workers, worker deaths and restarts, ...) go to stderr:
+//! warnings by default, more with `-v` (info), `-vv` (debug), `-vvv` (trace), or as `RUST_LOG`
+//! says when it is set.
 
+#[cfg(feature = "zarr")]
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,6 +25,10 @@ use serde::Serialize;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output on stderr: `-v` info, `-vv` debug, `-vvv` trace (default: warnings
+    /// only). `RUST_LOG` (e.g. `RUST_LOG=blockwise=debug`), when set, takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -29,6 +39,14 @@ enum Command {
         scenario: Scenario,
     },
     /// Write a deterministic synthetic 3D uint8 volume (smooth blobs plus noise) as zarr.
+    ///
+    /// A `--chunk` (or `--shard`) larger than the volume is clamped to it, with a note on
+    /// stderr. Nothing is written unless the chunks being written at once fit in the available
+    /// memory and the output's file system has room: with `--codec none` for every chunk whole
+    /// (rounded up to the file system's blocks); with a compressing codec for half the raw
+    /// volume (its ±12 noise cannot be compressed further), with a warning when the raw volume
+    /// does not fit. Free files (inodes) are checked too; an array replaced by `--overwrite`
+    /// counts as free.
     Sample(SampleArgs),
     /// Show what a run directory records: per task the blocks done, failed and never run, the
     /// failed blocks with their last error, and when the run last made progress.
@@ -49,17 +67,18 @@ struct SampleArgs {
     /// The zarr store to write (a directory, e.g. `sample.zarr`).
     #[arg(long)]
     output: std::path::PathBuf,
-    /// The array's path inside the store.
+    /// The array's path inside the store (no `.` or `..` components).
     #[arg(long, default_value = "raw")]
     dataset: String,
     /// Edge length of the cubic volume in voxels.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
     size: u64,
-    /// Edge length of the cubic chunks in voxels.
+    /// Edge length of the cubic chunks in voxels (clamped to `--size`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     chunk: u64,
-    /// Edge length of cubic shards in voxels (zarr v3 only; a multiple of the chunk).
-    #[arg(long)]
+    /// Edge length of cubic shards in voxels (zarr v3 only; a multiple of the chunk; clamped to
+    /// the smallest multiple of the chunk that covers `--size`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     shard: Option<u64>,
     /// Chunk compression.
     #[arg(long, value_enum, default_value_t = CodecArg::BloscZstd)]
@@ -100,6 +119,11 @@ enum Scenario {
     Noop(NoopArgs),
     /// The 3×3×3 box mean of a 3D uint8 zarr volume, one input chunk per block, with context
     /// (zeros outside the volume), written to a new array with the input's chunks and codec.
+    ///
+    /// The output must be a different store from the input, neither inside the other. Nothing
+    /// is written unless the blocks in flight, the chunk cache and the checksum fit in the
+    /// available memory; when the output (stored like the input) may not fit on its file
+    /// system, a warning is printed, and the run is refused if the input is stored uncompressed.
     Zarr(ZarrArgs),
 }
 
@@ -108,10 +132,11 @@ struct ZarrArgs {
     /// The input zarr store.
     #[arg(long)]
     input: std::path::PathBuf,
-    /// The output zarr store (its array is replaced if it exists).
+    /// The output zarr store (its array is replaced if it exists; not the input, not inside it,
+    /// and not containing it).
     #[arg(long)]
     output: std::path::PathBuf,
-    /// The array's path inside both stores.
+    /// The array's path inside both stores (no `.` or `..` components).
     #[arg(long, default_value = "raw")]
     dataset: String,
     /// Worker threads.
@@ -131,8 +156,8 @@ struct ZarrArgs {
 
 #[derive(Args, Debug)]
 struct NoopArgs {
-    /// Number of blocks.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Number of blocks (at most 10^12).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_NOOP_BLOCKS))]
     blocks: u64,
     /// Number of worker threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -185,6 +210,10 @@ enum LauncherKind {
     /// SLURM jobs (`sbatch`), for a cluster reachable from here.
     Slurm,
 }
+
+/// The most blocks `bench noop` takes: days of scheduling at millions of blocks per second, and
+/// small enough to factor instantly and to index with `i64`.
+const MAX_NOOP_BLOCKS: u64 = 1_000_000_000_000;
 
 /// The result line shared by all benchmark scenarios.
 #[derive(Serialize, Debug)]
@@ -341,12 +370,238 @@ fn bench_zarr(_args: &ZarrArgs) -> Result<bool> {
 }
 
 #[cfg(feature = "zarr")]
+/// `path` absolute with symlinks resolved, also when it (or some parents) do not exist yet: its
+/// longest existing prefix is canonicalised and the rest appended (`.` dropped, `..` popping).
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("finding the current directory")?
+            .join(path)
+    };
+    let comps: Vec<Component<'_>> = abs.components().collect();
+    for k in (1..=comps.len()).rev() {
+        let prefix: PathBuf = comps[..k].iter().collect();
+        if let Ok(mut out) = prefix.canonicalize() {
+            for c in &comps[k..] {
+                match c {
+                    Component::Normal(n) => out.push(n),
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(out);
+        }
+    }
+    Ok(abs)
+}
+
+#[cfg(feature = "zarr")]
+/// Refuses an output that is the input, lies inside it or contains it.
+fn check_separate(input: &Path, output: &Path) -> Result<()> {
+    let (i, o) = (resolve(input)?, resolve(output)?);
+    let same_file = {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&i), std::fs::metadata(&o)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    };
+    if i == o || same_file {
+        bail!(
+            "--input {} and --output {} are the same store ({}): the output would overwrite its input",
+            input.display(),
+            output.display(),
+            i.display()
+        );
+    }
+    if o.starts_with(&i) {
+        bail!(
+            "--output {} is inside --input {}: writing it would change the input",
+            o.display(),
+            i.display()
+        );
+    }
+    if i.starts_with(&o) {
+        bail!(
+            "--input {} is inside --output {}: writing the output could replace the input",
+            i.display(),
+            o.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "zarr")]
+/// Free space on the file system that holds (or will hold) `path`.
+struct FreeSpace {
+    /// Where it was measured: the nearest existing ancestor of `path`.
+    at: PathBuf,
+    bytes: u64,
+    /// The file system's allocation unit.
+    block: u64,
+    /// Free files, if the file system counts them.
+    files: Option<u64>,
+}
+
+#[cfg(feature = "zarr")]
+// statvfs field types differ between platforms (u32 on some): keep the conversions.
+#[allow(clippy::useless_conversion)]
+fn free_space(path: &Path) -> Result<FreeSpace> {
+    let abs = resolve(path)?;
+    let at = abs
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let st = nix::sys::statvfs::statvfs(&at)
+        .with_context(|| format!("measuring the free space at {}", at.display()))?;
+    let block = u64::from(st.fragment_size()).max(1);
+    Ok(FreeSpace {
+        bytes: u64::from(st.blocks_available()).saturating_mul(block),
+        block,
+        files: (st.files() > 0).then(|| u64::from(st.files_available())),
+        at,
+    })
+}
+
+#[cfg(feature = "zarr")]
+/// Bytes and files taken by the zarr array at `dir` (0 if there is none).
+fn array_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, acc: &mut (u64, u64)) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            acc.0 = acc.0.saturating_add(m.blocks().saturating_mul(512));
+            acc.1 = acc.1.saturating_add(1);
+            if m.is_dir() {
+                walk(&e.path(), acc);
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    if dir.join("zarr.json").is_file() || dir.join(".zarray").is_file() {
+        walk(dir, &mut acc);
+    }
+    acc
+}
+
+#[cfg(feature = "zarr")]
+/// The node directory of `dataset` in the store at `store`.
+fn node_dir(store: &Path, dataset: &str) -> PathBuf {
+    store.join(dataset.trim_matches('/'))
+}
+
+#[cfg(feature = "zarr")]
 fn sample(args: &SampleArgs) -> Result<bool> {
-    use blockwise::sample::{SampleSpec, write_zarr};
+    use blockwise::sample::{SampleSpec, bytes, check_dataset, write_zarr};
     use blockwise::store::{ArraySpec, Codec, DataType, ZarrFormat};
-    let mut spec = SampleSpec::cube(args.size);
+    check_dataset(&args.dataset)?;
+    let size = args.size;
+    if let Some(shard) = args.shard {
+        if matches!(args.format, FormatArg::V2) {
+            bail!("--shard {shard} needs --format v3 (zarr v2 has no shards)");
+        }
+        if !shard.is_multiple_of(args.chunk) {
+            bail!(
+                "--shard {shard} is not a multiple of --chunk {}",
+                args.chunk
+            );
+        }
+    }
+    let mut chunk = args.chunk;
+    if chunk > size {
+        eprintln!(
+            "note: --chunk {chunk} is larger than the volume (--size {size}); using chunks of {size}"
+        );
+        chunk = size;
+    }
+    let shard = args.shard.map(|s| {
+        let cover = size.div_ceil(chunk) * chunk;
+        if s > cover {
+            eprintln!(
+                "note: --shard {s} is larger than the volume (--size {size}); using shards of {cover}"
+            );
+            cover
+        } else {
+            s
+        }
+    });
+
+    // Disk: every chunk file (or shard: its chunks plus a 16-byte index entry each and a
+    // checksum) whole, rounded up to the file system's blocks, plus the metadata files.
+    let free = free_space(&args.output)?;
+    let grid = shard.unwrap_or(chunk);
+    let per_axis = u128::from(size.div_ceil(grid));
+    let files = per_axis.pow(3);
+    let chunk_bytes = u128::from(chunk).pow(3);
+    let file_bytes = match shard {
+        None => chunk_bytes,
+        Some(s) => {
+            let inner = u128::from(s / chunk).pow(3);
+            inner * (chunk_bytes + 16) + 4
+        }
+    };
+    let block = u128::from(free.block);
+    let raw = files * file_bytes.div_ceil(block) * block + 4 * block;
+    let dirs = 3 + per_axis + per_axis * per_axis;
+    let voxels = u128::from(size).pow(3);
+    let to_u64 = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+    let (freed_bytes, freed_files) = if args.overwrite {
+        array_usage(&node_dir(&args.output, &args.dataset))
+    } else {
+        (0, 0)
+    };
+    let available = free.bytes.saturating_add(freed_bytes);
+    let compressed = !matches!(args.codec, CodecArg::None);
+    let needed = if compressed { voxels / 2 } else { raw };
+    if needed > u128::from(available) {
+        bail!(
+            "{}: a {size}³ volume in chunks of {chunk}{} needs {}{} but only {} is free at {}",
+            args.output.display(),
+            shard.map_or_else(String::new, |s| format!(" (shards of {s})")),
+            bytes(to_u64(needed)),
+            if compressed {
+                " even compressed (half the raw size: the noise does not compress)"
+            } else {
+                ""
+            },
+            bytes(available),
+            free.at.display()
+        );
+    }
+    if compressed && raw > u128::from(available) {
+        eprintln!(
+            "warning: {}: the raw volume ({}) is larger than the free space ({}); the write fails unless {:?} compresses it enough",
+            args.output.display(),
+            bytes(to_u64(raw)),
+            bytes(available),
+            args.codec
+        );
+    }
+    if let Some(free_files) = free.files {
+        let needed = files + dirs;
+        let available = u128::from(free_files) + u128::from(freed_files);
+        if needed > available {
+            bail!(
+                "{}: {size}³ voxels in chunks of {grid} make {needed} files and directories, but the file system at {} has only {available} free inodes",
+                args.output.display(),
+                free.at.display()
+            );
+        }
+    }
+
+    let mut spec = SampleSpec::cube(size);
     spec.seed = args.seed;
-    let mut options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![args.chunk; 3]);
+    let mut options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![chunk; 3]);
     options.codec = match args.codec {
         CodecArg::None => Codec::None,
         CodecArg::Zstd => Codec::Zstd { level: 3 },
@@ -364,7 +619,7 @@ fn sample(args: &SampleArgs) -> Result<bool> {
         FormatArg::V2 => ZarrFormat::V2,
         FormatArg::V3 => ZarrFormat::V3,
     };
-    options.shard_shape = args.shard.map(|s| vec![s; 3]);
+    options.shard_shape = shard.map(|s| vec![s; 3]);
     options.overwrite = args.overwrite;
     let start = Instant::now();
     let array = write_zarr(
@@ -378,12 +633,16 @@ fn sample(args: &SampleArgs) -> Result<bool> {
     println!(
         "wrote {} ({}³ uint8, chunks {:?}) in {:.2} s",
         array.name(),
-        args.size,
+        size,
         array.write_chunk_shape(),
         start.elapsed().as_secs_f64()
     );
     Ok(true)
 }
+
+/// Bytes of the output `bench zarr` reads back at once for its checksum (at least one plane).
+#[cfg(feature = "zarr")]
+const CHECKSUM_SLAB: u128 = 64 << 20;
 
 /// Output of `bench zarr`: the shared keys plus throughput and the output checksum.
 #[cfg(feature = "zarr")]
@@ -403,19 +662,94 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     use sha2::Digest;
     use std::sync::Arc;
 
+    use blockwise::sample::{LimitError, bytes, check_dataset, check_memory};
+
+    check_dataset(&args.dataset)?;
+    check_separate(&args.input, &args.output)?;
     let probe = ZarrArray::open(&args.input, &args.dataset)
         .with_context(|| format!("opening the input {}", args.input.display()))?;
+    if probe.data_type() != blockwise::store::DataType::U8 || probe.shape().len() != 3 {
+        bail!(
+            "{}: expected a 3D uint8 array, found {:?} {}",
+            probe.name(),
+            probe.shape(),
+            probe.data_type()
+        );
+    }
+    let (shape, chunk) = (probe.shape().to_vec(), probe.write_chunk_shape().to_vec());
+    let ctx = if args.codec_only { 0 } else { args.context };
+    // Memory, all in u128 (no overflow): per block in flight (one per chunk of the volume) the
+    // read region (write region plus context, 1 byte per voxel), the filter's temporaries over
+    // the write region plus one voxel per side (6 bytes per voxel: the core copy, two u16 sums,
+    // the result) and a decoded and a re-encoded whole chunk (3 bytes per voxel); the chunk
+    // cache; the checksum's slab of whole planes.
+    let prod = |v: &mut dyn Iterator<Item = u128>| v.fold(1u128, u128::saturating_mul);
+    let chunk_voxels = prod(&mut chunk.iter().map(|&c| u128::from(c)));
+    let write = |grow: u64| {
+        prod(
+            &mut shape
+                .iter()
+                .zip(&chunk)
+                .map(|(&s, &c)| u128::from(c.min(s).saturating_add(grow))),
+        )
+    };
+    let (read_voxels, core_voxels) = (write(2 * ctx), write(2));
+    let blocks = prod(
+        &mut shape
+            .iter()
+            .zip(&chunk)
+            .map(|(&s, &c)| u128::from(s.div_ceil(c))),
+    );
+    let in_flight = blocks.min(u128::from(args.workers));
     // Blocks with context read each chunk up to 27 times: decode it once, keeping about three
     // planes of chunks (the reuse distance in block order), never more than 1 GiB.
-    let (shape, chunk) = (probe.shape().to_vec(), probe.write_chunk_shape().to_vec());
-    let chunk_bytes: u64 = chunk.iter().product();
-    let plane: u64 = shape
-        .iter()
-        .zip(&chunk)
-        .skip(1)
-        .map(|(s, c)| s.div_ceil(*c))
-        .product();
-    let cache = (3 * plane * chunk_bytes).clamp(64 << 20, 1 << 30);
+    let plane_chunks = prod(
+        &mut shape
+            .iter()
+            .zip(&chunk)
+            .skip(1)
+            .map(|(s, c)| u128::from(s.div_ceil(*c))),
+    );
+    let cache = u64::try_from((3 * plane_chunks * chunk_voxels).clamp(64 << 20, 1 << 30))
+        .unwrap_or(1 << 30);
+    let plane_bytes = u128::from(shape[1]) * u128::from(shape[2]);
+    let slab_planes = (CHECKSUM_SLAB / plane_bytes.max(1)).max(1);
+    let needed = in_flight * (read_voxels + 6 * core_voxels + 3 * chunk_voxels)
+        + u128::from(cache)
+        + slab_planes * plane_bytes;
+    let what = || {
+        format!(
+            "{}: {in_flight} blocks at once (chunks {chunk:?}, {ctx} voxels of context), a {} chunk cache and a {} checksum slab",
+            probe.name(),
+            bytes(cache),
+            bytes(u64::try_from(slab_planes * plane_bytes).unwrap_or(u64::MAX))
+        )
+    };
+    let needed = u64::try_from(needed).map_err(|_| LimitError::Overflow { what: what() })?;
+    check_memory(what, needed)?;
+
+    // Disk: the output is stored like the input. If the input is stored uncompressed (it takes
+    // at least one whole chunk per chunk), the output needs as much: refuse; otherwise warn.
+    let (input_bytes_on_disk, _) = array_usage(&node_dir(&args.input, &args.dataset));
+    let free = free_space(&args.output)?;
+    let (freed, _) = array_usage(&node_dir(&args.output, &args.dataset));
+    let available = free.bytes.saturating_add(freed);
+    if input_bytes_on_disk > available {
+        let message = format!(
+            "{}: the output is stored like the input {}, which takes {}, but only {} is free at {}",
+            args.output.display(),
+            probe.name(),
+            bytes(input_bytes_on_disk),
+            bytes(available),
+            free.at.display()
+        );
+        if u128::from(input_bytes_on_disk) >= blocks * chunk_voxels {
+            bail!("{message} (the input is not compressed)");
+        }
+        eprintln!("warning: {message}; the run fails unless the output compresses better");
+    }
+    drop(probe);
+
     let input = Arc::new(
         ZarrArray::open_cached(&args.input, &args.dataset, cache)
             .with_context(|| format!("opening the input {}", args.input.display()))?,
@@ -438,11 +772,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
         .iter()
         .map(|&c| c as i64)
         .collect();
-    let ctx = if args.codec_only {
-        0
-    } else {
-        i64::try_from(args.context)?
-    };
+    let ctx = i64::try_from(ctx)?;
     let codec_only = args.codec_only;
     let write = Roi::new([0i64; 3], blockwise::Coordinate::from(chunk.clone()) * &vs);
     let read = write.grow(&vs * ctx, &vs * ctx);
@@ -479,12 +809,29 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     if let Some(f) = summary.failures("box_mean").first() {
         eprintln!("block {} failed: {}", f.block_id, f.message);
     }
-    let all = output
-        .read::<u8>(&output.roi())
-        .context("reading the output back")?;
-    let bytes = all.as_standard_layout();
-    let digest = sha2::Sha256::digest(bytes.as_slice().unwrap_or(&[]));
-    let sha: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // The checksum of the whole output in C order, read in slabs of whole planes.
+    let mut hasher = sha2::Sha256::new();
+    let (begin, vs0) = (output.roi().begin().clone(), output.voxel_size()[0]);
+    let (mut z, planes) = (0i64, i64::try_from(output.shape()[0])?);
+    let step = i64::try_from(slab_planes).unwrap_or(planes).max(1);
+    while z < planes {
+        let n = step.min(planes - z);
+        let mut slab_begin = begin.clone();
+        slab_begin[0] += z * vs0;
+        let mut slab_shape = output.roi().shape().clone();
+        slab_shape[0] = n * vs0;
+        let slab = output
+            .read::<u8>(&Roi::new(slab_begin, slab_shape))
+            .context("reading the output back")?;
+        let slab = slab.as_standard_layout();
+        hasher.update(slab.as_slice().unwrap_or(&[]));
+        z += n;
+    }
+    let sha: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let input_bytes: u64 = input.shape().iter().product();
     let completed = summary.completed();
     let report = ZarrReport {
@@ -539,6 +886,27 @@ fn status(args: &StatusArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// Installs the log subscriber: stderr (worker processes: their `.err` log file), filtered by
+/// `RUST_LOG` if set, else warnings plus one level per `-v`; colours only on a terminal.
+fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -548,6 +916,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    init_logging(cli.verbose);
     match run(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -220,3 +220,480 @@ fn bench_noop_with_a_run_dir_skips_everything_the_second_time_and_status_shows_i
     );
     Ok(())
 }
+
+/// Runs the binary with `args` (and `env`), killing it after 30 s: a hang fails the test
+/// instead of blocking it.
+fn run_with_timeout(
+    args: &[std::ffi::OsString],
+    env: &[(&str, &str)],
+) -> Result<std::process::Output, Box<dyn std::error::Error>> {
+    let mut cmd = blockwise();
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => Ok(out?),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+            Err(format!("blockwise {args:?} did not finish within 30 s").into())
+        }
+    }
+}
+
+/// Every file under `dir` with its contents, for "nothing changed" checks.
+#[cfg(feature = "zarr")]
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Bad input to every subcommand: exit code 1 or 2 (never a panic, an abort or a signal),
+/// stderr naming the problem, nothing written where it should not be, and no hang.
+#[cfg(feature = "zarr")]
+#[test]
+fn bad_input_to_every_subcommand_is_a_clear_error() -> Result<(), Box<dyn std::error::Error>> {
+    use blockwise::Roi;
+    use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    use std::ffi::OsString;
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-bad-input");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let p = |name: &str| dir.join(name);
+    let input = p("in.zarr");
+    let out = run_with_timeout(
+        &["sample", "--size", "8", "--chunk", "4", "--output"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([input.clone().into()])
+            .collect::<Vec<_>>(),
+        &[],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_with_timeout(
+        &["sample", "--size", "32", "--chunk", "4", "--output"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([p("wide.zarr").into()])
+            .collect::<Vec<_>>(),
+        &[],
+    )?;
+    assert!(out.status.success());
+    std::os::unix::fs::symlink(&input, p("link.zarr"))?;
+    std::fs::write(p("afile"), b"not a store")?;
+    let victim = p("victim.zarr");
+    let out = run_with_timeout(
+        &["sample", "--size", "8", "--output"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([victim.clone().into()])
+            .collect::<Vec<_>>(),
+        &[],
+    )?;
+    assert!(out.status.success());
+    let array = |name: &str, shape: i64, dtype, chunk: u64, dims: usize| {
+        let spec = ArraySpec::new(
+            Roi::new(vec![0i64; dims], vec![shape; dims]),
+            vec![1i64; dims],
+            dtype,
+            vec![chunk; dims],
+        );
+        ZarrArray::create(p(name), "raw", &spec).map(|_| ())
+    };
+    array("flat.zarr", 8, DataType::U8, 4, 2)?;
+    array("float.zarr", 8, DataType::F32, 4, 3)?;
+    array("hugechunk.zarr", 8, DataType::U8, 1 << 16, 3)?;
+    std::fs::create_dir_all(p("rd-damaged"))?;
+    std::fs::write(p("rd-damaged/run.json"), b"garbage")?;
+    let before = snapshot(&dir);
+
+    let zarr = |input: &str, output: &str, extra: &[&str]| -> Vec<OsString> {
+        let mut v: Vec<OsString> = ["bench", "zarr", "--input"].map(OsString::from).into();
+        v.push(p(input).into());
+        v.push("--output".into());
+        v.push(if output.starts_with('/') {
+            output.into()
+        } else {
+            p(output).into()
+        });
+        v.extend(extra.iter().map(OsString::from));
+        v
+    };
+    let plain = |args: &[&str]| -> Vec<OsString> { args.iter().map(OsString::from).collect() };
+    let with = |args: &[&str], path: &str| -> Vec<OsString> {
+        let mut v = plain(args);
+        v.push(p(path).into());
+        v
+    };
+    let dir_s = dir.display().to_string();
+    // (arguments, what stderr must say, paths that must not exist afterwards)
+    let cases: Vec<(Vec<OsString>, &str, Vec<&str>)> = vec![
+        // bench zarr
+        (
+            zarr("in.zarr", "in.zarr", &[]),
+            "are the same store",
+            vec![],
+        ),
+        (
+            zarr("in.zarr", "x/../in.zarr", &[]),
+            "are the same store",
+            vec!["x"],
+        ),
+        (
+            zarr("link.zarr", "in.zarr", &[]),
+            "are the same store",
+            vec![],
+        ),
+        (
+            zarr("in.zarr", "in.zarr/out", &[]),
+            "is inside --input",
+            vec!["in.zarr/out"],
+        ),
+        (
+            zarr("in.zarr", &dir_s, &[]),
+            "is inside --output",
+            vec!["raw"],
+        ),
+        (
+            zarr("missing.zarr", "o1.zarr", &[]),
+            "missing.zarr",
+            vec!["o1.zarr"],
+        ),
+        (
+            zarr("flat.zarr", "o2.zarr", &[]),
+            "expected a 3D uint8 array",
+            vec!["o2.zarr"],
+        ),
+        (
+            zarr("float.zarr", "o3.zarr", &[]),
+            "expected a 3D uint8 array",
+            vec!["o3.zarr"],
+        ),
+        (
+            zarr("hugechunk.zarr", "o4.zarr", &[]),
+            "of memory",
+            vec!["o4.zarr"],
+        ),
+        (
+            // 512 blocks at once, each reading 2052³ voxels: terabytes
+            zarr(
+                "wide.zarr",
+                "o5.zarr",
+                &["--context", "1024", "--workers", "4096"],
+            ),
+            "of memory",
+            vec!["o5.zarr"],
+        ),
+        (
+            zarr("in.zarr", "o6.zarr", &["--context", "0"]),
+            "--context",
+            vec!["o6.zarr"],
+        ),
+        (
+            zarr("in.zarr", "o7.zarr", &["--workers", "0"]),
+            "--workers",
+            vec!["o7.zarr"],
+        ),
+        (
+            zarr("in.zarr", "o8.zarr", &["--dataset", "../../escape"]),
+            "dataset \"../../escape\"",
+            vec!["o8.zarr", "../escape"],
+        ),
+        (zarr("in.zarr", "afile", &[]), "afile", vec![]),
+        // bench noop
+        (
+            plain(&["bench", "noop", "--blocks", "1000000000001"]),
+            "--blocks",
+            vec![],
+        ),
+        (
+            plain(&["bench", "noop", "--blocks", "18446744073709551557"]),
+            "--blocks",
+            vec![],
+        ),
+        (plain(&["bench", "noop", "--blocks=-5"]), "--blocks", vec![]),
+        (plain(&["bench", "noop", "--dims", "0"]), "--dims", vec![]),
+        (plain(&["bench", "noop", "--dims", "100"]), "--dims", vec![]),
+        (
+            plain(&["bench", "noop", "--prefetch", "0"]),
+            "--prefetch",
+            vec![],
+        ),
+        (plain(&["bench", "noop", "--fresh"]), "--run-dir", vec![]),
+        (
+            with(&["bench", "noop", "--blocks", "10", "--run-dir"], "afile"),
+            "afile",
+            vec![],
+        ),
+        (
+            with(
+                &[
+                    "bench",
+                    "noop",
+                    "--blocks",
+                    "10",
+                    "--runner",
+                    "processes",
+                    "--workers",
+                    "1",
+                    "--log-dir",
+                ],
+                "afile",
+            ),
+            "afile",
+            vec![],
+        ),
+        // status
+        (
+            with(&["status"], "afile"),
+            "not a blockwise run directory",
+            vec![],
+        ),
+        (
+            with(&["status"], "nothing-here"),
+            "not a blockwise run directory",
+            vec![],
+        ),
+        (with(&["status"], "rd-damaged"), "is damaged", vec![]),
+        // sample
+        (
+            with(
+                &["sample", "--size", "65536", "--codec", "none", "--output"],
+                "s1.zarr",
+            ),
+            "needs",
+            vec!["s1.zarr"],
+        ),
+        (
+            with(&["sample", "--size", "65536", "--output"], "s2.zarr"),
+            "even compressed",
+            vec!["s2.zarr"],
+        ),
+        (
+            with(&["sample", "--size", "0", "--output"], "s3.zarr"),
+            "--size",
+            vec!["s3.zarr"],
+        ),
+        (
+            with(&["sample", "--size", "65537", "--output"], "s4.zarr"),
+            "--size",
+            vec!["s4.zarr"],
+        ),
+        (
+            with(&["sample", "--chunk", "0", "--output"], "s5.zarr"),
+            "--chunk",
+            vec!["s5.zarr"],
+        ),
+        (
+            with(
+                &[
+                    "sample", "--size", "8", "--chunk", "4", "--shard", "6", "--output",
+                ],
+                "s6.zarr",
+            ),
+            "--shard 6 is not a multiple of --chunk 4",
+            vec!["s6.zarr"],
+        ),
+        (
+            with(
+                &[
+                    "sample", "--size", "8", "--chunk", "4", "--shard", "8", "--format", "v2",
+                    "--output",
+                ],
+                "s7.zarr",
+            ),
+            "needs --format v3",
+            vec!["s7.zarr"],
+        ),
+        (
+            with(
+                &[
+                    "sample",
+                    "--size",
+                    "8",
+                    "--overwrite",
+                    "--dataset",
+                    "../victim.zarr/raw",
+                    "--output",
+                ],
+                "s8.zarr",
+            ),
+            "dataset \"../victim.zarr/raw\"",
+            vec!["s8.zarr"],
+        ),
+        (
+            with(&["sample", "--size", "8", "--output"], "in.zarr"),
+            "already exists",
+            vec![],
+        ),
+        (
+            with(&["sample", "--size", "8", "--output"], "afile"),
+            "afile",
+            vec![],
+        ),
+        (
+            with(&["sample", "--workers", "0", "--output"], "s9.zarr"),
+            "--workers",
+            vec!["s9.zarr"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, needle, absent) in &cases {
+        let out = match run_with_timeout(args, &[]) {
+            Ok(out) => out,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !matches!(out.status.code(), Some(1 | 2))
+            || !stderr.contains(needle)
+            || stderr.contains("panicked")
+        {
+            failures.push(format!("{args:?}: {:?}, stderr {stderr:?}", out.status));
+        }
+        for a in absent {
+            if p(a).exists() {
+                failures.push(format!("{args:?} created {a}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        snapshot(&dir) == before,
+        "a refused command changed the directory"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A chunk larger than the volume is clamped to it (with a note) instead of allocating the
+/// whole chunk (`--chunk 65536` of an 8³ volume used to abort allocating 256 TiB).
+#[cfg(feature = "zarr")]
+#[test]
+fn sample_clamps_a_chunk_larger_than_the_volume() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sample-clamp");
+    let _ = std::fs::remove_dir_all(&dir);
+    let args: Vec<std::ffi::OsString> = [
+        "sample", "--size", "8", "--chunk", "65536", "--shard", "131072", "--output",
+    ]
+    .iter()
+    .map(Into::into)
+    .chain([dir.clone().into()])
+    .collect();
+    let out = run_with_timeout(&args, &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+    assert!(
+        stderr.contains(
+            "note: --chunk 65536 is larger than the volume (--size 8); using chunks of 8"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("using shards of 8"), "{stderr}");
+    let array = blockwise::store::ZarrArray::open(&dir, "raw")?;
+    assert_eq!(array.write_chunk_shape(), [8, 8, 8]);
+    let spec = blockwise::sample::SampleSpec::cube(8);
+    assert_eq!(
+        array.read::<u8>(&array.roi())?.into_raw_vec_and_offset().0,
+        spec.generate(&spec.roi())
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The binary logs the library's tracing events to stderr: warnings by default, info with
+/// `-v`, debug with `-vv`, or as `RUST_LOG` says; worker processes log to their `.err` files.
+#[test]
+fn logs_follow_verbosity_and_rust_log() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-logging");
+    let _ = std::fs::remove_dir_all(&dir);
+    let serving = "scheduler serving workers";
+    let listening = "scheduler listening";
+    // (flags, RUST_LOG, lines expected on stderr, lines that must not appear)
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case<'_>; 5] = [
+        (&[], None, &[], &[serving, listening]),
+        (&["-v"], None, &[serving, " INFO "], &[listening]),
+        (&["-vv"], None, &[serving, listening, " DEBUG "], &[]),
+        (&[], Some("blockwise=debug"), &[serving, listening], &[]),
+        (&["-vv"], Some("error"), &[], &[serving, listening]),
+    ];
+    for (i, (flags, rust_log, present, absent)) in cases.iter().enumerate() {
+        let logs = dir.join(format!("logs{i}"));
+        let mut args: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
+        args.extend(
+            [
+                "bench",
+                "noop",
+                "--runner",
+                "processes",
+                "--workers",
+                "1",
+                "--blocks",
+                "10",
+                "--log-dir",
+            ]
+            .iter()
+            .map(Into::into),
+        );
+        args.push(logs.clone().into());
+        let env: Vec<(&str, &str)> = rust_log.iter().map(|v| ("RUST_LOG", *v)).collect();
+        let out = run_with_timeout(&args, &env)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("10 blocks (10 completed)"));
+        for p in *present {
+            assert!(
+                stderr.contains(p),
+                "{args:?} RUST_LOG={rust_log:?}: no {p:?} in {stderr:?}"
+            );
+        }
+        for a in *absent {
+            assert!(
+                !stderr.contains(a),
+                "{args:?} RUST_LOG={rust_log:?}: {a:?} in {stderr:?}"
+            );
+        }
+        assert!(!stderr.contains('\x1b'), "no colours on a pipe: {stderr:?}");
+        // The worker re-executes the same arguments in the same environment: its own info
+        // lines land in its stderr log file exactly when the scheduler's do on stderr.
+        let worker = std::fs::read_to_string(logs.join("noop/worker_0.err"))?;
+        assert_eq!(
+            worker.contains("worker done"),
+            present.contains(&serving),
+            "{args:?}: worker log {worker:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
