@@ -117,6 +117,27 @@ pub(crate) enum Incoming {
     },
 }
 
+/// Why a connection attempt failed.
+enum Attempt {
+    /// Worth trying again (unreachable, or closed before the welcome).
+    Again(String),
+    /// Final: refused, a certificate that does not match, a broken protocol.
+    Final(Error),
+}
+
+/// Connection failures a later attempt may not have.
+fn retryable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::BrokenPipe
+            | ErrorKind::NotConnected
+    )
+}
+
 fn worker_err(message: String) -> Error {
     Error::Worker { message }
 }
@@ -195,53 +216,73 @@ impl Client {
         }
     }
 
+    /// Connects, retrying for up to the death timeout while the scheduler cannot be reached or
+    /// closes the connection before welcoming this worker (it may be busy refusing a flood of
+    /// other peers: it closes connections beyond its bound at once). A refusal (wrong token or
+    /// version) or a certificate that does not match is final.
     pub(crate) fn connect(ctx: Context) -> Result<Client, Error> {
         let deadline = Instant::now() + ctx.death_timeout();
         let mut delay = Duration::from_millis(20);
-        let stream = loop {
-            let attempt = ctx
-                .addr
-                .to_socket_addrs()
-                .and_then(|mut addrs| {
-                    addrs.next().ok_or_else(|| {
-                        std::io::Error::new(ErrorKind::NotFound, "address resolves to nothing")
-                    })
-                })
-                .and_then(|a| {
-                    TcpStream::connect_timeout(&a, ctx.death_timeout().min(Duration::from_secs(10)))
-                });
-            match attempt {
-                Ok(s) => break s,
-                Err(e) if Instant::now() + delay < deadline => {
-                    tracing::debug!("connecting to {}: {e}; retrying", ctx.addr);
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    return Err(worker_err(format!(
-                        "could not reach the scheduler at {} within {:?}: {e}",
-                        ctx.addr,
-                        ctx.death_timeout()
-                    )));
-                }
+        loop {
+            let failed = match Client::attempt(&ctx) {
+                Ok(client) => return Ok(client),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Again(why)) => why,
+            };
+            if Instant::now() + delay >= deadline {
+                return Err(worker_err(format!(
+                    "could not reach the scheduler at {} within {:?}: {failed}",
+                    ctx.addr,
+                    ctx.death_timeout()
+                )));
             }
-        };
-        let io = |what: &str, e: std::io::Error| worker_err(format!("{what}: {e}"));
+            tracing::debug!("connecting to {}: {failed}; retrying", ctx.addr);
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One try: TCP, TLS, hello, welcome.
+    fn attempt(ctx: &Context) -> Result<Client, Attempt> {
+        let again = |what: &str, e: &dyn std::fmt::Display| Attempt::Again(format!("{what}: {e}"));
+        let stream = ctx
+            .addr
+            .to_socket_addrs()
+            .and_then(|mut addrs| {
+                addrs.next().ok_or_else(|| {
+                    std::io::Error::new(ErrorKind::NotFound, "address resolves to nothing")
+                })
+            })
+            .and_then(|a| {
+                TcpStream::connect_timeout(&a, ctx.death_timeout().min(Duration::from_secs(10)))
+            })
+            .map_err(|e| again("connecting", &e))?;
+        let fatal =
+            |what: &str, e: std::io::Error| Attempt::Final(worker_err(format!("{what}: {e}")));
         stream
             .set_nodelay(true)
-            .map_err(|e| io("configuring the socket", e))?;
+            .map_err(|e| fatal("configuring the socket", e))?;
         stream
             .set_read_timeout(Some(ctx.death_timeout()))
-            .map_err(|e| io("configuring the socket", e))?;
+            .map_err(|e| fatal("configuring the socket", e))?;
         let (read_half, write_half) = match &ctx.tls {
             Some(pin) => {
-                let tls = tls::connect(&stream, pin)?;
+                let tls = tls::connect(&stream, pin).map_err(|e| {
+                    if retryable(&e) {
+                        again("TLS handshake", &e)
+                    } else {
+                        Attempt::Final(worker_err(format!(
+                            "TLS handshake with the scheduler at {}: {e}",
+                            ctx.addr
+                        )))
+                    }
+                })?;
                 (ReadHalf::Tls(tls.reader), WriteHalf::Tls(tls.writer))
             }
             None => {
                 let write_half = stream
                     .try_clone()
-                    .map_err(|e| io("cloning the socket", e))?;
+                    .map_err(|e| fatal("cloning the socket", e))?;
                 (ReadHalf::Plain(stream), WriteHalf::Plain(write_half))
             }
         };
@@ -260,15 +301,18 @@ impl Client {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
-        shared.lock().send(&WorkerMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            token: ctx.token.clone(),
-            task_id: ctx.task_id.clone(),
-            worker_id: ctx.worker_id,
-            pid: std::process::id(),
-            host,
-        })?;
+        shared
+            .lock()
+            .send(&WorkerMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                token: ctx.token.clone(),
+                task_id: ctx.task_id.clone(),
+                worker_id: ctx.worker_id,
+                pid: std::process::id(),
+                host,
+            })
+            .map_err(|e| again("sending the hello", &e))?;
         let prefetch = ctx.prefetch.unwrap_or(32).max(1) as usize;
         let mut client = Client {
             task_id: Arc::from(ctx.task_id.as_str()),
@@ -287,23 +331,34 @@ impl Client {
             reported: 0,
             connection: 0,
             heartbeat: None,
-            ctx,
+            ctx: ctx.clone(),
         };
-        match client.read()? {
-            ServerMsg::Welcome { connection } => client.connection = connection,
-            ServerMsg::Refused { reason } => {
-                return Err(worker_err(format!(
+        let first = read_frame::<ServerMsg, _>(&mut client.reader, &mut client.read_buf);
+        match first {
+            Ok(Some(ServerMsg::Welcome { connection })) => client.connection = connection,
+            Ok(Some(ServerMsg::Refused { reason })) => {
+                return Err(Attempt::Final(worker_err(format!(
                     "the scheduler at {} refused this worker: {reason}",
-                    client.ctx.addr
-                )));
+                    ctx.addr
+                ))));
             }
-            other => {
-                return Err(worker_err(format!(
+            Ok(Some(other)) => {
+                return Err(Attempt::Final(worker_err(format!(
                     "protocol error: expected a welcome, got {other:?}"
-                )));
+                ))));
+            }
+            Ok(None) => return Err(Attempt::Again("closed before the welcome".into())),
+            Err(FrameError::Io(e)) if retryable(&e) => {
+                return Err(again("waiting for the welcome", &e));
+            }
+            Err(e) => {
+                return Err(Attempt::Final(worker_err(format!(
+                    "reading the welcome from the scheduler at {}: {e}",
+                    ctx.addr
+                ))));
             }
         }
-        client.start_heartbeat()?;
+        client.start_heartbeat().map_err(Attempt::Final)?;
         Ok(client)
     }
 
@@ -673,6 +728,40 @@ mod tests {
             heartbeats >= 2,
             "{heartbeats} heartbeats in 400 ms at 20 ms intervals"
         );
+    }
+
+    #[test]
+    fn a_worker_shut_out_before_its_welcome_tries_again_but_not_after_a_refusal() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            // The first connection is closed at once, as a server full of idle peers does.
+            drop(listener.accept().unwrap());
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let _hello: WorkerMsg = read_frame(&mut s, &mut buf).unwrap().unwrap();
+            s.write_all(&to_frame(&ServerMsg::Welcome { connection: 5 }).unwrap())
+                .unwrap();
+            while let Ok(Some(_)) = read_frame::<WorkerMsg, _>(&mut s, &mut buf) {}
+            // Then a refusal, which is final.
+            let (mut s, _) = listener.accept().unwrap();
+            let _hello: WorkerMsg = read_frame(&mut s, &mut buf).unwrap().unwrap();
+            let refused = ServerMsg::Refused {
+                reason: "wrong token".into(),
+            };
+            s.write_all(&to_frame(&refused).unwrap()).unwrap();
+        });
+        let client = Client::connect(ctx(addr.to_string(), 20_000)).unwrap();
+        assert_eq!(client.connection, 5);
+        drop(client);
+        let started = Instant::now();
+        let e = Client::connect(ctx(addr.to_string(), 20_000)).unwrap_err();
+        assert!(
+            e.to_string().contains("refused this worker: wrong token"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        server.join().unwrap();
     }
 
     #[test]

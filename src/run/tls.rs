@@ -142,12 +142,17 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A worker's TLS session over a connected socket, after the handshake.
-pub(crate) fn connect(socket: &TcpStream, pin: &str) -> Result<TlsStream, Error> {
+/// A worker's TLS session over a connected socket, after the handshake. A certificate that
+/// does not match `pin` is an error of kind `InvalidData`; a connection that breaks is an error
+/// of its own kind.
+pub(crate) fn connect(socket: &TcpStream, pin: &str) -> io::Result<TlsStream> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    };
     let pin = decode_hex(pin).ok_or_else(|| {
-        tls_err(
+        bad(
             "the worker context's certificate fingerprint",
-            format!("{pin:?} is not 64 hex digits"),
+            &format!("{} characters, not 64 hex digits", pin.len()),
         )
     })?;
     let provider = provider();
@@ -157,32 +162,25 @@ pub(crate) fn connect(socket: &TcpStream, pin: &str) -> Result<TlsStream, Error>
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err("configuring the client", e))?
+        .map_err(|e| bad("configuring the client", &e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    let name = ServerName::try_from(NAME).map_err(|e| tls_err("the server name", e))?;
+    let name = ServerName::try_from(NAME).map_err(|e| bad("the server name", &e))?;
     let mut conn = ClientConnection::new(Arc::new(config), name)
-        .map_err(|e| tls_err("starting the handshake", e))?;
+        .map_err(|e| bad("starting the handshake", &e))?;
     let mut sock = socket;
     while conn.is_handshaking() {
-        conn.complete_io(&mut sock)
-            .map_err(|e| tls_err("handshake with the scheduler", e))?;
+        conn.complete_io(&mut sock)?;
     }
-    let read = socket
-        .try_clone()
-        .map_err(|e| tls_err("cloning the socket", e))?;
-    let write = socket
-        .try_clone()
-        .map_err(|e| tls_err("cloning the socket", e))?;
+    let read = socket.try_clone()?;
+    let write = socket.try_clone()?;
     let shared = Arc::new(Mutex::new(conn));
     Ok(TlsStream {
         reader: TlsReader {
             conn: Arc::clone(&shared),
             socket: read,
-            write: write
-                .try_clone()
-                .map_err(|e| tls_err("cloning the socket", e))?,
+            write: write.try_clone()?,
             pending: vec![0; 16 << 10],
             start: 0,
             end: 0,

@@ -223,7 +223,11 @@ fn idle_connections_filling_the_fd_limit_do_not_stop_a_worker_replacement() {
     // retried and a replacement worker must start while idle peers hold connections.
     let task = gated_task(&dir, 40, 2, true);
     if in_worker() || is_driver() {
-        return driver_runs(TEST, &dir, task, |r| r);
+        // Idle peers hold their slots for the hello deadline; workers shut out meanwhile keep
+        // trying. A short deadline keeps the test short.
+        return driver_runs(TEST, &dir, task, |r| {
+            r.hello_timeout(Duration::from_secs(2))
+        });
     }
     let mut driver = spawn_driver(TEST, &dir, Some("--nofile=64:64"));
     let addr = read_addr(&dir);
