@@ -122,8 +122,12 @@ pub(crate) fn sync_dir(path: &Path) {
 pub(crate) fn free_space(path: &Path) -> Result<(u64, u64), JournalError> {
     let s = nix::sys::statvfs::statvfs(path)
         .map_err(|e| io("check the free space of", path, e.into()))?;
-    let unit = u64::from(s.fragment_size()).max(1);
-    let blocks = u64::from(s.blocks_available());
+    // `c_ulong` and `fsblkcnt_t` are u64 here, narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (unit, blocks) = (
+        u64::from(s.fragment_size()).max(1),
+        u64::from(s.blocks_available()),
+    );
     Ok((blocks.saturating_mul(unit), unit))
 }
 

@@ -60,7 +60,7 @@ pub(crate) const FAILED: u8 = 2;
 
 /// Markers per page: the unit of the writer's cache and of the checksums.
 pub(crate) const PAGE: u64 = 4096;
-const _: () = assert!(CHUNK % PAGE == 0, "a read chunk holds whole pages");
+const _: () = assert!(CHUNK.is_multiple_of(PAGE), "a read chunk holds whole pages");
 
 const SUMS_MAGIC: &[u8; 4] = b"BWCK";
 const SUMS_VERSION: u32 = 1;

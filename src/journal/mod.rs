@@ -823,12 +823,11 @@ fn create_task(tasks_dir: &Path, name: &str, task: &Task) -> Result<(), JournalE
         }
         Ok(())
     })();
-    if built.is_err() {
-        if let Err(e) = fs::remove_dir_all(&staging)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %staging.display(), "cannot remove a task directory whose creation failed: {e}");
-        }
+    if built.is_err()
+        && let Err(e) = fs::remove_dir_all(&staging)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %staging.display(), "cannot remove a task directory whose creation failed: {e}");
     }
     let _ = fs::remove_dir(&parent);
     built

@@ -260,7 +260,10 @@ mod tests {
         for name in ["../x", "a/b", ".hidden", "%2e."] {
             wal.write([(name, &[record(1, 1)][..])].into_iter())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let e = wal.read().map(|_| ()).unwrap_err().to_string();
+            let e = match wal.read() {
+                Ok(s) => panic!("{name}: read as {s:?}"),
+                Err(e) => e.to_string(),
+            };
             assert!(
                 e.contains(&format!(
                     "its batch names {name:?}, which is not a task directory name"

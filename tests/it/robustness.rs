@@ -671,8 +671,16 @@ fn a_crafted_write_ahead_log_cannot_write_outside_the_run_directory() {
     .max_retries(0)
     .build()
     .unwrap();
-    runner(&other).run([x]).unwrap();
-    runner(&run).run([counting(50, &calls)]).unwrap();
+    assert_eq!(
+        runner(&other).run([x]).unwrap().task("x").unwrap().failed,
+        50
+    );
+    assert!(
+        runner(&run)
+            .run([counting(50, &calls)])
+            .unwrap()
+            .is_success()
+    );
     let other_before = snapshot(&other);
     for name in [
         "../../../other-run/tasks/x",
