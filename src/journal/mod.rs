@@ -453,22 +453,6 @@ impl Journal {
     pub(crate) fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
         let new_dir = fs::symlink_metadata(dir).is_err();
         fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-        let result = Journal::open_in(dir, tasks, fresh);
-        if result.is_err() && new_dir {
-            // Leave nothing behind: remove what this call created (and only if nothing else
-            // appeared in it meanwhile).
-            for f in ["lock", "journal.wal", "run.json"] {
-                let _ = fs::remove_file(dir.join(f));
-            }
-            let _ = fs::remove_dir(dir.join("tasks"));
-            if fs::remove_dir(dir).is_ok() {
-                tracing::debug!(dir = %dir.display(), "removed the run directory this run created");
-            }
-        }
-        result
-    }
-
-    fn open_in(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
         let lock_path = dir.join("lock");
         let lock = files::open_regular(
             &lock_path,
@@ -484,6 +468,32 @@ impl Journal {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
         }
+        // Shares the lock (a duplicate of its descriptor) until a failed open cleaned up.
+        let guard = lock.try_clone().ok();
+        let result = Journal::open_locked(dir, tasks, fresh, lock);
+        if result.is_err()
+            && new_dir
+            && let Some(_guard) = guard
+        {
+            // Leave nothing behind: remove what this call created, holding the lock (so no
+            // other run uses it), and only if nothing else appeared in it.
+            for f in ["journal.wal", "run.json", "lock"] {
+                let _ = fs::remove_file(dir.join(f));
+            }
+            let _ = fs::remove_dir(dir.join("tasks"));
+            if fs::remove_dir(dir).is_ok() {
+                tracing::debug!(dir = %dir.display(), "removed the run directory this run created");
+            }
+        }
+        result
+    }
+
+    fn open_locked(
+        dir: &Path,
+        tasks: &[Task],
+        fresh: bool,
+        lock: File,
+    ) -> Result<Journal, JournalError> {
         let names: Vec<String> = tasks.iter().map(|t| task_dir_name(t.task_id())).collect();
         let wal_path = dir.join("journal.wal");
         let mut wal = wal::Wal::open(&wal_path)?;

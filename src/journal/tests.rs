@@ -501,3 +501,17 @@ fn too_little_space_is_refused_before_anything_is_created() {
     let mut j = Journal::open(&run, &[task("small", 3)], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 1);
 }
+
+#[test]
+fn a_run_directory_of_an_older_version_gets_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 5);
+    finished_run(dir.path(), &t, &[0, 4]);
+    let sums = dir.path().join("tasks/t/done.crc32");
+    let made = std::fs::read(&sums).unwrap();
+    std::fs::remove_file(&sums).unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 2);
+    j.finish("finished").unwrap();
+    assert_eq!(std::fs::read(&sums).unwrap(), made);
+}
