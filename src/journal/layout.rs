@@ -46,6 +46,17 @@ impl Layout {
         layout
     }
 
+    /// A stored layout (`layout.json`'s bytes), its SHA-256 checked; what is wrong with it
+    /// otherwise.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Layout, String> {
+        let stored: Layout =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a task layout ({e})"))?;
+        if stored.digest() != stored.sha256 {
+            return Err("its SHA-256 does not match its fields (edited by hand?)".into());
+        }
+        Ok(stored)
+    }
+
     /// The hash of the fields (not of `sha256` itself).
     pub(crate) fn digest(&self) -> String {
         let mut h = Sha256::new();
@@ -136,6 +147,15 @@ mod tests {
             b.differences(&a),
             "read ROI [0:10, 0:10] (10, 10) then, [0:20, 0:20] (20, 20) now; write ROI [0:10, 0:10] (10, 10) then, [0:20, 0:20] (20, 20) now; blocks [10, 10] then, [5, 5] now"
         );
+        let text = serde_json::to_vec(&a).unwrap_or_default();
+        assert_eq!(Layout::parse(&text), Ok(a.clone()));
+        let edited =
+            String::from_utf8_lossy(&text).replace("\"num_blocks\":100", "\"num_blocks\":101");
+        assert_eq!(
+            Layout::parse(edited.as_bytes()),
+            Err("its SHA-256 does not match its fields (edited by hand?)".into())
+        );
+        assert!(Layout::parse(b"{").is_err_and(|e| e.starts_with("not a task layout")));
         let c = Layout::of(&task(10, false));
         assert_ne!(a.sha256, c.sha256);
         assert_eq!(

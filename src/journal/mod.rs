@@ -43,9 +43,28 @@
 //! conflicts) is refused with [`JournalError::LayoutMismatch`] unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the old markers.
 //!
+//! # Damage
+//!
+//! Every file is checked when a run opens the directory, and damage is
+//! [`JournalError::Corrupt`] naming the file, before any block runs (unless
+//! [`Runner::fresh`](crate::Runner::fresh) discards the task's markers): a marker that is not
+//! 0, 1 or 2, a marker page whose CRC-32 does not match (a bit flip), a chunk of the wrong
+//! length, a `layout.json` or `zarr.json` that is not what was written, or missing beside the
+//! markers, a write-ahead log whose batch has a good checksum but names something that is not
+//! a task directory (it can never make the run write outside `tasks/`), and a FIFO, socket,
+//! device or directory where a file belongs (never a hang). Symbolic links are followed; what
+//! they point to must be of the right type.
+//!
+//! A task directory is created under `tasks/.creating/` and renamed into place when complete,
+//! so a crash while it is created leaves nothing that looks like markers (the next run removes
+//! it). The space its markers need is checked before anything is created: too little is
+//! [`JournalError::NoSpace`] with the bytes needed and available, and a reservation that fails
+//! anyway leaves nothing behind either (nor a run directory this run created).
+//!
 //! [`status`] reads a run directory (the CLI's `blockwise status`).
 
 pub(crate) mod done;
+mod files;
 mod layout;
 mod markers;
 mod status;
@@ -114,6 +133,19 @@ pub enum JournalError {
     NotARunDir {
         /// The directory.
         dir: PathBuf,
+    },
+    /// The file system of the run directory has too little free space for the done-markers of
+    /// the tasks (checked before anything is created).
+    #[error(
+        "run directory {path}: not enough free space for the done-markers: {needed} bytes needed, {available} bytes available on its file system"
+    )]
+    NoSpace {
+        /// The run directory.
+        path: PathBuf,
+        /// Bytes the done-markers need.
+        needed: u64,
+        /// Bytes available (to unprivileged users) on the file system.
+        available: u64,
     },
 }
 
@@ -185,13 +217,11 @@ impl Writer {
                 continue;
             }
             if t.failures.is_none() {
-                t.failures = Some(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&t.failures_path)
-                        .map_err(|e| io("open", &t.failures_path, e))?,
-                );
+                t.failures = Some(files::open_regular(
+                    &t.failures_path,
+                    OpenOptions::new().create(true).append(true),
+                    "open",
+                )?);
             }
             if let Some(f) = &mut t.failures {
                 f.write_all(lines.as_bytes())
@@ -287,15 +317,17 @@ pub(crate) fn unix_now() -> u64 {
 /// Writes a file atomically: a temporary file, synced, renamed over the target.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    let mut f = files::open_regular(
+        &tmp,
+        OpenOptions::new().write(true).create(true).truncate(true),
+        "create",
+    )?;
     f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
     f.sync_all().map_err(|e| io("sync", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
-    if let Some(parent) = path.parent()
-        && let Ok(d) = File::open(parent)
-    {
-        // Make the rename durable; not every file system supports syncing a directory.
-        let _ = d.sync_all();
+    if let Some(parent) = path.parent() {
+        // Make the rename durable.
+        files::sync_dir(parent);
     }
     Ok(())
 }
@@ -318,19 +350,115 @@ pub(crate) fn task_dir_name(task_id: &str) -> String {
     out
 }
 
+/// The task id whose directory name ([`task_dir_name`]) is `name`; `None` if `name` is not
+/// exactly such a name (so it has no `/`, is not `.` or `..`, has no leading dot, and escapes
+/// with `%XX` only what `task_dir_name` escapes). What the write-ahead log names is checked
+/// with this before it is used as a path.
+pub(crate) fn task_id_of_dir_name(name: &str) -> Option<String> {
+    if name == "%" {
+        return Some(String::new());
+    }
+    // NAME_MAX: no longer name can be a directory.
+    if name.is_empty() || name.len() > 255 {
+        return None;
+    }
+    let b = name.as_bytes();
+    let mut id = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+            {
+                return None;
+            }
+            id.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            id.push(b[i]);
+            i += 1;
+        }
+    }
+    let id = String::from_utf8(id).ok()?;
+    (task_dir_name(&id) == name).then_some(id)
+}
+
+/// What is at a task's directory.
+pub(crate) enum TaskDir {
+    /// Nothing (or an empty directory, which is removed): the task has no markers.
+    Absent,
+    /// A task directory with its layout.
+    Present,
+}
+
+/// Looks at a task directory: a directory with `layout.json`, or nothing. A directory with
+/// other contents but no `layout.json` lost it (a task directory is renamed into place only
+/// when complete), and anything but a directory is not a task directory: both damage.
+fn task_dir_state(tdir: &Path) -> Result<TaskDir, JournalError> {
+    let state = task_dir_state_read_only(tdir)?;
+    if let TaskDir::Absent = state
+        && files::exists(tdir)?
+    {
+        // Made by an older version that was stopped before it wrote anything in it.
+        fs::remove_dir(tdir).map_err(|e| io("remove", tdir, e))?;
+    }
+    Ok(state)
+}
+
+/// [`task_dir_state`] without removing an empty directory.
+pub(crate) fn task_dir_state_read_only(tdir: &Path) -> Result<TaskDir, JournalError> {
+    if !files::exists(tdir)? {
+        return Ok(TaskDir::Absent);
+    }
+    let m = fs::metadata(tdir).map_err(|e| io("inspect", tdir, e))?;
+    if !m.is_dir() {
+        return Err(JournalError::Corrupt {
+            path: tdir.to_owned(),
+            reason: format!(
+                "it is a {}, not a task directory",
+                files::kind(m.file_type())
+            ),
+        });
+    }
+    let layout_path = tdir.join("layout.json");
+    if files::exists(&layout_path)? {
+        return Ok(TaskDir::Present);
+    }
+    let mut entries = fs::read_dir(tdir).map_err(|e| io("list", tdir, e))?;
+    if entries.next().is_none() {
+        return Ok(TaskDir::Absent);
+    }
+    Err(JournalError::Corrupt {
+        path: layout_path,
+        reason: "it is missing, but its task directory holds done-markers (it was deleted?); without the layout they cannot be used".into(),
+    })
+}
+
+/// Reads a task's `layout.json` and checks its SHA-256.
+pub(crate) fn read_layout(path: &Path) -> Result<Layout, JournalError> {
+    let bytes = files::read_small(path, files::MAX_JSON)?;
+    let layout = Layout::parse(&bytes).map_err(|reason| JournalError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(layout)
+}
+
 impl Journal {
     /// Opens (creating if needed) the run directory for `tasks` (the scheduler's tasks, in its
     /// order), takes its lock, checks every task's layout and loads its done-markers. With
     /// `fresh`, the markers of these tasks are discarded first.
     pub(crate) fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
+        let new_dir = fs::symlink_metadata(dir).is_err();
         fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io("create", &lock_path, e))?;
+        let lock = files::open_regular(
+            &lock_path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+            "create",
+        )?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -340,21 +468,94 @@ impl Journal {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
         }
-        let mut wal = wal::Wal::open(&dir.join("journal.wal"))?;
-        if let Some(sections) = wal.read()? {
+        // Shares the lock (a duplicate of its descriptor) until a failed open cleaned up.
+        let guard = lock.try_clone().ok();
+        let result = Journal::open_locked(dir, tasks, fresh, lock);
+        if result.is_err()
+            && new_dir
+            && let Some(_guard) = guard
+        {
+            // Leave nothing behind: remove what this call created, holding the lock (so no
+            // other run uses it), and only if nothing else appeared in it.
+            for f in ["journal.wal", "run.json", "lock"] {
+                let _ = fs::remove_file(dir.join(f));
+            }
+            let _ = fs::remove_dir(dir.join("tasks"));
+            if fs::remove_dir(dir).is_ok() {
+                tracing::debug!(dir = %dir.display(), "removed the run directory this run created");
+            }
+        }
+        result
+    }
+
+    fn open_locked(
+        dir: &Path,
+        tasks: &[Task],
+        fresh: bool,
+        lock: File,
+    ) -> Result<Journal, JournalError> {
+        let names: Vec<String> = tasks.iter().map(|t| task_dir_name(t.task_id())).collect();
+        let wal_path = dir.join("journal.wal");
+        let mut wal = wal::Wal::open(&wal_path)?;
+        let logged = match wal.read() {
+            // Starting fresh discards a damaged log (its batch is lost: its blocks run again).
+            Err(e @ JournalError::Corrupt { .. }) if fresh => {
+                tracing::warn!("starting fresh: discarding the write-ahead log: {e}");
+                wal.clear()?;
+                None
+            }
+            other => other?,
+        };
+        if let Some(sections) = logged {
             for section in &sections {
-                replay(dir, section)?;
+                if fresh && names.contains(&section.task_dir) {
+                    // Its markers are discarded below.
+                    continue;
+                }
+                replay(dir, &wal_path, section)?;
             }
             wal.clear()?;
         }
+        let tasks_dir = dir.join("tasks");
+        // A task directory whose creation was interrupted (we hold the lock: no other run
+        // is creating one).
+        let staging = tasks_dir.join(".creating");
+        if files::exists(&staging)? {
+            tracing::info!(path = %staging.display(), "removing task directories whose creation was interrupted");
+            fs::remove_dir_all(&staging).map_err(|e| io("remove", &staging, e))?;
+        }
+        let mut present = Vec::with_capacity(tasks.len());
+        for name in &names {
+            let tdir = tasks_dir.join(name);
+            if fresh && files::exists(&tdir)? {
+                let removed = if fs::symlink_metadata(&tdir).is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&tdir)
+                } else {
+                    fs::remove_file(&tdir)
+                };
+                removed.map_err(|e| io("remove", &tdir, e))?;
+            }
+            present.push(matches!(task_dir_state(&tdir)?, TaskDir::Present));
+        }
+        // Room for the markers still to create, before anything is created.
+        if present.iter().any(|p| !p) {
+            let (_, unit) = files::free_space(dir)?;
+            let needed = tasks
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| !**p)
+                .map(|(t, _)| markers::space_needed(t.inner.grid.num_blocks, unit))
+                .fold(0u64, u64::saturating_add);
+            files::check_space(dir, needed)?;
+        }
         let mut files = Vec::with_capacity(tasks.len());
         let mut done = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let tdir = dir.join("tasks").join(task_dir_name(task.task_id()));
-            if fresh && tdir.exists() {
-                fs::remove_dir_all(&tdir).map_err(|e| io("remove", &tdir, e))?;
+        for ((task, name), present) in tasks.iter().zip(&names).zip(present) {
+            let tdir = tasks_dir.join(name);
+            if !present {
+                create_task(&tasks_dir, name, task)?;
             }
-            let (task_files, set) = open_task(dir, &tdir, task)?;
+            let (task_files, set) = open_task(dir, &tdir, name, task, present)?;
             files.push(task_files);
             done.push(Some(set));
         }
@@ -540,7 +741,15 @@ fn output_file_systems(tasks: &[Task]) -> Vec<(PathBuf, File)> {
     let mut out = Vec::new();
     for grid in tasks.iter().flat_map(|t| t.writes()) {
         let Some(path) = &grid.path else { continue };
-        match File::open(path).and_then(|f| f.metadata().map(|m| (f, m.dev()))) {
+        // Non-blocking: a FIFO at an output's path must not hang the run.
+        let opened = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(path)
+        };
+        match opened.and_then(|f| f.metadata().map(|m| (f, m.dev()))) {
             Ok((file, dev)) => {
                 if seen.insert(dev) {
                     out.push((path.clone(), file));
@@ -554,25 +763,42 @@ fn output_file_systems(tasks: &[Task]) -> Vec<(PathBuf, File)> {
     out
 }
 
-/// Applies one task's part of a logged batch to its marker array.
-fn replay(dir: &Path, section: &wal::Section) -> Result<(), JournalError> {
+/// Applies one task's part of a logged batch to its marker array (rewriting the pages, and
+/// their checksums, that it touches: see markers.rs).
+fn replay(dir: &Path, wal_path: &Path, section: &wal::Section) -> Result<(), JournalError> {
+    // `wal::decode` checked this; a path made of anything else is never built.
+    if task_id_of_dir_name(&section.task_dir).is_none() {
+        return Err(JournalError::Corrupt {
+            path: wal_path.to_owned(),
+            reason: format!(
+                "it names {:?}, which is not a task directory",
+                section.task_dir
+            ),
+        });
+    }
     let tdir = dir.join("tasks").join(&section.task_dir);
-    let layout_path = tdir.join("layout.json");
-    let Ok(text) = fs::read_to_string(&layout_path) else {
+    if let TaskDir::Absent = task_dir_state(&tdir)? {
         tracing::warn!(task_dir = %tdir.display(), "logged markers of a task directory that is gone; ignored");
         return Ok(());
-    };
-    let layout: Layout = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-        path: layout_path.clone(),
-        reason: format!("not a task layout ({e})"),
-    })?;
+    }
+    let layout_path = tdir.join("layout.json");
+    let layout = read_layout(&layout_path)?;
+    if task_dir_name(&layout.task_id) != section.task_dir {
+        return Err(JournalError::Corrupt {
+            path: layout_path,
+            reason: format!(
+                "it is the layout of task {:?}, whose directory is not {}",
+                layout.task_id, section.task_dir
+            ),
+        });
+    }
     let array = tdir.join("done.zarr");
     let mut writer =
         markers::MarkerWriter::open(&array, layout.grid_shape.len(), layout.num_blocks)?;
     for &(index, value) in &section.records {
         if index >= layout.num_blocks || value > markers::FAILED {
             return Err(JournalError::Corrupt {
-                path: dir.join("journal.wal"),
+                path: wal_path.to_owned(),
                 reason: format!(
                     "a record for block {index} (value {value}) of {}, which has {} blocks",
                     section.task_dir, layout.num_blocks
@@ -586,24 +812,50 @@ fn replay(dir: &Path, section: &wal::Section) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Opens or creates one task's journal and loads its done set.
-fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskFiles, DoneSet), JournalError> {
-    let layout = Layout::of(task);
-    let layout_path = tdir.join("layout.json");
+/// Creates a task's directory, with empty markers and its layout: built in
+/// `tasks/.creating/<name>` and renamed into place when complete, so that a task directory
+/// is always whole. On failure, what was built is removed.
+fn create_task(tasks_dir: &Path, name: &str, task: &Task) -> Result<(), JournalError> {
+    let parent = tasks_dir.join(".creating");
+    let staging = parent.join(name);
+    let tdir = tasks_dir.join(name);
+    let new_tasks_dir = !files::exists(tasks_dir)?;
+    let built = (|| {
+        fs::create_dir_all(&staging).map_err(|e| io("create", &staging, e))?;
+        let grid = &task.inner.grid;
+        markers::create(&staging.join("done.zarr"), &grid.counts, grid.num_blocks)?;
+        let text = serde_json::to_string_pretty(&Layout::of(task)).unwrap_or_default();
+        write_atomic(&staging.join("layout.json"), text.as_bytes())?;
+        fs::rename(&staging, &tdir).map_err(|e| io("rename", &tdir, e))?;
+        files::sync_dir(tasks_dir);
+        if new_tasks_dir && let Some(run_dir) = tasks_dir.parent() {
+            files::sync_dir(run_dir);
+        }
+        Ok(())
+    })();
+    if built.is_err()
+        && let Err(e) = fs::remove_dir_all(&staging)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %staging.display(), "cannot remove a task directory whose creation failed: {e}");
+    }
+    let _ = fs::remove_dir(&parent);
+    built
+}
+
+/// Opens one task's journal (its directory exists) and loads its done set.
+fn open_task(
+    dir: &Path,
+    tdir: &Path,
+    name: &str,
+    task: &Task,
+    existed: bool,
+) -> Result<(TaskFiles, DoneSet), JournalError> {
     let array = tdir.join("done.zarr");
     let grid = &task.inner.grid;
-    let set = if layout_path.exists() {
-        let text = fs::read_to_string(&layout_path).map_err(|e| io("read", &layout_path, e))?;
-        let stored: Layout = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-            path: layout_path.clone(),
-            reason: format!("not a task layout ({e})"),
-        })?;
-        if stored.digest() != stored.sha256 {
-            return Err(JournalError::Corrupt {
-                path: layout_path,
-                reason: "its SHA-256 does not match its fields (edited by hand?)".into(),
-            });
-        }
+    let set = if existed {
+        let layout = Layout::of(task);
+        let stored = read_layout(&tdir.join("layout.json"))?;
         if stored.sha256 != layout.sha256 {
             return Err(JournalError::LayoutMismatch {
                 task: task.task_id().to_owned(),
@@ -613,23 +865,12 @@ fn open_task(dir: &Path, tdir: &Path, task: &Task) -> Result<(TaskFiles, DoneSet
         }
         markers::load(&array, &grid.counts, grid.num_blocks)?
     } else {
-        if array.exists() {
-            // The layout is written last, before any block runs: markers without it are
-            // from a creation that was interrupted, and hold nothing.
-            tracing::warn!(path = %array.display(), "discarding done-markers without a layout (interrupted creation)");
-            fs::remove_dir_all(&array).map_err(|e| io("remove", &array, e))?;
-        }
-        fs::create_dir_all(tdir).map_err(|e| io("create", tdir, e))?;
-        markers::create(&array, &grid.counts, grid.num_blocks)?;
-        let text = serde_json::to_string_pretty(&layout).unwrap_or_default();
-        // The layout is written last: a task directory without it was never used.
-        write_atomic(&layout_path, text.as_bytes())?;
         DoneSet::empty(grid.num_blocks)
     };
     let markers = markers::MarkerWriter::open(&array, grid.dims, grid.num_blocks)?;
     Ok((
         TaskFiles {
-            dir_name: task_dir_name(task.task_id()),
+            dir_name: name.to_owned(),
             markers,
             failures_path: tdir.join("failures.jsonl"),
             failures: None,

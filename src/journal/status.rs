@@ -1,9 +1,9 @@
 //! Reading a run directory: what finished, what failed and why, when the run last made
 //! progress (`blockwise status`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::layout::Layout;
-use super::{JournalError, RunMeta, io, markers};
+use super::{
+    JournalError, RunMeta, TaskDir, files, io, markers, read_layout, task_dir_state_read_only,
+    task_id_of_dir_name, wal,
+};
 
 /// Failed blocks listed per task (the counts cover all).
 const MAX_LISTED: usize = 100;
@@ -131,39 +134,52 @@ fn time_text(secs: u64) -> String {
 /// files; I/O errors.
 pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     let meta_path = run_dir.join("run.json");
-    if !meta_path.is_file() {
+    if !files::exists(&meta_path)? {
         return Err(JournalError::NotARunDir {
             dir: run_dir.to_owned(),
         });
     }
-    let text = fs::read_to_string(&meta_path).map_err(|e| io("read", &meta_path, e))?;
-    let meta: RunMeta = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+    let text = files::read_small(&meta_path, files::MAX_JSON)?;
+    let meta: RunMeta = serde_json::from_slice(&text).map_err(|e| JournalError::Corrupt {
         path: meta_path.clone(),
         reason: format!("not a run record ({e})"),
     })?;
+    let locked = is_locked(run_dir)?;
     let state = match meta.outcome.as_str() {
-        "running" if is_locked(run_dir) => RunState::Running,
+        "running" if locked => RunState::Running,
         "running" => RunState::Crashed,
         "finished" => RunState::Finished,
         "finished with failures" => RunState::FinishedWithFailures,
         other => RunState::Stopped(other.strip_prefix("stopped: ").unwrap_or(other).to_owned()),
     };
+    // The pages a logged batch touches: the next run replays it, and their checksums may
+    // not match until then (see markers.rs).
+    let mut pending: HashMap<String, HashSet<u64>> = HashMap::new();
+    if !locked {
+        for section in wal::read_only(&run_dir.join("journal.wal"))?.unwrap_or_default() {
+            pending
+                .entry(section.task_dir)
+                .or_default()
+                .extend(section.records.iter().map(|&(i, _)| markers::page_of(i)));
+        }
+    }
+    let no_pages = HashSet::new();
     let mut dirs: Vec<(String, PathBuf, Layout)> = Vec::new();
     let tasks_dir = run_dir.join("tasks");
     if tasks_dir.is_dir() {
         for entry in fs::read_dir(&tasks_dir).map_err(|e| io("list", &tasks_dir, e))? {
             let entry = entry.map_err(|e| io("list", &tasks_dir, e))?;
-            let layout_path = entry.path().join("layout.json");
-            if !layout_path.is_file() {
+            // Task directories only (not `.creating`, nor anything else put there).
+            let name = entry.file_name();
+            if name.to_str().and_then(task_id_of_dir_name).is_none() {
                 continue;
             }
-            let text = fs::read_to_string(&layout_path).map_err(|e| io("read", &layout_path, e))?;
-            let layout: Layout =
-                serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-                    path: layout_path.clone(),
-                    reason: format!("not a task layout ({e})"),
-                })?;
-            dirs.push((layout.task_id.clone(), entry.path(), layout));
+            let tdir = entry.path();
+            if let TaskDir::Absent = task_dir_state_read_only(&tdir)? {
+                continue;
+            }
+            let layout = read_layout(&tdir.join("layout.json"))?;
+            dirs.push((layout.task_id.clone(), tdir, layout));
         }
     }
     let rank = |id: &str| {
@@ -177,8 +193,20 @@ pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     let mut tasks = Vec::with_capacity(dirs.len());
     for (task_id, tdir, layout) in dirs {
         let array = tdir.join("done.zarr");
-        let (counts, failed_indices) =
-            markers::count(&array, &layout.grid_shape, layout.num_blocks, MAX_LISTED)?;
+        // While a run holds the directory, its writer may be half way through a flush.
+        let check = (!locked).then(|| {
+            tdir.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| pending.get(n))
+                .unwrap_or(&no_pages)
+        });
+        let (counts, failed_indices) = markers::count(
+            &array,
+            &layout.grid_shape,
+            layout.num_blocks,
+            MAX_LISTED,
+            check,
+        )?;
         for t in [
             markers::modified(&array, layout.grid_shape.len()),
             fs::metadata(tdir.join("failures.jsonl"))
@@ -213,26 +241,27 @@ pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
 }
 
 /// Whether a run holds the directory's lock.
-fn is_locked(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join("lock")) else {
-        return false;
-    };
-    match f.try_lock_shared() {
+fn is_locked(dir: &Path) -> Result<bool, JournalError> {
+    let path = dir.join("lock");
+    if !files::exists(&path)? {
+        return Ok(false);
+    }
+    let f = files::open_read(&path)?;
+    Ok(match f.try_lock_shared() {
         Ok(()) => {
             let _ = f.unlock();
             false
         }
         Err(_) => true,
-    }
+    })
 }
 
 /// The last recorded error of each of `indices`, from the failure log.
 fn failed_blocks(log: &Path, indices: &[u64]) -> Result<Vec<FailedBlock>, JournalError> {
     let mut wanted: HashMap<u64, Option<FailedBlock>> =
         indices.iter().map(|&i| (i, None)).collect();
-    if !wanted.is_empty()
-        && let Ok(f) = File::open(log)
-    {
+    if !wanted.is_empty() && files::exists(log)? {
+        let f = files::open_read(log)?;
         for line in BufReader::new(f).lines() {
             let line = line.map_err(|e| io("read", log, e))?;
             // A line cut short by a crash is skipped; the next run appends after it.

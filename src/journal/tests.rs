@@ -237,3 +237,281 @@ fn markers_are_a_zarr_array() {
     want[5] = 2;
     assert_eq!(values, want);
 }
+
+fn finished_run(dir: &Path, t: &Task, done: &[u64]) {
+    let mut j = Journal::open(dir, std::slice::from_ref(t), false).unwrap();
+    for &i in done {
+        j.record_done(0, i);
+    }
+    j.finish("finished").unwrap();
+}
+
+#[test]
+fn a_missing_layout_beside_markers_is_an_error_unless_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 6);
+    finished_run(dir.path(), &t, &[0, 1, 2]);
+    let layout = dir.path().join("tasks/t/layout.json");
+    std::fs::remove_file(&layout).unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(matches!(e, JournalError::Corrupt { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "run directory file {} is damaged: it is missing, but its task directory holds done-markers",
+            layout.display()
+        )),
+        "{e}"
+    );
+    let se = status(dir.path()).unwrap_err();
+    assert_eq!(se.to_string(), e.to_string());
+    assert!(dir.path().join("tasks/t/done.zarr").is_dir(), "left alone");
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+}
+
+#[test]
+fn an_interrupted_creation_is_recovered_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 6);
+    finished_run(dir.path(), &t, &[]);
+    // A crash while a task directory was built, in the new way (under tasks/.creating) ...
+    let staging = dir.path().join("tasks/.creating/t");
+    std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
+    std::fs::rename(dir.path().join("tasks/t"), &staging).unwrap();
+    std::fs::remove_file(staging.join("layout.json")).unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+    j.finish("finished").unwrap();
+    drop(j);
+    assert!(!dir.path().join("tasks/.creating").exists());
+    assert!(dir.path().join("tasks/t/layout.json").is_file());
+    assert!(dir.path().join("tasks/t/done.crc32").is_file());
+    // ... and in the old way, before anything was written in the task directory.
+    std::fs::remove_dir_all(dir.path().join("tasks/t")).unwrap();
+    std::fs::create_dir(dir.path().join("tasks/t")).unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+}
+
+#[test]
+fn a_log_naming_a_path_outside_the_tasks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let other = dir.path().join("other-run");
+    let t = task("x", 4);
+    finished_run(&other, &t, &[]);
+    let victim = other.join("tasks/x/done.zarr/c/0/0");
+    let before = std::fs::read(&victim).unwrap();
+    finished_run(&run, &task("t", 4), &[]);
+    for name in [
+        "../../other-run/tasks/x",
+        "../other-run",
+        "..",
+        ".",
+        "a/b",
+        "%2e.",
+        "x%2f",
+        "",
+    ] {
+        let mut wal = wal::Wal::open(&run.join("journal.wal")).unwrap();
+        wal.write([(name, &[wal::record(1, 1)][..])].into_iter())
+            .unwrap();
+        drop(wal);
+        let e = err(Journal::open(&run, &[task("t", 4)], false));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "run directory file {} is damaged: its batch names {name:?}, which is not a task directory name",
+                run.join("journal.wal").display()
+            )),
+            "{e}"
+        );
+        assert!(
+            status(&run)
+                .unwrap_err()
+                .to_string()
+                .contains("not a task directory name")
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), before, "{name}");
+    }
+    // A valid name whose directory is gone is ignored (its markers were discarded).
+    let mut wal = wal::Wal::open(&run.join("journal.wal")).unwrap();
+    wal.write([("gone", &[wal::record(1, 1)][..])].into_iter())
+        .unwrap();
+    drop(wal);
+    Journal::open(&run, &[task("t", 4)], false).unwrap();
+}
+
+#[test]
+fn task_directory_names_are_recognised_exactly() {
+    for id in [
+        "smooth", "a/b c", "..", ".", "", "x.y-z_1", "ü/%", ".hidden", "a..b",
+    ] {
+        let name = task_dir_name(id);
+        assert_eq!(task_id_of_dir_name(&name).as_deref(), Some(id), "{name}");
+    }
+    for name in [
+        "",
+        ".",
+        "..",
+        ".creating",
+        "a/b",
+        "%2e.",
+        "%2E%2E",
+        "%%",
+        "%4",
+        "%zz",
+        "a%2fb",
+        "%41",
+        "../x",
+        "a\0b",
+        "%FF",
+    ] {
+        assert_eq!(task_id_of_dir_name(name), None, "{name:?}");
+    }
+    assert_eq!(task_id_of_dir_name(&"a".repeat(256)), None);
+}
+
+/// Flips one bit of a file.
+fn flip(path: &Path, byte: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[byte] ^= 1;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 5000);
+    finished_run(dir.path(), &t, &[0, 4097]);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    flip(&chunk, 4099);
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string().starts_with(&format!(
+            "run directory file {} is damaged: checksum mismatch in bytes 4096 to 4999 (page 1",
+            chunk.display()
+        )),
+        "{e}"
+    );
+    assert_eq!(status(dir.path()).unwrap_err().to_string(), e.to_string());
+    // The checksum file itself damaged.
+    flip(&chunk, 4099);
+    let sums = dir.path().join("tasks/t/done.crc32");
+    flip(&sums, 20);
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("checksum mismatch in bytes 0 to 4095 (page 0"),
+        "{e}"
+    );
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+    j.record_done(0, 3);
+    j.finish("finished").unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 1);
+}
+
+#[test]
+fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 9000);
+    finished_run(dir.path(), &t, &[1, 5000]);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let sums = dir.path().join("tasks/t/done.crc32");
+    let good_sums = std::fs::read(&sums).unwrap();
+    // The batch was logged; then page 0 reached the disk and its CRC did not, and page 2 got
+    // its new CRC but not its bytes (page 1 is not in the batch).
+    let records = [wal::record(2, 1), wal::record(8500, 2)];
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    wal.write([("t", &records[..])].into_iter()).unwrap();
+    drop(wal);
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[2] = 1;
+    let mut page2 = bytes[8192..].to_vec();
+    page2[8500 - 8192] = 2;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let mut new_sums = good_sums.clone();
+    new_sums[20 + 8..20 + 12].copy_from_slice(&crc32fast::hash(&page2).to_le_bytes());
+    std::fs::write(&sums, &new_sums).unwrap();
+    // `status` does not write: it skips the pages of the logged batch.
+    let s = status(dir.path()).unwrap();
+    assert_eq!(s.tasks[0].done, 3);
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let done = j.take_done();
+    assert_eq!(done[0].count(), 3);
+    assert!(done[0].contains(1) && done[0].contains(2) && done[0].contains(5000));
+    drop(j);
+    assert_eq!(status(dir.path()).unwrap().tasks[0].failed, 1);
+    // Without the log, the same damage is reported.
+    std::fs::write(&chunk, &bytes).unwrap();
+    std::fs::write(&sums, &good_sums).unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert!(
+        e.to_string()
+            .contains("checksum mismatch in bytes 0 to 4095"),
+        "{e}"
+    );
+}
+
+#[test]
+fn too_little_space_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // 2^50 blocks: no file system here has a PiB free.
+    let huge = Task::builder(
+        "huge",
+        Roi::new([0], [1 << 50]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .build()
+    .unwrap();
+    let e = err(Journal::open(
+        &run,
+        &[task("small", 3), huge.clone()],
+        false,
+    ));
+    match &e {
+        JournalError::NoSpace {
+            path,
+            needed,
+            available,
+        } => {
+            assert_eq!(path, &run);
+            assert!(*needed > 1 << 50 && needed > available, "{e}");
+        }
+        other => panic!("expected NoSpace, got {other}"),
+    }
+    assert!(
+        e.to_string().contains(" bytes needed, ") && e.to_string().contains(" bytes available"),
+        "{e}"
+    );
+    assert!(!run.exists(), "the run directory this open created is gone");
+    // In an existing run directory: its files stay, no task directory is made.
+    finished_run(&run, &task("small", 3), &[1]);
+    let e = err(Journal::open(&run, &[task("small", 3), huge], false));
+    assert!(matches!(e, JournalError::NoSpace { .. }), "{e}");
+    let names: Vec<_> = std::fs::read_dir(run.join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["small"]);
+    let mut j = Journal::open(&run, &[task("small", 3)], false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 1);
+}
+
+#[test]
+fn a_run_directory_of_an_older_version_gets_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 5);
+    finished_run(dir.path(), &t, &[0, 4]);
+    let sums = dir.path().join("tasks/t/done.crc32");
+    let made = std::fs::read(&sums).unwrap();
+    std::fs::remove_file(&sums).unwrap();
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 2);
+    j.finish("finished").unwrap();
+    assert_eq!(std::fs::read(&sums).unwrap(), made);
+}

@@ -16,6 +16,7 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -51,13 +52,15 @@ pub(crate) struct Wal {
 
 impl Wal {
     pub(crate) fn open(path: &Path) -> Result<Wal, JournalError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io("open", path, e))?;
+        let file = super::files::open_regular(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+            "open",
+        )?;
         Ok(Wal {
             path: path.to_owned(),
             file,
@@ -104,42 +107,74 @@ impl Wal {
         self.file.sync_all().map_err(|e| io("sync", &self.path, e))
     }
 
-    /// The batch in the log, if it is complete.
+    /// The batch in the log, if it is complete (see [`decode`]).
     pub(crate) fn read(&self) -> Result<Option<Vec<Section>>, JournalError> {
         let len = self
             .file
             .metadata()
             .map_err(|e| io("stat", &self.path, e))?
             .len();
-        if len < HEADER as u64 {
-            return Ok(None);
-        }
-        let mut header = [0u8; HEADER];
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
         self.file
-            .read_exact_at(&mut header, 0)
+            .read_exact_at(&mut bytes, 0)
             .map_err(|e| io("read", &self.path, e))?;
-        if &header[..4] != MAGIC || header[4..8] != VERSION.to_le_bytes() {
-            return Ok(None);
-        }
-        let mut n8 = [0u8; 8];
-        n8.copy_from_slice(&header[8..16]);
-        let payload_len = u64::from_le_bytes(n8);
-        if payload_len > len - HEADER as u64 {
-            return Ok(None);
-        }
-        let mut payload = vec![0u8; usize::try_from(payload_len).unwrap_or(0)];
-        self.file
-            .read_exact_at(&mut payload, HEADER as u64)
-            .map_err(|e| io("read", &self.path, e))?;
-        let mut c4 = [0u8; 4];
-        c4.copy_from_slice(&header[16..20]);
-        if crc32fast::hash(&payload) != u32::from_le_bytes(c4) {
-            return Ok(None);
-        }
-        Ok(parse(&payload))
+        decode(&bytes).map_err(|reason| JournalError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        })
     }
 }
 
+/// The batch of a log file, read without writing anything (for `blockwise status`); `None`
+/// if there is no log or no complete batch in it.
+pub(crate) fn read_only(path: &Path) -> Result<Option<Vec<Section>>, JournalError> {
+    if !super::files::exists(path)? {
+        return Ok(None);
+    }
+    let mut file = super::files::open_read(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io("read", path, e))?;
+    decode(&bytes).map_err(|reason| JournalError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// The batch of a log file's bytes: `Ok(None)` if there is none or it is incomplete (empty,
+/// cut short, or failing its checksum: a crash while it was written, and the arrays were not
+/// touched for it); an error saying what is wrong for a batch whose checksum is good but whose
+/// contents are not (a damaged or crafted log), such as a task directory name that is not one
+/// (see [`task_id_of_dir_name`](super::task_id_of_dir_name)).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Option<Vec<Section>>, String> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4..8] != VERSION.to_le_bytes() {
+        return Ok(None);
+    }
+    let mut n8 = [0u8; 8];
+    n8.copy_from_slice(&bytes[8..16]);
+    let payload_len = u64::from_le_bytes(n8);
+    if payload_len > (bytes.len() - HEADER) as u64 {
+        return Ok(None);
+    }
+    let payload = &bytes[HEADER..HEADER + payload_len as usize];
+    let mut c4 = [0u8; 4];
+    c4.copy_from_slice(&bytes[16..20]);
+    if crc32fast::hash(payload) != u32::from_le_bytes(c4) {
+        return Ok(None);
+    }
+    let sections = parse(payload).ok_or("its batch has a valid checksum but cannot be parsed")?;
+    for s in &sections {
+        if super::task_id_of_dir_name(&s.task_dir).is_none() {
+            return Err(format!(
+                "its batch names {:?}, which is not a task directory name (a task's id, percent-escaped); a log only names directories in the run directory's tasks/",
+                s.task_dir
+            ));
+        }
+    }
+    Ok(Some(sections))
+}
+
+/// The sections of a batch's payload; `None` if it is not made of whole sections.
 fn parse(mut p: &[u8]) -> Option<Vec<Section>> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if p.len() < n {
@@ -215,5 +250,42 @@ mod tests {
         assert_eq!(wal.read().ok().flatten(), None, "zeros instead of the tail");
         wal.clear().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(wal.read().ok().flatten(), None);
+    }
+
+    #[test]
+    fn a_good_checksum_over_bad_contents_is_damage() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("wal");
+        let mut wal = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        for name in ["../x", "a/b", ".hidden", "%2e."] {
+            wal.write([(name, &[record(1, 1)][..])].into_iter())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let e = match wal.read() {
+                Ok(s) => panic!("{name}: read as {s:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains(&format!(
+                    "its batch names {name:?}, which is not a task directory name"
+                )),
+                "{e}"
+            );
+            assert!(read_only(&path).is_err());
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(decode(&bytes).is_err());
+        // Sections that do not add up, under a good checksum.
+        let payload = [1u8, 0, 0, 0, b'a', 9];
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        assert_eq!(
+            decode(&bytes),
+            Err("its batch has a valid checksum but cannot be parsed".into())
+        );
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), Ok(None));
+        assert_eq!(read_only(&dir.path().join("none")).ok(), Some(None));
     }
 }

@@ -117,6 +117,28 @@ fn damaged_markers_stop_the_run_before_any_block_and_are_left_alone() {
             "run directory: cannot open",
         ),
         (
+            "a bit flip that leaves a valid marker",
+            Box::new({
+                let chunk = chunk.clone();
+                let good = good_chunk.clone();
+                move || {
+                    let mut bad = good.clone();
+                    assert_eq!(bad[7], 1);
+                    bad[7] ^= 1;
+                    std::fs::write(&chunk, bad).unwrap();
+                }
+            }),
+            "checksum mismatch in bytes 0 to 49 (page 0",
+        ),
+        (
+            "a deleted layout",
+            Box::new({
+                let layout = layout.clone();
+                move || std::fs::remove_file(&layout).unwrap()
+            }),
+            "layout.json is damaged: it is missing, but its task directory holds done-markers",
+        ),
+        (
             "a layout edited by hand",
             Box::new({
                 let layout = layout.clone();
@@ -159,6 +181,7 @@ fn damaged_markers_stop_the_run_before_any_block_and_are_left_alone() {
     );
     // Starting fresh recovers from damage (and redoes the blocks).
     std::fs::write(&chunk, b"junk").unwrap();
+    std::fs::remove_file(&layout).unwrap();
     let s = runner(&dir)
         .fresh(true)
         .run([counting(50, &calls)])
@@ -295,12 +318,53 @@ fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
         return;
     };
     let calls = Arc::new(AtomicU64::new(0));
-    // Too many blocks for the markers: refused at the start, before any block.
-    let e = journal_error(runner(&mnt.join("big")).run([counting(1_000_000, &calls)]));
-    assert!(e.to_string().contains("No space left on device"), "{e}");
-    assert!(e.to_string().contains("cannot reserve space for"), "{e}");
+    let free = || {
+        let s = nix::sys::statvfs::statvfs(&mnt).unwrap();
+        s.blocks_available() * s.fragment_size()
+    };
+    let free_before = free();
+    // Too many blocks for the markers: refused at the start, before any block, naming the
+    // bytes needed and available, and leaving nothing behind (the disk is not left full).
+    let big = mnt.join("big");
+    let e = journal_error(runner(&big).run([counting(1_000_000, &calls)]));
+    assert!(matches!(e, JournalError::NoSpace { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "run directory {}: not enough free space for the done-markers: ",
+            big.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(" bytes needed, ") && text.contains(" bytes available"),
+        "{text}"
+    );
+    if let JournalError::NoSpace {
+        needed, available, ..
+    } = e
+    {
+        assert!(needed >= 1_000_000 && available < needed, "{text}");
+        assert_eq!(available, free_before, "{text}");
+    }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
-    let _ = std::fs::remove_dir_all(mnt.join("big"));
+    assert!(!big.exists(), "a run directory was left behind");
+    assert_eq!(free(), free_before);
+    // In a run directory that exists, the same: nothing of the refused task is created.
+    std::fs::create_dir(&big).unwrap();
+    let e = journal_error(runner(&big).run([counting(1_000_000, &calls)]));
+    assert!(matches!(e, JournalError::NoSpace { .. }), "{e}");
+    assert!(
+        std::fs::read_dir(big.join("tasks"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            || std::fs::read_dir(big.join("tasks"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a task directory was left behind"
+    );
+    assert_eq!(free(), free_before);
+    std::fs::remove_dir_all(&big).unwrap();
     // The markers fit, their log does not: the run stops with an error at its first flush.
     let run_dir = mnt.join("run");
     let e = journal_error(runner(&run_dir).run([counting(20_000, &calls)]));
@@ -354,6 +418,12 @@ fn a_file_size_limit_is_a_clear_cli_error() {
         "{stderr}"
     );
     assert!(stderr.contains("File too large"), "{stderr}");
+    // The reservation failed after the free-space check passed: nothing is left behind.
+    assert!(
+        !dir.join("run").exists(),
+        "left behind: {:?}",
+        snapshot(&dir.join("run"))
+    );
 }
 
 #[cfg(feature = "zarr")]
@@ -448,4 +518,202 @@ fn a_task_without_blocks_and_a_task_added_later() {
     let st = blockwise::journal::status(&dir).unwrap();
     let ids: Vec<&str> = st.tasks.iter().map(|t| t.task_id.as_str()).collect();
     assert_eq!(ids, ["t", "empty"]);
+}
+
+/// Runs `f` on a thread and waits at most a minute for it: a regression that hangs (a FIFO
+/// opened for reading waits for a writer) fails the test instead of the whole suite.
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what}: hung (no answer within a minute)"))
+}
+
+#[test]
+fn a_fifo_or_directory_in_place_of_a_run_directory_file_is_an_error_not_a_hang() {
+    let dir = scratch("fifo");
+    let calls = Arc::new(AtomicU64::new(0));
+    let failing = || {
+        Task::builder(
+            "t",
+            Roi::new([0], [50]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process(|b: &Block| {
+            if b.block_id() == 3 {
+                Err::<(), BlockError>("bad block".into())
+            } else {
+                Ok(())
+            }
+        })
+        .max_retries(0)
+        .build()
+        .unwrap()
+    };
+    let summary = runner(&dir).run([failing()]).unwrap();
+    assert_eq!(summary.task("t").unwrap().failed, 1);
+    let files = [
+        ("tasks/t/done.zarr/c/0", true),
+        ("tasks/t/done.zarr/zarr.json", true),
+        ("tasks/t/layout.json", true),
+        ("tasks/t/done.crc32", true),
+        ("journal.wal", true),
+        ("lock", true),
+        // A run replaces run.json and appends to failures.jsonl only when a block fails.
+        ("run.json", false),
+        ("tasks/t/failures.jsonl", false),
+    ];
+    for (file, a_run_opens_it) in files {
+        let path = dir.join(file);
+        let good = std::fs::read(&path).unwrap();
+        for kind in ["FIFO (named pipe)", "directory"] {
+            std::fs::remove_file(&path).unwrap();
+            if kind == "directory" {
+                std::fs::create_dir(&path).unwrap();
+            } else {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            }
+            let expected = format!(
+                "run directory file {} is damaged: it is a {kind}, not a regular file",
+                path.display()
+            );
+            if a_run_opens_it {
+                let (d, c) = (dir.clone(), Arc::clone(&calls));
+                let e = within_a_minute(file, move || {
+                    journal_error(runner(&d).run([counting(50, &c)])).to_string()
+                });
+                assert!(e.starts_with(&expected), "{file}: {e}");
+                assert_eq!(calls.load(Ordering::SeqCst), 0, "{file}: blocks ran");
+            }
+            let d = dir.clone();
+            let e = within_a_minute(file, move || {
+                blockwise::journal::status(&d)
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string()
+            });
+            assert!(e.starts_with(&expected), "status, {file}: {e}");
+            if kind == "directory" {
+                std::fs::remove_dir(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+            std::fs::write(&path, &good).unwrap();
+        }
+        // A symbolic link to the file is followed; one to a FIFO is refused.
+        let elsewhere = dir.join("elsewhere");
+        std::fs::rename(&path, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let d = dir.clone();
+        within_a_minute(file, move || blockwise::journal::status(&d).map(|_| ()))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&elsewhere, &path).unwrap();
+    }
+    let fifo = dir.join("a-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let layout = dir.join("tasks/t/layout.json");
+    let good = std::fs::read(&layout).unwrap();
+    std::fs::remove_file(&layout).unwrap();
+    std::os::unix::fs::symlink(&fifo, &layout).unwrap();
+    let (d, c) = (dir.clone(), Arc::clone(&calls));
+    let e = within_a_minute("a link to a FIFO", move || {
+        journal_error(runner(&d).run([counting(50, &c)])).to_string()
+    });
+    assert!(
+        e.contains("it is a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+    std::fs::remove_file(&layout).unwrap();
+    std::fs::write(&layout, good).unwrap();
+    // Undamaged again: the run skips what finished (the failed block runs again).
+    let s = runner(&dir).run([counting(50, &calls)]).unwrap();
+    assert_eq!(
+        (s.task("t").unwrap().skipped, calls.load(Ordering::SeqCst)),
+        (49, 1)
+    );
+}
+
+/// A write-ahead log with a good checksum whose one section names `task_dir`.
+fn crafted_log(task_dir: &str, records: &[u64]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&(task_dir.len() as u32).to_le_bytes());
+    payload.extend_from_slice(task_dir.as_bytes());
+    payload.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    for r in records {
+        payload.extend_from_slice(&r.to_le_bytes());
+    }
+    let mut out = b"BWAL".to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn a_crafted_write_ahead_log_cannot_write_outside_the_run_directory() {
+    let dir = scratch("crafted-wal");
+    let calls = Arc::new(AtomicU64::new(0));
+    let other = dir.join("other-run");
+    let run = dir.join("runs/a/run");
+    // Another run directory with markers of a task `x`, none done.
+    let x = Task::builder(
+        "x",
+        Roi::new([0], [50]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(|_: &Block| Err::<(), BlockError>("not now".into()))
+    .max_retries(0)
+    .build()
+    .unwrap();
+    assert_eq!(
+        runner(&other).run([x]).unwrap().task("x").unwrap().failed,
+        50
+    );
+    assert!(
+        runner(&run)
+            .run([counting(50, &calls)])
+            .unwrap()
+            .is_success()
+    );
+    let other_before = snapshot(&other);
+    for name in [
+        "../../../other-run/tasks/x",
+        "../../../../other-run/tasks/x",
+        "/tmp",
+        "..",
+    ] {
+        // "Mark" block 5 of x done (value 1).
+        std::fs::write(run.join("journal.wal"), crafted_log(name, &[5 << 2 | 1])).unwrap();
+        let before = snapshot(&run);
+        calls.store(0, Ordering::SeqCst);
+        let e = journal_error(runner(&run).run([counting(50, &calls)]));
+        assert!(matches!(e, JournalError::Corrupt { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "run directory file {} is damaged: its batch names {name:?}, which is not a task directory name",
+                run.join("journal.wal").display()
+            )),
+            "{e}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            snapshot(&other),
+            other_before,
+            "{name}: the other run directory changed"
+        );
+        assert_eq!(snapshot(&run), before, "{name}: the run directory changed");
+    }
+    // A damaged log can be discarded by starting fresh.
+    let s = runner(&run)
+        .fresh(true)
+        .run([counting(50, &calls)])
+        .unwrap();
+    assert!(s.is_success());
+    assert_eq!(snapshot(&other), other_before);
 }
