@@ -93,3 +93,86 @@ pub fn worker_context(data: &[u8]) {
         }
     }
 }
+
+/// Write-ahead-log replay: the batch of a log's bytes, and the task directories it names,
+/// which must never lead out of `tasks/`.
+pub fn wal(data: &[u8]) {
+    if let Ok(Some(sections)) = crate::journal::wal::decode(data) {
+        for s in sections {
+            let id = crate::journal::task_id_of_dir_name(&s.task_dir);
+            assert!(id.is_some(), "decode accepted {:?}", s.task_dir);
+            assert!(!s.task_dir.contains('/') && !s.task_dir.starts_with('.'));
+            if let Some(id) = id {
+                assert_eq!(crate::journal::task_dir_name(&id), s.task_dir);
+            }
+        }
+    }
+}
+
+/// `layout.json`: what parses has a SHA-256 that matches its fields.
+pub fn layout(data: &[u8]) {
+    if let Ok(layout) = crate::journal::layout::Layout::parse(data) {
+        assert_eq!(layout.digest(), layout.sha256);
+    }
+}
+
+thread_local! {
+    static SCRATCH: Option<tempfile_dir::Dir> = tempfile_dir::Dir::new();
+}
+
+/// Opening a marker array: `zarr.json`, the chunk and the checksum file from the input (its
+/// first two bytes give the number of blocks, the next four the lengths of the first two
+/// files), written to a scratch directory and loaded as a run would.
+pub fn marker_array(data: &[u8]) {
+    if data.len() < 6 {
+        return;
+    }
+    let blocks = u64::from(u16::from_le_bytes([data[0], data[1]]));
+    let json_len = usize::from(u16::from_le_bytes([data[2], data[3]]));
+    let chunk_len = usize::from(u16::from_le_bytes([data[4], data[5]]));
+    let rest = &data[6..];
+    let (json, rest) = rest.split_at(json_len.min(rest.len()));
+    let (chunk, sums) = rest.split_at(chunk_len.min(rest.len()));
+    SCRATCH.with(|dir| {
+        let Some(dir) = dir else { return };
+        let array = dir.path.join("done.zarr");
+        let chunk_path = array.join("c").join("0");
+        if std::fs::create_dir_all(array.join("c")).is_err()
+            || std::fs::write(array.join("zarr.json"), json).is_err()
+            || std::fs::write(&chunk_path, chunk).is_err()
+            || std::fs::write(crate::journal::markers::sums_path(&array), sums).is_err()
+        {
+            return;
+        }
+        let grid = [i64::try_from(blocks).unwrap_or(0)];
+        if let Ok(done) = crate::journal::markers::load(&array, &grid, blocks) {
+            assert_eq!(done.len(), blocks);
+        }
+    });
+}
+
+/// A scratch directory removed at exit (no dependency on `tempfile` outside tests).
+mod tempfile_dir {
+    pub(super) struct Dir {
+        pub(super) path: std::path::PathBuf,
+    }
+
+    impl Dir {
+        pub(super) fn new() -> Option<Dir> {
+            let base = if std::path::Path::new("/dev/shm").is_dir() {
+                std::path::PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            };
+            let path = base.join(format!("blockwise-fuzz-{}", std::process::id()));
+            std::fs::create_dir_all(&path).ok()?;
+            Some(Dir { path })
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -65,10 +65,10 @@
 
 pub(crate) mod done;
 mod files;
-mod layout;
-mod markers;
+pub(crate) mod layout;
+pub(crate) mod markers;
 mod status;
-mod wal;
+pub(crate) mod wal;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
