@@ -14,11 +14,25 @@
 //!
 //! # Concurrent writes
 //!
-//! Zarr writes whole chunks (whole shards for sharded arrays): two blocks writing parts of one
-//! chunk at the same time lose each other's voxels. A task declares the arrays it writes with
-//! [`TaskBuilder::writes`](crate::TaskBuilder::writes) and its blocks must then write whole chunks
-//! (checked by `build()`). Chunk files are written to a temporary file and renamed into place, so
-//! a reader in another process sees either the old or the new chunk, never a truncated one.
+//! Zarr writes whole chunks (whole shards for sharded arrays), so writing part of a chunk is a
+//! read-modify-write of the whole chunk. [`ZarrArray::write`] holds a lock on each chunk it
+//! writes in part, among the threads of a process (a lock per chunk) and among processes of one
+//! machine (an advisory `flock` on a hidden `.{chunk}.blockwise-lock` file next to the chunk,
+//! removed after use): concurrent writes of disjoint ROIs lose no voxel, however they are
+//! aligned. Chunks a write covers entirely take no lock.
+//!
+//! On network file systems (NFS, Lustre, GPFS) `flock` may hold only among processes of one
+//! client, or not at all: there, declare the arrays a task writes with
+//! [`TaskBuilder::writes`](crate::TaskBuilder::writes), so that `build()` checks that its blocks
+//! write whole chunks, which needs no lock. Declaring them is good practice anywhere: whole
+//! chunks are written without reading them first.
+//!
+//! Chunk files are written to a temporary file (`.{chunk}.blockwise-tmp-{host}-{pid}-{n}`) and
+//! renamed into place, so a reader in another process sees either the old or the new chunk,
+//! never a truncated one. A writer killed mid-write leaves its temporary file behind; the first
+//! write of an opened array into a directory removes the temporaries there of writers that are
+//! dead on this host, and [`ZarrArray::open`] does so for the array's own directory (see
+//! [`AtomicFilesystemStore`]).
 //!
 //! Backends: zarr v2, v3 and sharded v3 through `zarrs` (feature `zarr`, on by default), HDF5
 //! through `hdf5-metno` (feature `hdf5`; HDF5 allows one writer process per file).
@@ -45,7 +59,7 @@ pub use spec::{ArraySpec, Codec, ZarrFormat};
 #[cfg(feature = "zarr")]
 pub use zarr::ZarrArray;
 #[cfg(feature = "zarr")]
-pub use zarr_store::AtomicFilesystemStore;
+pub use zarr_store::{AtomicFilesystemStore, KeyLock};
 
 use crate::geometry::{Coordinate, Roi};
 

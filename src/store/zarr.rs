@@ -1,5 +1,6 @@
 //! Zarr arrays (v2, v3, sharded v3) in world units, through `zarrs`.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ type ReadCache = ChunkCacheLruSizeLimit<ChunkCacheTypeDecoded>;
 /// ```
 pub struct ZarrArray {
     array: Array<Store>,
+    /// The store of `array`, for per-chunk locks.
+    atomic: Arc<AtomicFilesystemStore>,
     cache: Option<Arc<ReadCache>>,
     name: String,
     store: std::path::PathBuf,
@@ -72,10 +75,6 @@ fn node_path(dataset: &str) -> String {
     format!("/{trimmed}")
 }
 
-fn open_store(path: &Path) -> Result<Arc<Store>, StoreError> {
-    Ok(open_atomic(path)?)
-}
-
 fn open_atomic(path: &Path) -> Result<Arc<AtomicFilesystemStore>, StoreError> {
     let store = AtomicFilesystemStore::new(path).map_err(|e| StoreError::Open {
         path: path.display().to_string(),
@@ -87,6 +86,12 @@ fn open_atomic(path: &Path) -> Result<Arc<AtomicFilesystemStore>, StoreError> {
 impl ZarrArray {
     /// Opens the array `dataset` (e.g. `"raw"`, or `""` for an array at the root) of the zarr
     /// store at `path`.
+    ///
+    /// The array is open for reading and writing. Opening it removes the temporary files that
+    /// writers on this host killed mid-write left in the array's directory (its metadata), and
+    /// the array's first write into each chunk directory removes those left there (a directory
+    /// listing per chunk directory written, once, rather than a walk of every chunk at open).
+    /// Temporaries of live processes and of other hosts are kept.
     ///
     /// # Errors
     ///
@@ -101,12 +106,14 @@ impl ZarrArray {
                 message: "no such zarr store (not a directory)".into(),
             });
         }
-        let store = open_store(path)?;
+        let atomic = open_atomic(path)?;
+        let store: Arc<Store> = atomic.clone();
         let array = Array::open(store, &node_path(dataset)).map_err(|e| StoreError::Open {
             path: name.clone(),
             message: e.to_string(),
         })?;
-        Self::from_array(array, name, path)
+        atomic.sweep_prefix_dir(&node_path(dataset));
+        Self::from_array(array, name, path, atomic)
     }
 
     /// Opens an array for reading through an LRU cache of decoded chunks holding at most
@@ -153,6 +160,7 @@ impl ZarrArray {
         array: Array<Store>,
         name: String,
         store: &Path,
+        atomic: Arc<AtomicFilesystemStore>,
     ) -> Result<ZarrArray, StoreError> {
         let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
         let dtype_name = meta_json
@@ -178,6 +186,7 @@ impl ZarrArray {
         let meta = WorldMeta::from_attributes(&name, array.attributes(), shape)?;
         Ok(ZarrArray {
             array,
+            atomic,
             cache: None,
             name,
             store: store.to_owned(),
@@ -211,7 +220,8 @@ impl ZarrArray {
         let names = meta.axis_names.clone();
         let shape = meta.shape.clone();
 
-        let store = open_store(path)?;
+        let atomic = open_atomic(path)?;
+        let store: Arc<Store> = atomic.clone();
         let backend = |e: &dyn std::fmt::Display| StoreError::Backend {
             path: name.clone(),
             message: e.to_string(),
@@ -272,7 +282,7 @@ impl ZarrArray {
             Array::new_with_metadata(store, &node, metadata).map_err(|e| backend(&e))?;
         *array.attributes_mut() = meta.attributes();
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name, path)
+        Self::from_array(array, name, path, atomic)
     }
 
     /// Creates the array `dataset` in the zarr store at `path` with the same metadata as
@@ -294,7 +304,8 @@ impl ZarrArray {
             path: name.clone(),
             message: e.to_string(),
         };
-        let store = open_store(path)?;
+        let atomic = open_atomic(path)?;
+        let store: Arc<Store> = atomic.clone();
         let node_dir = path.join(node.trim_start_matches('/'));
         if node_dir.join("zarr.json").exists() || node_dir.join(".zarray").exists() {
             if !overwrite {
@@ -313,7 +324,7 @@ impl ZarrArray {
         let array = Array::new_with_metadata(store, &node, like.array.metadata().clone())
             .map_err(|e| backend(&e))?;
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name, path)
+        Self::from_array(array, name, path, atomic)
     }
 
     /// The array's ROI in world units.
@@ -421,10 +432,25 @@ impl ZarrArray {
     /// Writes `data` to a world ROI inside the array; `data`'s shape must be the ROI's shape in
     /// voxels.
     ///
+    /// Writes are safe among threads and processes of one machine: zarr stores whole chunks
+    /// (whole shards if sharded), so a write covering only part of a chunk reads the chunk,
+    /// updates it and writes it back, and does so holding a lock on that chunk, in this process
+    /// and (an advisory `flock` on a hidden lock file next to the chunk) among processes.
+    /// Concurrent writes of disjoint ROIs then lose no voxel, whatever their alignment. Chunks
+    /// the ROI covers entirely (inside the array) are written without a lock: a concurrent
+    /// writer of such a chunk would overlap this ROI, and overlapping concurrent writes are
+    /// not ordered.
+    ///
+    /// On network file systems (NFS, Lustre, GPFS) `flock` may lock only among processes of
+    /// one client, or not at all (where the file system reports that it has no locks, the lock
+    /// is taken within the process only and a warning is logged): there, declare the array
+    /// with [`TaskBuilder::writes`](crate::TaskBuilder::writes), so that `build()` checks that
+    /// blocks write whole chunks, which needs no lock.
+    ///
     /// # Errors
     ///
     /// A misaligned ROI or one outside the array, a shape mismatch, a `T` that is not the array's
-    /// data type, or an encode/write error.
+    /// data type, or an encode/write/lock error.
     pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
         self.check_type::<T>()?;
         if self.cache.is_some() {
@@ -434,13 +460,108 @@ impl ZarrArray {
             });
         }
         let ranges = self.meta.write_ranges(&self.name, roi, data.shape())?;
-        let ranges: Vec<std::ops::Range<u64>> = ranges
+        let ranges: Vec<Range<u64>> = ranges
             .into_iter()
             .map(|r| r.start as u64..r.end as u64)
             .collect();
-        self.array
-            .store_array_subset(&ranges, &data)
-            .map_err(|e| self.backend(&e))
+        let (whole, partial) = self.split_by_chunks(&ranges)?;
+        if partial.is_empty() {
+            return self
+                .array
+                .store_array_subset(&ranges, &data)
+                .map_err(|e| self.backend(&e));
+        }
+        let view = |sub: &[Range<u64>]| {
+            data.slice_each_axis(|ax| {
+                let r = &sub[ax.axis.index()];
+                let start = ranges[ax.axis.index()].start;
+                ndarray::Slice::from((r.start - start) as usize..(r.end - start) as usize)
+            })
+        };
+        if let Some(whole) = whole {
+            self.array
+                .store_array_subset(&whole, &view(&whole))
+                .map_err(|e| self.backend(&e))?;
+        }
+        for (chunk, overlap) in partial {
+            let origin = self
+                .array
+                .chunk_origin(&chunk)
+                .map_err(|e| self.backend(&e))?;
+            let in_chunk: Vec<Range<u64>> = overlap
+                .iter()
+                .zip(&origin)
+                .map(|(r, &o)| r.start - o..r.end - o)
+                .collect();
+            let key = self.array.chunk_key(&chunk);
+            let _lock = self.atomic.lock_key(&key).map_err(|e| self.backend(&e))?;
+            self.array
+                .store_chunk_subset(&chunk, &in_chunk, &view(&overlap))
+                .map_err(|e| self.backend(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Splits a voxel region into the box of the chunks it covers entirely (within the array),
+    /// if any, and the chunks it covers in part, each with its overlap with the region.
+    #[allow(clippy::type_complexity)]
+    fn split_by_chunks(
+        &self,
+        ranges: &[Range<u64>],
+    ) -> Result<(Option<Vec<Range<u64>>>, Vec<(Vec<u64>, Vec<Range<u64>>)>), StoreError> {
+        let subset = ranges.to_vec();
+        let Some(chunks) = self
+            .array
+            .chunks_in_array_subset(&subset)
+            .map_err(|e| self.backend(&e))?
+        else {
+            return Err(self.backend(&format!("cannot find the chunks of voxels {ranges:?}")));
+        };
+        let mut whole_box: Option<Vec<Range<u64>>> = None;
+        let mut whole = Vec::new();
+        let mut partial = Vec::new();
+        for chunk in &chunks.indices() {
+            let bounded = self
+                .array
+                .chunk_subset_bounded(&chunk)
+                .map_err(|e| self.backend(&e))?
+                .to_ranges();
+            let overlap: Vec<Range<u64>> = bounded
+                .iter()
+                .zip(ranges)
+                .map(|(c, r)| c.start.max(r.start)..c.end.min(r.end))
+                .collect();
+            if overlap.iter().any(|r| r.start >= r.end) {
+                continue;
+            }
+            if overlap == bounded {
+                whole_box = Some(match whole_box {
+                    None => bounded,
+                    Some(b) => b
+                        .iter()
+                        .zip(&bounded)
+                        .map(|(a, c)| a.start.min(c.start)..a.end.max(c.end))
+                        .collect(),
+                });
+                whole.push((chunk.to_vec(), overlap));
+            } else {
+                partial.push((chunk.to_vec(), overlap));
+            }
+        }
+        // On zarr's (rectilinear) grids the whole chunks form a box; if they did not, the box
+        // would hold partial chunks too: then write every chunk on its own, with a lock.
+        if let Some(b) = &whole_box {
+            let in_box = self
+                .array
+                .chunks_in_array_subset(b)
+                .map_err(|e| self.backend(&e))?
+                .map(|c| c.num_elements_usize());
+            if in_box != Some(whole.len()) {
+                partial.append(&mut whole);
+                return Ok((None, partial));
+            }
+        }
+        Ok((whole_box, partial))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Arrays in world units: zarr v2/v3/sharded round trips, alignment, fill values, metadata,
-//! atomic chunk writes across processes, and HDF5 (feature `hdf5`).
+//! atomic chunk writes across processes, partial-chunk writes from threads and processes, stale
+//! temporary files, and HDF5 (feature `hdf5`).
 
 use std::path::PathBuf;
 
@@ -317,6 +318,279 @@ fn atomic_chunk_writes_across_processes() -> TestResult {
     // After the writer finished, the last version is there.
     let last = a.read::<u8>(&roi)?;
     assert_eq!(last.as_slice().map(|v| v[0]), Some((300 % 251) as u8));
+    Ok(())
+}
+
+/// The value every test of partial-chunk writes stores at voxel `(i, j)`: never zero (the fill
+/// value), so a lost voxel shows.
+fn voxel_value(i: usize, j: usize) -> u32 {
+    (i * 256 + j + 1) as u32
+}
+
+/// A 256×256 `uint32` array in 64×64 chunks.
+fn partial_spec() -> ArraySpec {
+    ArraySpec::new(
+        Roi::new([0, 0], [256, 256]),
+        [1, 1],
+        DataType::U32,
+        vec![64, 64],
+    )
+}
+
+/// Writes the 16×16 block `(bi, bj)` of voxel values: one sixteenth of a 64×64 chunk.
+fn write_block(a: &ZarrArray, bi: usize, bj: usize) -> Result<(), StoreError> {
+    let data = ArrayD::from_shape_fn(IxDyn(&[16, 16]), |ix| {
+        voxel_value(bi * 16 + ix[0], bj * 16 + ix[1])
+    });
+    let roi = Roi::new([bi as i64 * 16, bj as i64 * 16], [16, 16]);
+    a.write(&roi, data.view())
+}
+
+/// How many voxels of the array do not hold their value.
+fn lost_voxels(a: &ZarrArray) -> Result<usize, StoreError> {
+    let all = a.read::<u32>(&Roi::new([0, 0], [256, 256]))?;
+    Ok(all
+        .indexed_iter()
+        .filter(|(ix, v)| **v != voxel_value(ix[0], ix[1]))
+        .count())
+}
+
+#[test]
+fn partial_chunk_writes_from_threads_lose_no_voxel() -> TestResult {
+    for iteration in 0..4 {
+        let dir = TempDir::new("partial-threads");
+        let a = ZarrArray::create(&dir.0, "raw", &partial_spec())?;
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| -> TestResult {
+            let handles: Vec<_> = (0..8usize)
+                .map(|t| {
+                    let (a, barrier) = (&a, &barrier);
+                    scope.spawn(move || -> Result<(), StoreError> {
+                        barrier.wait();
+                        // Thread t writes block columns t and t + 8: four threads share every
+                        // chunk column, and they write the same chunks at the same time.
+                        for k in (t..256).step_by(8) {
+                            write_block(a, k / 16, k % 16)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| "a writer thread panicked")??;
+            }
+            Ok(())
+        })?;
+        let lost = lost_voxels(&ZarrArray::open(&dir.0, "raw")?)?;
+        assert_eq!(
+            lost, 0,
+            "iteration {iteration}: {lost} of 65536 voxels lost"
+        );
+    }
+    Ok(())
+}
+
+const PARTIAL_ROUNDS: usize = 6;
+
+/// A child process (started by `partial_chunk_writes_from_two_processes_lose_no_voxel`) that
+/// writes the odd blocks of a checkerboard into arrays `r0`, `r1`, ... once told to start on its
+/// stdin; a no-op in a normal test run.
+#[test]
+fn partial_writer_child() -> TestResult {
+    let Ok(dir) = std::env::var("BLOCKWISE_TEST_PARTIAL_WRITER") else {
+        return Ok(());
+    };
+    let arrays: Vec<ZarrArray> = (0..PARTIAL_ROUNDS)
+        .map(|r| ZarrArray::open(&dir, &format!("r{r}")))
+        .collect::<Result<_, _>>()?;
+    println!("blockwise-partial-writer-ready");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go)?;
+    for a in &arrays {
+        checkerboard(a, 1)?;
+    }
+    Ok(())
+}
+
+/// Writes the blocks `(bi, bj)` with `(bi + bj) % 2 == parity`, row by row.
+fn checkerboard(a: &ZarrArray, parity: usize) -> Result<(), StoreError> {
+    for bi in 0..16 {
+        for bj in 0..16 {
+            if (bi + bj) % 2 == parity {
+                write_block(a, bi, bj)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn partial_chunk_writes_from_two_processes_lose_no_voxel() -> TestResult {
+    use std::io::{BufRead, Write};
+    use std::time::Duration;
+    let dir = TempDir::new("partial-procs");
+    let arrays: Vec<ZarrArray> = (0..PARTIAL_ROUNDS)
+        .map(|r| ZarrArray::create(&dir.0, &format!("r{r}"), &partial_spec()))
+        .collect::<Result<_, _>>()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "store::partial_writer_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("BLOCKWISE_TEST_PARTIAL_WRITER", &dir.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let result = (|| -> TestResult {
+        // Start together: wait (at most 60 s) for the child to have opened the arrays.
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("blockwise-partial-writer-ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "the child writer did not start within 60 s")?;
+        let mut stdin = child.stdin.take().ok_or("no child stdin")?;
+        stdin.write_all(b"go\n")?;
+        drop(stdin);
+        for a in &arrays {
+            checkerboard(a, 0)?;
+        }
+        Ok(())
+    })();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        (child, status)
+    });
+    let done = rx.recv_timeout(Duration::from_secs(120));
+    let (mut child, status) = waiter.join().map_err(|_| "waiter panicked")?;
+    if done.is_err() {
+        let _ = child.kill();
+        return Err("the child writer did not finish within 120 s".into());
+    }
+    result?;
+    let status = status?;
+    assert!(status.success(), "child writer failed: {status}");
+    for (r, a) in arrays.iter().enumerate() {
+        let lost = lost_voxels(a)?;
+        assert_eq!(lost, 0, "array r{r}: {lost} of 65536 voxels lost");
+    }
+    Ok(())
+}
+
+/// This host's name as the store puts it in temporary file names.
+fn host_tag() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn stale_temporaries_of_dead_writers_are_removed() -> TestResult {
+    use zarrs::storage::ListableStorageTraits;
+    let dir = TempDir::new("stale");
+    let s = ArraySpec::new(
+        Roi::new([0, 0], [64, 64]),
+        [1, 1],
+        DataType::U8,
+        vec![16, 16],
+    );
+    let a = ZarrArray::create(&dir.0, "raw", &s)?;
+    let one = ArrayD::from_elem(IxDyn(&[16, 16]), 3u8);
+    a.write(&Roi::new([0, 0], [16, 16]), one.view())?;
+    drop(a);
+    // A pid that is dead: a child that ran and was reaped.
+    let dead = std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", "store::no_such_test"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait()?;
+    let host = host_tag();
+    let me = std::process::id();
+    let node = dir.0.join("raw");
+    let chunks = node.join("c").join("0");
+    assert!(chunks.join("0").is_file(), "chunk (0, 0) written");
+    let file = |d: &std::path::Path, name: String| -> std::io::Result<PathBuf> {
+        let p = d.join(name);
+        std::fs::write(&p, b"partial")?;
+        Ok(p)
+    };
+    let dead_tmp = file(
+        &node,
+        format!(".zarr.json.blockwise-tmp-{host}-{dead_pid}-0"),
+    )?;
+    let live_tmp = file(&node, format!(".zarr.json.blockwise-tmp-{host}-{me}-1"))?;
+    let other_host = file(
+        &node,
+        format!(".zarr.json.blockwise-tmp-x{host}-{dead_pid}-2"),
+    )?;
+    let old_fresh = file(&node, format!(".zarr.json.blockwise-tmp-{dead_pid}-3"))?;
+    let old_stale = file(&node, format!(".zarr.json.blockwise-tmp-{dead_pid}-4"))?;
+    std::fs::File::options()
+        .write(true)
+        .open(&old_stale)?
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))?;
+    let chunk_tmp = file(&chunks, format!(".1.blockwise-tmp-{host}-{dead_pid}-5"))?;
+    let chunk_lock = file(&chunks, ".1.blockwise-lock".to_owned())?;
+
+    // The store's own files are not keys.
+    let store = blockwise::store::AtomicFilesystemStore::new(&dir.0)?;
+    let keys: Vec<String> = store.list()?.iter().map(|k| k.to_string()).collect();
+    assert!(keys.iter().all(|k| !k.contains("blockwise")), "{keys:?}");
+    assert!(keys.contains(&"raw/c/0/0".to_owned()), "{keys:?}");
+
+    // Opening removes the array directory's temporaries of dead writers on this host.
+    let a = ZarrArray::open(&dir.0, "raw")?;
+    assert!(!dead_tmp.exists(), "a dead writer's temporary is removed");
+    assert!(
+        !old_stale.exists(),
+        "an old-style temporary of a dead pid, 2 h old, is removed"
+    );
+    assert!(live_tmp.exists(), "a live writer's temporary is kept");
+    assert!(other_host.exists(), "another host's temporary is kept");
+    assert!(old_fresh.exists(), "a recent old-style temporary is kept");
+    // Chunk directories are cleaned when first written to.
+    assert!(chunk_tmp.exists() && chunk_lock.exists());
+    a.write(&Roi::new([0, 16], [16, 16]), one.view())?;
+    assert!(
+        !chunk_tmp.exists(),
+        "a dead writer's chunk temporary is removed"
+    );
+    assert!(!chunk_lock.exists(), "an unheld lock file is removed");
+    assert!(
+        a.read::<u8>(&Roi::new([0, 0], [16, 32]))?
+            .iter()
+            .all(|&v| v == 3)
+    );
+    // A partial write leaves no lock file behind.
+    let small = ArrayD::from_elem(IxDyn(&[2, 2]), 4u8);
+    a.write(&Roi::new([20, 20], [2, 2]), small.view())?;
+    let left: Vec<_> = std::fs::read_dir(node.join("c").join("1"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("1")]);
     Ok(())
 }
 
