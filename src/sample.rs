@@ -214,27 +214,13 @@ pub fn bytes(n: u64) -> String {
 ///
 /// [`LimitError::Dataset`] naming the dataset.
 pub fn check_dataset(dataset: &str) -> Result<(), LimitError> {
-    let trimmed = dataset.trim_matches('/');
-    let bad = |reason| {
-        Err(LimitError::Dataset {
+    match crate::store::dataset_problem(dataset) {
+        None => Ok(()),
+        Some(reason) => Err(LimitError::Dataset {
             dataset: dataset.to_owned(),
             reason,
-        })
-    };
-    if trimmed.is_empty() {
-        return Ok(());
+        }),
     }
-    for part in trimmed.split('/') {
-        match part {
-            "" => return bad("has an empty path component (`//`)"),
-            "." | ".." => return bad("has a `.` or `..` component; it must stay inside its store"),
-            _ if part.contains('\\') || part.contains('\0') => {
-                return bad("contains a backslash or NUL byte");
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The memory this process may still allocate, in bytes: `MemAvailable` of `/proc/meminfo`,

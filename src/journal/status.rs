@@ -134,7 +134,7 @@ fn time_text(secs: u64) -> String {
 /// files; I/O errors.
 pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     let meta_path = run_dir.join("run.json");
-    if !files::exists(&meta_path)? {
+    if !run_dir.is_dir() || !files::exists(&meta_path)? {
         return Err(JournalError::NotARunDir {
             dir: run_dir.to_owned(),
         });

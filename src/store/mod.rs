@@ -52,6 +52,22 @@ mod zarr_store;
 use std::fmt;
 use std::ops::Range;
 
+/// What is wrong with a dataset name as a path inside its store, if anything: an empty
+/// component, `.` or `..` (which would lead out of the store: an `overwrite` deletes what the
+/// name points at), a backslash or a NUL byte.
+pub(crate) fn dataset_problem(dataset: &str) -> Option<&'static str> {
+    let trimmed = dataset.trim_matches('/');
+    if trimmed.is_empty() {
+        return None;
+    }
+    trimmed.split('/').find_map(|part| match part {
+        "" => Some("has an empty path component (`//`)"),
+        "." | ".." => Some("has a `.` or `..` component; it must stay inside its store"),
+        _ if part.contains('\\') || part.contains('\0') => Some("contains a backslash or NUL byte"),
+        _ => None,
+    })
+}
+
 pub use chunk_grid::ChunkGrid;
 #[cfg(feature = "hdf5")]
 pub use hdf5_array::Hdf5Array;

@@ -75,6 +75,17 @@ fn node_path(dataset: &str) -> String {
     format!("/{trimmed}")
 }
 
+/// The dataset name, checked ([`dataset_problem`](super::dataset_problem)).
+fn checked_dataset(path: &Path, dataset: &str) -> Result<(), StoreError> {
+    match super::dataset_problem(dataset) {
+        None => Ok(()),
+        Some(problem) => Err(StoreError::Open {
+            path: format!("{}{}", path.display(), node_path(dataset)),
+            message: format!("dataset name {dataset:?} {problem}"),
+        }),
+    }
+}
+
 fn open_atomic(path: &Path) -> Result<Arc<AtomicFilesystemStore>, StoreError> {
     let store = AtomicFilesystemStore::new(path).map_err(|e| StoreError::Open {
         path: path.display().to_string(),
@@ -99,6 +110,7 @@ impl ZarrArray {
     /// funlib.persistence attributes are malformed.
     pub fn open(path: impl AsRef<Path>, dataset: &str) -> Result<ZarrArray, StoreError> {
         let path = path.as_ref();
+        checked_dataset(path, dataset)?;
         let name = format!("{}{}", path.display(), node_path(dataset));
         if !path.is_dir() {
             return Err(StoreError::Open {
@@ -210,6 +222,7 @@ impl ZarrArray {
         spec: &ArraySpec,
     ) -> Result<ZarrArray, StoreError> {
         let path = path.as_ref();
+        checked_dataset(path, dataset)?;
         let node = node_path(dataset);
         let name = format!("{}{node}", path.display());
         let invalid = |message: String| StoreError::Open {
@@ -298,6 +311,7 @@ impl ZarrArray {
         overwrite: bool,
     ) -> Result<ZarrArray, StoreError> {
         let path = path.as_ref();
+        checked_dataset(path, dataset)?;
         let node = node_path(dataset);
         let name = format!("{}{node}", path.display());
         let backend = |e: &dyn std::fmt::Display| StoreError::Backend {

@@ -195,6 +195,30 @@ fn bad_rois_and_types_are_errors() -> TestResult {
     let mut again = spec();
     again.overwrite = true;
     ZarrArray::create(&dir.0, "raw", &again)?;
+    // A dataset name that leads out of the store is refused before anything is deleted:
+    // `overwrite` removes what the name points at.
+    let outside = dir.0.with_extension("victim");
+    ZarrArray::create(&outside, "raw", &spec())?;
+    let escape = format!(
+        "../{}/raw",
+        outside.file_name().unwrap_or_default().to_string_lossy()
+    );
+    for name in [escape.as_str(), "a/./b", "a//b"] {
+        let e = ZarrArray::create(&dir.0, name, &again)
+            .map_err(msg)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("must stay inside its store") || e.contains("empty path component"),
+            "{name}: {e}"
+        );
+        assert!(ZarrArray::open(&dir.0, name).is_err());
+    }
+    assert!(
+        outside.join("raw").join("zarr.json").exists(),
+        "the array outside is intact"
+    );
+    let _ = std::fs::remove_dir_all(&outside);
     // Invalid specs.
     let mut bad = spec();
     bad.roi = Roi::new([9, -4, 0], [256, 64, 20]);
