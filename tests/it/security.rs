@@ -341,7 +341,7 @@ fn a_paused_scheduler_keeps_its_healthy_workers() {
     .unwrap();
     if in_worker() || is_driver() {
         return driver_runs(TEST, &dir, task, |r| {
-            r.heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+            r.heartbeat(Duration::from_millis(100), Duration::from_secs(2))
                 .death_timeout(Duration::from_secs(60))
         });
     }
@@ -352,7 +352,7 @@ fn a_paused_scheduler_keeps_its_healthy_workers() {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(driver.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     // The pause is the scenario: twice the silence timeout.
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(4));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     let out = wait_exit(&mut driver, &dir);
     assert!(out.contains("DRIVER OK"), "{out}");
