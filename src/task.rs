@@ -264,14 +264,32 @@ impl fmt::Debug for TaskBuilder {
 impl TaskBuilder {
     /// The function run for every block. A returned error or a panic fails the block (it is
     /// retried up to `max_retries` times); the message is kept in the run summary.
-    pub fn process<F, E>(mut self, f: F) -> Self
+    ///
+    /// The function returns `Result<(), BlockError>`, so a closure needs no annotation and `?`
+    /// works on any error type (store, I/O, your own):
+    ///
+    /// ```
+    /// use blockwise::{Roi, Task};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process(|block| {
+    ///         let n: u64 = "7".parse()?; // a ParseIntError, converted by `?`
+    ///         assert!(block.write_roi().size() > 0 && n == 7);
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// assert!(blockwise::run_blockwise([task])?.is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A named function with another error type is passed as `|b| Ok(my_fn(b)?)`.
+    pub fn process<F>(mut self, f: F) -> Self
     where
-        F: Fn(&Block) -> Result<(), E> + Send + Sync + 'static,
-        E: Into<BlockError>,
+        F: Fn(&Block) -> Result<(), BlockError> + Send + Sync + 'static,
     {
-        self.processor = Some(Processor::PerBlock(Arc::new(move |b: &Block| {
-            f(b).map_err(Into::into)
-        })));
+        self.processor = Some(Processor::PerBlock(Arc::new(f)));
         self
     }
 
@@ -283,16 +301,16 @@ impl TaskBuilder {
     /// [`Error::WorkerStartup`].
     ///
     /// ```
-    /// use blockwise::{Block, BlockError, Roi, Task, WorkerContext};
+    /// use blockwise::{Block, Roi, Task, WorkerContext};
     ///
     /// # fn main() -> Result<(), blockwise::Error> {
     /// let task = Task::builder("count", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
     ///     .process_per_worker(|_worker: &WorkerContext| {
     ///         let mut seen = 0u64; // per-worker state
-    ///         Ok::<_, BlockError>(move |block: &Block| {
+    ///         Ok(move |block: &Block| {
     ///             seen += 1;
     ///             assert!(seen <= 4 && block.block_id() < 4);
-    ///             Ok::<(), BlockError>(())
+    ///             Ok(())
     ///         })
     ///     })
     ///     .build()?;
@@ -301,17 +319,15 @@ impl TaskBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn process_per_worker<I, P, E1, E2>(mut self, init: I) -> Self
+    pub fn process_per_worker<I, P>(mut self, init: I) -> Self
     where
-        I: Fn(&WorkerContext) -> Result<P, E1> + Send + Sync + 'static,
-        P: FnMut(&Block) -> Result<(), E2> + 'static,
-        E1: Into<BlockError>,
-        E2: Into<BlockError>,
+        I: Fn(&WorkerContext) -> Result<P, BlockError> + Send + Sync + 'static,
+        P: FnMut(&Block) -> Result<(), BlockError> + 'static,
     {
         self.processor = Some(Processor::PerWorker(Arc::new(
             move |ctx: &WorkerContext| {
-                let mut f = init(ctx).map_err(Into::into)?;
-                let boxed: BlockFn = Box::new(move |b: &Block| f(b).map_err(Into::into));
+                let f = init(ctx)?;
+                let boxed: BlockFn = Box::new(f);
                 Ok(boxed)
             },
         )));

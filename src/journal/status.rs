@@ -114,7 +114,7 @@ fn time_text(secs: u64) -> String {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("blockwise-doc-status-{}", std::process::id()));
 /// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
-///     .process(|b| if b.block_id() == 3 { Err::<(), _>("bad block") } else { Ok(()) })
+///     .process(|b| if b.block_id() == 3 { Err("bad block".into()) } else { Ok(()) })
 ///     .max_retries(0)
 ///     .build()?;
 /// let summary = Runner::new().progress(Progress::Never).run_dir(&dir).run([task])?;

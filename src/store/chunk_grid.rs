@@ -20,6 +20,11 @@ pub struct ChunkGrid {
     /// mounted file system: a run directory syncs this file system before it marks blocks
     /// done, so that their outputs outlive a machine crash.
     pub path: Option<std::path::PathBuf>,
+    /// The array's identity: a random id stored in its attributes when blockwise created it
+    /// (`None` for arrays made by other tools). A run directory records the ids of the arrays
+    /// a task writes, so that a rerun notices an output that was recreated after blocks were
+    /// recorded as done.
+    pub array_id: Option<String>,
 }
 
 impl fmt::Display for ChunkGrid {
@@ -87,6 +92,7 @@ mod tests {
             path: None,
             offset: Coordinate::from([0, 0]),
             chunk: Coordinate::from([64, 64]),
+            array_id: None,
         }
     }
 

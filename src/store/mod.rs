@@ -411,6 +411,7 @@ impl WorldMeta {
                 .zip(self.voxel_size.iter())
                 .map(|(&c, v)| c as i64 * v)
                 .collect(),
+            array_id: None,
         }
     }
 

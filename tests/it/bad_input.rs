@@ -244,6 +244,7 @@ fn writes_must_cover_whole_chunks() {
         path: None,
         offset: [0, 0].into(),
         chunk: [64, 64].into(),
+        array_id: None,
     };
     // Blocks write 64×64 with 8 voxels of context: aligned.
     let ok = Task::builder(
@@ -494,6 +495,7 @@ fn chunk_grids_far_from_the_task_do_not_overflow() {
             path: None,
             offset: [chunk_offset].into(),
             chunk: [64].into(),
+            array_id: None,
         })
         .build()
     };

@@ -263,10 +263,9 @@ fn per_worker_setup_failures_are_reported_and_bounded() {
         Roi::new([0], [1]),
     )
     .process_per_worker(|ctx: &blockwise::WorkerContext| {
-        Err::<fn(&Block) -> Result<(), BlockError>, String>(format!(
-            "worker {}: model weights not found",
-            ctx.worker_id
-        ))
+        Err::<fn(&Block) -> Result<(), BlockError>, BlockError>(
+            format!("worker {}: model weights not found", ctx.worker_id).into(),
+        )
     })
     .build()
     .unwrap();
