@@ -94,6 +94,6 @@ pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, RunSummary};
-pub use run::{CONTEXT_ENV, Client, Progress, Runner, is_worker, run_blockwise};
+pub use run::{CONTEXT_ENV, Client, Progress, Runner, is_worker, run_blockwise, worker_main};
 pub use scheduler::{Scheduler, TaskState};
 pub use task::{Task, TaskBuilder, WorkerContext};

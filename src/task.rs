@@ -374,7 +374,8 @@ impl TaskBuilder {
     }
 
     /// A per-block time limit: a block running longer is failed (and retried) and its worker
-    /// replaced. See the runner documentation for what happens to a stuck thread.
+    /// replaced. See [timeouts and stuck threads](crate::Runner#timeouts-and-stuck-threads) for
+    /// what happens to a stuck thread.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -72,6 +72,7 @@ use crate::run::protocol::MAX_FRAME;
 
 mod builder;
 mod remote;
+pub(crate) use remote::POOL_PREFIX;
 mod stream;
 mod sweep;
 mod work;

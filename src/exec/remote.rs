@@ -38,7 +38,7 @@ use crate::run::transport::Transport;
 const ATTEMPTS: u32 = 3;
 
 /// The prefix of a pool's id in worker contexts (task ids of block runs never need it).
-const POOL_PREFIX: &str = "blockwise-executor:";
+pub(crate) const POOL_PREFIX: &str = "blockwise-executor:";
 
 /// One call of a registered function on one item.
 pub(crate) struct Call {

@@ -5,21 +5,7 @@
 //! over crossbeam channels. Each task gets `num_workers` threads, started when the task first
 //! has a ready block, so chained tasks run concurrently as their blocks become ready.
 //!
-//! # Failures
-//!
-//! A block fails when its function returns an error or panics (the panic is caught; the
-//! worker goes on with the next block). It is retried up to `max_retries` times; after that it
-//! fails permanently and every block downstream of it is orphaned. Failed blocks are reported in
-//! the [`RunSummary`], not as an `Err`.
-//!
-//! # Timeouts and stuck threads
-//!
-//! With [`TaskBuilder::timeout`](crate::TaskBuilder::timeout), a block that runs longer than the
-//! limit is failed (and retried, on a fresh worker thread started in its place). Rust cannot
-//! kill a thread: the stuck thread is abandoned, keeps running until the user's function returns
-//! (holding whatever it holds, possibly still writing the block's output), and then exits
-//! without reporting; its result is discarded. The run does not wait for abandoned threads. If a
-//! block can hang for ever or must be stopped hard, run it in a worker process instead.
+//! Failures, timeouts and stuck threads are described on [`Runner`] (a public page).
 //!
 //! # Worker processes
 //!
@@ -30,6 +16,7 @@
 
 pub(crate) mod client;
 pub(crate) mod context;
+mod entry;
 mod failures;
 pub(crate) mod jobs;
 pub(crate) mod processes;
@@ -50,6 +37,7 @@ use std::time::Duration;
 
 pub use client::Client;
 pub use context::CONTEXT_ENV;
+pub use entry::worker_main;
 
 use crate::error::Error;
 use crate::launch::{Launcher, Local};
@@ -130,6 +118,24 @@ impl Progress {
 /// # }
 /// ```
 ///
+/// # Failures
+///
+/// A block fails when its function returns an error or panics (the panic is caught; the
+/// worker goes on with the next block). It is retried up to `max_retries` times; after that it
+/// fails permanently and every block downstream of it is orphaned. Failed blocks are reported
+/// in the [`RunSummary`], not as an `Err`.
+///
+/// # Timeouts and stuck threads
+///
+/// With [`TaskBuilder::timeout`](crate::TaskBuilder::timeout), a block that runs longer than
+/// the limit is failed (and retried). On worker threads, a fresh worker thread is started in
+/// its place; Rust cannot kill a thread, so the stuck thread is abandoned, keeps running until
+/// the user's function returns (holding whatever it holds, possibly still writing the block's
+/// output), and then exits without reporting; its result is discarded. The run does not wait
+/// for abandoned threads. On worker processes, the process running the late block is killed
+/// and replaced. If a block can hang for ever or must be stopped hard, run it in a worker
+/// process.
+///
 /// # Worker processes
 ///
 /// [`Runner::processes`] (this machine) or [`Runner::launcher`] (a cluster, see
@@ -139,11 +145,14 @@ impl Progress {
 ///
 /// * **Re-execution.** By default a worker re-executes the current program with the same
 ///   arguments and a `BLOCKWISE_CONTEXT` environment variable (JSON: scheduler address, token,
-///   task id, worker id, log directory, heartbeat, death timeout, lifetime). There, the
-///   program's own call to [`Runner::run`] (or [`run_blockwise`]) recognises the context,
-///   serves blocks of that task with the task's process function, and then **exits the
-///   process**; calls whose tasks do not include the worker's task return an empty summary.
-///   Guard one-time set-up (creating output arrays) with [`is_worker`](crate::is_worker).
+///   task id, worker id, log directory, heartbeat, death timeout, lifetime). Call
+///   [`worker_main`](crate::worker_main) first in `main`, with the function that builds the
+///   program's tasks: in a worker it builds them, serves the worker's task and exits, so none
+///   of the driver's code (generating data, creating outputs, other runs) runs again in the
+///   workers. Without it (fine for a program with one `run` call and no side effects before
+///   it), the program's own call to [`Runner::run`] (or [`run_blockwise`]) recognises the
+///   context, serves blocks of that task and then **exits the process**; calls whose tasks do
+///   not include the worker's task return an empty summary and say so in the worker's log.
 ///   Another program can be a worker with [`Client::from_env`] and an acquire/release loop
 ///   ([`Runner::worker_command`] names it).
 /// * **Logs.** Each worker's stdout and stderr go to `<log dir>/<task>/worker_<id>.out/.err`
@@ -497,38 +506,41 @@ impl Runner {
 
 /// Whether this process is a worker started by a process runner (it has `BLOCKWISE_CONTEXT`).
 ///
-/// A program that runs its own blocks in worker processes is re-executed for every worker, so
-/// one-time set-up that must not be repeated (creating or overwriting output arrays, writing
-/// sample data) belongs behind `if !blockwise::is_worker()`; workers open what the driver
-/// created. Reading inputs and building the same tasks is fine in both.
+/// A program that runs its own blocks in worker processes is re-executed for every worker.
+/// Prefer [`worker_main`](crate::worker_main), which keeps workers out of the driver's code
+/// altogether; without it, one-time set-up that must not be repeated (creating or overwriting
+/// output arrays, writing sample data) belongs behind `if !blockwise::is_worker()`.
 #[must_use]
 pub fn is_worker() -> bool {
     std::env::var_os(CONTEXT_ENV).is_some()
 }
 
 /// Worker mode: serve the context's task, then exit the process (code 0, or 1 with the error
-/// on stderr). Calls whose tasks do not include the context's task return an empty summary.
+/// on stderr). Calls whose tasks do not include the context's task return an empty summary,
+/// and say so in the worker's log.
 fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, Error> {
     let Some(task) = worker::find_task(tasks, &ctx)? else {
         // Worker mode's stderr is the worker's log: if the program never reaches a run with
         // its task, this line ends up in the start-up error the scheduler reports.
+        tracing::warn!(worker = ctx.worker_id, task = %ctx.task_id, "a run without the worker's task was skipped");
         eprintln!(
-            "blockwise worker {}: a run without task {:?} (its tasks: {}) was skipped; the worker serves the first run that has it",
+            "blockwise worker {}: a run without task {:?} (its tasks: {}) was skipped; the worker serves the first run that has it (call blockwise::worker_main first in main to skip the driver's code)",
             ctx.worker_id,
             ctx.task_id,
-            tasks
-                .iter()
-                .map(|t| format!("{:?}", t.task_id()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            entry::task_list(tasks)
         );
         return Ok(RunSummary {
             tasks: Vec::new(),
             elapsed: Duration::ZERO,
         });
     };
+    serve_and_exit(&task, ctx)
+}
+
+/// Serves `task` as the worker of `ctx`, then exits the process.
+fn serve_and_exit(task: &Task, ctx: context::Context) -> ! {
     let worker_id = ctx.worker_id;
-    match worker::serve(&task, ctx) {
+    match worker::serve(task, ctx) {
         Ok(n) => {
             tracing::info!(task = %task.task_id(), worker = worker_id, blocks = n, "worker done");
             std::process::exit(0)

@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod daisy_oracle;
 mod daisy_ported;
+mod entry;
 mod executor;
 mod guardrails;
 #[cfg(feature = "zarr")]

@@ -1,0 +1,106 @@
+//! The explicit worker entry: [`worker_main`].
+
+use std::io::Write;
+
+use super::context::Context;
+use super::worker;
+use crate::error::Error;
+use crate::task::Task;
+
+/// Makes a program safe to run on worker processes: **call it first in `main`**, with the
+/// function that builds the program's tasks.
+///
+/// A process runner ([`Runner::processes`](crate::Runner::processes),
+/// [`Runner::launcher`](crate::Runner::launcher)) starts its workers by running the current
+/// program again with a `BLOCKWISE_CONTEXT` environment variable. Without an entry point a
+/// worker re-runs the whole `main`, side effects included (generating data, deleting folders,
+/// creating outputs), until it reaches the `run` call of its task. With `worker_main`:
+///
+/// * in the **driver** (no `BLOCKWISE_CONTEXT`), it returns at once without calling `build`:
+///   the program goes on and does its work, calling `build` itself when it needs the tasks;
+/// * in a **worker**, it calls `build`, finds the task named in its context among the returned
+///   tasks (or their upstream tasks), serves that task's blocks, and **exits the process**
+///   (code 0, or 1 with the error on stderr, which the scheduler reports). Nothing after the
+///   call runs in a worker, so the driver's side effects run exactly once.
+///
+/// `build` must return every task the program runs on worker processes, across all its `run`
+/// calls, built the same way the driver builds them; it runs in the worker after the driver
+/// started it, so it may open arrays the driver created. A worker whose task is not among
+/// them exits with an error naming the task and the ones `build` returned.
+///
+/// Workers of an [`Executor`](crate::exec::Executor) pool are left alone: for them
+/// `worker_main` returns, so that the program reaches the executor's `start`.
+///
+/// ```no_run
+/// use blockwise::{Roi, Runner, Task};
+///
+/// fn tasks() -> Result<Vec<Task>, blockwise::Error> {
+///     let t = Task::builder("t", Roi::new([0], [1000]), Roi::new([0], [10]), Roi::new([0], [10]))
+///         .process(|_block| Ok(()))
+///         .num_workers(2)
+///         .build()?;
+///     Ok(vec![t])
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     blockwise::worker_main(tasks); // a worker never returns from here
+///     println!("the driver: runs once"); // side effects are safe from here on
+///     let summary = Runner::new().processes().run(tasks()?)?;
+///     assert!(summary.is_success());
+///     Ok(())
+/// }
+/// ```
+pub fn worker_main<F>(build: F)
+where
+    F: FnOnce() -> Result<Vec<Task>, Error>,
+{
+    let ctx = match Context::from_env() {
+        Ok(None) => return,
+        Ok(Some(ctx)) => ctx,
+        Err(e) => exit_with(&format!("blockwise worker: {e}")),
+    };
+    if ctx.task_id.starts_with(crate::exec::POOL_PREFIX) {
+        return;
+    }
+    let worker_id = ctx.worker_id;
+    let tasks = match build() {
+        Ok(tasks) => tasks,
+        Err(e) => exit_with(&format!(
+            "blockwise worker {worker_id} of task {:?}: building the tasks failed: {e}",
+            ctx.task_id
+        )),
+    };
+    let task = match worker::find_task(&tasks, &ctx) {
+        Ok(Some(task)) => task,
+        Ok(None) => exit_with(&format!(
+            "blockwise worker {worker_id}: task {:?} is not among the tasks worker_main's function built ({}); it must build every task the program runs on worker processes",
+            ctx.task_id,
+            task_list(&tasks)
+        )),
+        Err(e) => exit_with(&format!(
+            "blockwise worker {worker_id} of task {:?}: the tasks worker_main's function built are invalid: {e}",
+            ctx.task_id
+        )),
+    };
+    super::serve_and_exit(&task, ctx)
+}
+
+pub(super) fn task_list(tasks: &[Task]) -> String {
+    if tasks.is_empty() {
+        return "none".into();
+    }
+    tasks
+        .iter()
+        .map(|t| format!("{:?}", t.task_id()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Worker mode's stderr is the worker's log, which the scheduler reports when a worker fails
+/// before completing a block.
+fn exit_with(message: &str) -> ! {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{message}");
+    let _ = err.flush();
+    std::process::exit(1)
+}
