@@ -1,6 +1,7 @@
 //! The explicit worker entry, `blockwise::worker_main`: a program with side effects before,
 //! between and after two `run` calls on worker processes runs them exactly once (in the
 //! driver), while its workers build the tasks and serve them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
