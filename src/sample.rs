@@ -404,6 +404,80 @@ pub fn write_zarr(
     ZarrArray::open(path, dataset).map_err(crate::Error::Store)
 }
 
+/// Opens the sample volume `dataset` of the zarr store at `path`, writing it first (with
+/// [`write_zarr`]: blosc-zstd chunks of `chunk`³ voxels, on `workers` threads) if the store
+/// does not exist. The store is written under `<path>.partial` and renamed into place when
+/// complete, so an interrupted generation is never mistaken for a volume (the next call
+/// starts it again).
+///
+/// ```
+/// use blockwise::sample::{SampleSpec, open_or_write_zarr};
+///
+/// # fn main() -> Result<(), blockwise::Error> {
+/// let dir = std::env::temp_dir().join(format!("blockwise-doc-sample-{}", std::process::id()));
+/// let path = dir.join("sample.zarr");
+/// let raw = open_or_write_zarr(&SampleSpec::cube(32), &path, "raw", 16, 2)?;
+/// assert_eq!(raw.shape(), &[32, 32, 32]);
+/// let again = open_or_write_zarr(&SampleSpec::cube(32), &path, "raw", 16, 2)?; // opened
+/// assert_eq!(again.array_id(), raw.array_id());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// The store exists but holds no such array or one of another shape (it is never
+/// overwritten), and the errors of [`write_zarr`].
+#[cfg(feature = "zarr")]
+pub fn open_or_write_zarr(
+    spec: &SampleSpec,
+    path: &std::path::Path,
+    dataset: &str,
+    chunk: u64,
+    workers: usize,
+) -> Result<crate::store::ZarrArray, crate::Error> {
+    use crate::store::{ArraySpec, DataType, StoreError, ZarrArray};
+    let refuse = |message: String| {
+        crate::Error::Store(StoreError::Open {
+            path: format!("{}/{}", path.display(), dataset.trim_matches('/')),
+            message,
+        })
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        let array = ZarrArray::open(path, dataset).map_err(|e| {
+            refuse(format!(
+                "the store exists but its sample volume cannot be opened ({e}); remove it to generate it again"
+            ))
+        })?;
+        if array.shape() != spec.shape {
+            return Err(refuse(format!(
+                "the store holds a volume of shape {:?}, not the requested {:?}; remove it or use another path",
+                array.shape(),
+                spec.shape
+            )));
+        }
+        return Ok(array);
+    }
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    if std::fs::symlink_metadata(&partial).is_ok() {
+        std::fs::remove_dir_all(&partial).map_err(|e| crate::Error::Io {
+            context: format!("removing the interrupted sample {}", partial.display()),
+            source: e,
+        })?;
+    }
+    let mut options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![chunk; 3]);
+    options.overwrite = true;
+    write_zarr(spec, &partial, dataset, &options, workers)?;
+    std::fs::rename(&partial, path).map_err(|e| crate::Error::Io {
+        context: format!("renaming {} to {}", partial.display(), path.display()),
+        source: e,
+    })?;
+    ZarrArray::open(path, dataset).map_err(crate::Error::Store)
+}
+
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
