@@ -234,8 +234,8 @@ pub(crate) fn check(
                 array,
                 dir: dir.to_owned(),
                 done: counts.done,
-                recorded_id,
-                current_id,
+                recorded_id: recorded_id.into(),
+                current_id: current_id.into(),
             });
         }
         for (array, then) in lost {

@@ -14,6 +14,7 @@
 //!   journal.wal                 the last batch of markers, written before the arrays
 //!   tasks/<task id>/
 //!     layout.json               the task's block layout and its SHA-256
+//!     arrays.json               the arrays the task writes: name, path, array id; SHA-256
 //!     done.zarr/                zarr v3 uint8 array over the block grid, one chunk:
 //!       zarr.json                 0 = not done, 1 = done, 2 = failed on its last attempt
 //!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
@@ -43,6 +44,15 @@
 //! conflicts) is refused with [`JournalError::LayoutMismatch`] unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the old markers.
 //!
+//! A rerun whose task writes an array that was recreated since blocks were recorded done (its
+//! [array id](crate::store::ChunkGrid::array_id) differs from the one recorded in
+//! `arrays.json`) is refused with [`JournalError::OutputReplaced`], before any block runs and
+//! before anything is modified: the recreated array lost the data of those blocks, and
+//! skipping them would leave holes reported as success. Open existing outputs instead of
+//! recreating them, or start fresh. An array that had an id and has none now (made by another
+//! tool) is a warning; arrays newly declared, or in a run directory of an older version without
+//! `arrays.json`, are recorded.
+//!
 //! # Damage
 //!
 //! Every file is checked when a run opens the directory, and damage is
@@ -61,7 +71,9 @@
 //! [`JournalError::NoSpace`] with the bytes needed and available, and a reservation that fails
 //! anyway leaves nothing behind either (nor a run directory this run created).
 //!
-//! [`status`] reads a run directory (the CLI's `blockwise status`).
+//! [`status`] and [`RunDir`] read a run directory without writing to it (the CLI's
+//! `blockwise status`); after a crash, they count the blocks of the write-ahead log's last
+//! batch as recorded, as the next run applies it before it looks at any block.
 
 mod arrays;
 pub(crate) mod done;
@@ -148,9 +160,9 @@ pub enum JournalError {
         /// Blocks of the task recorded done.
         done: u64,
         /// The array id recorded when the blocks were done.
-        recorded_id: String,
+        recorded_id: Box<str>,
         /// The array's id now.
-        current_id: String,
+        current_id: Box<str>,
     },
     /// The directory is not a run directory.
     #[error("{dir} is not a blockwise run directory (it has no run.json)")]

@@ -72,7 +72,8 @@ pub struct TaskStatus {
     pub task_id: String,
     /// Blocks of the task.
     pub total: u64,
-    /// Blocks recorded as done.
+    /// Blocks recorded as done (after a crash, those of the write-ahead log's last batch
+    /// included: the next run applies it first).
     pub done: u64,
     /// Blocks whose last attempt failed.
     pub failed: u64,
@@ -107,7 +108,10 @@ fn time_text(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-/// Reads a run directory.
+/// Reads a run directory, without writing anything (see also [`RunDir`](super::RunDir)).
+/// After a crash, the blocks of the write-ahead log's last batch, which the next run applies
+/// before it looks at any block, count as recorded; while a run holds the directory, the
+/// counts are those it has written so far.
 ///
 /// ```
 /// use blockwise::{Progress, Roi, Runner, Task};

@@ -592,7 +592,7 @@ fn an_output_recreated_after_blocks_were_done_is_refused_unless_fresh() {
             assert_eq!((task.as_str(), array.as_str()), ("t", "out.zarr/seg"));
             assert_eq!(d, dir.path());
             assert_eq!(*done, 2);
-            assert_eq!((recorded_id.as_str(), current_id.as_str()), ("aaa", "bbb"));
+            assert_eq!((&**recorded_id, &**current_id), ("aaa", "bbb"));
         }
         other => panic!("expected OutputReplaced, got {other}"),
     }
@@ -638,7 +638,7 @@ fn an_output_recreated_before_any_block_was_done_is_recorded_again() {
         false,
     ));
     assert!(
-        matches!(&e, JournalError::OutputReplaced { recorded_id, done: 1, .. } if recorded_id == "bbb"),
+        matches!(&e, JournalError::OutputReplaced { recorded_id, done: 1, .. } if &**recorded_id == "bbb"),
         "{e}"
     );
 }
