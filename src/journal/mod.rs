@@ -14,6 +14,7 @@
 //!   journal.wal                 the last batch of markers, written before the arrays
 //!   tasks/<task id>/
 //!     layout.json               the task's block layout and its SHA-256
+//!     arrays.json               the arrays the task writes: name, path, array id; SHA-256
 //!     done.zarr/                zarr v3 uint8 array over the block grid, one chunk:
 //!       zarr.json                 0 = not done, 1 = done, 2 = failed on its last attempt
 //!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
@@ -43,6 +44,15 @@
 //! conflicts) is refused with [`JournalError::LayoutMismatch`] unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the old markers.
 //!
+//! A rerun whose task writes an array that was recreated since blocks were recorded done (its
+//! [array id](crate::store::ChunkGrid::array_id) differs from the one recorded in
+//! `arrays.json`) is refused with [`JournalError::OutputReplaced`], before any block runs and
+//! before anything is modified: the recreated array lost the data of those blocks, and
+//! skipping them would leave holes reported as success. Open existing outputs instead of
+//! recreating them, or start fresh. An array that had an id and has none now (made by another
+//! tool) is a warning; arrays newly declared, or in a run directory of an older version without
+//! `arrays.json`, are recorded.
+//!
 //! # Damage
 //!
 //! Every file is checked when a run opens the directory, and damage is
@@ -61,12 +71,16 @@
 //! [`JournalError::NoSpace`] with the bytes needed and available, and a reservation that fails
 //! anyway leaves nothing behind either (nor a run directory this run created).
 //!
-//! [`status`] reads a run directory (the CLI's `blockwise status`).
+//! [`status`] and [`RunDir`] read a run directory without writing to it (the CLI's
+//! `blockwise status`); after a crash, they count the blocks of the write-ahead log's last
+//! batch as recorded, as the next run applies it before it looks at any block.
 
+mod arrays;
 pub(crate) mod done;
 mod files;
 pub(crate) mod layout;
 pub(crate) mod markers;
+mod rundir;
 mod status;
 pub(crate) mod wal;
 
@@ -80,6 +94,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use done::DoneSet;
 use layout::Layout;
+pub use rundir::{RunDir, RunProgress, TaskProgress};
 pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};
 
 use crate::blocks::Block;
@@ -127,6 +142,27 @@ pub enum JournalError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An output array of a task was recreated (its [array id](crate::store::ChunkGrid::array_id)
+    /// differs from the one recorded) after blocks of the task were recorded done: their data
+    /// is gone, and resuming would skip them. Checked before any block runs and before
+    /// anything in the run directory is modified.
+    #[error(
+        "task {task:?}: output array {array} was recreated after {done} of the task's blocks were recorded done in run directory {dir} (its array id was {recorded_id}, now {current_id}): the data of those finished blocks is gone, and resuming would skip them and leave holes; start fresh (`Runner::fresh(true)`) to run every block again, or open the existing array with `ZarrArray::prepare` instead of recreating it so that a rerun keeps its data"
+    )]
+    OutputReplaced {
+        /// The task.
+        task: String,
+        /// The array (its name, [`ChunkGrid::name`](crate::store::ChunkGrid::name)).
+        array: String,
+        /// The run directory.
+        dir: PathBuf,
+        /// Blocks of the task recorded done.
+        done: u64,
+        /// The array id recorded when the blocks were done.
+        recorded_id: Box<str>,
+        /// The array's id now.
+        current_id: Box<str>,
     },
     /// The directory is not a run directory.
     #[error("{dir} is not a blockwise run directory (it has no run.json)")]
@@ -459,14 +495,22 @@ impl Journal {
             OpenOptions::new().create(true).truncate(false).write(true),
             "create",
         )?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked {
-                    dir: dir.to_owned(),
-                });
+        // `status` (and `RunDir`) probe the lock with a shared lock for a moment: a few
+        // attempts, 200 ms at most, before the directory counts as held by another run.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(JournalError::Locked {
+                        dir: dir.to_owned(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
         }
         // Shares the lock (a duplicate of its descriptor) until a failed open cleaned up.
         let guard = lock.try_clone().ok();
@@ -506,6 +550,8 @@ impl Journal {
             }
             other => other?,
         };
+        // Before anything is modified (the log's batch counts as recorded).
+        arrays::check(dir, tasks, &names, logged.as_deref(), fresh)?;
         if let Some(sections) = logged {
             for section in &sections {
                 if fresh && names.contains(&section.task_dir) {
@@ -826,6 +872,7 @@ fn create_task(tasks_dir: &Path, name: &str, task: &Task) -> Result<(), JournalE
         markers::create(&staging.join("done.zarr"), &grid.counts, grid.num_blocks)?;
         let text = serde_json::to_string_pretty(&Layout::of(task)).unwrap_or_default();
         write_atomic(&staging.join("layout.json"), text.as_bytes())?;
+        arrays::record(&staging, task)?;
         fs::rename(&staging, &tdir).map_err(|e| io("rename", &tdir, e))?;
         files::sync_dir(tasks_dir);
         if new_tasks_dir && let Some(run_dir) = tasks_dir.parent() {
@@ -863,7 +910,9 @@ fn open_task(
                 differences: layout.differences(&stored),
             });
         }
-        markers::load(&array, &grid.counts, grid.num_blocks)?
+        let set = markers::load(&array, &grid.counts, grid.num_blocks)?;
+        arrays::record(tdir, task)?;
+        set
     } else {
         DoneSet::empty(grid.num_blocks)
     };

@@ -1,10 +1,11 @@
 //! Reading a run directory: what finished, what failed and why, when the run last made
 //! progress (`blockwise status`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +72,8 @@ pub struct TaskStatus {
     pub task_id: String,
     /// Blocks of the task.
     pub total: u64,
-    /// Blocks recorded as done.
+    /// Blocks recorded as done (after a crash, those of the write-ahead log's last batch
+    /// included: the next run applies it first).
     pub done: u64,
     /// Blocks whose last attempt failed.
     pub failed: u64,
@@ -106,7 +108,10 @@ fn time_text(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-/// Reads a run directory.
+/// Reads a run directory, without writing anything (see also [`RunDir`](super::RunDir)).
+/// After a crash, the blocks of the write-ahead log's last batch, which the next run applies
+/// before it looks at any block, count as recorded; while a run holds the directory, the
+/// counts are those it has written so far.
 ///
 /// ```
 /// use blockwise::{Progress, Roi, Runner, Task};
@@ -133,6 +138,12 @@ fn time_text(secs: u64) -> String {
 /// [`JournalError::NotARunDir`] without a `run.json`; [`JournalError::Corrupt`] for damaged
 /// files; I/O errors.
 pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
+    read_status(run_dir, MAX_LISTED)
+}
+
+/// [`status`], listing at most `keep` failed blocks per task (none: the failure logs are not
+/// read).
+pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, JournalError> {
     let meta_path = run_dir.join("run.json");
     if !run_dir.is_dir() || !files::exists(&meta_path)? {
         return Err(JournalError::NotARunDir {
@@ -154,16 +165,15 @@ pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     };
     // The pages a logged batch touches: the next run replays it, and their checksums may
     // not match until then (see markers.rs).
-    let mut pending: HashMap<String, HashSet<u64>> = HashMap::new();
-    if !locked {
-        for section in wal::read_only(&run_dir.join("journal.wal"))?.unwrap_or_default() {
-            pending
-                .entry(section.task_dir)
-                .or_default()
-                .extend(section.records.iter().map(|&(i, _)| markers::page_of(i)));
-        }
-    }
-    let no_pages = HashSet::new();
+    // Its markers count as recorded: the next run applies them before it looks at any block.
+    // (While a run holds the directory, the log is its batch in flight; it is not read.)
+    let wal_path = run_dir.join("journal.wal");
+    let logged = if locked {
+        Vec::new()
+    } else {
+        wal::read_only(&wal_path)?.unwrap_or_default()
+    };
+    let pending = Pending::of(&logged);
     let mut dirs: Vec<(String, PathBuf, Layout)> = Vec::new();
     let tasks_dir = run_dir.join("tasks");
     if tasks_dir.is_dir() {
@@ -193,20 +203,16 @@ pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     let mut tasks = Vec::with_capacity(dirs.len());
     for (task_id, tdir, layout) in dirs {
         let array = tdir.join("done.zarr");
-        // While a run holds the directory, its writer may be half way through a flush.
-        let check = (!locked).then(|| {
-            tdir.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| pending.get(n))
-                .unwrap_or(&no_pages)
-        });
-        let (counts, failed_indices) = markers::count(
-            &array,
-            &layout.grid_shape,
-            layout.num_blocks,
-            MAX_LISTED,
-            check,
-        )?;
+        // Damage in the record of its output arrays is reported like any other.
+        super::arrays::read(&tdir, &layout.task_id)?;
+        let name = tdir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // While a run holds the directory, its writer may be half way through a flush: the
+        // checksums are not checked.
+        let (counts, failed_indices) = if locked {
+            markers::count(&array, &layout.grid_shape, layout.num_blocks, keep, None)?
+        } else {
+            pending.counts(&tdir, name, &layout, &wal_path, keep)?
+        };
         for t in [
             markers::modified(&array, layout.grid_shape.len()),
             fs::metadata(tdir.join("failures.jsonl"))
@@ -240,8 +246,116 @@ pub fn status(run_dir: &Path) -> Result<RunStatus, JournalError> {
     })
 }
 
+/// The batch of a run directory's write-ahead log, per task directory: not yet applied (or
+/// not all) to the marker arrays, which the next run does first.
+pub(super) struct Pending {
+    /// The pages of each task's markers the batch touches: their checksums may not match
+    /// until the batch is applied (see markers.rs).
+    pages: HashMap<String, HashSet<u64>>,
+    /// Each task's records, in order.
+    records: HashMap<String, Vec<(u64, u8)>>,
+}
+
+impl Pending {
+    pub(super) fn of(sections: &[wal::Section]) -> Pending {
+        let mut pending = Pending {
+            pages: HashMap::new(),
+            records: HashMap::new(),
+        };
+        for section in sections {
+            pending
+                .pages
+                .entry(section.task_dir.clone())
+                .or_default()
+                .extend(section.records.iter().map(|&(i, _)| markers::page_of(i)));
+            pending
+                .records
+                .entry(section.task_dir.clone())
+                .or_default()
+                .extend_from_slice(&section.records);
+        }
+        pending
+    }
+
+    /// The counts of one task's markers (task directory `tdir`, named `name`) as the next
+    /// run will see them, the logged batch applied, and the grid indices of its failed blocks
+    /// (at most `keep`), read without writing anything; the checksums of the pages outside the
+    /// batch are checked.
+    pub(super) fn counts(
+        &self,
+        tdir: &Path,
+        name: &str,
+        layout: &Layout,
+        wal_path: &Path,
+        keep: usize,
+    ) -> Result<(markers::Counts, Vec<u64>), JournalError> {
+        let no_pages = HashSet::new();
+        let array = tdir.join("done.zarr");
+        let (mut counts, mut failed) = markers::count(
+            &array,
+            &layout.grid_shape,
+            layout.num_blocks,
+            keep,
+            Some(self.pages.get(name).unwrap_or(&no_pages)),
+        )?;
+        let Some(records) = self.records.get(name).filter(|r| !r.is_empty()) else {
+            return Ok((counts, failed));
+        };
+        // The last record of each block wins, as in the replay.
+        let mut last: BTreeMap<u64, u8> = BTreeMap::new();
+        for &(index, value) in records {
+            if index >= layout.num_blocks || value > markers::FAILED {
+                return Err(JournalError::Corrupt {
+                    path: wal_path.to_owned(),
+                    reason: format!(
+                        "a record for block {index} (value {value}) of {name}, which has {} blocks",
+                        layout.num_blocks
+                    ),
+                });
+            }
+            last.insert(index, value);
+        }
+        // The batch's blocks as the arrays hold them now (before, after or part way through
+        // the batch: each byte is either).
+        let chunk = chunk_path(&array, layout.grid_shape.len());
+        let file = files::open_read(&chunk)?;
+        for (&index, &value) in &last {
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, index)
+                .map_err(|e| io("read", &chunk, e))?;
+            match byte[0] {
+                markers::DONE => counts.done = counts.done.saturating_sub(1),
+                markers::FAILED => counts.failed = counts.failed.saturating_sub(1),
+                _ => {}
+            }
+            match value {
+                markers::DONE => counts.done += 1,
+                markers::FAILED => counts.failed += 1,
+                _ => {}
+            }
+        }
+        failed.retain(|i| last.get(i).is_none_or(|&v| v == markers::FAILED));
+        for (&index, &value) in &last {
+            if value == markers::FAILED && failed.len() < keep && !failed.contains(&index) {
+                failed.push(index);
+            }
+        }
+        failed.sort_unstable();
+        Ok((counts, failed))
+    }
+}
+
+/// The chunk file of a marker array (`done.zarr/c/0/…`, one `0` per axis).
+fn chunk_path(array: &Path, dims: usize) -> PathBuf {
+    let mut p = array.join("c");
+    for _ in 0..dims.max(1) {
+        p.push("0");
+    }
+    p
+}
+
 /// Whether a run holds the directory's lock.
-fn is_locked(dir: &Path) -> Result<bool, JournalError> {
+pub(super) fn is_locked(dir: &Path) -> Result<bool, JournalError> {
     let path = dir.join("lock");
     if !files::exists(&path)? {
         return Ok(false);

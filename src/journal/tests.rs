@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::geometry::Roi;
+use std::path::PathBuf;
 
 fn task(id: &str, n: i64) -> Task {
     Task::builder(
@@ -514,4 +515,313 @@ fn a_run_directory_of_an_older_version_gets_checksums() {
     assert_eq!(j.take_done()[0].count(), 2);
     j.finish("finished").unwrap();
     assert_eq!(std::fs::read(&sums).unwrap(), made);
+}
+
+/// A task of `n` blocks writing one array with this id.
+fn writing(id: &str, n: i64, array_id: Option<&str>) -> Task {
+    Task::builder(
+        id,
+        Roi::new([0, 0], [10 * n, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .writes(crate::store::ChunkGrid {
+        name: "out.zarr/seg".into(),
+        offset: [0, 0].into(),
+        chunk: [10, 10].into(),
+        path: None,
+        array_id: array_id.map(Into::into),
+    })
+    .build()
+    .unwrap()
+}
+
+/// Every file under `dir` with its bytes (but the lock file), for "nothing was modified".
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n != "lock") {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((p, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn recorded_ids(dir: &Path, task: &str) -> Vec<Option<String>> {
+    arrays::read(&dir.join("tasks").join(task), task)
+        .unwrap()
+        .unwrap()
+        .arrays
+        .into_iter()
+        .map(|a| a.array_id)
+        .collect()
+}
+
+#[test]
+fn an_output_recreated_after_blocks_were_done_is_refused_unless_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    j.record_done(0, 0);
+    j.record_done(0, 3);
+    j.finish("finished").unwrap();
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
+    let before = snapshot(dir.path());
+    let e = err(Journal::open(
+        dir.path(),
+        &[writing("t", 5, Some("bbb"))],
+        false,
+    ));
+    match &e {
+        JournalError::OutputReplaced {
+            task,
+            array,
+            dir: d,
+            done,
+            recorded_id,
+            current_id,
+        } => {
+            assert_eq!((task.as_str(), array.as_str()), ("t", "out.zarr/seg"));
+            assert_eq!(d, dir.path());
+            assert_eq!(*done, 2);
+            assert_eq!((&**recorded_id, &**current_id), ("aaa", "bbb"));
+        }
+        other => panic!("expected OutputReplaced, got {other}"),
+    }
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "task \"t\": output array out.zarr/seg was recreated after 2 of the task's blocks were recorded done in run directory {} (its array id was aaa, now bbb): the data of those finished blocks is gone, and resuming would skip them and leave holes; start fresh (`Runner::fresh(true)`) to run every block again, or open the existing array with `ZarrArray::prepare` instead of recreating it so that a rerun keeps its data",
+            dir.path().display()
+        )
+    );
+    assert_eq!(snapshot(dir.path()), before, "nothing was modified");
+    // The same array resumes.
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 2);
+    drop(j);
+    // Starting fresh records the new one.
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+    j.record_done(0, 1);
+    j.finish("finished").unwrap();
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
+    Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+}
+
+#[test]
+fn an_output_recreated_before_any_block_was_done_is_recorded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = writing("t", 5, Some("aaa"));
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    // A failed block does not count: it runs again.
+    j.record_failure(0, &block(&t, 2), 0, "boom", true);
+    j.finish("finished with failures").unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+    j.record_done(0, 2);
+    j.finish("finished").unwrap();
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
+    let e = err(Journal::open(
+        dir.path(),
+        &[writing("t", 5, Some("ccc"))],
+        false,
+    ));
+    assert!(
+        matches!(&e, JournalError::OutputReplaced { recorded_id, done: 1, .. } if &**recorded_id == "bbb"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_output_without_an_id_now_is_a_warning_and_its_id_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    finished_run(dir.path(), &writing("t", 5, Some("aaa")), &[0]);
+    // Made by another tool, or opened by something that does not read the id: resumes.
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, None)], false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 1);
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
+    let e = err(Journal::open(
+        dir.path(),
+        &[writing("t", 5, Some("bbb"))],
+        false,
+    ));
+    assert!(matches!(e, JournalError::OutputReplaced { .. }), "{e}");
+    // Arrays without ids throughout: nothing to compare.
+    let other = tempfile::tempdir().unwrap();
+    finished_run(other.path(), &writing("t", 5, None), &[0]);
+    assert_eq!(recorded_ids(other.path(), "t"), [None]);
+    let mut j = Journal::open(other.path(), &[writing("t", 5, Some("new"))], false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 1);
+    drop(j);
+    assert_eq!(recorded_ids(other.path(), "t"), [Some("new".into())]);
+}
+
+#[test]
+fn the_logged_batch_counts_for_the_output_check() {
+    let dir = tempfile::tempdir().unwrap();
+    finished_run(dir.path(), &writing("t", 5, Some("aaa")), &[]);
+    // A crash after the log was written, before the markers were.
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    wal.write([("t", &[wal::record(4, markers::DONE)][..])].into_iter())
+        .unwrap();
+    drop(wal);
+    let before = snapshot(dir.path());
+    let e = err(Journal::open(
+        dir.path(),
+        &[writing("t", 5, Some("bbb"))],
+        false,
+    ));
+    assert!(
+        matches!(e, JournalError::OutputReplaced { done: 1, .. }),
+        "{e}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "the log was not replayed");
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    assert!(j.take_done()[0].contains(4));
+}
+
+#[test]
+fn a_run_directory_without_a_record_of_the_outputs_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    finished_run(dir.path(), &writing("t", 5, Some("aaa")), &[0, 1]);
+    let record = dir.path().join("tasks/t/arrays.json");
+    // An older version wrote none.
+    std::fs::remove_file(&record).unwrap();
+    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 2);
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
+    // A task that declares no arrays records an empty list; declaring one later records it.
+    finished_run(dir.path(), &task("u", 3), &[0]);
+    let u = arrays::read(&dir.path().join("tasks/u"), "u")
+        .unwrap()
+        .unwrap();
+    assert!(u.arrays.is_empty());
+}
+
+#[test]
+fn a_damaged_record_of_the_outputs_is_an_error_unless_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = writing("t", 5, Some("aaa"));
+    finished_run(dir.path(), &t, &[0]);
+    let record = dir.path().join("tasks/t/arrays.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace("aaa", "aab")).unwrap();
+    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "run directory file {} is damaged: its SHA-256 does not match its fields (edited by hand?); move the run directory away or start fresh (its finished blocks will run again)",
+            record.display()
+        )
+    );
+    assert_eq!(status(dir.path()).unwrap_err().to_string(), e.to_string());
+    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    assert!(j.take_done()[0].is_none_done());
+    drop(j);
+    assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
+}
+
+#[test]
+fn status_and_progress_count_the_logged_batch_and_a_rerun_skips_its_blocks() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("t", 6);
+    finished_run(dir.path(), &t, &[0]);
+    // A crash after the log was written, before the markers were: blocks 2 and 3 done
+    // (3 after failing once), block 5 failed.
+    let records = [
+        wal::record(2, markers::DONE),
+        wal::record(3, markers::FAILED),
+        wal::record(5, markers::FAILED),
+        wal::record(3, markers::DONE),
+    ];
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    wal.write([("t", &records[..])].into_iter()).unwrap();
+    drop(wal);
+    let before = snapshot(dir.path());
+    let s = status(dir.path()).unwrap();
+    let ts = &s.tasks[0];
+    assert_eq!((ts.total, ts.done, ts.failed, ts.never_run), (6, 3, 1, 2));
+    assert_eq!(ts.failed_blocks.len(), 1);
+    assert_eq!(ts.failed_blocks[0].grid_index, 5);
+    let p = RunDir::open(dir.path()).unwrap().progress().unwrap();
+    assert_eq!((p.done(), p.failed()), (3, 1));
+    assert!(p.has_progress());
+    assert_eq!(p.task("t").map(TaskProgress::never_run), Some(2));
+    assert_eq!(snapshot(dir.path()), before, "status wrote nothing");
+    // Half way through applying the batch (block 2's marker reached the disk): the same.
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[2] = markers::DONE;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (3, 1));
+    // A rerun skips the done blocks (0, 2, 3) and runs the others.
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let c = std::sync::Arc::clone(&calls);
+    let rerun = Task::builder(
+        "t",
+        Roi::new([0, 0], [60, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .process(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let summary = crate::Runner::new()
+        .progress(crate::Progress::Never)
+        .print_summary(false)
+        .run_dir(dir.path())
+        .run([rerun])
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(summary.task("t").unwrap().skipped, 3);
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (6, 0));
+}
+
+#[test]
+fn a_run_directory_is_read_without_a_lock_or_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!RunDir::exists(dir.path()));
+    let e = RunDir::open(dir.path()).unwrap_err();
+    assert!(matches!(e, JournalError::NotARunDir { .. }), "{e}");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    assert!(matches!(
+        RunDir::open(&file),
+        Err(JournalError::NotARunDir { .. })
+    ));
+    // A run directory whose run has recorded nothing yet.
+    let held = Journal::open(dir.path(), &[task("t", 3)], false).unwrap();
+    assert!(RunDir::exists(dir.path()));
+    let rd = RunDir::open(dir.path()).unwrap();
+    assert_eq!(rd.path(), dir.path());
+    let p = rd.progress().unwrap();
+    assert!(!p.has_progress());
+    assert_eq!(p.task("t").map(|t| (t.total, t.done)), Some((3, 0)));
+    assert_eq!(rd.status().unwrap().state, RunState::Running);
+    drop(held);
+    finished_run(dir.path(), &task("t", 3), &[1]);
+    let p = rd.progress().unwrap();
+    assert!(p.has_progress());
+    assert_eq!(p.done(), 1);
+    assert!(!p.tasks[0].is_complete());
 }

@@ -1,5 +1,7 @@
 //! The `blockwise` command line.
 
+#![cfg(feature = "cli")]
+
 use std::process::Command;
 
 fn blockwise() -> Command {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use blockwise::sample::{SampleSpec, write_zarr};
-use blockwise::store::{ArraySpec, DataType, ZarrArray};
+use blockwise::store::{ArraySpec, ChunkGrid, DataType, ZarrArray};
 use blockwise::workload::box_mean_block;
 use blockwise::{Block, BlockError, Fit, Progress, Roi, Runner, Task};
 
@@ -71,12 +71,20 @@ fn prepare(dir: &Path) {
 
 /// The pipeline: `smooth` (box mean with context, read/write conflicts on, so its blocks
 /// come in levels) and `threshold` (reads the smoothed blocks around its own).
-/// `on_block` runs at the start of every process call.
-fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>) -> Task {
+/// `on_block` runs at the start of every process call. With `array_id`, the outputs are
+/// declared with the ids `<array_id>-smoothed` and `<array_id>-mask` (instead of their own).
+fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>, array_id: Option<&str>) -> Task {
     let raw = Arc::new(ZarrArray::open(dir.join("raw.zarr"), "raw").unwrap());
     let smoothed = Arc::new(ZarrArray::open(dir.join("smoothed.zarr"), "smoothed").unwrap());
     let mask = Arc::new(ZarrArray::open(dir.join("mask.zarr"), "mask").unwrap());
     let write = Roi::new([0; 3], [BLOCK; 3]);
+    let grid = |a: &ZarrArray, name: &str| ChunkGrid {
+        array_id: array_id
+            .map(|id| format!("{id}-{name}"))
+            .or(a.chunk_grid().array_id),
+        ..a.chunk_grid()
+    };
+    let (smoothed_grid, mask_grid) = (grid(&smoothed, "smoothed"), grid(&mask, "mask"));
     let (r, s, hook) = (
         Arc::clone(&raw),
         Arc::clone(&smoothed),
@@ -89,7 +97,7 @@ fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>) -> Task {
         write.clone(),
     )
     .fit(Fit::Shrink)
-    .writes(smoothed.as_ref())
+    .writes(smoothed_grid)
     .num_workers(2)
     .max_retries(5)
     .process(move |block: &Block| -> Result<(), BlockError> {
@@ -115,7 +123,7 @@ fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>) -> Task {
     .fit(Fit::Shrink)
     .read_write_conflict(false)
     .upstream(&smooth)
-    .writes(mask.as_ref())
+    .writes(mask_grid)
     .num_workers(2)
     .max_retries(5)
     .process(move |block: &Block| -> Result<(), BlockError> {
@@ -163,7 +171,7 @@ fn reference() -> &'static (Vec<u8>, Vec<u8>) {
     REF.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/reference");
         prepare(&dir);
-        let task = tasks(&dir, Arc::new(|_: &Block| {}));
+        let task = tasks(&dir, Arc::new(|_: &Block| {}), None);
         let summary = Runner::new().progress(Progress::Never).run([task]).unwrap();
         assert!(summary.is_success(), "{summary}");
         (contents(&dir, "smoothed"), contents(&dir, "mask"))
@@ -195,6 +203,9 @@ fn zz_crash_child() {
         });
     }
     let kill_at = num("BLOCKWISE_CRASH_KILL_AT_BLOCK");
+    // After this many blocks, every further block stalls until the process is killed.
+    let stall_after = num("BLOCKWISE_CRASH_STALL_AFTER");
+    let array_id = std::env::var("BLOCKWISE_CRASH_ARRAY_ID").ok();
     // Worker side: each worker process may die at its n-th block.
     let worker_seed = num("BLOCKWISE_CRASH_WORKER_SEED");
     let worker_kill_at = if worker && worker_seed > 0 {
@@ -215,8 +226,12 @@ fn zz_crash_child() {
         if (!worker && kill_at > 0 && n == kill_at) || (worker_kill_at > 0 && n == worker_kill_at) {
             kill_self();
         }
+        if stall_after > 0 && n > stall_after {
+            // The parent kills this process (wait_with_timeout bounds the wait).
+            std::thread::sleep(Duration::from_secs(300));
+        }
     });
-    let task = tasks(&dir, hook);
+    let task = tasks(&dir, hook, array_id.as_deref());
     let mut runner = Runner::new()
         .progress(Progress::Never)
         .print_summary(false)
@@ -236,8 +251,14 @@ fn zz_crash_child() {
             .death_timeout(Duration::from_secs(10))
             .max_worker_restarts(10);
     }
-    let summary = runner.run([task]).unwrap();
-    assert!(summary.is_success(), "{summary}");
+    match runner.run([task]) {
+        Ok(summary) => assert!(summary.is_success(), "{summary}"),
+        Err(e) => {
+            // For the parent: the error's message, and an exit code of its own.
+            eprintln!("the run failed: {e}");
+            std::process::exit(3);
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -449,4 +470,129 @@ fn scheduler_and_workers_killed_then_rerun_matches_an_uninterrupted_run() {
             o.crashes, o.processed
         );
     }
+}
+
+/// The crash child for `dir`, declaring its outputs with ids made from `array_id`.
+fn child(dir: &Path, array_id: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "resume::zz_crash_child",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("BLOCKWISE_CRASH_DIR", dir)
+    .env("BLOCKWISE_CRASH_ARRAY_ID", array_id)
+    .env_remove(blockwise::CONTEXT_ENV)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Runs the pipeline of `dir` (prepared) with outputs of id `array_id` and kills it once the
+/// run directory records blocks done (its blocks stall after the 20th, so it cannot finish
+/// first); returns the done markers it left.
+fn kill_mid_run(dir: &Path, array_id: &str) -> BTreeMap<&'static str, BTreeSet<u64>> {
+    let child = child(dir, array_id)
+        .env("BLOCKWISE_CRASH_STALL_AFTER", "20")
+        .spawn()
+        .unwrap();
+    let run = dir.join("run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = blockwise::journal::RunDir::open(&run)
+            .and_then(|r| r.progress())
+            .map_or(0, |p| p.done());
+        if done > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run recorded no block done in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let out = wait_with_timeout(child, Duration::from_secs(120));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let markers: BTreeMap<_, _> = ["smooth", "threshold"]
+        .into_iter()
+        .map(|t| (t, done_markers(dir, t)))
+        .collect();
+    assert!(!markers["smooth"].is_empty(), "blocks were recorded done");
+    markers
+}
+
+/// Kills a run mid-way; a rerun whose outputs have other ids (recreated arrays) is refused
+/// with `OutputReplaced` and changes nothing; a rerun with the same outputs resumes, running
+/// no block recorded done, and its outputs are those of an uninterrupted run. (The ids are
+/// set through the task's declared chunk grids; with ids stored by `ZarrArray::create`, the
+/// same helper serves a test that really recreates the arrays.)
+#[test]
+fn a_rerun_with_recreated_outputs_is_refused_and_with_the_same_outputs_resumes() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/replaced");
+    prepare(&dir);
+    let done = kill_mid_run(&dir, "first");
+    let log_len = std::fs::read(dir.join("processed.log")).map_or(0, |b| b.len());
+    let st = blockwise::journal::status(&dir.join("run")).unwrap();
+    let recorded: u64 = st.tasks.iter().map(|t| t.done).sum();
+    // The markers, and the write-ahead log's batch if the kill came between the two.
+    let smooth_done = st
+        .tasks
+        .iter()
+        .find(|t| t.task_id == "smooth")
+        .unwrap()
+        .done;
+    assert!(smooth_done >= done["smooth"].len() as u64);
+
+    let out = wait_with_timeout(
+        child(&dir, "second").spawn().unwrap(),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let smoothed = dir.join("smoothed.zarr");
+    assert!(
+        stderr.contains(&format!(
+            "the run failed: task \"smooth\": output array {}",
+            smoothed.display()
+        )) && stderr.contains(&format!(
+            "was recreated after {smooth_done} of the task's blocks were recorded done"
+        )) && stderr.contains("(its array id was first-smoothed, now second-smoothed)")
+            && stderr.contains("start fresh (`Runner::fresh(true)`)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("processed.log")).map_or(0, |b| b.len()),
+        log_len,
+        "no block ran"
+    );
+    let st = blockwise::journal::status(&dir.join("run")).unwrap();
+    assert_eq!(st.tasks.iter().map(|t| t.done).sum::<u64>(), recorded);
+
+    let out = wait_with_timeout(
+        child(&dir, "first").spawn().unwrap(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.join("processed.log")).unwrap();
+    for line in log[log_len..].lines() {
+        let (task, index) = line.split_once(' ').unwrap();
+        let index: u64 = index.parse().unwrap();
+        assert!(
+            !done.get(task).is_some_and(|s| s.contains(&index)),
+            "{task} block {index} was recorded as done and ran again"
+        );
+    }
+    let (smoothed, mask) = reference();
+    assert!(contents(&dir, "smoothed") == *smoothed);
+    assert!(contents(&dir, "mask") == *mask);
 }

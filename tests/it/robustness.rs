@@ -397,6 +397,7 @@ fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
     drop(mount);
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn a_file_size_limit_is_a_clear_cli_error() {
     // `ulimit -f` makes writes past the limit fail (EFBIG; SIGXFSZ ignored), like a full disk.
