@@ -11,10 +11,11 @@ use super::{JournalError, RunStatus, files};
 /// its last run did ([`status`](RunDir::status)) and whether it holds earlier progress
 /// ([`progress`](RunDir::progress)), for "is this a resume?" code.
 ///
-/// Read-only: it never takes the directory's lock and never writes, so it can be used while
-/// a run holds the directory (the counts are then those the run has written so far). After a
-/// crash, the blocks of the write-ahead log's last batch count as recorded, as the next run
-/// will apply them before it looks at any block.
+/// Read-only: it never holds the directory's lock (it only probes it, without waiting, to
+/// tell whether a run holds it) and never writes, so it can be used while a run holds the
+/// directory (the counts are then those the run has written so far). After a crash, the
+/// blocks of the write-ahead log's last batch count as recorded, as the next run will apply
+/// them before it looks at any block.
 ///
 /// ```
 /// use blockwise::journal::RunDir;
@@ -27,7 +28,8 @@ use super::{JournalError, RunStatus, files};
 /// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
 ///     .process(|_| Ok(()))
 ///     .build()?;
-/// Runner::new().progress(Progress::Never).run_dir(&dir).run([task])?;
+/// let summary = Runner::new().progress(Progress::Never).run_dir(&dir).run([task])?;
+/// assert!(summary.is_success());
 ///
 /// let progress = RunDir::open(&dir)?.progress()?;
 /// assert!(progress.has_progress());

@@ -472,8 +472,9 @@ fn scheduler_and_workers_killed_then_rerun_matches_an_uninterrupted_run() {
     }
 }
 
-/// The crash child for `dir`, declaring its outputs with ids made from `array_id`.
-fn child(dir: &Path, array_id: &str) -> std::process::Command {
+/// The crash child for `dir`, declaring its outputs with ids made from `array_id` (without,
+/// with the ids the arrays have).
+fn child(dir: &Path, array_id: Option<&str>) -> std::process::Command {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -482,17 +483,19 @@ fn child(dir: &Path, array_id: &str) -> std::process::Command {
         "--test-threads=1",
     ])
     .env("BLOCKWISE_CRASH_DIR", dir)
-    .env("BLOCKWISE_CRASH_ARRAY_ID", array_id)
     .env_remove(blockwise::CONTEXT_ENV)
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
+    if let Some(id) = array_id {
+        cmd.env("BLOCKWISE_CRASH_ARRAY_ID", id);
+    }
     cmd
 }
 
 /// Runs the pipeline of `dir` (prepared) with outputs of id `array_id` and kills it once the
 /// run directory records blocks done (its blocks stall after the 20th, so it cannot finish
 /// first); returns the done markers it left.
-fn kill_mid_run(dir: &Path, array_id: &str) -> BTreeMap<&'static str, BTreeSet<u64>> {
+fn kill_mid_run(dir: &Path, array_id: Option<&str>) -> BTreeMap<&'static str, BTreeSet<u64>> {
     let child = child(dir, array_id)
         .env("BLOCKWISE_CRASH_STALL_AFTER", "20")
         .spawn()
@@ -536,7 +539,7 @@ fn kill_mid_run(dir: &Path, array_id: &str) -> BTreeMap<&'static str, BTreeSet<u
 fn a_rerun_with_recreated_outputs_is_refused_and_with_the_same_outputs_resumes() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/replaced");
     prepare(&dir);
-    let done = kill_mid_run(&dir, "first");
+    let done = kill_mid_run(&dir, Some("first"));
     let log_len = std::fs::read(dir.join("processed.log")).map_or(0, |b| b.len());
     let st = blockwise::journal::status(&dir.join("run")).unwrap();
     let recorded: u64 = st.tasks.iter().map(|t| t.done).sum();
@@ -550,7 +553,7 @@ fn a_rerun_with_recreated_outputs_is_refused_and_with_the_same_outputs_resumes()
     assert!(smooth_done >= done["smooth"].len() as u64);
 
     let out = wait_with_timeout(
-        child(&dir, "second").spawn().unwrap(),
+        child(&dir, Some("second")).spawn().unwrap(),
         Duration::from_secs(120),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -575,7 +578,7 @@ fn a_rerun_with_recreated_outputs_is_refused_and_with_the_same_outputs_resumes()
     assert_eq!(st.tasks.iter().map(|t| t.done).sum::<u64>(), recorded);
 
     let out = wait_with_timeout(
-        child(&dir, "first").spawn().unwrap(),
+        child(&dir, Some("first")).spawn().unwrap(),
         Duration::from_secs(120),
     );
     assert!(
