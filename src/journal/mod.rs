@@ -721,7 +721,29 @@ impl Journal {
 
     /// Records a failed attempt; `last` marks the block failed (it will not be retried in this
     /// run).
+    #[cfg(test)]
     pub(crate) fn record_failure(
+        &mut self,
+        task: usize,
+        block: &Block,
+        worker: u64,
+        message: &str,
+        last: bool,
+    ) {
+        let failure = crate::observe::BlockFailure {
+            block_id: block.block_id(),
+            grid_index: block.grid_index,
+            worker_id: worker,
+            message: message.to_owned(),
+            kind: crate::observe::FailureKind::Error,
+            attempt: 1,
+        };
+        self.record_block_failure(task, block, &failure, last);
+    }
+
+    /// Records a failed attempt (with its kind and attempt number); `last` marks the block
+    /// failed (it will not be retried in this run).
+    pub(crate) fn record_block_failure(
         &mut self,
         task: usize,
         block: &Block,

@@ -219,6 +219,15 @@ impl RunSummary {
         Ok(crate::journal::read_outputs(&dir.path, task_id)?.keep(dir.temp.clone()))
     }
 
+    /// The run directory holding the run's block outputs: the runner's
+    /// [`run_dir`](crate::Runner::run_dir), or the temporary directory of a run without one
+    /// that has a task with outputs (removed when this summary, its clones and every
+    /// [`Outputs`] read from it are dropped); `None` otherwise.
+    #[must_use]
+    pub fn outputs_dir(&self) -> Option<&std::path::Path> {
+        self.outputs_dir.as_ref().map(|d| d.path.as_path())
+    }
+
     /// Total number of blocks skipped as already done (by a check function or by the
     /// done-markers of a run directory), over all tasks.
     #[must_use]

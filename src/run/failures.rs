@@ -61,7 +61,7 @@ impl Failures {
             self.attempts.remove(&grid_index);
         }
         if let (Some(journal), Some(probe)) = (journal, probe) {
-            journal.record_failure(task, &probe, &failure, last);
+            journal.record_block_failure(task, &probe, &failure, last);
         }
         self.push(failure);
     }
