@@ -186,12 +186,12 @@ fn failures_say_their_kind_and_attempt_with_threads() {
             0 => Err("bad input".into()),
             1 => panic!("boom"),
             2 if s.swap(false, Ordering::SeqCst) => {
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_secs(6));
                 Ok(())
             }
             _ => Ok(()),
         })
-        .timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(1500))
         .max_retries(1)
         .num_workers(2)
         .build()
@@ -265,9 +265,15 @@ fn worker_processes_send_outputs_and_lost_workers_are_typed() {
     .run([t])
     .unwrap();
     let failures = summary.failures("p");
-    let lost: Vec<_> = failures.iter().filter(|f| f.grid_index == 7).collect();
+    // The block the worker was running as far as the scheduler knows (the aborting worker
+    // may not have reported the blocks it finished just before).
+    let lost: Vec<_> = failures
+        .iter()
+        .filter(|f| f.kind == FailureKind::LostWorker)
+        .collect();
     assert_eq!(lost.len(), 1, "{summary}");
-    assert_eq!((lost[0].kind, lost[0].attempt), (FailureKind::LostWorker, 1));
+    assert_eq!(lost[0].attempt, 1);
+    assert!(lost[0].message.contains("lost while processing"), "{}", lost[0].message);
     let big: Vec<_> = failures.iter().filter(|f| f.grid_index == 9).collect();
     assert_eq!(big.len(), 2, "{summary}");
     assert!(big.iter().all(|f| f.kind == FailureKind::OutputTooLarge
@@ -526,7 +532,11 @@ fn bounded_memory(blocks: i64) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let line = text.lines().find(|l| l.starts_with("MEMORY")).unwrap();
+    // libtest may print the test's name on the same line.
+    let line = text
+        .lines()
+        .find_map(|l| l.find("MEMORY").map(|i| &l[i..]))
+        .unwrap();
     let field = |name: &str| -> u64 {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))
