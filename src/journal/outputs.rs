@@ -50,7 +50,11 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, grid_index: u64, block_id: u64, p
     out.extend_from_slice(&grid_index.to_le_bytes());
     out.extend_from_slice(&block_id.to_le_bytes());
     // Payloads are capped well below 4 GiB (see `Runner::max_output_bytes`).
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     let mut h = crc32fast::Hasher::new();
     h.update(&out[start..start + 20]);
     h.update(payload);
@@ -465,10 +469,15 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let e = read(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("outputs.bin") && e.contains("checksum mismatch"), "{e}");
+        assert!(
+            e.contains("outputs.bin") && e.contains("checksum mismatch"),
+            "{e}"
+        );
         // A committed length past the end of the file.
         write_committed(&tdir, bytes.len() as u64 + 5).unwrap();
-        let e = read_outputs::<u32>(dir.path(), "t").unwrap_err().to_string();
+        let e = read_outputs::<u32>(dir.path(), "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("less than"), "{e}");
         assert!(recover(&tdir).is_err());
         // A length field past the committed end.

@@ -230,8 +230,7 @@ fn parse(mut p: &[u8], with_outputs: bool) -> Option<Vec<Section>> {
             .map(|r| (r >> 2, (r & 3) as u8))
             .collect();
         let outputs_end = if with_outputs {
-            Some(u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?))
-                .filter(|&e| e != NO_OUTPUTS)
+            Some(u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?)).filter(|&e| e != NO_OUTPUTS)
         } else {
             None
         };
@@ -337,12 +336,19 @@ mod tests {
         let mut wal = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let a = [record(3, 1)];
         wal.write_with_outputs(
-            [("a", &a[..], Some(120)), ("b", &[][..], Some(7)), ("c", &[][..], None)].into_iter(),
+            [
+                ("a", &a[..], Some(120)),
+                ("b", &[][..], Some(7)),
+                ("c", &[][..], None),
+            ]
+            .into_iter(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let got = wal.read().ok().flatten().unwrap_or_default();
-        let ends: Vec<(String, Option<u64>)> =
-            got.into_iter().map(|s| (s.task_dir, s.outputs_end)).collect();
+        let ends: Vec<(String, Option<u64>)> = got
+            .into_iter()
+            .map(|s| (s.task_dir, s.outputs_end))
+            .collect();
         assert_eq!(ends, vec![("a".into(), Some(120)), ("b".into(), Some(7))]);
         // A version 1 batch (an older run that crashed) is replayed too.
         let mut payload = Vec::new();

@@ -616,7 +616,9 @@ impl Client {
             Ok(json) => self.release_output(&block, json),
             Err(e) => self.report(
                 &block,
-                Some(format!("the block's output cannot be serialized as JSON: {e}")),
+                Some(format!(
+                    "the block's output cannot be serialized as JSON: {e}"
+                )),
                 None,
                 None,
             ),
@@ -628,7 +630,12 @@ impl Client {
         let cap = self.ctx.max_output();
         if output.len() > cap {
             let message = super::output_too_large(block, output.len(), cap);
-            return self.report(block, Some(message), Some(FailureKind::OutputTooLarge), None);
+            return self.report(
+                block,
+                Some(message),
+                Some(FailureKind::OutputTooLarge),
+                None,
+            );
         }
         self.report(block, None, None, Some(output))
     }
@@ -688,7 +695,9 @@ impl Client {
             w.first_pending = Some(Instant::now());
             self.shared.wake.notify_one();
         }
-        if self.queue.is_empty() || w.pending.len() >= self.batch || w.pending_output >= OUTPUT_BATCH
+        if self.queue.is_empty()
+            || w.pending.len() >= self.batch
+            || w.pending_output >= OUTPUT_BATCH
         {
             w.flush()?;
         }

@@ -109,9 +109,12 @@ impl Context {
 
     /// The run's output cap (see `Runner::max_output_bytes`).
     pub(crate) fn max_output(&self) -> usize {
-        self.max_output_bytes.map_or(super::DEFAULT_MAX_OUTPUT, |n| {
-            usize::try_from(n).unwrap_or(usize::MAX).min(super::MAX_OUTPUT_LIMIT)
-        })
+        self.max_output_bytes
+            .map_or(super::DEFAULT_MAX_OUTPUT, |n| {
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(super::MAX_OUTPUT_LIMIT)
+            })
     }
 }
 

@@ -27,6 +27,7 @@ pub(super) struct Failures {
 impl Failures {
     /// Records a failed attempt (in the journal too) and releases the block as failed (the
     /// scheduler retries it or fails it for good and orphans what depends on it).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn fail_block(
         &mut self,
         sched: &mut Scheduler,

@@ -602,7 +602,13 @@ impl Driver<'_> {
                     match (outcome.error, outcome.output) {
                         (None, Some(o)) if o.len() > cap => {
                             let message = super::output_too_large(&block, o.len(), cap);
-                            self.fail_block(task, block, worker, FailureKind::OutputTooLarge, message);
+                            self.fail_block(
+                                task,
+                                block,
+                                worker,
+                                FailureKind::OutputTooLarge,
+                                message,
+                            );
                         }
                         (None, None) if has_output => {
                             let message = format!(
@@ -693,7 +699,13 @@ impl Driver<'_> {
         if started && !blocks.is_empty() {
             let head = blocks.remove(0);
             let message = format!("{who} lost while processing this block: {reason}{detail}");
-            self.fail_block(task, head, conn.hello.worker_id, FailureKind::LostWorker, message);
+            self.fail_block(
+                task,
+                head,
+                conn.hello.worker_id,
+                FailureKind::LostWorker,
+                message,
+            );
         }
         let run = &mut self.runs[task];
         requeue_front(&mut run.requeue, blocks);
@@ -763,7 +775,13 @@ impl Driver<'_> {
             if !blocks.is_empty() {
                 let head = blocks.remove(0);
                 let message = format!("timed out after {timeout:?}; {killed}");
-                self.fail_block(task, head, conn.hello.worker_id, FailureKind::Timeout, message);
+                self.fail_block(
+                    task,
+                    head,
+                    conn.hello.worker_id,
+                    FailureKind::Timeout,
+                    message,
+                );
             }
             let run = &mut self.runs[task];
             requeue_front(&mut run.requeue, blocks);

@@ -31,8 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    FrameError, HELLO_MAX, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len,
-    reset_buffer, to_frame,
+    FrameError, HELLO_MAX, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len, reset_buffer,
+    to_frame,
 };
 use crate::error::Error;
 
@@ -763,7 +763,8 @@ mod tests {
     #[test]
     fn another_protocol_version_is_refused() {
         let (reason, _) = refused(&hello("right", PROTOCOL_VERSION + 1));
-        assert!(reason.contains("protocol version 2"), "{reason}");
+        let other = format!("protocol version {}", PROTOCOL_VERSION + 1);
+        assert!(reason.contains(&other), "{reason}");
     }
 
     #[test]

@@ -422,7 +422,14 @@ impl Driver<'_> {
             .name(format!("blockwise-{}-{id}", ctx.task_id))
             .spawn(move || {
                 worker_loop(
-                    task, ctx, processor, work_rx, done_tx, worker_slot, track, max_output,
+                    task,
+                    ctx,
+                    processor,
+                    work_rx,
+                    done_tx,
+                    worker_slot,
+                    track,
+                    max_output,
                 );
             })
             .map_err(|source| Error::Io {

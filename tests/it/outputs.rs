@@ -40,11 +40,16 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A 1D task of `n` one-voxel blocks returning [`value`].
 fn task(id: &str, n: i64) -> Task {
-    Task::builder(id, Roi::new([0], [n]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process_with_output(|block| Ok(value(block.grid_index())))
-        .num_workers(2)
-        .build()
-        .unwrap()
+    Task::builder(
+        id,
+        Roi::new([0], [n]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process_with_output(|block| Ok(value(block.grid_index())))
+    .num_workers(2)
+    .build()
+    .unwrap()
 }
 
 /// The outputs of a task, by grid index; panics on a duplicate.
@@ -65,7 +70,9 @@ fn expected(n: u64) -> BTreeMap<u64, (u64, String)> {
 #[test]
 fn threads_give_one_output_per_block_and_the_temporary_directory_goes_with_the_summary() {
     let t = task("vals", 300);
-    let ids: BTreeMap<u64, u64> = (0..300).map(|g| (g, t.block(g).unwrap().block_id())).collect();
+    let ids: BTreeMap<u64, u64> = (0..300)
+        .map(|g| (g, t.block(g).unwrap().block_id()))
+        .collect();
     let summary = quiet().run([t]).unwrap();
     assert!(summary.is_success(), "{summary}");
     let dir = summary.outputs_dir().unwrap().to_owned();
@@ -80,7 +87,10 @@ fn threads_give_one_output_per_block_and_the_temporary_directory_goes_with_the_s
     drop(summary);
     assert!(dir.is_dir());
     assert_eq!(collect(outputs), expected(300));
-    assert!(!dir.exists(), "the temporary run directory outlived its summary");
+    assert!(
+        !dir.exists(),
+        "the temporary run directory outlived its summary"
+    );
 }
 
 #[test]
@@ -97,10 +107,15 @@ fn unknown_tasks_and_wrong_types_are_clear_errors() {
         .to_string();
     assert!(e.contains("outputs.bin") && e.contains("is not a"), "{e}");
     // A run without outputs has no outputs directory.
-    let plain = Task::builder("plain", Roi::new([0], [5]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process(|_| Ok(()))
-        .build()
-        .unwrap();
+    let plain = Task::builder(
+        "plain",
+        Roi::new([0], [5]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(|_| Ok(()))
+    .build()
+    .unwrap();
     let summary = quiet().run([plain]).unwrap();
     assert!(summary.outputs_dir().is_none());
     assert!(summary.outputs::<u64>("plain").is_err());
@@ -113,17 +128,22 @@ fn a_rerun_keeps_exactly_one_output_per_done_block() {
     let calls = Arc::new(AtomicU64::new(0));
     let make = || {
         let (fail, calls) = (Arc::clone(&fail), Arc::clone(&calls));
-        Task::builder("r", Roi::new([0], [50]), Roi::new([0], [1]), Roi::new([0], [1]))
-            .process_with_output(move |block| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                if block.grid_index() % 10 == 3 && fail.load(Ordering::SeqCst) {
-                    return Err("not yet".into());
-                }
-                Ok(value(block.grid_index()))
-            })
-            .max_retries(0)
-            .build()
-            .unwrap()
+        Task::builder(
+            "r",
+            Roi::new([0], [50]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process_with_output(move |block| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if block.grid_index() % 10 == 3 && fail.load(Ordering::SeqCst) {
+                return Err("not yet".into());
+            }
+            Ok(value(block.grid_index()))
+        })
+        .max_retries(0)
+        .build()
+        .unwrap()
     };
     let first = quiet().run_dir(&dir).run([make()]).unwrap();
     assert_eq!(first.task("r").unwrap().failed, 5);
@@ -134,7 +154,11 @@ fn a_rerun_keeps_exactly_one_output_per_done_block() {
     calls.store(0, Ordering::SeqCst);
     let second = quiet().run_dir(&dir).run([make()]).unwrap();
     assert!(second.is_success(), "{second}");
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "only the failed blocks ran again");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "only the failed blocks ran again"
+    );
     assert_eq!(collect(second.outputs("r").unwrap()), expected(50));
     // A third run skips everything and still has each output once.
     let third = quiet().run_dir(&dir).run([make()]).unwrap();
@@ -149,13 +173,16 @@ fn a_rerun_keeps_exactly_one_output_per_done_block() {
 
 #[test]
 fn an_output_over_the_cap_fails_its_block_with_the_sizes_and_how_to_raise_it() {
-    let t = Task::builder("big", Roi::new([0], [4]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process_with_output(|block| {
-            Ok("x".repeat(if block.grid_index() == 2 { 500 } else { 10 }))
-        })
-        .max_retries(1)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "big",
+        Roi::new([0], [4]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process_with_output(|block| Ok("x".repeat(if block.grid_index() == 2 { 500 } else { 10 })))
+    .max_retries(1)
+    .build()
+    .unwrap();
     let summary = quiet().max_output_bytes(100).run([t]).unwrap();
     assert_eq!(summary.task("big").unwrap().failed, 1);
     let failures = summary.failures("big");
@@ -164,7 +191,12 @@ fn an_output_over_the_cap_fails_its_block_with_the_sizes_and_how_to_raise_it() {
         assert_eq!(f.kind, FailureKind::OutputTooLarge);
         assert_eq!(f.attempt, i as u32 + 1);
         assert_eq!(f.grid_index, 2);
-        for part in ["big/", "502 bytes", "limit of 100 bytes", "Runner::max_output_bytes"] {
+        for part in [
+            "big/",
+            "502 bytes",
+            "limit of 100 bytes",
+            "Runner::max_output_bytes",
+        ] {
             assert!(f.message.contains(part), "{part:?} not in {}", f.message);
         }
     }
@@ -181,21 +213,26 @@ fn failures_say_their_kind_and_attempt_with_threads() {
     let dir = tmp("kinds");
     let slow_once = Arc::new(AtomicBool::new(true));
     let s = Arc::clone(&slow_once);
-    let t = Task::builder("k", Roi::new([0], [6]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process(move |block| match block.grid_index() {
-            0 => Err("bad input".into()),
-            1 => panic!("boom"),
-            2 if s.swap(false, Ordering::SeqCst) => {
-                std::thread::sleep(Duration::from_secs(6));
-                Ok(())
-            }
-            _ => Ok(()),
-        })
-        .timeout(Duration::from_millis(1500))
-        .max_retries(1)
-        .num_workers(2)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "k",
+        Roi::new([0], [6]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |block| match block.grid_index() {
+        0 => Err("bad input".into()),
+        1 => panic!("boom"),
+        2 if s.swap(false, Ordering::SeqCst) => {
+            std::thread::sleep(Duration::from_secs(6));
+            Ok(())
+        }
+        _ => Ok(()),
+    })
+    .timeout(Duration::from_millis(1500))
+    .max_retries(1)
+    .num_workers(2)
+    .build()
+    .unwrap();
     let summary = quiet().run_dir(&dir).run([t]).unwrap();
     let mut got: Vec<(u64, FailureKind, u32)> = summary
         .failures("k")
@@ -241,21 +278,26 @@ fn failures_say_their_kind_and_attempt_with_threads() {
 fn worker_processes_send_outputs_and_lost_workers_are_typed() {
     let dir = scratch("outputs-processes");
     let d = dir.clone();
-    let t = Task::builder("p", Roi::new([0], [40]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process_with_output(move |block| {
-            let g = block.grid_index();
-            if g == 7 && std::fs::File::create_new(d.join("aborted")).is_ok() {
-                std::process::abort();
-            }
-            if g == 9 {
-                return Ok((0, "y".repeat(5000)));
-            }
-            Ok(value(g))
-        })
-        .num_workers(2)
-        .max_retries(1)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "p",
+        Roi::new([0], [40]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process_with_output(move |block| {
+        let g = block.grid_index();
+        if g == 7 && std::fs::File::create_new(d.join("aborted")).is_ok() {
+            std::process::abort();
+        }
+        if g == 9 {
+            return Ok((0, "y".repeat(5000)));
+        }
+        Ok(value(g))
+    })
+    .num_workers(2)
+    .max_retries(1)
+    .build()
+    .unwrap();
     let summary = runner(
         "outputs::worker_processes_send_outputs_and_lost_workers_are_typed",
         &dir,
@@ -273,11 +315,16 @@ fn worker_processes_send_outputs_and_lost_workers_are_typed() {
         .collect();
     assert_eq!(lost.len(), 1, "{summary}");
     assert_eq!(lost[0].attempt, 1);
-    assert!(lost[0].message.contains("lost while processing"), "{}", lost[0].message);
+    assert!(
+        lost[0].message.contains("lost while processing"),
+        "{}",
+        lost[0].message
+    );
     let big: Vec<_> = failures.iter().filter(|f| f.grid_index == 9).collect();
     assert_eq!(big.len(), 2, "{summary}");
-    assert!(big.iter().all(|f| f.kind == FailureKind::OutputTooLarge
-        && f.message.contains("limit of 1000 bytes")));
+    assert!(big.iter().all(
+        |f| f.kind == FailureKind::OutputTooLarge && f.message.contains("limit of 1000 bytes")
+    ));
     let mut want = expected(40);
     want.remove(&9);
     assert_eq!(collect(summary.outputs("p").unwrap()), want);
@@ -286,12 +333,22 @@ fn worker_processes_send_outputs_and_lost_workers_are_typed() {
 #[test]
 fn large_outputs_travel_from_worker_processes_in_several_reports() {
     let dir = scratch("outputs-large");
-    let t = Task::builder("l", Roi::new([0], [24]), Roi::new([0], [1]), Roi::new([0], [1]))
-        // ~600 KB of quotes each: twice that once escaped in a report.
-        .process_with_output(|block| Ok(vec!["\"".repeat(300_000); 1 + block.grid_index() as usize % 2]))
-        .num_workers(2)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "l",
+        Roi::new([0], [24]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    // ~600 KB of quotes each: twice that once escaped in a report.
+    .process_with_output(|block| {
+        Ok(vec![
+            "\"".repeat(300_000);
+            1 + block.grid_index() as usize % 2
+        ])
+    })
+    .num_workers(2)
+    .build()
+    .unwrap();
     let summary = runner(
         "outputs::large_outputs_travel_from_worker_processes_in_several_reports",
         &dir,
@@ -402,7 +459,10 @@ fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::pr
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("the crash child hung: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "the crash child hung: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -423,11 +483,16 @@ fn outputs_survive_a_scheduler_killed_at_random_points_exactly_once() {
         for attempt in 0..crashes + 3 {
             rng = xorshift(rng);
             let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-            cmd.args(["--exact", "outputs::zz_crash_child", "--nocapture", "--test-threads=1"])
-                .env("BLOCKWISE_OUTPUTS_CRASH_DIR", &dir)
-                .env_remove(blockwise::CONTEXT_ENV)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped());
+            cmd.args([
+                "--exact",
+                "outputs::zz_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BLOCKWISE_OUTPUTS_CRASH_DIR", &dir)
+            .env_remove(blockwise::CONTEXT_ENV)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
             if attempt < crashes {
                 if rng.is_multiple_of(2) {
                     let us = 2_000 + (rng >> 8) % 120_000;
@@ -509,29 +574,48 @@ fn zz_memory_child() {
         n += 1;
     }
     let after = status_kib("VmHWM:");
-    println!("MEMORY n={n} grew_kib={} max_buf={max_buf}", after.saturating_sub(before));
+    println!(
+        "MEMORY n={n} grew_kib={} max_buf={max_buf}",
+        after.saturating_sub(before)
+    );
 }
 
 fn bounded_memory(blocks: i64) {
     let dir = tmp(&format!("memory-{blocks}"));
-    let t = Task::builder("m", Roi::new([0], [blocks]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .process_with_output(|block| Ok(format!("{:0>200}", block.grid_index())))
-        .read_write_conflict(false)
-        .num_workers(2)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "m",
+        Roi::new([0], [blocks]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process_with_output(|block| Ok(format!("{:0>200}", block.grid_index())))
+    .read_write_conflict(false)
+    .num_workers(2)
+    .build()
+    .unwrap();
     let summary = quiet().prefetch(256).run_dir(&dir).run([t]).unwrap();
     assert!(summary.is_success(), "{summary}");
-    let file = std::fs::metadata(dir.join("tasks/m/outputs.bin")).unwrap().len();
+    let file = std::fs::metadata(dir.join("tasks/m/outputs.bin"))
+        .unwrap()
+        .len();
     assert!(file > blocks as u64 * 200);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "outputs::zz_memory_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "outputs::zz_memory_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("BLOCKWISE_OUTPUTS_MEMORY_DIR", &dir)
         .env_remove(blockwise::CONTEXT_ENV)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // libtest may print the test's name on the same line.
     let line = text
         .lines()
@@ -548,7 +632,10 @@ fn bounded_memory(blocks: i64) {
     assert!(field("max_buf=") <= 64 << 10, "{line}");
     // Far below the file's size: records are read one at a time.
     let grew = field("grew_kib=") * 1024;
-    assert!(grew < (8 << 20).min(file / 2), "{line} for a file of {file} bytes");
+    assert!(
+        grew < (8 << 20).min(file / 2),
+        "{line} for a file of {file} bytes"
+    );
 }
 
 #[test]
