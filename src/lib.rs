@@ -93,7 +93,7 @@ pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
-pub use observe::{BlockFailure, RunSummary};
+pub use observe::{BlockFailure, FailureKind, RunSummary};
 pub use run::{CONTEXT_ENV, Client, Progress, Runner, is_worker, run_blockwise, worker_main};
 pub use scheduler::{Scheduler, TaskState};
 pub use task::{Task, TaskBuilder, WorkerContext};

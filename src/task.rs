@@ -19,8 +19,10 @@ pub struct WorkerContext {
     pub worker_id: u64,
 }
 
-pub(crate) type ProcessFn = Arc<dyn Fn(&Block) -> Result<(), BlockError> + Send + Sync>;
-pub(crate) type BlockFn = Box<dyn FnMut(&Block) -> Result<(), BlockError>>;
+/// What a block's function produced: its output as compact JSON, for tasks with outputs.
+pub(crate) type BlockResult = Result<Option<String>, BlockError>;
+pub(crate) type ProcessFn = Arc<dyn Fn(&Block) -> BlockResult + Send + Sync>;
+pub(crate) type BlockFn = Box<dyn FnMut(&Block) -> BlockResult>;
 pub(crate) type WorkerInitFn =
     Arc<dyn Fn(&WorkerContext) -> Result<BlockFn, BlockError> + Send + Sync>;
 pub(crate) type CheckFn = Arc<dyn Fn(&Block) -> bool + Send + Sync>;
@@ -47,6 +49,8 @@ pub(crate) struct TaskInner {
     pub(crate) upstream: Vec<Task>,
     pub(crate) upstream_ids: Vec<String>,
     pub(crate) processor: Option<Processor>,
+    /// Whether the process function returns outputs (`process_with_output`).
+    pub(crate) has_output: bool,
     pub(crate) check: Option<CheckFn>,
     pub(crate) grid: BlockGrid,
     pub(crate) writes: Vec<ChunkGrid>,
@@ -130,6 +134,7 @@ impl Task {
             upstream: Vec::new(),
             upstream_ids: Vec::new(),
             processor: None,
+            has_output: false,
             check: None,
             writes: Vec::new(),
         }
@@ -208,6 +213,12 @@ impl Task {
         &self.inner.upstream
     }
 
+    /// Whether the task's blocks return outputs (see [`TaskBuilder::process_with_output`]).
+    #[must_use]
+    pub fn has_output(&self) -> bool {
+        self.inner.has_output
+    }
+
     /// The arrays the task declared it writes (see [`TaskBuilder::writes`]).
     #[must_use]
     pub fn writes(&self) -> &[ChunkGrid] {
@@ -231,6 +242,12 @@ impl Task {
     }
 }
 
+/// A block's output as compact JSON; a value serde cannot serialize fails the block.
+fn serialize_output<T: serde::Serialize>(value: &T) -> Result<String, BlockError> {
+    serde_json::to_string(value)
+        .map_err(|e| format!("the block's output cannot be serialized as JSON: {e}").into())
+}
+
 /// Builder for a [`Task`]; see [`Task::builder`].
 #[must_use = "a builder does nothing until `.build()`"]
 pub struct TaskBuilder {
@@ -246,6 +263,7 @@ pub struct TaskBuilder {
     upstream: Vec<Task>,
     upstream_ids: Vec<String>,
     processor: Option<Processor>,
+    has_output: bool,
     check: Option<CheckFn>,
     writes: Vec<ChunkGrid>,
 }
@@ -289,7 +307,91 @@ impl TaskBuilder {
     where
         F: Fn(&Block) -> Result<(), BlockError> + Send + Sync + 'static,
     {
-        self.processor = Some(Processor::PerBlock(Arc::new(f)));
+        self.processor = Some(Processor::PerBlock(Arc::new(move |b: &Block| {
+            f(b).map(|()| None)
+        })));
+        self.has_output = false;
+        self
+    }
+
+    /// Like [`process`](Self::process), but each block's function returns a value (merge
+    /// edges, statistics, counts) that the run collects: it is serialized (compact JSON) where
+    /// the block ran, travels with the block's release (in the release message for worker
+    /// processes), and is recorded with the block's done-marker in the run directory (a
+    /// temporary one without [`Runner::run_dir`](crate::Runner::run_dir)): a crash keeps both
+    /// or neither, and a rerun keeps exactly one output per done block. Read them back with
+    /// [`RunSummary::outputs`](crate::RunSummary::outputs) or
+    /// [`journal::read_outputs`](crate::journal::read_outputs).
+    ///
+    /// An output larger than [`Runner::max_output_bytes`](crate::Runner::max_output_bytes)
+    /// (default 1 MiB) fails the block; write large results to storage and return a reference.
+    ///
+    /// ```
+    /// use blockwise::{Roi, Task};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let task = Task::builder("edges", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process_with_output(|block| {
+    ///         let _ = block.write_roi();
+    ///         Ok(vec![1u64, 2])
+    ///     })
+    ///     .build()?;
+    /// let summary = blockwise::run_blockwise([task])?;
+    /// let outputs: Vec<_> = summary.outputs::<Vec<u64>>("edges")?.collect::<Result<_, _>>()?;
+    /// assert_eq!(outputs.len(), 4);
+    /// assert!(outputs.iter().all(|o| o.value == [1, 2]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn process_with_output<F, T>(mut self, f: F) -> Self
+    where
+        F: Fn(&Block) -> Result<T, BlockError> + Send + Sync + 'static,
+        T: serde::Serialize + 'static,
+    {
+        self.processor = Some(Processor::PerBlock(Arc::new(move |b: &Block| {
+            serialize_output(&f(b)?).map(Some)
+        })));
+        self.has_output = true;
+        self
+    }
+
+    /// The per-worker form of [`process_with_output`](Self::process_with_output) (see
+    /// [`process_per_worker`](Self::process_per_worker)).
+    ///
+    /// ```
+    /// use blockwise::{Block, Roi, Task, WorkerContext};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let task = Task::builder("n", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process_per_worker_with_output(|_worker: &WorkerContext| {
+    ///         let mut seen = 0u64;
+    ///         Ok(move |_block: &Block| {
+    ///             seen += 1;
+    ///             Ok(seen)
+    ///         })
+    ///     })
+    ///     .build()?;
+    /// let summary = blockwise::run_blockwise([task])?;
+    /// let mut seen: Vec<u64> = summary.outputs::<u64>("n")?.map(|o| o.map(|o| o.value)).collect::<Result<_, _>>()?;
+    /// seen.sort();
+    /// assert_eq!(seen, [1, 2, 3, 4]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn process_per_worker_with_output<I, P, T>(mut self, init: I) -> Self
+    where
+        I: Fn(&WorkerContext) -> Result<P, BlockError> + Send + Sync + 'static,
+        P: FnMut(&Block) -> Result<T, BlockError> + 'static,
+        T: serde::Serialize + 'static,
+    {
+        self.processor = Some(Processor::PerWorker(Arc::new(
+            move |ctx: &WorkerContext| {
+                let mut f = init(ctx)?;
+                let boxed: BlockFn = Box::new(move |b: &Block| serialize_output(&f(b)?).map(Some));
+                Ok(boxed)
+            },
+        )));
+        self.has_output = true;
         self
     }
 
@@ -326,11 +428,12 @@ impl TaskBuilder {
     {
         self.processor = Some(Processor::PerWorker(Arc::new(
             move |ctx: &WorkerContext| {
-                let f = init(ctx)?;
-                let boxed: BlockFn = Box::new(f);
+                let mut f = init(ctx)?;
+                let boxed: BlockFn = Box::new(move |b: &Block| f(b).map(|()| None));
                 Ok(boxed)
             },
         )));
+        self.has_output = false;
         self
     }
 
@@ -468,6 +571,7 @@ impl TaskBuilder {
                 upstream: self.upstream,
                 upstream_ids: self.upstream_ids,
                 processor: self.processor,
+                has_output: self.has_output,
                 check: self.check,
                 grid,
                 writes: self.writes,

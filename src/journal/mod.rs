@@ -18,8 +18,28 @@
 //!     done.zarr/                zarr v3 uint8 array over the block grid, one chunk:
 //!       zarr.json                 0 = not done, 1 = done, 2 = failed on its last attempt
 //!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
-//!     failures.jsonl            one line per failed attempt: block, worker, error, time
+//!     failures.jsonl            one line per failed attempt: block, worker, kind, attempt,
+//!                                 error, time
+//!     outputs.bin               block outputs (TaskBuilder::process_with_output), appended:
+//!                                 per block grid index, block id, length, CRC-32, JSON value
+//!     outputs.committed         the committed length of outputs.bin (8 bytes)
 //! ```
+//!
+//! # Block outputs
+//!
+//! The value a block's function returns with
+//! [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output) is recorded in
+//! the same batch as the block's done-marker, and a crash keeps both or neither: the batch's
+//! outputs are appended to `outputs.bin` and synced first, the write-ahead log then commits
+//! the new length of `outputs.bin` together with the markers, and the next run cuts
+//! `outputs.bin` back to the committed length (dropping the records of a batch that never
+//! reached the log, whose blocks run again). Done blocks are skipped on reruns, so every done
+//! block has exactly one output; [`Runner::fresh`](crate::Runner::fresh) discards a task's
+//! outputs with its markers. Records are read back lazily, one at a time, with
+//! [`RunSummary::outputs`](crate::RunSummary::outputs) or [`read_outputs`]; each record's CRC
+//! is checked when it is read (not when a run opens the directory: outputs may be large), and
+//! a mismatch, or a committed length past the end of the file, is [`JournalError::Corrupt`]
+//! naming the file.
 //!
 //! A block is marked done after its process function returned (so its outputs were written)
 //! and its release reached the scheduler; before a batch of markers is written, the file
@@ -80,6 +100,7 @@ pub(crate) mod done;
 mod files;
 pub(crate) mod layout;
 pub(crate) mod markers;
+pub(crate) mod outputs;
 mod rundir;
 mod status;
 pub(crate) mod wal;
@@ -94,6 +115,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use done::DoneSet;
 use layout::Layout;
+pub use outputs::{BlockOutput, Outputs, read_outputs};
 pub use rundir::{RunDir, RunProgress, TaskProgress};
 pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};
 
@@ -183,6 +205,30 @@ pub enum JournalError {
         /// Bytes available (to unprivileged users) on the file system.
         available: u64,
     },
+    /// The run directory has no task of that id, so no outputs for it.
+    #[error(
+        "run directory {dir} has no task {task:?}, so no block outputs for it (is it a task of the run?)"
+    )]
+    NoOutputs {
+        /// The task asked for.
+        task: String,
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// A recorded block output is not a value of the type it was read as.
+    #[error(
+        "run directory file {path}: the output of block {grid_index} is not a {type_name}: {reason}"
+    )]
+    OutputType {
+        /// The task's `outputs.bin`.
+        path: PathBuf,
+        /// The block's grid index.
+        grid_index: u64,
+        /// The type asked for.
+        type_name: String,
+        /// What serde said.
+        reason: String,
+    },
 }
 
 /// How the last run of a directory ended, as stored in `run.json`.
@@ -201,6 +247,8 @@ pub(crate) struct RunMeta {
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// ... or after this many records.
 const FLUSH_RECORDS: u64 = 1 << 16;
+/// ... or once this many bytes of block outputs wait.
+const FLUSH_OUTPUT_BYTES: usize = 64 << 20;
 
 /// The files of one task, owned by the writer thread.
 struct TaskFiles {
@@ -216,6 +264,9 @@ struct TaskFiles {
 struct Batch {
     records: Vec<Vec<u64>>,
     failures: Vec<String>,
+    /// Encoded output records (see outputs.rs), per task.
+    outputs: Vec<Vec<u8>>,
+    output_bytes: usize,
 }
 
 impl Batch {
@@ -223,6 +274,8 @@ impl Batch {
         Batch {
             records: vec![Vec::new(); tasks],
             failures: vec![String::new(); tasks],
+            outputs: vec![Vec::new(); tasks],
+            output_bytes: 0,
         }
     }
 
@@ -233,8 +286,10 @@ impl Batch {
 
 enum ToWriter {
     Batch(Batch),
-    /// The run ended: empty the log.
+    /// The run ended: record the committed outputs lengths, then empty the log.
     Close,
+    /// A temporary run directory: skip syncing the file systems of declared outputs.
+    NotDurable,
 }
 
 /// Writes batches in order, on its own thread: failure lines, then the log, then the arrays,
@@ -244,6 +299,8 @@ struct Writer {
     tasks: Vec<TaskFiles>,
     /// One open file on each file system holding declared outputs, synced before markers.
     outputs: Vec<(PathBuf, File)>,
+    /// The block-outputs file of each task (outputs.rs).
+    task_outputs: Vec<outputs::OutputsWriter>,
 }
 
 impl Writer {
@@ -272,12 +329,19 @@ impl Writer {
         for (path, file) in &self.outputs {
             nix::unistd::syncfs(file).map_err(|e| io("sync the file system of", path, e.into()))?;
         }
+        // Block outputs are appended and synced before the log that commits them.
+        for (w, bytes) in self.task_outputs.iter_mut().zip(&batch.outputs) {
+            if !bytes.is_empty() {
+                w.append(bytes)?;
+            }
+        }
         // All or nothing: the batch goes to the log first, then to the arrays.
-        self.wal.write(
+        self.wal.write_with_outputs(
             self.tasks
                 .iter()
                 .zip(&batch.records)
-                .map(|(t, r)| (t.dir_name.as_str(), r.as_slice())),
+                .zip(&self.task_outputs)
+                .map(|((t, r), o)| (t.dir_name.as_str(), r.as_slice(), o.logged_end())),
         )?;
         for (t, records) in self.tasks.iter_mut().zip(&batch.records) {
             for &r in records {
@@ -301,7 +365,15 @@ impl Writer {
             }
             let result = match msg {
                 ToWriter::Batch(batch) => self.write(&batch),
-                ToWriter::Close => self.wal.clear(),
+                ToWriter::Close => self
+                    .task_outputs
+                    .iter()
+                    .try_for_each(outputs::OutputsWriter::commit)
+                    .and_then(|()| self.wal.clear()),
+                ToWriter::NotDurable => {
+                    self.outputs.clear();
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 tracing::error!("recording done-markers failed: {e}");
@@ -581,7 +653,11 @@ impl Journal {
                 };
                 removed.map_err(|e| io("remove", &tdir, e))?;
             }
-            present.push(matches!(task_dir_state(&tdir)?, TaskDir::Present));
+            let is_present = matches!(task_dir_state(&tdir)?, TaskDir::Present);
+            if is_present {
+                outputs::recover(&tdir)?;
+            }
+            present.push(is_present);
         }
         // Room for the markers still to create, before anything is created.
         if present.iter().any(|p| !p) {
@@ -617,6 +693,10 @@ impl Journal {
             wal,
             tasks: files,
             outputs: output_file_systems(tasks),
+            task_outputs: names
+                .iter()
+                .map(|n| outputs::OutputsWriter::new(&tasks_dir.join(n)))
+                .collect(),
         };
         // Two batches in flight at most: a writer that falls behind slows the run down.
         let (tx, rx) = crossbeam_channel::bounded::<ToWriter>(2);
@@ -663,14 +743,57 @@ impl Journal {
         }
     }
 
+    /// Records that a block finished with an output (compact JSON): its marker and its output
+    /// go to disk in the same batch.
+    pub(crate) fn record_done_with_output(
+        &mut self,
+        task: usize,
+        grid_index: u64,
+        block_id: u64,
+        output: &[u8],
+    ) {
+        if let Some(o) = self.batch.outputs.get_mut(task) {
+            outputs::encode_record(o, grid_index, block_id, output);
+            self.batch.output_bytes += outputs::HEADER + output.len();
+            self.record_done(task, grid_index);
+        }
+    }
+
+    /// The journal of a temporary run directory: declared outputs' file systems are not
+    /// synced before markers (nothing resumes from it).
+    pub(crate) fn not_durable(&mut self) -> Result<(), JournalError> {
+        self.send(ToWriter::NotDurable)
+    }
+
     /// Records a failed attempt; `last` marks the block failed (it will not be retried in this
     /// run).
+    #[cfg(test)]
     pub(crate) fn record_failure(
         &mut self,
         task: usize,
         block: &Block,
         worker: u64,
         message: &str,
+        last: bool,
+    ) {
+        let failure = crate::observe::BlockFailure {
+            block_id: block.block_id(),
+            grid_index: block.grid_index,
+            worker_id: worker,
+            message: message.to_owned(),
+            kind: crate::observe::FailureKind::Error,
+            attempt: 1,
+        };
+        self.record_block_failure(task, block, &failure, last);
+    }
+
+    /// Records a failed attempt (with its kind and attempt number); `last` marks the block
+    /// failed (it will not be retried in this run).
+    pub(crate) fn record_block_failure(
+        &mut self,
+        task: usize,
+        block: &Block,
+        failure: &crate::observe::BlockFailure,
         last: bool,
     ) {
         let Some(lines) = self.batch.failures.get_mut(task) else {
@@ -680,9 +803,11 @@ impl Journal {
             "block_id": block.block_id(),
             "grid_index": block.grid_index,
             "write_roi": block.write_roi().to_string(),
-            "worker": worker,
+            "worker": failure.worker_id,
+            "kind": failure.kind,
+            "attempt": failure.attempt,
             "last_attempt": last,
-            "error": message,
+            "error": failure.message,
             "time": unix_now(),
         });
         lines.push_str(&line.to_string());
@@ -710,7 +835,10 @@ impl Journal {
             return Ok(None);
         }
         let age = self.last_flush.elapsed();
-        if self.unflushed >= FLUSH_RECORDS || age >= FLUSH_INTERVAL {
+        if self.unflushed >= FLUSH_RECORDS
+            || age >= FLUSH_INTERVAL
+            || self.batch.output_bytes >= FLUSH_OUTPUT_BYTES
+        {
             self.flush()?;
             return Ok(None);
         }
@@ -854,6 +982,9 @@ fn replay(dir: &Path, wal_path: &Path, section: &wal::Section) -> Result<(), Jou
         writer.set(index, value)?;
     }
     writer.flush()?;
+    if let Some(end) = section.outputs_end {
+        outputs::write_committed(&tdir, end)?;
+    }
     tracing::info!(task_dir = %section.task_dir, markers = section.records.len(), "replayed logged done-markers");
     Ok(())
 }

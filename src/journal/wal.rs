@@ -10,10 +10,17 @@
 //! The file holds one batch (each flush overwrites the previous one, which was applied):
 //!
 //! ```text
-//! "BWAL" | u32 version = 1 | u64 payload length | u32 crc32 of payload | payload
+//! "BWAL" | u32 version = 2 | u64 payload length | u32 crc32 of payload | payload
 //! payload: per task: u32 name length | name (task directory name) | u64 n | n × u64 record
+//!          | u64 outputs end
 //! record: grid index × 4 + marker value
 //! ```
+//!
+//! `outputs end` is the committed length of the task's `outputs.bin` after this batch
+//! (`u64::MAX`: the task recorded no outputs in this run; see outputs.rs). A task that has
+//! outputs has a section in every batch, even one without its markers, so that the logged
+//! batch always holds its latest committed length. Version 1 logs (no `outputs end`) are still
+//! read.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -23,7 +30,11 @@ use std::path::{Path, PathBuf};
 use super::JournalError;
 
 const MAGIC: &[u8; 4] = b"BWAL";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The version before block outputs, still read.
+const VERSION_1: u32 = 1;
+/// `outputs end` of a task without outputs.
+const NO_OUTPUTS: u64 = u64::MAX;
 const HEADER: usize = 4 + 4 + 8 + 4;
 
 /// One task's part of a batch.
@@ -32,6 +43,8 @@ pub(crate) struct Section {
     pub(crate) task_dir: String,
     /// `(grid index, marker value)` in release order.
     pub(crate) records: Vec<(u64, u8)>,
+    /// The committed length of the task's `outputs.bin` after this batch, if it has outputs.
+    pub(crate) outputs_end: Option<u64>,
 }
 
 fn io(action: &str, path: &Path, source: std::io::Error) -> JournalError {
@@ -68,18 +81,28 @@ impl Wal {
         })
     }
 
-    /// Writes a batch and syncs it.
+    /// Writes a batch and syncs it (tasks without outputs).
+    #[cfg(test)]
     pub(crate) fn write<'a>(
         &mut self,
         sections: impl Iterator<Item = (&'a str, &'a [u64])>,
+    ) -> Result<(), JournalError> {
+        self.write_with_outputs(sections.map(|(n, r)| (n, r, None)))
+    }
+
+    /// Writes a batch, with each task's committed outputs end, and syncs it. A section is
+    /// written if it has records or an outputs end.
+    pub(crate) fn write_with_outputs<'a>(
+        &mut self,
+        sections: impl Iterator<Item = (&'a str, &'a [u64], Option<u64>)>,
     ) -> Result<(), JournalError> {
         let buf = &mut self.buf;
         buf.clear();
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
         buf.extend_from_slice(&[0u8; 12]);
-        for (name, records) in sections {
-            if records.is_empty() {
+        for (name, records, outputs_end) in sections {
+            if records.is_empty() && outputs_end.is_none() {
                 continue;
             }
             buf.extend_from_slice(&u32::try_from(name.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -88,6 +111,7 @@ impl Wal {
             for r in records {
                 buf.extend_from_slice(&r.to_le_bytes());
             }
+            buf.extend_from_slice(&outputs_end.unwrap_or(NO_OUTPUTS).to_le_bytes());
         }
         let payload_len = (buf.len() - HEADER) as u64;
         let crc = crc32fast::hash(&buf[HEADER..]);
@@ -147,9 +171,16 @@ pub(crate) fn read_only(path: &Path) -> Result<Option<Vec<Section>>, JournalErro
 /// contents are not (a damaged or crafted log), such as a task directory name that is not one
 /// (see [`task_id_of_dir_name`](super::task_id_of_dir_name)).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Option<Vec<Section>>, String> {
-    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4..8] != VERSION.to_le_bytes() {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
         return Ok(None);
     }
+    let with_outputs = if bytes[4..8] == VERSION.to_le_bytes() {
+        true
+    } else if bytes[4..8] == VERSION_1.to_le_bytes() {
+        false
+    } else {
+        return Ok(None);
+    };
     let mut n8 = [0u8; 8];
     n8.copy_from_slice(&bytes[8..16]);
     let payload_len = u64::from_le_bytes(n8);
@@ -162,7 +193,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Option<Vec<Section>>, String> {
     if crc32fast::hash(payload) != u32::from_le_bytes(c4) {
         return Ok(None);
     }
-    let sections = parse(payload).ok_or("its batch has a valid checksum but cannot be parsed")?;
+    let sections = parse(payload, with_outputs)
+        .ok_or("its batch has a valid checksum but cannot be parsed")?;
     for s in &sections {
         if super::task_id_of_dir_name(&s.task_dir).is_none() {
             return Err(format!(
@@ -175,7 +207,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Option<Vec<Section>>, String> {
 }
 
 /// The sections of a batch's payload; `None` if it is not made of whole sections.
-fn parse(mut p: &[u8]) -> Option<Vec<Section>> {
+fn parse(mut p: &[u8], with_outputs: bool) -> Option<Vec<Section>> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if p.len() < n {
             return None;
@@ -197,9 +229,15 @@ fn parse(mut p: &[u8]) -> Option<Vec<Section>> {
             .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
             .map(|r| (r >> 2, (r & 3) as u8))
             .collect();
+        let outputs_end = if with_outputs {
+            Some(u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?)).filter(|&e| e != NO_OUTPUTS)
+        } else {
+            None
+        };
         out.push(Section {
             task_dir: name,
             records,
+            outputs_end,
         });
     }
     Some(out)
@@ -230,11 +268,13 @@ mod tests {
             vec![
                 Section {
                     task_dir: "a".into(),
-                    records: vec![(5, 1), (7, 2)]
+                    records: vec![(5, 1), (7, 2)],
+                    outputs_end: None,
                 },
                 Section {
                     task_dir: "b%2F".into(),
-                    records: vec![(1 << 40, 1)]
+                    records: vec![(1 << 40, 1)],
+                    outputs_end: None,
                 },
             ]
         );
@@ -277,7 +317,7 @@ mod tests {
         // Sections that do not add up, under a good checksum.
         let payload = [1u8, 0, 0, 0, b'a', 9];
         let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&VERSION_1.to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
@@ -287,5 +327,48 @@ mod tests {
         );
         assert_eq!(decode(&bytes[..bytes.len() - 1]), Ok(None));
         assert_eq!(read_only(&dir.path().join("none")).ok(), Some(None));
+    }
+
+    #[test]
+    fn outputs_ends_are_logged_even_without_markers_and_version_1_logs_are_read() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("wal");
+        let mut wal = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let a = [record(3, 1)];
+        wal.write_with_outputs(
+            [
+                ("a", &a[..], Some(120)),
+                ("b", &[][..], Some(7)),
+                ("c", &[][..], None),
+            ]
+            .into_iter(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let got = wal.read().ok().flatten().unwrap_or_default();
+        let ends: Vec<(String, Option<u64>)> = got
+            .into_iter()
+            .map(|s| (s.task_dir, s.outputs_end))
+            .collect();
+        assert_eq!(ends, vec![("a".into(), Some(120)), ("b".into(), Some(7))]);
+        // A version 1 batch (an older run that crashed) is replayed too.
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(b'a');
+        payload.extend_from_slice(&1u64.to_le_bytes());
+        payload.extend_from_slice(&record(9, 1).to_le_bytes());
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION_1.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let sections = decode(&bytes).ok().flatten().unwrap_or_default();
+        assert_eq!(
+            sections,
+            vec![Section {
+                task_dir: "a".into(),
+                records: vec![(9, 1)],
+                outputs_end: None
+            }]
+        );
     }
 }

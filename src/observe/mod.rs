@@ -6,7 +6,7 @@ pub(crate) mod summary;
 
 #[cfg(feature = "progress")]
 pub(crate) use progress::ProgressBars;
-pub use summary::{BlockFailure, RunSummary};
+pub use summary::{BlockFailure, FailureKind, RunSummary};
 
 /// A no-op stand-in when the `progress` feature is off.
 #[cfg(not(feature = "progress"))]

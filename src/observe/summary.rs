@@ -1,12 +1,51 @@
 //! The run summary, printed as daisy's "Execution Summary".
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::journal::Outputs;
 use crate::scheduler::TaskState;
 
 /// At most this many failures are listed per task (daisy's limit).
 pub(crate) const MAX_LISTED_FAILURES: usize = 100;
+
+/// Why an attempt of a block failed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The block's function returned an error (or a worker released the block as failed).
+    #[default]
+    Error,
+    /// The block's function panicked.
+    Panic,
+    /// The block ran longer than its task's [`timeout`](crate::TaskBuilder::timeout).
+    Timeout,
+    /// The worker process running the block died, hung or disconnected.
+    LostWorker,
+    /// The block's output was larger than
+    /// [`Runner::max_output_bytes`](crate::Runner::max_output_bytes).
+    OutputTooLarge,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Error => "error",
+            FailureKind::Panic => "panic",
+            FailureKind::Timeout => "timeout",
+            FailureKind::LostWorker => "lost worker",
+            FailureKind::OutputTooLarge => "output too large",
+        })
+    }
+}
 
 /// One failed attempt of a block.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,7 +58,29 @@ pub struct BlockFailure {
     pub worker_id: u64,
     /// The error message (or panic message, or timeout).
     pub message: String,
+    /// Why the attempt failed.
+    #[serde(default)]
+    pub kind: FailureKind,
+    /// Which attempt of the block this was in the run (1 for the first).
+    #[serde(default)]
+    pub attempt: u32,
 }
+
+/// Where a run's block outputs are: its run directory, or a temporary one that lives as long
+/// as a summary (or an [`Outputs`] iterator) holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputsDir {
+    pub(crate) path: PathBuf,
+    pub(crate) temp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl PartialEq for OutputsDir {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for OutputsDir {}
 
 /// Per-task results of a run (daisy's task states plus the failures).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +109,9 @@ pub struct RunSummary {
     /// Wall time of the run.
     #[serde(with = "duration_secs")]
     pub(crate) elapsed: Duration,
+    /// Where the block outputs are (a run directory), if the run has one.
+    #[serde(skip)]
+    pub(crate) outputs_dir: Option<OutputsDir>,
 }
 
 mod duration_secs {
@@ -109,6 +173,59 @@ impl RunSummary {
     #[must_use]
     pub fn completed(&self) -> u64 {
         self.tasks.iter().map(|t| t.state.completed).sum()
+    }
+
+    /// The outputs of task `task_id`'s blocks (see
+    /// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)), read
+    /// lazily from the run directory, one record at a time, in the order blocks finished.
+    /// With a [`run_dir`](crate::Runner::run_dir) that resumed, blocks done by earlier runs are
+    /// included: every done block has exactly one output. Without one, the run recorded them in
+    /// a temporary directory that is removed when this summary and every [`Outputs`] from it
+    /// are dropped.
+    ///
+    /// ```
+    /// use blockwise::{Roi, Task};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let task = Task::builder("stats", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process_with_output(|block| {
+    ///         let r = block.write_roi();
+    ///         Ok(vec![r.begin()[0] as u64, r.end()[0] as u64])
+    ///     })
+    ///     .build()?;
+    /// let summary = blockwise::run_blockwise([task])?;
+    /// let mut total = 0;
+    /// for output in summary.outputs::<Vec<u64>>("stats")? {
+    ///     let output = output?;
+    ///     total += output.value[1] - output.value[0];
+    /// }
+    /// assert_eq!(total, 100);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::NoOutputs`](crate::journal::JournalError::NoOutputs) if the run has no
+    /// such task (or recorded no outputs: no run directory and no task with outputs); errors
+    /// of [`read_outputs`](crate::journal::read_outputs).
+    pub fn outputs<T: DeserializeOwned>(&self, task_id: &str) -> Result<Outputs<T>, Error> {
+        let Some(dir) = &self.outputs_dir else {
+            return Err(Error::Journal(crate::journal::JournalError::NoOutputs {
+                task: task_id.to_owned(),
+                dir: PathBuf::from("(none: the run had no run directory and no task with outputs)"),
+            }));
+        };
+        Ok(crate::journal::read_outputs(&dir.path, task_id)?.keep(dir.temp.clone()))
+    }
+
+    /// The run directory holding the run's block outputs: the runner's
+    /// [`run_dir`](crate::Runner::run_dir), or the temporary directory of a run without one
+    /// that has a task with outputs (removed when this summary, its clones and every
+    /// [`Outputs`] read from it are dropped); `None` otherwise.
+    #[must_use]
+    pub fn outputs_dir(&self) -> Option<&std::path::Path> {
+        self.outputs_dir.as_ref().map(|d| d.path.as_path())
     }
 
     /// Total number of blocks skipped as already done (by a check function or by the
@@ -195,6 +312,7 @@ mod tests {
                 log_dir: None,
             }],
             elapsed: Duration::ZERO,
+            outputs_dir: None,
         };
         let expected = "\nExecution Summary\n-----------------\n\n  Task test_server_task:\n\n    num blocks : 12\n    completed ✔: 12 (skipped 0)\n    failed    ✗: 0\n    orphaned  ∅: 0\n\n    all blocks processed successfully\n";
         assert_eq!(summary.to_string(), expected);
@@ -218,11 +336,14 @@ mod tests {
                     grid_index: 1,
                     worker_id: 0,
                     message: "boom".into(),
+                    kind: FailureKind::Error,
+                    attempt: 1,
                 }],
                 more_failures: 4,
                 log_dir: None,
             }],
             elapsed: Duration::ZERO,
+            outputs_dir: None,
         };
         let expected = "\nExecution Summary\n-----------------\n\n  Task t:\n\n    num blocks : 3\n    completed ✔: 1 (skipped 0)\n    failed    ✗: 1\n    orphaned  ∅: 1\n\n    Failed Blocks:\n\n      block 2 in worker 0 with exception boom\n      (and 4 more)\n\n";
         assert_eq!(summary.to_string(), expected);

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::context::{CONTEXT_ENV, Context};
 use super::protocol::{
-    FrameError, ItemOutcome, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock, WireItem, WorkerMsg,
-    read_frame, to_frame,
+    FrameError, ItemOutcome, OUTPUT_BATCH, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock,
+    WireItem, WorkerMsg, read_frame, session_limit, to_frame_limited,
 };
 use super::tls::{self, TlsReader, TlsWriter};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
+use crate::observe::FailureKind;
 
 /// Reports of finished blocks wait at most this long before they are sent (the scheduler
 /// infers when a worker's next block started from them, for timeouts).
@@ -65,14 +66,19 @@ struct Writer {
     stream: WriteHalf,
     last_sent: Instant,
     pending: Vec<Outcome>,
+    /// Bytes of block outputs in `pending`.
+    pending_output: usize,
     pending_items: Vec<ItemOutcome>,
     first_pending: Option<Instant>,
     stop: bool,
+    /// The largest frame the scheduler accepts from this worker.
+    limit: usize,
 }
 
 impl Writer {
     fn send(&mut self, msg: &WorkerMsg) -> Result<(), Error> {
-        let frame = to_frame(msg).map_err(|e| worker_err(format!("encoding a message: {e}")))?;
+        let frame = to_frame_limited(msg, self.limit)
+            .map_err(|e| worker_err(format!("encoding a message: {e}")))?;
         self.stream
             .write_all(&frame)
             .map_err(|e| worker_err(format!("sending to the scheduler: {e}")))?;
@@ -84,6 +90,7 @@ impl Writer {
         self.first_pending = None;
         if !self.pending.is_empty() {
             let results = std::mem::take(&mut self.pending);
+            self.pending_output = 0;
             self.send(&WorkerMsg::Done { results })?;
         }
         if !self.pending_items.is_empty() {
@@ -291,9 +298,11 @@ impl Client {
                 stream: write_half,
                 last_sent: Instant::now(),
                 pending: Vec::new(),
+                pending_output: 0,
                 pending_items: Vec::new(),
                 first_pending: None,
                 stop: false,
+                limit: session_limit(ctx.max_output()),
             }),
             wake: Condvar::new(),
         });
@@ -585,7 +594,60 @@ impl Client {
             BlockStatus::Failed => Some("marked failed by the worker".to_owned()),
             other => Some(format!("released with status {other:?}")),
         };
-        self.report(&block, error)
+        self.report(&block, error, None, None)
+    }
+
+    /// Reports a block as done with its output, for a task whose blocks return outputs (see
+    /// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)): the
+    /// value is serialized (compact JSON) and sent with the report. An output that cannot be
+    /// serialized, or is larger than the run's
+    /// [`Runner::max_output_bytes`](crate::Runner::max_output_bytes), fails the block instead
+    /// (with a message saying so), and this still returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// The block was not acquired from this client, or sending failed.
+    pub fn release_block_with_output<T: serde::Serialize>(
+        &mut self,
+        block: Block,
+        output: &T,
+    ) -> Result<(), Error> {
+        match serde_json::to_string(output) {
+            Ok(json) => self.release_output(&block, json),
+            Err(e) => self.report(
+                &block,
+                Some(format!(
+                    "the block's output cannot be serialized as JSON: {e}"
+                )),
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// Reports a block as done with its serialized output, or failed if it is over the cap.
+    pub(crate) fn release_output(&mut self, block: &Block, output: String) -> Result<(), Error> {
+        let cap = self.ctx.max_output();
+        if output.len() > cap {
+            let message = super::output_too_large(block, output.len(), cap);
+            return self.report(
+                block,
+                Some(message),
+                Some(FailureKind::OutputTooLarge),
+                None,
+            );
+        }
+        self.report(block, None, None, Some(output))
+    }
+
+    /// Reports a block as failed with the kind of failure.
+    pub(crate) fn fail_block_kind(
+        &mut self,
+        block: &Block,
+        kind: FailureKind,
+        error: String,
+    ) -> Result<(), Error> {
+        self.report(block, Some(error), Some(kind), None)
     }
 
     /// Reports a block as failed, with the error text shown in the run's summary.
@@ -594,10 +656,16 @@ impl Client {
     ///
     /// The block was not acquired from this client, or sending failed.
     pub fn fail_block(&mut self, block: Block, error: impl std::fmt::Display) -> Result<(), Error> {
-        self.report(&block, Some(error.to_string()))
+        self.report(&block, Some(error.to_string()), None, None)
     }
 
-    fn report(&mut self, block: &Block, error: Option<String>) -> Result<(), Error> {
+    fn report(
+        &mut self,
+        block: &Block,
+        error: Option<String>,
+        kind: Option<FailureKind>,
+        output: Option<String>,
+    ) -> Result<(), Error> {
         let Some(pos) = self
             .handed
             .iter()
@@ -610,13 +678,27 @@ impl Client {
         let (_, seq) = self.handed.remove(pos).unwrap_or_default();
         self.reported += 1;
         let mut w = self.shared.lock();
-        w.pending.push(Outcome { seq, error });
+        let size = output.as_ref().map_or(0, String::len);
+        if !w.pending.is_empty() && w.pending_output + size > OUTPUT_BATCH {
+            // Keeps a report's frame within what the scheduler reads.
+            w.flush()?;
+        }
+        w.pending_output += size;
+        w.pending.push(Outcome {
+            seq,
+            error,
+            kind,
+            output,
+        });
         if w.first_pending.is_none() {
             // The background thread sends it within FLUSH_LATENCY unless more follow.
             w.first_pending = Some(Instant::now());
             self.shared.wake.notify_one();
         }
-        if self.queue.is_empty() || w.pending.len() >= self.batch {
+        if self.queue.is_empty()
+            || w.pending.len() >= self.batch
+            || w.pending_output >= OUTPUT_BATCH
+        {
             w.flush()?;
         }
         Ok(())
@@ -665,7 +747,7 @@ impl Drop for Client {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::run::protocol::read_frame;
+    use crate::run::protocol::{read_frame, to_frame};
     use std::net::TcpListener;
 
     fn ctx(addr: String, death_ms: u64) -> Context {
@@ -680,6 +762,7 @@ mod tests {
             death_timeout_ms: death_ms,
             lifetime_ms: None,
             prefetch: None,
+            max_output_bytes: None,
         }
     }
 

@@ -45,6 +45,9 @@ pub(crate) struct Context {
     /// How many blocks the worker may hold (also told by the scheduler).
     #[serde(default)]
     pub prefetch: Option<u32>,
+    /// The largest block output in bytes (default 1 MiB); it also sizes the frames.
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -103,6 +106,16 @@ impl Context {
     pub(crate) fn death_timeout(&self) -> Duration {
         Duration::from_millis(self.death_timeout_ms.max(1))
     }
+
+    /// The run's output cap (see `Runner::max_output_bytes`).
+    pub(crate) fn max_output(&self) -> usize {
+        self.max_output_bytes
+            .map_or(super::DEFAULT_MAX_OUTPUT, |n| {
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(super::MAX_OUTPUT_LIMIT)
+            })
+    }
 }
 
 /// A fresh random token (128 bits from the OS, hex).
@@ -135,6 +148,7 @@ mod tests {
             death_timeout_ms: 60_000,
             lifetime_ms: Some(5),
             prefetch: Some(3),
+            max_output_bytes: Some(1 << 20),
         };
         assert_eq!(c.token.len(), 32);
         assert_eq!(Context::decode(&c.encode()).unwrap(), c);

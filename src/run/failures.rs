@@ -1,12 +1,15 @@
 //! What both runners do with failed blocks and finished runs.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 use crate::journal::Journal;
-use crate::observe::summary::{MAX_LISTED_FAILURES, TaskSummary};
-use crate::observe::{BlockFailure, RunSummary};
+use crate::observe::summary::{MAX_LISTED_FAILURES, OutputsDir, TaskSummary};
+use crate::observe::{BlockFailure, FailureKind, RunSummary};
 use crate::scheduler::Scheduler;
 use crate::task::Task;
 
@@ -17,11 +20,14 @@ use super::Runner;
 pub(super) struct Failures {
     list: Vec<BlockFailure>,
     more: u64,
+    /// Failed attempts so far of blocks that failed and may be retried, by grid index.
+    attempts: FxHashMap<u64, u32>,
 }
 
 impl Failures {
     /// Records a failed attempt (in the journal too) and releases the block as failed (the
     /// scheduler retries it or fails it for good and orphans what depends on it).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn fail_block(
         &mut self,
         sched: &mut Scheduler,
@@ -29,30 +35,41 @@ impl Failures {
         task: usize,
         mut block: Block,
         worker: u64,
+        kind: FailureKind,
         message: String,
     ) {
-        tracing::warn!(block = %block, worker, error = %message, "block failed");
-        let failed = |s: &Scheduler| s.task_state(block.task_id()).map_or(0, |t| t.failed);
+        tracing::warn!(block = %block, worker, %kind, error = %message, "block failed");
+        let task_id = block.task_id.clone();
+        let failed = |s: &Scheduler| s.task_state(&task_id).map_or(0, |t| t.failed);
         let before = failed(sched);
-        let (block_id, grid_index) = (block.block_id, block.grid_index);
+        let grid_index = block.grid_index;
+        let attempts = self.attempts.entry(grid_index).or_insert(0);
+        *attempts += 1;
+        let failure = BlockFailure {
+            block_id: block.block_id,
+            grid_index,
+            worker_id: worker,
+            message,
+            kind,
+            attempt: *attempts,
+        };
         let probe = journal.is_some().then(|| block.clone());
         block.set_status(BlockStatus::Failed);
         sched.release_block(block);
-        if let (Some(journal), Some(probe)) = (journal, probe) {
-            let last = sched.task_state(probe.task_id()).map_or(0, |t| t.failed) > before;
-            journal.record_failure(task, &probe, worker, &message, last);
+        let last = failed(sched) > before;
+        if last {
+            // Failed for good: it does not run again in this run.
+            self.attempts.remove(&grid_index);
         }
-        self.push(block_id, grid_index, worker, message);
+        if let (Some(journal), Some(probe)) = (journal, probe) {
+            journal.record_block_failure(task, &probe, &failure, last);
+        }
+        self.push(failure);
     }
 
-    fn push(&mut self, block_id: u64, grid_index: u64, worker: u64, message: String) {
+    fn push(&mut self, failure: BlockFailure) {
         if self.list.len() < MAX_LISTED_FAILURES {
-            self.list.push(BlockFailure {
-                block_id,
-                grid_index,
-                worker_id: worker,
-                message,
-            });
+            self.list.push(failure);
         } else {
             self.more += 1;
         }
@@ -65,6 +82,7 @@ pub(super) fn summary<'a>(
     tasks: impl Iterator<Item = (&'a str, &'a mut Failures)>,
     log_dir: Option<&str>,
     elapsed: Duration,
+    outputs_dir: Option<OutputsDir>,
 ) -> RunSummary {
     let tasks = tasks
         .map(|(id, failures)| TaskSummary {
@@ -75,17 +93,40 @@ pub(super) fn summary<'a>(
             log_dir: log_dir.map(str::to_owned),
         })
         .collect();
-    RunSummary { tasks, elapsed }
+    RunSummary {
+        tasks,
+        elapsed,
+        outputs_dir,
+    }
 }
 
+/// The open journal of a run and where its outputs are.
+pub(super) type OpenJournal = (Option<Journal>, Option<OutputsDir>);
+
 /// Opens the runner's run directory (if it has one) for the scheduler's tasks and resumes the
-/// scheduler from its done-markers.
-pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<Option<Journal>, Error> {
-    let Some(dir) = &opts.run_dir else {
-        return Ok(None);
-    };
+/// scheduler from its done-markers. Without one, a run with a task with outputs records them
+/// in a temporary run directory, which the summary keeps alive.
+pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJournal, Error> {
     let tasks: Vec<Task> = sched.tasks().cloned().collect();
-    let mut journal = Journal::open(dir, &tasks, opts.fresh)?;
+    let (dir, temp) = match &opts.run_dir {
+        Some(dir) => (dir.clone(), None),
+        None if tasks.iter().any(Task::has_output) => {
+            let temp = tempfile::Builder::new()
+                .prefix("blockwise-outputs-")
+                .tempdir()
+                .map_err(|source| Error::Io {
+                    context: "creating a temporary run directory for the block outputs (set TMPDIR, or give the runner a run_dir)".into(),
+                    source,
+                })?;
+            (temp.path().to_owned(), Some(Arc::new(temp)))
+        }
+        None => return Ok((None, None)),
+    };
+    let mut journal = Journal::open(&dir, &tasks, opts.fresh || temp.is_some())?;
+    if temp.is_some() {
+        journal.not_durable()?;
+    }
+    let outputs_dir = Some(OutputsDir { path: dir, temp });
     sched.resume(journal.take_done())?;
     for t in &tasks {
         if let Some(s) = sched.task_state(t.task_id())
@@ -94,7 +135,7 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<Optio
             tracing::info!(task = %t.task_id(), done = s.skipped, total = s.total, "resuming: blocks done by earlier runs are skipped");
         }
     }
-    Ok(Some(journal))
+    Ok((Some(journal), outputs_dir))
 }
 
 /// The end of a run, for both runners: the summary (if the run did not fail) and, with a run
@@ -106,8 +147,9 @@ pub(super) fn finish_run<'a>(
     log_dir: Option<&str>,
     elapsed: Duration,
     journal: Option<&mut Journal>,
+    outputs_dir: Option<OutputsDir>,
 ) -> Result<RunSummary, Error> {
-    let result = result.map(|()| summary(sched, tasks, log_dir, elapsed));
+    let result = result.map(|()| summary(sched, tasks, log_dir, elapsed, outputs_dir));
     let Some(journal) = journal else {
         return result;
     };

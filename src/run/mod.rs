@@ -209,6 +209,19 @@ pub struct Runner {
     processes: Option<ProcessOptions>,
     run_dir: Option<PathBuf>,
     fresh: bool,
+    max_output: usize,
+}
+
+/// The default of [`Runner::max_output_bytes`]: 1 MiB.
+pub(crate) const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+/// The largest [`Runner::max_output_bytes`] accepted: 1 GiB.
+pub(crate) const MAX_OUTPUT_LIMIT: usize = 1 << 30;
+
+/// The message of a block whose output is over the cap.
+pub(crate) fn output_too_large(block: &crate::Block, len: usize, cap: usize) -> String {
+    format!(
+        "the output of block {block} is {len} bytes, more than the limit of {cap} bytes; raise it with Runner::max_output_bytes, or write large results to storage and return a reference"
+    )
 }
 
 /// Settings of worker processes (a process run, or an executor's worker pool).
@@ -228,6 +241,8 @@ pub(crate) struct ProcessOptions {
     pub(crate) tls: Option<bool>,
     pub(crate) hello_timeout: Duration,
     pub(crate) max_unauthenticated: usize,
+    /// The block output cap of the run (set by the process runner; it sizes session frames).
+    pub(crate) max_output: usize,
 }
 
 impl ProcessOptions {
@@ -246,6 +261,7 @@ impl ProcessOptions {
             tls: None,
             hello_timeout: Duration::from_secs(10),
             max_unauthenticated: 64,
+            max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 
@@ -269,6 +285,7 @@ impl ProcessOptions {
             death_timeout_ms: ms(self.death_timeout),
             lifetime_ms: self.lifetime.map(ms),
             prefetch: Some(u32::try_from(prefetch).unwrap_or(u32::MAX)),
+            max_output_bytes: Some(self.max_output as u64),
         }
     }
 }
@@ -290,7 +307,21 @@ impl Runner {
             processes: None,
             run_dir: None,
             fresh: false,
+            max_output: DEFAULT_MAX_OUTPUT,
         }
+    }
+
+    /// The largest block output (see
+    /// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)) in bytes
+    /// of compact JSON (default 1 MiB, at most 1 GiB: larger values count as 1 GiB). A block
+    /// whose output is larger fails (kind
+    /// [`FailureKind::OutputTooLarge`](crate::FailureKind::OutputTooLarge), retried like any
+    /// failure) with a message naming the block, the size and the limit. The limit is checked
+    /// where the block ran, so an oversized output never travels; the messages between worker
+    /// processes and the scheduler admit outputs up to it.
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_output = bytes.min(MAX_OUTPUT_LIMIT);
+        self
     }
 
     /// Records done-markers in `dir`, and resumes from them: blocks an earlier run with this
@@ -532,6 +563,7 @@ fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, 
         return Ok(RunSummary {
             tasks: Vec::new(),
             elapsed: Duration::ZERO,
+            outputs_dir: None,
         });
     };
     serve_and_exit(&task, ctx)

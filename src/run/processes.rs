@@ -25,7 +25,8 @@ use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 use crate::journal::Journal;
 use crate::launch::{JobId, Launcher, WorkerSpec};
-use crate::observe::{ProgressBars, RunSummary};
+use crate::observe::summary::OutputsDir;
+use crate::observe::{FailureKind, ProgressBars, RunSummary};
 use crate::scheduler::Scheduler;
 use crate::task::Task;
 
@@ -132,6 +133,7 @@ struct Driver<'a> {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     journal: Option<Journal>,
+    outputs_dir: Option<OutputsDir>,
 }
 
 pub(super) fn run(
@@ -148,7 +150,11 @@ pub(super) fn run(
             task: t.task_id().to_owned(),
         });
     }
-    let journal = open_journal(opts, &mut sched)?;
+    let (journal, outputs_dir) = open_journal(opts, &mut sched)?;
+    // Session frames admit the run's largest output.
+    let mut popts = popts.clone();
+    popts.max_output = opts.max_output;
+    let popts = &popts;
     let log_dir = popts.log_dir.clone();
     let (program, args) = worker_program(popts.command.as_ref())?;
     let launcher = Arc::clone(&popts.launcher);
@@ -185,6 +191,7 @@ pub(super) fn run(
         program,
         args,
         journal,
+        outputs_dir,
     };
     let interrupts = if popts.handle_signals {
         Some(Interrupts::install()?)
@@ -209,6 +216,7 @@ pub(super) fn run(
         Some(&log_dir),
         start.elapsed(),
         driver.journal.as_mut(),
+        driver.outputs_dir.take(),
     )
 }
 
@@ -588,21 +596,44 @@ impl Driver<'_> {
                     }
                     conn.completed += 1;
                     let worker = conn.hello.worker_id;
-                    match outcome.error {
-                        None => {
-                            self.runs[task].startup_failures = 0;
-                            let index = block.grid_index;
+                    self.runs[task].startup_failures = 0;
+                    let has_output = self.runs[task].task.has_output();
+                    let cap = self.opts.max_output;
+                    match (outcome.error, outcome.output) {
+                        (None, Some(o)) if o.len() > cap => {
+                            let message = super::output_too_large(&block, o.len(), cap);
+                            self.fail_block(
+                                task,
+                                block,
+                                worker,
+                                FailureKind::OutputTooLarge,
+                                message,
+                            );
+                        }
+                        (None, None) if has_output => {
+                            let message = format!(
+                                "{} released block {block} without an output, but the task's blocks return outputs (a worker of another version, or Client::release_block instead of release_block_with_output)",
+                                conn.describe()
+                            );
+                            self.fail_block(task, block, worker, FailureKind::Error, message);
+                        }
+                        (None, output) => {
+                            let (index, id) = (block.grid_index, block.block_id);
                             block.set_status(BlockStatus::Success);
                             self.sched.release_block(block);
                             if let Some(j) = &mut self.journal {
-                                j.record_done(task, index);
+                                match output.filter(|_| has_output) {
+                                    Some(o) => {
+                                        j.record_done_with_output(task, index, id, o.as_bytes());
+                                    }
+                                    None => j.record_done(task, index),
+                                }
                             }
                         }
-                        Some(message) => {
-                            // A worker that reports failures still works: not a start-up
-                            // failure.
-                            self.runs[task].startup_failures = 0;
-                            self.fail_block(task, block, worker, message);
+                        // A worker that reports failures still works: not a start-up failure.
+                        (Some(message), _) => {
+                            let kind = outcome.kind.unwrap_or(FailureKind::Error);
+                            self.fail_block(task, block, worker, kind, message);
                         }
                     }
                 }
@@ -668,7 +699,13 @@ impl Driver<'_> {
         if started && !blocks.is_empty() {
             let head = blocks.remove(0);
             let message = format!("{who} lost while processing this block: {reason}{detail}");
-            self.fail_block(task, head, conn.hello.worker_id, message);
+            self.fail_block(
+                task,
+                head,
+                conn.hello.worker_id,
+                FailureKind::LostWorker,
+                message,
+            );
         }
         let run = &mut self.runs[task];
         requeue_front(&mut run.requeue, blocks);
@@ -738,7 +775,13 @@ impl Driver<'_> {
             if !blocks.is_empty() {
                 let head = blocks.remove(0);
                 let message = format!("timed out after {timeout:?}; {killed}");
-                self.fail_block(task, head, conn.hello.worker_id, message);
+                self.fail_block(
+                    task,
+                    head,
+                    conn.hello.worker_id,
+                    FailureKind::Timeout,
+                    message,
+                );
             }
             let run = &mut self.runs[task];
             requeue_front(&mut run.requeue, blocks);
@@ -746,13 +789,21 @@ impl Driver<'_> {
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
-    fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
+    fn fail_block(
+        &mut self,
+        task: usize,
+        block: Block,
+        worker: u64,
+        kind: FailureKind,
+        message: String,
+    ) {
         self.runs[task].failures.fail_block(
             &mut self.sched,
             self.journal.as_mut(),
             task,
             block,
             worker,
+            kind,
             message,
         );
     }

@@ -15,7 +15,10 @@
 //!    [`ServerMsg::Refused`] and the connection is closed (and logged).
 //! 2. The server answers [`ServerMsg::Welcome`] and then pushes up to `prefetch` blocks
 //!    ([`ServerMsg::Blocks`]); the worker processes them in order and reports them in batches
-//!    ([`WorkerMsg::Done`]), each report freeing room for another block.
+//!    ([`WorkerMsg::Done`]), each report freeing room for another block. A report carries the
+//!    block's output (compact JSON, as a string) for tasks with outputs, or its error and the
+//!    kind of failure. Session frames from workers may be larger than [`MAX_FRAME`] by twice
+//!    the run's output cap (see [`session_limit`]), so that a capped output always fits.
 //! 3. The worker sends [`WorkerMsg::Heartbeat`] when it has sent nothing for a heartbeat
 //!    interval (a background thread does this while a long block runs); the server sends
 //!    [`ServerMsg::Ping`] to idle workers. Silence for longer than the timeout on either side
@@ -30,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::geometry::Roi;
 
-/// The protocol version; both sides must agree.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version; both sides must agree (2: block outputs in reports).
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame payload accepted, in bytes.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
@@ -39,6 +42,16 @@ pub(crate) const MAX_FRAME: usize = 16 << 20;
 /// The largest frame accepted from a peer that has not yet presented the run's token (its
 /// hello): a few KiB, so that unauthenticated connections cannot make the scheduler allocate.
 pub(crate) const HELLO_MAX: usize = 4 << 10;
+
+/// The largest frame a worker may send in a session of a run whose outputs are capped at
+/// `max_output` bytes: [`MAX_FRAME`] plus twice the cap (a JSON string escapes a byte of JSON
+/// into at most two).
+pub(crate) fn session_limit(max_output: usize) -> usize {
+    MAX_FRAME.saturating_add(max_output.saturating_mul(2))
+}
+
+/// Report batches are sent before their outputs add up to more than this.
+pub(crate) const OUTPUT_BATCH: usize = 1 << 20;
 
 /// Frames larger than this do not keep their read buffer: it shrinks back after them.
 pub(crate) const KEEP_BUFFER: usize = 64 << 10;
@@ -86,6 +99,12 @@ pub(crate) struct Outcome {
     /// `None` on success, else the error text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of failure (with `error`; absent means an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::observe::FailureKind>,
+    /// On success, the block's output as compact JSON (tasks with outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// An executor item as sent to a worker: the registered function's name and its input.
@@ -216,19 +235,27 @@ pub(crate) enum ServerMsg {
 }
 
 /// Appends one frame holding `msg` to `out`.
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    encode_limited(msg, out, MAX_FRAME)
+}
+
+/// [`encode`] with another limit than [`MAX_FRAME`] (at most `u32::MAX`).
+pub(crate) fn encode_limited<T: Serialize>(
+    msg: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), FrameError> {
+    let limit = limit.min(u32::MAX as usize);
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     serde_json::to_writer(&mut *out, msg)?;
     let len = out.len() - start - 4;
-    if len > MAX_FRAME {
+    if len > limit {
         out.truncate(start);
-        return Err(FrameError::TooLarge {
-            len,
-            limit: MAX_FRAME,
-        });
+        return Err(FrameError::TooLarge { len, limit });
     }
-    // `len <= MAX_FRAME` fits in a u32.
+    // `len <= limit <= u32::MAX` fits in a u32.
     let header = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
     out[start..start + 4].copy_from_slice(&header);
     Ok(())
@@ -236,8 +263,13 @@ pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fra
 
 /// Encodes `msg` as one frame.
 pub(crate) fn to_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    to_frame_limited(msg, MAX_FRAME)
+}
+
+/// Encodes `msg` as one frame of at most `limit` bytes.
+pub(crate) fn to_frame_limited<T: Serialize>(msg: &T, limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::with_capacity(64);
-    encode(msg, &mut out)?;
+    encode_limited(msg, &mut out, limit)?;
     Ok(out)
 }
 
@@ -259,15 +291,14 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     Ok(Some((serde_json::from_slice(payload)?, 4 + len)))
 }
 
-/// The payload length announced by a 4-byte header, checked against `limit` (at most
-/// [`MAX_FRAME`]).
+/// The payload length announced by a 4-byte header, checked against `limit` ([`HELLO_MAX`],
+/// [`MAX_FRAME`], or a [`session_limit`]).
 pub(crate) fn frame_len(header: &[u8], limit: usize) -> Result<usize, FrameError> {
     let mut h = [0u8; 4];
     for (d, s) in h.iter_mut().zip(header) {
         *d = *s;
     }
     let len = u32::from_be_bytes(h) as usize;
-    let limit = limit.min(MAX_FRAME);
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
@@ -331,10 +362,14 @@ mod tests {
                     Outcome {
                         seq: 1,
                         error: None,
+                        kind: None,
+                        output: Some(r#"{"edges":[[1,2]],"s":"a\"b"}"#.into()),
                     },
                     Outcome {
                         seq: 2,
                         error: Some("boom \"quoted\" \n line".into()),
+                        kind: Some(crate::observe::FailureKind::Panic),
+                        output: None,
                     },
                 ],
             },
@@ -434,6 +469,27 @@ mod tests {
             decode::<ServerMsg>(&borrowed).unwrap(),
             Some((owned, borrowed.len()))
         );
+    }
+
+    #[test]
+    fn a_capped_output_fits_a_session_frame_whatever_it_escapes() {
+        let cap = 100_000;
+        // The worst case: every byte of the JSON escapes to two.
+        let output = serde_json::to_string(&vec!["\"\\"; cap / 7]).unwrap();
+        assert!(output.len() <= cap);
+        let msg = WorkerMsg::Done {
+            results: vec![Outcome {
+                seq: 1,
+                error: None,
+                kind: None,
+                output: Some(output.clone()),
+            }],
+        };
+        let frame = to_frame_limited(&msg, session_limit(cap)).unwrap();
+        let len = frame_len(&frame[..4], session_limit(cap)).unwrap();
+        let back: WorkerMsg = serde_json::from_slice(&frame[4..4 + len]).unwrap();
+        assert_eq!(back, msg);
+        assert!(session_limit(usize::MAX) == usize::MAX);
     }
 
     #[test]

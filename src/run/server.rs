@@ -31,8 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    FrameError, HELLO_MAX, MAX_FRAME, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len,
-    reset_buffer, to_frame,
+    FrameError, HELLO_MAX, PROTOCOL_VERSION, ServerMsg, WorkerMsg, frame_len, reset_buffer,
+    to_frame,
 };
 use crate::error::Error;
 
@@ -98,6 +98,8 @@ pub(crate) struct ServerOptions {
     pub max_unauthenticated: usize,
     /// TLS, if the transport is encrypted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The largest frame of an authenticated session (see `protocol::session_limit`).
+    pub max_frame: usize,
 }
 
 /// A running server; stopping (or dropping) it closes every connection.
@@ -457,7 +459,7 @@ async fn session<R, W>(
     let heard = AtomicU64::new(0);
     let reader = async {
         loop {
-            match read_msg(&mut rd, &mut buf, MAX_FRAME).await {
+            match read_msg(&mut rd, &mut buf, shared.options.max_frame).await {
                 Ok(Some(msg)) => {
                     heard.store(ms(Instant::now()), Ordering::Relaxed);
                     if events.send(Event::Message { conn, msg }).is_err() {
@@ -545,7 +547,7 @@ async fn writer<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    use crate::run::protocol::read_frame;
+    use crate::run::protocol::{MAX_FRAME, read_frame};
     use std::io::Write;
 
     fn hello(token: &str, protocol: u32) -> Vec<u8> {
@@ -571,6 +573,7 @@ mod tests {
             },
             max_unauthenticated,
             tls: None,
+            max_frame: MAX_FRAME,
         }
     }
 
@@ -760,7 +763,8 @@ mod tests {
     #[test]
     fn another_protocol_version_is_refused() {
         let (reason, _) = refused(&hello("right", PROTOCOL_VERSION + 1));
-        assert!(reason.contains("protocol version 2"), "{reason}");
+        let other = format!("protocol version {}", PROTOCOL_VERSION + 1);
+        assert!(reason.contains(&other), "{reason}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::task::{BlockFn, Processor, Task, WorkerContext};
 use super::Runner;
 use super::failures::{Failures, finish_run, open_journal};
 use crate::journal::Journal;
+use crate::observe::FailureKind;
+use crate::observe::summary::OutputsDir;
 
 /// A block handed to a worker, with the number of this hand-out.
 struct Work {
@@ -34,7 +36,8 @@ enum Msg {
         worker: u64,
         seq: u64,
         block: Block,
-        result: Result<(), String>,
+        /// The output (for tasks with outputs), or why the block failed.
+        result: Result<Option<String>, (FailureKind, String)>,
     },
     InitFailed {
         task: usize,
@@ -79,6 +82,7 @@ struct Driver<'a> {
     next_worker: u64,
     next_seq: u64,
     journal: Option<Journal>,
+    outputs_dir: Option<OutputsDir>,
 }
 
 pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
@@ -90,7 +94,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
             task: t.task_id().to_owned(),
         });
     }
-    let journal = open_journal(opts, &mut sched)?;
+    let (journal, outputs_dir) = open_journal(opts, &mut sched)?;
     let (done_tx, done_rx) = unbounded::<Msg>();
     let runs: Vec<TaskRun> = all
         .iter()
@@ -119,6 +123,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         next_worker: 0,
         next_seq: 0,
         journal,
+        outputs_dir,
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let result = driver.drive(&done_rx, progress.as_mut());
@@ -136,6 +141,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         None,
         start.elapsed(),
         driver.journal.as_mut(),
+        driver.outputs_dir.take(),
     )
 }
 
@@ -297,15 +303,18 @@ impl Driver<'_> {
                     }
                 }
                 match result {
-                    Ok(()) => {
-                        let index = block.grid_index;
+                    Ok(output) => {
+                        let (index, id) = (block.grid_index, block.block_id);
                         block.set_status(BlockStatus::Success);
                         self.sched.release_block(block);
                         if let Some(j) = &mut self.journal {
-                            j.record_done(task, index);
+                            match output {
+                                Some(o) => j.record_done_with_output(task, index, id, o.as_bytes()),
+                                None => j.record_done(task, index),
+                            }
                         }
                     }
-                    Err(message) => self.fail_block(task, block, worker, message),
+                    Err((kind, message)) => self.fail_block(task, block, worker, kind, message),
                 }
             }
             Msg::InitFailed {
@@ -333,13 +342,21 @@ impl Driver<'_> {
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
-    fn fail_block(&mut self, task: usize, block: Block, worker: u64, message: String) {
+    fn fail_block(
+        &mut self,
+        task: usize,
+        block: Block,
+        worker: u64,
+        kind: FailureKind,
+        message: String,
+    ) {
         self.runs[task].failures.fail_block(
             &mut self.sched,
             self.journal.as_mut(),
             task,
             block,
             worker,
+            kind,
             message,
         );
     }
@@ -376,7 +393,7 @@ impl Driver<'_> {
                 let message = format!(
                     "timed out after {timeout:?}; worker {worker} abandoned (its thread keeps running until the block's function returns)"
                 );
-                self.fail_block(i, block, worker, message);
+                self.fail_block(i, block, worker, FailureKind::Timeout, message);
                 if !self.runs[i].finished
                     && let Err(e) = self.spawn_worker(i)
                 {
@@ -399,11 +416,21 @@ impl Driver<'_> {
         let done_tx = self.done_tx.clone();
         let processor = run.task.inner.processor.clone();
         let track = run.task.timeout().is_some();
+        let max_output = self.opts.max_output;
         let worker_slot = Arc::clone(&slot);
         let join = std::thread::Builder::new()
             .name(format!("blockwise-{}-{id}", ctx.task_id))
             .spawn(move || {
-                worker_loop(task, ctx, processor, work_rx, done_tx, worker_slot, track);
+                worker_loop(
+                    task,
+                    ctx,
+                    processor,
+                    work_rx,
+                    done_tx,
+                    worker_slot,
+                    track,
+                    max_output,
+                );
             })
             .map_err(|source| Error::Io {
                 context: format!("spawning a worker thread for task {:?}", run.task.task_id()),
@@ -436,6 +463,7 @@ impl Driver<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker_loop(
     task: usize,
     ctx: WorkerContext,
@@ -444,6 +472,7 @@ fn worker_loop(
     done_tx: Sender<Msg>,
     slot: Arc<Slot>,
     track: bool,
+    max_output: usize,
 ) {
     let mut f: BlockFn = match processor {
         Some(Processor::PerBlock(f)) => Box::new(move |b: &Block| f(b)),
@@ -474,9 +503,16 @@ fn worker_loop(
                 Some((seq, block.grid_index, Instant::now()));
         }
         let result = match catch_unwind(AssertUnwindSafe(|| f(&block))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(format!("panic: {}", panic_message(panic.as_ref()))),
+            Ok(Ok(Some(output))) if output.len() > max_output => Err((
+                FailureKind::OutputTooLarge,
+                super::output_too_large(&block, output.len(), max_output),
+            )),
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(e)) => Err((FailureKind::Error, e.to_string())),
+            Err(panic) => Err((
+                FailureKind::Panic,
+                format!("panic: {}", panic_message(panic.as_ref())),
+            )),
         };
         if track {
             *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = None;

@@ -167,6 +167,7 @@ impl ProcessOptions {
                 },
                 max_unauthenticated: unauthenticated_bound(self.max_unauthenticated, fd_limit),
                 tls: tls.as_ref().map(|t| std::sync::Arc::clone(&t.config)),
+                max_frame: super::protocol::session_limit(self.max_output),
             },
             events,
         )?;

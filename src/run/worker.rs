@@ -6,6 +6,7 @@ use super::client::Client;
 use super::context::Context;
 use crate::blocks::BlockStatus;
 use crate::error::Error;
+use crate::observe::FailureKind;
 use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
@@ -57,13 +58,15 @@ pub(super) fn serve(task: &Task, ctx: Context) -> Result<u64, Error> {
     let mut processed = 0;
     while let Some(mut block) = client.acquire_block()? {
         match catch_unwind(AssertUnwindSafe(|| f(&block))) {
-            Ok(Ok(())) => {
+            Ok(Ok(None)) => {
                 block.set_status(BlockStatus::Success);
                 client.release_block(block)?;
             }
-            Ok(Err(e)) => client.fail_block(block, e)?,
+            Ok(Ok(Some(output))) => client.release_output(&block, output)?,
+            Ok(Err(e)) => client.fail_block_kind(&block, FailureKind::Error, e.to_string())?,
             Err(panic) => {
-                client.fail_block(block, format!("panic: {}", panic_message(panic.as_ref())))?;
+                let message = format!("panic: {}", panic_message(panic.as_ref()));
+                client.fail_block_kind(&block, FailureKind::Panic, message)?;
             }
         }
         processed += 1;

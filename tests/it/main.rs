@@ -11,6 +11,7 @@ mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;
 mod launchers;
+mod outputs;
 mod processes;
 #[cfg(feature = "zarr")]
 mod resume;
