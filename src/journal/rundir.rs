@@ -111,6 +111,20 @@ impl RunDir {
                 .collect(),
         })
     }
+
+    /// The outputs of the done blocks of task `task_id` (see
+    /// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)), read
+    /// lazily: [`read_outputs`](super::read_outputs) on this directory.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_outputs`](super::read_outputs).
+    pub fn outputs<T: serde::de::DeserializeOwned>(
+        &self,
+        task_id: &str,
+    ) -> Result<super::Outputs<T>, JournalError> {
+        super::read_outputs(&self.path, task_id)
+    }
 }
 
 /// The progress a run directory holds (see [`RunDir::progress`]).
