@@ -461,6 +461,72 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_keeps_outputs_exactly_with_their_markers() {
+        use crate::geometry::Roi;
+        let dir = tempfile::tempdir().unwrap();
+        let task = crate::Task::builder(
+            "t",
+            Roi::new([0], [10]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process_with_output(|b| Ok(b.grid_index()))
+        .build()
+        .unwrap();
+        let read = |d: &Path| -> Vec<(u64, u64)> {
+            read_outputs::<u64>(d, "t")
+                .unwrap()
+                .map(|o| o.map(|o| (o.grid_index, o.value)).unwrap())
+                .collect()
+        };
+        {
+            let mut j = super::super::Journal::open(dir.path(), std::slice::from_ref(&task), false)
+                .unwrap();
+            for g in 0..3 {
+                j.record_done_with_output(0, g, g + 100, (g * 2).to_string().as_bytes());
+            }
+            j.flush().unwrap();
+            // Dropped without finishing (a crash after the batch was logged): the log keeps
+            // the batch and its committed length; outputs.committed was never written.
+        }
+        let tdir = dir.path().join("tasks/t");
+        assert!(!tdir.join(COMMITTED).exists());
+        assert_eq!(read(dir.path()), [(0, 0), (1, 2), (2, 4)]);
+        // The outputs of a later batch that never reached the log (a crash before it).
+        let mut extra = Vec::new();
+        encode_record(&mut extra, 5, 105, b"10");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(tdir.join(RECORDS))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &extra).unwrap();
+        assert_eq!(
+            read(dir.path()).len(),
+            3,
+            "uncommitted records are never read"
+        );
+        // The next open replays the log (recording the committed length) and drops the tail.
+        {
+            let mut j = super::super::Journal::open(dir.path(), std::slice::from_ref(&task), false)
+                .unwrap();
+            let done = j.take_done();
+            assert_eq!(
+                (done[0].len(), done[0].count()),
+                (10, 3),
+                "the logged markers were replayed"
+            );
+            j.record_done_with_output(0, 7, 107, b"14");
+            j.finish("finished").unwrap();
+        }
+        assert_eq!(read(dir.path()), [(0, 0), (1, 2), (2, 4), (7, 14)]);
+        let len = std::fs::metadata(tdir.join(RECORDS)).unwrap().len();
+        assert_eq!(read_committed(&tdir).unwrap(), Some(len));
+        // Starting fresh discards them.
+        drop(super::super::Journal::open(dir.path(), std::slice::from_ref(&task), true).unwrap());
+        assert!(read(dir.path()).is_empty());
+    }
+
+    #[test]
     fn damage_is_corrupt_naming_the_file() {
         let (dir, tdir) = setup(&[(1, "[1,2]"), (2, "[3]")]);
         let path = tdir.join(RECORDS);

@@ -179,7 +179,8 @@ impl RunSummary {
     /// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)), read
     /// lazily from the run directory, one record at a time, in the order blocks finished.
     /// With a [`run_dir`](crate::Runner::run_dir) that resumed, blocks done by earlier runs are
-    /// included: every done block has exactly one output. Without one, the run recorded them in
+    /// included: every done block has exactly one output (blocks done by an earlier run whose
+    /// task had no outputs have none). Without one, the run recorded them in
     /// a temporary directory that is removed when this summary and every [`Outputs`] from it
     /// are dropped.
     ///

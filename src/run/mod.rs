@@ -5,7 +5,8 @@
 //! over crossbeam channels. Each task gets `num_workers` threads, started when the task first
 //! has a ready block, so chained tasks run concurrently as their blocks become ready.
 //!
-//! Failures, timeouts and stuck threads are described on [`Runner`] (a public page).
+//! Failures, block outputs, timeouts and stuck threads are described on [`Runner`] (a public
+//! page).
 //!
 //! # Worker processes
 //!
@@ -123,7 +124,17 @@ impl Progress {
 /// A block fails when its function returns an error or panics (the panic is caught; the
 /// worker goes on with the next block). It is retried up to `max_retries` times; after that it
 /// fails permanently and every block downstream of it is orphaned. Failed blocks are reported
-/// in the [`RunSummary`], not as an `Err`.
+/// in the [`RunSummary`], not as an `Err`; each failed attempt is a
+/// [`BlockFailure`](crate::BlockFailure) with its [`FailureKind`](crate::FailureKind) (error,
+/// panic, timeout, lost worker, output too large) and its attempt number.
+///
+/// # Block outputs
+///
+/// Blocks of a task built with
+/// [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output) return a
+/// value; the runner serializes it where the block ran, checks it against
+/// [`Runner::max_output_bytes`], and records it with the block's done-marker (see
+/// [`crate::journal`]); [`RunSummary::outputs`] reads them back.
 ///
 /// # Timeouts and stuck threads
 ///
@@ -160,6 +171,10 @@ impl Progress {
 /// * **Flow.** A worker holds a few blocks at a time (enough for about 2 ms of work, at most
 ///   [`Runner::prefetch`]); slow blocks are handed out one per worker, so all workers share
 ///   them.
+/// * **Outputs.** A block's output (see
+///   [`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output)) is
+///   serialized in the worker, checked against [`Runner::max_output_bytes`] there, and sent in
+///   the block's release message; the scheduler records it.
 /// * **Failures.** A block's error or panic fails it with its message (retried up to
 ///   `max_retries`). A worker that dies, hangs (no heartbeat within the heartbeat timeout) or
 ///   disconnects has the block it was running failed (an attempt) and the blocks it had not
