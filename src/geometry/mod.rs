@@ -78,7 +78,9 @@ pub enum GeometryError {
         axis: usize,
     },
     /// A world value (a ROI's offset or shape) is not a multiple of the voxel size.
-    #[error("the ROI's {what} {value} in axis {axis} is not a multiple of the voxel size {voxel_size}")]
+    #[error(
+        "the ROI's {what} {value} in axis {axis} is not a multiple of the voxel size {voxel_size}"
+    )]
     NotVoxelMultiple {
         /// `"offset"` or `"shape"`.
         what: &'static str,

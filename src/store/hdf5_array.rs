@@ -355,7 +355,10 @@ impl Hdf5Array {
     }
 
     /// Reads voxel ranges inside the dataset.
-    fn read_inside<T: Scalar>(&self, ranges: &[std::ops::Range<u64>]) -> Result<ArrayD<T>, StoreError> {
+    fn read_inside<T: Scalar>(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<ArrayD<T>, StoreError> {
         if ranges.iter().any(|r| r.start >= r.end) {
             let shape: Vec<usize> = ranges
                 .iter()
@@ -363,8 +366,10 @@ impl Hdf5Array {
                 .collect();
             return Ok(ArrayD::from_elem(IxDyn(&shape), T::default()));
         }
-        let ranges: Vec<std::ops::Range<i64>> =
-            ranges.iter().map(|r| r.start as i64..r.end as i64).collect();
+        let ranges: Vec<std::ops::Range<i64>> = ranges
+            .iter()
+            .map(|r| r.start as i64..r.end as i64)
+            .collect();
         let sel = selection(&ranges).map_err(|e| self.backend(&e))?;
         self.inner
             .dataset
@@ -386,11 +391,17 @@ impl Hdf5Array {
     /// # Errors
     ///
     /// As [`ZarrArray::read_padded`](crate::store::ZarrArray::read_padded).
-    pub fn read_padded<T: Scalar>(&self, roi: &Roi, pad: Pad<T>) -> Result<RoiArray<T>, StoreError> {
+    pub fn read_padded<T: Scalar>(
+        &self,
+        roi: &Roi,
+        pad: Pad<T>,
+    ) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
         self.inner
             .meta
-            .read_padded(&self.inner.name, roi, pad, |inside| self.read_inside::<T>(inside))
+            .read_padded(&self.inner.name, roi, pad, |inside| {
+                self.read_inside::<T>(inside)
+            })
     }
 
     /// Writes `data` (a view, `&ArrayD` or `&RoiArray`) to a world ROI inside the dataset.
@@ -405,7 +416,10 @@ impl Hdf5Array {
     ) -> Result<(), StoreError> {
         let data: ArrayViewD<'a, T> = data.into();
         self.check_type::<T>()?;
-        let ranges = self.inner.meta.write_ranges(&self.inner.name, roi, data.shape())?;
+        let ranges = self
+            .inner
+            .meta
+            .write_ranges(&self.inner.name, roi, data.shape())?;
         if data.is_empty() {
             return Ok(());
         }

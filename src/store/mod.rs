@@ -71,10 +71,10 @@ pub(crate) fn dataset_problem(dataset: &str) -> Option<&'static str> {
 }
 
 pub use chunk_grid::ChunkGrid;
-pub use pad::Pad;
-pub use roi_array::RoiArray;
 #[cfg(feature = "hdf5")]
 pub use hdf5_array::Hdf5Array;
+pub use pad::Pad;
+pub use roi_array::RoiArray;
 pub use spec::{ArraySpec, Codec, ZarrFormat};
 #[cfg(feature = "zarr")]
 pub use zarr::ZarrArray;

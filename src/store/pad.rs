@@ -109,11 +109,7 @@ impl PadPlan {
             match (lo, hi) {
                 (Some(lo), Some(hi)) => {
                     source.push(lo..hi + 1);
-                    maps.push(
-                        idx.iter()
-                            .map(|i| i.map(|i| (i - lo) as usize))
-                            .collect(),
-                    );
+                    maps.push(idx.iter().map(|i| i.map(|i| (i - lo) as usize)).collect());
                 }
                 _ => {
                     source.push(0..0);
@@ -157,8 +153,8 @@ impl PadPlan {
             let inner: Vec<usize> = map.iter().flatten().copied().collect();
             let first = map.iter().position(Option::is_some).unwrap_or(0);
             constant_slices.push(first..first + inner.len());
-            let identity = inner.len() == data.shape()[axis]
-                && inner.iter().enumerate().all(|(k, &i)| k == i);
+            let identity =
+                inner.len() == data.shape()[axis] && inner.iter().enumerate().all(|(k, &i)| k == i);
             if !identity {
                 data = data.select(Axis(axis), &inner);
             }
@@ -171,8 +167,10 @@ impl PadPlan {
             return Ok(data);
         }
         let mut out = ArrayD::from_elem(IxDyn(&out_shape), fill);
-        out.slice_each_axis_mut(|ax| ndarray::Slice::from(constant_slices[ax.axis.index()].clone()))
-            .assign(&data);
+        out.slice_each_axis_mut(|ax| {
+            ndarray::Slice::from(constant_slices[ax.axis.index()].clone())
+        })
+        .assign(&data);
         Ok(out)
     }
 }

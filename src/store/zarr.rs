@@ -295,7 +295,13 @@ impl ZarrArray {
         write_groups(store.as_ref(), &node, spec.format).map_err(|e| backend(&e))?;
 
         let fill = if matches!(spec.data_type, DataType::F32 | DataType::F64) {
-            json!(spec.fill_value)
+            // JSON has no NaN or infinities: zarr spells them as strings (v2 and v3).
+            match spec.fill_value {
+                v if v.is_nan() => json!("NaN"),
+                v if v == f64::INFINITY => json!("Infinity"),
+                v if v == f64::NEG_INFINITY => json!("-Infinity"),
+                v => json!(v),
+            }
         } else {
             json!(spec.fill_value as i64)
         };
@@ -383,14 +389,12 @@ impl ZarrArray {
             ArrayMetadata::V3(_) => ZarrFormat::V3,
         };
         write_groups(store.as_ref(), &node, format).map_err(|e| backend(&e))?;
-        let mut array =
-            Array::new_with_metadata(store, &node, like.inner.array.metadata().clone())
-                .map_err(|e| backend(&e))?;
+        let mut array = Array::new_with_metadata(store, &node, like.inner.array.metadata().clone())
+            .map_err(|e| backend(&e))?;
         // A new array: a new identity, never `like`'s.
-        array.attributes_mut().insert(
-            ARRAY_ID_KEY.into(),
-            json!(super::new_array_id(&name)?),
-        );
+        array
+            .attributes_mut()
+            .insert(ARRAY_ID_KEY.into(), json!(super::new_array_id(&name)?));
         array.store_metadata().map_err(|e| backend(&e))?;
         Ok(ZarrArray {
             inner: Arc::new(Inner::from_array(array, name, path, atomic)?),
@@ -530,11 +534,17 @@ impl ZarrArray {
     ///
     /// A misaligned ROI, a `T` that is not the array's data type, `Nearest` or `Reflect` on an
     /// array with no voxels in some axis, or a read/decode error.
-    pub fn read_padded<T: Scalar>(&self, roi: &Roi, pad: Pad<T>) -> Result<RoiArray<T>, StoreError> {
+    pub fn read_padded<T: Scalar>(
+        &self,
+        roi: &Roi,
+        pad: Pad<T>,
+    ) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
         self.inner
             .meta
-            .read_padded(&self.inner.name, roi, pad, |inside| self.retrieve::<T>(inside))
+            .read_padded(&self.inner.name, roi, pad, |inside| {
+                self.retrieve::<T>(inside)
+            })
     }
 
     /// Writes `data` to a world ROI inside the array; `data`'s shape must be the ROI's shape in
@@ -576,7 +586,10 @@ impl ZarrArray {
                 message: "the array was opened with a read cache and is read-only".into(),
             });
         }
-        let ranges = self.inner.meta.write_ranges(&self.inner.name, roi, data.shape())?;
+        let ranges = self
+            .inner
+            .meta
+            .write_ranges(&self.inner.name, roi, data.shape())?;
         let ranges: Vec<Range<u64>> = ranges
             .into_iter()
             .map(|r| r.start as u64..r.end as u64)
@@ -597,7 +610,8 @@ impl ZarrArray {
             })
         };
         if let Some(whole) = whole {
-            self.inner.array
+            self.inner
+                .array
                 .store_array_subset(&whole, &view(&whole))
                 .map_err(|e| self.backend(&e))?;
         }
@@ -613,8 +627,13 @@ impl ZarrArray {
                 .map(|(r, &o)| r.start - o..r.end - o)
                 .collect();
             let key = self.inner.array.chunk_key(&chunk);
-            let _lock = self.inner.atomic.lock_key(&key).map_err(|e| self.backend(&e))?;
-            self.inner.array
+            let _lock = self
+                .inner
+                .atomic
+                .lock_key(&key)
+                .map_err(|e| self.backend(&e))?;
+            self.inner
+                .array
                 .store_chunk_subset(&chunk, &in_chunk, &view(&overlap))
                 .map_err(|e| self.backend(&e))?;
         }
@@ -743,7 +762,12 @@ impl ZarrArray {
             ZarrFormat::V2 => "v2",
             ZarrFormat::V3 => "v3",
         };
-        super::difference(&mut out, "zarr format", format(layout.format), format(spec.format));
+        super::difference(
+            &mut out,
+            "zarr format",
+            format(layout.format),
+            format(spec.format),
+        );
         let wanted = FillText::new(spec.fill_value, spec.data_type);
         match layout.fill {
             Some(fill) => super::difference(
