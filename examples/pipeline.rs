@@ -171,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
         s.write(
             block.write_roi(),
-            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
+            box_mean_block(data.data().view(), CONTEXT as usize, ws)?.view(),
         )?;
         Ok(())
     })
@@ -187,7 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .process(move |block: &Block| -> Result<(), BlockError> {
             let smoothed = s.read::<u8>(block.read_roi())?;
             let mask = smoothed.mapv(|v| u8::from(v > THRESHOLD));
-            m.write(block.write_roi(), mask.view())?;
+            m.write(block.write_roi(), &mask)?;
             Ok(())
         })
         .build()?;

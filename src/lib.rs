@@ -89,6 +89,10 @@ pub mod swmr;
 mod task;
 pub mod workload;
 
+/// The `ndarray` crate blockwise's arrays are made of, re-exported so that users need not
+/// guess the matching version.
+pub use ndarray;
+
 pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
@@ -96,4 +100,5 @@ pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, RunSummary};
 pub use run::{CONTEXT_ENV, Client, Progress, Runner, is_worker, run_blockwise, worker_main};
 pub use scheduler::{Scheduler, TaskState};
+pub use store::{Pad, RoiArray};
 pub use task::{Task, TaskBuilder, WorkerContext};

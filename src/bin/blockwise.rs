@@ -787,12 +787,12 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
         .process(move |b: &Block| -> Result<(), BlockError> {
             let data = inp.read_with_fill::<u8>(b.read_roi(), 0)?;
             if codec_only {
-                out.write(b.write_roi(), data.view())?;
+                out.write(b.write_roi(), &data)?;
                 return Ok(());
             }
             let w = b.write_roi();
             let ws = [0, 1, 2].map(|d| (w.shape()[d] / vs[d]) as usize);
-            out.write(w, box_mean_block(data.view(), c, ws)?.view())?;
+            out.write(w, box_mean_block(data.data().view(), c, ws)?.view())?;
             Ok(())
         })
         .build()

@@ -69,4 +69,26 @@ pub enum GeometryError {
         /// The first axis whose end overflows.
         axis: usize,
     },
+    /// A voxel size has a zero or negative element.
+    #[error("voxel size {voxel_size} is not positive in axis {axis} ({})", voxel_size[*axis])]
+    NonPositiveVoxelSize {
+        /// The offending voxel size.
+        voxel_size: Coordinate,
+        /// The first axis whose voxel size is not positive.
+        axis: usize,
+    },
+    /// A world value (a ROI's offset or shape) is not a multiple of the voxel size.
+    #[error(
+        "the ROI's {what} {value} in axis {axis} is not a multiple of the voxel size {voxel_size}"
+    )]
+    NotVoxelMultiple {
+        /// `"offset"` or `"shape"`.
+        what: &'static str,
+        /// The first offending axis.
+        axis: usize,
+        /// The value in that axis.
+        value: i64,
+        /// The voxel size in that axis.
+        voxel_size: i64,
+    },
 }

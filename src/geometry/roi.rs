@@ -727,6 +727,65 @@ impl Roi {
         Ok(Roi { offset, shape })
     }
 
+    /// Converts a ROI in world units to voxels: `offset / voxel_size`, `shape / voxel_size`,
+    /// exactly (funlib's `roi / voxel_size` truncates; this refuses what does not divide).
+    ///
+    /// ```
+    /// use blockwise::{Coordinate, GeometryError, Roi};
+    ///
+    /// let voxel_size = Coordinate::new([4, 2]);
+    /// let world = Roi::new([8, -4], [40, 10]);
+    /// assert_eq!(world.to_voxels(&voxel_size)?, Roi::new([2, -2], [10, 5]));
+    ///
+    /// // 6 is not a multiple of 4: the error names the axis and the values.
+    /// let e = Roi::new([6, 0], [40, 10]).to_voxels(&voxel_size).unwrap_err();
+    /// assert_eq!(
+    ///     e,
+    ///     GeometryError::NotVoxelMultiple { what: "offset", axis: 0, value: 6, voxel_size: 4 }
+    /// );
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "the ROI's offset 6 in axis 0 is not a multiple of the voxel size 4"
+    /// );
+    /// # Ok::<(), GeometryError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`GeometryError::DimsMismatch`] (left = the ROI's offset, right = the voxel size) if the
+    /// dims differ, [`GeometryError::NonPositiveVoxelSize`] if a voxel size is zero or
+    /// negative, [`GeometryError::NotVoxelMultiple`] naming the first axis whose offset or
+    /// shape is not a multiple of the voxel size.
+    pub fn to_voxels(&self, voxel_size: &Coordinate) -> Result<Roi, GeometryError> {
+        self.offset.check_dims(voxel_size)?;
+        if let Some(axis) = voxel_size.iter().position(|v| v <= 0) {
+            return Err(GeometryError::NonPositiveVoxelSize {
+                voxel_size: voxel_size.clone(),
+                axis,
+            });
+        }
+        let mut offset = self.offset.clone();
+        let mut shape = self.shape.clone();
+        for d in 0..self.dims() {
+            let v = voxel_size[d];
+            for (what, value, out) in [
+                ("offset", self.offset[d], &mut offset[d]),
+                ("shape", self.shape[d], &mut shape[d]),
+            ] {
+                if value % v != 0 {
+                    return Err(GeometryError::NotVoxelMultiple {
+                        what,
+                        axis: d,
+                        value,
+                        voxel_size: v,
+                    });
+                }
+                *out = value / v;
+            }
+        }
+        Ok(Roi { offset, shape })
+    }
+
     #[inline]
     #[track_caller]
     fn assert_dims(&self, other: &Roi, what: &str) {

@@ -365,3 +365,69 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `to_voxels` inverts scaling a voxel ROI by the voxel size, and refuses a world ROI
+    /// shifted off the voxel grid.
+    #[test]
+    fn to_voxels_inverts_scaling(
+        (voxels, size) in (1usize..=4).prop_flat_map(|d| (
+            (prop::collection::vec(V, d), prop::collection::vec(0i64..100, d))
+                .prop_map(|(o, s)| Roi::new(o, s)),
+            prop::collection::vec(1i64..20, d).prop_map(Coordinate::from),
+        ))
+    ) {
+        let world = Roi::new(voxels.offset() * &size, voxels.shape() * &size);
+        prop_assert_eq!(world.to_voxels(&size), Ok(voxels.clone()));
+        if size[0] > 1 {
+            let off = world.shift(Coordinate::from(
+                (0..world.dims()).map(|d| i64::from(d == 0)).collect::<Vec<_>>(),
+            ));
+            let is_not_multiple = matches!(
+                off.to_voxels(&size),
+                Err(super::GeometryError::NotVoxelMultiple { what: "offset", axis: 0, .. })
+            );
+            prop_assert!(is_not_multiple);
+        }
+    }
+}
+
+#[test]
+fn to_voxels_names_what_is_wrong() {
+    use super::GeometryError;
+    let roi = Roi::new([0, 8], [16, 10]);
+    assert_eq!(
+        roi.to_voxels(&Coordinate::new([4, 4])),
+        Err(GeometryError::NotVoxelMultiple {
+            what: "shape",
+            axis: 1,
+            value: 10,
+            voxel_size: 4
+        })
+    );
+    let e = roi.to_voxels(&Coordinate::new([4, 0]));
+    assert_eq!(
+        e,
+        Err(GeometryError::NonPositiveVoxelSize {
+            voxel_size: Coordinate::new([4, 0]),
+            axis: 1
+        })
+    );
+    assert_eq!(
+        e.map_err(|e| e.to_string()),
+        Err("voxel size (4, 0) is not positive in axis 1 (0)".to_owned())
+    );
+    assert!(matches!(
+        roi.to_voxels(&Coordinate::new([-2, 2])),
+        Err(GeometryError::NonPositiveVoxelSize { axis: 0, .. })
+    ));
+    assert!(matches!(
+        roi.to_voxels(&Coordinate::new([4])),
+        Err(GeometryError::DimsMismatch { .. })
+    ));
+    // Negative offsets divide exactly too.
+    assert_eq!(
+        Roi::new([-8], [4]).to_voxels(&Coordinate::new([4])),
+        Ok(Roi::new([-2], [1]))
+    );
+}

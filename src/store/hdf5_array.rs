@@ -10,27 +10,44 @@ use std::path::Path;
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, SliceInfo, SliceInfoElem};
 
-use super::{ChunkGrid, DataType, Scalar, StoreError, WorldMeta};
+use std::sync::Arc;
+
+use super::{
+    ARRAY_ID_KEY, ArraySpec, ChunkGrid, DataType, FillText, Pad, RoiArray, Scalar, StoreError,
+    WorldMeta,
+};
 use crate::geometry::{Coordinate, Roi};
 
 /// An HDF5 dataset in world units, with the same interface as
 /// [`ZarrArray`](crate::store::ZarrArray). The metadata is stored in dataset attributes
-/// `voxel_size`, `offset`, `axis_names` and `units`.
+/// `voxel_size`, `offset`, `axis_names` and `units`, and the identity (see
+/// [`array_id`](Self::array_id)) in a string attribute `blockwise_array_id`.
+///
+/// Clones are cheap and share the file and dataset handles (HDF5 serialises all calls of a
+/// process anyway).
+#[derive(Clone)]
 pub struct Hdf5Array {
+    inner: Arc<Inner>,
+}
+
+/// What an [`Hdf5Array`] shares with its clones.
+struct Inner {
     file: hdf5::File,
     dataset: hdf5::Dataset,
     name: String,
     meta: WorldMeta,
     data_type: DataType,
     chunk: Vec<u64>,
+    array_id: Option<String>,
 }
 
 impl std::fmt::Debug for Hdf5Array {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hdf5Array")
-            .field("name", &self.name)
+            .field("name", &self.inner.name)
             .field("roi", &self.roi())
-            .field("data_type", &self.data_type)
+            .field("data_type", &self.inner.data_type)
+            .field("array_id", &self.inner.array_id)
             .finish_non_exhaustive()
     }
 }
@@ -121,17 +138,35 @@ impl Hdf5Array {
             }
         }
         let meta = WorldMeta::from_attributes(&name, &attrs, shape)?;
+        let array_id = match ds.attr(ARRAY_ID_KEY) {
+            Err(_) => None,
+            Ok(a) => match a.read_scalar::<VarLenUnicode>() {
+                Ok(id) => Some(id.as_str().to_owned()),
+                Err(e) => {
+                    tracing::warn!(
+                        array = %name,
+                        error = %e,
+                        "attribute {ARRAY_ID_KEY} is not a string; the array has no identity"
+                    );
+                    None
+                }
+            },
+        };
         Ok(Hdf5Array {
-            file,
-            dataset: ds,
-            name,
-            meta,
-            data_type,
-            chunk,
+            inner: Arc::new(Inner {
+                file,
+                dataset: ds,
+                name,
+                meta,
+                data_type,
+                chunk,
+                array_id,
+            }),
         })
     }
 
-    /// Creates dataset `dataset` in the HDF5 file at `path` (created if missing) from a spec.
+    /// Creates dataset `dataset` in the HDF5 file at `path` (created if missing) from a spec,
+    /// with a fresh identity (see [`array_id`](Self::array_id)).
     /// Only `Codec::None` and `Codec::Gzip` exist in HDF5 (gzip is HDF5's deflate); sharding
     /// and the zarr format are ignored.
     ///
@@ -142,7 +177,7 @@ impl Hdf5Array {
     pub fn create(
         path: impl AsRef<Path>,
         dataset: &str,
-        spec: &super::ArraySpec,
+        spec: &ArraySpec,
     ) -> Result<Hdf5Array, StoreError> {
         let path = path.as_ref();
         let name = format!("{}/{}", path.display(), dataset.trim_matches('/'));
@@ -151,6 +186,7 @@ impl Hdf5Array {
             message: e.to_string(),
         };
         let meta = spec.world_meta().map_err(|m| err(&m))?;
+        let array_id = super::new_array_id(&name)?;
         let file = if path.exists() {
             hdf5::File::open_rw(path)
         } else {
@@ -227,6 +263,12 @@ impl Hdf5Array {
                     .create(key)?
                     .write_raw(&v)?;
             }
+            let id: VarLenUnicode = array_id
+                .parse()
+                .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
+            ds.new_attr::<VarLenUnicode>()
+                .create(ARRAY_ID_KEY)?
+                .write_scalar(&id)?;
             Ok(())
         };
         write_attrs().map_err(|e| err(&e))?;
@@ -236,46 +278,47 @@ impl Hdf5Array {
     /// The dataset's ROI in world units.
     #[must_use]
     pub fn roi(&self) -> Roi {
-        self.meta.roi()
+        self.inner.meta.roi()
     }
 
     /// The size of one voxel in world units.
     #[must_use]
     pub fn voxel_size(&self) -> &Coordinate {
-        &self.meta.voxel_size
+        &self.inner.meta.voxel_size
     }
 
     /// The world position of voxel 0.
     #[must_use]
     pub fn offset(&self) -> &Coordinate {
-        &self.meta.offset
+        &self.inner.meta.offset
     }
 
     /// Axis names.
     #[must_use]
     pub fn axis_names(&self) -> &[String] {
-        &self.meta.axis_names
+        &self.inner.meta.axis_names
     }
 
     /// Axis units.
     #[must_use]
     pub fn units(&self) -> &[String] {
-        &self.meta.units
+        &self.inner.meta.units
     }
 
     /// The element type.
     #[must_use]
     pub fn data_type(&self) -> DataType {
-        self.data_type
+        self.inner.data_type
     }
 
     /// The chunk grid in world units.
     #[must_use]
     pub fn chunk_grid(&self) -> ChunkGrid {
-        self.meta.chunk_grid(
-            &self.name,
-            Some(&std::path::PathBuf::from(self.file.filename())),
-            &self.chunk,
+        self.inner.meta.chunk_grid(
+            &self.inner.name,
+            Some(&std::path::PathBuf::from(self.inner.file.filename())),
+            &self.inner.chunk,
+            self.array_id(),
         )
     }
 
@@ -285,18 +328,18 @@ impl Hdf5Array {
     ///
     /// An HDF5 error.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.file.flush().map_err(|e| self.backend(&e))
+        self.inner.file.flush().map_err(|e| self.backend(&e))
     }
 
     fn backend(&self, e: &dyn std::fmt::Display) -> StoreError {
         StoreError::Backend {
-            path: self.name.clone(),
+            path: self.inner.name.clone(),
             message: e.to_string(),
         }
     }
 
     fn check_type<T: Scalar>(&self) -> Result<(), StoreError> {
-        super::check_type::<T>(&self.name, self.data_type)
+        super::check_type::<T>(&self.inner.name, self.inner.data_type)
     }
 
     /// Reads a world ROI inside the dataset, on voxel boundaries.
@@ -304,15 +347,32 @@ impl Hdf5Array {
     /// # Errors
     ///
     /// As [`ZarrArray::read`](crate::store::ZarrArray::read).
-    pub fn read<T: Scalar>(&self, roi: &Roi) -> Result<ArrayD<T>, StoreError> {
+    pub fn read<T: Scalar>(&self, roi: &Roi) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
-        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
-        if ranges.iter().any(|r| r.start == r.end) {
-            let shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        let ranges = self.inner.meta.inside_ranges(&self.inner.name, roi)?;
+        let data = self.read_inside(&ranges)?;
+        self.inner.meta.roi_array(roi, data)
+    }
+
+    /// Reads voxel ranges inside the dataset.
+    fn read_inside<T: Scalar>(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<ArrayD<T>, StoreError> {
+        if ranges.iter().any(|r| r.start >= r.end) {
+            let shape: Vec<usize> = ranges
+                .iter()
+                .map(|r| r.end.saturating_sub(r.start) as usize)
+                .collect();
             return Ok(ArrayD::from_elem(IxDyn(&shape), T::default()));
         }
+        let ranges: Vec<std::ops::Range<i64>> = ranges
+            .iter()
+            .map(|r| r.start as i64..r.end as i64)
+            .collect();
         let sel = selection(&ranges).map_err(|e| self.backend(&e))?;
-        self.dataset
+        self.inner
+            .dataset
             .read_slice::<T, _, IxDyn>(sel)
             .map_err(|e| self.backend(&e))
     }
@@ -322,35 +382,156 @@ impl Hdf5Array {
     /// # Errors
     ///
     /// As [`ZarrArray::read_with_fill`](crate::store::ZarrArray::read_with_fill).
-    pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<ArrayD<T>, StoreError> {
-        self.check_type::<T>()?;
-        self.meta.read_padded(&self.name, roi, fill, |inner| {
-            let sel = selection(inner).map_err(|e| self.backend(&e))?;
-            self.dataset.read_slice(sel).map_err(|e| self.backend(&e))
-        })
+    pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<RoiArray<T>, StoreError> {
+        self.read_padded(roi, Pad::Constant(fill))
     }
 
-    /// Writes `data` to a world ROI inside the dataset.
+    /// Reads any world ROI on voxel boundaries, padded outside the dataset as `pad` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`ZarrArray::read_padded`](crate::store::ZarrArray::read_padded).
+    pub fn read_padded<T: Scalar>(
+        &self,
+        roi: &Roi,
+        pad: Pad<T>,
+    ) -> Result<RoiArray<T>, StoreError> {
+        self.check_type::<T>()?;
+        self.inner
+            .meta
+            .read_padded(&self.inner.name, roi, pad, |inside| {
+                self.read_inside::<T>(inside)
+            })
+    }
+
+    /// Writes `data` (a view, `&ArrayD` or `&RoiArray`) to a world ROI inside the dataset.
     ///
     /// # Errors
     ///
     /// As [`ZarrArray::write`](crate::store::ZarrArray::write).
-    pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
+    pub fn write<'a, T: Scalar>(
+        &self,
+        roi: &Roi,
+        data: impl Into<ArrayViewD<'a, T>>,
+    ) -> Result<(), StoreError> {
+        let data: ArrayViewD<'a, T> = data.into();
         self.check_type::<T>()?;
-        let ranges = self.meta.write_ranges(&self.name, roi, data.shape())?;
+        let ranges = self
+            .inner
+            .meta
+            .write_ranges(&self.inner.name, roi, data.shape())?;
         if data.is_empty() {
             return Ok(());
         }
         let sel = selection(&ranges).map_err(|e| self.backend(&e))?;
         let owned = data.as_standard_layout();
-        self.dataset
+        self.inner
+            .dataset
             .write_slice(&owned, sel)
             .map_err(|e| self.backend(&e))
+    }
+
+    /// Writes a [`RoiArray`] at its own ROI; its voxel size must be the dataset's.
+    ///
+    /// # Errors
+    ///
+    /// As [`ZarrArray::write_array`](crate::store::ZarrArray::write_array).
+    pub fn write_array<T: Scalar>(&self, data: &RoiArray<T>) -> Result<(), StoreError> {
+        self.inner.meta.check_voxel_size(&self.inner.name, data)?;
+        self.write(data.roi(), data)
+    }
+
+    /// The dataset's identity, as [`ZarrArray::array_id`](crate::store::ZarrArray::array_id)
+    /// (stored in the string attribute `blockwise_array_id`).
+    #[must_use]
+    pub fn array_id(&self) -> Option<&str> {
+        self.inner.array_id.as_deref()
+    }
+
+    /// Opens the dataset if it matches `spec`, creates it (and the file) if there is none, as
+    /// [`ZarrArray::prepare`](crate::store::ZarrArray::prepare). Compared: ROI, voxel size,
+    /// data type, chunk shape (as [`create`](Self::create) clamps it to the dataset's shape),
+    /// fill value, and axis names and units if the spec gives them; not compared: the codec,
+    /// and the shard shape and zarr format (HDF5 has neither).
+    ///
+    /// # Errors
+    ///
+    /// As [`ZarrArray::prepare`](crate::store::ZarrArray::prepare).
+    pub fn prepare(
+        path: impl AsRef<Path>,
+        dataset: &str,
+        spec: &ArraySpec,
+    ) -> Result<Hdf5Array, StoreError> {
+        let path = path.as_ref();
+        let name = format!("{}/{}", path.display(), dataset.trim_matches('/'));
+        let meta = spec.world_meta().map_err(|message| StoreError::Open {
+            path: name.clone(),
+            message,
+        })?;
+        let exists = path.exists()
+            && hdf5::File::open_rw(path)
+                .or_else(|_| hdf5::File::open(path))
+                .map(|f| f.link_exists(dataset))
+                .unwrap_or(false);
+        if !exists {
+            return Self::create(path, dataset, spec);
+        }
+        let existing = match Self::open(path, dataset) {
+            Ok(a) => a,
+            Err(_) if spec.overwrite => return Self::create(path, dataset, spec),
+            Err(e) => return Err(e),
+        };
+        let mut differences =
+            super::world_differences(&existing.inner.meta, existing.inner.data_type, spec);
+        let chunk: Vec<u64> = spec
+            .chunk_shape
+            .iter()
+            .zip(&meta.shape)
+            .map(|(&c, &s)| c.min(s.max(1)))
+            .collect();
+        super::difference(
+            &mut differences,
+            "chunk shape",
+            super::ShapeText(Some(existing.inner.chunk.clone())),
+            super::ShapeText(Some(chunk)),
+        );
+        let wanted = FillText::new(spec.fill_value, spec.data_type);
+        let fill = existing
+            .inner
+            .dataset
+            .dcpl()
+            .and_then(|p| p.get_fill_value_as::<f64>());
+        match fill {
+            Ok(Some(fill)) => super::difference(
+                &mut differences,
+                "fill value",
+                FillText::new(fill, existing.inner.data_type),
+                wanted,
+            ),
+            _ => differences.push(format!("fill value: the array has none, the spec {wanted}")),
+        }
+        if differences.is_empty() {
+            return Ok(existing);
+        }
+        if spec.overwrite {
+            drop(existing);
+            return Self::create(path, dataset, spec);
+        }
+        Err(StoreError::Mismatch {
+            path: name,
+            differences,
+        })
     }
 }
 
 impl From<&Hdf5Array> for ChunkGrid {
     fn from(a: &Hdf5Array) -> ChunkGrid {
+        a.chunk_grid()
+    }
+}
+
+impl From<&Arc<Hdf5Array>> for ChunkGrid {
+    fn from(a: &Arc<Hdf5Array>) -> ChunkGrid {
         a.chunk_grid()
     }
 }

@@ -43,6 +43,8 @@
 mod chunk_grid;
 #[cfg(feature = "hdf5")]
 pub(crate) mod hdf5_array;
+mod pad;
+mod roi_array;
 mod spec;
 #[cfg(feature = "zarr")]
 mod zarr;
@@ -71,6 +73,8 @@ pub(crate) fn dataset_problem(dataset: &str) -> Option<&'static str> {
 pub use chunk_grid::ChunkGrid;
 #[cfg(feature = "hdf5")]
 pub use hdf5_array::Hdf5Array;
+pub use pad::Pad;
+pub use roi_array::RoiArray;
 pub use spec::{ArraySpec, Codec, ZarrFormat};
 #[cfg(feature = "zarr")]
 pub use zarr::ZarrArray;
@@ -269,6 +273,164 @@ pub enum StoreError {
         /// The library's message.
         message: String,
     },
+    /// A [`RoiArray`] was built from or addressed with ROIs that do not fit it.
+    #[error("RoiArray: {message}")]
+    RoiArray {
+        /// What is wrong, with the values.
+        message: String,
+    },
+    /// `prepare` found an array that differs from the spec (and `overwrite` was not set).
+    #[error(
+        "{path}: an array exists there that differs from the spec ({}); set `overwrite` to replace it",
+        differences.join("; ")
+    )]
+    Mismatch {
+        /// The store path and dataset.
+        path: String,
+        /// Every difference, each naming the property, the array's value and the spec's.
+        differences: Vec<String>,
+    },
+}
+
+/// The attribute key of an array's identity (see [`ZarrArray::array_id`]).
+pub const ARRAY_ID_KEY: &str = "blockwise_array_id";
+
+/// A fresh array id: 128 random bits from the OS, hex.
+pub(crate) fn new_array_id(path: &str) -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            message: format!("reading /dev/urandom for the array's id: {e}"),
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The array id in attribute value `v`, if it is a string (otherwise a warning, and none).
+pub(crate) fn array_id_of(path: &str, v: Option<&serde_json::Value>) -> Option<String> {
+    match v {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            tracing::warn!(
+                array = path,
+                value = %other,
+                "attribute {ARRAY_ID_KEY} is not a string; the array has no identity"
+            );
+            None
+        }
+    }
+}
+
+/// One difference for [`StoreError::Mismatch`]: `"{what}: the array has {a}, the spec {b}"`.
+pub(crate) fn difference<V: fmt::Display + PartialEq>(
+    out: &mut Vec<String>,
+    what: &str,
+    array: V,
+    spec: V,
+) {
+    if array != spec {
+        out.push(format!("{what}: the array has {array}, the spec {spec}"));
+    }
+}
+
+/// A voxel shape for messages: `[64, 64, 64]`, or `none`.
+pub(crate) struct ShapeText(pub(crate) Option<Vec<u64>>);
+
+impl fmt::Display for ShapeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("none"),
+            Some(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl PartialEq for ShapeText {
+    fn eq(&self, other: &ShapeText) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// A list of strings for messages: `["z", "y", "x"]`.
+pub(crate) struct ListText<'a>(pub(crate) &'a [String]);
+
+impl fmt::Display for ListText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl PartialEq for ListText<'_> {
+    fn eq(&self, other: &ListText<'_>) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// The differences between an existing array's world metadata and a spec's (ROI, voxel
+/// size, data type, and axis names and units where the spec gives them).
+pub(crate) fn world_differences(
+    meta: &WorldMeta,
+    data_type: DataType,
+    spec: &ArraySpec,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    difference(&mut out, "ROI", meta.roi(), spec.roi.clone());
+    difference(
+        &mut out,
+        "voxel size",
+        meta.voxel_size.clone(),
+        spec.voxel_size.clone(),
+    );
+    difference(&mut out, "data type", data_type, spec.data_type);
+    if let Some(names) = &spec.axis_names {
+        difference(
+            &mut out,
+            "axis names",
+            ListText(&meta.axis_names),
+            ListText(names),
+        );
+    }
+    if let Some(units) = &spec.units {
+        difference(&mut out, "units", ListText(&meta.units), ListText(units));
+    }
+    out
+}
+
+/// The fill value a spec stores for its data type (integers truncated, as `create` does).
+pub(crate) struct FillText {
+    value: f64,
+    data_type: DataType,
+}
+
+impl FillText {
+    pub(crate) fn new(value: f64, data_type: DataType) -> FillText {
+        let value = match data_type {
+            DataType::F64 => value,
+            DataType::F32 => f64::from(value as f32),
+            _ => (value as i64) as f64,
+        };
+        FillText { value, data_type }
+    }
+}
+
+impl fmt::Display for FillText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.data_type {
+            DataType::F32 | DataType::F64 => write!(f, "{}", self.value),
+            _ => write!(f, "{}", self.value as i64),
+        }
+    }
+}
+
+impl PartialEq for FillText {
+    fn eq(&self, other: &FillText) -> bool {
+        self.value.to_bits() == other.value.to_bits()
+            || (self.value.is_nan() && other.value.is_nan())
+            || self.value == other.value
+    }
 }
 
 /// `Ok` if `T` is the array's element type.
@@ -333,47 +495,98 @@ impl WorldMeta {
         let mut ranges = Vec::with_capacity(roi.dims());
         for d in 0..roi.dims() {
             let v = self.voxel_size[d];
-            let b = roi.begin()[d] - self.offset[d];
             let s = roi.shape()[d];
-            if b.rem_euclid(v) != 0 || s.rem_euclid(v) != 0 || s < 0 {
+            let (Some(b), true) = (roi.begin()[d].checked_sub(self.offset[d]), s >= 0) else {
+                return Err(err(format!(
+                    "ROI {roi} is too far from the array's offset {} or has a negative shape (axis {d})",
+                    self.offset
+                )));
+            };
+            let Some(e) = b.checked_add(s) else {
+                return Err(err(format!(
+                    "ROI {roi} is too far from the array's offset {} (axis {d})",
+                    self.offset
+                )));
+            };
+            if b.rem_euclid(v) != 0 || s.rem_euclid(v) != 0 {
                 return Err(err(format!(
                     "ROI {roi} is not aligned to the voxel size {} from offset {} (axis {d})",
                     self.voxel_size, self.offset
                 )));
             }
-            ranges.push(b.div_euclid(v)..(b + s).div_euclid(v));
+            ranges.push(b.div_euclid(v)..e.div_euclid(v));
         }
         Ok(ranges)
     }
 
-    /// Reads a world ROI with `fill` outside the array; `read` reads voxel ranges that lie
-    /// inside the array.
+    /// Reads a world ROI padded with `pad` outside the array; `read` reads voxel ranges that
+    /// lie inside the array. Returns the data with the requested ROI.
     pub(crate) fn read_padded<T: Scalar>(
         &self,
         path: &str,
         roi: &Roi,
-        fill: T,
-        read: impl FnOnce(&[Range<i64>]) -> Result<ndarray::ArrayD<T>, StoreError>,
-    ) -> Result<ndarray::ArrayD<T>, StoreError> {
+        pad: Pad<T>,
+        read: impl FnOnce(&[Range<u64>]) -> Result<ndarray::ArrayD<T>, StoreError>,
+    ) -> Result<RoiArray<T>, StoreError> {
         let ranges = self.voxel_ranges(path, roi, true)?;
-        let out_shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
-        let mut out = ndarray::ArrayD::from_elem(ndarray::IxDyn(&out_shape), fill);
-        let inner: Vec<Range<i64>> = ranges
-            .iter()
-            .zip(&self.shape)
-            .map(|(r, &n)| r.start.max(0)..r.end.min(n as i64))
-            .collect();
-        if inner.iter().any(|r| r.start >= r.end) {
-            return Ok(out);
+        let err = |message: String| StoreError::Roi {
+            path: path.to_owned(),
+            message: format!("reading {roi}: {message}"),
+        };
+        let plan = pad::PadPlan::new(&pad, &ranges, &self.shape).map_err(err)?;
+        let data = match &plan.source {
+            Some(source) => Some(read(source)?),
+            None => None,
+        };
+        let fill = match pad {
+            Pad::Constant(v) => v,
+            Pad::Nearest | Pad::Reflect => T::default(),
+        };
+        let out = plan.assemble(data, fill).map_err(err)?;
+        self.roi_array(roi, out)
+    }
+
+    /// `data` (read at `roi`) as a [`RoiArray`].
+    pub(crate) fn roi_array<T>(
+        &self,
+        roi: &Roi,
+        data: ndarray::ArrayD<T>,
+    ) -> Result<RoiArray<T>, StoreError> {
+        RoiArray::new(roi.clone(), self.voxel_size.clone(), data)
+    }
+
+    /// The voxel ranges of a world ROI inside the array, as `u64`.
+    pub(crate) fn inside_ranges(
+        &self,
+        path: &str,
+        roi: &Roi,
+    ) -> Result<Vec<Range<u64>>, StoreError> {
+        Ok(self
+            .voxel_ranges(path, roi, false)?
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect())
+    }
+
+    /// Checks that a [`RoiArray`] to write has the array's voxel size.
+    pub(crate) fn check_voxel_size<T>(
+        &self,
+        path: &str,
+        data: &RoiArray<T>,
+    ) -> Result<(), StoreError> {
+        if data.voxel_size() == &self.voxel_size {
+            Ok(())
+        } else {
+            Err(StoreError::Roi {
+                path: path.to_owned(),
+                message: format!(
+                    "the data to write (ROI {}) has voxel size {}, the array {}",
+                    data.roi(),
+                    data.voxel_size(),
+                    self.voxel_size
+                ),
+            })
         }
-        let data = read(&inner)?;
-        let mut target = out.view_mut();
-        for (axis, (r, full)) in inner.iter().zip(&ranges).enumerate() {
-            let slice = (r.start - full.start) as isize..(r.end - full.start) as isize;
-            target.slice_axis_inplace(ndarray::Axis(axis), ndarray::Slice::from(slice));
-        }
-        target.assign(&data);
-        Ok(out)
     }
 
     /// Voxel ranges of a world ROI to write `shape` voxels to.
@@ -401,6 +614,7 @@ impl WorldMeta {
         name: &str,
         path: Option<&std::path::Path>,
         chunk: &[u64],
+        array_id: Option<&str>,
     ) -> ChunkGrid {
         ChunkGrid {
             name: name.to_owned(),
@@ -411,7 +625,7 @@ impl WorldMeta {
                 .zip(self.voxel_size.iter())
                 .map(|(&c, v)| c as i64 * v)
                 .collect(),
-            array_id: None,
+            array_id: array_id.map(str::to_owned),
         }
     }
 

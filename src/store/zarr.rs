@@ -12,7 +12,10 @@ use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, Codec
 use zarrs::storage::ReadableStorageTraits;
 use zarrs::storage::{ReadableWritableListableStorageTraits, StoreKey, WritableStorageTraits};
 
-use super::{ArraySpec, ChunkGrid, DataType, Scalar, StoreError, WorldMeta, ZarrFormat};
+use super::{
+    ARRAY_ID_KEY, ArraySpec, ChunkGrid, DataType, FillText, Pad, RoiArray, Scalar, ShapeText,
+    StoreError, WorldMeta, ZarrFormat,
+};
 use crate::geometry::{Coordinate, Roi};
 
 use super::zarr_store::AtomicFilesystemStore;
@@ -46,7 +49,13 @@ type ReadCache = ChunkCacheLruSizeLimit<ChunkCacheTypeDecoded>;
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct ZarrArray {
+    inner: Arc<Inner>,
+}
+
+/// What a [`ZarrArray`] shares with its clones.
+struct Inner {
     array: Array<Store>,
     /// The store of `array`, for per-chunk locks.
     atomic: Arc<AtomicFilesystemStore>,
@@ -56,16 +65,79 @@ pub struct ZarrArray {
     meta: WorldMeta,
     data_type: DataType,
     write_chunk: Vec<u64>,
+    layout: Layout,
+    array_id: Option<String>,
+}
+
+/// How an array is stored, from its metadata, for [`ZarrArray::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    format: ZarrFormat,
+    /// The (inner) chunk shape.
+    chunk: Vec<u64>,
+    /// The shard shape, if sharded.
+    shard: Option<Vec<u64>>,
+    /// The fill value, if it is a number.
+    fill: Option<f64>,
+}
+
+impl Layout {
+    fn of(meta: &Value, data_type: DataType) -> Layout {
+        let shape = |v: Option<&Value>| -> Vec<u64> {
+            v.and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        let fill = match meta.get("fill_value") {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(t)) => match t.as_str() {
+                "NaN" => Some(f64::NAN),
+                "Infinity" => Some(f64::INFINITY),
+                "-Infinity" => Some(f64::NEG_INFINITY),
+                hex => hex.strip_prefix("0x").and_then(|h| match data_type {
+                    DataType::F32 => u32::from_str_radix(h, 16)
+                        .ok()
+                        .map(|b| f64::from(f32::from_bits(b))),
+                    DataType::F64 => u64::from_str_radix(h, 16).ok().map(f64::from_bits),
+                    _ => None,
+                }),
+            },
+            _ => None,
+        };
+        if meta.get("zarr_format").and_then(Value::as_u64) == Some(2) {
+            return Layout {
+                format: ZarrFormat::V2,
+                chunk: shape(meta.get("chunks")),
+                shard: None,
+                fill,
+            };
+        }
+        let grid = shape(meta.pointer("/chunk_grid/configuration/chunk_shape"));
+        let sharding = meta
+            .pointer("/codecs/0")
+            .filter(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed"));
+        let (chunk, shard) = match sharding {
+            Some(c) => (shape(c.pointer("/configuration/chunk_shape")), Some(grid)),
+            None => (grid, None),
+        };
+        Layout {
+            format: ZarrFormat::V3,
+            chunk,
+            shard,
+            fill,
+        }
+    }
 }
 
 impl std::fmt::Debug for ZarrArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZarrArray")
-            .field("name", &self.name)
+            .field("name", &self.inner.name)
             .field("roi", &self.roi())
-            .field("voxel_size", &self.meta.voxel_size)
-            .field("data_type", &self.data_type)
-            .field("chunk", &self.write_chunk)
+            .field("voxel_size", &self.inner.meta.voxel_size)
+            .field("data_type", &self.inner.data_type)
+            .field("chunk", &self.inner.write_chunk)
+            .field("array_id", &self.inner.array_id)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +197,9 @@ impl ZarrArray {
             message: e.to_string(),
         })?;
         atomic.sweep_prefix_dir(&node_path(dataset));
-        Self::from_array(array, name, path, atomic)
+        Ok(ZarrArray {
+            inner: Arc::new(Inner::from_array(array, name, path, atomic)?),
+        })
     }
 
     /// Opens an array for reading through an LRU cache of decoded chunks holding at most
@@ -142,14 +216,22 @@ impl ZarrArray {
         cache_bytes: u64,
     ) -> Result<ZarrArray, StoreError> {
         let path = path.as_ref();
-        let mut a = Self::open(path, dataset)?;
+        let a = Self::open(path, dataset)?;
         let readable: Arc<dyn ReadableStorageTraits> = open_atomic(path)?;
         let reader = Array::open(readable, &node_path(dataset)).map_err(|e| a.backend(&e))?;
-        a.cache = Some(Arc::new(ChunkCacheLruSizeLimit::new(
+        let cache = Some(Arc::new(ChunkCacheLruSizeLimit::new(
             Arc::new(reader),
             cache_bytes,
         )));
-        Ok(a)
+        // `a` was just made: nothing else holds its internals.
+        let mut inner = Arc::try_unwrap(a.inner).map_err(|_| StoreError::Open {
+            path: path.display().to_string(),
+            message: "the array is shared while opening it".into(),
+        })?;
+        inner.cache = cache;
+        Ok(ZarrArray {
+            inner: Arc::new(inner),
+        })
     }
 
     fn retrieve<T: Scalar>(
@@ -157,59 +239,20 @@ impl ZarrArray {
         ranges: &[std::ops::Range<u64>],
     ) -> Result<ArrayD<T>, StoreError> {
         let ranges = ranges.to_vec();
-        match &self.cache {
+        match &self.inner.cache {
             Some(cache) => cache
                 .retrieve_array_subset::<ArrayD<T>>(&ranges, &CodecOptions::default())
                 .map_err(|e| self.backend(&e)),
             None => self
+                .inner
                 .array
                 .retrieve_array_subset::<ArrayD<T>>(&ranges)
                 .map_err(|e| self.backend(&e)),
         }
     }
 
-    fn from_array(
-        array: Array<Store>,
-        name: String,
-        store: &Path,
-        atomic: Arc<AtomicFilesystemStore>,
-    ) -> Result<ZarrArray, StoreError> {
-        let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
-        let dtype_name = meta_json
-            .get("data_type")
-            .or_else(|| meta_json.get("dtype"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let data_type = DataType::from_name(dtype_name).ok_or_else(|| StoreError::Open {
-            path: name.clone(),
-            message: format!("unsupported data type {dtype_name:?}"),
-        })?;
-        let shape = array.shape().to_vec();
-        let zeros = vec![0u64; shape.len()];
-        let write_chunk: Vec<u64> = array
-            .chunk_shape(&zeros)
-            .map_err(|e| StoreError::Open {
-                path: name.clone(),
-                message: e.to_string(),
-            })?
-            .iter()
-            .map(|c| c.get())
-            .collect();
-        let meta = WorldMeta::from_attributes(&name, array.attributes(), shape)?;
-        Ok(ZarrArray {
-            array,
-            atomic,
-            cache: None,
-            name,
-            store: store.to_owned(),
-            meta,
-            data_type,
-            write_chunk,
-        })
-    }
-
     /// Creates the array `dataset` in the zarr store at `path` (created if missing), with the
-    /// funlib.persistence attributes.
+    /// funlib.persistence attributes and a fresh identity (see [`array_id`](Self::array_id)).
     ///
     /// # Errors
     ///
@@ -252,7 +295,13 @@ impl ZarrArray {
         write_groups(store.as_ref(), &node, spec.format).map_err(|e| backend(&e))?;
 
         let fill = if matches!(spec.data_type, DataType::F32 | DataType::F64) {
-            json!(spec.fill_value)
+            // JSON has no NaN or infinities: zarr spells them as strings (v2 and v3).
+            match spec.fill_value {
+                v if v.is_nan() => json!("NaN"),
+                v if v == f64::INFINITY => json!("Infinity"),
+                v if v == f64::NEG_INFINITY => json!("-Infinity"),
+                v => json!(v),
+            }
         } else {
             json!(spec.fill_value as i64)
         };
@@ -293,13 +342,18 @@ impl ZarrArray {
         };
         let mut array =
             Array::new_with_metadata(store, &node, metadata).map_err(|e| backend(&e))?;
-        *array.attributes_mut() = meta.attributes();
+        let mut attributes = meta.attributes();
+        attributes.insert(ARRAY_ID_KEY.into(), json!(super::new_array_id(&name)?));
+        *array.attributes_mut() = attributes;
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name, path, atomic)
+        Ok(ZarrArray {
+            inner: Arc::new(Inner::from_array(array, name, path, atomic)?),
+        })
     }
 
     /// Creates the array `dataset` in the zarr store at `path` with the same metadata as
-    /// `like` (shape, chunks or shards, codecs, data type, fill value, attributes).
+    /// `like` (shape, chunks or shards, codecs, data type, fill value, attributes), except
+    /// its identity: the new array gets a fresh [`array_id`](Self::array_id).
     ///
     /// # Errors
     ///
@@ -330,117 +384,167 @@ impl ZarrArray {
             }
             std::fs::remove_dir_all(&node_dir).map_err(|e| backend(&e))?;
         }
-        let format = match like.array.metadata() {
+        let format = match like.inner.array.metadata() {
             ArrayMetadata::V2(_) => ZarrFormat::V2,
             ArrayMetadata::V3(_) => ZarrFormat::V3,
         };
         write_groups(store.as_ref(), &node, format).map_err(|e| backend(&e))?;
-        let array = Array::new_with_metadata(store, &node, like.array.metadata().clone())
+        let mut array = Array::new_with_metadata(store, &node, like.inner.array.metadata().clone())
             .map_err(|e| backend(&e))?;
+        // A new array: a new identity, never `like`'s.
+        array
+            .attributes_mut()
+            .insert(ARRAY_ID_KEY.into(), json!(super::new_array_id(&name)?));
         array.store_metadata().map_err(|e| backend(&e))?;
-        Self::from_array(array, name, path, atomic)
+        Ok(ZarrArray {
+            inner: Arc::new(Inner::from_array(array, name, path, atomic)?),
+        })
     }
 
     /// The array's ROI in world units.
     #[must_use]
     pub fn roi(&self) -> Roi {
-        self.meta.roi()
+        self.inner.meta.roi()
     }
 
     /// The world position of voxel 0.
     #[must_use]
     pub fn offset(&self) -> &Coordinate {
-        &self.meta.offset
+        &self.inner.meta.offset
     }
 
     /// The size of one voxel in world units.
     #[must_use]
     pub fn voxel_size(&self) -> &Coordinate {
-        &self.meta.voxel_size
+        &self.inner.meta.voxel_size
     }
 
     /// Axis names.
     #[must_use]
     pub fn axis_names(&self) -> &[String] {
-        &self.meta.axis_names
+        &self.inner.meta.axis_names
     }
 
     /// Axis units.
     #[must_use]
     pub fn units(&self) -> &[String] {
-        &self.meta.units
+        &self.inner.meta.units
     }
 
     /// Shape in voxels.
     #[must_use]
     pub fn shape(&self) -> &[u64] {
-        &self.meta.shape
+        &self.inner.meta.shape
     }
 
     /// The element type.
     #[must_use]
     pub fn data_type(&self) -> DataType {
-        self.data_type
+        self.inner.data_type
     }
 
     /// The unit a writer rewrites, in voxels: the chunk shape, or the shard shape if sharded.
     #[must_use]
     pub fn write_chunk_shape(&self) -> &[u64] {
-        &self.write_chunk
+        &self.inner.write_chunk
     }
 
     /// The write-chunk grid in world units, for [`TaskBuilder::writes`](crate::TaskBuilder::writes).
     #[must_use]
     pub fn chunk_grid(&self) -> ChunkGrid {
-        self.meta
-            .chunk_grid(&self.name, Some(&self.store), &self.write_chunk)
+        self.inner.meta.chunk_grid(
+            &self.inner.name,
+            Some(&self.inner.store),
+            &self.inner.write_chunk,
+            self.array_id(),
+        )
     }
 
     /// The store path and dataset, for messages.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     fn check_type<T: Scalar>(&self) -> Result<(), StoreError> {
-        super::check_type::<T>(&self.name, self.data_type)
+        super::check_type::<T>(&self.inner.name, self.inner.data_type)
     }
 
     fn backend(&self, e: &dyn std::fmt::Display) -> StoreError {
         StoreError::Backend {
-            path: self.name.clone(),
+            path: self.inner.name.clone(),
             message: e.to_string(),
         }
     }
 
-    /// Reads a world ROI that lies inside the array and on voxel boundaries.
+    /// Reads a world ROI that lies inside the array and on voxel boundaries, as a
+    /// [`RoiArray`] of that ROI (address its parts in world units with
+    /// [`RoiArray::view`]).
     ///
     /// # Errors
     ///
     /// A misaligned ROI or one outside the array, a `T` that is not the array's data type, or
     /// a read/decode error.
-    pub fn read<T: Scalar>(&self, roi: &Roi) -> Result<ArrayD<T>, StoreError> {
+    pub fn read<T: Scalar>(&self, roi: &Roi) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
-        let ranges = self.meta.voxel_ranges(&self.name, roi, false)?;
-        let ranges: Vec<std::ops::Range<u64>> = ranges
-            .into_iter()
-            .map(|r| r.start as u64..r.end as u64)
-            .collect();
-        self.retrieve(&ranges)
+        let ranges = self.inner.meta.inside_ranges(&self.inner.name, roi)?;
+        let data = self.retrieve(&ranges)?;
+        self.inner.meta.roi_array(roi, data)
     }
 
-    /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`.
+    /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`
+    /// (`read_padded(roi, Pad::Constant(fill))`).
     ///
     /// # Errors
     ///
     /// A misaligned ROI, a `T` that is not the array's data type, or a read/decode error.
-    pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<ArrayD<T>, StoreError> {
+    pub fn read_with_fill<T: Scalar>(&self, roi: &Roi, fill: T) -> Result<RoiArray<T>, StoreError> {
+        self.read_padded(roi, Pad::Constant(fill))
+    }
+
+    /// Reads any world ROI on voxel boundaries, padding voxels outside the array as
+    /// scipy.ndimage's boundary modes do (see [`Pad`]): a constant, the nearest edge voxel, or
+    /// the array mirrored about its edges. Only the voxels inside the array that the result
+    /// needs are read.
+    ///
+    /// ```
+    /// use blockwise::store::{ArraySpec, DataType, Pad, ZarrArray};
+    /// use blockwise::Roi;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("blockwise-doc-pad-{}", std::process::id()));
+    /// // Four voxels 1 2 3 4 of 10 world units each.
+    /// let spec = ArraySpec::new(Roi::new([0], [40]), [10], DataType::U8, vec![4]);
+    /// let a = ZarrArray::create(&dir, "a", &spec)?;
+    /// a.write(&a.roi(), &ndarray::arr1(&[1u8, 2, 3, 4]).into_dyn())?;
+    ///
+    /// let roi = Roi::new([-20], [80]); // two voxels of padding each side
+    /// let read = |pad| -> Result<Vec<u8>, blockwise::store::StoreError> {
+    ///     Ok(a.read_padded::<u8>(&roi, pad)?.iter().copied().collect())
+    /// };
+    /// assert_eq!(read(Pad::Constant(0))?, [0, 0, 1, 2, 3, 4, 0, 0]);
+    /// assert_eq!(read(Pad::Nearest)?, [1, 1, 1, 2, 3, 4, 4, 4]);
+    /// assert_eq!(read(Pad::Reflect)?, [2, 1, 1, 2, 3, 4, 4, 3]);
+    /// std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A misaligned ROI, a `T` that is not the array's data type, `Nearest` or `Reflect` on an
+    /// array with no voxels in some axis, or a read/decode error.
+    pub fn read_padded<T: Scalar>(
+        &self,
+        roi: &Roi,
+        pad: Pad<T>,
+    ) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
-        self.meta.read_padded(&self.name, roi, fill, |inner| {
-            let read: Vec<std::ops::Range<u64>> =
-                inner.iter().map(|r| r.start as u64..r.end as u64).collect();
-            self.retrieve::<T>(&read)
-        })
+        self.inner
+            .meta
+            .read_padded(&self.inner.name, roi, pad, |inside| {
+                self.retrieve::<T>(inside)
+            })
     }
 
     /// Writes `data` to a world ROI inside the array; `data`'s shape must be the ROI's shape in
@@ -461,19 +565,31 @@ impl ZarrArray {
     /// with [`TaskBuilder::writes`](crate::TaskBuilder::writes), so that `build()` checks that
     /// blocks write whole chunks, which needs no lock.
     ///
+    /// `data` is anything that converts to an [`ArrayViewD`]: a view, `&ArrayD` or a
+    /// `&`[`RoiArray`] (whose own ROI is ignored here; [`write_array`](Self::write_array)
+    /// writes at it).
+    ///
     /// # Errors
     ///
     /// A misaligned ROI or one outside the array, a shape mismatch, a `T` that is not the array's
     /// data type, or an encode/write/lock error.
-    pub fn write<T: Scalar>(&self, roi: &Roi, data: ArrayViewD<'_, T>) -> Result<(), StoreError> {
+    pub fn write<'a, T: Scalar>(
+        &self,
+        roi: &Roi,
+        data: impl Into<ArrayViewD<'a, T>>,
+    ) -> Result<(), StoreError> {
+        let data: ArrayViewD<'a, T> = data.into();
         self.check_type::<T>()?;
-        if self.cache.is_some() {
+        if self.inner.cache.is_some() {
             return Err(StoreError::Backend {
-                path: self.name.clone(),
+                path: self.inner.name.clone(),
                 message: "the array was opened with a read cache and is read-only".into(),
             });
         }
-        let ranges = self.meta.write_ranges(&self.name, roi, data.shape())?;
+        let ranges = self
+            .inner
+            .meta
+            .write_ranges(&self.inner.name, roi, data.shape())?;
         let ranges: Vec<Range<u64>> = ranges
             .into_iter()
             .map(|r| r.start as u64..r.end as u64)
@@ -481,6 +597,7 @@ impl ZarrArray {
         let (whole, partial) = self.split_by_chunks(&ranges)?;
         if partial.is_empty() {
             return self
+                .inner
                 .array
                 .store_array_subset(&ranges, &data)
                 .map_err(|e| self.backend(&e));
@@ -493,12 +610,14 @@ impl ZarrArray {
             })
         };
         if let Some(whole) = whole {
-            self.array
+            self.inner
+                .array
                 .store_array_subset(&whole, &view(&whole))
                 .map_err(|e| self.backend(&e))?;
         }
         for (chunk, overlap) in partial {
             let origin = self
+                .inner
                 .array
                 .chunk_origin(&chunk)
                 .map_err(|e| self.backend(&e))?;
@@ -507,13 +626,161 @@ impl ZarrArray {
                 .zip(&origin)
                 .map(|(r, &o)| r.start - o..r.end - o)
                 .collect();
-            let key = self.array.chunk_key(&chunk);
-            let _lock = self.atomic.lock_key(&key).map_err(|e| self.backend(&e))?;
-            self.array
+            let key = self.inner.array.chunk_key(&chunk);
+            let _lock = self
+                .inner
+                .atomic
+                .lock_key(&key)
+                .map_err(|e| self.backend(&e))?;
+            self.inner
+                .array
                 .store_chunk_subset(&chunk, &in_chunk, &view(&overlap))
                 .map_err(|e| self.backend(&e))?;
         }
         Ok(())
+    }
+
+    /// Writes a [`RoiArray`] at its own ROI (as [`write`](Self::write)); its voxel size must
+    /// be the array's.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write), and a voxel size that differs from the array's.
+    pub fn write_array<T: Scalar>(&self, data: &RoiArray<T>) -> Result<(), StoreError> {
+        self.inner.meta.check_voxel_size(&self.inner.name, data)?;
+        self.write(data.roi(), data)
+    }
+
+    /// The array's identity: the random id (128 bits, hex) that [`create`](Self::create),
+    /// [`create_like`](Self::create_like) and [`prepare`](Self::prepare) store in its
+    /// attributes under [`ARRAY_ID_KEY`](super::ARRAY_ID_KEY) (`"blockwise_array_id"`).
+    /// `None` for arrays made by other tools (or whose id is not a string, with a warning).
+    /// Every new array gets a new id, so an array deleted and recreated at the same path is
+    /// told apart from the old one; the [`chunk_grid`](Self::chunk_grid) carries it.
+    #[must_use]
+    pub fn array_id(&self) -> Option<&str> {
+        self.inner.array_id.as_deref()
+    }
+
+    /// Opens the array `dataset` of the store at `path` if it matches `spec`, or creates it
+    /// (and the store) if there is none: funlib.persistence's `prepare_ds`. Rerunning a
+    /// pipeline then keeps its outputs (data and [`array_id`](Self::array_id)).
+    ///
+    /// An existing array matches if its ROI, voxel size, data type, chunk shape, shard shape,
+    /// zarr format and fill value are the spec's, and so are its axis names and units if the
+    /// spec gives them. Compression is not compared (an array written with another codec
+    /// reads the same). If it differs, the error names every difference with both values,
+    /// unless `spec.overwrite` is set: then it is replaced by a new, empty array with a new
+    /// id. A matching array is kept even with `overwrite` (use [`create`](Self::create) to
+    /// start over).
+    ///
+    /// ```
+    /// use blockwise::store::{ArraySpec, DataType, StoreError, ZarrArray};
+    /// use blockwise::Roi;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("blockwise-doc-prep-{}", std::process::id()));
+    /// let spec = ArraySpec::new(Roi::new([0, 0], [64, 64]), [1, 1], DataType::U8, vec![32, 32]);
+    /// let first = ZarrArray::prepare(&dir, "out", &spec)?; // created
+    /// let again = ZarrArray::prepare(&dir, "out", &spec)?; // opened: the same array
+    /// assert_eq!(first.array_id(), again.array_id());
+    ///
+    /// let mut other = spec.clone();
+    /// other.chunk_shape = vec![16, 16];
+    /// let e = ZarrArray::prepare(&dir, "out", &other).unwrap_err();
+    /// assert!(matches!(e, StoreError::Mismatch { .. }));
+    /// assert!(e.to_string().contains("chunk shape: the array has [32, 32], the spec [16, 16]"), "{e}");
+    ///
+    /// other.overwrite = true;
+    /// let replaced = ZarrArray::prepare(&dir, "out", &other)?;
+    /// assert_ne!(replaced.array_id(), first.array_id());
+    /// std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Mismatch`] as above; otherwise the errors of [`open`](Self::open) (an
+    /// existing node that is not a readable array, without `overwrite`) and
+    /// [`create`](Self::create).
+    pub fn prepare(
+        path: impl AsRef<Path>,
+        dataset: &str,
+        spec: &ArraySpec,
+    ) -> Result<ZarrArray, StoreError> {
+        let path = path.as_ref();
+        checked_dataset(path, dataset)?;
+        let node = node_path(dataset);
+        let name = format!("{}{node}", path.display());
+        // A bad spec is an error whether or not an array exists.
+        spec.world_meta().map_err(|message| StoreError::Open {
+            path: name.clone(),
+            message,
+        })?;
+        let node_dir = path.join(node.trim_start_matches('/'));
+        let exists = node_dir.join("zarr.json").exists() || node_dir.join(".zarray").exists();
+        if !exists {
+            return Self::create(path, dataset, spec);
+        }
+        let existing = match Self::open(path, dataset) {
+            Ok(a) => a,
+            Err(_) if spec.overwrite => return Self::create(path, dataset, spec),
+            Err(e) => return Err(e),
+        };
+        let differences = existing.differences(spec);
+        if differences.is_empty() {
+            return Ok(existing);
+        }
+        if spec.overwrite {
+            drop(existing);
+            return Self::create(path, dataset, spec);
+        }
+        Err(StoreError::Mismatch {
+            path: name,
+            differences,
+        })
+    }
+
+    /// How this array differs from `spec` (see [`prepare`](Self::prepare)).
+    fn differences(&self, spec: &ArraySpec) -> Vec<String> {
+        let mut out = super::world_differences(&self.inner.meta, self.inner.data_type, spec);
+        let layout = &self.inner.layout;
+        super::difference(
+            &mut out,
+            "chunk shape",
+            ShapeText(Some(layout.chunk.clone())),
+            ShapeText(Some(spec.chunk_shape.clone())),
+        );
+        super::difference(
+            &mut out,
+            "shard shape",
+            ShapeText(layout.shard.clone()),
+            ShapeText(spec.shard_shape.clone()),
+        );
+        let format = |f: ZarrFormat| match f {
+            ZarrFormat::V2 => "v2",
+            ZarrFormat::V3 => "v3",
+        };
+        super::difference(
+            &mut out,
+            "zarr format",
+            format(layout.format),
+            format(spec.format),
+        );
+        let wanted = FillText::new(spec.fill_value, spec.data_type);
+        match layout.fill {
+            Some(fill) => super::difference(
+                &mut out,
+                "fill value",
+                FillText::new(fill, self.inner.data_type),
+                wanted,
+            ),
+            None => out.push(format!(
+                "fill value: the array has none (or not a number), the spec {wanted}"
+            )),
+        }
+        out
     }
 
     /// Splits a voxel region into the box of the chunks it covers entirely (within the array),
@@ -525,6 +792,7 @@ impl ZarrArray {
     ) -> Result<(Option<Vec<Range<u64>>>, Vec<(Vec<u64>, Vec<Range<u64>>)>), StoreError> {
         let subset = ranges.to_vec();
         let Some(chunks) = self
+            .inner
             .array
             .chunks_in_array_subset(&subset)
             .map_err(|e| self.backend(&e))?
@@ -536,6 +804,7 @@ impl ZarrArray {
         let mut partial = Vec::new();
         for chunk in &chunks.indices() {
             let bounded = self
+                .inner
                 .array
                 .chunk_subset_bounded(&chunk)
                 .map_err(|e| self.backend(&e))?
@@ -566,6 +835,7 @@ impl ZarrArray {
         // would hold partial chunks too: then write every chunk on its own, with a lock.
         if let Some(b) = &whole_box {
             let in_box = self
+                .inner
                 .array
                 .chunks_in_array_subset(b)
                 .map_err(|e| self.backend(&e))?
@@ -579,8 +849,60 @@ impl ZarrArray {
     }
 }
 
+impl Inner {
+    fn from_array(
+        array: Array<Store>,
+        name: String,
+        store: &Path,
+        atomic: Arc<AtomicFilesystemStore>,
+    ) -> Result<Inner, StoreError> {
+        let meta_json = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
+        let dtype_name = meta_json
+            .get("data_type")
+            .or_else(|| meta_json.get("dtype"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let data_type = DataType::from_name(dtype_name).ok_or_else(|| StoreError::Open {
+            path: name.clone(),
+            message: format!("unsupported data type {dtype_name:?}"),
+        })?;
+        let shape = array.shape().to_vec();
+        let zeros = vec![0u64; shape.len()];
+        let write_chunk: Vec<u64> = array
+            .chunk_shape(&zeros)
+            .map_err(|e| StoreError::Open {
+                path: name.clone(),
+                message: e.to_string(),
+            })?
+            .iter()
+            .map(|c| c.get())
+            .collect();
+        let meta = WorldMeta::from_attributes(&name, array.attributes(), shape)?;
+        let layout = Layout::of(&meta_json, data_type);
+        let array_id = super::array_id_of(&name, array.attributes().get(ARRAY_ID_KEY));
+        Ok(Inner {
+            array,
+            atomic,
+            cache: None,
+            name,
+            store: store.to_owned(),
+            meta,
+            data_type,
+            write_chunk,
+            layout,
+            array_id,
+        })
+    }
+}
+
 impl From<&ZarrArray> for ChunkGrid {
     fn from(a: &ZarrArray) -> ChunkGrid {
+        a.chunk_grid()
+    }
+}
+
+impl From<&Arc<ZarrArray>> for ChunkGrid {
+    fn from(a: &Arc<ZarrArray>) -> ChunkGrid {
         a.chunk_grid()
     }
 }

@@ -626,7 +626,11 @@ fn sample_clamps_a_chunk_larger_than_the_volume() -> Result<(), Box<dyn std::err
     assert_eq!(array.write_chunk_shape(), [8, 8, 8]);
     let spec = blockwise::sample::SampleSpec::cube(8);
     assert_eq!(
-        array.read::<u8>(&array.roi())?.into_raw_vec_and_offset().0,
+        array
+            .read::<u8>(&array.roi())?
+            .into_inner()
+            .into_raw_vec_and_offset()
+            .0,
         spec.generate(&spec.roi())
     );
     std::fs::remove_dir_all(&dir)?;

@@ -466,7 +466,7 @@ fn a_damaged_input_chunk_fails_its_block_only_and_a_rerun_after_repair_does_the_
         .process(move |b: &Block| -> Result<(), BlockError> {
             c.fetch_add(1, Ordering::SeqCst);
             let data = i.read::<u8>(b.write_roi())?;
-            o.write(b.write_roi(), data.view())?;
+            o.write(b.write_roi(), &data)?;
             Ok(())
         })
         .build()

@@ -651,6 +651,74 @@ mod hdf5 {
         assert!(e.contains("not available in HDF5"), "{e}");
         Ok(())
     }
+
+    #[test]
+    fn hdf5_padding_writes_ids_and_prepare() -> TestResult {
+        use blockwise::store::{Pad, RoiArray};
+        let dir = TempDir::new("h5-prepare");
+        std::fs::create_dir_all(&dir.0)?;
+        let file = dir.0.join("vol.h5");
+        let mut s = ArraySpec::new(Roi::new([100], [30]), [10], DataType::U8, vec![2]);
+        s.codec = Codec::None;
+        let a = Hdf5Array::prepare(&file, "line", &s)?;
+        let id = a.array_id().map(str::to_owned);
+        assert!(id.as_deref().is_some_and(|i| i.len() == 32), "{id:?}");
+        assert_eq!(a.chunk_grid().array_id, id);
+        a.write(&a.roi(), &ndarray::arr1(&[1u8, 2, 3]).into_dyn())?;
+        let roi = Roi::new([50], [130]);
+        let read = |pad| -> Result<Vec<u8>, StoreError> {
+            Ok(a.read_padded::<u8>(&roi, pad)?.iter().copied().collect())
+        };
+        assert_eq!(read(Pad::Reflect)?, [2, 3, 3, 2, 1, 1, 2, 3, 3, 2, 1, 1, 2]);
+        assert_eq!(read(Pad::Nearest)?, [1, 1, 1, 1, 1, 1, 2, 3, 3, 3, 3, 3, 3]);
+        assert_eq!(
+            read(Pad::Constant(9))?,
+            [9, 9, 9, 9, 9, 1, 2, 3, 9, 9, 9, 9, 9]
+        );
+        let r = a.read::<u8>(&Roi::new([110], [20]))?;
+        assert_eq!(r.roi(), &Roi::new([110], [20]));
+        a.write_array(&r.mapv(|v| v + 10))?;
+        let b = a.clone();
+        assert_eq!(
+            b.read::<u8>(&b.roi())?.iter().copied().collect::<Vec<_>>(),
+            [1, 12, 13]
+        );
+        let tmp = RoiArray::from_elem(Roi::new([100], [10]), [10], 7u8)?;
+        b.write_array(&tmp)?;
+        a.flush()?;
+        drop((a, b));
+        // Reopened by prepare: data and id kept.
+        let c = Hdf5Array::prepare(&file, "line", &s)?;
+        assert_eq!(c.array_id().map(str::to_owned), id);
+        assert_eq!(
+            c.read::<u8>(&c.roi())?.iter().copied().collect::<Vec<_>>(),
+            [7, 12, 13]
+        );
+        // Mismatches named; overwrite replaces with a new id.
+        let mut other = s.clone();
+        other.data_type = DataType::U16;
+        other.fill_value = 2.0;
+        other.chunk_shape = vec![3];
+        let e = Hdf5Array::prepare(&file, "line", &other).unwrap_err();
+        let StoreError::Mismatch { differences, .. } = &e else {
+            return Err(format!("expected a mismatch, got {e}").into());
+        };
+        assert_eq!(
+            differences,
+            &[
+                "data type: the array has uint8, the spec uint16".to_owned(),
+                "chunk shape: the array has [2], the spec [3]".to_owned(),
+                "fill value: the array has 0, the spec 2".to_owned(),
+            ]
+        );
+        other.overwrite = true;
+        drop(c);
+        let d = Hdf5Array::prepare(&file, "line", &other)?;
+        assert!(d.array_id().is_some());
+        assert_ne!(d.array_id().map(str::to_owned), id);
+        assert_eq!(d.data_type(), DataType::U16);
+        Ok(())
+    }
 }
 
 /// Arrays are shared by worker threads (`Arc<ZarrArray>` in a process closure).
@@ -660,4 +728,504 @@ fn arrays_are_send_and_sync() {
     assert_send_sync::<ZarrArray>();
     #[cfg(feature = "hdf5")]
     assert_send_sync::<blockwise::store::Hdf5Array>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ROI-aware reads, padding modes, writes of `RoiArray`s, clones, identity and `prepare`.
+
+use blockwise::store::{Pad, RoiArray};
+
+/// A 1-D u8 array `values` of voxels of `voxel` world units from `offset`.
+fn line(dir: &TempDir, values: &[u8], offset: i64, voxel: i64) -> Result<ZarrArray, StoreError> {
+    let n = values.len() as i64;
+    let spec = ArraySpec::new(
+        Roi::new([offset], [n * voxel]),
+        [voxel],
+        DataType::U8,
+        vec![2],
+    );
+    let a = ZarrArray::create(&dir.0, "line", &spec)?;
+    a.write(&a.roi(), &ndarray::arr1(values).into_dyn())?;
+    Ok(a)
+}
+
+fn values(a: &RoiArray<u8>) -> Vec<u8> {
+    a.iter().copied().collect()
+}
+
+#[test]
+fn reads_return_roi_arrays_addressed_in_world_units() -> TestResult {
+    let dir = TempDir::new("roiarray");
+    let spec = ArraySpec::new(Roi::new([8, 0], [64, 32]), [4, 2], DataType::U8, vec![4, 4]);
+    let a = ZarrArray::create(&dir.0, "raw", &spec)?;
+    let data = ramp(&[16, 16]);
+    a.write(&a.roi(), &data)?;
+    // A block's read ROI, and its write ROI inside it.
+    let read_roi = Roi::new([16, 4], [24, 12]);
+    let write_roi = Roi::new([20, 6], [16, 8]);
+    let block = a.read::<u8>(&read_roi)?;
+    assert_eq!(block.roi(), &read_roi);
+    assert_eq!(block.voxel_size(), a.voxel_size());
+    assert_eq!(block.shape(), &[6, 6]);
+    let core = block.view(&write_roi)?;
+    assert_eq!(core.shape(), &[4, 4]);
+    // Voxel (1, 1) of the block is voxel (3, 3) of the array.
+    assert_eq!(core[[0, 0]], data[[3, 3]]);
+    assert_eq!(a.read::<u8>(&write_roi)?, core.to_owned());
+    // A ROI off the block's voxel grid, or outside it, is an error naming the ROIs.
+    let e = block
+        .view(&Roi::new([18, 6], [16, 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not on the voxel grid"), "{e}");
+    let e = block
+        .view(&Roi::new([20, 6], [40, 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not inside the array's ROI [16:40, 4:16]"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn read_padded_matches_scipy_modes_in_one_dimension() -> TestResult {
+    let dir = TempDir::new("pad1");
+    // [1, 2, 3] in voxels of 10 from 100; five voxels of padding on each side.
+    let a = line(&dir, &[1, 2, 3], 100, 10)?;
+    let roi = Roi::new([50], [130]);
+    // scipy.ndimage modes (numpy.pad 'symmetric', 'edge', 'constant'), written out:
+    let reflect = a.read_padded::<u8>(&roi, Pad::Reflect)?;
+    assert_eq!(values(&reflect), [2, 3, 3, 2, 1, 1, 2, 3, 3, 2, 1, 1, 2]);
+    assert_eq!(reflect.roi(), &roi);
+    let nearest = a.read_padded::<u8>(&roi, Pad::Nearest)?;
+    assert_eq!(values(&nearest), [1, 1, 1, 1, 1, 1, 2, 3, 3, 3, 3, 3, 3]);
+    let constant = a.read_padded::<u8>(&roi, Pad::Constant(9))?;
+    assert_eq!(values(&constant), [9, 9, 9, 9, 9, 1, 2, 3, 9, 9, 9, 9, 9]);
+    assert_eq!(a.read_with_fill::<u8>(&roi, 9)?, constant.into_inner());
+    // Entirely outside: voxels 7..10 and -4..-2.
+    let right = Roi::new([170], [30]);
+    assert_eq!(
+        values(&a.read_padded::<u8>(&right, Pad::Reflect)?),
+        [2, 3, 3]
+    );
+    assert_eq!(
+        values(&a.read_padded::<u8>(&right, Pad::Nearest)?),
+        [3, 3, 3]
+    );
+    assert_eq!(
+        values(&a.read_padded::<u8>(&right, Pad::Constant(4))?),
+        [4, 4, 4]
+    );
+    let left = Roi::new([60], [20]);
+    assert_eq!(values(&a.read_padded::<u8>(&left, Pad::Reflect)?), [3, 3]);
+    // Inside: the plain read.
+    let inside = Roi::new([110], [20]);
+    assert_eq!(values(&a.read_padded::<u8>(&inside, Pad::Reflect)?), [2, 3]);
+    // Misaligned ROIs and wrong types are errors in every mode.
+    assert!(
+        a.read_padded::<u8>(&Roi::new([55], [10]), Pad::Reflect)
+            .is_err()
+    );
+    assert!(a.read_padded::<u16>(&roi, Pad::Nearest).is_err());
+    Ok(())
+}
+
+#[test]
+fn read_padded_combines_axes_in_two_dimensions() -> TestResult {
+    let dir = TempDir::new("pad2");
+    let spec = ArraySpec::new(Roi::new([0, 0], [2, 3]), [1, 1], DataType::U8, vec![2, 2]);
+    let a = ZarrArray::create(&dir.0, "a", &spec)?;
+    // [[1, 2, 3], [4, 5, 6]]
+    a.write(
+        &a.roi(),
+        &ndarray::arr2(&[[1u8, 2, 3], [4, 5, 6]]).into_dyn(),
+    )?;
+    let roi = Roi::new([-2, -1], [5, 5]);
+    // np.pad(a, ((2, 1), (1, 1)), 'symmetric')
+    #[rustfmt::skip]
+    let reflect = [
+        4, 4, 5, 6, 6,
+        1, 1, 2, 3, 3,
+        1, 1, 2, 3, 3,
+        4, 4, 5, 6, 6,
+        4, 4, 5, 6, 6,
+    ];
+    assert_eq!(values(&a.read_padded::<u8>(&roi, Pad::Reflect)?), reflect);
+    // np.pad(a, ((2, 1), (1, 1)), 'edge')
+    #[rustfmt::skip]
+    let nearest = [
+        1, 1, 2, 3, 3,
+        1, 1, 2, 3, 3,
+        1, 1, 2, 3, 3,
+        4, 4, 5, 6, 6,
+        4, 4, 5, 6, 6,
+    ];
+    assert_eq!(values(&a.read_padded::<u8>(&roi, Pad::Nearest)?), nearest);
+    // Padding wider than the array, reflected repeatedly: axis 1 voxels -4..0 read 3 3 2 1.
+    let wide = a.read_padded::<u8>(&Roi::new([0, -4], [1, 4]), Pad::Reflect)?;
+    assert_eq!(values(&wide), [3, 3, 2, 1]);
+    Ok(())
+}
+
+#[test]
+fn read_padded_of_an_empty_array_says_why() -> TestResult {
+    let dir = TempDir::new("pad-empty");
+    let spec = ArraySpec::new(Roi::new([0, 0], [0, 4]), [1, 1], DataType::U8, vec![2, 2]);
+    let a = ZarrArray::create(&dir.0, "a", &spec)?;
+    let e = a
+        .read_padded::<u8>(&Roi::new([0, 0], [2, 2]), Pad::Reflect)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot pad with mode reflect: the array has no voxels in axis 0"),
+        "{e}"
+    );
+    let c = a.read_padded::<u8>(&Roi::new([0, 0], [2, 2]), Pad::Constant(5))?;
+    assert_eq!(values(&c), [5; 4]);
+    Ok(())
+}
+
+#[test]
+fn writes_take_views_arrays_and_roi_arrays() -> TestResult {
+    let dir = TempDir::new("write-into");
+    let spec = ArraySpec::new(Roi::new([0, 0], [16, 16]), [2, 2], DataType::U8, vec![4, 4]);
+    let a = ZarrArray::create(&dir.0, "a", &spec)?;
+    let ones = ArrayD::from_elem(IxDyn(&[2, 2]), 1u8);
+    a.write(&Roi::new([0, 0], [4, 4]), ones.view())?;
+    a.write(&Roi::new([4, 0], [4, 4]), &ones)?;
+    // A RoiArray: at any ROI of its shape, or at its own with write_array.
+    let block = RoiArray::from_elem(Roi::new([8, 8], [8, 8]), [2, 2], 7u8)?;
+    a.write(&Roi::new([0, 8], [8, 8]), &block)?;
+    a.write_array(&block)?;
+    let all = a.read::<u8>(&a.roi())?;
+    assert_eq!(all.view(&Roi::new([0, 0], [8, 4]))?.sum(), 8);
+    assert!(all.view(&Roi::new([0, 8], [8, 8]))?.iter().all(|&v| v == 7));
+    assert!(all.view(&Roi::new([8, 8], [8, 8]))?.iter().all(|&v| v == 7));
+    assert!(all.view(&Roi::new([8, 0], [8, 8]))?.iter().all(|&v| v == 0));
+    // A read, processed, written back where it came from.
+    let doubled = a.read::<u8>(&Roi::new([8, 8], [4, 4]))?.mapv(|v| v * 2);
+    a.write_array(&doubled)?;
+    assert_eq!(values(&a.read::<u8>(doubled.roi())?), [14; 4]);
+    // Another voxel size is refused, naming both.
+    let coarse = RoiArray::from_elem(Roi::new([0, 0], [8, 8]), [4, 4], 1u8)?;
+    let e = a.write_array(&coarse).unwrap_err().to_string();
+    assert!(e.contains("has voxel size (4, 4), the array (2, 2)"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn clones_share_the_array() -> TestResult {
+    let dir = TempDir::new("clone");
+    let a = line(&dir, &[1, 2, 3, 4], 0, 1)?;
+    let b = a.clone();
+    b.write(&Roi::new([1], [2]), &ndarray::arr1(&[9u8, 9]).into_dyn())?;
+    assert_eq!(values(&a.read::<u8>(&a.roi())?), [1, 9, 9, 4]);
+    assert_eq!(a.array_id(), b.array_id());
+    assert_eq!(a.chunk_grid(), b.chunk_grid());
+    // Clones write from threads, like Arcs.
+    std::thread::scope(|s| {
+        for i in 0..4i64 {
+            let c = a.clone();
+            s.spawn(move || c.write(&Roi::new([i], [1]), &ndarray::arr1(&[i as u8]).into_dyn()));
+        }
+    });
+    assert_eq!(values(&b.read::<u8>(&b.roi())?), [0, 1, 2, 3]);
+    Ok(())
+}
+
+#[test]
+fn task_writes_takes_an_arc_and_checks_alignment() -> TestResult {
+    use std::sync::Arc;
+    let dir = TempDir::new("writes-arc");
+    let spec = ArraySpec::new(
+        Roi::new([0, 0], [64, 64]),
+        [1, 1],
+        DataType::U8,
+        vec![16, 16],
+    );
+    let out = Arc::new(ZarrArray::create(&dir.0, "out", &spec)?);
+    let total = Roi::new([0, 0], [64, 64]);
+    let aligned = blockwise::Task::builder(
+        "aligned",
+        total.clone(),
+        Roi::new([0, 0], [32, 32]),
+        Roi::new([0, 0], [32, 32]),
+    )
+    .writes(&out)
+    .process(|_: &blockwise::Block| Ok(()))
+    .build()?;
+    assert_eq!(aligned.writes()[0].array_id.as_deref(), out.array_id());
+    let e = blockwise::Task::builder(
+        "misaligned",
+        total,
+        Roi::new([0, 0], [24, 24]),
+        Roi::new([0, 0], [24, 24]),
+    )
+    .writes(&out)
+    .process(|_: &blockwise::Block| Ok(()))
+    .build()
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("not a multiple of the chunk shape"), "{e}");
+    Ok(())
+}
+
+/// The `blockwise_array_id` attribute of a zarr v3 array's metadata.
+fn stored_id(
+    dir: &TempDir,
+    dataset: &str,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.0.join(dataset).join("zarr.json"),
+    )?)?;
+    Ok(meta["attributes"]["blockwise_array_id"].clone())
+}
+
+fn is_id(id: Option<&str>) -> bool {
+    id.is_some_and(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[test]
+fn created_arrays_have_fresh_ids() -> TestResult {
+    let dir = TempDir::new("ids");
+    let a = ZarrArray::create(&dir.0, "a", &spec())?;
+    assert!(is_id(a.array_id()), "{:?}", a.array_id());
+    assert_eq!(stored_id(&dir, "a")?.as_str(), a.array_id());
+    assert_eq!(a.chunk_grid().array_id.as_deref(), a.array_id());
+    assert_eq!(
+        blockwise::store::ChunkGrid::from(&a).array_id.as_deref(),
+        a.array_id()
+    );
+    // Reopened: the same id. create_like: a new one, never `like`'s.
+    assert_eq!(ZarrArray::open(&dir.0, "a")?.array_id(), a.array_id());
+    let b = ZarrArray::create_like(&dir.0, "b", &a, false)?;
+    assert!(is_id(b.array_id()));
+    assert_ne!(b.array_id(), a.array_id());
+    assert_eq!(ZarrArray::open(&dir.0, "b")?.array_id(), b.array_id());
+    // Recreated at the same path: a new id.
+    let mut again = spec();
+    again.overwrite = true;
+    let c = ZarrArray::create(&dir.0, "a", &again)?;
+    assert_ne!(c.array_id(), a.array_id());
+    // v2 arrays keep it in .zattrs.
+    let mut v2 = spec();
+    v2.format = ZarrFormat::V2;
+    let d = ZarrArray::create(&dir.0, "d", &v2)?;
+    let attrs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("d/.zattrs"))?)?;
+    assert_eq!(attrs["blockwise_array_id"].as_str(), d.array_id());
+    assert!(is_id(ZarrArray::open(&dir.0, "d")?.array_id()));
+    Ok(())
+}
+
+#[test]
+fn arrays_of_other_tools_have_no_id() -> TestResult {
+    let dir = TempDir::new("no-id");
+    ZarrArray::create(&dir.0, "a", &spec())?;
+    let path = dir.0.join("a/zarr.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    // No id: None. A non-string id: ignored (with a warning).
+    if let Some(attrs) = meta["attributes"].as_object_mut() {
+        attrs.remove("blockwise_array_id");
+    }
+    std::fs::write(&path, serde_json::to_vec(&meta)?)?;
+    let a = ZarrArray::open(&dir.0, "a")?;
+    assert_eq!(a.array_id(), None);
+    assert_eq!(a.chunk_grid().array_id, None);
+    meta["attributes"]["blockwise_array_id"] = serde_json::json!(42);
+    std::fs::write(&path, serde_json::to_vec(&meta)?)?;
+    assert_eq!(ZarrArray::open(&dir.0, "a")?.array_id(), None);
+    Ok(())
+}
+
+#[test]
+fn sample_volumes_get_an_id() -> TestResult {
+    let dir = TempDir::new("sample-id");
+    let spec = blockwise::sample::SampleSpec::cube(16);
+    let options = ArraySpec::new(spec.roi(), [1, 1, 1], DataType::U8, vec![8, 8, 8]);
+    let a = blockwise::sample::write_zarr(&spec, &dir.0, "raw", &options, 1)?;
+    assert!(is_id(a.array_id()));
+    Ok(())
+}
+
+#[test]
+fn prepare_creates_then_reopens_keeping_data_and_id() -> TestResult {
+    let dir = TempDir::new("prepare");
+    // The store and its parents do not exist yet.
+    let store = dir.0.join("deep/er/out.zarr");
+    let s = spec();
+    let a = ZarrArray::prepare(&store, "volume/seg", &s)?;
+    assert!(is_id(a.array_id()));
+    let roi = Roi::new([8, -4, 0], [16, 4, 2]);
+    a.write(&roi, &ArrayD::from_elem(IxDyn(&[4, 2, 2]), 6u8))?;
+    let b = ZarrArray::prepare(&store, "volume/seg", &s)?;
+    assert_eq!(b.array_id(), a.array_id());
+    assert!(b.read::<u8>(&roi)?.iter().all(|&v| v == 6));
+    // Axis names and units the spec does not give are not compared; a different codec is
+    // not a difference; `overwrite` keeps a matching array.
+    let mut same = s.clone();
+    same.codec = Codec::Gzip { level: 1 };
+    same.overwrite = true;
+    let c = ZarrArray::prepare(&store, "volume/seg", &same)?;
+    assert_eq!(c.array_id(), a.array_id());
+    assert!(c.read::<u8>(&roi)?.iter().all(|&v| v == 6));
+    // Sharded and v2 arrays match their own specs too.
+    let mut sharded = s.clone();
+    sharded.shard_shape = Some(vec![32, 16, 20]);
+    let d = ZarrArray::prepare(&store, "sharded", &sharded)?;
+    assert_eq!(
+        ZarrArray::prepare(&store, "sharded", &sharded)?.array_id(),
+        d.array_id()
+    );
+    let mut v2 = s.clone();
+    v2.format = ZarrFormat::V2;
+    v2.fill_value = 3.0;
+    let e = ZarrArray::prepare(&store, "v2", &v2)?;
+    assert_eq!(
+        ZarrArray::prepare(&store, "v2", &v2)?.array_id(),
+        e.array_id()
+    );
+    let mut float = s.clone();
+    float.data_type = DataType::F32;
+    float.fill_value = f64::NAN;
+    let f = ZarrArray::prepare(&store, "float", &float)?;
+    assert_eq!(
+        ZarrArray::prepare(&store, "float", &float)?.array_id(),
+        f.array_id()
+    );
+    // NaN is stored as zarr spells it, and unwritten voxels read as NaN.
+    let corner = Roi::new([8, -4, 0], [4, 2, 1]);
+    assert!(f.read::<f32>(&corner)?.iter().all(|v| v.is_nan()));
+    Ok(())
+}
+
+/// The differences `prepare` reports for `other` against an array made from `spec()`.
+fn mismatches(other: &ArraySpec) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let dir = TempDir::new("mismatch");
+    let a = ZarrArray::prepare(&dir.0, "a", &spec())?;
+    match ZarrArray::prepare(&dir.0, "a", other) {
+        Err(StoreError::Mismatch { path, differences }) => {
+            assert!(path.ends_with("/a"), "{path}");
+            // The array is untouched.
+            assert_eq!(ZarrArray::open(&dir.0, "a")?.array_id(), a.array_id());
+            Ok(differences)
+        }
+        other => Err(format!("expected a mismatch, got {other:?}").into()),
+    }
+}
+
+#[test]
+fn prepare_names_each_mismatch_with_both_values() -> TestResult {
+    let one = |f: &dyn Fn(&mut ArraySpec)| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut s = spec();
+        f(&mut s);
+        mismatches(&s)
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            one(&|s| s.roi = Roi::new([0, -4, 0], [256, 64, 20]))?,
+            "ROI: the array has [8:264, -4:60, 0:20] (256, 64, 20), the spec [0:256, -4:60, 0:20] (256, 64, 20)",
+        ),
+        (
+            one(&|s| {
+                s.voxel_size = [4, 4, 1].into();
+                s.roi = Roi::new([8, -4, 0], [256, 64, 20]);
+            })?,
+            "voxel size: the array has (4, 2, 1), the spec (4, 4, 1)",
+        ),
+        (
+            one(&|s| s.data_type = DataType::U16)?,
+            "data type: the array has uint8, the spec uint16",
+        ),
+        (
+            one(&|s| s.chunk_shape = vec![16, 8, 5])?,
+            "chunk shape: the array has [16, 8, 10], the spec [16, 8, 5]",
+        ),
+        (
+            one(&|s| s.shard_shape = Some(vec![32, 16, 20]))?,
+            "shard shape: the array has none, the spec [32, 16, 20]",
+        ),
+        (
+            one(&|s| s.format = ZarrFormat::V2)?,
+            "zarr format: the array has v3, the spec v2",
+        ),
+        (
+            one(&|s| s.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]))?,
+            r#"axis names: the array has ["d0", "d1", "d2"], the spec ["z", "y", "x"]"#,
+        ),
+        (
+            one(&|s| s.units = Some(vec!["nm".into(); 3]))?,
+            r#"units: the array has ["", "", ""], the spec ["nm", "nm", "nm"]"#,
+        ),
+        (
+            one(&|s| s.fill_value = 255.0)?,
+            "fill value: the array has 0, the spec 255",
+        ),
+    ];
+    for (differences, want) in cases {
+        assert_eq!(differences, vec![want.to_owned()]);
+    }
+    Ok(())
+}
+
+#[test]
+fn prepare_names_every_mismatch_at_once() -> TestResult {
+    let mut s = spec();
+    s.roi = Roi::new([0, 0, 0], [128, 32, 10]);
+    s.data_type = DataType::I32;
+    s.chunk_shape = vec![8, 8, 10];
+    s.fill_value = -1.0;
+    s.units = Some(vec!["nm".into(); 3]);
+    let differences = mismatches(&s)?;
+    let kinds: Vec<&str> = differences
+        .iter()
+        .filter_map(|d| d.split(':').next())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ROI", "data type", "units", "chunk shape", "fill value"]
+    );
+    let dir = TempDir::new("mismatch-msg");
+    ZarrArray::prepare(&dir.0, "a", &spec())?;
+    let e = ZarrArray::prepare(&dir.0, "a", &s).unwrap_err().to_string();
+    assert!(
+        e.contains("an array exists there that differs from the spec"),
+        "{e}"
+    );
+    assert!(
+        e.contains("data type: the array has uint8, the spec int32; units:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("fill value: the array has 0, the spec -1"),
+        "{e}"
+    );
+    assert!(e.contains("set `overwrite` to replace it"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn prepare_with_overwrite_replaces_a_differing_array() -> TestResult {
+    let dir = TempDir::new("prepare-overwrite");
+    let a = ZarrArray::prepare(&dir.0, "a", &spec())?;
+    let roi = Roi::new([8, -4, 0], [4, 2, 1]);
+    a.write(&roi, &ArrayD::from_elem(IxDyn(&[1, 1, 1]), 5u8))?;
+    let mut s = spec();
+    s.chunk_shape = vec![8, 8, 10];
+    s.overwrite = true;
+    let b = ZarrArray::prepare(&dir.0, "a", &s)?;
+    assert!(is_id(b.array_id()));
+    assert_ne!(b.array_id(), a.array_id());
+    assert_eq!(b.write_chunk_shape(), &[8, 8, 10]);
+    assert_eq!(values(&b.read::<u8>(&roi)?), [0]);
+    // An invalid spec is refused before anything is touched.
+    let mut bad = spec();
+    bad.chunk_shape = vec![0, 8, 10];
+    bad.overwrite = true;
+    assert!(ZarrArray::prepare(&dir.0, "a", &bad).is_err());
+    assert_eq!(ZarrArray::open(&dir.0, "a")?.array_id(), b.array_id());
+    Ok(())
 }
