@@ -10,6 +10,7 @@ mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;
 mod launchers;
+mod ops;
 mod processes;
 #[cfg(feature = "zarr")]
 mod resume;

@@ -1,0 +1,329 @@
+//! `blockwise::ops`: blockwise connected components against whole-volume labelling.
+
+use std::collections::{HashMap, VecDeque};
+
+use blockwise::ops::{Connectivity, UnionFind, block_pairs, label, label_block};
+use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn, Slice};
+use proptest::prelude::*;
+
+const ALL: [Connectivity; 3] = [
+    Connectivity::Faces,
+    Connectivity::Edges,
+    Connectivity::Vertices,
+];
+
+/// Every block of a grid of `block`-shaped blocks over `shape` (row-major grid order; the last
+/// block of an axis is cut at the volume's end), as `(begin, shape)` per block.
+fn blocks(shape: &[usize], block: &[usize]) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let counts: Vec<usize> = shape.iter().zip(block).map(|(s, b)| s.div_ceil(*b)).collect();
+    let total: usize = counts.iter().product();
+    (0..total)
+        .map(|mut g| {
+            let mut cell = vec![0; shape.len()];
+            for d in (0..shape.len()).rev() {
+                cell[d] = g % counts[d];
+                g /= counts[d];
+            }
+            let begin: Vec<usize> = cell.iter().zip(block).map(|(c, b)| c * b).collect();
+            let size: Vec<usize> = (0..shape.len())
+                .map(|d| block[d].min(shape[d] - begin[d]))
+                .collect();
+            (begin, size)
+        })
+        .collect()
+}
+
+/// `data[begin - below .. begin + size + above]`, 0 outside.
+fn padded(
+    data: &ArrayD<u64>,
+    begin: &[usize],
+    size: &[usize],
+    below: &[u64],
+    above: &[u64],
+) -> ArrayD<u64> {
+    let dims = begin.len();
+    let out_shape: Vec<usize> = (0..dims)
+        .map(|d| size[d] + below[d] as usize + above[d] as usize)
+        .collect();
+    let mut out = ArrayD::zeros(IxDyn(&out_shape));
+    for (idx, v) in out.indexed_iter_mut() {
+        let mut src = Vec::with_capacity(dims);
+        for d in 0..dims {
+            let p = (begin[d] + idx[d]) as isize - below[d] as isize;
+            if p < 0 || p >= data.shape()[d] as isize {
+                break;
+            }
+            src.push(p as usize);
+        }
+        if src.len() == dims {
+            *v = data[IxDyn(&src)];
+        }
+    }
+    out
+}
+
+/// Connected components the way `ConnectedComponents` computes them, in memory.
+fn blockwise_labels(mask: &ArrayD<bool>, block: &[usize], c: Connectivity) -> ArrayD<u64> {
+    let shape = mask.shape().to_vec();
+    let v: u64 = block.iter().map(|&b| b as u64).product();
+    let grid = blocks(&shape, block);
+    let mut labels = ArrayD::zeros(IxDyn(&shape));
+    let region = |begin: &[usize], size: &[usize]| {
+        let (b, s) = (begin.to_vec(), size.to_vec());
+        move |ax: ndarray::AxisDescription| {
+            let d = ax.axis.index();
+            Slice::from(b[d]..b[d] + s[d])
+        }
+    };
+    for (g, (begin, size)) in grid.iter().enumerate() {
+        let m = mask.slice_each_axis(region(begin, size));
+        let (l, _) = label_block(m, c, g as u64, v).unwrap();
+        labels.slice_each_axis_mut(region(begin, size)).assign(&l);
+    }
+    let (below, above) = c.pair_context(shape.len());
+    let mut uf = UnionFind::new();
+    for (begin, size) in &grid {
+        let ctx = padded(&labels, begin, size, &below, &above);
+        for (a, b) in block_pairs(ctx.view(), size, c).unwrap() {
+            uf.union(a, b);
+        }
+    }
+    let table = uf.merge_table();
+    for (begin, size) in &grid {
+        table.relabel(labels.slice_each_axis_mut(region(begin, size)));
+    }
+    labels
+}
+
+/// A breadth-first flood fill: the reference labelling, independent of ndarray-ndimage.
+fn flood_fill(mask: &ArrayD<bool>, c: Connectivity) -> ArrayD<u64> {
+    let shape = mask.shape().to_vec();
+    let offsets = c.offsets(shape.len());
+    let mut labels = ArrayD::zeros(IxDyn(&shape));
+    let mut next = 0u64;
+    let idx: Vec<Vec<usize>> = mask.indexed_iter().map(|(i, _)| i.slice().to_vec()).collect();
+    for start in idx {
+        if !mask[IxDyn(&start)] || labels[IxDyn(&start)] != 0 {
+            continue;
+        }
+        next += 1;
+        labels[IxDyn(&start)] = next;
+        let mut queue = VecDeque::from([start]);
+        while let Some(p) = queue.pop_front() {
+            'next: for delta in &offsets {
+                let mut q = Vec::with_capacity(p.len());
+                for d in 0..p.len() {
+                    let x = p[d] as isize + isize::from(delta[d]);
+                    if x < 0 || x >= shape[d] as isize {
+                        continue 'next;
+                    }
+                    q.push(x as usize);
+                }
+                if mask[IxDyn(&q)] && labels[IxDyn(&q)] == 0 {
+                    labels[IxDyn(&q)] = next;
+                    queue.push_back(q);
+                }
+            }
+        }
+    }
+    labels
+}
+
+/// Whether two labellings are the same partition: identical background and a bijection
+/// between labels.
+fn same_partition(a: ArrayViewD<'_, u64>, b: ArrayViewD<'_, u64>) -> Result<(), String> {
+    if a.shape() != b.shape() {
+        return Err(format!("shapes {:?} and {:?}", a.shape(), b.shape()));
+    }
+    let (mut ab, mut ba) = (HashMap::new(), HashMap::new());
+    for ((i, &x), &y) in a.indexed_iter().zip(b.iter()) {
+        if (x == 0) != (y == 0) {
+            return Err(format!("background differs at {i:?}: {x} vs {y}"));
+        }
+        if x == 0 {
+            continue;
+        }
+        if *ab.entry(x).or_insert(y) != y || *ba.entry(y).or_insert(x) != x {
+            return Err(format!("labels {x} and {y} at {i:?} are not a bijection"));
+        }
+    }
+    Ok(())
+}
+
+fn check_volume(mask: &ArrayD<bool>, block: &[usize]) -> Result<(), TestCaseError> {
+    for c in ALL {
+        let reference = flood_fill(mask, c);
+        let (whole, n) = label(mask.view(), c).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        same_partition(whole.view(), reference.view())
+            .map_err(|e| TestCaseError::fail(format!("{c}: ndimage vs flood fill: {e}")))?;
+        prop_assert_eq!(n, reference.iter().copied().max().unwrap_or(0));
+        let blockwise = blockwise_labels(mask, block, c);
+        same_partition(blockwise.view(), whole.view()).map_err(|e| {
+            TestCaseError::fail(format!("{c}, blocks {block:?}: blockwise vs whole: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// A volume shape (1 to 3 dims, up to 16 per axis in 3-D), a block shape (1 up to past the
+/// volume per axis), and a mask of random density.
+fn volume() -> impl Strategy<Value = (ArrayD<bool>, Vec<usize>)> {
+    (1usize..=3)
+        .prop_flat_map(|dims| {
+            let max = match dims {
+                1 => 40,
+                2 => 24,
+                _ => 16,
+            };
+            (
+                proptest::collection::vec(1usize..=max, dims),
+                proptest::collection::vec(1usize..=18, dims),
+                0.0f64..1.0,
+            )
+        })
+        .prop_flat_map(|(shape, block, density)| {
+            let n: usize = shape.iter().product();
+            let block: Vec<usize> = block.iter().zip(&shape).map(|(b, s)| *b.min(&(s + 2))).collect();
+            (
+                Just(shape),
+                Just(block),
+                proptest::collection::vec(proptest::bool::weighted(density), n),
+            )
+        })
+        .prop_map(|(shape, block, bits)| {
+            (
+                ArrayD::from_shape_vec(IxDyn(&shape), bits).unwrap_or_else(|_| {
+                    ArrayD::from_elem(IxDyn(&shape), false)
+                }),
+                block,
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn blockwise_matches_whole_volume((mask, block) in volume()) {
+        check_volume(&mask, &block)?;
+    }
+
+    /// Tiny blocks (1 or 2 voxels per axis): nearly every adjacency crosses a block boundary.
+    #[test]
+    fn tiny_blocks_match_whole_volume(
+        (mask, _) in volume(),
+        small in proptest::collection::vec(1usize..=2, 3),
+    ) {
+        let block: Vec<usize> = small[..mask.ndim()].to_vec();
+        check_volume(&mask, &block)?;
+    }
+}
+
+/// A triangle wave: 0, 1, …, n-1, n-2, …, 0, 1, … (steps of ±1; 0 for `n == 1`).
+fn tri(t: usize, n: usize) -> usize {
+    if n < 2 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let r = t % period;
+    if r < n { r } else { period - r }
+}
+
+/// One 1-voxel-wide path through the whole volume, joined by face steps only: every other row
+/// of every other plane, filled along the last axis, joined to the next row at alternating
+/// ends, and to the next plane at the end of the last row.
+fn face_snake(shape: [usize; 3]) -> ArrayD<bool> {
+    let [nz, ny, nx] = shape;
+    let mut mask = ArrayD::from_elem(IxDyn(&shape), false);
+    let rows: Vec<usize> = (0..ny).step_by(2).collect();
+    let mut forward = true;
+    for (plane, z) in (0..nz).step_by(2).enumerate() {
+        let order: Vec<usize> = if plane % 2 == 0 {
+            rows.clone()
+        } else {
+            rows.iter().rev().copied().collect()
+        };
+        for (i, &y) in order.iter().enumerate() {
+            for x in 0..nx {
+                mask[[z, y, x]] = true;
+            }
+            let end = if forward { nx - 1 } else { 0 };
+            if let Some(&next) = order.get(i + 1) {
+                mask[[z, y.min(next) + 1, end]] = true;
+            } else if z + 2 < nz {
+                mask[[z + 1, y, end]] = true;
+            }
+            forward = !forward;
+        }
+    }
+    mask
+}
+
+/// A path whose steps within a plane are diagonal (edge neighbours): in every other plane a
+/// triangle wave `y = tri(x)`, the planes joined by a face step at alternating ends.
+fn edge_snake(shape: [usize; 3]) -> ArrayD<bool> {
+    let [nz, ny, nx] = shape;
+    let mut mask = ArrayD::from_elem(IxDyn(&shape), false);
+    for (plane, z) in (0..nz).step_by(2).enumerate() {
+        for x in 0..nx {
+            mask[[z, tri(x, ny), x]] = true;
+        }
+        let end = if plane % 2 == 0 { nx - 1 } else { 0 };
+        if z + 2 < nz {
+            mask[[z + 1, tri(end, ny), end]] = true;
+        }
+    }
+    mask
+}
+
+/// A path whose every step changes all three coordinates (corner neighbours only).
+fn vertex_snake(shape: [usize; 3]) -> ArrayD<bool> {
+    let [nz, ny, nx] = shape;
+    let mut mask = ArrayD::from_elem(IxDyn(&shape), false);
+    for x in 0..nx {
+        mask[[tri(x, nz), tri(x, ny), x]] = true;
+    }
+    mask
+}
+
+#[test]
+fn snakes_cross_every_block() {
+    let shape = [7, 11, 13];
+    let snakes = [
+        ("face", face_snake(shape), Connectivity::Faces),
+        ("edge", edge_snake(shape), Connectivity::Edges),
+        ("vertex", vertex_snake([5, 4, 60]), Connectivity::Vertices),
+    ];
+    for (name, mask, joins) in &snakes {
+        for block in [[2, 3, 4], [1, 1, 1], [7, 2, 5], [3, 11, 1], [4, 4, 4], [2, 2, 2]] {
+            for c in ALL {
+                let (whole, n) = label(mask.view(), c).unwrap();
+                if c as u8 >= *joins as u8 {
+                    assert_eq!(n, 1, "the {name} snake is one component with {c}");
+                } else {
+                    assert!(n > 1, "the {name} snake falls apart with {c}");
+                }
+                let blockwise = blockwise_labels(mask, &block, c);
+                same_partition(blockwise.view(), whole.view())
+                    .unwrap_or_else(|e| panic!("{name} snake, {c}, blocks {block:?}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn two_dimensional_diagonals_across_blocks() {
+    // A diagonal line in 2-D crosses a block corner at every step with 1×1 blocks.
+    let mut mask = ArrayD::from_elem(IxDyn(&[9, 9]), false);
+    for i in 0..9 {
+        mask[[i, i]] = true;
+        mask[[i, 8 - i]] = true;
+    }
+    for c in ALL {
+        let (whole, n) = label(mask.view(), c).unwrap();
+        assert_eq!(n, if c == Connectivity::Faces { 17 } else { 1 });
+        for block in [[1, 1], [2, 3], [4, 4]] {
+            same_partition(blockwise_labels(&mask, &block, c).view(), whole.view()).unwrap();
+        }
+    }
+}
