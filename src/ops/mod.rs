@@ -43,10 +43,16 @@
 //! # }
 //! ```
 
+#[cfg(feature = "zarr")]
+mod components;
+#[cfg(feature = "zarr")]
+mod files;
 mod label;
 mod pairs;
 mod union_find;
 
+#[cfg(feature = "zarr")]
+pub use components::{ComponentsReport, ConnectedComponents};
 pub use label::{Connectivity, MAX_DIMS, block_label_offset, label, label_block};
 pub use pairs::block_pairs;
 pub use union_find::{MergeTable, UnionFind};

@@ -327,3 +327,193 @@ fn two_dimensional_diagonals_across_blocks() {
         }
     }
 }
+
+#[cfg(feature = "zarr")]
+mod tasks {
+    use blockwise::ops::{ConnectedComponents, Connectivity, label};
+    use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    use blockwise::{Error, Progress, Roi, Runner};
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::same_partition;
+
+    fn runner() -> Runner {
+        Runner::new().progress(Progress::Never).print_summary(false)
+    }
+
+    /// Deterministic pseudo-random u8 values, smoothed a little along the last axis so that
+    /// components are larger than single voxels.
+    fn volume(shape: &[usize], seed: u64) -> ArrayD<u8> {
+        let n: usize = shape.iter().product();
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut values: Vec<u8> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        for i in (1..n).rev() {
+            values[i] = ((u16::from(values[i]) + u16::from(values[i - 1])) / 2) as u8;
+        }
+        ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        raw: ZarrArray,
+        labels: ZarrArray,
+        data: ArrayD<u8>,
+        roi: Roi,
+    }
+
+    /// `shape` voxels of `voxel` world units from offset `offset`, chunks of `chunk` voxels.
+    fn setup(shape: &[usize], voxel: &[i64], offset: &[i64], chunk: &[u64], seed: u64) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let world: Vec<i64> = shape.iter().zip(voxel).map(|(&s, &v)| s as i64 * v).collect();
+        let roi = Roi::new(offset.to_vec(), world);
+        let spec = |t| ArraySpec::new(roi.clone(), voxel.to_vec(), t, chunk.to_vec());
+        let raw = ZarrArray::create(dir.path(), "raw", &spec(DataType::U8)).unwrap();
+        let data = volume(shape, seed);
+        raw.write(&roi, data.view()).unwrap();
+        let labels = ZarrArray::create(dir.path(), "seg/labels", &spec(DataType::U64)).unwrap();
+        Setup {
+            _dir: dir,
+            raw,
+            labels,
+            data,
+            roi,
+        }
+    }
+
+    fn check(s: &Setup, threshold: u8, c: Connectivity) {
+        let mask = s.data.mapv(|v| v > threshold);
+        let (whole, n) = label(mask.view(), c).unwrap();
+        let out = s.labels.read::<u64>(&s.roi).unwrap();
+        same_partition(out.view(), whole.view()).unwrap();
+        assert!(n > 1, "a test volume with several components, not {n}");
+    }
+
+    #[test]
+    fn components_across_many_blocks_match_whole_volume() {
+        // 3-D, blocks of 4×5×6 voxels not dividing the volume, voxel size and offset.
+        let s = setup(&[17, 19, 23], &[2, 1, 3], &[4, -5, 9], &[4, 5, 6], 1);
+        for c in [Connectivity::Faces, Connectivity::Edges, Connectivity::Vertices] {
+            let report = ConnectedComponents::new(&s.raw, &s.labels)
+                .threshold(175.0)
+                .connectivity(c)
+                .num_workers(2)
+                .run(&runner())
+                .unwrap();
+            assert!(report.is_success(), "{c}: {}", report.label);
+            assert!(report.pairs > 0 && report.merged > 0, "{c}: components cross blocks");
+            assert_eq!(
+                report.label.task("cc-label").map(|t| t.completed),
+                Some(5 * 4 * 4)
+            );
+            check(&s, 175, c);
+        }
+    }
+
+    #[test]
+    fn two_dimensional_with_foreground_and_block_shape() {
+        let s = setup(&[30, 41], &[1, 1], &[0, 0], &[3, 4], 2);
+        let report = ConnectedComponents::new(&s.raw, &s.labels)
+            .foreground(|v| v > 150.0)
+            .connectivity(Connectivity::Vertices)
+            .block_shape([6, 8])
+            .name("seg")
+            .run(&runner())
+            .unwrap();
+        assert!(report.is_success());
+        assert!(report.relabel.as_ref().and_then(|r| r.task("seg-relabel")).is_some());
+        check(&s, 150, Connectivity::Vertices);
+    }
+
+    #[test]
+    fn rerun_with_a_run_dir_resumes_after_the_first_run() {
+        let s = setup(&[12, 13, 14], &[1, 1, 1], &[0, 0, 0], &[3, 3, 3], 3);
+        let run_dir = s._dir.path().join("run");
+        let cc = || {
+            ConnectedComponents::new(&s.raw, &s.labels)
+                .threshold(170.0)
+                .connectivity(Connectivity::Edges)
+                .work_dir(run_dir.join("cc"))
+        };
+        // "Crash" after the first run: label and pairs done, no merge, no relabel.
+        let tasks = cc().tasks().unwrap();
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id()).collect();
+        assert_eq!(ids, ["cc-label", "cc-pairs", "cc-relabel"]);
+        let first = runner().run_dir(&run_dir).run([tasks[1].clone()]).unwrap();
+        assert!(first.is_success());
+        // The rerun skips label and pairs (their pairs are kept), then merges and relabels.
+        let report = cc().run(&runner().run_dir(&run_dir)).unwrap();
+        assert!(report.is_success());
+        let skipped = |id| report.label.task(id).map(|t| t.skipped);
+        assert_eq!(skipped("cc-label"), Some(4 * 5 * 5));
+        assert_eq!(skipped("cc-pairs"), Some(4 * 5 * 5));
+        assert!(report.merged > 0);
+        check(&s, 170, Connectivity::Edges);
+        // And again: everything is skipped, nothing changes.
+        let again = cc().run(&runner().run_dir(&run_dir)).unwrap();
+        assert!(again.is_success());
+        assert_eq!(
+            again.relabel.as_ref().and_then(|r| r.task("cc-relabel")).map(|t| t.skipped),
+            Some(4 * 5 * 5)
+        );
+        check(&s, 170, Connectivity::Edges);
+    }
+
+    #[test]
+    fn relabelling_twice_changes_nothing() {
+        let s = setup(&[10, 11, 12], &[1, 1, 1], &[0, 0, 0], &[2, 3, 4], 4);
+        let cc = || ConnectedComponents::new(&s.raw, &s.labels).threshold(115.0);
+        assert!(cc().run(&runner()).unwrap().is_success());
+        let once = s.labels.read::<u64>(&s.roi).unwrap();
+        // A crash during the relabel run and a rerun: relabel again on relabelled blocks.
+        let relabel = cc().tasks().unwrap().remove(2);
+        assert!(runner().run([relabel]).unwrap().is_success());
+        assert_eq!(s.labels.read::<u64>(&s.roi).unwrap(), once);
+        check(&s, 115, Connectivity::Faces);
+    }
+
+    #[test]
+    fn bad_configurations_are_clear_errors() {
+        let s = setup(&[8, 8], &[1, 1], &[0, 0], &[4, 4], 5);
+        let reason = |cc: ConnectedComponents| match cc.tasks() {
+            Err(Error::InvalidTask { task, reason }) => {
+                assert_eq!(task, "cc-label");
+                reason
+            }
+            other => panic!("expected InvalidTask, got {other:?}"),
+        };
+        // Output not u64.
+        let r = reason(ConnectedComponents::new(&s.raw, &s.raw));
+        assert!(r.contains("uint64"), "{r}");
+        // Block shape not aligned to the output's chunks.
+        let r = reason(ConnectedComponents::new(&s.raw, &s.labels).block_shape([3, 4]));
+        assert!(r.contains("chunk"), "{r}");
+        let r = reason(ConnectedComponents::new(&s.raw, &s.labels).block_shape([0, 4]));
+        assert!(r.contains("positive"), "{r}");
+        let r = reason(ConnectedComponents::new(&s.raw, &s.labels).block_shape([4, 4, 4]));
+        assert!(r.contains("dims"), "{r}");
+        // Different ROIs.
+        let other = ZarrArray::create(
+            s._dir.path(),
+            "small",
+            &ArraySpec::new(Roi::new([0, 0], [4, 8]), [1, 1], DataType::U64, vec![4, 4]),
+        )
+        .unwrap();
+        let r = reason(ConnectedComponents::new(&s.raw, &other));
+        assert!(r.contains("same ROI"), "{r}");
+        // Relabel without a merge table: its workers cannot start.
+        let relabel = ConnectedComponents::new(&s.raw, &s.labels).tasks().unwrap().remove(2);
+        match runner().run([relabel]) {
+            Err(Error::WorkerStartup { message, .. }) => {
+                assert!(message.contains("merge table"), "{message}");
+            }
+            other => panic!("expected WorkerStartup, got {other:?}"),
+        }
+    }
+}
