@@ -275,7 +275,12 @@ impl ConnectedComponents {
             )));
         }
         let block_voxels: Vec<u64> = (0..dims).map(|d| (block[d] / vs[d]) as u64).collect();
-        let overflow = || self.invalid(format!("label ids of blocks of {block_voxels:?} voxels over {:?} voxels overflow u64", output.shape()));
+        let overflow = || {
+            self.invalid(format!(
+                "label ids of blocks of {block_voxels:?} voxels over {:?} voxels overflow u64",
+                output.shape()
+            ))
+        };
         let v = block_voxels
             .iter()
             .try_fold(1u64, |acc, &b| acc.checked_mul(b))
@@ -518,9 +523,7 @@ where
 
 /// The pairs the block with dense grid index `grid_index` stored.
 fn collect_pairs(work_dir: &Path, grid_index: u64) -> Result<Vec<(u64, u64)>, Error> {
-    let path = work_dir
-        .join(PAIRS_DIR)
-        .join(format!("{grid_index}.pairs"));
+    let path = work_dir.join(PAIRS_DIR).join(format!("{grid_index}.pairs"));
     files::read(&path, files::PAIRS_MAGIC).map_err(|source| Error::Io {
         context: format!(
             "reading the label pairs of block {grid_index} ({}); did the pairs run complete?",

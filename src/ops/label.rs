@@ -253,19 +253,15 @@ pub fn label_block(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
     fn neighbour_counts() {
         let count = |c: Connectivity, d| c.offsets(d).len();
-        assert_eq!(
-            [1, 2, 3].map(|d| count(Connectivity::Faces, d)),
-            [2, 4, 6]
-        );
-        assert_eq!(
-            [1, 2, 3].map(|d| count(Connectivity::Edges, d)),
-            [2, 8, 18]
-        );
+        assert_eq!([1, 2, 3].map(|d| count(Connectivity::Faces, d)), [2, 4, 6]);
+        assert_eq!([1, 2, 3].map(|d| count(Connectivity::Edges, d)), [2, 8, 18]);
         assert_eq!(
             [1, 2, 3].map(|d| count(Connectivity::Vertices, d)),
             [2, 8, 26]
@@ -345,10 +341,7 @@ mod tests {
             block_label_offset(u64::MAX / 2, 3),
             Err(OpsError::Overflow { .. })
         ));
-        assert!(matches!(
-            block_label_offset(0, 0),
-            Err(OpsError::Shape(_))
-        ));
+        assert!(matches!(block_label_offset(0, 0), Err(OpsError::Shape(_))));
         assert_eq!(block_label_offset(5, 8).unwrap(), 40);
         let m = ArrayD::from_elem(IxDyn(&[3]), true);
         assert!(matches!(

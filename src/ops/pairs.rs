@@ -121,6 +121,8 @@ fn outside_slabs(shape: &[usize], delta: &[i8]) -> Vec<Vec<Range<usize>>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use ndarray::{ArrayD, IxDyn};
 
@@ -149,8 +151,7 @@ mod tests {
     #[test]
     fn diagonal_pairs_need_the_upper_context() {
         // 2-D block 1×1 at (1, 1) in a 3×3 context (1 below, 1 above on axis 1 only → 2×3).
-        let labels =
-            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1u64, 0, 2, 0, 7, 0]).unwrap();
+        let labels = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1u64, 0, 2, 0, 7, 0]).unwrap();
         assert_eq!(
             block_pairs(labels.view(), &[1, 1], Connectivity::Vertices).unwrap(),
             vec![(1, 7), (2, 7)]

@@ -99,7 +99,11 @@ impl UnionFind {
         let (Some(&na), Some(&nb)) = (self.nodes.get(&ra), self.nodes.get(&rb)) else {
             return;
         };
-        let (big, small) = if na.size >= nb.size { (ra, rb) } else { (rb, ra) };
+        let (big, small) = if na.size >= nb.size {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
         let merged = Node {
             parent: big,
             size: na.size + nb.size,
@@ -248,6 +252,8 @@ impl MergeTable {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]

@@ -1,5 +1,7 @@
 //! `blockwise::ops`: blockwise connected components against whole-volume labelling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use std::collections::{HashMap, VecDeque};
 
 use blockwise::ops::{Connectivity, UnionFind, block_pairs, label, label_block};
@@ -15,7 +17,11 @@ const ALL: [Connectivity; 3] = [
 /// Every block of a grid of `block`-shaped blocks over `shape` (row-major grid order; the last
 /// block of an axis is cut at the volume's end), as `(begin, shape)` per block.
 fn blocks(shape: &[usize], block: &[usize]) -> Vec<(Vec<usize>, Vec<usize>)> {
-    let counts: Vec<usize> = shape.iter().zip(block).map(|(s, b)| s.div_ceil(*b)).collect();
+    let counts: Vec<usize> = shape
+        .iter()
+        .zip(block)
+        .map(|(s, b)| s.div_ceil(*b))
+        .collect();
     let total: usize = counts.iter().product();
     (0..total)
         .map(|mut g| {
@@ -101,7 +107,10 @@ fn flood_fill(mask: &ArrayD<bool>, c: Connectivity) -> ArrayD<u64> {
     let offsets = c.offsets(shape.len());
     let mut labels = ArrayD::zeros(IxDyn(&shape));
     let mut next = 0u64;
-    let idx: Vec<Vec<usize>> = mask.indexed_iter().map(|(i, _)| i.slice().to_vec()).collect();
+    let idx: Vec<Vec<usize>> = mask
+        .indexed_iter()
+        .map(|(i, _)| i.slice().to_vec())
+        .collect();
     for start in idx {
         if !mask[IxDyn(&start)] || labels[IxDyn(&start)] != 0 {
             continue;
@@ -183,7 +192,11 @@ fn volume() -> impl Strategy<Value = (ArrayD<bool>, Vec<usize>)> {
         })
         .prop_flat_map(|(shape, block, density)| {
             let n: usize = shape.iter().product();
-            let block: Vec<usize> = block.iter().zip(&shape).map(|(b, s)| *b.min(&(s + 2))).collect();
+            let block: Vec<usize> = block
+                .iter()
+                .zip(&shape)
+                .map(|(b, s)| *b.min(&(s + 2)))
+                .collect();
             (
                 Just(shape),
                 Just(block),
@@ -192,9 +205,8 @@ fn volume() -> impl Strategy<Value = (ArrayD<bool>, Vec<usize>)> {
         })
         .prop_map(|(shape, block, bits)| {
             (
-                ArrayD::from_shape_vec(IxDyn(&shape), bits).unwrap_or_else(|_| {
-                    ArrayD::from_elem(IxDyn(&shape), false)
-                }),
+                ArrayD::from_shape_vec(IxDyn(&shape), bits)
+                    .unwrap_or_else(|_| ArrayD::from_elem(IxDyn(&shape), false)),
                 block,
             )
         })
@@ -295,7 +307,14 @@ fn snakes_cross_every_block() {
         ("vertex", vertex_snake([5, 4, 60]), Connectivity::Vertices),
     ];
     for (name, mask, joins) in &snakes {
-        for block in [[2, 3, 4], [1, 1, 1], [7, 2, 5], [3, 11, 1], [4, 4, 4], [2, 2, 2]] {
+        for block in [
+            [2, 3, 4],
+            [1, 1, 1],
+            [7, 2, 5],
+            [3, 11, 1],
+            [4, 4, 4],
+            [2, 2, 2],
+        ] {
             for c in ALL {
                 let (whole, n) = label(mask.view(), c).unwrap();
                 if c as u8 >= *joins as u8 {
@@ -345,7 +364,9 @@ mod tasks {
     /// components are larger than single voxels.
     fn volume(shape: &[usize], seed: u64) -> ArrayD<u8> {
         let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut values: Vec<u8> = (0..n)
             .map(|_| {
                 state = state
@@ -371,7 +392,11 @@ mod tasks {
     /// `shape` voxels of `voxel` world units from offset `offset`, chunks of `chunk` voxels.
     fn setup(shape: &[usize], voxel: &[i64], offset: &[i64], chunk: &[u64], seed: u64) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let world: Vec<i64> = shape.iter().zip(voxel).map(|(&s, &v)| s as i64 * v).collect();
+        let world: Vec<i64> = shape
+            .iter()
+            .zip(voxel)
+            .map(|(&s, &v)| s as i64 * v)
+            .collect();
         let roi = Roi::new(offset.to_vec(), world);
         let spec = |t| ArraySpec::new(roi.clone(), voxel.to_vec(), t, chunk.to_vec());
         let raw = ZarrArray::create(dir.path(), "raw", &spec(DataType::U8)).unwrap();
@@ -399,7 +424,11 @@ mod tasks {
     fn components_across_many_blocks_match_whole_volume() {
         // 3-D, blocks of 4×5×6 voxels not dividing the volume, voxel size and offset.
         let s = setup(&[17, 19, 23], &[2, 1, 3], &[4, -5, 9], &[4, 5, 6], 1);
-        for c in [Connectivity::Faces, Connectivity::Edges, Connectivity::Vertices] {
+        for c in [
+            Connectivity::Faces,
+            Connectivity::Edges,
+            Connectivity::Vertices,
+        ] {
             let report = ConnectedComponents::new(&s.raw, &s.labels)
                 .threshold(175.0)
                 .connectivity(c)
@@ -407,7 +436,10 @@ mod tasks {
                 .run(&runner())
                 .unwrap();
             assert!(report.is_success(), "{c}: {}", report.label);
-            assert!(report.pairs > 0 && report.merged > 0, "{c}: components cross blocks");
+            assert!(
+                report.pairs > 0 && report.merged > 0,
+                "{c}: components cross blocks"
+            );
             assert_eq!(
                 report.label.task("cc-label").map(|t| t.completed),
                 Some(5 * 4 * 4)
@@ -427,7 +459,13 @@ mod tasks {
             .run(&runner())
             .unwrap();
         assert!(report.is_success());
-        assert!(report.relabel.as_ref().and_then(|r| r.task("seg-relabel")).is_some());
+        assert!(
+            report
+                .relabel
+                .as_ref()
+                .and_then(|r| r.task("seg-relabel"))
+                .is_some()
+        );
         check(&s, 150, Connectivity::Vertices);
     }
 
@@ -459,7 +497,11 @@ mod tasks {
         let again = cc().run(&runner().run_dir(&run_dir)).unwrap();
         assert!(again.is_success());
         assert_eq!(
-            again.relabel.as_ref().and_then(|r| r.task("cc-relabel")).map(|t| t.skipped),
+            again
+                .relabel
+                .as_ref()
+                .and_then(|r| r.task("cc-relabel"))
+                .map(|t| t.skipped),
             Some(4 * 5 * 5)
         );
         check(&s, 170, Connectivity::Edges);
@@ -508,7 +550,10 @@ mod tasks {
         let r = reason(ConnectedComponents::new(&s.raw, &other));
         assert!(r.contains("same ROI"), "{r}");
         // Relabel without a merge table: its workers cannot start.
-        let relabel = ConnectedComponents::new(&s.raw, &s.labels).tasks().unwrap().remove(2);
+        let relabel = ConnectedComponents::new(&s.raw, &s.labels)
+            .tasks()
+            .unwrap()
+            .remove(2);
         match runner().run([relabel]) {
             Err(Error::WorkerStartup { message, .. }) => {
                 assert!(message.contains("merge table"), "{message}");
