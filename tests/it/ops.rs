@@ -562,3 +562,44 @@ mod tasks {
         }
     }
 }
+
+/// Worker processes rebuild the tasks and find the pairs and the merge table on disk.
+#[cfg(feature = "zarr")]
+#[test]
+fn components_with_worker_processes() {
+    use blockwise::Roi;
+    use blockwise::ops::ConnectedComponents;
+    use blockwise::store::{ArraySpec, DataType, ZarrArray};
+
+    const TEST: &str = "ops::components_with_worker_processes";
+    let dir = crate::processes::scratch("ops-components");
+    let roi = Roi::new([0, 0, 0], [10, 12, 14]);
+    let store = dir.join("data.zarr");
+    let (raw, labels) = if crate::processes::in_worker() {
+        (
+            ZarrArray::open(&store, "raw").unwrap(),
+            ZarrArray::open(&store, "labels").unwrap(),
+        )
+    } else {
+        let spec = |t| ArraySpec::new(roi.clone(), [1, 1, 1], t, vec![4, 4, 4]);
+        let raw = ZarrArray::create(&store, "raw", &spec(DataType::U8)).unwrap();
+        let data = ArrayD::from_shape_fn(IxDyn(&[10, 12, 14]), |i| {
+            // Planes of stripes that join at the edges of the volume.
+            let (z, y, x) = (i[0], i[1], i[2]);
+            u8::from(z % 3 == 0 && (y % 4 == 0 || x == 0 || x == 13)) * 200
+        });
+        raw.write(&roi, data.view()).unwrap();
+        let labels = ZarrArray::create(&store, "labels", &spec(DataType::U64)).unwrap();
+        (raw, labels)
+    };
+    let report = ConnectedComponents::new(&raw, &labels)
+        .threshold(100.0)
+        .num_workers(2)
+        .run(&crate::processes::runner(TEST, &dir).processes())
+        .unwrap();
+    assert!(report.is_success(), "{}", report.label);
+    let mask = raw.read::<u8>(&roi).unwrap().mapv(|v| v > 100);
+    let (whole, n) = label(mask.view(), Connectivity::Faces).unwrap();
+    assert_eq!(n, 4); // one comb per plane z = 0, 3, 6, 9
+    same_partition(labels.read::<u64>(&roi).unwrap().view(), whole.view()).unwrap();
+}
