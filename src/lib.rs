@@ -80,6 +80,7 @@ mod graph;
 pub mod journal;
 pub mod launch;
 mod observe;
+pub mod ops;
 mod run;
 pub mod sample;
 mod scheduler;

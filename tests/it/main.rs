@@ -12,6 +12,8 @@ mod guardrails;
 mod interop;
 mod launchers;
 mod outputs;
+#[cfg(feature = "zarr")]
+mod ops;
 mod processes;
 #[cfg(feature = "zarr")]
 mod resume;
