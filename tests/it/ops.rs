@@ -530,8 +530,10 @@ mod tasks {
             }
             other => panic!("expected InvalidTask, got {other:?}"),
         };
-        // Output not u64.
-        let r = reason(ConnectedComponents::new(&s.raw, &s.raw));
+        // Output not u64, or the input itself.
+        let r = reason(ConnectedComponents::new(&s.labels, &s.labels));
+        assert!(r.contains("same array"), "{r}");
+        let r = reason(ConnectedComponents::new(&s.labels, &s.raw));
         assert!(r.contains("uint64"), "{r}");
         // Block shape not aligned to the output's chunks.
         let r = reason(ConnectedComponents::new(&s.raw, &s.labels).block_shape([3, 4]));
