@@ -107,7 +107,7 @@ pub struct ComponentsReport {
     pub label: RunSummary,
     /// The relabel run (`None` if the first run failed, or in a worker process).
     pub relabel: Option<RunSummary>,
-    /// The number of distinct cross-block label pairs.
+    /// The number of cross-block label pairs found (distinct within each block).
     pub pairs: u64,
     /// The number of labels merged into a smaller one (entries of the merge table).
     pub merged: u64,
@@ -217,7 +217,7 @@ impl ConnectedComponents {
     /// # Errors
     ///
     /// [`Error::InvalidTask`] (named `<name>-label`) naming what is wrong: arrays that could
-    /// not be opened again, an output that is not `u64` or differs from the input in ROI or
+    /// not be opened again, an output that is not `u64`, is the input, or differs from the input in ROI or
     /// voxel size, 0 or more than 3 dimensions, a block shape that is not positive, not a
     /// multiple of the voxel size or not aligned to the output's chunks, or label ids that
     /// would overflow a `u64`.
@@ -243,6 +243,12 @@ impl ConnectedComponents {
                 "the output {} holds {}; labels need uint64",
                 output.name(),
                 output.data_type()
+            )));
+        }
+        if input.name() == output.name() {
+            return Err(self.invalid(format!(
+                "the input and the output are the same array {}",
+                output.name()
             )));
         }
         let roi = output.roi();

@@ -449,6 +449,39 @@ mod tasks {
     }
 
     #[test]
+    fn sample_volume_matches_whole_volume() {
+        use blockwise::sample::{SampleSpec, write_zarr};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SampleSpec::cube(48);
+        let roi = spec.roi();
+        let raw = write_zarr(
+            &spec,
+            dir.path(),
+            "raw",
+            &ArraySpec::new(roi.clone(), [1, 1, 1], DataType::U8, vec![16, 16, 16]),
+            2,
+        )
+        .unwrap();
+        let labels_spec = ArraySpec::new(roi.clone(), [1, 1, 1], DataType::U64, vec![8, 8, 8]);
+        let labels = ZarrArray::create(dir.path(), "labels", &labels_spec).unwrap();
+        let data = raw.read::<u8>(&roi).unwrap();
+        for c in [Connectivity::Faces, Connectivity::Vertices] {
+            let report = ConnectedComponents::new(&raw, &labels)
+                .threshold(100.0)
+                .connectivity(c)
+                .block_shape([16, 8, 8])
+                .num_workers(2)
+                .run(&runner())
+                .unwrap();
+            assert!(report.is_success());
+            let (whole, n) = label(data.mapv(|v| v > 100).view(), c).unwrap();
+            assert!(n > 1);
+            let out = labels.read::<u64>(&roi).unwrap();
+            same_partition(out.view(), whole.view()).unwrap();
+        }
+    }
+
+    #[test]
     fn two_dimensional_with_foreground_and_block_shape() {
         let s = setup(&[30, 41], &[1, 1], &[0, 0], &[3, 4], 2);
         let report = ConnectedComponents::new(&s.raw, &s.labels)
@@ -530,8 +563,10 @@ mod tasks {
             }
             other => panic!("expected InvalidTask, got {other:?}"),
         };
-        // Output not u64.
-        let r = reason(ConnectedComponents::new(&s.raw, &s.raw));
+        // Output not u64, or the input itself.
+        let r = reason(ConnectedComponents::new(&s.labels, &s.labels));
+        assert!(r.contains("same array"), "{r}");
+        let r = reason(ConnectedComponents::new(&s.labels, &s.raw));
         assert!(r.contains("uint64"), "{r}");
         // Block shape not aligned to the output's chunks.
         let r = reason(ConnectedComponents::new(&s.raw, &s.labels).block_shape([3, 4]));
