@@ -474,10 +474,10 @@ mod tasks {
                 .run(&runner())
                 .unwrap();
             assert!(report.is_success());
-            let (whole, n) = label(data.mapv(|v| v > 100).view(), c).unwrap();
+            let (whole, n) = label(data.mapv(|v| v > 100).data().view(), c).unwrap();
             assert!(n > 1);
             let out = labels.read::<u64>(&roi).unwrap();
-            same_partition(out.view(), whole.view()).unwrap();
+            same_partition(out.data().view(), whole.view()).unwrap();
         }
     }
 
