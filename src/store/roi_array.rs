@@ -29,7 +29,7 @@ use crate::geometry::{Coordinate, Roi};
 ///
 /// ```
 /// use blockwise::store::RoiArray;
-/// use blockwise::{Coordinate, Roi};
+/// use blockwise::Roi;
 ///
 /// # fn main() -> Result<(), blockwise::store::StoreError> {
 /// // 6 × 4 voxels of 2 × 2 world units, from (10, 0): the read ROI of a block.
