@@ -13,6 +13,7 @@
 //!
 //! ```no_run
 //! # use blockwise::store::ZarrArray;
+//! # #[allow(dead_code)]
 //! # fn f(raw: &ZarrArray, out: &ZarrArray, block: &blockwise::Block) -> Result<(), blockwise::BlockError> {
 //! let data = raw.read::<u8>(block.read_roi())?; // the block's input, with context
 //! let core = data.view(block.write_roi())?;      // the part it writes
