@@ -3,10 +3,60 @@
 //! An array has an *offset* and a *voxel size* in world units, axis names and units, so blocks
 //! (whose ROIs are in world units) read and write it directly: `array.read::<u8>(block.read_roi())`.
 //! World ROIs are converted to voxels as `(roi - offset) / voxel_size`, and a ROI that does not
-//! fall on voxel boundaries is an error (funlib silently truncates). Reads past the array's
-//! bounds are an error with [`read`](ZarrArray::read) and padded with a fill value by
-//! [`read_with_fill`](ZarrArray::read_with_fill), which is what blocks of `Fit::Overhang` tasks
-//! and blocks with context at the volume's border need.
+//! fall on voxel boundaries is an error (funlib silently truncates; see also
+//! [`Roi::to_voxels`]).
+//!
+//! # Reads return a [`RoiArray`]
+//!
+//! A read returns the data together with its world ROI and voxel size, a [`RoiArray`], so the
+//! part a block writes is addressed in world units too, with no voxel arithmetic:
+//!
+//! ```no_run
+//! # use blockwise::store::ZarrArray;
+//! # #[allow(dead_code)]
+//! # fn f(raw: &ZarrArray, out: &ZarrArray, block: &blockwise::Block) -> Result<(), blockwise::BlockError> {
+//! let data = raw.read::<u8>(block.read_roi())?; // the block's input, with context
+//! let core = data.view(block.write_roi())?;      // the part it writes
+//! out.write(block.write_roi(), core)?;
+//! // or, for a result computed at the read ROI: out.write_array(&result.crop(block.write_roi())?)
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A `RoiArray` dereferences to its `ndarray::ArrayD` (re-exported as [`crate::ndarray`], so no
+//! version needs guessing), except that `view` and `mapv` are its own (a world sub-ROI; a map
+//! that keeps the ROI). [`write`](ZarrArray::write) takes anything that converts to an
+//! `ArrayViewD` (a view, `&ArrayD`, `&RoiArray`), and [`write_array`](ZarrArray::write_array)
+//! writes a `RoiArray` at its own ROI.
+//!
+//! # Reads past the border: [`Pad`]
+//!
+//! Reads past the array's bounds are an error with [`read`](ZarrArray::read), and padded by
+//! [`read_padded`](ZarrArray::read_padded) with scipy.ndimage's boundary modes:
+//! [`Pad::Constant`] (what [`read_with_fill`](ZarrArray::read_with_fill) does), [`Pad::Nearest`]
+//! (the edge voxel repeated) and [`Pad::Reflect`] (mirrored about the edge, the edge voxel
+//! repeated, again and again when the padding is wider than the array). That is what blocks of
+//! `Fit::Overhang` tasks and blocks with context at the volume's border need, and a filter
+//! computed block by block with `Reflect` padding equals scipy's on the whole volume.
+//!
+//! # Outputs: [`prepare`](ZarrArray::prepare) and identity
+//!
+//! [`ZarrArray::prepare`] (funlib.persistence's `prepare_ds`) opens an output if it exists and
+//! matches the spec, creates it if it does not, and otherwise fails naming every difference
+//! ([`StoreError::Mismatch`]; compression is not compared) unless `overwrite` is set, which
+//! replaces it. A rerun of a pipeline therefore keeps its outputs.
+//!
+//! Every array blockwise creates ([`create`](ZarrArray::create),
+//! [`create_like`](ZarrArray::create_like), `prepare`) gets a fresh random id in its attributes
+//! ([`ARRAY_ID_KEY`], `"blockwise_array_id"`), read back by [`array_id`](ZarrArray::array_id)
+//! and carried by its [`ChunkGrid`]: a run directory can then tell an output recreated after
+//! blocks were recorded as done from the one they were written to. Arrays made by other tools
+//! have none.
+//!
+//! Arrays are cheap to clone (clones share the store, chunk locks and caches), and
+//! [`TaskBuilder::writes`](crate::TaskBuilder::writes) takes `&array` and `&Arc<array>` alike.
+//!
+//! # Metadata
 //!
 //! The metadata is stored the way funlib.persistence stores it: attributes `voxel_size`,
 //! `offset`, `axis_names` and `units`, so Python users can open what blockwise writes with

@@ -29,7 +29,7 @@ use crate::geometry::{Coordinate, Roi};
 ///
 /// ```
 /// use blockwise::store::RoiArray;
-/// use blockwise::{Coordinate, Roi};
+/// use blockwise::Roi;
 ///
 /// # fn main() -> Result<(), blockwise::store::StoreError> {
 /// // 6 × 4 voxels of 2 × 2 world units, from (10, 0): the read ROI of a block.
@@ -45,7 +45,7 @@ use crate::geometry::{Coordinate, Roi};
 /// // An owned crop keeps its place in the world; mapv keeps the ROI too.
 /// let mask = read.crop(&write_roi)?.mapv(|v| v > 20);
 /// assert_eq!(mask.roi(), &write_roi);
-/// assert_eq!(mask.iter().filter(|&&m| m).count(), 4);
+/// assert_eq!(mask.iter().filter(|&&m| m).count(), 6);
 ///
 /// // Off the voxel grid, or outside: an error naming the values.
 /// let e = read.view(&Roi::new([11, 2], [8, 4])).unwrap_err();

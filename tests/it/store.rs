@@ -654,7 +654,6 @@ mod hdf5 {
 
     #[test]
     fn hdf5_padding_writes_ids_and_prepare() -> TestResult {
-        use blockwise::store::{Pad, RoiArray};
         let dir = TempDir::new("h5-prepare");
         std::fs::create_dir_all(&dir.0)?;
         let file = dir.0.join("vol.h5");
@@ -699,7 +698,7 @@ mod hdf5 {
         other.data_type = DataType::U16;
         other.fill_value = 2.0;
         other.chunk_shape = vec![3];
-        let e = Hdf5Array::prepare(&file, "line", &other).unwrap_err();
+        let e = Hdf5Array::prepare(&file, "line", &other).failure()?;
         let StoreError::Mismatch { differences, .. } = &e else {
             return Err(format!("expected a mismatch, got {e}").into());
         };
@@ -734,6 +733,20 @@ fn arrays_are_send_and_sync() {
 // ROI-aware reads, padding modes, writes of `RoiArray`s, clones, identity and `prepare`.
 
 use blockwise::store::{Pad, RoiArray};
+
+/// The error of a call that must fail.
+trait Failing {
+    fn failure(self) -> Result<StoreError, Box<dyn std::error::Error>>;
+}
+
+impl<T: std::fmt::Debug> Failing for Result<T, StoreError> {
+    fn failure(self) -> Result<StoreError, Box<dyn std::error::Error>> {
+        match self {
+            Ok(v) => Err(format!("expected an error, got {v:?}").into()),
+            Err(e) => Ok(e),
+        }
+    }
+}
 
 /// A 1-D u8 array `values` of voxels of `voxel` world units from `offset`.
 fn line(dir: &TempDir, values: &[u8], offset: i64, voxel: i64) -> Result<ZarrArray, StoreError> {
@@ -775,12 +788,12 @@ fn reads_return_roi_arrays_addressed_in_world_units() -> TestResult {
     // A ROI off the block's voxel grid, or outside it, is an error naming the ROIs.
     let e = block
         .view(&Roi::new([18, 6], [16, 8]))
-        .unwrap_err()
+        .failure()?
         .to_string();
     assert!(e.contains("not on the voxel grid"), "{e}");
     let e = block
         .view(&Roi::new([20, 6], [40, 8]))
-        .unwrap_err()
+        .failure()?
         .to_string();
     assert!(
         e.contains("not inside the array's ROI [16:40, 4:16]"),
@@ -876,7 +889,7 @@ fn read_padded_of_an_empty_array_says_why() -> TestResult {
     let a = ZarrArray::create(&dir.0, "a", &spec)?;
     let e = a
         .read_padded::<u8>(&Roi::new([0, 0], [2, 2]), Pad::Reflect)
-        .unwrap_err()
+        .failure()?
         .to_string();
     assert!(
         e.contains("cannot pad with mode reflect: the array has no voxels in axis 0"),
@@ -910,7 +923,7 @@ fn writes_take_views_arrays_and_roi_arrays() -> TestResult {
     assert_eq!(values(&a.read::<u8>(doubled.roi())?), [14; 4]);
     // Another voxel size is refused, naming both.
     let coarse = RoiArray::from_elem(Roi::new([0, 0], [8, 8]), [4, 4], 1u8)?;
-    let e = a.write_array(&coarse).unwrap_err().to_string();
+    let e = a.write_array(&coarse).failure()?.to_string();
     assert!(e.contains("has voxel size (4, 4), the array (2, 2)"), "{e}");
     Ok(())
 }
@@ -1190,7 +1203,7 @@ fn prepare_names_every_mismatch_at_once() -> TestResult {
     );
     let dir = TempDir::new("mismatch-msg");
     ZarrArray::prepare(&dir.0, "a", &spec())?;
-    let e = ZarrArray::prepare(&dir.0, "a", &s).unwrap_err().to_string();
+    let e = ZarrArray::prepare(&dir.0, "a", &s).failure()?.to_string();
     assert!(
         e.contains("an array exists there that differs from the spec"),
         "{e}"
