@@ -176,7 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
         s.write(
             block.write_roi(),
-            box_mean_block(data.data().view(), CONTEXT as usize, ws)?.view(),
+            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
         )?;
         Ok(())
     })

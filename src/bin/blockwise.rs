@@ -792,7 +792,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             }
             let w = b.write_roi();
             let ws = [0, 1, 2].map(|d| (w.shape()[d] / vs[d]) as usize);
-            out.write(w, box_mean_block(data.data().view(), c, ws)?.view())?;
+            out.write(w, box_mean_block(data.view(), c, ws)?.view())?;
             Ok(())
         })
         .build()

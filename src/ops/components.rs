@@ -351,7 +351,7 @@ impl ConnectedComponents {
             let ctx = b.write_roi().try_grow(bw.clone(), aw.clone())?;
             let labels = out.read_with_fill::<u64>(&ctx, 0)?;
             let shape = voxel_shape(b.write_roi(), out.voxel_size());
-            Ok(block_pairs(labels.data().view(), &shape, conn)?)
+            Ok(block_pairs(labels.view(), &shape, conn)?)
         })
         .build()?;
 

@@ -16,7 +16,7 @@
 //! # #[allow(dead_code)]
 //! # fn f(raw: &ZarrArray, out: &ZarrArray, block: &blockwise::Block) -> Result<(), blockwise::BlockError> {
 //! let data = raw.read::<u8>(block.read_roi())?; // the block's input, with context
-//! let core = data.view(block.write_roi())?;      // the part it writes
+//! let core = data.view_roi(block.write_roi())?;      // the part it writes
 //! out.write(block.write_roi(), core)?;
 //! // or, for a result computed at the read ROI: out.write_array(&result.crop(block.write_roi())?)
 //! # Ok(())

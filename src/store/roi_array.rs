@@ -13,15 +13,15 @@ use crate::geometry::{Coordinate, Roi};
 ///
 /// Voxel `i` of the data covers the world box `roi.offset() + i * voxel_size` (one voxel size
 /// wide), so the data's shape is always `roi.shape() / voxel_size`. Sub-regions are addressed
-/// in world units, as block ROIs are: [`view`](Self::view), [`view_mut`](Self::view_mut) and
+/// in world units, as block ROIs are: [`view_roi`](Self::view_roi),
+/// [`view_roi_mut`](Self::view_roi_mut) and
 /// [`crop`](Self::crop) take a world ROI that must lie inside the array and on its voxel
 /// boundaries (counted from the array's offset), and say what is wrong otherwise.
 ///
 /// `RoiArray` dereferences to its [`ArrayD`], so ndarray's methods (`iter`, `shape`, `sum`,
-/// indexing, ...) work on it directly. Two of them are shadowed: [`view`](Self::view) and
-/// [`mapv`](Self::mapv) are this type's (a world sub-ROI, and a map that keeps the ROI); the
-/// whole array's ndarray view is [`data`](Self::data)`().view()`, or `&array` where an
-/// `impl Into<ArrayViewD>` is taken (as by [`ZarrArray::write`](crate::store::ZarrArray::write)).
+/// indexing, `view`, ...) work on it directly; [`mapv`](Self::mapv) is this type's (a map that
+/// keeps the ROI). Where an `impl Into<ArrayViewD>` is taken (as by
+/// [`ZarrArray::write`](crate::store::ZarrArray::write)), pass `&array`.
 /// Do not replace the data through [`DerefMut`] with an array of another shape: views of a
 /// `RoiArray` whose data no longer has its ROI's shape are errors.
 ///
@@ -38,7 +38,7 @@ use crate::geometry::{Coordinate, Roi};
 ///
 /// // Its write ROI: voxels 1..5 × 1..3.
 /// let write_roi = Roi::new([12, 2], [8, 4]);
-/// let core = read.view(&write_roi)?;
+/// let core = read.view_roi(&write_roi)?;
 /// assert_eq!(core.shape(), &[4, 2]);
 /// assert_eq!(core[[0, 0]], 11);
 ///
@@ -48,9 +48,9 @@ use crate::geometry::{Coordinate, Roi};
 /// assert_eq!(mask.iter().filter(|&&m| m).count(), 6);
 ///
 /// // Off the voxel grid, or outside: an error naming the values.
-/// let e = read.view(&Roi::new([11, 2], [8, 4])).unwrap_err();
+/// let e = read.view_roi(&Roi::new([11, 2], [8, 4])).unwrap_err();
 /// assert!(e.to_string().contains("voxel"), "{e}");
-/// assert!(read.view(&Roi::new([0, 0], [4, 4])).is_err());
+/// assert!(read.view_roi(&Roi::new([0, 0], [4, 4])).is_err());
 /// # Ok(())
 /// # }
 /// ```
@@ -178,7 +178,7 @@ impl<T> RoiArray<T> {
     ///
     /// [`StoreError::RoiArray`] if `roi` has other dims, is not on the voxel grid (from the
     /// array's offset) or is not inside the array's ROI.
-    pub fn view(&self, roi: &Roi) -> Result<ArrayViewD<'_, T>, StoreError> {
+    pub fn view_roi(&self, roi: &Roi) -> Result<ArrayViewD<'_, T>, StoreError> {
         let ranges = self.ranges(roi)?;
         Ok(self
             .data
@@ -189,8 +189,8 @@ impl<T> RoiArray<T> {
     ///
     /// # Errors
     ///
-    /// As [`view`](Self::view).
-    pub fn view_mut(&mut self, roi: &Roi) -> Result<ArrayViewMutD<'_, T>, StoreError> {
+    /// As [`view_roi`](Self::view_roi).
+    pub fn view_roi_mut(&mut self, roi: &Roi) -> Result<ArrayViewMutD<'_, T>, StoreError> {
         let ranges = self.ranges(roi)?;
         Ok(self
             .data
@@ -201,12 +201,12 @@ impl<T> RoiArray<T> {
     ///
     /// # Errors
     ///
-    /// As [`view`](Self::view).
+    /// As [`view_roi`](Self::view_roi).
     pub fn crop(&self, roi: &Roi) -> Result<RoiArray<T>, StoreError>
     where
         T: Clone,
     {
-        let data = self.view(roi)?.to_owned();
+        let data = self.view_roi(roi)?.to_owned();
         Ok(RoiArray {
             roi: roi.clone(),
             voxel_size: self.voxel_size.clone(),
@@ -332,7 +332,7 @@ mod tests {
     fn views_and_crops_address_world_units() {
         let mut a = ramp();
         let sub = Roi::new([0, 5], [8, 4]);
-        let v = a.view(&sub).unwrap();
+        let v = a.view_roi(&sub).unwrap();
         assert_eq!(v.shape(), &[2, 2]);
         assert_eq!(v.iter().copied().collect::<Vec<_>>(), vec![11, 12, 21, 22]);
         let c = a.crop(&sub).unwrap();
@@ -342,12 +342,12 @@ mod tests {
             c,
             ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![11, 12, 21, 22]).unwrap()
         );
-        a.view_mut(&sub).unwrap().fill(-1);
+        a.view_roi_mut(&sub).unwrap().fill(-1);
         assert_eq!(a[[1, 1]], -1);
         assert_eq!(a[[0, 0]], 0);
         // The whole ROI and an empty ROI at the end are fine.
-        assert_eq!(a.view(&a.roi().clone()).unwrap().len(), 12);
-        assert_eq!(a.view(&Roi::new([12, 9], [0, 0])).unwrap().len(), 0);
+        assert_eq!(a.view_roi(&a.roi().clone()).unwrap().len(), 12);
+        assert_eq!(a.view_roi(&Roi::new([12, 9], [0, 0])).unwrap().len(), 0);
         let m = a.mapv(|x| x * 2);
         assert_eq!(m.roi(), a.roi());
         assert_eq!(m[[3, 2]], 64);
@@ -356,22 +356,22 @@ mod tests {
     #[test]
     fn bad_sub_rois_are_errors_naming_the_values() {
         let a = ramp();
-        let e = a.view(&Roi::new([-2, 3], [4, 2])).unwrap_err();
+        let e = a.view_roi(&Roi::new([-2, 3], [4, 2])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RoiArray: ROI [-2:2, 3:5] (4, 2) is not on the voxel grid of the array (ROI [-4:12, 3:9] (16, 6), voxel size (4, 2)) in axis 0"
         );
-        let e = a.view(&Roi::new([-4, 3], [4, 8])).unwrap_err();
+        let e = a.view_roi(&Roi::new([-4, 3], [4, 8])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RoiArray: ROI [-4:0, 3:11] (4, 8) is not inside the array's ROI [-4:12, 3:9] (16, 6) (axis 1)"
         );
-        assert!(a.view(&Roi::new([-8, 3], [4, 2])).is_err());
+        assert!(a.view_roi(&Roi::new([-8, 3], [4, 2])).is_err());
         assert!(a.crop(&Roi::new([0], [4])).is_err());
         // Data replaced by one of another shape: an error, not a panic.
         let mut b = ramp();
         *b = ArrayD::zeros(IxDyn(&[1, 1]));
-        assert!(b.view(&Roi::new([0, 3], [4, 2])).is_err());
+        assert!(b.view_roi(&Roi::new([0, 3], [4, 2])).is_err());
     }
 
     #[test]

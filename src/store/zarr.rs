@@ -479,7 +479,7 @@ impl ZarrArray {
 
     /// Reads a world ROI that lies inside the array and on voxel boundaries, as a
     /// [`RoiArray`] of that ROI (address its parts in world units with
-    /// [`RoiArray::view`]).
+    /// [`RoiArray::view_roi`]).
     ///
     /// # Errors
     ///

@@ -416,7 +416,7 @@ mod tasks {
         let mask = s.data.mapv(|v| v > threshold);
         let (whole, n) = label(mask.view(), c).unwrap();
         let out = s.labels.read::<u64>(&s.roi).unwrap();
-        same_partition(out.data().view(), whole.view()).unwrap();
+        same_partition(out.view(), whole.view()).unwrap();
         assert!(n > 1, "a test volume with several components, not {n}");
     }
 
@@ -474,10 +474,10 @@ mod tasks {
                 .run(&runner())
                 .unwrap();
             assert!(report.is_success());
-            let (whole, n) = label(data.mapv(|v| v > 100).data().view(), c).unwrap();
+            let (whole, n) = label(data.mapv(|v| v > 100).view(), c).unwrap();
             assert!(n > 1);
             let out = labels.read::<u64>(&roi).unwrap();
-            same_partition(out.data().view(), whole.view()).unwrap();
+            same_partition(out.view(), whole.view()).unwrap();
         }
     }
 
@@ -634,7 +634,7 @@ fn components_with_worker_processes() {
         .unwrap();
     assert!(report.is_success(), "{}", report.label);
     let mask = raw.read::<u8>(&roi).unwrap().mapv(|v| v > 100);
-    let (whole, n) = label(mask.data().view(), Connectivity::Faces).unwrap();
+    let (whole, n) = label(mask.view(), Connectivity::Faces).unwrap();
     assert_eq!(n, 4); // one comb per plane z = 0, 3, 6, 9
-    same_partition(labels.read::<u64>(&roi).unwrap().data().view(), whole.view()).unwrap();
+    same_partition(labels.read::<u64>(&roi).unwrap().view(), whole.view()).unwrap();
 }

@@ -107,7 +107,7 @@ fn tasks(dir: &Path, on_block: Arc<dyn Fn(&Block) + Send + Sync>, array_id: Opti
         let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
         s.write(
             block.write_roi(),
-            box_mean_block(data.data().view(), CONTEXT as usize, ws)?.view(),
+            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
         )?;
         Ok(())
     })

@@ -780,19 +780,19 @@ fn reads_return_roi_arrays_addressed_in_world_units() -> TestResult {
     assert_eq!(block.roi(), &read_roi);
     assert_eq!(block.voxel_size(), a.voxel_size());
     assert_eq!(block.shape(), &[6, 6]);
-    let core = block.view(&write_roi)?;
+    let core = block.view_roi(&write_roi)?;
     assert_eq!(core.shape(), &[4, 4]);
     // Voxel (1, 1) of the block is voxel (3, 3) of the array.
     assert_eq!(core[[0, 0]], data[[3, 3]]);
     assert_eq!(a.read::<u8>(&write_roi)?, core.to_owned());
     // A ROI off the block's voxel grid, or outside it, is an error naming the ROIs.
     let e = block
-        .view(&Roi::new([18, 6], [16, 8]))
+        .view_roi(&Roi::new([18, 6], [16, 8]))
         .failure()?
         .to_string();
     assert!(e.contains("not on the voxel grid"), "{e}");
     let e = block
-        .view(&Roi::new([20, 6], [40, 8]))
+        .view_roi(&Roi::new([20, 6], [40, 8]))
         .failure()?
         .to_string();
     assert!(
@@ -913,10 +913,10 @@ fn writes_take_views_arrays_and_roi_arrays() -> TestResult {
     a.write(&Roi::new([0, 8], [8, 8]), &block)?;
     a.write_array(&block)?;
     let all = a.read::<u8>(&a.roi())?;
-    assert_eq!(all.view(&Roi::new([0, 0], [8, 4]))?.sum(), 8);
-    assert!(all.view(&Roi::new([0, 8], [8, 8]))?.iter().all(|&v| v == 7));
-    assert!(all.view(&Roi::new([8, 8], [8, 8]))?.iter().all(|&v| v == 7));
-    assert!(all.view(&Roi::new([8, 0], [8, 8]))?.iter().all(|&v| v == 0));
+    assert_eq!(all.view_roi(&Roi::new([0, 0], [8, 4]))?.sum(), 8);
+    assert!(all.view_roi(&Roi::new([0, 8], [8, 8]))?.iter().all(|&v| v == 7));
+    assert!(all.view_roi(&Roi::new([8, 8], [8, 8]))?.iter().all(|&v| v == 7));
+    assert!(all.view_roi(&Roi::new([8, 0], [8, 8]))?.iter().all(|&v| v == 0));
     // A read, processed, written back where it came from.
     let doubled = a.read::<u8>(&Roi::new([8, 8], [4, 4]))?.mapv(|v| v * 2);
     a.write_array(&doubled)?;
