@@ -24,8 +24,9 @@ type Foreground = Arc<dyn Fn(f64) -> bool + Send + Sync>;
 /// 1. `<name>-label` labels each block's foreground (see [`label_block`]) and writes the
 ///    block-unique ids to `output`;
 /// 2. `<name>-pairs` (upstream: `<name>-label`) reads each block's labels grown by one voxel
-///    (see [`Connectivity::pair_context`]) and records the label pairs that touch across its
-///    lower boundaries ([`block_pairs`]);
+///    (see [`Connectivity::pair_context`]) and returns the label pairs that touch across its
+///    lower boundaries ([`block_pairs`]) as its block output
+///    ([`TaskBuilder::process_with_output`](crate::TaskBuilder::process_with_output));
 /// 3. the driver merges all pairs in a [`UnionFind`] and writes the [`MergeTable`] to the work
 ///    directory ([`resolve`](Self::resolve));
 /// 4. `<name>-relabel` maps every block of `output` through the table, in place. Its per-worker
@@ -36,11 +37,11 @@ type Foreground = Arc<dyn Fn(f64) -> bool + Send + Sync>;
 /// not consecutive); background is 0. Relabelling is idempotent (a label maps to its
 /// component's smallest label, which maps to itself), so a rerun after a crash in the relabel
 /// run is safe; with a [`Runner::run_dir`] a rerun skips what was done, the pairs of finished
-/// blocks being kept in the work directory.
+/// blocks being kept in the run directory with their done-markers.
 ///
 /// # Work directory
 ///
-/// The pairs (one file per block) and the merge table live in the work directory, by default
+/// The merge table lives in the work directory, by default
 /// `.<name>.blockwise-cc` inside the output array's directory: it is removed with the output
 /// when the output is recreated, and worker processes, which rebuild the tasks with
 /// [`tasks`](Self::tasks), find it without being told. [`work_dir`](Self::work_dir) puts it
@@ -347,7 +348,7 @@ impl ConnectedComponents {
             block_roi.clone(),
         ))
         .upstream(&label);
-        let pairs = pair_outputs(pairs, &work_dir, move |b: &Block| {
+        let pairs = pair_outputs(pairs, move |b: &Block| {
             let ctx = b.write_roi().try_grow(bw.clone(), aw.clone())?;
             let labels = out.read_with_fill::<u64>(&ctx, 0)?;
             let shape = voxel_shape(b.write_roi(), out.voxel_size());
@@ -384,27 +385,40 @@ impl ConnectedComponents {
         })
     }
 
-    /// The merge step between the runs: reads the pairs of every block of a completed
-    /// `<name>-pairs` run, merges them, and writes the merge table (atomically) to the work
+    /// The merge step between the runs: reads the pairs of every block (the block outputs of
+    /// `<name>-pairs`, from `summary`, the summary of the run of `<name>-label` and
+    /// `<name>-pairs`), merges them, and writes the merge table (atomically) to the work
     /// directory, where `<name>-relabel` loads it. Returns the table.
     ///
     /// # Errors
     ///
-    /// As [`tasks`](Self::tasks), and [`Error::Io`] if a block's pairs are missing or damaged
-    /// (the pairs run did not complete) or the table cannot be written.
-    pub fn resolve(&self) -> Result<MergeTable, Error> {
+    /// As [`tasks`](Self::tasks); the errors of [`RunSummary::outputs`]; [`Error::Io`] if not
+    /// every block of the pairs task has its pairs (the run did not complete) or the table
+    /// cannot be written.
+    pub fn resolve(&self, summary: &RunSummary) -> Result<MergeTable, Error> {
         let plan = self.plan()?;
-        self.resolve_plan(&plan).map(|(table, _)| table)
+        self.resolve_plan(&plan, summary).map(|(table, _)| table)
     }
 
-    fn resolve_plan(&self, plan: &Plan) -> Result<(MergeTable, u64), Error> {
+    fn resolve_plan(&self, plan: &Plan, summary: &RunSummary) -> Result<(MergeTable, u64), Error> {
         let mut uf = UnionFind::new();
-        let mut count = 0u64;
-        for g in 0..plan.pairs.num_blocks() {
-            for (a, b) in collect_pairs(&plan.work_dir, g)? {
+        let (mut count, mut blocks) = (0u64, 0u64);
+        for output in summary.outputs::<Vec<(u64, u64)>>(plan.pairs.task_id())? {
+            for (a, b) in output?.value {
                 uf.union(a, b);
                 count += 1;
             }
+            blocks += 1;
+        }
+        if blocks != plan.pairs.num_blocks() {
+            return Err(Error::Io {
+                context: format!(
+                    "merging the label pairs of task {:?}: {blocks} of its {} blocks recorded their pairs; did the pairs run complete?",
+                    plan.pairs.task_id(),
+                    plan.pairs.num_blocks()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
         }
         let table = uf.merge_table();
         let path = plan.work_dir.join(TABLE_FILE);
@@ -454,7 +468,7 @@ impl ConnectedComponents {
                 ..ComponentsReport::default()
             });
         }
-        let (table, pairs) = self.resolve_plan(&plan)?;
+        let (table, pairs) = self.resolve_plan(&plan, &label)?;
         let relabel = runner.run([plan.relabel.clone()])?;
         Ok(ComponentsReport {
             label,
@@ -504,39 +518,12 @@ fn read_mask(
         I64 => i64, F32 => f32, F64 => f64)
 }
 
-// MERGE: process_with_output. The two functions below are the only place that knows how the
-// pairs travel from the pairs task to the driver. Until `TaskBuilder::process_with_output` is
-// available they are files in the work directory, one per block (written atomically, so a
-// rerun with a run directory, which skips finished blocks, still finds their pairs, and worker
-// processes need no channel to the driver). With it: `pair_outputs` becomes
-// `builder.process_with_output(compute)` and `collect_pairs` reads
-// `summary.outputs::<Vec<(u64, u64)>>("<name>-pairs")`.
-
-/// Attaches `compute` to the pairs task and stores what it returns for the driver.
-fn pair_outputs<F>(builder: TaskBuilder, work_dir: &Path, compute: F) -> TaskBuilder
+/// Attaches `compute` to the pairs task: each block's pairs are its block output, recorded
+/// with its done-marker (so a rerun with a run directory, which skips finished blocks, keeps
+/// them, and worker processes send them with their results).
+fn pair_outputs<F>(builder: TaskBuilder, compute: F) -> TaskBuilder
 where
     F: Fn(&Block) -> Result<Vec<(u64, u64)>, BlockError> + Send + Sync + 'static,
 {
-    let dir = work_dir.join(PAIRS_DIR);
-    builder.process(move |b: &Block| {
-        let pairs = compute(b)?;
-        let path = dir.join(format!("{}.pairs", b.grid_index()));
-        files::write_atomic(&path, &files::encode(files::PAIRS_MAGIC, &pairs))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(())
-    })
+    builder.process_with_output(compute)
 }
-
-/// The pairs the block with dense grid index `grid_index` stored.
-fn collect_pairs(work_dir: &Path, grid_index: u64) -> Result<Vec<(u64, u64)>, Error> {
-    let path = work_dir.join(PAIRS_DIR).join(format!("{grid_index}.pairs"));
-    files::read(&path, files::PAIRS_MAGIC).map_err(|source| Error::Io {
-        context: format!(
-            "reading the label pairs of block {grid_index} ({}); did the pairs run complete?",
-            path.display()
-        ),
-        source,
-    })
-}
-
-const PAIRS_DIR: &str = "pairs";

@@ -1,5 +1,5 @@
-//! Files of the connected-components tasks: label pairs and merge tables, written atomically
-//! and checked on reading.
+//! Files of the connected-components tasks: the merge table, written atomically and checked on
+//! reading (the label pairs travel as block outputs).
 //!
 //! Format: an 8-byte magic, a `u64` entry count, the entries as `(u64, u64)` little endian,
 //! then the CRC-32 of everything before it (`u32` little endian).
@@ -8,7 +8,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) const PAIRS_MAGIC: &[u8; 8] = b"BWCCPR01";
 pub(crate) const TABLE_MAGIC: &[u8; 8] = b"BWCCMT01";
 
 fn invalid(path: &Path, message: String) -> std::io::Error {
@@ -124,17 +123,17 @@ mod tests {
     fn round_trip_and_damage() {
         let p = Path::new("x");
         let entries = vec![(1u64, 2u64), (u64::MAX, 0)];
-        let bytes = encode(PAIRS_MAGIC, &entries);
-        assert_eq!(decode(p, PAIRS_MAGIC, &bytes).unwrap(), entries);
-        assert!(decode(p, TABLE_MAGIC, &bytes).is_err());
+        let bytes = encode(TABLE_MAGIC, &entries);
+        assert_eq!(decode(p, TABLE_MAGIC, &bytes).unwrap(), entries);
+        assert!(decode(p, b"BWCCXX01", &bytes).is_err()); // another kind of file
         for cut in [0, 5, 19, bytes.len() - 1] {
-            assert!(decode(p, PAIRS_MAGIC, &bytes[..cut]).is_err(), "cut {cut}");
+            assert!(decode(p, TABLE_MAGIC, &bytes[..cut]).is_err(), "cut {cut}");
         }
         let mut flipped = bytes.clone();
         flipped[17] ^= 1;
-        assert!(decode(p, PAIRS_MAGIC, &flipped).is_err());
+        assert!(decode(p, TABLE_MAGIC, &flipped).is_err());
         assert_eq!(
-            decode(p, PAIRS_MAGIC, &encode(PAIRS_MAGIC, &[])).unwrap(),
+            decode(p, TABLE_MAGIC, &encode(TABLE_MAGIC, &[])).unwrap(),
             vec![]
         );
     }
