@@ -559,6 +559,22 @@ impl Journal {
     /// order), takes its lock, checks every task's layout and loads its done-markers. With
     /// `fresh`, the markers of these tasks are discarded first.
     pub(crate) fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
+        Journal::open_with(dir, tasks, fresh, false)
+    }
+
+    /// [`open`](Journal::open), starting over: the records of **every** task of the directory
+    /// (not only of `tasks`) are discarded first, so that no task of a later run resumes from
+    /// records older than what this run redoes.
+    pub(crate) fn open_fresh_all(dir: &Path, tasks: &[Task]) -> Result<Journal, JournalError> {
+        Journal::open_with(dir, tasks, true, true)
+    }
+
+    fn open_with(
+        dir: &Path,
+        tasks: &[Task],
+        fresh: bool,
+        all: bool,
+    ) -> Result<Journal, JournalError> {
         let new_dir = fs::symlink_metadata(dir).is_err();
         fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let lock_path = dir.join("lock");
@@ -586,7 +602,7 @@ impl Journal {
         }
         // Shares the lock (a duplicate of its descriptor) until a failed open cleaned up.
         let guard = lock.try_clone().ok();
-        let result = Journal::open_locked(dir, tasks, fresh, lock);
+        let result = Journal::open_locked(dir, tasks, fresh, all, lock);
         if result.is_err()
             && new_dir
             && let Some(_guard) = guard
@@ -608,9 +624,13 @@ impl Journal {
         dir: &Path,
         tasks: &[Task],
         fresh: bool,
+        all: bool,
         lock: File,
     ) -> Result<Journal, JournalError> {
         let names: Vec<String> = tasks.iter().map(|t| task_dir_name(t.task_id())).collect();
+        if all {
+            discard_other_tasks(dir, &names)?;
+        }
         let wal_path = dir.join("journal.wal");
         let mut wal = wal::Wal::open(&wal_path)?;
         let logged = match wal.read() {
@@ -906,6 +926,34 @@ impl Drop for Journal {
             let _ = h.join();
         }
     }
+}
+
+/// Removes the task directories of `dir` other than `keep` (whose records `open_locked`
+/// discards itself), and the write-ahead log's sections of those tasks go with them (a
+/// section of a task directory that is gone is ignored on replay).
+fn discard_other_tasks(dir: &Path, keep: &[String]) -> Result<(), JournalError> {
+    let tasks_dir = dir.join("tasks");
+    let entries = match fs::read_dir(&tasks_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("list", &tasks_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io("list", &tasks_dir, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if keep.contains(&name) || task_id_of_dir_name(&name).is_none() {
+            continue;
+        }
+        let path = entry.path();
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            tracing::info!(task_dir = %path.display(), "starting fresh: discarding the records of a task of an earlier run");
+            fs::remove_dir_all(&path).map_err(|e| io("remove", &path, e))?;
+        }
+    }
+    files::sync_dir(&tasks_dir);
+    Ok(())
 }
 
 /// One open file per file system holding the arrays the tasks declare they write.

@@ -122,7 +122,19 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJ
         }
         None => return Ok((None, None)),
     };
-    let mut journal = Journal::open(&dir, &tasks, opts.fresh || temp.is_some())?;
+    // `fresh` starts over once per runner: its first run discards every record of the
+    // directory, later runs (of this runner or its clones) resume what it recorded.
+    let mut journal = if temp.is_some() {
+        Journal::open(&dir, &tasks, true)?
+    } else if opts.fresh
+        && !opts
+            .fresh_used
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        Journal::open_fresh_all(&dir, &tasks)?
+    } else {
+        Journal::open(&dir, &tasks, false)?
+    };
     if temp.is_some() {
         journal.not_durable()?;
     }

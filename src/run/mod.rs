@@ -224,6 +224,8 @@ pub struct Runner {
     processes: Option<ProcessOptions>,
     run_dir: Option<PathBuf>,
     fresh: bool,
+    /// Whether a run of this runner (or of a clone) already started fresh.
+    fresh_used: Arc<std::sync::atomic::AtomicBool>,
     max_output: usize,
 }
 
@@ -322,6 +324,7 @@ impl Runner {
             processes: None,
             run_dir: None,
             fresh: false,
+            fresh_used: Arc::default(),
             max_output: DEFAULT_MAX_OUTPUT,
         }
     }
@@ -372,10 +375,16 @@ impl Runner {
         self
     }
 
-    /// With a [`run_dir`](Runner::run_dir): discard the done-markers of this run's tasks and
-    /// start over (default false).
+    /// With a [`run_dir`](Runner::run_dir): start over (default false). The first run of this
+    /// runner (or of one of its clones) discards every record of the run directory — the
+    /// done-markers and block outputs of all its tasks, not only of the tasks of that run — and
+    /// later runs of the same runner resume what it recorded. So a program that runs several
+    /// steps with one runner starts over as a whole, and a rerun after it was killed part way
+    /// never finds a later step's records from before the fresh start (which would skip
+    /// blocks whose inputs were redone).
     pub fn fresh(mut self, fresh: bool) -> Self {
         self.fresh = fresh;
+        self.fresh_used = Arc::default();
         self
     }
 

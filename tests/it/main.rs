@@ -11,9 +11,9 @@ mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;
 mod launchers;
-mod outputs;
 #[cfg(feature = "zarr")]
 mod ops;
+mod outputs;
 mod processes;
 #[cfg(feature = "zarr")]
 mod resume;

@@ -322,3 +322,45 @@ fn chained_tasks_respect_dependencies() -> TestResult {
     assert_eq!(violations.load(Ordering::SeqCst), 0);
     Ok(())
 }
+
+/// `fresh` starts a multi-step program over as a whole: the first run of a fresh runner
+/// discards the records of every task of the run directory, so a later step that was done
+/// before the fresh start runs again after the program was stopped between its steps.
+#[test]
+fn fresh_discards_every_step_once_per_runner() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let runs = Arc::new(AtomicU64::new(0));
+    let step = |id: &str| {
+        let r = Arc::clone(&runs);
+        Task::builder(
+            id,
+            Roi::new([0], [10]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .build()
+    };
+    let runner = || quiet().run_dir(dir.path());
+    // A complete run of both steps.
+    runner().run([step("first")?])?;
+    runner().run([step("second")?])?;
+    assert_eq!(runs.swap(0, Ordering::SeqCst), 20);
+    // Started fresh, stopped after the first step.
+    runner().fresh(true).run([step("first")?])?;
+    assert_eq!(runs.swap(0, Ordering::SeqCst), 10);
+    // The rerun (not fresh) must not skip the second step: its records predate the fresh start.
+    let second = runner().run([step("second")?])?;
+    assert_eq!(second.task("second").map(|s| s.skipped), Some(0));
+    assert_eq!(runs.swap(0, Ordering::SeqCst), 10);
+    // One fresh runner for both steps: the second run resumes what the first recorded.
+    let fresh = runner().fresh(true);
+    fresh.run([step("first")?])?;
+    let again = fresh.run([step("first")?, step("second")?])?;
+    assert_eq!(again.task("first").map(|s| s.skipped), Some(10));
+    assert_eq!(runs.swap(0, Ordering::SeqCst), 20);
+    Ok(())
+}

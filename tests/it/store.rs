@@ -914,9 +914,21 @@ fn writes_take_views_arrays_and_roi_arrays() -> TestResult {
     a.write_array(&block)?;
     let all = a.read::<u8>(&a.roi())?;
     assert_eq!(all.view_roi(&Roi::new([0, 0], [8, 4]))?.sum(), 8);
-    assert!(all.view_roi(&Roi::new([0, 8], [8, 8]))?.iter().all(|&v| v == 7));
-    assert!(all.view_roi(&Roi::new([8, 8], [8, 8]))?.iter().all(|&v| v == 7));
-    assert!(all.view_roi(&Roi::new([8, 0], [8, 8]))?.iter().all(|&v| v == 0));
+    assert!(
+        all.view_roi(&Roi::new([0, 8], [8, 8]))?
+            .iter()
+            .all(|&v| v == 7)
+    );
+    assert!(
+        all.view_roi(&Roi::new([8, 8], [8, 8]))?
+            .iter()
+            .all(|&v| v == 7)
+    );
+    assert!(
+        all.view_roi(&Roi::new([8, 0], [8, 8]))?
+            .iter()
+            .all(|&v| v == 0)
+    );
     // A read, processed, written back where it came from.
     let doubled = a.read::<u8>(&Roi::new([8, 8], [4, 4]))?.mapv(|v| v * 2);
     a.write_array(&doubled)?;
