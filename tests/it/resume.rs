@@ -206,6 +206,29 @@ fn zz_crash_child() {
     // After this many blocks, every further block stalls until the process is killed.
     let stall_after = num("BLOCKWISE_CRASH_STALL_AFTER");
     let array_id = std::env::var("BLOCKWISE_CRASH_ARRAY_ID").ok();
+    // What the program does with its outputs at start: recreate them (`create`, overwriting:
+    // the natural thing to write, and the resume hazard) or `prepare` them (open if present).
+    if !worker {
+        let out = ArraySpec::new(
+            SampleSpec::cube(SIZE).roi(),
+            [1, 1, 1],
+            DataType::U8,
+            vec![BLOCK as u64; 3],
+        );
+        match std::env::var("BLOCKWISE_CRASH_OUTPUTS").as_deref() {
+            Ok("create") => {
+                let mut out = out;
+                out.overwrite = true;
+                ZarrArray::create(dir.join("smoothed.zarr"), "smoothed", &out).unwrap();
+                ZarrArray::create(dir.join("mask.zarr"), "mask", &out).unwrap();
+            }
+            Ok("prepare") => {
+                ZarrArray::prepare(dir.join("smoothed.zarr"), "smoothed", &out).unwrap();
+                ZarrArray::prepare(dir.join("mask.zarr"), "mask", &out).unwrap();
+            }
+            _ => {}
+        }
+    }
     // Worker side: each worker process may die at its n-th block.
     let worker_seed = num("BLOCKWISE_CRASH_WORKER_SEED");
     let worker_kill_at = if worker && worker_seed > 0 {
@@ -581,6 +604,53 @@ fn a_rerun_with_recreated_outputs_is_refused_and_with_the_same_outputs_resumes()
         child(&dir, Some("first")).spawn().unwrap(),
         Duration::from_secs(120),
     );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.join("processed.log")).unwrap();
+    for line in log[log_len..].lines() {
+        let (task, index) = line.split_once(' ').unwrap();
+        let index: u64 = index.parse().unwrap();
+        assert!(
+            !done.get(task).is_some_and(|s| s.contains(&index)),
+            "{task} block {index} was recorded as done and ran again"
+        );
+    }
+    let (smoothed, mask) = reference();
+    assert!(contents(&dir, "smoothed") == *smoothed);
+    assert!(contents(&dir, "mask") == *mask);
+}
+
+/// The resume hazard end to end, with the arrays' own ids: a program that recreates its
+/// outputs at start (`ZarrArray::create` with `overwrite`), killed part way and rerun, gets
+/// `OutputReplaced` (never a silent skip over the lost blocks); the same program opening them
+/// with `ZarrArray::prepare` resumes, to output bit-identical to an uninterrupted run.
+#[test]
+fn recreating_outputs_is_refused_and_prepare_resumes_bit_identically() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume/recreate-vs-prepare");
+    prepare(&dir);
+    let spawn = |outputs: &str| {
+        let mut cmd = child(&dir, None);
+        cmd.env("BLOCKWISE_CRASH_OUTPUTS", outputs);
+        wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(120))
+    };
+    let done = kill_mid_run(&dir, None);
+    assert!(!done.is_empty());
+    let out = spawn("create");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("output array") && stderr.contains("was recreated after"),
+        "{stderr}"
+    );
+
+    // Again, with prepare: the kill, then a rerun that resumes.
+    prepare(&dir);
+    let done = kill_mid_run(&dir, None);
+    let log_len = std::fs::read(dir.join("processed.log")).map_or(0, |b| b.len());
+    let out = spawn("prepare");
     assert!(
         out.status.success(),
         "{}",
