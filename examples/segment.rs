@@ -1,17 +1,13 @@
 //! A real pipeline: smooth → connected components across blocks → a voxel count per component.
 //!
-//! ```text
-//! cargo run --release --example segment [-- --workdir DIR --size N --workers W --fresh] [processes]
-//! ```
-//!
-//! Writes a deterministic `N`³ sample volume to `DIR/sample.zarr` if missing, smooths it (the
-//! 3×3×3 mean, reading one voxel of context, reflected at the border), labels the connected
-//! foreground (`smoothed > 100`, 6-connected) across blocks into `DIR/labels.zarr`, and counts
-//! the voxels of every component as block outputs (`DIR/sizes.json`). Resumable: run it again
-//! after a crash and it does only what is left (`--fresh` starts over). With `processes`, blocks
-//! run in worker processes; `blockwise::worker_main` keeps them out of the driver's code.
+//! `cargo run --release --example segment [-- --workdir DIR --size N --workers W --fresh] [processes]`
+//! writes an `N`³ sample volume (if missing), smooths it (3×3×3 mean, context reflected at the
+//! border), labels the foreground (`> 100`, 6-connected) across blocks into `DIR/labels.zarr`
+//! and counts every component's voxels as block outputs (`DIR/sizes.json`). Resumable (rerun
+//! it after a crash; `--fresh` starts over); `processes` runs blocks in worker processes.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use blockwise::ops::{ConnectedComponents, Connectivity};
 use blockwise::sample::{SampleSpec, open_or_write_zarr};
@@ -77,6 +73,10 @@ fn pipeline(dir: &Path, workers: usize) -> Result<(Task, ConnectedComponents, Ta
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let _ = tracing_subscriber::fmt() // logs to stderr as RUST_LOG says
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let opts = <Options as clap::Parser>::parse();
     let dir = opts.workdir.clone();
     blockwise::worker_main(|| {
@@ -91,8 +91,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if opts.runner == "processes" {
         runner = runner.processes().log_dir(dir.join("logs"));
     }
+    let start = Instant::now();
     let mut ok = runner.run([smooth])?.is_success();
+    let smoothed = Instant::now();
     ok &= components.run(&runner)?.is_success();
+    let (s, c) = (smoothed - start, smoothed.elapsed());
+    println!("smooth: {s:.2?}, connected components: {c:.2?}");
     let summary = runner.run([count])?;
     let mut sizes = Sizes::new();
     for output in summary.outputs::<Sizes>("count")? {
