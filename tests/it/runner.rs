@@ -346,11 +346,11 @@ fn fresh_discards_every_step_once_per_runner() -> TestResult {
     };
     let runner = || quiet().run_dir(dir.path());
     // A complete run of both steps.
-    runner().run([step("first")?])?;
-    runner().run([step("second")?])?;
+    assert!(runner().run([step("first")?])?.is_success());
+    assert!(runner().run([step("second")?])?.is_success());
     assert_eq!(runs.swap(0, Ordering::SeqCst), 20);
     // Started fresh, stopped after the first step.
-    runner().fresh(true).run([step("first")?])?;
+    assert!(runner().fresh(true).run([step("first")?])?.is_success());
     assert_eq!(runs.swap(0, Ordering::SeqCst), 10);
     // The rerun (not fresh) must not skip the second step: its records predate the fresh start.
     let second = runner().run([step("second")?])?;
@@ -358,7 +358,7 @@ fn fresh_discards_every_step_once_per_runner() -> TestResult {
     assert_eq!(runs.swap(0, Ordering::SeqCst), 10);
     // One fresh runner for both steps: the second run resumes what the first recorded.
     let fresh = runner().fresh(true);
-    fresh.run([step("first")?])?;
+    assert!(fresh.run([step("first")?])?.is_success());
     let again = fresh.run([step("first")?, step("second")?])?;
     assert_eq!(again.task("first").map(|s| s.skipped), Some(10));
     assert_eq!(runs.swap(0, Ordering::SeqCst), 20);
