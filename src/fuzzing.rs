@@ -72,6 +72,21 @@ pub fn frames(data: &[u8]) {
     }
 }
 
+/// The field names of a worker context, which serde's errors may name.
+const CONTEXT_FIELDS: [&str; 11] = [
+    "addr",
+    "token",
+    "tls",
+    "task_id",
+    "worker_id",
+    "log_dir",
+    "heartbeat_ms",
+    "death_timeout_ms",
+    "lifetime_ms",
+    "prefetch",
+    "max_output_bytes",
+];
+
 /// A worker's `BLOCKWISE_CONTEXT`: decoded, and what decodes round-trips; an error never
 /// shows the text (it may hold the token).
 pub fn worker_context(data: &[u8]) {
@@ -92,7 +107,13 @@ pub fn worker_context(data: &[u8]) {
             if let Some(token) =
                 token.filter(|t| t.len() >= 8 && text.matches(t.as_str()).count() == 1)
             {
-                assert!(!e.to_string().contains(&token), "the error shows the token");
+                // serde names the context's own fields (`missing field `heartbeat_ms``): a
+                // token that is part of a field name is not echoed by naming the field.
+                let mut message = e.to_string();
+                for field in CONTEXT_FIELDS {
+                    message = message.replace(&format!("`{field}`"), "");
+                }
+                assert!(!message.contains(&token), "the error shows the token");
             }
         }
     }
