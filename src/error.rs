@@ -83,11 +83,11 @@ pub enum Error {
     /// A launcher could not start, watch or stop a worker.
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
-    /// The run was interrupted by a signal (Ctrl-C, SIGTERM); every job it submitted was
-    /// cancelled.
+    /// The run was interrupted by a signal (Ctrl-C, SIGTERM), or by a
+    /// [`Cancel`](crate::Cancel) handle; every worker job it submitted was cancelled.
     #[error("interrupted by {signal}; every worker job of the run was cancelled")]
     Interrupted {
-        /// The signal's name.
+        /// The signal's name, or the reason given to [`Cancel::cancel`](crate::Cancel::cancel).
         signal: String,
     },
     /// The run directory (done-markers) could not be used: locked, damaged, another layout,

@@ -99,7 +99,10 @@ pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, RunSummary};
-pub use run::{CONTEXT_ENV, Client, Progress, Runner, is_worker, run_blockwise, worker_main};
+pub use run::{
+    CONTEXT_ENV, Cancel, Client, Progress, Runner, is_worker, run_blockwise, serve_worker,
+    worker_main,
+};
 pub use scheduler::{Scheduler, TaskState};
 pub use store::{Pad, RoiArray};
 pub use task::{Task, TaskBuilder, WorkerContext};

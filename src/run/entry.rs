@@ -70,19 +70,65 @@ where
             ctx.task_id
         )),
     };
-    let task = match worker::find_task(&tasks, &ctx) {
+    match serve(&tasks, ctx) {
+        Ok(n) => {
+            tracing::info!(worker = worker_id, blocks = n, "worker done");
+            std::process::exit(0)
+        }
+        Err(e) => exit_with(&e.to_string()),
+    }
+}
+
+/// The worker half of [`worker_main`] without the exit, for hosts that must shut down their
+/// own way (an embedding interpreter flushing its buffers, say): in a worker process of a
+/// process runner, finds the context's task among `tasks` (or their upstream tasks), serves
+/// its blocks until the scheduler has no more for this worker, and returns the number of
+/// blocks it processed. Outside a worker process it returns `Ok(None)` without doing anything.
+///
+/// # Errors
+///
+/// [`Error::Worker`] when the context is unreadable or its task is not among `tasks` (the
+/// message names the task and the ones given), or whatever ends the worker's connection
+/// early (its set-up failing, the scheduler going away).
+///
+/// ```
+/// # fn main() -> Result<(), blockwise::Error> {
+/// // Not a worker process: nothing to serve.
+/// assert_eq!(blockwise::serve_worker(&[])?, None);
+/// # Ok(())
+/// # }
+/// ```
+pub fn serve_worker(tasks: &[Task]) -> Result<Option<u64>, Error> {
+    match Context::from_env()? {
+        None => Ok(None),
+        Some(ctx) => serve(tasks, ctx).map(Some),
+    }
+}
+
+/// Serves the context's task among `tasks`; errors name the worker and the task.
+fn serve(tasks: &[Task], ctx: Context) -> Result<u64, Error> {
+    let worker_id = ctx.worker_id;
+    let task_id = ctx.task_id.clone();
+    let fail = |message: String| Error::Worker { message };
+    let task = match worker::find_task(tasks, &ctx) {
         Ok(Some(task)) => task,
-        Ok(None) => exit_with(&format!(
-            "blockwise worker {worker_id}: task {:?} is not among the tasks worker_main's function built ({}); it must build every task the program runs on worker processes",
-            ctx.task_id,
-            task_list(&tasks)
-        )),
-        Err(e) => exit_with(&format!(
-            "blockwise worker {worker_id} of task {:?}: the tasks worker_main's function built are invalid: {e}",
-            ctx.task_id
-        )),
+        Ok(None) => {
+            return Err(fail(format!(
+                "blockwise worker {worker_id}: task {task_id:?} is not among the tasks the worker built ({}); it must build every task the program runs on worker processes",
+                task_list(tasks)
+            )));
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "blockwise worker {worker_id} of task {task_id:?}: the tasks the worker built are invalid: {e}"
+            )));
+        }
     };
-    super::serve_and_exit(&task, ctx)
+    worker::serve(&task, ctx).map_err(|e| {
+        fail(format!(
+            "blockwise worker {worker_id} of task {task_id:?}: {e}"
+        ))
+    })
 }
 
 pub(super) fn task_list(tasks: &[Task]) -> String {

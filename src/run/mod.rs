@@ -15,6 +15,7 @@
 //! (`protocol.rs`); workers are [`Client`]s (`client.rs`, `worker.rs`) started by a
 //! [`Launcher`]. See [`Runner`] for the behaviour.
 
+mod cancel;
 pub(crate) mod client;
 pub(crate) mod context;
 mod entry;
@@ -36,9 +37,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cancel::Cancel;
 pub use client::Client;
 pub use context::CONTEXT_ENV;
-pub use entry::worker_main;
+pub use entry::{serve_worker, worker_main};
 
 use crate::error::Error;
 use crate::launch::{Launcher, Local};
@@ -227,6 +229,7 @@ pub struct Runner {
     /// Whether a run of this runner (or of a clone) already started fresh.
     fresh_used: Arc<std::sync::atomic::AtomicBool>,
     max_output: usize,
+    cancel: Option<Cancel>,
 }
 
 /// The default of [`Runner::max_output_bytes`]: 1 MiB.
@@ -326,7 +329,20 @@ impl Runner {
             fresh: false,
             fresh_used: Arc::default(),
             max_output: DEFAULT_MAX_OUTPUT,
+            cancel: None,
         }
+    }
+
+    /// Stops runs of this runner when `cancel` is cancelled (see [`Cancel`]): they return
+    /// [`Error::Interrupted`] with its reason.
+    pub fn cancel_with(mut self, cancel: &Cancel) -> Self {
+        self.cancel = Some(cancel.clone());
+        self
+    }
+
+    /// The reason the run was cancelled, if it was.
+    pub(crate) fn cancelled(&self) -> Option<String> {
+        self.cancel.as_ref().and_then(Cancel::reason)
     }
 
     /// The largest block output (see

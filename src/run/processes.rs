@@ -286,7 +286,10 @@ impl Driver<'_> {
         let mut last_maintenance = Instant::now();
         let mut last_turn = Instant::now();
         loop {
-            if let Some(signal) = interrupts.and_then(Interrupts::received) {
+            if let Some(signal) = interrupts
+                .and_then(Interrupts::received)
+                .or_else(|| self.opts.cancelled())
+            {
                 return Err(Error::Interrupted { signal });
             }
             let gap = last_turn.elapsed();

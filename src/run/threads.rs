@@ -85,6 +85,9 @@ struct Driver<'a> {
     outputs_dir: Option<OutputsDir>,
 }
 
+/// How often a run with a [`Cancel`](super::Cancel) handle looks at it.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
 pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
     let start = Instant::now();
     let mut sched = Scheduler::new(tasks)?;
@@ -159,9 +162,21 @@ impl Driver<'_> {
             (None, true) => Some(Duration::from_millis(100)),
             (None, false) => None,
         };
+        // A cancel handle is polled at least every 20 ms.
+        let tick = match (tick, self.opts.cancel.is_some()) {
+            (t, true) => Some(t.map_or(CANCEL_POLL, |t| t.min(CANCEL_POLL))),
+            (t, false) => t,
+        };
         let mut last_draw = Instant::now();
         let mut flush_in: Option<Duration> = None;
         loop {
+            if let Some(signal) = self.opts.cancelled() {
+                // Blocks queued for workers but not started are dropped; running ones finish.
+                for run in &self.runs {
+                    while run.work_rx.try_recv().is_ok() {}
+                }
+                return Err(Error::Interrupted { signal });
+            }
             self.dispatch()?;
             if let Some(p) = progress.as_deref_mut() {
                 self.finish_tasks(Some(p));

@@ -199,7 +199,7 @@ fn a_worker_whose_task_worker_main_does_not_build_says_so() {
     }
     let err = std::fs::read_to_string(dir.join("error")).unwrap();
     assert!(
-        err.contains("task \"lonely\" is not among the tasks worker_main's function built (none)"),
+        err.contains("task \"lonely\" is not among the tasks the worker built (none)"),
         "{err}"
     );
 }

@@ -708,3 +708,58 @@ fn a_worker_program_that_never_runs_the_task_is_a_clear_start_up_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cancel_handle_stops_a_process_run_and_cancels_its_workers() {
+    let name = "processes::a_cancel_handle_stops_a_process_run_and_cancels_its_workers";
+    let dir = scratch("cancel");
+    let d = dir.clone();
+    // Each block leaves its marker, then works for much longer than the test may take.
+    let task = Task::builder(
+        "slow",
+        Roi::new([0], [100]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |b| {
+        mark(&d, b)?;
+        std::thread::sleep(Duration::from_secs(600));
+        Ok(())
+    })
+    .num_workers(2)
+    .build()
+    .unwrap();
+    let cancel = blockwise::Cancel::new();
+    let c = cancel.clone();
+    let d = dir.clone();
+    let watcher = (!in_worker()).then(|| {
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while marks(&d).is_empty() {
+                assert!(Instant::now() < deadline, "no block started");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            c.cancel("the test's cancel");
+        })
+    });
+    let start = Instant::now();
+    let result = runner(name, &dir).cancel_with(&cancel).run([task]);
+    if let Some(w) = watcher {
+        w.join().unwrap();
+    }
+    match result {
+        Err(Error::Interrupted { signal }) => assert_eq!(signal, "the test's cancel"),
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(120));
+    // The workers were stopped: no worker process is left running its block.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker_pids(&dir).into_iter().any(alive) {
+        assert!(
+            Instant::now() < deadline,
+            "a worker outlived the cancelled run"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(marks(&dir).len() < 100);
+}
