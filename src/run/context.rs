@@ -118,6 +118,30 @@ impl Context {
     }
 }
 
+impl crate::task::WorkerContext {
+    /// The task and worker id of this process, if a process runner started it as a worker
+    /// (it has [`CONTEXT_ENV`]); `None` in any other process. A worker that runs its own loop
+    /// with [`Client::from_env`](crate::Client::from_env) can use it to pick its task's
+    /// function first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] when the variable is set but not a valid context.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// assert_eq!(blockwise::WorkerContext::from_env()?, None); // not a worker process
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_env() -> Result<Option<crate::task::WorkerContext>, Error> {
+        Ok(Context::from_env()?.map(|c| crate::task::WorkerContext {
+            task_id: c.task_id,
+            worker_id: c.worker_id,
+        }))
+    }
+}
+
 /// A fresh random token (128 bits from the OS, hex).
 pub(crate) fn new_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
