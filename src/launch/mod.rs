@@ -227,6 +227,37 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     }
 }
 
+/// A shared launcher is a launcher: one configured launcher can serve several runners.
+impl<L: Launcher + ?Sized> Launcher for std::sync::Arc<L> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn render(&self, spec: &WorkerSpec) -> Result<String, LaunchError> {
+        (**self).render(spec)
+    }
+
+    fn submit(&self, spec: &WorkerSpec) -> Result<JobId, LaunchError> {
+        (**self).submit(spec)
+    }
+
+    fn status(&self, job: &JobId) -> Result<JobState, LaunchError> {
+        (**self).status(job)
+    }
+
+    fn cancel(&self, job: &JobId) -> Result<(), LaunchError> {
+        (**self).cancel(job)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        (**self).poll_interval()
+    }
+
+    fn runs_locally(&self) -> bool {
+        (**self).runs_locally()
+    }
+}
+
 /// The error for a command that exited with a failure status.
 fn command_failed(launcher: &str, command: &str, out: &std::process::Output) -> LaunchError {
     LaunchError::Command {

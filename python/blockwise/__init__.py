@@ -1,0 +1,63 @@
+"""blockwise: process huge n-dimensional volumes block by block, on a Rust engine.
+
+The scheduler, retries, resumable run directories and the worker protocol are blockwise's Rust
+crate; this package calls it. ``import blockwise.daisy as daisy`` runs daisy programs on it.
+"""
+
+from blockwise._native import (
+    Block,
+    BlockFailure,
+    BlockStatus,
+    BlockwiseError,
+    CommandTemplate,
+    ConfigError,
+    Coordinate,
+    JournalError,
+    Launcher,
+    Local,
+    Lsf,
+    Pbs,
+    Roi,
+    RunSummary,
+    Scheduler,
+    Sge,
+    Slurm,
+    StoreError,
+    Task,
+    TaskState,
+    WorkerContext,
+    WorkerStartupError,
+    __version__,
+    serve_worker,
+)
+from blockwise._client import Client
+from blockwise._run import run_blockwise
+
+__all__ = [
+    "Block",
+    "BlockFailure",
+    "BlockStatus",
+    "BlockwiseError",
+    "Client",
+    "CommandTemplate",
+    "ConfigError",
+    "Coordinate",
+    "JournalError",
+    "Launcher",
+    "Local",
+    "Lsf",
+    "Pbs",
+    "Roi",
+    "RunSummary",
+    "Scheduler",
+    "Sge",
+    "Slurm",
+    "StoreError",
+    "Task",
+    "TaskState",
+    "WorkerContext",
+    "WorkerStartupError",
+    "__version__",
+    "run_blockwise",
+    "serve_worker",
+]

@@ -1,0 +1,155 @@
+"""``run_blockwise``: the runners, and handing Python functions to worker processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import sys
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from blockwise import _native
+from blockwise._native import ConfigError, Launcher, RunSummary, Task
+
+#: The format of the file that hands a run's tasks to its worker processes.
+SPEC_VERSION = 1
+
+
+def _all_tasks(tasks: list[Task]) -> list[Task]:
+    """The tasks and every upstream task reachable from them, each once."""
+    seen: dict[str, Task] = {}
+    stack = list(tasks)
+    while stack:
+        t = stack.pop()
+        if t.task_id in seen:
+            continue
+        seen[t.task_id] = t
+        stack.extend(t.upstream)
+    return list(seen.values())
+
+
+def _pickler():
+    try:
+        import cloudpickle
+    except ImportError:
+        return pickle, "pickle"
+    return cloudpickle, "cloudpickle"
+
+
+def _main_path() -> str | None:
+    """The driver's main script, which workers import (as ``__mp_main__``, without running
+    its ``if __name__ == "__main__":`` block) so that functions pickled by reference from it
+    load there."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path and os.path.isfile(path) and getattr(main, "__spec__", None) is None:
+        return os.path.abspath(path)
+    return None
+
+
+def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
+    """Writes the run's tasks, functions included, to a file only this user can read."""
+    dumper, how = _pickler()
+    try:
+        payload = dumper.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        hint = "" if how == "cloudpickle" else " (install cloudpickle to send closures, lambdas and functions defined in notebooks)"
+        raise ConfigError(
+            f"the tasks' functions cannot be sent to worker processes: {type(e).__name__}: {e}{hint}"
+        ) from e
+    header = {
+        "version": SPEC_VERSION,
+        "sys_path": list(sys.path),
+        "cwd": os.getcwd(),
+        "main": _main_path(),
+        "pickler": how,
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f".blockwise-tasks-{os.getpid()}-{secrets.token_hex(8)}.pickle"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def run_blockwise(
+    tasks: Task | Iterable[Task],
+    *,
+    runner: Literal["threads", "processes"] = "threads",
+    launcher: Launcher | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
+    progress: bool | Literal["auto"] = "auto",
+    log_dir: str | os.PathLike[str] | None = None,
+    worker_lifetime: float | timedelta | None = None,
+    max_worker_restarts: int | None = None,
+    print_summary: bool | None = None,
+    max_output_bytes: int | None = None,
+    prefetch: int | None = None,
+) -> RunSummary:
+    """Runs the tasks (and every upstream task reachable from them) and returns the summary.
+
+    * ``runner="threads"``: blocks run on the engine's worker threads (``num_workers`` per
+      task), each call taking the GIL; best when the function spends its time in code that
+      releases it (numpy, zarr I/O, torch).
+    * ``runner="processes"``: each worker is a fresh interpreter (``python -m
+      blockwise._worker``) on this machine, or a cluster job with ``launcher=Slurm(...)``
+      (``Lsf``, ``Pbs``, ``Sge``, ``CommandTemplate``; a launcher implies processes). The
+      tasks' functions are pickled (with cloudpickle when installed) into a file readable
+      only by you in ``log_dir`` (default ``./blockwise_logs``), which workers on other nodes
+      read through the shared file system. Workers start with this interpreter's
+      ``sys.path`` and working directory, and import the main script as ``__mp_main__``:
+      keep the script's driver code under ``if __name__ == "__main__":``.
+    * ``run_dir``: done-markers; a rerun skips what finished (``fresh=True`` starts over).
+    * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
+      summary is printed when they are shown, unless ``print_summary`` says otherwise.
+
+    The run happens with the GIL released: other Python threads go on. Ctrl-C stops the run
+    (cancelling every worker job) and raises ``KeyboardInterrupt``. Failed blocks are not
+    exceptions: check ``summary.is_success()``.
+    """
+    task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
+    if runner not in ("threads", "processes"):
+        raise ConfigError(f"runner {runner!r}: use 'threads' or 'processes'")
+    if progress not in (True, False, "auto"):
+        raise ConfigError(f"progress {progress!r}: use True, False or 'auto'")
+    processes = runner == "processes" or launcher is not None
+    everything = _all_tasks(task_list)
+    if not processes:
+        for t in everything:
+            if t.worker_function is not None:
+                raise ConfigError(
+                    f'task {t.task_id!r} has a worker_function, which runs only on worker processes: use runner="processes"'
+                )
+    common = dict(
+        run_dir=None if run_dir is None else os.fspath(run_dir),
+        fresh=fresh,
+        progress=None if progress == "auto" else progress,
+        print_summary=print_summary,
+        max_worker_restarts=max_worker_restarts,
+        max_output_bytes=max_output_bytes,
+        prefetch=prefetch,
+    )
+    if not processes:
+        return _native._run(task_list, **common)
+    logs = Path(log_dir if log_dir is not None else "blockwise_logs")
+    spec = _write_spec(everything, logs)
+    try:
+        return _native._run(
+            task_list,
+            processes=True,
+            launcher=launcher,
+            worker_command=(sys.executable, ["-m", "blockwise._worker", str(spec.resolve())]),
+            log_dir=os.fspath(logs),
+            worker_lifetime=worker_lifetime,
+            **common,
+        )
+    finally:
+        try:
+            spec.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,80 @@
+"""The worker process of a process run: ``python -m blockwise._worker <tasks file>``.
+
+It restores the driver's ``sys.path`` and working directory, imports the driver's main script
+as ``__mp_main__`` (its ``if __name__ == "__main__":`` block does not run), loads the run's
+tasks from the file the driver wrote, and serves its task's blocks through the engine (or calls
+the task's worker function, which runs its own ``Client`` loop). It exits with 0 when the
+scheduler has no more blocks for it, and 1 with the error on stderr (the worker's log, which
+the scheduler reports) if it cannot serve.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import sys
+import traceback
+
+
+def _import_main(path: str) -> None:
+    spec = importlib.util.spec_from_file_location("__mp_main__", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the driver's main script {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__mp_main__"] = module
+    sys.modules["__main__"] = module
+    spec.loader.exec_module(module)
+
+
+def _find(tasks, task_id):
+    stack = list(tasks)
+    while stack:
+        t = stack.pop()
+        if t.task_id == task_id:
+            return t
+        stack.extend(t.upstream)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m blockwise._worker <tasks file>", file=sys.stderr)
+        return 2
+    with open(argv[1], "rb") as f:
+        header = pickle.load(f)
+        payload = pickle.load(f)
+    if header.get("version") != 1:
+        print(f"blockwise worker: {argv[1]} has an unknown format", file=sys.stderr)
+        return 1
+    sys.path[:] = header["sys_path"]
+    os.chdir(header["cwd"])
+    if header.get("main"):
+        _import_main(header["main"])
+    tasks = pickle.loads(payload)
+
+    from blockwise import _native
+
+    ctx = _native.WorkerContext.from_env()
+    if ctx is None:
+        print("blockwise worker: not started by a process runner (no BLOCKWISE_CONTEXT)", file=sys.stderr)
+        return 1
+    task = _find(tasks, ctx.task_id)
+    if task is not None and task.worker_function is not None:
+        task.worker_function()
+        return 0
+    _native.serve_worker(tasks)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.argv)
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
