@@ -331,21 +331,19 @@ impl PyRunSummary {
             .collect()
     }
 
-    /// `{task_id: TaskState}` for every task of the run.
+    /// `{task_id: TaskState}` for every task of the run, in the run's order.
     #[getter]
-    fn tasks(&self) -> Vec<(String, PyTaskState)> {
-        self.inner
-            .tasks()
-            .iter()
-            .map(|t| {
-                (
-                    t.task_id.clone(),
-                    PyTaskState {
-                        inner: t.state.clone(),
-                    },
-                )
-            })
-            .collect()
+    fn tasks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        for t in self.inner.tasks() {
+            d.set_item(
+                &t.task_id,
+                PyTaskState {
+                    inner: t.state.clone(),
+                },
+            )?;
+        }
+        Ok(d)
     }
 
     /// The counters of one task.
