@@ -55,7 +55,7 @@ impl Failures {
         };
         let probe = journal.is_some().then(|| block.clone());
         block.set_status(BlockStatus::Failed);
-        sched.release_block(block);
+        sched.release_failed(block, &failure.message);
         let last = failed(sched) > before;
         if last {
             // Failed for good: it does not run again in this run.
