@@ -511,7 +511,7 @@ impl TaskBuilder {
     /// abandonment; one that failed with retries left is not retried and counts as orphaned);
     /// workers of the task are stopped once they finish them. Every other block of the task
     /// that did not complete or fail counts as orphaned, and every task downstream of it
-    /// (transitively, unless already finished) is abandoned too, its unfinished blocks orphaned.
+    /// (transitively, except tasks whose blocks all completed already) is abandoned too, its unfinished blocks orphaned.
     /// The reason is in [`TaskState::abandoned`](crate::TaskState::abandoned), the run
     /// summary's text, and `blockwise status` of the run directory; the run is not a success.
     /// This costs nothing per block.

@@ -440,8 +440,13 @@ impl Driver<'_> {
                     "timed out after {timeout:?}; worker {worker} abandoned (its thread keeps running until the block's function returns)"
                 );
                 self.fail_block(i, block, worker, FailureKind::Timeout, message);
+                let abandoned = self
+                    .sched
+                    .task_state(self.runs[i].task.task_id())
+                    .is_some_and(|s| s.abandoned.is_some());
                 if !self.runs[i].finished
                     && !self.runs[i].retired
+                    && !abandoned
                     && let Err(e) = self.spawn_worker(i)
                 {
                     tracing::error!("could not replace a timed-out worker: {e}");

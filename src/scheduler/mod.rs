@@ -702,7 +702,7 @@ impl Scheduler {
 
     /// Takes back a block that was handed out but never ran (a runner had queued it for a
     /// worker when its task was abandoned): it counts as orphaned if its task is abandoned, and
-    /// is ready again (first in line) otherwise.
+    /// is ready again otherwise.
     pub(crate) fn unacquire(&mut self, block: &Block) {
         let Some(&t) = self.index.get(block.task_id()) else {
             tracing::warn!(block = %block, "ignoring a returned block of an unknown task");
@@ -791,7 +791,8 @@ impl Scheduler {
         }
     }
 
-    /// Abandons task `t` and every task downstream of it (transitively) that is not finished:
+    /// Abandons task `t` and every task downstream of it (transitively), except tasks whose
+    /// blocks all completed:
     /// they hand out nothing more, and their blocks that did not complete or fail and are not
     /// in flight are orphaned. Per-block state of those tasks is dropped (the counters are
     /// computed, not enumerated).
@@ -802,7 +803,9 @@ impl Scheduler {
         let mut frontier: Vec<usize> = self.tasks[t].downstream.clone();
         while let Some(d) = frontier.pop() {
             let state = &self.tasks[d].state;
-            if state.abandoned.is_some() || (state.is_done() && state.processing == 0) {
+            // A task all of whose blocks completed lost nothing (and does not hold back the
+            // tasks below it).
+            if state.abandoned.is_some() || state.completed >= state.total {
                 continue;
             }
             self.abandon_one(d, format!("upstream task {root} was abandoned"));
@@ -955,3 +958,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod budget_tests;
