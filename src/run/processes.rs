@@ -746,9 +746,15 @@ impl Driver<'_> {
                 message,
             );
         }
+        // The head block's failure may have abandoned the task: then its workers are not
+        // replaced, and a worker lost is no start-up failure.
+        let abandoned = self
+            .sched
+            .task_state(self.runs[task].task.task_id())
+            .is_some_and(|s| s.abandoned.is_some());
         let run = &mut self.runs[task];
         requeue_front(&mut run.requeue, blocks);
-        if !graceful && conn.completed == 0 && !run.finished && !run.retired {
+        if !graceful && conn.completed == 0 && !run.finished && !run.retired && !abandoned {
             let message = match conn.setup_failed.take() {
                 Some(m) => format!("{who}: set-up failed: {m}"),
                 None => {

@@ -8,8 +8,13 @@ use crate::geometry::Roi;
 
 /// A 1D task of `n` independent blocks of size 1 (handed out in grid order).
 fn task(id: &str, n: i64, retries: u32, budget: Option<u32>, upstream: &[&Task]) -> Task {
-    let mut b = Task::builder(id, Roi::new([0], [n]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .max_retries(retries);
+    let mut b = Task::builder(
+        id,
+        Roi::new([0], [n]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .max_retries(retries);
     if let Some(k) = budget {
         b = b.max_consecutive_failures(k);
     }
@@ -39,17 +44,25 @@ fn check_invariant(st: &TaskState) {
 
 #[test]
 fn zero_is_a_configuration_error() {
-    let err = Task::builder("t", Roi::new([0], [4]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .max_consecutive_failures(0)
-        .build()
-        .unwrap_err();
+    let err = Task::builder(
+        "t",
+        Roi::new([0], [4]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .max_consecutive_failures(0)
+    .build()
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidTask { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains("\"t\"") && text.contains("max_consecutive_failures is 0"),
         "{text}"
     );
-    assert_eq!(task("t", 4, 0, Some(1), &[]).max_consecutive_failures(), Some(1));
+    assert_eq!(
+        task("t", 4, 0, Some(1), &[]).max_consecutive_failures(),
+        Some(1)
+    );
     assert_eq!(task("t", 4, 0, None, &[]).max_consecutive_failures(), None);
 }
 
@@ -124,12 +137,17 @@ fn a_long_error_is_cut_in_the_reason() {
 #[test]
 fn skipped_blocks_do_not_reset_the_count() {
     // Odd blocks are found done by the check; even ones fail.
-    let t = Task::builder("t", Roi::new([0], [10]), Roi::new([0], [1]), Roi::new([0], [1]))
-        .check(|b| b.grid_index() % 2 == 1)
-        .max_retries(0)
-        .max_consecutive_failures(2)
-        .build()
-        .unwrap();
+    let t = Task::builder(
+        "t",
+        Roi::new([0], [10]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .check(|b| b.grid_index() % 2 == 1)
+    .max_retries(0)
+    .max_consecutive_failures(2)
+    .build()
+    .unwrap();
     let mut s = Scheduler::new(&[t]).unwrap();
     let b = s.acquire_block("t").unwrap();
     assert_eq!(b.grid_index(), 0);
@@ -139,7 +157,10 @@ fn skipped_blocks_do_not_reset_the_count() {
     release(&mut s, b, false);
     let st = s.task_state("t").unwrap();
     assert!(st.abandoned.is_some(), "{st:?}");
-    assert_eq!((st.completed, st.skipped, st.failed, st.orphaned), (1, 1, 2, 7));
+    assert_eq!(
+        (st.completed, st.skipped, st.failed, st.orphaned),
+        (1, 1, 2, 7)
+    );
     check_invariant(st);
     assert!(s.is_done());
 }
@@ -175,14 +196,20 @@ fn blocks_in_flight_still_count_when_they_come_back() {
     release(&mut s, rest.next().unwrap(), true);
     release(&mut s, rest.next().unwrap(), false);
     let st = s.task_state("t").unwrap().clone();
-    assert_eq!((st.completed, st.failed, st.orphaned, st.processing), (1, 2, 1, 6));
+    assert_eq!(
+        (st.completed, st.failed, st.orphaned, st.processing),
+        (1, 2, 1, 6)
+    );
     assert!(st.abandoned.is_some());
     check_invariant(&st);
     for b in rest {
         release(&mut s, b, true);
     }
     let st = s.task_state("t").unwrap();
-    assert_eq!((st.completed, st.failed, st.orphaned, st.processing), (7, 2, 1, 0));
+    assert_eq!(
+        (st.completed, st.failed, st.orphaned, st.processing),
+        (7, 2, 1, 0)
+    );
     check_invariant(st);
     assert!(s.is_done());
 }
@@ -208,10 +235,16 @@ fn abandonment_spreads_down_a_chain() {
     );
     assert_eq!((sa.completed, sa.failed, sa.orphaned), (1, 2, 3));
     let sb = s.task_state("b").unwrap().clone();
-    assert_eq!(sb.abandoned.as_deref(), Some("upstream task a was abandoned"));
+    assert_eq!(
+        sb.abandoned.as_deref(),
+        Some("upstream task a was abandoned")
+    );
     assert_eq!((sb.processing, sb.orphaned, sb.ready), (1, 5, 0));
     let sc = s.task_state("c").unwrap().clone();
-    assert_eq!(sc.abandoned.as_deref(), Some("upstream task a was abandoned"));
+    assert_eq!(
+        sc.abandoned.as_deref(),
+        Some("upstream task a was abandoned")
+    );
     assert_eq!(sc.orphaned, 6);
     for st in [&sa, &sb, &sc] {
         check_invariant(st);
@@ -305,7 +338,15 @@ fn the_daisy_text_gets_a_tenth_line_only_when_abandoned() {
     assert!(!serde_json::to_string(&read).unwrap().contains("abandoned"));
 }
 
-fn geom_task(id: &str, n: i64, ws: i64, ctx: i64, retries: u32, budget: Option<u32>, up: &[&Task]) -> Task {
+fn geom_task(
+    id: &str,
+    n: i64,
+    ws: i64,
+    ctx: i64,
+    retries: u32,
+    budget: Option<u32>,
+    up: &[&Task],
+) -> Task {
     let mut b = Task::builder(
         id,
         Roi::new([0], [n]),

@@ -819,7 +819,9 @@ impl Scheduler {
         let s = &mut entry.state;
         s.abandoned = Some(reason);
         s.ready = 0;
-        s.orphaned = s.total.saturating_sub(s.completed + s.failed + s.processing);
+        s.orphaned = s
+            .total
+            .saturating_sub(s.completed + s.failed + s.processing);
         s.update_pending();
         entry.queue = VecDeque::new();
         entry.waiting = FxHashMap::default();
