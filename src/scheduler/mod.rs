@@ -15,6 +15,11 @@
 //! surface" until their dependents finish; counting unmet dependencies instead releases blocks
 //! in the same order and frees memory as soon as a block becomes ready.
 //!
+//! A task with a failure budget also keeps the number of blocks failed for good since its last
+//! success. When it is abandoned (and the tasks downstream of it), its queue, wavefront, orphan
+//! set and retry counts (but those of blocks in flight) are dropped and its counters computed:
+//! every block not completed, failed or in flight is orphaned.
+//!
 //! # Where daisy 1.x is wrong
 //!
 //! * A task whose write ROI does not fit has 0 blocks, never a negative count.
