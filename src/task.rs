@@ -506,10 +506,12 @@ impl TaskBuilder {
     ///   done-markers of a run directory) changes nothing: it ran nothing, so it says nothing
     ///   about whether the task's function works.
     ///
-    /// When the task is abandoned it hands out no further block. Blocks already running are
-    /// still taken back when they finish and count as usual (a success does not undo the
-    /// abandonment; one that failed with retries left is not retried and counts as orphaned);
-    /// workers of the task are stopped once they finish them. Every other block of the task
+    /// When the task is abandoned it hands out no further block. Blocks already handed out
+    /// still count when they come back (a success does not undo the abandonment; a failure with
+    /// retries left is not retried and counts as orphaned): worker threads finish the block
+    /// they are running and give back the blocks queued for them; worker processes finish the
+    /// blocks they were sent (at most their [prefetch](crate::Runner::prefetch)) and leave, and
+    /// no worker is started for the task any more. Every other block of the task
     /// that did not complete or fail counts as orphaned, and every task downstream of it
     /// (transitively, except tasks whose blocks all completed already) is abandoned too, its unfinished blocks orphaned.
     /// The reason is in [`TaskState::abandoned`](crate::TaskState::abandoned), the run
