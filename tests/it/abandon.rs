@@ -473,3 +473,37 @@ fn processes_lost_workers_count_toward_the_budget() {
     let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
     assert_eq!(jobs.lines().count(), 2, "{jobs}");
 }
+
+#[test]
+fn processes_finish_the_blocks_they_hold_and_leave() {
+    let name = "processes_finish_the_blocks_they_hold_and_leave";
+    let dir = scratch(name);
+    let d = dir.clone();
+    let task = builder("t", 2000)
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            mark(&d, b)?;
+            Err("no".into())
+        })
+        .num_workers(2)
+        .max_retries(0)
+        .max_consecutive_failures(5)
+        .build()
+        .unwrap();
+    // Default prefetch: workers may hold several blocks when the task is abandoned.
+    let r = runner(&format!("abandon::{name}"), &dir);
+    if in_worker() {
+        let _ = r.run([task]);
+        return;
+    }
+    let summary = within(120, move || r.run([task]).unwrap());
+    let ran = marks(&dir).len() as u64;
+    let t = summary.task("t").unwrap();
+    assert!(t.abandoned.is_some(), "{summary}");
+    // Every block that ran came back and counts as failed; the rest are orphaned.
+    assert_eq!(t.failed, ran, "{summary}");
+    assert_eq!(t.orphaned, 2000 - ran);
+    assert!((5..=5 + 2 * 32).contains(&ran), "{ran}");
+    // The two workers left; none replaced them.
+    let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
+    assert_eq!(jobs.lines().count(), 2, "{jobs}");
+}
