@@ -373,6 +373,9 @@ impl PyCoordinate {
     }
 }
 
+/// What `__reduce__` returns: the class and its constructor arguments.
+type Reduced<'py, A> = (Bound<'py, PyAny>, A);
+
 fn snap_mode(mode: &str) -> PyResult<Snap> {
     match mode {
         "grow" => Ok(Snap::Grow),
@@ -669,10 +672,7 @@ impl PyRoi {
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
         py: Python<'py>,
-    ) -> PyResult<(
-        Bound<'py, PyAny>,
-        (Bound<'py, PyTuple>, Bound<'py, PyTuple>),
-    )> {
+    ) -> PyResult<Reduced<'py, (Bound<'py, PyTuple>, Bound<'py, PyTuple>)>> {
         let r = &slf.get().0;
         Ok((
             slf.get_type().into_any(),

@@ -232,6 +232,12 @@ impl PyTaskState {
     fn orphaned(&self) -> u64 {
         self.inner.orphaned
     }
+    /// Why the task was abandoned (its failure budget ran out, or an upstream task's did), or
+    /// None.
+    #[getter]
+    fn abandoned(&self) -> Option<String> {
+        self.inner.abandoned.clone()
+    }
     /// Whether every block reached a final state.
     fn is_done(&self) -> bool {
         self.inner.is_done()
@@ -380,6 +386,15 @@ impl PyRunSummary {
             out.append((r.block_id, loads.call1((text,))?))?;
         }
         Ok(out)
+    }
+
+    /// `{task_id: reason}` for every abandoned task.
+    #[getter]
+    fn abandoned(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner
+            .abandoned()
+            .map(|(t, r)| (t.to_owned(), r.to_owned()))
+            .collect()
     }
 
     /// Seconds the run took.
