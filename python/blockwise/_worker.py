@@ -1,6 +1,6 @@
 """The worker process of a process run: ``python -m blockwise._worker <tasks file>``.
 
-It restores the driver's ``sys.path`` and working directory, imports the driver's main script
+It restores the driver's ``sys.path``, ``sys.argv`` and working directory, imports the driver's main script
 as ``__mp_main__`` (its ``if __name__ == "__main__":`` block does not run), loads the run's
 tasks from the file the driver wrote, and serves its task's blocks through the engine (or calls
 the task's worker function, which runs its own ``Client`` loop). It exits with 0 when the
@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 import traceback
+from pathlib import Path
 
 
 def _import_main(path: str) -> None:
@@ -41,13 +42,19 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m blockwise._worker <tasks file>", file=sys.stderr)
         return 2
-    with open(argv[1], "rb") as f:
+    from blockwise._run import check_private
+
+    path = Path(argv[1])
+    check_private(path.parent, directory=True)
+    check_private(path, directory=False)
+    with open(path, "rb") as f:
         header = pickle.load(f)
         payload = pickle.load(f)
     if header.get("version") != 1:
         print(f"blockwise worker: {argv[1]} has an unknown format", file=sys.stderr)
         return 1
     sys.path[:] = header["sys_path"]
+    sys.argv[:] = header.get("argv", sys.argv)
     os.chdir(header["cwd"])
     if header.get("main"):
         _import_main(header["main"])
