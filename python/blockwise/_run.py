@@ -50,9 +50,11 @@ def _main_path() -> str | None:
     return None
 
 
-def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
+def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> Path:
     """Writes the run's tasks, functions included, to a file only this user can read."""
     dumper, how = _pickler()
+    # Without cloudpickle, functions of the main script pickle by reference: workers need it.
+    import_main = import_main or how != "cloudpickle"
     try:
         payload = dumper.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -64,7 +66,7 @@ def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
         "version": SPEC_VERSION,
         "sys_path": list(sys.path),
         "cwd": os.getcwd(),
-        "main": _main_path(),
+        "main": _main_path() if import_main else None,
         "pickler": how,
     }
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ def run_blockwise(
     print_summary: bool | None = None,
     max_output_bytes: int | None = None,
     prefetch: int | None = None,
+    import_main: bool = True,
 ) -> RunSummary:
     """Runs the tasks (and every upstream task reachable from them) and returns the summary.
 
@@ -105,6 +108,8 @@ def run_blockwise(
       ``sys.path`` and working directory, and import the main script as ``__mp_main__``:
       keep the script's driver code under ``if __name__ == "__main__":``.
     * ``run_dir``: done-markers; a rerun skips what finished (``fresh=True`` starts over).
+    * ``import_main=False``: workers do not import the main script (its functions are
+      pickled by value with cloudpickle; without cloudpickle they are imported regardless).
     * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
       summary is printed when they are shown, unless ``print_summary`` says otherwise.
 
@@ -137,7 +142,7 @@ def run_blockwise(
     if not processes:
         return _native._run(task_list, **common)
     logs = Path(log_dir if log_dir is not None else "blockwise_logs")
-    spec = _write_spec(everything, logs)
+    spec = _write_spec(everything, logs, import_main)
     try:
         return _native._run(
             task_list,
