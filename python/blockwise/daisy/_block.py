@@ -117,9 +117,18 @@ class TaskState:
         return repr(self._s).replace("TaskState(", "daisy.TaskState(", 1)
 
 
-def states(pairs) -> dict[str, TaskState]:
+class RunStates(dict):
+    """``{task_id: TaskState}``, true when every block of every task completed or was skipped:
+    what the serial mode returns, for daisy 1.x's programs (which index it) and daisy 2.0's
+    (which test it as a bool) alike."""
+
+    def __bool__(self) -> bool:
+        return all(s.completed_count == s.total_block_count for s in self.values())
+
+
+def states(pairs) -> RunStates:
     """``{task_id: TaskState}`` from the engine's ``[(task_id, TaskState)]``."""
-    return {k: TaskState(v) for k, v in pairs}
+    return RunStates((k, TaskState(v)) for k, v in pairs)
 
 
-__all__ = ["Block", "BlockStatus", "Roi", "TaskState"]
+__all__ = ["Block", "BlockStatus", "Roi", "RunStates", "TaskState"]

@@ -16,7 +16,7 @@ from blockwise import _native
 from blockwise._native import ConfigError
 
 from blockwise.daisy import logging as daisy_logging
-from blockwise.daisy._block import TaskState, states
+from blockwise.daisy._block import RunStates, TaskState, states
 from blockwise.daisy._client import Context
 from blockwise.daisy._task import RESOURCES_ISSUE, Pipeline, Task, _SerialFn, to_native, to_pipeline
 
@@ -93,7 +93,7 @@ def _run_dir(pipeline: Pipeline) -> Path | None:
     return paths.pop() if paths else None
 
 
-def _serial(pipeline: Pipeline) -> dict[str, TaskState]:
+def _serial(pipeline: Pipeline) -> RunStates:
     for t in pipeline.tasks:
         if t.is_worker_function:
             raise ConfigError(
@@ -138,14 +138,15 @@ def run_blockwise(
     progress: Any = True,
     resources: dict[str, int] | None = None,
     return_states: bool = False,
-) -> bool | dict[str, TaskState]:
+) -> bool | RunStates | dict[str, TaskState]:
     """Runs a ``Pipeline``, a ``Task`` or daisy 1.x's list of tasks (with their
     ``upstream_tasks``).
 
     ``multiprocessing=True``: on worker processes (``max_workers`` per task); returns True only
     if every block completed or was skipped (daisy 2.0). ``multiprocessing=False``: serially in
     this process, in the scheduler's order; a block's exception propagates at once, and the
-    result is ``{task_id: TaskState}`` (daisy 1.x and 2.0). ``progress``: a bool, or an
+    result is a ``RunStates``: daisy 1.x's ``{task_id: TaskState}`` that is true exactly when
+    daisy 2.0's bool is. ``progress``: a bool, or an
     observer such as ``JsonProgressObserver``. ``return_states=True`` returns the states in
     both modes.
     """
