@@ -172,6 +172,7 @@ impl Task {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use crate::{Roi, Task};
 
