@@ -76,9 +76,11 @@ def _private_folder(folder: Path) -> Path:
     return folder
 
 
-def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
+def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> Path:
     """Writes the run's tasks, functions included, to a file only this user can read."""
     dumper, how = _pickler()
+    # Without cloudpickle, functions of the main script pickle by reference: workers need it.
+    import_main = import_main or how != "cloudpickle"
     try:
         payload = dumper.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -91,7 +93,7 @@ def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
         "sys_path": list(sys.path),
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
-        "main": _main_path(),
+        "main": _main_path() if import_main else None,
         "pickler": how,
     }
     folder = _private_folder(log_dir / ".blockwise-tasks")
@@ -117,6 +119,7 @@ def run_blockwise(
     print_summary: bool | None = None,
     max_output_bytes: int | None = None,
     prefetch: int | None = None,
+    import_main: bool = True,
 ) -> RunSummary:
     """Runs the tasks (and every upstream task reachable from them) and returns the summary.
 
@@ -133,6 +136,8 @@ def run_blockwise(
       ``__mp_main__`` (like multiprocessing's spawn): keep the script's driver code under
       ``if __name__ == "__main__":``.
     * ``run_dir``: done-markers; a rerun skips what finished (``fresh=True`` starts over).
+    * ``import_main=False``: workers do not import the main script (its functions are
+      pickled by value with cloudpickle; without cloudpickle they are imported regardless).
     * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
       summary is printed when they are shown, unless ``print_summary`` says otherwise.
 
@@ -165,7 +170,7 @@ def run_blockwise(
     if not processes:
         return _native._run(task_list, **common)
     logs = Path(log_dir if log_dir is not None else "blockwise_logs")
-    spec = _write_spec(everything, logs)
+    spec = _write_spec(everything, logs, import_main)
     try:
         return _native._run(
             task_list,

@@ -9,7 +9,9 @@ use pyo3::prelude::*;
 mod client;
 mod errors;
 mod geometry;
+mod graph;
 mod run;
+mod serial;
 mod store;
 mod task;
 
@@ -26,6 +28,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(task::_task_from_kwargs, m)?)?;
     m.add_class::<client::PyClient>()?;
     m.add_class::<client::PyScheduler>()?;
+    m.add_class::<graph::PyBlockGraph>()?;
+    m.add_class::<graph::PyLevelBlocks>()?;
+    m.add_function(wrap_pyfunction!(serial::_run_serial, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::_cantor_number, m)?)?;
     run::register(m)?;
     store::register(m)?;
     Ok(())
