@@ -126,7 +126,7 @@ def _processes(pipeline: Pipeline, progress: Any) -> tuple[blockwise.RunSummary,
     )
     for t in pipeline.tasks:
         t._fresh = False
-    result = states(summary.tasks)
+    result = states(summary.tasks.items())
     if observer is not None and hasattr(observer, "on_finish"):
         observer.on_finish(result)
     return summary, result

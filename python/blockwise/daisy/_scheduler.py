@@ -20,7 +20,7 @@ class Scheduler:
     def __init__(self, tasks: Pipeline | Task | Iterable[Task], count_all_orphans: bool = True) -> None:
         pipeline = to_pipeline(tasks if isinstance(tasks, (Pipeline, Task)) else list(tasks))
         self.task_map: dict[str, Task] = {t.task_id: t for t in pipeline.tasks}
-        self._s = blockwise.Scheduler(to_native(pipeline))
+        self._s = blockwise.Scheduler(to_native(pipeline, budget=False))
 
     def acquire_block(self, task_id: str) -> Block | None:
         """The next ready block of the task (its check function already consulted), or None."""

@@ -143,7 +143,7 @@ class Task:
         self._native = self._build([])
         self.total_write_roi = self._native.total_write_roi
 
-    def _build(self, upstream: list[blockwise.Task]) -> blockwise.Task:
+    def _build(self, upstream: list[blockwise.Task], budget: bool = True) -> blockwise.Task:
         kw: dict[str, Any] = dict(
             fit=self.fit,
             read_write_conflict=self.read_write_conflict,
@@ -151,8 +151,10 @@ class Task:
             max_retries=self.max_retries,
             timeout=self.timeout if self.timeout is not None else DAISY2_DEFAULT_TIMEOUT,
             upstream=upstream,
-            max_consecutive_failures=self.max_worker_restarts,
         )
+        if budget:
+            # Runs abandon a task whose blocks keep failing; daisy's pure Scheduler never does.
+            kw["max_consecutive_failures"] = self.max_worker_restarts
         if self.check_function is not None:
             kw["check"] = _CheckFn(self.check_function)
         if self.is_worker_function:
@@ -304,8 +306,9 @@ def to_pipeline(x: Pipeline | Task | Iterable[Task]) -> Pipeline:
     raise TypeError(f"expected a Pipeline, a Task or a list of Tasks, got {type(x).__name__}")
 
 
-def to_native(p: Pipeline) -> list[blockwise.Task]:
-    """The pipeline's tasks as engine tasks (upstream tasks first), wired by its edges."""
+def to_native(p: Pipeline, budget: bool = True) -> list[blockwise.Task]:
+    """The pipeline's tasks as engine tasks (upstream tasks first), wired by its edges; with
+    ``budget``, with daisy 2.0's abandonment as the engine's failure budget."""
     built: dict[int, blockwise.Task] = {}
     order: list[blockwise.Task] = []
     remaining = list(p.tasks)
@@ -317,7 +320,7 @@ def to_native(p: Pipeline) -> list[blockwise.Task]:
                 + ", ".join(t.task_id for t in remaining)
             )
         for t in ready:
-            native = t._build([built[id(u)] for u, d in p.edges if d is t])
+            native = t._build([built[id(u)] for u, d in p.edges if d is t], budget)
             built[id(t)] = native
             order.append(native)
             remaining.remove(t)
