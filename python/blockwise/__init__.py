@@ -5,6 +5,7 @@ crate; this package calls it. ``import blockwise.daisy as daisy`` runs daisy pro
 """
 
 from blockwise._native import (
+    Array,
     Block,
     BlockFailure,
     BlockStatus,
@@ -27,13 +28,20 @@ from blockwise._native import (
     TaskState,
     WorkerContext,
     WorkerStartupError,
+    ZarrArray,
     __version__,
     serve_worker,
 )
 from blockwise._client import Client
 from blockwise._run import run_blockwise
 
+try:  # built with the `hdf5` feature only
+    from blockwise._native import Hdf5Array
+except ImportError:  # pragma: no cover - depends on the build
+    pass
+
 __all__ = [
+    "Array",
     "Block",
     "BlockFailure",
     "BlockStatus",
@@ -57,6 +65,7 @@ __all__ = [
     "TaskState",
     "WorkerContext",
     "WorkerStartupError",
+    "ZarrArray",
     "__version__",
     "run_blockwise",
     "serve_worker",

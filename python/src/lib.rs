@@ -10,6 +10,7 @@ mod client;
 mod errors;
 mod geometry;
 mod graph;
+mod ops;
 mod run;
 mod serial;
 mod store;
@@ -34,5 +35,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(graph::_cantor_number, m)?)?;
     run::register(m)?;
     store::register(m)?;
+    ops::register(m)?;
     Ok(())
 }

@@ -313,7 +313,7 @@ impl PyBlockFailure {
 /// What a run did: per task counters, failures and outputs; `str()` is the execution summary.
 #[pyclass(module = "blockwise", name = "RunSummary", frozen)]
 pub struct PyRunSummary {
-    inner: RunSummary,
+    pub inner: RunSummary,
 }
 
 #[pymethods]
