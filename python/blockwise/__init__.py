@@ -5,7 +5,6 @@ crate; this package calls it. ``import blockwise.daisy as daisy`` runs daisy pro
 """
 
 from blockwise._native import (
-    Array,
     Block,
     BlockFailure,
     BlockStatus,
@@ -28,15 +27,15 @@ from blockwise._native import (
     TaskState,
     WorkerContext,
     WorkerStartupError,
-    ZarrArray,
     __version__,
     serve_worker,
 )
 from blockwise._client import Client
 from blockwise._run import run_blockwise
+from blockwise.arrays import Array, ZarrArray
 
 try:  # built with the `hdf5` feature only
-    from blockwise._native import Hdf5Array
+    from blockwise.arrays import Hdf5Array
 except ImportError:  # pragma: no cover - depends on the build
     pass
 

@@ -298,8 +298,9 @@ pub struct PyStoreArray {
 }
 
 impl PyStoreArray {
+    /// The store path and dataset, for messages.
     fn name(&self) -> String {
-        on_backend!(&self.backend, a => a.name().to_owned())
+        self.backend.chunk_grid().name
     }
 
     fn check_writable(&self) -> PyResult<()> {
