@@ -239,6 +239,19 @@ def test_funlib_persistence_opens_what_we_write(tmp_path):
     np.testing.assert_array_equal(ds.to_ndarray(ds.roi), data)
 
 
+def test_we_open_what_funlib_persistence_writes(tmp_path):
+    fp = pytest.importorskip("funlib.persistence")
+    ds = fp.prepare_ds(
+        str(tmp_path / "f.zarr" / "raw"), shape=(6, 8), offset=(4, 8), voxel_size=(2, 4),
+        axis_names=["y", "x"], units=["nm", "nm"], dtype=np.uint16, mode="w",
+    )
+    data = ramp((6, 8), np.uint16)
+    ds[ds.roi] = data
+    a = ZarrArray.open(tmp_path / "f.zarr" / "raw")
+    assert a.voxel_size == (2, 4) and a.offset == (4, 8) and a.axis_names == ["y", "x"] and a.units == ["nm", "nm"]
+    np.testing.assert_array_equal(a.read(a.roi), data)
+
+
 @pytest.mark.timeout(120)
 def test_the_gil_is_released_during_reads(tmp_path):
     """A Python thread makes progress while a read runs: with a huge switch interval, the
@@ -379,3 +392,18 @@ def test_hdf5_prepare(tmp_path):
     assert H.prepare(tmp_path / "p.h5" / "a", roi, (1,), "uint8", (4,)).array_id == a.array_id
     with pytest.raises(StoreError, match="data type"):
         H.prepare(tmp_path / "p.h5" / "a", roi, (1,), "int8", (4,))
+
+
+@hdf5
+def test_hdf5_written_by_a_task(tmp_path):
+    H = blockwise._native.Hdf5Array
+    roi = Roi((0, 0), (16, 16))
+    out = H.create(tmp_path / "t.h5" / "out", roi, (1, 1), "uint8", (8, 8))
+    task = blockwise.Task(
+        "ones", roi, Roi((0, 0), (8, 8)), Roi((0, 0), (8, 8)),
+        process=functools.partial(_write_ones, out), writes=[out],
+    )
+    assert blockwise.run_blockwise(task, progress=False, run_dir=tmp_path / "run").is_success()
+    np.testing.assert_array_equal(out.read(roi), np.ones((16, 16), np.uint8))
+    with pytest.raises(blockwise.ConfigError, match="not a multiple of the chunk shape"):
+        blockwise.Task("t", roi, Roi((0, 0), (4, 4)), Roi((0, 0), (4, 4)), process=lambda b: None, writes=out)
