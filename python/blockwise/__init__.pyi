@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any, Literal, SupportsIndex, overload
 
 from blockwise._client import Client as Client
+from blockwise.arrays import Array as Array, Hdf5Array as Hdf5Array, ZarrArray as ZarrArray
 
 __version__: str
 

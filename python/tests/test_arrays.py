@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import blockwise
-import blockwise._run
 from blockwise import Roi, StoreError, ZarrArray
 
 DTYPES = ["uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"]
@@ -301,9 +300,7 @@ def _box_reference(data):
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("runner", ["threads", "processes"])
-def test_box_filter_task(tmp_path, runner, monkeypatch):
-    # Under pytest the driver's main script is the `pytest` launcher, not an importable module.
-    monkeypatch.setattr(blockwise._run, "_main_path", lambda: None)
+def test_box_filter_task(tmp_path, runner):
     roi = Roi((0, 0), (60, 40))  # 30×20 voxels of 2×2
     raw = ZarrArray.create(tmp_path / "b.zarr" / "raw", roi, (2, 2), "uint8", (10, 10))
     rng = np.random.default_rng(0)
@@ -321,7 +318,7 @@ def test_box_filter_task(tmp_path, runner, monkeypatch):
         num_workers=2,
         writes=[out],
     )
-    summary = blockwise.run_blockwise(task, runner=runner, progress=False, log_dir=tmp_path / "logs")
+    summary = blockwise.run_blockwise(task, runner=runner, progress=False, log_dir=tmp_path / "logs", import_main=False)
     assert summary.is_success(), str(summary)
     np.testing.assert_allclose(out.read(roi), _box_reference(data), rtol=0, atol=1e-12)
 
