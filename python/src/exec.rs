@@ -49,6 +49,22 @@ pub struct PyExecutor {
     inner: Mutex<Option<Executor>>,
     cancel: Cancel,
     processes: bool,
+    /// The maps started, for `shutdown` to stop and wait for.
+    maps: Mutex<Vec<MapHandle>>,
+}
+
+/// What `shutdown` needs of a map: its results' channel, and its driving thread (which holds
+/// a clone of the executor until it ends).
+struct MapHandle {
+    shared: Arc<MapShared>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A map's state shared by its Python iterator and the executor.
+struct MapShared {
+    rx: Mutex<Option<Receiver<Msg>>>,
+    /// Set by `shutdown`: the map was stopped before it ended.
+    shut: std::sync::atomic::AtomicBool,
 }
 
 impl PyExecutor {
@@ -133,6 +149,7 @@ impl PyExecutor {
             inner: Mutex::new(Some(Executor::threads(n))),
             cancel: Cancel::new(),
             processes: false,
+            maps: Mutex::default(),
         }
     }
 
@@ -169,6 +186,7 @@ impl PyExecutor {
             inner: Mutex::new(Some(ex)),
             cancel,
             processes: true,
+            maps: Mutex::default(),
         })
     }
 
@@ -223,12 +241,17 @@ impl PyExecutor {
             .spawn(move || {
                 if let Some(key) = key {
                     let items = std::iter::from_fn(move || {
-                        source.pull().map(|(_, v)| {
-                            // The Python layer sends pickles as text.
-                            let text = Python::attach(|py| v.bind(py).extract::<String>())
-                                .unwrap_or_default();
-                            (key.clone(), text)
-                        })
+                        let (_, v) = source.pull()?;
+                        // The Python layer sends pickles as text; anything else ends the input.
+                        match Python::attach(|py| v.bind(py).extract::<String>()) {
+                            Ok(text) => Some((key.clone(), text)),
+                            Err(e) => {
+                                let mut slot =
+                                    source.err.lock().unwrap_or_else(PoisonError::into_inner);
+                                *slot = Some(e);
+                                None
+                            }
+                        }
                     });
                     let f = remote_function();
                     let text = |(i, r): (usize, Result<String, ItemError>)| (i, r.map(Value::Text));
@@ -274,9 +297,20 @@ impl PyExecutor {
                     let _ = tx.send(Msg::Input(e));
                 }
             });
-        spawned.map_err(|e| BlockwiseError::new_err(format!("starting a map's thread: {e}")))?;
-        Ok(PyMapIter {
+        let thread = spawned
+            .map_err(|e| BlockwiseError::new_err(format!("starting a map's thread: {e}")))?;
+        let shared = Arc::new(MapShared {
             rx: Mutex::new(Some(rx)),
+            shut: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        maps.retain(|m| !m.thread.is_finished());
+        maps.push(MapHandle {
+            shared: Arc::clone(&shared),
+            thread,
+        });
+        Ok(PyMapIter {
+            shared,
             cancel: self.processes.then(|| self.cancel.clone()),
         })
     }
@@ -287,15 +321,35 @@ impl PyExecutor {
         self.cancel.cancel(reason);
     }
 
-    /// Lets the submitted items finish, then stops the threads or the worker processes.
+    /// Stops the maps still going (their running items finish; their iterators then raise),
+    /// lets submitted items finish, and stops the threads or the worker processes; returns
+    /// when they are stopped (a cancelled process executor's jobs are killed by then).
     fn shutdown(&self, py: Python<'_>) {
+        let maps = std::mem::take(&mut *self.maps.lock().unwrap_or_else(PoisonError::into_inner));
+        for m in &maps {
+            if !m.thread.is_finished() {
+                m.shared
+                    .shut
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            m.shared
+                .rx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
         let ex = self
             .inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        // Threads may be running Python items, which need the GIL to finish.
-        py.detach(move || drop(ex));
+        // Map threads and pool threads may be running Python code, which needs the GIL.
+        py.detach(move || {
+            for m in maps {
+                let _ = m.thread.join();
+            }
+            drop(ex);
+        });
     }
 }
 
@@ -335,8 +389,18 @@ fn drive(
 /// The results of one map, pulled by the Python generator.
 #[pyclass(module = "blockwise._native", name = "_MapIter", frozen)]
 pub struct PyMapIter {
-    rx: Mutex<Option<Receiver<Msg>>>,
+    shared: Arc<MapShared>,
     cancel: Option<Cancel>,
+}
+
+impl PyMapIter {
+    fn end(&self) -> PyErr {
+        if self.shared.shut.load(std::sync::atomic::Ordering::SeqCst) {
+            PyRuntimeError::new_err("the executor was shut down before this map ended")
+        } else {
+            PyStopIteration::new_err(())
+        }
+    }
 }
 
 #[pymethods]
@@ -349,12 +413,13 @@ impl PyMapIter {
     /// exception, `KeyboardInterrupt` on Ctrl-C (a process executor is then cancelled).
     fn __next__(&self, py: Python<'_>) -> PyResult<(usize, bool, Py<PyAny>)> {
         let Some(rx) = self
+            .shared
             .rx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
         else {
-            return Err(PyStopIteration::new_err(()));
+            return Err(self.end());
         };
         loop {
             match py.detach(|| rx.recv_timeout(Duration::from_millis(50))) {
@@ -378,6 +443,9 @@ impl PyMapIter {
                     return Err(e);
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    if self.shared.shut.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(self.end());
+                    }
                     if let Err(e) = py.check_signals() {
                         if let Some(c) = &self.cancel {
                             c.cancel("KeyboardInterrupt");
@@ -388,7 +456,7 @@ impl PyMapIter {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.close();
-                    return Err(PyStopIteration::new_err(()));
+                    return Err(self.end());
                 }
             }
         }
@@ -396,7 +464,8 @@ impl PyMapIter {
 
     /// Stops the map: no more items start; those in flight finish in the background.
     fn close(&self) {
-        self.rx
+        self.shared
+            .rx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();

@@ -240,3 +240,66 @@ def _wait_gone(pid: int, timeout: float = 15.0) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"worker {pid} still running"
         threading.Event().wait(0.05)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_a_thread_executor(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import itertools, time
+            from pathlib import Path
+            from blockwise.exec import Executor
+
+            d = Path({str(tmp_path)!r})
+
+            def item(x):
+                (d / "started").write_text("")
+                time.sleep(0.05)  # threads cannot be killed: short items, an endless input
+                return x
+
+            if __name__ == "__main__":
+                with Executor.threads(2) as ex:
+                    try:
+                        for _ in ex.bounded_map(item, itertools.count()):
+                            pass
+                    except KeyboardInterrupt:
+                        print("interrupted", flush=True)
+                        raise
+            """
+        )
+    )
+    p = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "started").exists(), p)
+        p.send_signal(2)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert "interrupted" in out, err
+    assert "KeyboardInterrupt" in err and p.returncode != 0
+
+
+@pytest.mark.timeout(60)
+def test_other_threads_run_while_a_map_waits():
+    # A threads-executor item waits for an event another Python thread sets: that thread must
+    # get the GIL while the caller waits for results.
+    ev = threading.Event()
+    setter = threading.Thread(target=ev.set)
+    with Executor.threads(1) as ex:
+        gen = ex.bounded_map(lambda _: ev.wait(30), [0])
+        setter.start()
+        assert next(gen) is True
+    setter.join(10)
+
+
+def test_shutdown_stops_a_map_in_progress():
+    ex = Executor.threads(1)
+    gen = ex.bounded_map(square, itertools.count())
+    assert next(gen) == 0
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        list(gen)
+    with pytest.raises(RuntimeError, match="shut down"):
+        ex.map(square, [1])

@@ -75,7 +75,8 @@ def test_a_chain_runs_downstream_after_upstream(runner, tmp_path):
     a = grid_task("a", mark("a"), n=3)
     b = grid_task("b", mark("b"), n=3, upstream=a)
     s = run(b, runner, tmp_path)
-    assert s.is_success() and s.task_ids == ["a", "b"] or set(s.task_ids) == {"a", "b"}
+    assert s.is_success()
+    assert set(s.task_ids) == {"a", "b"}
     times = {}
     for p in rec.iterdir():
         name, bid, ns = p.name.split("-")
@@ -123,8 +124,7 @@ def test_retries(runner, tmp_path):
 
     s = run(grid_task("t", flaky, n=2, max_retries=2), runner, tmp_path)
     assert s.is_success(), s
-    s = run(grid_task("u", flaky, n=2, max_retries=0), runner, tmp_path)
-    assert s.is_success()  # the attempts of "t" left their flags
+    assert s.task("t").failed == 0 and len(list(flags.iterdir())) == 6  # 3 attempts of 2 blocks
     shutil.rmtree(flags)
     flags.mkdir()
     s = run(grid_task("v", flaky, n=2, max_retries=1), runner, tmp_path)
