@@ -114,7 +114,10 @@ class Executor:
         A worker that dies while running an item is replaced and the item retried on another
         (3 attempts in all, then the item fails with ItemError); workers failing before
         finishing any item are replaced ``max_worker_restarts`` times in a row (default 3),
-        after which every waiting item fails."""
+        after which every waiting item fails.
+
+        In a worker process of a blockwise run (a block function making an executor), the
+        executor runs on ``n`` threads instead, as the Rust executor does."""
         if n < 1:
             raise ConfigError(f"an executor needs at least 1 worker, got {n}")
         name = f"python-{os.getpid()}-{next(_counter)}"
