@@ -143,6 +143,8 @@ class Executor:
         return self._native.slots
 
     def _start(self, fn: Callable[[Any], Any], iterable: Iterable[Any], window: int | None, ordered: bool) -> Any:
+        if not callable(fn):
+            raise TypeError(f"the executor's function must be callable, got {type(fn).__name__}")
         if window is not None and window < 1:
             raise ConfigError(f"window must be at least 1, got {window}")
         if not self._native.is_processes:

@@ -303,3 +303,13 @@ def test_shutdown_stops_a_map_in_progress():
         list(gen)
     with pytest.raises(RuntimeError, match="shut down"):
         ex.map(square, [1])
+
+
+def test_bad_arguments():
+    with Executor.threads(1) as ex:
+        with pytest.raises(TypeError, match="callable"):
+            ex.map(42, [1])
+        with pytest.raises(ValueError, match="window"):
+            ex.bounded_map(square, [1], window=0)
+    with pytest.raises(ValueError):
+        Executor.threads(0)

@@ -354,7 +354,8 @@ def test_the_status_command_reads_a_python_run(tmp_path):
     assert not s.is_success()
     r = subprocess.run([str(exe), "status", str(rd)], capture_output=True, text=True, timeout=30)
     text = r.stdout + r.stderr
-    assert "pytask" in text, text
+    assert "pytask" in text and "finished with failures" in text, text
+    assert "RuntimeError: bad block 1" in text, text
 
 
 def _wait_for(cond, proc, timeout=30.0):
