@@ -76,17 +76,21 @@ def _private_folder(folder: Path) -> Path:
     return folder
 
 
-def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> Path:
-    """Writes the run's tasks, functions included, to a file only this user can read."""
+def _write_handoff(obj: object, log_dir: Path, what: str, import_main: bool = True) -> Path:
+    """Writes ``obj`` (pickled, with cloudpickle when installed) for worker processes, with
+    what they need to unpickle it (this interpreter's ``sys.path``, ``sys.argv``, working
+    directory and main script), to a file only this user can read in a private folder of
+    ``log_dir``; ``_worker.load_handoff`` reads it. ``what`` names the object in the error if
+    it cannot be pickled."""
     dumper, how = _pickler()
     # Without cloudpickle, functions of the main script pickle by reference: workers need it.
     import_main = import_main or how != "cloudpickle"
     try:
-        payload = dumper.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = dumper.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
         hint = "" if how == "cloudpickle" else " (install cloudpickle to send closures, lambdas and functions defined in notebooks)"
         raise ConfigError(
-            f"the tasks' functions cannot be sent to worker processes: {type(e).__name__}: {e}{hint}"
+            f"{what} cannot be sent to worker processes: {type(e).__name__}: {e}{hint}"
         ) from e
     header = {
         "version": SPEC_VERSION,
@@ -103,6 +107,11 @@ def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> P
         pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
+
+
+def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> Path:
+    """Writes the run's tasks, functions included, to a file only this user can read."""
+    return _write_handoff(tasks, log_dir, "the tasks' functions", import_main)
 
 
 def run_blockwise(

@@ -669,6 +669,7 @@ impl PyRoi {
         format!("[{}] ({})", slices.join(", "), dims.join(", "))
     }
 
+    #[allow(clippy::type_complexity)] // (type, (offset, shape)), as pickle wants it
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
         py: Python<'py>,

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod client;
 mod errors;
+mod exec;
 mod geometry;
 mod graph;
 mod ops;
@@ -34,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serial::_run_serial, m)?)?;
     m.add_function(wrap_pyfunction!(graph::_cantor_number, m)?)?;
     run::register(m)?;
+    exec::register(m)?;
     store::register(m)?;
     ops::register(m)?;
     Ok(())

@@ -167,7 +167,18 @@ fn call_block(f: &Py<PyAny>, block: &Block) -> Result<Option<Py<PyAny>>, BlockEr
         match f.call1(py, (b,)) {
             Ok(ret) if ret.is_none(py) => Ok(None),
             Ok(ret) => Ok(Some(ret)),
-            Err(e) => Err(format_exception(py, &e).into()),
+            Err(e) => {
+                let text = format_exception(py, &e);
+                if blockwise::is_worker() {
+                    // The worker's log (its stderr) keeps the traceback too, as daisy's do.
+                    let _ = py.import("sys").and_then(|sys| {
+                        let err = sys.getattr("stderr")?;
+                        err.call_method1("write", (format!("block {block} failed:\n{text}\n"),))?;
+                        err.call_method0("flush")
+                    });
+                }
+                Err(text.into())
+            }
         }
     })
 }
