@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import pickle
 import sys
-import traceback
 from typing import Any
 
 _functions: dict[str, Any] = {}
@@ -58,13 +57,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main(sys.argv)
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(code)
+    from blockwise._worker import run_as_worker
+
+    run_as_worker(main)

@@ -5,7 +5,6 @@ spec and serves this worker's task (no Python code runs per block)."""
 from __future__ import annotations
 
 import sys
-import traceback
 
 
 def main(argv: list[str]) -> int:
@@ -21,13 +20,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main(sys.argv)
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(code)
+    from blockwise._worker import run_as_worker
+
+    run_as_worker(main)

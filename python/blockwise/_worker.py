@@ -16,7 +16,9 @@ import os
 import pickle
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 def _import_main(path: str) -> None:
@@ -83,7 +85,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_as_worker(main: Callable[[list[str]], int]) -> NoReturn:
+    """Runs a worker entry's ``main(sys.argv)`` and exits with its code: 1, with the
+    traceback on stderr (the worker's log, which the scheduler reports), if it raises."""
     try:
         code = main(sys.argv)
     except SystemExit:
@@ -94,3 +98,7 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    run_as_worker(main)
