@@ -131,8 +131,21 @@ def test_retries(runner, tmp_path):
     assert not s.is_success() and s.task("v").failed == 2
 
 
+def _segfault():
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def _sigkill():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @pytest.mark.timeout(120)
-def test_a_dying_worker_is_replaced_and_its_block_retried(tmp_path):
+@pytest.mark.parametrize("death", ["exit", "segfault", "sigkill"])
+def test_a_dying_worker_is_replaced_and_its_block_retried(tmp_path, death):
     marker = tmp_path / "died"
 
     def process(block):
@@ -141,11 +154,12 @@ def test_a_dying_worker_is_replaced_and_its_block_retried(tmp_path):
                 marker.open("x").close()
             except FileExistsError:
                 return
-            os._exit(3)
+            {"exit": lambda: os._exit(3), "segfault": _segfault, "sigkill": _sigkill}[death]()
 
     s = run(grid_task("t", process, n=4), "processes", tmp_path)
     assert s.is_success(), s
     assert marker.exists()
+    assert s.task("t").completed == 4
 
 
 def die(block):
