@@ -7,96 +7,97 @@ usage: blockwise_run.py INPUT DATASET OUTPUT WORKERS CONTEXT (threads|processes)
 
 The task is the one `blockwise bench zarr` builds: write ROI = one input chunk, read ROI = the
 write ROI grown by CONTEXT, total ROI = the volume grown by CONTEXT, fit "shrink", no
-read-write conflicts. Each worker opens the arrays once (`process_per_worker`), so nothing but
-the function travels to worker processes; reads outside the volume are zero-filled here (the
-read is clipped to the array's ROI and padded with numpy), as `read_with_fill(roi, 0)` does in
-the Rust workload.
+read-write conflicts. The arrays are opened in the workers (`process_per_worker`), so nothing
+but the function travels to worker processes; reads outside the volume are zeros
+(`read_with_fill(roi, 0)`, as in the Rust workload).
 
-The ZarrArray calls (`open`, `create_like`, `read`, `write`, `roi`) are written against the
-interface announced for the Python package; `_arrays` below is the one place to adjust if the
-merged signatures differ.
+The ZarrArray calls are written against the interface of the Python package's arrays
+(`ZarrArray.open(path, mode, *, dataset)`, `open_cached(path, cache_bytes, *, dataset)`,
+`create_like(path, other, *, dataset, overwrite)`, `read_with_fill(roi, fill)`,
+`write(roi, data)`); `_open_input`, `_open_output` and `_create_output` below are the only
+places that call them. Like the CLI, the input is read through a cache of decoded chunks (one
+per process, shared by its worker threads), so each chunk is decoded about once although 27
+blocks read it.
 """
-import os
+import functools
 import sys
-
-import numpy as np
+import threading
+from pathlib import Path
 
 import blockwise
 import common
 
-#: How the output array was made (reported in the JSON line).
-CREATED_WITH = None
+#: The arrays this process opened, by (path, dataset, role): the threads runner's workers
+#: share them.
+_ARRAYS = {}
+_LOCK = threading.Lock()
 
 
-def _open(store, dataset):
-    """`blockwise.ZarrArray.open` of the array `dataset` in `store`."""
-    za = blockwise.ZarrArray
-    try:
-        return za.open(store, dataset)
-    except TypeError:
-        return za.open(os.path.join(store, dataset))
+def _cache_bytes(shape, chunk):
+    """The CLI's chunk cache: about three planes of chunks, between 64 MiB and 1 GiB."""
+    plane = 1
+    for s, c in zip(shape[1:], chunk[1:]):
+        plane *= -(-s // c)
+    voxels = 1
+    for c in chunk:
+        voxels *= c
+    return min(max(3 * plane * voxels, 64 << 20), 1 << 30)
 
 
-def _arrays(inp_path, dataset, out_path):
-    """Opens the input and creates the output (the input's shape, chunks, dtype and codecs)."""
-    global CREATED_WITH
-    if not hasattr(blockwise, "ZarrArray"):
+def _zarr_array():
+    za = getattr(blockwise, "ZarrArray", None)
+    if za is None:
         sys.exit("blockwise_run: this blockwise package has no ZarrArray (the arrays API is not merged yet)")
-    inp = _open(inp_path, dataset)
-    za = blockwise.ZarrArray
-    if hasattr(za, "create_like"):
-        for call in (lambda: za.create_like(out_path, dataset, inp, overwrite=True),
-                     lambda: za.create_like(os.path.join(out_path, dataset), inp, overwrite=True)):
-            try:
-                out = call()
-                CREATED_WITH = "blockwise.ZarrArray.create_like"
-                return inp, out
-            except TypeError:
-                pass
-    # Fallback: make it with zarr-python (not timed either way), then open it with blockwise.
-    common.create_output_like(common.open_input(inp_path, dataset), out_path, dataset)
-    CREATED_WITH = "zarr-python"
-    return inp, _open(out_path, dataset)
+    return za
 
 
-def _bounds(arr, shape):
-    roi = getattr(arr, "roi", None)
-    return roi if isinstance(roi, blockwise.Roi) else blockwise.Roi((0,) * len(shape), shape)
+def _open_input(path, dataset, cache_bytes):
+    return _zarr_array().open_cached(path, cache_bytes, dataset=dataset)
 
 
-def make_process(inp_path, dataset, out_path, context, mean):
-    """`process_per_worker`: opens the arrays in the worker, returns the block function."""
+def _open_output(path, dataset):
+    return _zarr_array().open(path, "r+", dataset=dataset)
 
-    def per_worker(ctx):
-        inp = _open(inp_path, dataset)
-        out = _open(out_path, dataset)
-        shape = tuple(common.open_input(inp_path, dataset).shape)
-        bounds = _bounds(inp, shape)
 
-        def process(block):
-            r = block.read_roi
-            data = np.zeros(tuple(r.shape), dtype=np.uint8)
-            inner = r.intersect(bounds)
-            if not inner.empty:
-                dst = tuple(slice(b - o, e - o) for b, e, o in zip(inner.begin, inner.end, r.begin))
-                data[dst] = inp.read(inner)
-            out.write(block.write_roi, mean(common.core_of(data, context)))
+def _create_output(path, dataset, like):
+    return _zarr_array().create_like(path, like, dataset=dataset, overwrite=True)
 
-        return process
 
-    return per_worker
+def _shared(key, make):
+    with _LOCK:
+        if key not in _ARRAYS:
+            _ARRAYS[key] = make()
+        return _ARRAYS[key]
+
+
+def per_worker(inp_path, dataset, out_path, context, filter_name, cache_bytes, ctx):
+    """`process_per_worker` (with the first six arguments bound): the arrays of this process
+    (opened on first use), and the block function."""
+    inp = _shared((inp_path, dataset, "in"), lambda: _open_input(inp_path, dataset, cache_bytes))
+    out = _shared((out_path, dataset, "out"), lambda: _open_output(out_path, dataset))
+    mean = common.FILTERS[filter_name]
+
+    def process(block):
+        data = inp.read_with_fill(block.read_roi, 0)
+        out.write(block.write_roi, mean(common.core_of(data, context)))
+
+    return process
 
 
 def main():
     inp_path, dataset, out_path, workers, context, runner = sys.argv[1:7]
     workers, context = int(workers), int(context)
-    mean = common.FILTERS[sys.argv[7] if len(sys.argv) > 7 else "separable"]
+    filter_name = sys.argv[7] if len(sys.argv) > 7 else "separable"
+    # Through the importable module, so that worker processes get the function by reference
+    # (cloudpickle copies functions of `__main__` by value, with the lock they use).
+    import blockwise_run
     zinp = common.open_input(inp_path, dataset)
     shape, chunk = tuple(zinp.shape), tuple(zinp.chunks)
-    _, out = _arrays(inp_path, dataset, out_path)
+    out = _create_output(out_path, dataset, _zarr_array().open(inp_path, dataset=dataset))
     write = blockwise.Roi((0,) * 3, chunk)
     kwargs = dict(
-        process_per_worker=make_process(inp_path, dataset, out_path, context, mean),
+        process_per_worker=functools.partial(blockwise_run.per_worker, inp_path, dataset, out_path,
+                                             context, filter_name, _cache_bytes(shape, chunk)),
         fit="shrink",
         read_write_conflict=False,
         num_workers=workers,
@@ -107,9 +108,10 @@ def main():
     except TypeError:  # writes= does not take this array type (yet)
         task = blockwise.Task("box_mean", blockwise.Roi((-context,) * 3, tuple(n + 2 * context for n in shape)),
                               write.grow(context, context), write, **kwargs)
+    logs = Path(out_path).resolve().parent / "blockwise_logs"
     with common.Timer() as t:
         summary = blockwise.run_blockwise(task, runner=runner, progress=False, print_summary=False,
-                                          log_dir=os.path.join(os.path.dirname(os.path.abspath(out_path)), "blockwise_logs"))
+                                          log_dir=logs)
     if not summary.is_success():
         for f in summary.failures("box_mean")[:3]:
             print(f, file=sys.stderr)
