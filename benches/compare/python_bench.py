@@ -179,16 +179,23 @@ def gil(b):
     for _ in range(a.repeat):
         b.call("gil", "gil probe", [a.python, RUNNERS / "gil_probe.py", a.blocks, a.workers, a.solo_s],
                cwd=a.workdir)
-    rows = b.of("gil", "gil probe")
+    rows = [r for r in b.of("gil", "gil probe")]
+    good = [r for r in rows if "error" not in r]
     lines = [f"A counting Python thread during `run_blockwise(runner=\"processes\")`: {a.blocks:,} no-op "
              f"blocks, {a.workers} workers",
-             "", "| runs | solo it/s | during the run it/s | ratio | control ratio (2 busy processes) |",
-             "|---|---|---|---|---|"]
+             "", "| runs | solo it/s | ratio | control ratio | pinned ratio | waits solo / run / pinned run |",
+             "|---|---|---|---|---|---|"]
+    waits = "; ".join("/".join(str(r.get(f"{k}_switches", [None])[0]) for k in ("solo", "during_run", "pinned_during_run"))
+                      for r in good)
     err = errors(rows)
-    lines.append(f"| {len(ok_values(rows, 'ratio'))} | {spread(ok_values(rows, 'solo_per_s'), '{:,.0f}')} | "
-                 f"{spread(ok_values(rows, 'during_run_per_s'), '{:,.0f}')} | "
+    lines.append(f"| {len(good)} | {spread(ok_values(rows, 'solo_per_s'), '{:,.0f}')} | "
                  f"{spread(ok_values(rows, 'ratio'), '{:.2f}')} | "
-                 f"{spread(ok_values(rows, 'control_ratio'), '{:.2f}')}{' error: ' + err if err else ''} |")
+                 f"{spread(ok_values(rows, 'control_ratio'), '{:.2f}')} | "
+                 f"{spread([r['pinned_ratio'] for r in good if 'pinned_ratio' in r], '{:.2f}')} | "
+                 f"{waits}{' error: ' + err if err else ''} |")
+    lines += ["", "ratio: the thread's rate during the run / alone; control: next to "
+              f"{a.workers} busy-looping processes instead of the run; pinned: the thread alone on CPU 0, "
+              "the run on the others; waits: the thread's voluntary context switches (GIL waits)."]
     return lines
 
 
