@@ -45,6 +45,7 @@ pub(crate) struct TaskInner {
     pub(crate) read_write_conflict: bool,
     pub(crate) num_workers: usize,
     pub(crate) max_retries: u32,
+    pub(crate) max_consecutive_failures: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) upstream: Vec<Task>,
     pub(crate) upstream_ids: Vec<String>,
@@ -93,6 +94,10 @@ impl fmt::Debug for Task {
             .field("read_write_conflict", &self.inner.read_write_conflict)
             .field("num_workers", &self.inner.num_workers)
             .field("max_retries", &self.inner.max_retries)
+            .field(
+                "max_consecutive_failures",
+                &self.inner.max_consecutive_failures,
+            )
             .field("timeout", &self.inner.timeout)
             .field(
                 "upstream",
@@ -130,6 +135,7 @@ impl Task {
             read_write_conflict: true,
             num_workers: 1,
             max_retries: 2,
+            max_consecutive_failures: None,
             timeout: None,
             upstream: Vec::new(),
             upstream_ids: Vec::new(),
@@ -200,6 +206,13 @@ impl Task {
         self.inner.max_retries
     }
 
+    /// The failure budget: the task is abandoned after this many blocks in a row failed
+    /// permanently (see [`TaskBuilder::max_consecutive_failures`]); `None` for no limit.
+    #[must_use]
+    pub fn max_consecutive_failures(&self) -> Option<u32> {
+        self.inner.max_consecutive_failures
+    }
+
     /// The per-block time limit, if any.
     #[must_use]
     pub fn timeout(&self) -> Option<Duration> {
@@ -259,6 +272,7 @@ pub struct TaskBuilder {
     read_write_conflict: bool,
     num_workers: usize,
     max_retries: u32,
+    max_consecutive_failures: Option<u32>,
     timeout: Option<Duration>,
     upstream: Vec<Task>,
     upstream_ids: Vec<String>,
@@ -476,6 +490,73 @@ impl TaskBuilder {
         self
     }
 
+    /// A failure budget (daisy 2.0's abandonment): the task is **abandoned** once `n` of its
+    /// blocks in a row failed permanently, with no block of the task succeeding in between.
+    /// Default: no limit (every block gets its retries, as in daisy 1.x). `n == 0` is refused
+    /// by [`build`](Self::build).
+    ///
+    /// What counts, in the order the scheduler takes blocks back:
+    ///
+    /// * A block that **fails permanently** (its last attempt, after
+    ///   [`max_retries`](Self::max_retries) retries, failed) adds one, whatever the kind of
+    ///   failure: an error, a panic, a [timeout](Self::timeout), a lost worker process, an
+    ///   output too large. A failed attempt that is retried counts neither way.
+    /// * A block whose function **succeeds** resets the count to zero.
+    /// * A block **skipped** as already done (by the [check function](Self::check) or the
+    ///   done-markers of a run directory) changes nothing: it ran nothing, so it says nothing
+    ///   about whether the task's function works.
+    ///
+    /// When the task is abandoned it hands out no further block. Blocks already handed out
+    /// still count when they come back (a success does not undo the abandonment; a failure with
+    /// retries left is not retried and counts as orphaned): worker threads finish the block
+    /// they are running and give back the blocks queued for them; worker processes finish the
+    /// blocks they were sent (at most their [prefetch](crate::Runner::prefetch)) and leave, and
+    /// no worker is started for the task any more. Every other block of the task
+    /// that did not complete or fail counts as orphaned, and every task downstream of it
+    /// (transitively, except tasks whose blocks all completed already) is abandoned too, its unfinished blocks orphaned.
+    /// The reason is in [`TaskState::abandoned`](crate::TaskState::abandoned), the run
+    /// summary's text, and `blockwise status` of the run directory; the run is not a success.
+    /// This costs nothing per block.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use blockwise::{Progress, Roi, Runner, Task};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let counter = Arc::clone(&calls);
+    /// // 100 blocks whose function always fails: abandoned after 3, not 100 × 3 attempts.
+    /// let broken = Task::builder("broken", Roi::new([0], [100]), Roi::new([0], [1]), Roi::new([0], [1]))
+    ///     .process(move |_| {
+    ///         counter.fetch_add(1, Ordering::SeqCst);
+    ///         Err("the model file is missing".into())
+    ///     })
+    ///     .max_retries(0)
+    ///     .max_consecutive_failures(3)
+    ///     .build()?;
+    /// let after = Task::builder("after", Roi::new([0], [100]), Roi::new([0], [1]), Roi::new([0], [1]))
+    ///     .process(|_| Ok(()))
+    ///     .upstream(&broken)
+    ///     .build()?;
+    /// // One block at a time, so that no block is running when the third one fails.
+    /// let summary = Runner::new().progress(Progress::Never).prefetch(1).run([after])?;
+    /// assert!(!summary.is_success());
+    /// assert_eq!(calls.load(Ordering::SeqCst), 3);
+    /// let state = summary.task("broken").ok_or("no task")?;
+    /// assert_eq!((state.failed, state.orphaned), (3, 97));
+    /// assert!(state.abandoned.as_deref().is_some_and(|r| r.starts_with("abandoned after 3 consecutive failed blocks")));
+    /// let after = summary.task("after").ok_or("no task")?;
+    /// assert_eq!((after.completed, after.orphaned), (0, 100));
+    /// assert_eq!(after.abandoned.as_deref(), Some("upstream task broken was abandoned"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_consecutive_failures(mut self, n: u32) -> Self {
+        self.max_consecutive_failures = Some(n);
+        self
+    }
+
     /// A per-block time limit: a block running longer is failed (and retried) and its worker
     /// replaced. See [timeouts and stuck threads](crate::Runner#timeouts-and-stuck-threads) for
     /// what happens to a stuck thread.
@@ -515,6 +596,7 @@ impl TaskBuilder {
     /// [`Error::InvalidTask`] naming the task and the offending values: an empty or unusable id,
     /// ROIs of different dimensions, a non-positive read or write shape, a negative total shape,
     /// a write ROI outside the read ROI with `read_write_conflict`, zero workers, a zero timeout,
+    /// a zero [`max_consecutive_failures`](Self::max_consecutive_failures),
     /// a grid whose block count or ids overflow, or write ROIs not aligned to the chunk grid of an
     /// array declared with [`writes`](Self::writes).
     ///
@@ -539,6 +621,12 @@ impl TaskBuilder {
             return Err(Error::invalid(
                 &id,
                 "num_workers is 0; it must be at least 1",
+            ));
+        }
+        if self.max_consecutive_failures == Some(0) {
+            return Err(Error::invalid(
+                &id,
+                "max_consecutive_failures is 0; it must be at least 1 (leave it unset for no limit)",
             ));
         }
         if self.timeout == Some(Duration::ZERO) {
@@ -567,6 +655,7 @@ impl TaskBuilder {
                 read_write_conflict: self.read_write_conflict,
                 num_workers: self.num_workers,
                 max_retries: self.max_retries,
+                max_consecutive_failures: self.max_consecutive_failures,
                 timeout: self.timeout,
                 upstream: self.upstream,
                 upstream_ids: self.upstream_ids,

@@ -32,8 +32,15 @@ from blockwise._native import (
 )
 from blockwise._client import Client
 from blockwise._run import run_blockwise
+from blockwise.arrays import Array, ZarrArray
+
+try:  # built with the `hdf5` feature only
+    from blockwise.arrays import Hdf5Array
+except ImportError:  # pragma: no cover - depends on the build
+    pass
 
 __all__ = [
+    "Array",
     "Block",
     "BlockFailure",
     "BlockStatus",
@@ -57,6 +64,7 @@ __all__ = [
     "TaskState",
     "WorkerContext",
     "WorkerStartupError",
+    "ZarrArray",
     "__version__",
     "run_blockwise",
     "serve_worker",

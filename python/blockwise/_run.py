@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import stat
 import sys
 from collections.abc import Iterable
 from datetime import timedelta
@@ -50,30 +51,67 @@ def _main_path() -> str | None:
     return None
 
 
-def _write_spec(tasks: list[Task], log_dir: Path) -> Path:
-    """Writes the run's tasks, functions included, to a file only this user can read."""
-    dumper, how = _pickler()
+def check_private(path: Path, *, directory: bool) -> None:
+    """Refuses a path that is a symlink, not ours, or open to others: the tasks file is
+    unpickled by workers, so nobody else may replace it or the folder it is in."""
+    st = os.lstat(path)
+    kind = "folder" if directory else "file"
+    if stat.S_ISLNK(st.st_mode) or (stat.S_ISDIR(st.st_mode) != directory):
+        raise ConfigError(f"{path} is not a plain {kind}; refusing to use it for the run's tasks")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to this user; refusing to use it")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); refusing to use it"
+        )
+
+
+def _private_folder(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        payload = dumper.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    check_private(folder, directory=True)
+    return folder
+
+
+def _write_handoff(obj: object, log_dir: Path, what: str, import_main: bool = True) -> Path:
+    """Writes ``obj`` (pickled, with cloudpickle when installed) for worker processes, with
+    what they need to unpickle it (this interpreter's ``sys.path``, ``sys.argv``, working
+    directory and main script), to a file only this user can read in a private folder of
+    ``log_dir``; ``_worker.load_handoff`` reads it. ``what`` names the object in the error if
+    it cannot be pickled."""
+    dumper, how = _pickler()
+    # Without cloudpickle, functions of the main script pickle by reference: workers need it.
+    import_main = import_main or how != "cloudpickle"
+    try:
+        payload = dumper.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
         hint = "" if how == "cloudpickle" else " (install cloudpickle to send closures, lambdas and functions defined in notebooks)"
         raise ConfigError(
-            f"the tasks' functions cannot be sent to worker processes: {type(e).__name__}: {e}{hint}"
+            f"{what} cannot be sent to worker processes: {type(e).__name__}: {e}{hint}"
         ) from e
     header = {
         "version": SPEC_VERSION,
         "sys_path": list(sys.path),
+        "argv": list(sys.argv),
         "cwd": os.getcwd(),
-        "main": _main_path(),
+        "main": _main_path() if import_main else None,
         "pickler": how,
     }
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f".blockwise-tasks-{os.getpid()}-{secrets.token_hex(8)}.pickle"
+    folder = _private_folder(log_dir / ".blockwise-tasks")
+    path = folder / f"{os.getpid()}-{secrets.token_hex(8)}.pickle"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
+
+
+def _write_spec(tasks: list[Task], log_dir: Path, import_main: bool = True) -> Path:
+    """Writes the run's tasks, functions included, to a file only this user can read."""
+    return _write_handoff(tasks, log_dir, "the tasks' functions", import_main)
 
 
 def run_blockwise(
@@ -90,6 +128,7 @@ def run_blockwise(
     print_summary: bool | None = None,
     max_output_bytes: int | None = None,
     prefetch: int | None = None,
+    import_main: bool = True,
 ) -> RunSummary:
     """Runs the tasks (and every upstream task reachable from them) and returns the summary.
 
@@ -102,9 +141,12 @@ def run_blockwise(
       tasks' functions are pickled (with cloudpickle when installed) into a file readable
       only by you in ``log_dir`` (default ``./blockwise_logs``), which workers on other nodes
       read through the shared file system. Workers start with this interpreter's
-      ``sys.path`` and working directory, and import the main script as ``__mp_main__``:
-      keep the script's driver code under ``if __name__ == "__main__":``.
+      ``sys.path``, ``sys.argv`` and working directory, and import the main script as
+      ``__mp_main__`` (like multiprocessing's spawn): keep the script's driver code under
+      ``if __name__ == "__main__":``.
     * ``run_dir``: done-markers; a rerun skips what finished (``fresh=True`` starts over).
+    * ``import_main=False``: workers do not import the main script (its functions are
+      pickled by value with cloudpickle; without cloudpickle they are imported regardless).
     * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
       summary is printed when they are shown, unless ``print_summary`` says otherwise.
 
@@ -137,7 +179,7 @@ def run_blockwise(
     if not processes:
         return _native._run(task_list, **common)
     logs = Path(log_dir if log_dir is not None else "blockwise_logs")
-    spec = _write_spec(everything, logs)
+    spec = _write_spec(everything, logs, import_main)
     try:
         return _native._run(
             task_list,

@@ -60,26 +60,36 @@ pub fn geometry_err(e: blockwise::GeometryError) -> PyErr {
 }
 
 /// The Python exception for a store error.
+#[allow(dead_code)] // used by the arrays
 pub fn store_err(e: blockwise::store::StoreError) -> PyErr {
     StoreError::new_err(e.to_string())
 }
 
 /// The Python exception for a journal error.
+#[allow(dead_code)] // used by the arrays
 pub fn journal_err(e: blockwise::journal::JournalError) -> PyErr {
     JournalError::new_err(e.to_string())
 }
 
-/// A Python exception as text with its traceback, as `traceback.format_exception` prints it.
+/// A Python exception as text: its `Type: message` line first (what summaries and the
+/// failure budget's reason show), then the traceback as `traceback.format_exception` prints it.
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
-        tb.getattr("format_exception")?
+        let only: Vec<String> = tb
+            .getattr("format_exception_only")?
+            .call1((err.get_type(py), err.value(py)))?
+            .extract()?;
+        let full: Vec<String> = tb
+            .getattr("format_exception")?
             .call1((err.get_type(py), err.value(py), err.traceback(py)))?
-            .extract::<Vec<String>>()
+            .extract()?;
+        Ok::<_, PyErr>(format!(
+            "{}\n{}",
+            only.concat().trim_end(),
+            full.concat().trim_end()
+        ))
     });
-    match formatted {
-        Ok(lines) => lines.concat().trim_end().to_owned(),
-        Err(_) => err.to_string(),
-    }
+    formatted.unwrap_or_else(|_| err.to_string())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

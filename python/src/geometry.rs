@@ -373,6 +373,9 @@ impl PyCoordinate {
     }
 }
 
+/// What `__reduce__` returns: the class and its constructor arguments.
+type Reduced<'py, A> = (Bound<'py, PyAny>, A);
+
 fn snap_mode(mode: &str) -> PyResult<Snap> {
     match mode {
         "grow" => Ok(Snap::Grow),
@@ -666,13 +669,11 @@ impl PyRoi {
         format!("[{}] ({})", slices.join(", "), dims.join(", "))
     }
 
+    #[allow(clippy::type_complexity)] // (type, (offset, shape)), as pickle wants it
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
         py: Python<'py>,
-    ) -> PyResult<(
-        Bound<'py, PyAny>,
-        (Bound<'py, PyTuple>, Bound<'py, PyTuple>),
-    )> {
+    ) -> PyResult<Reduced<'py, (Bound<'py, PyTuple>, Bound<'py, PyTuple>)>> {
         let r = &slf.get().0;
         Ok((
             slf.get_type().into_any(),

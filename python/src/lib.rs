@@ -8,8 +8,12 @@ use pyo3::prelude::*;
 
 mod client;
 mod errors;
+mod exec;
 mod geometry;
+mod graph;
+mod ops;
 mod run;
+mod serial;
 mod store;
 mod task;
 
@@ -26,7 +30,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(task::_task_from_kwargs, m)?)?;
     m.add_class::<client::PyClient>()?;
     m.add_class::<client::PyScheduler>()?;
+    m.add_class::<graph::PyBlockGraph>()?;
+    m.add_class::<graph::PyLevelBlocks>()?;
+    m.add_function(wrap_pyfunction!(serial::_run_serial, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::_cantor_number, m)?)?;
     run::register(m)?;
+    exec::register(m)?;
     store::register(m)?;
+    ops::register(m)?;
     Ok(())
 }

@@ -232,6 +232,12 @@ impl PyTaskState {
     fn orphaned(&self) -> u64 {
         self.inner.orphaned
     }
+    /// Why the task was abandoned (its failure budget ran out, or an upstream task's did), or
+    /// None.
+    #[getter]
+    fn abandoned(&self) -> Option<String> {
+        self.inner.abandoned.clone()
+    }
     /// Whether every block reached a final state.
     fn is_done(&self) -> bool {
         self.inner.is_done()
@@ -307,7 +313,7 @@ impl PyBlockFailure {
 /// What a run did: per task counters, failures and outputs; `str()` is the execution summary.
 #[pyclass(module = "blockwise", name = "RunSummary", frozen)]
 pub struct PyRunSummary {
-    inner: RunSummary,
+    pub inner: RunSummary,
 }
 
 #[pymethods]
@@ -331,21 +337,19 @@ impl PyRunSummary {
             .collect()
     }
 
-    /// `{task_id: TaskState}` for every task of the run.
+    /// `{task_id: TaskState}` for every task of the run, in the run's order.
     #[getter]
-    fn tasks(&self) -> Vec<(String, PyTaskState)> {
-        self.inner
-            .tasks()
-            .iter()
-            .map(|t| {
-                (
-                    t.task_id.clone(),
-                    PyTaskState {
-                        inner: t.state.clone(),
-                    },
-                )
-            })
-            .collect()
+    fn tasks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        for t in self.inner.tasks() {
+            d.set_item(
+                &t.task_id,
+                PyTaskState {
+                    inner: t.state.clone(),
+                },
+            )?;
+        }
+        Ok(d)
     }
 
     /// The counters of one task.
@@ -382,6 +386,15 @@ impl PyRunSummary {
             out.append((r.block_id, loads.call1((text,))?))?;
         }
         Ok(out)
+    }
+
+    /// `{task_id: reason}` for every abandoned task.
+    #[getter]
+    fn abandoned(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner
+            .abandoned()
+            .map(|(t, r)| (t.to_owned(), r.to_owned()))
+            .collect()
     }
 
     /// Seconds the run took.

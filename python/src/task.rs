@@ -13,6 +13,7 @@ use crate::geometry::{PyRoi, roi};
 /// A block's status.
 #[pyclass(module = "blockwise", name = "BlockStatus", eq, eq_int, from_py_object)]
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)] // daisy's names
 pub enum PyBlockStatus {
     /// Not handed out yet.
     CREATED = 0,
@@ -166,7 +167,18 @@ fn call_block(f: &Py<PyAny>, block: &Block) -> Result<Option<Py<PyAny>>, BlockEr
         match f.call1(py, (b,)) {
             Ok(ret) if ret.is_none(py) => Ok(None),
             Ok(ret) => Ok(Some(ret)),
-            Err(e) => Err(format_exception(py, &e).into()),
+            Err(e) => {
+                let text = format_exception(py, &e);
+                if blockwise::is_worker() {
+                    // The worker's log (its stderr) keeps the traceback too, as daisy's do.
+                    let _ = py.import("sys").and_then(|sys| {
+                        let err = sys.getattr("stderr")?;
+                        err.call_method1("write", (format!("block {block} failed:\n{text}\n"),))?;
+                        err.call_method0("flush")
+                    });
+                }
+                Err(text.into())
+            }
         }
     })
 }
@@ -319,8 +331,16 @@ impl PyTask {
             .read_write_conflict(read_write_conflict)
             .num_workers(num_workers as usize)
             .max_retries(max_retries);
-        // BUDGET: max_consecutive_failures (wired once TaskBuilder has it)
-        let _ = max_consecutive_failures;
+        if let Some(n) = max_consecutive_failures {
+            let n = u32::try_from(n).map_err(|_| {
+                ConfigError::new_err(format!(
+                    "task {task_id:?}: max_consecutive_failures must be between 1 and {}, got {n}",
+                    u32::MAX
+                ))
+            })?;
+            b = b.max_consecutive_failures(n);
+            kwargs.set_item("max_consecutive_failures", n)?;
+        }
         if let Some(t) = timeout.filter(|t| !t.is_none()) {
             b = b.timeout(duration(t, &format!("task {task_id:?}: timeout"))?);
             kwargs.set_item("timeout", t)?;
@@ -535,6 +555,13 @@ impl PyTask {
     #[getter]
     fn check(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.kwarg(py, "check")
+    }
+
+    /// The failure budget: the task is abandoned after this many blocks in a row failed for
+    /// good (None: no limit).
+    #[getter]
+    fn max_consecutive_failures(&self) -> Option<u32> {
+        self.inner.max_consecutive_failures()
     }
 
     /// Whether the process function's return values are collected as block outputs.

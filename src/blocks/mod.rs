@@ -6,6 +6,7 @@
 //! proportional to the number of blocks is ever stored.
 
 mod cantor;
+mod deps;
 pub(crate) mod grid;
 
 use std::fmt;

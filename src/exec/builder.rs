@@ -57,6 +57,7 @@ pub struct ExecutorBuilder {
     process: ProcessOptions,
     functions: HashMap<String, work::ErasedFn>,
     duplicate: Option<String>,
+    cancel: Option<crate::Cancel>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -82,6 +83,7 @@ impl ExecutorBuilder {
             process: ProcessOptions::new(launcher),
             functions: HashMap::new(),
             duplicate: None,
+            cancel: None,
         }
     }
 
@@ -201,6 +203,46 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Stops the executor when `cancel` is cancelled, as Ctrl-C does (see
+    /// [`handle_signals`](Self::handle_signals)): waiting and running items fail with the
+    /// reason and every worker job is cancelled. For programs that handle signals themselves
+    /// (e.g. an embedding interpreter).
+    pub fn cancel_with(mut self, cancel: &crate::Cancel) -> Self {
+        self.cancel = Some(cancel.clone());
+        self
+    }
+
+    /// The worker side without the exit: in a worker process of this executor (one it
+    /// started, recognised by its `BLOCKWISE_CONTEXT` and [`name`](Self::name)), serves the
+    /// items it is sent with the registered functions until the executor lets it go, and
+    /// returns how many it ran; `None` in any other process (nothing is started). For worker
+    /// programs that are not the driving program (see
+    /// [`worker_command`](Self::worker_command)) or must clean up before exiting.
+    ///
+    /// ```no_run
+    /// use blockwise::exec::{Executor, Function};
+    ///
+    /// let inc = Function::new("inc", |x: u64| Ok::<u64, String>(x + 1));
+    /// if let Some(n) = Executor::processes(2).function(&inc).serve()? {
+    ///     eprintln!("served {n} items");
+    ///     return Ok(());
+    /// }
+    /// # Ok::<(), blockwise::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Executor`](crate::Error::Executor) when two functions share a name; a malformed
+    /// worker context; connection and protocol errors while serving.
+    pub fn serve(self) -> Result<Option<u64>, crate::Error> {
+        if let Some(name) = self.duplicate {
+            return Err(crate::Error::Executor {
+                message: format!("two functions are registered under the name {name:?}"),
+            });
+        }
+        remote::serve_if_worker(&self.name, &self.functions)
+    }
+
     /// Starts the workers and returns the executor. In a worker process of this executor it
     /// serves items instead and never returns (see [how workers find the
     /// functions](ExecutorBuilder#how-workers-find-the-functions)).
@@ -223,6 +265,7 @@ impl ExecutorBuilder {
             max_worker_restarts: self.max_worker_restarts,
             process: self.process,
             functions: self.functions,
+            cancel: self.cancel,
         })?;
         Ok(match started {
             remote::Started::Pool(pool) => Executor {

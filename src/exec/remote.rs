@@ -84,6 +84,8 @@ pub(crate) struct PoolOptions {
     pub(crate) max_worker_restarts: u32,
     pub(crate) process: ProcessOptions,
     pub(crate) functions: HashMap<String, ErasedFn>,
+    /// Stops the pool like Ctrl-C when cancelled.
+    pub(crate) cancel: Option<crate::Cancel>,
 }
 
 /// Workers connected now, shared with the executor for [`wait_for_workers`].
@@ -142,6 +144,19 @@ pub(crate) enum Started {
     OtherWorker,
 }
 
+/// In a worker process of the pool named `name`: serves items with `functions` until the pool
+/// says stop and returns how many were served; `None` in any other process.
+pub(crate) fn serve_if_worker(
+    name: &str,
+    functions: &HashMap<String, ErasedFn>,
+) -> Result<Option<u64>, Error> {
+    let id = format!("{POOL_PREFIX}{name}");
+    match Context::from_env()? {
+        Some(ctx) if ctx.task_id == id => serve(ctx, functions).map(Some),
+        _ => Ok(None),
+    }
+}
+
 impl RemotePool {
     /// Starts the pool, or, in a worker process of this pool, serves items and exits.
     pub(crate) fn start(opts: PoolOptions) -> Result<Started, Error> {
@@ -189,6 +204,7 @@ impl RemotePool {
             broken: None,
             connected: Arc::clone(&connected),
             interrupts,
+            cancel: opts.cancel,
         };
         let thread = std::thread::Builder::new()
             .name("blockwise-executor-pool".into())
@@ -360,6 +376,7 @@ struct Driver {
     broken: Option<String>,
     connected: Arc<Connected>,
     interrupts: Option<Interrupts>,
+    cancel: Option<crate::Cancel>,
 }
 
 impl Driver {
@@ -373,6 +390,13 @@ impl Driver {
                 self.interrupts = None;
                 self.break_pool(format!(
                     "interrupted by {signal}; every worker job of the executor was cancelled"
+                ));
+                self.launches.cancel_all();
+            }
+            if let Some(reason) = self.cancel.as_ref().and_then(crate::Cancel::reason) {
+                self.cancel = None;
+                self.break_pool(format!(
+                    "cancelled ({reason}); every worker job of the executor was cancelled"
                 ));
                 self.launches.cancel_all();
             }

@@ -20,6 +20,8 @@
 //!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
 //!     failures.jsonl            one line per failed attempt: block, worker, kind, attempt,
 //!                                 error, time
+//!     abandoned.json            only if the task's last run abandoned it (failure budget):
+//!                                 {"reason": ..., "time": ...}; removed when a run opens it
 //!     outputs.bin               block outputs (TaskBuilder::process_with_output), appended:
 //!                                 per block grid index, block id, length, CRC-32, JSON value
 //!     outputs.committed         the committed length of outputs.bin (8 bytes)
@@ -423,6 +425,9 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Writes a file atomically: a temporary file, synced, renamed over the target.
+/// The file of a task directory recording that the task was abandoned.
+pub(crate) const ABANDONED: &str = "abandoned.json";
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     let mut f = files::open_regular(
@@ -838,6 +843,15 @@ impl Journal {
         self.unflushed += 1;
     }
 
+    /// Records that the run abandoned task `task_id` (see
+    /// [`TaskBuilder::max_consecutive_failures`](crate::TaskBuilder::max_consecutive_failures)):
+    /// `tasks/<task>/abandoned.json`, written atomically, read by `blockwise status`.
+    pub(crate) fn record_abandoned(&self, task_id: &str, reason: &str) -> Result<(), JournalError> {
+        let tdir = self.dir.join("tasks").join(task_dir_name(task_id));
+        let record = serde_json::json!({ "reason": reason, "time": unix_now() });
+        write_atomic(&tdir.join(ABANDONED), record.to_string().as_bytes())
+    }
+
     fn writer_error(&self) -> Option<JournalError> {
         self.error
             .lock()
@@ -1096,6 +1110,11 @@ fn open_task(
         DoneSet::empty(grid.num_blocks)
     };
     let markers = markers::MarkerWriter::open(&array, grid.dims, grid.num_blocks)?;
+    // An abandonment recorded by an earlier run: this run gives the task another chance.
+    let abandoned = tdir.join(ABANDONED);
+    if files::exists(&abandoned)? {
+        fs::remove_file(&abandoned).map_err(|e| io("remove", &abandoned, e))?;
+    }
     Ok((
         TaskFiles {
             dir_name: name.to_owned(),

@@ -81,6 +81,12 @@ pub struct TaskStatus {
     pub never_run: u64,
     /// The failed blocks with their last error (at most 100; `failed` counts all).
     pub failed_blocks: Vec<FailedBlock>,
+    /// Why the task's last run abandoned it (see
+    /// [`TaskBuilder::max_consecutive_failures`](crate::TaskBuilder::max_consecutive_failures)),
+    /// if it did; its blocks that were not run count in `never_run`. Recorded when the run
+    /// ends, so not shown while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<String>,
 }
 
 /// What a run directory says (see [`status`]).
@@ -225,6 +231,7 @@ pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, Jour
             last_progress = Some(last_progress.map_or(t, |l| l.max(t)));
         }
         let failed_blocks = failed_blocks(&tdir.join("failures.jsonl"), &failed_indices)?;
+        let abandoned = abandoned(&tdir.join(super::ABANDONED))?;
         tasks.push(TaskStatus {
             task_id,
             total: layout.num_blocks,
@@ -234,6 +241,7 @@ pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, Jour
                 .num_blocks
                 .saturating_sub(counts.done + counts.failed),
             failed_blocks,
+            abandoned,
         });
     }
     Ok(RunStatus {
@@ -370,6 +378,21 @@ pub(super) fn is_locked(dir: &Path) -> Result<bool, JournalError> {
     })
 }
 
+/// The reason recorded in a task's `abandoned.json`, if it has one (run directories of
+/// versions without failure budgets have none).
+fn abandoned(path: &Path) -> Result<Option<String>, JournalError> {
+    if !files::exists(path)? {
+        return Ok(None);
+    }
+    let text = files::read_small(path, files::MAX_JSON)?;
+    let reason = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
+        // The file says the task was abandoned even if its text was damaged.
+        .unwrap_or_else(|| "abandoned (the reason could not be read)".to_owned());
+    Ok(Some(reason))
+}
+
 /// The last recorded error of each of `indices`, from the failure log.
 fn failed_blocks(log: &Path, indices: &[u64]) -> Result<Vec<FailedBlock>, JournalError> {
     let mut wanted: HashMap<u64, Option<FailedBlock>> =
@@ -457,6 +480,11 @@ impl fmt::Display for RunStatus {
                 "{:<width$}  {:>12}  {:>12}  {:>12}  {:>12}",
                 t.task_id, t.total, t.done, t.failed, t.never_run
             )?;
+        }
+        for t in &self.tasks {
+            if let Some(reason) = &t.abandoned {
+                writeln!(f, "\ntask {} was abandoned: {reason}", t.task_id)?;
+            }
         }
         for t in self.tasks.iter().filter(|t| t.failed > 0) {
             writeln!(f, "\nfailed blocks of {}:", t.task_id)?;

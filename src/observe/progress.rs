@@ -58,12 +58,13 @@ impl ProgressBars {
         }
     }
 
-    /// Marks the task done: `✗` if blocks failed, else `∅` if some were orphaned, else `✔`.
+    /// Marks the task done: `✗` if blocks failed, else `∅` if some were orphaned (or the task
+    /// was abandoned), else `✔`.
     pub(crate) fn finish(&mut self, i: usize, state: &TaskState) {
         self.update(i, state);
         let symbol = if state.failed > 0 {
             "✗"
-        } else if state.orphaned > 0 {
+        } else if state.orphaned > 0 || state.abandoned.is_some() {
             "∅"
         } else {
             "✔"

@@ -155,11 +155,27 @@ impl RunSummary {
     }
 
     /// True only if every block of every task completed (succeeded or was skipped): no block
-    /// failed, was orphaned, or was left unprocessed.
+    /// failed, was orphaned, or was left unprocessed, and no task was
+    /// [abandoned](TaskState::abandoned).
     #[must_use]
     pub fn is_success(&self) -> bool {
         self.tasks.iter().all(|t| {
-            t.state.failed == 0 && t.state.orphaned == 0 && t.state.completed == t.state.total
+            t.state.failed == 0
+                && t.state.orphaned == 0
+                && t.state.completed == t.state.total
+                && t.state.abandoned.is_none()
+        })
+    }
+
+    /// The tasks that were abandoned (see
+    /// [`TaskBuilder::max_consecutive_failures`](crate::TaskBuilder::max_consecutive_failures)),
+    /// with the reason, upstream tasks first.
+    pub fn abandoned(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tasks.iter().filter_map(|t| {
+            t.state
+                .abandoned
+                .as_deref()
+                .map(|reason| (t.task_id.as_str(), reason))
         })
     }
 
@@ -255,6 +271,9 @@ impl fmt::Display for RunSummary {
             )?;
             writeln!(f, "    failed    ✗: {}", s.failed)?;
             writeln!(f, "    orphaned  ∅: {}", s.orphaned)?;
+            if let Some(reason) = &s.abandoned {
+                writeln!(f, "    abandoned  : {reason}")?;
+            }
             writeln!(f)?;
             if !t.failures.is_empty() {
                 writeln!(f, "    Failed Blocks:")?;
@@ -285,7 +304,7 @@ impl fmt::Display for RunSummary {
                     }
                 }
             }
-            if s.completed == s.total {
+            if s.completed == s.total && s.abandoned.is_none() {
                 writeln!(f, "    all blocks processed successfully")?;
             }
         }

@@ -55,7 +55,7 @@ impl Failures {
         };
         let probe = journal.is_some().then(|| block.clone());
         block.set_status(BlockStatus::Failed);
-        sched.release_block(block);
+        sched.release_failed(block, &failure.message);
         let last = failed(sched) > before;
         if last {
             // Failed for good: it does not run again in this run.
@@ -170,8 +170,23 @@ pub(super) fn finish_run<'a>(
         Ok(_) => "finished with failures".to_owned(),
         Err(e) => format!("stopped: {e}"),
     };
+    // Abandoned tasks are recorded for `blockwise status`.
+    let mut recorded = Ok(());
+    for task in sched.tasks() {
+        if let Some(reason) = sched
+            .task_state(task.task_id())
+            .and_then(|s| s.abandoned.as_deref())
+            && let Err(e) = journal.record_abandoned(task.task_id(), reason)
+        {
+            tracing::error!(task = %task.task_id(), "cannot record that the task was abandoned: {e}");
+            if recorded.is_ok() {
+                recorded = Err(e);
+            }
+        }
+    }
     let closed = journal.finish(&outcome);
     let summary = result?;
     closed?;
+    recorded?;
     Ok(summary)
 }

@@ -69,6 +69,8 @@ struct TaskRun {
     task: Task,
     started: bool,
     finished: bool,
+    /// The task was abandoned: its workers were told to leave, no worker is started for it.
+    retired: bool,
     /// Blocks taken from the scheduler (so counted as processing) but not with a worker:
     /// returned unstarted by workers that left, or taken to see whether the task can start.
     requeue: VecDeque<Block>,
@@ -167,6 +169,7 @@ pub(super) fn run(
             task: t.clone(),
             started: false,
             finished: false,
+            retired: false,
             requeue: VecDeque::new(),
             conns: Vec::new(),
             startup_failures: 0,
@@ -302,6 +305,7 @@ impl Driver<'_> {
                     conn.busy_since += gap;
                 }
             }
+            self.retire_abandoned();
             self.start_tasks();
             self.ensure_workers()?;
             self.dispatch();
@@ -351,10 +355,42 @@ impl Driver<'_> {
         }
     }
 
+    /// Abandoned tasks: blocks taken for them but not with a worker go back to the scheduler
+    /// (which counts them as orphaned); their workers are told to leave (each after the blocks
+    /// it holds, whose results count) and their queued jobs are cancelled.
+    fn retire_abandoned(&mut self) {
+        for i in 0..self.runs.len() {
+            let run = &mut self.runs[i];
+            if run.finished
+                || self
+                    .sched
+                    .task_state(run.task.task_id())
+                    .is_none_or(|s| s.abandoned.is_none())
+            {
+                continue;
+            }
+            for block in run.requeue.drain(..) {
+                self.sched.unacquire(&block);
+            }
+            if run.retired {
+                continue;
+            }
+            run.retired = true;
+            tracing::info!(task = %run.task.task_id(), "task abandoned; its workers leave after the blocks they hold");
+            for c in &run.conns {
+                if let Some(conn) = self.conns.get_mut(c) {
+                    conn.send(&ServerMsg::Shutdown);
+                    conn.tx = None;
+                }
+            }
+            self.launches.cancel_unconnected(i);
+        }
+    }
+
     /// A task starts (its workers are launched) once it has a ready block.
     fn start_tasks(&mut self) {
         for run in &mut self.runs {
-            if run.started || run.finished {
+            if run.started || run.finished || run.retired {
                 continue;
             }
             if let Some(block) = self.sched.acquire_block(run.task.task_id()) {
@@ -368,7 +404,7 @@ impl Driver<'_> {
     fn ensure_workers(&mut self) -> Result<(), Error> {
         for i in 0..self.runs.len() {
             let run = &self.runs[i];
-            if !run.started || run.finished {
+            if !run.started || run.finished || run.retired {
                 continue;
             }
             if !run.backoff.ready() {
@@ -424,7 +460,7 @@ impl Driver<'_> {
     /// Fills every worker up to the prefetch limit, round robin.
     fn dispatch(&mut self) {
         for i in 0..self.runs.len() {
-            if self.runs[i].finished || self.runs[i].conns.is_empty() {
+            if self.runs[i].finished || self.runs[i].retired || self.runs[i].conns.is_empty() {
                 continue;
             }
             let prefetch = self.runs[i].pace.window(self.opts.prefetch);
@@ -560,7 +596,7 @@ impl Driver<'_> {
             setup_failed: None,
         };
         conn.send(&ServerMsg::Welcome { connection: id });
-        if self.runs[task].finished {
+        if self.runs[task].finished || self.runs[task].retired {
             conn.send(&ServerMsg::Shutdown);
             self.conns.insert(id, Conn { tx: None, ..conn });
         } else {
@@ -710,9 +746,15 @@ impl Driver<'_> {
                 message,
             );
         }
+        // The head block's failure may have abandoned the task: then its workers are not
+        // replaced, and a worker lost is no start-up failure.
+        let abandoned = self
+            .sched
+            .task_state(self.runs[task].task.task_id())
+            .is_some_and(|s| s.abandoned.is_some());
         let run = &mut self.runs[task];
         requeue_front(&mut run.requeue, blocks);
-        if !graceful && conn.completed == 0 && !run.finished {
+        if !graceful && conn.completed == 0 && !run.finished && !run.retired && !abandoned {
             let message = match conn.setup_failed.take() {
                 Some(m) => format!("{who}: set-up failed: {m}"),
                 None => {
@@ -744,7 +786,7 @@ impl Driver<'_> {
     /// is a start-up failure.
     fn poll_launches(&mut self) -> Result<(), Error> {
         for (task, message) in self.launches.ended_without_connecting() {
-            if !self.runs[task].finished {
+            if !self.runs[task].finished && !self.runs[task].retired {
                 self.startup_failure(task, message)?;
             }
         }

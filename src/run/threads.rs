@@ -68,6 +68,8 @@ struct TaskRun {
     workers: Vec<WorkerHandle>,
     started: bool,
     finished: bool,
+    /// The task was abandoned: its queue is closed, its workers exit after their block.
+    retired: bool,
     /// Blocks in flight by grid index, for tasks with a timeout: `(seq, block)`.
     outstanding: FxHashMap<u64, (u64, Block)>,
     failures: Failures,
@@ -111,6 +113,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
                 workers: Vec::new(),
                 started: false,
                 finished: false,
+                retired: false,
                 outstanding: FxHashMap::default(),
                 failures: Failures::default(),
                 init_failures: 0,
@@ -177,6 +180,7 @@ impl Driver<'_> {
                 }
                 return Err(Error::Interrupted { signal });
             }
+            self.retire_abandoned();
             self.dispatch()?;
             if let Some(p) = progress.as_deref_mut() {
                 self.finish_tasks(Some(p));
@@ -271,6 +275,33 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Stops the workers of abandoned tasks: their queues are closed (each worker exits after
+    /// the block it is running), and the blocks queued for them but not taken go back to the
+    /// scheduler, which counts them as orphaned.
+    fn retire_abandoned(&mut self) {
+        for run in &mut self.runs {
+            if run.retired || run.finished {
+                continue;
+            }
+            if self
+                .sched
+                .task_state(run.task.task_id())
+                .is_none_or(|s| s.abandoned.is_none())
+            {
+                continue;
+            }
+            run.retired = true;
+            run.work_tx = None;
+            let mut returned = 0u64;
+            while let Ok(Work { block, .. }) = run.work_rx.try_recv() {
+                run.outstanding.remove(&block.grid_index);
+                self.sched.unacquire(&block);
+                returned += 1;
+            }
+            tracing::info!(task = %run.task.task_id(), returned, "task abandoned; its workers stop after their current block");
+        }
+    }
+
     fn finish_tasks(&mut self, mut progress: Option<&mut ProgressBars>) {
         for (i, run) in self.runs.iter_mut().enumerate() {
             if run.finished {
@@ -348,7 +379,7 @@ impl Driver<'_> {
                         message,
                     });
                 }
-                if !run.finished {
+                if !run.finished && !run.retired {
                     self.spawn_worker(task)?;
                 }
             }
@@ -409,7 +440,13 @@ impl Driver<'_> {
                     "timed out after {timeout:?}; worker {worker} abandoned (its thread keeps running until the block's function returns)"
                 );
                 self.fail_block(i, block, worker, FailureKind::Timeout, message);
+                let abandoned = self
+                    .sched
+                    .task_state(self.runs[i].task.task_id())
+                    .is_some_and(|s| s.abandoned.is_some());
                 if !self.runs[i].finished
+                    && !self.runs[i].retired
+                    && !abandoned
                     && let Err(e) = self.spawn_worker(i)
                 {
                     tracing::error!("could not replace a timed-out worker: {e}");

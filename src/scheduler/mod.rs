@@ -15,6 +15,11 @@
 //! surface" until their dependents finish; counting unmet dependencies instead releases blocks
 //! in the same order and frees memory as soon as a block becomes ready.
 //!
+//! A task with a failure budget also keeps the number of blocks failed for good since its last
+//! success. When it is abandoned (and the tasks downstream of it), its queue, wavefront, orphan
+//! set and retry counts (but those of blocks in flight) are dropped and its counters computed:
+//! every block not completed, failed or in flight is orphaned.
+//!
 //! # Where daisy 1.x is wrong
 //!
 //! * A task whose write ROI does not fit has 0 blocks, never a negative count.
@@ -44,6 +49,12 @@ use crate::task::Task;
 /// `completed` includes `skipped`; `pending` counts blocks not yet ready (it includes orphans
 /// found later). The counters always satisfy
 /// `pending = total - ready - completed - failed - orphaned - processing`.
+///
+/// A task that exhausted its failure budget
+/// ([`TaskBuilder::max_consecutive_failures`](crate::TaskBuilder::max_consecutive_failures)),
+/// or is downstream of such a task, is *abandoned*: [`abandoned`](TaskState::abandoned) says
+/// why, and every block that neither completed, failed nor is still in flight counts as
+/// orphaned.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskState {
     /// Whether a block of the task has been handed out.
@@ -62,8 +73,14 @@ pub struct TaskState {
     pub skipped: u64,
     /// Blocks that failed permanently (after all retries).
     pub failed: u64,
-    /// Blocks that can never run because a block they depend on failed.
+    /// Blocks that can never run because a block they depend on failed (or their task was
+    /// abandoned).
     pub orphaned: u64,
+    /// Why the task was abandoned, if it was: `"abandoned after 3 consecutive failed blocks
+    /// (last: block 17: <error>)"`, or `"upstream task <id> was abandoned"`. `None` otherwise
+    /// (and in records of versions without failure budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<String>,
 }
 
 impl TaskState {
@@ -81,7 +98,8 @@ impl TaskState {
 }
 
 impl fmt::Display for TaskState {
-    /// daisy's nine-line `TaskState` text.
+    /// daisy's nine-line `TaskState` text, and a tenth line `Abandoned: <reason>` only if the
+    /// task was abandoned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -95,7 +113,11 @@ impl fmt::Display for TaskState {
         writeln!(f, "Completed: {}", self.completed)?;
         writeln!(f, "Skipped: {}", self.skipped)?;
         writeln!(f, "Failed: {}", self.failed)?;
-        writeln!(f, "Orphaned: {}", self.orphaned)
+        writeln!(f, "Orphaned: {}", self.orphaned)?;
+        if let Some(reason) = &self.abandoned {
+            writeln!(f, "Abandoned: {reason}")?;
+        }
+        Ok(())
     }
 }
 
@@ -242,6 +264,33 @@ struct TaskEntry {
     retries: FxHashMap<u64, u32>,
     waiting: FxHashMap<u64, u64>,
     orphaned: FxHashSet<u64>,
+    /// Blocks failed permanently since the task's last success (the failure budget).
+    consecutive_failures: u32,
+}
+
+/// How a block came back to the scheduler.
+#[derive(Debug, Clone, Copy)]
+enum Outcome<'a> {
+    /// Its function succeeded.
+    Success,
+    /// The check function found it done (it ran nothing).
+    Skipped,
+    /// The attempt failed, with the error if the runner knows it.
+    Failed(Option<&'a str>),
+}
+
+/// At most this many characters of a block's error go into the reason of an abandonment.
+const REASON_MESSAGE_CHARS: usize = 200;
+
+/// The first line of `message`, cut to [`REASON_MESSAGE_CHARS`] characters.
+fn short_message(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("");
+    if line.chars().count() > REASON_MESSAGE_CHARS {
+        let cut: String = line.chars().take(REASON_MESSAGE_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        line.to_owned()
+    }
 }
 
 impl TaskEntry {
@@ -307,6 +356,7 @@ impl Scheduler {
                 retries: FxHashMap::default(),
                 waiting: FxHashMap::default(),
                 orphaned: FxHashSet::default(),
+                consecutive_failures: 0,
             });
         }
         let index = entries
@@ -526,13 +576,17 @@ impl Scheduler {
             .map(|e| e.task.task_id())
     }
 
-    /// Hands out the next ready block of the task, or `None` if it has none right now.
+    /// Hands out the next ready block of the task, or `None` if it has none right now (or
+    /// never again: the task is done or [abandoned](TaskState::abandoned)).
     ///
     /// The task's check function runs first: a block it reports as done is counted as
     /// completed and skipped, releases its dependents, and is never returned.
     pub fn acquire_block(&mut self, task_id: &str) -> Option<Block> {
         let t = *self.index.get(task_id)?;
         loop {
+            if self.tasks[t].state.abandoned.is_some() {
+                return None;
+            }
             let scanned = self.tasks[t].scan.as_mut().and_then(|s| s.next.take());
             if scanned.is_some() {
                 self.advance_scan(t);
@@ -578,7 +632,7 @@ impl Scheduler {
                 tracing::debug!(block = %block, "skipping block; already processed");
                 entry.state.skipped += 1;
                 block.status = BlockStatus::Success;
-                self.release(t, key, BlockStatus::Success);
+                self.release(t, key, block.block_id, Outcome::Skipped);
                 continue;
             }
             entry.state.started = true;
@@ -590,7 +644,12 @@ impl Scheduler {
 
     /// Takes a block back. `Success` releases the blocks waiting for it; `Failed` retries it (at
     /// the back of the queue) until it has failed `max_retries + 1` times, then fails it and
-    /// orphans everything downstream, across tasks.
+    /// orphans everything downstream, across tasks. A task with a failure budget
+    /// ([`TaskBuilder::max_consecutive_failures`](crate::TaskBuilder::max_consecutive_failures))
+    /// that reaches it is abandoned, with the tasks downstream of it.
+    ///
+    /// A block of an abandoned task still counts as it comes back: completed, failed (its last
+    /// attempt), or orphaned (a failed attempt that would have been retried).
     ///
     /// A block this scheduler did not hand out (or already took back), or one whose status is
     /// neither `Success` nor `Failed`, is ignored with a warning; use
@@ -608,6 +667,19 @@ impl Scheduler {
     /// [`Error::InvalidRelease`] for an unknown task, a block that is not in flight, or a status
     /// other than `Success` or `Failed`.
     pub fn try_release_block(&mut self, block: Block) -> Result<(), Error> {
+        self.try_release(block, None)
+    }
+
+    /// [`release_block`](Scheduler::release_block) of a failed attempt whose error is known: a
+    /// failure that exhausts the task's failure budget names it in the reason.
+    pub(crate) fn release_failed(&mut self, mut block: Block, message: &str) {
+        block.status = BlockStatus::Failed;
+        if let Err(e) = self.try_release(block, Some(message)) {
+            tracing::warn!("ignoring release: {e}");
+        }
+    }
+
+    fn try_release(&mut self, block: Block, message: Option<&str>) -> Result<(), Error> {
         let refuse = |reason: &str| Error::InvalidRelease {
             block: block.to_string(),
             reason: reason.to_owned(),
@@ -625,29 +697,95 @@ impl Scheduler {
         if !self.tasks[t].processing.contains(&key) {
             return Err(refuse("the block is not in flight"));
         }
-        self.release(t, key, block.status);
+        let outcome = match block.status {
+            BlockStatus::Success => Outcome::Success,
+            _ => Outcome::Failed(message),
+        };
+        self.release(t, key, block.block_id, outcome);
         Ok(())
     }
 
-    fn release(&mut self, t: usize, key: u64, status: BlockStatus) {
+    /// Takes back a block that was handed out but never ran (a runner had queued it for a
+    /// worker when its task was abandoned): it counts as orphaned if its task is abandoned, and
+    /// is ready again otherwise.
+    pub(crate) fn unacquire(&mut self, block: &Block) {
+        let Some(&t) = self.index.get(block.task_id()) else {
+            tracing::warn!(block = %block, "ignoring a returned block of an unknown task");
+            return;
+        };
+        let key = block.grid_index;
+        let entry = &mut self.tasks[t];
+        if !entry.processing.remove(&key) {
+            tracing::warn!(block = %block, "ignoring a returned block that is not in flight");
+            return;
+        }
+        entry.state.processing -= 1;
+        if entry.state.abandoned.is_some() {
+            entry.retries.remove(&key);
+            entry.state.orphaned += 1;
+        } else {
+            entry.queue.push_front(key);
+            entry.state.ready += 1;
+        }
+        entry.state.update_pending();
+    }
+
+    fn release(&mut self, t: usize, key: u64, block_id: u64, outcome: Outcome<'_>) {
         let entry = &mut self.tasks[t];
         entry.processing.remove(&key);
         entry.state.processing -= 1;
-        match status {
-            BlockStatus::Success => {
+        if entry.state.abandoned.is_some() {
+            // Nothing runs again: the result counts, and releases nothing.
+            match outcome {
+                Outcome::Success | Outcome::Skipped => entry.state.completed += 1,
+                Outcome::Failed(_) => {
+                    let retries = entry.retries.remove(&key).unwrap_or(0);
+                    if retries >= entry.task.inner.max_retries {
+                        entry.state.failed += 1;
+                    } else {
+                        entry.state.orphaned += 1;
+                    }
+                }
+            }
+            entry.state.update_pending();
+            return;
+        }
+        match outcome {
+            Outcome::Success | Outcome::Skipped => {
+                if let Outcome::Success = outcome {
+                    entry.consecutive_failures = 0;
+                }
                 entry.state.completed += 1;
                 entry.retries.remove(&key);
                 entry.state.update_pending();
                 self.mark_success(t, key);
             }
-            _ => {
+            Outcome::Failed(message) => {
                 let retries = entry.retries.get(&key).copied().unwrap_or(0);
                 if retries >= entry.task.inner.max_retries {
                     tracing::debug!(task = %entry.task.task_id(), key, "block failed permanently");
                     entry.retries.remove(&key);
                     entry.state.failed += 1;
                     entry.state.update_pending();
-                    self.mark_failure(t, key);
+                    entry.consecutive_failures = entry.consecutive_failures.saturating_add(1);
+                    let streak = entry.consecutive_failures;
+                    if entry
+                        .task
+                        .inner
+                        .max_consecutive_failures
+                        .is_some_and(|n| streak >= n)
+                    {
+                        let last = match message {
+                            Some(m) => format!("block {block_id}: {}", short_message(m)),
+                            None => format!("block {block_id}"),
+                        };
+                        let reason = format!(
+                            "abandoned after {streak} consecutive failed blocks (last: {last})"
+                        );
+                        self.abandon(t, reason);
+                    } else {
+                        self.mark_failure(t, key);
+                    }
                 } else {
                     entry.retries.insert(key, retries + 1);
                     entry.queue.push_back(key);
@@ -656,6 +794,47 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Abandons task `t` and every task downstream of it (transitively), except tasks whose
+    /// blocks all completed:
+    /// they hand out nothing more, and their blocks that did not complete or fail and are not
+    /// in flight are orphaned. Per-block state of those tasks is dropped (the counters are
+    /// computed, not enumerated).
+    fn abandon(&mut self, t: usize, reason: String) {
+        let root = Arc::clone(&self.tasks[t].task.inner.id);
+        tracing::warn!(task = %root, %reason, "abandoning the task and the tasks downstream of it");
+        self.abandon_one(t, reason);
+        let mut frontier: Vec<usize> = self.tasks[t].downstream.clone();
+        while let Some(d) = frontier.pop() {
+            let state = &self.tasks[d].state;
+            // A task all of whose blocks completed lost nothing (and does not hold back the
+            // tasks below it).
+            if state.abandoned.is_some() || state.completed >= state.total {
+                continue;
+            }
+            self.abandon_one(d, format!("upstream task {root} was abandoned"));
+            frontier.extend_from_slice(&self.tasks[d].downstream);
+        }
+    }
+
+    fn abandon_one(&mut self, t: usize, reason: String) {
+        let entry = &mut self.tasks[t];
+        tracing::debug!(task = %entry.task.task_id(), %reason, "task abandoned");
+        let s = &mut entry.state;
+        s.abandoned = Some(reason);
+        s.ready = 0;
+        s.orphaned = s
+            .total
+            .saturating_sub(s.completed + s.failed + s.processing);
+        s.update_pending();
+        entry.queue = VecDeque::new();
+        entry.waiting = FxHashMap::default();
+        entry.orphaned = FxHashSet::default();
+        entry.roots = Roots::none();
+        entry.scan = None;
+        let processing = &entry.processing;
+        entry.retries.retain(|k, _| processing.contains(k));
     }
 
     /// The downstream blocks of `(t, key)`, grouped by task, each group sorted by block id.
@@ -698,7 +877,7 @@ impl Scheduler {
         let mut down = Vec::new();
         self.downstream(t, key, &mut down);
         for (d, dkey) in down {
-            if self.tasks[d].orphaned.contains(&dkey) {
+            if self.tasks[d].state.abandoned.is_some() || self.tasks[d].orphaned.contains(&dkey) {
                 continue;
             }
             let unmet = match self.tasks[d].waiting.get(&dkey) {
@@ -723,7 +902,8 @@ impl Scheduler {
         let mut next: Vec<(usize, u64)> = Vec::new();
         while let Some((d, dkey)) = frontier.pop() {
             let entry = &mut self.tasks[d];
-            if !entry.orphaned.insert(dkey) {
+            // An abandoned task counts its orphans already.
+            if entry.state.abandoned.is_some() || !entry.orphaned.insert(dkey) {
                 continue;
             }
             entry.waiting.remove(&dkey);
@@ -785,3 +965,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod budget_tests;

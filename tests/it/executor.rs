@@ -308,3 +308,39 @@ fn two_functions_under_one_name_are_refused() {
         "executor: two functions are registered under the name \"inc\""
     );
 }
+
+/// `ExecutorBuilder::serve` is the worker side without the exit: in this test's workers it
+/// serves the items and returns their count (the test function then returns normally); in the
+/// driver it returns `None`. `cancel_with` stops the pool: a waiting item fails with the reason.
+#[test]
+fn serve_returns_in_workers_and_cancel_stops_the_pool() {
+    let dir = scratch("executor-serve");
+    let slow = Function::new("slow", |x: u64| {
+        if x == 99 {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Ok::<u64, String>(x)
+    });
+    let builder = || {
+        processes(
+            "executor::serve_returns_in_workers_and_cancel_stops_the_pool",
+            &dir,
+        )
+        .function(&inc())
+        .function(&slow)
+    };
+    if let Some(n) = builder().serve().unwrap() {
+        eprintln!("served {n} items");
+        return;
+    }
+    assert!(!in_worker());
+    let cancel = blockwise::Cancel::new();
+    let ex = builder().cancel_with(&cancel).start().unwrap();
+    assert_eq!(ex.map(inc(), [1, 2, 3]).unwrap(), vec![2, 3, 4]);
+    let c = cancel.clone();
+    // Whenever it comes (before the item is sent or while it runs), the item fails.
+    let t = std::thread::spawn(move || c.cancel("stop"));
+    let e = ex.map(slow, [99]).unwrap_err().to_string();
+    t.join().unwrap();
+    assert!(e.contains("cancelled (stop)"), "{e}");
+}

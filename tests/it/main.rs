@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod abandon;
 mod bad_input;
 mod cli;
 mod cluster;
