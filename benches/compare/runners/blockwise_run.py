@@ -11,13 +11,12 @@ read-write conflicts. The arrays are opened in the workers (`process_per_worker`
 but the function travels to worker processes; reads outside the volume are zeros
 (`read_with_fill(roi, 0)`, as in the Rust workload).
 
-The ZarrArray calls are written against the interface of the Python package's arrays
-(`ZarrArray.open(path, mode, *, dataset)`, `open_cached(path, cache_bytes, *, dataset)`,
-`create_like(path, other, *, dataset, overwrite)`, `read_with_fill(roi, fill)`,
-`write(roi, data)`); `_open_input`, `_open_output` and `_create_output` below are the only
-places that call them. Like the CLI, the input is read through a cache of decoded chunks (one
-per process, shared by its worker threads), so each chunk is decoded about once although 27
-blocks read it.
+The arrays are `blockwise.ZarrArray` (`python/blockwise/arrays.pyi`): `open_cached(path,
+cache_bytes, *, dataset)` for the input, `create_like(path, other, *, dataset, overwrite)` and
+`open(path, "r+", *, dataset)` for the output, `read_with_fill(roi, 0)` and
+`write(roi, data)`. Like the CLI, the input is read through a cache of decoded chunks (one per
+process, shared by its worker threads, of the CLI's size), so each chunk is decoded about once
+although 27 blocks read it.
 """
 import functools
 import sys
@@ -47,7 +46,7 @@ def _cache_bytes(shape, chunk):
 def _zarr_array():
     za = getattr(blockwise, "ZarrArray", None)
     if za is None:
-        sys.exit("blockwise_run: this blockwise package has no ZarrArray (the arrays API is not merged yet)")
+        sys.exit("blockwise_run: this blockwise package has no ZarrArray (rebuild it from python/)")
     return za
 
 
@@ -102,12 +101,8 @@ def main():
         read_write_conflict=False,
         num_workers=workers,
     )
-    try:
-        task = blockwise.Task("box_mean", blockwise.Roi((-context,) * 3, tuple(n + 2 * context for n in shape)),
-                              write.grow(context, context), write, writes=[out], **kwargs)
-    except TypeError:  # writes= does not take this array type (yet)
-        task = blockwise.Task("box_mean", blockwise.Roi((-context,) * 3, tuple(n + 2 * context for n in shape)),
-                              write.grow(context, context), write, **kwargs)
+    total = blockwise.Roi((-context,) * 3, tuple(n + 2 * context for n in shape))
+    task = blockwise.Task("box_mean", total, write.grow(context, context), write, writes=[out], **kwargs)
     logs = Path(out_path).resolve().parent / "blockwise_logs"
     with common.Timer() as t:
         summary = blockwise.run_blockwise(task, runner=runner, progress=False, print_summary=False,
