@@ -17,7 +17,8 @@ all of them):
   blocks (runners/gil_probe.py); the ratio of its rates.
 
 Every measurement is printed as a JSON line when it is made; Markdown tables (median, min–max
-over the repeats) and the load (`uptime`) before and after follow.
+over the repeats) and the load (`uptime`) before and after follow. The exit status is 1 if a
+measurement failed or an output's sha256 differs from the CLI's (speed is never checked).
 
     python3 benches/compare/python_bench.py --quick          # 10^4 blocks, 128³: a smoke test
     python3 benches/compare/python_bench.py --repeat 5       # 10^5 blocks, 512³: the README figures
@@ -47,6 +48,7 @@ class Bench:
         self.args = args
         self.results = []  # (part, system, dict)
         self.loads = []
+        self.mismatches = []  # systems whose output differs from the CLI's
 
     def call(self, part, system, cmd, cwd=None):
         """Runs one measurement; records and prints its JSON line (or the error)."""
@@ -163,6 +165,8 @@ def boxmean(b):
         vs = f"{statistics.median(cli_rate) / statistics.median(rate):.1f}×" if rate and cli_rate else ""
         shas = {r["output_sha256"] for r in rows if "error" not in r}
         same = "✔" if shas and len(refs) == 1 and shas == refs else ("✗" if shas else "")
+        if same == "✗":
+            b.mismatches.append(name)
         err = errors(rows)
         lines.append(f"| {name} | {len(rate)} | {spread(ok_values(rows, 'wall_s'), '{:.2f}')} | "
                      f"{spread(rate, '{:.1f}')} | {vs} | {same}{' error: ' + err if err else ''} |")
@@ -249,7 +253,9 @@ def main():
     print("Load (uptime):")
     for when, u in b.loads:
         print(f"  before {when}: {u}" if when != "end" else f"  at the end: {u}")
-    sys.exit(1 if any("error" in r for r in b.results) else 0)
+    if b.mismatches:
+        print(f"outputs differ from the CLI's: {', '.join(b.mismatches)}", file=sys.stderr)
+    sys.exit(1 if b.mismatches or any("error" in r for r in b.results) else 0)
 
 
 if __name__ == "__main__":
