@@ -26,6 +26,22 @@ def box_mean(padded):
     return ((s + 13) // 27).astype(np.uint8)
 
 
+def box_mean_separable(padded):
+    """The same box mean as `box_mean` (bit for bit), as three separable 3-tap sums in uint16
+    (27 * 255 fits): 6 array additions instead of 26."""
+    a = padded.astype(np.uint16)
+    a = a[:-2] + a[1:-1] + a[2:]
+    a = a[:, :-2] + a[:, 1:-1] + a[:, 2:]
+    a = a[:, :, :-2] + a[:, :, 1:-1] + a[:, :, 2:]
+    a += 13
+    a //= 27
+    return a.astype(np.uint8)
+
+
+#: The filters the runners can use (`box_mean` is what compare.py's figures were measured with).
+FILTERS = {"naive": box_mean, "separable": box_mean_separable}
+
+
 def read_padded(arr, begin, end):
     """arr[begin:end] with zeros outside the array (begin/end are voxel index tuples)."""
     shape = tuple(e - b for b, e in zip(begin, end))
@@ -39,14 +55,18 @@ def read_padded(arr, begin, end):
     return out
 
 
-def process_block(inp, out, write_begin, write_end, context):
+def core_of(data, context):
+    """The write region plus one voxel per side, from a read region with `context` voxels."""
+    c = context
+    return data[c - 1:data.shape[0] - c + 1, c - 1:data.shape[1] - c + 1, c - 1:data.shape[2] - c + 1]
+
+
+def process_block(inp, out, write_begin, write_end, context, mean=box_mean):
     """The workload for one block given by voxel indices of its write region."""
     rb = tuple(b - context for b in write_begin)
     re_ = tuple(e + context for e in write_end)
     data = read_padded(inp, rb, re_)
-    c = context
-    core = data[c - 1:data.shape[0] - c + 1, c - 1:data.shape[1] - c + 1, c - 1:data.shape[2] - c + 1]
-    out[tuple(slice(b, e) for b, e in zip(write_begin, write_end))] = box_mean(core)
+    out[tuple(slice(b, e) for b, e in zip(write_begin, write_end))] = mean(core_of(data, context))
 
 
 def open_input(path, dataset):
