@@ -301,5 +301,7 @@ def run_blockwise(
     print_summary: bool | None = None,
     max_output_bytes: int | None = None,
     prefetch: int | None = None,
+    import_main: bool = True,
+    on_progress: Callable[[dict[str, TaskState]], None] | None = None,
 ) -> RunSummary: ...
 def serve_worker(tasks: Task | Iterable[Task]) -> int | None: ...

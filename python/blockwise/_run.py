@@ -7,13 +7,13 @@ import pickle
 import secrets
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from blockwise import _native
-from blockwise._native import ConfigError, Launcher, RunSummary, Task
+from blockwise._native import ConfigError, Launcher, RunSummary, Task, TaskState
 
 #: The format of the file that hands a run's tasks to its worker processes.
 SPEC_VERSION = 1
@@ -129,6 +129,7 @@ def run_blockwise(
     max_output_bytes: int | None = None,
     prefetch: int | None = None,
     import_main: bool = True,
+    on_progress: Callable[[dict[str, TaskState]], None] | None = None,
 ) -> RunSummary:
     """Runs the tasks (and every upstream task reachable from them) and returns the summary.
 
@@ -147,6 +148,9 @@ def run_blockwise(
     * ``run_dir``: done-markers; a rerun skips what finished (``fresh=True`` starts over).
     * ``import_main=False``: workers do not import the main script (its functions are
       pickled by value with cloudpickle; without cloudpickle they are imported regardless).
+    * ``on_progress``: called with ``{task_id: TaskState}`` about every 0.1 s while counters
+      change, and once at the end, on the scheduler's thread (with the GIL; keep it short);
+      an exception it raises is printed, not raised.
     * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
       summary is printed when they are shown, unless ``print_summary`` says otherwise.
 
@@ -175,6 +179,7 @@ def run_blockwise(
         max_worker_restarts=max_worker_restarts,
         max_output_bytes=max_output_bytes,
         prefetch=prefetch,
+        on_progress=on_progress,
     )
     if not processes:
         return _native._run(task_list, **common)

@@ -434,7 +434,7 @@ impl PyRunSummary {
 #[pyo3(signature = (
     tasks, *, processes = false, launcher = None, worker_command = None, run_dir = None,
     fresh = false, progress = None, print_summary = None, log_dir = None, worker_lifetime = None,
-    max_worker_restarts = None, max_output_bytes = None, prefetch = None
+    max_worker_restarts = None, max_output_bytes = None, prefetch = None, on_progress = None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn _run(
@@ -452,6 +452,7 @@ pub fn _run(
     max_worker_restarts: Option<u32>,
     max_output_bytes: Option<usize>,
     prefetch: Option<usize>,
+    on_progress: Option<Py<PyAny>>,
 ) -> PyResult<PyRunSummary> {
     let tasks = tasks_of(tasks)?;
     let cancel = Cancel::new();
@@ -477,6 +478,25 @@ pub fn _run(
     }
     if let Some(n) = prefetch {
         runner = runner.prefetch(n);
+    }
+    if let Some(f) = on_progress {
+        runner = runner.on_progress(Duration::from_millis(100), move |tasks| {
+            Python::attach(|py| {
+                let d = pyo3::types::PyDict::new(py);
+                for (id, state) in tasks {
+                    let s = PyTaskState {
+                        inner: (*state).clone(),
+                    };
+                    if d.set_item(*id, s).is_err() {
+                        return;
+                    }
+                }
+                if let Err(e) = f.call1(py, (d,)) {
+                    // An observer's exception must not stop the run: it is shown, not raised.
+                    e.display(py);
+                }
+            });
+        });
     }
     if processes || launcher.is_some() {
         runner = runner.processes().handle_signals(false);

@@ -393,3 +393,30 @@ def _wait_gone(pid: int, timeout: float = 15.0) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"worker {pid} still running"
         threading.Event().wait(0.05)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_on_progress_sees_the_counters_grow_to_the_end(runner, tmp_path):
+    seen = []
+
+    def on_progress(states):
+        seen.append({k: (s.completed, s.total) for k, s in states.items()})
+
+    a = grid_task("a", n=6)
+    b = grid_task("b", n=6, upstream=a)
+    s = run([b], runner, tmp_path, on_progress=on_progress)
+    assert s.is_success()
+    assert seen and seen[-1] == {"a": (6, 6), "b": (6, 6)}
+    assert all(list(x) == ["a", "b"] for x in seen)
+    for before, after in zip(seen, seen[1:]):
+        assert before != after and all(before[k][0] <= after[k][0] for k in before)
+
+
+def test_an_exception_in_on_progress_does_not_stop_the_run(tmp_path, capfd):
+    def on_progress(states):
+        raise RuntimeError("observer broke")
+
+    s = run(grid_task("t", n=3), "threads", tmp_path, on_progress=on_progress)
+    assert s.is_success()
+    assert "observer broke" in capfd.readouterr().err

@@ -21,6 +21,7 @@ pub(crate) mod context;
 mod entry;
 mod failures;
 pub(crate) mod jobs;
+mod observer;
 pub(crate) mod processes;
 pub(crate) mod protocol;
 pub(crate) mod server;
@@ -230,6 +231,7 @@ pub struct Runner {
     fresh_used: Arc<std::sync::atomic::AtomicBool>,
     max_output: usize,
     cancel: Option<Cancel>,
+    observer: Option<observer::Observer>,
 }
 
 /// The default of [`Runner::max_output_bytes`]: 1 MiB.
@@ -330,6 +332,7 @@ impl Runner {
             fresh_used: Arc::default(),
             max_output: DEFAULT_MAX_OUTPUT,
             cancel: None,
+            observer: None,
         }
     }
 
@@ -337,6 +340,46 @@ impl Runner {
     /// [`Error::Interrupted`] with its reason.
     pub fn cancel_with(mut self, cancel: &Cancel) -> Self {
         self.cancel = Some(cancel.clone());
+        self
+    }
+
+    /// Calls `f` with every task's counters (the run's tasks, upstream ones included, in the
+    /// scheduler's order) while the run goes: at most once per `every` (at least 1 ms), only
+    /// when a counter changed since the last call, and once more when the run ends. It runs on
+    /// the driver's thread, between hand-outs, so keep it short (write a line, update a
+    /// display); for progress bars see [`Runner::progress`].
+    ///
+    /// ```
+    /// use blockwise::{Progress, Roi, Runner, Task};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = Arc::clone(&seen);
+    /// let task = Task::builder("t", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .process(|_| Ok(()))
+    ///     .build()?;
+    /// let summary = Runner::new()
+    ///     .progress(Progress::Never)
+    ///     .on_progress(std::time::Duration::from_millis(10), move |tasks| {
+    ///         let (id, state) = tasks[0];
+    ///         s.lock().unwrap().push((id.to_owned(), state.completed));
+    ///     })
+    ///     .run([task])?;
+    /// assert!(summary.is_success());
+    /// // The last call saw the finished run.
+    /// assert_eq!(seen.lock().unwrap().last(), Some(&("t".to_owned(), 10)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_progress<F>(mut self, every: Duration, f: F) -> Self
+    where
+        F: Fn(&[(&str, &crate::TaskState)]) + Send + Sync + 'static,
+    {
+        self.observer = Some(observer::Observer {
+            every: every.max(Duration::from_millis(1)),
+            f: Arc::new(f),
+        });
         self
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::context::{CONTEXT_ENV, Context};
 use super::failures::{Failures, finish_run, open_journal};
 use super::jobs::{Backoff, Jobs, requeue_front, tail, take_unstarted, transient};
+use super::observer::Watch;
 use super::protocol::{ServerMsg, WireBlock, WorkerMsg, to_frame};
 use super::server::{Event, Hello};
 use super::signals::Interrupts;
@@ -202,7 +203,14 @@ pub(super) fn run(
         None
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
-    let result = driver.drive(&events_rx, progress.as_mut(), interrupts.as_ref());
+    let mut watch = Watch::new(opts.observer.as_ref());
+    let result = driver.drive(
+        &events_rx,
+        progress.as_mut(),
+        interrupts.as_ref(),
+        &mut watch,
+    );
+    watch.maybe_call(&driver.sched, true);
     driver.shutdown(result.is_ok());
     drop(interrupts);
     if let Some(p) = progress.as_mut() {
@@ -283,8 +291,10 @@ impl Driver<'_> {
         events: &Receiver<Event>,
         mut progress: Option<&mut ProgressBars>,
         interrupts: Option<&Interrupts>,
+        watch: &mut Watch<'_>,
     ) -> Result<(), Error> {
         let tick = Duration::from_millis(20).min(self.launcher.poll_interval());
+        let tick = watch.tick().map_or(tick, |t| t.min(tick));
         let mut last_draw = Instant::now();
         let mut last_maintenance = Instant::now();
         let mut last_turn = Instant::now();
@@ -339,6 +349,7 @@ impl Driver<'_> {
                 self.poll_launches()?;
                 self.check_timeouts();
             }
+            watch.maybe_call(&self.sched, false);
             if let Some(p) = progress.as_deref_mut()
                 && last_draw.elapsed() >= Duration::from_millis(100)
             {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use rustc_hash::FxHashMap;
 
+use super::observer::Watch;
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
 use crate::observe::{ProgressBars, RunSummary};
@@ -132,7 +133,9 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         outputs_dir,
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
-    let result = driver.drive(&done_rx, progress.as_mut());
+    let mut watch = Watch::new(opts.observer.as_ref());
+    let result = driver.drive(&done_rx, progress.as_mut(), &mut watch);
+    watch.maybe_call(&driver.sched, true);
     driver.shutdown();
     if let Some(p) = progress.as_mut() {
         p.close();
@@ -156,6 +159,7 @@ impl Driver<'_> {
         &mut self,
         done_rx: &Receiver<Msg>,
         mut progress: Option<&mut ProgressBars>,
+        watch: &mut Watch<'_>,
     ) -> Result<(), Error> {
         let min_timeout = self.runs.iter().filter_map(|r| r.task.timeout()).min();
         let tick = match (min_timeout, progress.is_some()) {
@@ -165,11 +169,15 @@ impl Driver<'_> {
             (None, true) => Some(Duration::from_millis(100)),
             (None, false) => None,
         };
-        // A cancel handle is polled at least every 20 ms.
-        let tick = match (tick, self.opts.cancel.is_some()) {
-            (t, true) => Some(t.map_or(CANCEL_POLL, |t| t.min(CANCEL_POLL))),
-            (t, false) => t,
-        };
+        // A cancel handle is polled at least every 20 ms, an observer as often as it asks.
+        let tick = [
+            tick,
+            self.opts.cancel.is_some().then_some(CANCEL_POLL),
+            watch.tick(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let mut last_draw = Instant::now();
         let mut flush_in: Option<Duration> = None;
         loop {
@@ -222,6 +230,7 @@ impl Driver<'_> {
             if let Some(j) = &mut self.journal {
                 flush_in = j.maybe_flush()?;
             }
+            watch.maybe_call(&self.sched, false);
             if let Some(p) = progress.as_deref_mut()
                 && last_draw.elapsed() >= Duration::from_millis(100)
             {

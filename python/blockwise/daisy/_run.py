@@ -23,9 +23,9 @@ from blockwise.daisy._task import RESOURCES_ISSUE, Pipeline, Task, _SerialFn, to
 
 class JsonProgressObserver:
     """daisy 2.0's line-delimited JSON observer: ``run_blockwise(..., progress=obs)`` writes one
-    JSON object per task at the start and at the end of the run (``"event"``: ``"start"``,
-    ``"finish"``; the engine reports no intermediate ``"progress"`` events to Python yet) with
-    the task's counters. ``path=`` writes a file, ``stream=`` a file-like object, neither
+    JSON object per task at the start of the run (``"event": "start"``), whenever counters
+    changed (``"progress"``, at most every 0.1 s, and once when the last block is done) and at
+    the end (``"finish"``), with the task's counters. ``path=`` writes a file, ``stream=`` a file-like object, neither
     stdout."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, stream: Any = None) -> None:
@@ -63,7 +63,7 @@ class JsonProgressObserver:
         self._emit("start", task_states)
 
     def on_progress(self, task_states: dict[str, TaskState]) -> None:
-        """Called when counters change (not by this engine yet)."""
+        """Called when counters changed (at most every 0.1 s)."""
         self._emit("progress", task_states)
 
     def on_finish(self, task_states: dict[str, TaskState]) -> None:
@@ -115,6 +115,10 @@ def _processes(pipeline: Pipeline, progress: Any) -> tuple[blockwise.RunSummary,
     if observer is not None and hasattr(observer, "on_start"):
         observer.on_start(states(blockwise.Scheduler(natives).task_states()))
     fresh = any(t._fresh for t in pipeline.tasks)
+    on_progress = None
+    if observer is not None and hasattr(observer, "on_progress"):
+        def on_progress(task_states):
+            observer.on_progress(states(task_states.items()))
     summary = blockwise.run_blockwise(
         natives,
         runner="processes",
@@ -123,6 +127,7 @@ def _processes(pipeline: Pipeline, progress: Any) -> tuple[blockwise.RunSummary,
         progress=bool(progress) if observer is None else False,
         log_dir=daisy_logging.log_dir(),
         import_main=False,
+        on_progress=on_progress,
     )
     for t in pipeline.tasks:
         t._fresh = False
