@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::scheduler::{Scheduler, TaskState};
 
+/// An observer's callback: every task's id and counters.
+pub(crate) type ObserveFn = dyn Fn(&[(&str, &TaskState)]) + Send + Sync;
+
 /// The callback and how often it may be called.
 #[derive(Clone)]
 pub(crate) struct Observer {
     pub(crate) every: Duration,
-    pub(crate) f: Arc<dyn Fn(&[(&str, &TaskState)]) + Send + Sync>,
+    pub(crate) f: Arc<ObserveFn>,
 }
 
 impl fmt::Debug for Observer {
