@@ -428,7 +428,10 @@ proptest! {
             }
         }
         prop_assert!(s.is_done());
+        // Tasks abandoned on their own budget, and whether the task just above (the chain is
+        // a -> b -> c) was abandoned: abandonment spreads down only through tasks it reaches.
         let mut abandoned_above: Vec<&str> = Vec::new();
+        let mut upstream_abandoned = false;
         for (t, budget) in tasks.iter().zip(&budgets) {
             let st = s.task_state(t.task_id()).unwrap();
             prop_assert_eq!(st.completed + st.failed + st.orphaned, st.total, "{:?}", st);
@@ -436,6 +439,7 @@ proptest! {
             match &st.abandoned {
                 // Because of a task above it that was abandoned on its own.
                 Some(r) if r.starts_with("upstream") => {
+                    prop_assert!(upstream_abandoned, "{}: {} with its upstream not abandoned", t.task_id(), r);
                     prop_assert!(
                         abandoned_above.iter().any(|up| r == &format!("upstream task {up} was abandoned")),
                         "{}: {} (above: {:?})", t.task_id(), r, abandoned_above
@@ -447,12 +451,14 @@ proptest! {
                     prop_assert!(r.starts_with(&format!("abandoned after {n} consecutive failed blocks")), "{}", r);
                     abandoned_above.push(t.task_id());
                 }
-                // Only a task whose blocks all completed before is left alone.
-                None if !abandoned_above.is_empty() => {
+                // Below an abandoned task, only a task whose blocks all completed before is left
+                // alone (and the spread stops there: a task below it runs on its own).
+                None if upstream_abandoned => {
                     prop_assert_eq!(st.completed, st.total, "{} not abandoned below {:?}", t.task_id(), abandoned_above);
                 }
                 None => {}
             }
+            upstream_abandoned = st.abandoned.is_some();
             if fail_rate == 0 {
                 prop_assert_eq!(st.completed, st.total);
                 prop_assert!(st.abandoned.is_none());
