@@ -342,7 +342,7 @@ impl Batch {
             command: line.clone(),
             source,
         };
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut child = super::spawn(&mut cmd).map_err(spawn_err)?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input).map_err(spawn_err)?;
         }

@@ -151,7 +151,7 @@ impl Launcher for Local {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+        let child = super::spawn(&mut cmd).map_err(|source| LaunchError::Spawn {
             launcher: "local".into(),
             command: self
                 .wrapper

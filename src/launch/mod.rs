@@ -227,6 +227,27 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     }
 }
 
+/// Spawns `cmd`, retrying briefly while the program is "text file busy" (`ETXTBSY`): a
+/// program (a wrapper script, a site's `sbatch` shim) that was just written can still be open
+/// for writing in a child that another thread of this process forked before the file was
+/// closed, until that child execs. The window is a few milliseconds; after about 0.3 s the
+/// error is returned.
+pub(crate) fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && wait < Duration::from_millis(200) =>
+            {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A shared launcher is a launcher: one configured launcher can serve several runners.
 impl<L: Launcher + ?Sized> Launcher for std::sync::Arc<L> {
     fn name(&self) -> &str {
