@@ -85,8 +85,6 @@ mod run;
 pub mod sample;
 mod scheduler;
 pub mod store;
-#[cfg(feature = "hdf5")]
-pub mod swmr;
 mod task;
 pub mod workload;
 
@@ -104,5 +102,9 @@ pub use run::{
     worker_main,
 };
 pub use scheduler::{Scheduler, TaskState};
+/// Following HDF5 files written in SWMR mode (feature `hdf5`): [`store::swmr`], also at this
+/// path (where it stood before it moved under `store`).
+#[cfg(feature = "hdf5")]
+pub use store::swmr;
 pub use store::{Pad, RoiArray};
 pub use task::{Task, TaskBuilder, WorkerContext};
