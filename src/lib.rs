@@ -96,10 +96,9 @@ pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
-pub use observe::{BlockFailure, FailureKind, RunSummary};
+pub use observe::{BlockFailure, FailureKind, Progress, RunSummary};
 pub use run::{
-    CONTEXT_ENV, Cancel, Client, Progress, Runner, is_worker, run_blockwise, serve_worker,
-    worker_main,
+    CONTEXT_ENV, Cancel, Client, Runner, is_worker, run_blockwise, serve_worker, worker_main,
 };
 pub use scheduler::{Scheduler, TaskState};
 /// Following HDF5 files written in SWMR mode (feature `hdf5`): [`store::swmr`], also at this

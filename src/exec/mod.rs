@@ -147,7 +147,7 @@ pub struct MapOptions {
     on_error: OnError,
     ordered: bool,
     reorder_limit: usize,
-    progress: crate::Progress,
+    progress: crate::observe::Progress,
 }
 
 impl MapOptions {
@@ -160,14 +160,14 @@ impl MapOptions {
             on_error: OnError::FailFast,
             ordered: true,
             reorder_limit: size.saturating_mul(16),
-            progress: crate::Progress::Never,
+            progress: crate::observe::Progress::Never,
         }
     }
 
     /// Whether to show a progress bar counting finished items, with a total when the input's
     /// length is known (default [`Progress::Never`](crate::Progress::Never);
     /// [`Progress::Auto`](crate::Progress::Auto) shows it on a terminal).
-    pub fn progress(mut self, progress: crate::Progress) -> Self {
+    pub fn progress(mut self, progress: crate::observe::Progress) -> Self {
         self.progress = progress;
         self
     }

@@ -284,7 +284,7 @@ where
     /// final counts. It ends on every final state (cancelled calls count as done).
     pub fn monitor(
         &self,
-        progress: crate::Progress,
+        progress: crate::observe::Progress,
         mut on_change: impl FnMut(&SweepStatus),
     ) -> SweepStatus {
         let bar = crate::observe::ItemProgress::new(
@@ -543,7 +543,7 @@ mod tests {
         *lock.lock().unwrap() = true;
         cv.notify_all();
         let mut events = Vec::new();
-        let last = run.monitor(crate::Progress::Never, |s| events.push(*s));
+        let last = run.monitor(crate::observe::Progress::Never, |s| events.push(*s));
         assert_eq!(
             last,
             SweepStatus {

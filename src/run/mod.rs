@@ -32,7 +32,6 @@ pub(crate) mod transport;
 mod worker;
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,7 +44,7 @@ pub use entry::{serve_worker, worker_main};
 
 use crate::error::Error;
 use crate::launch::{Launcher, Local};
-use crate::observe::RunSummary;
+use crate::observe::{Progress, RunSummary};
 use crate::task::Task;
 
 /// Runs tasks (and every upstream task reachable from them) block by block on worker threads
@@ -83,28 +82,6 @@ use crate::task::Task;
 /// function, and workers whose per-worker set-up keeps failing. Failed blocks are not errors.
 pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary, Error> {
     Runner::new().run(tasks)
-}
-
-/// Whether to show progress bars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Progress {
-    /// Show them when stdout is a terminal.
-    #[default]
-    Auto,
-    /// Always show them.
-    Always,
-    /// Never show them.
-    Never,
-}
-
-impl Progress {
-    pub(crate) fn enabled(self) -> bool {
-        match self {
-            Progress::Auto => std::io::stdout().is_terminal(),
-            Progress::Always => true,
-            Progress::Never => false,
-        }
-    }
 }
 
 /// Configures and runs a set of tasks; [`run_blockwise`] is `Runner::new().run(tasks)`.
