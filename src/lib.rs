@@ -86,6 +86,7 @@ pub mod sample;
 mod scheduler;
 pub mod store;
 mod task;
+mod util;
 pub mod workload;
 
 /// The `ndarray` crate blockwise's arrays are made of, re-exported so that users need not

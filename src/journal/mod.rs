@@ -123,6 +123,7 @@ pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};
 
 use crate::blocks::Block;
 use crate::task::Task;
+use crate::util::lock;
 
 /// Errors of a run directory.
 #[derive(Debug, thiserror::Error)]
@@ -379,9 +380,7 @@ impl Writer {
             };
             if let Err(e) = result {
                 tracing::error!("recording done-markers failed: {e}");
-                *error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                *lock(error) = Some(e);
                 failed = true;
             }
         }
@@ -853,10 +852,7 @@ impl Journal {
     }
 
     fn writer_error(&self) -> Option<JournalError> {
-        self.error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        lock(&self.error).take()
     }
 
     /// Hands the batch to the writer if it is full or old enough; returns how long until the

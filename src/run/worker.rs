@@ -7,8 +7,9 @@ use super::context::Context;
 use crate::blocks::BlockStatus;
 use crate::error::Error;
 use crate::observe::FailureKind;
-use crate::scheduler::{Scheduler, panic_message};
+use crate::scheduler::Scheduler;
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
+use crate::util::panic_message;
 
 /// Finds the context's task among `tasks` (and their upstream tasks).
 pub(super) fn find_task(tasks: &[Task], ctx: &Context) -> Result<Option<Task>, Error> {
