@@ -238,6 +238,23 @@ impl Task {
         &self.inner.writes
     }
 
+    /// What the run directory records and checks of this task: the layout of its blocks and
+    /// the arrays it writes (the journal never sees the task itself).
+    pub(crate) fn layout(&self) -> crate::journal::TaskLayout {
+        let inner = &self.inner;
+        crate::journal::TaskLayout {
+            task_id: inner.id.to_string(),
+            total_roi: inner.total_roi.clone(),
+            read_roi: inner.read_roi.clone(),
+            write_roi: inner.write_roi.clone(),
+            fit: inner.fit,
+            read_write_conflict: inner.read_write_conflict,
+            grid_shape: inner.grid.counts.clone(),
+            num_blocks: inner.grid.num_blocks,
+            writes: inner.writes.clone(),
+        }
+    }
+
     /// The number of levels blocks are grouped into (1 without read/write conflicts).
     #[must_use]
     pub fn num_levels(&self) -> usize {
