@@ -9,7 +9,7 @@ use std::time::Duration;
 use blockwise::launch::Batch;
 use blockwise::{Block, BlockError, Roi, Task};
 
-use crate::processes::{assert_exactly_once, mark, runner, scratch};
+use crate::support::{assert_exactly_once, mark, runner, scratch};
 
 fn slurm_requested() -> bool {
     match std::env::var("BLOCKWISE_SLURM").as_deref() {

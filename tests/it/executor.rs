@@ -15,7 +15,7 @@ use blockwise::exec::{
     scattered,
 };
 
-use crate::processes::{in_worker, scratch};
+use crate::support::{in_worker, scratch};
 
 /// An executor of 2 worker processes re-running `test` of this binary.
 fn processes(test: &str, dir: &Path) -> ExecutorBuilder {
