@@ -44,6 +44,7 @@ pub(crate) fn wait_timeout<'a, T>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::Arc;

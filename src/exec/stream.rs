@@ -456,7 +456,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             match e {
                 Event::Item(x) => {
                     while z.a.len() >= bound && !z.closed.1 {
-                        z = util::wait(&cv, z);
+                        z = util::wait(cv, z);
                     }
                     z.a.push_back(x);
                 }
@@ -471,7 +471,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             match e {
                 Event::Item(x) => {
                     while z.b.len() >= bound && !z.closed.0 {
-                        z = util::wait(&cv, z);
+                        z = util::wait(cv, z);
                     }
                     z.b.push_back(x);
                 }
