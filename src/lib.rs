@@ -72,6 +72,7 @@
 pub mod blocks;
 mod error;
 pub mod exec;
+mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -196,6 +196,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// A worker that has had no item to run for this long (default 60 s) leaves and its job
+    /// ends; workers start again when items are submitted.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.process.idle_timeout = timeout;
+        self
+    }
+
     /// Whether Ctrl-C and SIGTERM stop the executor (fail waiting items, cancel every job)
     /// while it lives (default true; the next signal then takes its default action).
     pub fn handle_signals(mut self, handle: bool) -> Self {

@@ -66,9 +66,9 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::fleet::protocol::MAX_FRAME;
 use crate::launch::Launcher;
 use crate::run::ProcessOptions;
-use crate::run::protocol::MAX_FRAME;
 
 mod builder;
 mod remote;

@@ -317,12 +317,13 @@ mod tests {
     #[test]
     fn wrapped_workers_run_under_the_wrapper_and_stop_on_sigterm() {
         let dir = tempfile::tempdir().unwrap();
-        // A wrapper that records it ran, traps SIGTERM to clean up, and runs the worker.
+        // A wrapper that traps SIGTERM to clean up, runs the worker, and then records it ran (after
+        // the trap is set: a SIGTERM before it would end the wrapper without its clean-up).
         let wrapper = dir.path().join("wrap.sh");
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\necho wrapped > {0}/wrapped\ntrap 'echo term > {0}/term; kill $child; exit 143' TERM\n\"$@\" & child=$!\nwait $child\n",
+                "#!/bin/sh\ntrap 'echo term > {0}/term; kill $child; exit 143' TERM\n\"$@\" & child=$!\necho wrapped > {0}/wrapped\nwait $child\n",
                 dir.path().display()
             ),
         )

@@ -7,14 +7,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::context::{CONTEXT_ENV, Context};
-use super::protocol::{
+use crate::blocks::{Block, BlockStatus};
+use crate::error::Error;
+use crate::fleet::context::{CONTEXT_ENV, Context};
+use crate::fleet::protocol::{
     FrameError, ItemOutcome, OUTPUT_BATCH, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock,
     WireItem, WorkerMsg, read_frame, session_limit, to_frame_limited,
 };
-use super::tls::{self, TlsReader, TlsWriter};
-use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::fleet::tls::{self, TlsReader, TlsWriter};
 use crate::observe::FailureKind;
 
 /// Reports of finished blocks wait at most this long before they are sent (the scheduler
@@ -747,7 +747,7 @@ impl Drop for Client {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::run::protocol::{read_frame, to_frame};
+    use crate::fleet::protocol::{read_frame, to_frame};
     use std::net::TcpListener;
 
     fn ctx(addr: String, death_ms: u64) -> Context {

@@ -3,9 +3,9 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::client::Client;
-use super::context::Context;
 use crate::blocks::BlockStatus;
 use crate::error::Error;
+use crate::fleet::context::Context;
 use crate::observe::FailureKind;
 use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};

@@ -8,6 +8,7 @@ mod daisy_oracle;
 mod daisy_ported;
 mod entry;
 mod executor;
+mod fleet;
 mod guardrails;
 #[cfg(feature = "zarr")]
 mod interop;

@@ -110,10 +110,10 @@ impl Context {
     /// The run's output cap (see `Runner::max_output_bytes`).
     pub(crate) fn max_output(&self) -> usize {
         self.max_output_bytes
-            .map_or(super::DEFAULT_MAX_OUTPUT, |n| {
+            .map_or(crate::run::DEFAULT_MAX_OUTPUT, |n| {
                 usize::try_from(n)
                     .unwrap_or(usize::MAX)
-                    .min(super::MAX_OUTPUT_LIMIT)
+                    .min(crate::run::MAX_OUTPUT_LIMIT)
             })
     }
 }
