@@ -166,6 +166,7 @@ impl RemotePool {
             log_group: format!("executor-{}", opts.name),
             workers,
             prefetch: opts.prefetch.max(1),
+            threads: 1,
             max_restarts: opts.max_worker_restarts,
             eager: true,
             label: "executor worker",

@@ -70,6 +70,8 @@ pub(crate) struct Group {
     pub(crate) workers: usize,
     /// Units a worker may hold at once, at most.
     pub(crate) prefetch: usize,
+    /// Units a worker runs at once (on its threads).
+    pub(crate) threads: usize,
     /// Start-up failures in a row allowed before it is an error.
     pub(crate) max_restarts: u32,
     /// Start workers as soon as the group is open, before it has work (executor pools).
@@ -423,7 +425,15 @@ impl<U> Fleet<U> {
             if self.groups[g].conns.is_empty() || source.demand(g) == Demand::Closed {
                 continue;
             }
-            let window = self.groups[g].pace.window(self.groups[g].group.prefetch);
+            let group = &self.groups[g].group;
+            // A worker with several threads holds one more than it runs, so that a thread that
+            // finishes finds its next unit there.
+            let window = self.groups[g].pace.window(group.prefetch).max(
+                group
+                    .threads
+                    .saturating_add(1)
+                    .min(group.prefetch.max(group.threads)),
+            );
             let conns: Vec<u64> = self.groups[g]
                 .conns
                 .iter()
@@ -777,7 +787,10 @@ impl<U> Fleet<U> {
             };
             conn.tx = None;
             let mut units: Vec<U> = conn.inflight.drain(..).map(|(_, u)| u).collect();
+            let rest = units.split_off(self.groups[g].group.threads.min(units.len()));
             if !units.is_empty() {
+                // The oldest ran late; the others running beside it on the worker's threads
+                // were killed with it: they go back as lost, not as failed for time.
                 let head = units.remove(0);
                 let loss = Loss {
                     kind: LossKind::Timeout,
@@ -785,8 +798,21 @@ impl<U> Fleet<U> {
                     worker: conn.peer.worker_id(),
                 };
                 source.lost(g, head, loss);
+                for unit in units {
+                    let loss = Loss {
+                        kind: LossKind::Died,
+                        message: format!(
+                            "{who} was killed while {} this {} because another of its {}s timed out",
+                            self.groups[g].group.verb,
+                            self.groups[g].group.unit,
+                            self.groups[g].group.unit
+                        ),
+                        worker: conn.peer.worker_id(),
+                    };
+                    source.lost(g, unit, loss);
+                }
             }
-            source.give_back(g, units);
+            source.give_back(g, rest);
         }
     }
 

@@ -124,6 +124,62 @@ pub(crate) enum Incoming {
     },
 }
 
+/// A block handed from the connection's thread to another thread of the worker, which
+/// reports it through a [`Reporter`].
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    seq: u64,
+}
+
+/// Reports blocks from the threads of a worker with several (see
+/// [`TaskBuilder::threads_per_worker`](crate::TaskBuilder::threads_per_worker)), while the
+/// connection's thread keeps reading.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    shared: Arc<Shared>,
+    max_output: usize,
+}
+
+impl Reporter {
+    /// Reports the block of `ticket`: `Ok(output)` succeeds (an output over the run's cap
+    /// fails it instead), `Err((kind, message))` fails it. Sent at once.
+    pub(crate) fn report(
+        &self,
+        ticket: Ticket,
+        block: &Block,
+        result: Result<Option<String>, (FailureKind, String)>,
+    ) -> Result<(), Error> {
+        let outcome = match result {
+            Ok(Some(output)) if output.len() > self.max_output => Outcome {
+                seq: ticket.seq,
+                error: Some(super::output_too_large(
+                    block,
+                    output.len(),
+                    self.max_output,
+                )),
+                kind: Some(FailureKind::OutputTooLarge),
+                output: None,
+            },
+            Ok(output) => Outcome {
+                seq: ticket.seq,
+                error: None,
+                kind: None,
+                output,
+            },
+            Err((kind, message)) => Outcome {
+                seq: ticket.seq,
+                error: Some(message),
+                kind: Some(kind),
+                output: None,
+            },
+        };
+        let mut w = self.shared.lock();
+        w.pending_output += outcome.output.as_ref().map_or(0, String::len);
+        w.pending.push(outcome);
+        w.flush()
+    }
+}
+
 /// Why a connection attempt failed.
 enum Attempt {
     /// Worth trying again (unreachable, or closed before the welcome).
@@ -580,6 +636,31 @@ impl Client {
             }))
             .collect();
         self.shared.lock().send(&WorkerMsg::Retire { unstarted })
+    }
+
+    /// Hands `block` (acquired from this client) to another thread of the worker, which
+    /// reports it through [`Client::reporter`].
+    pub(crate) fn hand_off(&mut self, block: &Block) -> Result<Ticket, Error> {
+        let Some(pos) = self
+            .handed
+            .iter()
+            .position(|&(g, _)| g == block.grid_index())
+        else {
+            return Err(worker_err(format!(
+                "block {block} was not acquired from this client (or was already released)"
+            )));
+        };
+        let (_, seq) = self.handed.remove(pos).unwrap_or_default();
+        self.reported += 1;
+        Ok(Ticket { seq })
+    }
+
+    /// Reports blocks from other threads (see [`Client::hand_off`]).
+    pub(crate) fn reporter(&self) -> Reporter {
+        Reporter {
+            shared: Arc::clone(&self.shared),
+            max_output: self.ctx.max_output(),
+        }
     }
 
     /// Reports a block as done: [`BlockStatus::Success`] succeeds, anything else fails the

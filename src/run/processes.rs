@@ -72,6 +72,7 @@ pub(super) fn run(
             log_group: t.task_id().to_owned(),
             workers: t.num_workers(),
             prefetch: opts.prefetch,
+            threads: t.threads_per_worker(),
             max_restarts: opts.max_worker_restarts,
             eager: false,
             label: "worker",

@@ -94,3 +94,55 @@ fn an_idle_worker_is_released_and_its_task_gets_a_new_one_when_blocks_are_ready(
         "{jobs}"
     );
 }
+
+/// Blocks running at once in this process, and the most seen.
+static RUNNING: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
+static CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+#[test]
+fn a_worker_with_four_threads_runs_four_blocks_at_once() {
+    // Each block waits (up to 60 s) until four blocks of its process have been running at
+    // once: with fewer threads the first blocks would wait in vain and fail.
+    let dir = scratch("threads_per_worker");
+    let d = dir.clone();
+    let task = Task::builder(
+        "wide",
+        Roi::new([0], [12]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |b: &Block| -> Result<(), BlockError> {
+        let mut g = RUNNING.lock().unwrap();
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        CHANGED.notify_all();
+        let (mut g, timeout) = CHANGED
+            .wait_timeout_while(g, Duration::from_secs(60), |g| g.1 < 4)
+            .unwrap();
+        g.0 -= 1;
+        drop(g);
+        if timeout.timed_out() {
+            return Err("never saw 4 blocks running at once".into());
+        }
+        Ok(mark(&d, b)?)
+    })
+    .read_write_conflict(false)
+    .threads_per_worker(4)
+    .max_retries(0)
+    .build()
+    .unwrap();
+    let summary = runner(
+        "fleet::a_worker_with_four_threads_runs_four_blocks_at_once",
+        &dir,
+    )
+    .run([task])
+    .unwrap();
+    if in_worker() {
+        return;
+    }
+    assert!(summary.is_success(), "{summary}");
+    let m = marks(&dir);
+    assert_eq!(m.len(), 12);
+    let pids: std::collections::BTreeSet<u32> = m.values().flatten().copied().collect();
+    assert_eq!(pids.len(), 1, "one worker ran them all: {pids:?}");
+}
