@@ -22,6 +22,7 @@
 //! 5. A worker leaves when its group closes, when it retires itself (its lifetime), or when its
 //!    group has had no work for the idle timeout.
 
+pub(crate) mod budget;
 pub(crate) mod context;
 pub(crate) mod jobs;
 mod options;
