@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use super::work::{ErasedFn, store_raw};
 use crate::error::Error;
+use crate::fleet::budget::{Budget, Requirement};
 use crate::fleet::context::Context;
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{
@@ -168,13 +169,14 @@ impl RemotePool {
             prefetch: opts.prefetch.max(1),
             threads: 1,
             max_restarts: opts.max_worker_restarts,
+            need: Requirement::default(),
             eager: true,
             label: "executor worker",
             verb: "running",
             unit: "item",
             a_unit: "an item",
         };
-        let (fleet, events_rx) = Fleet::start(opts.process, vec![group])?;
+        let (fleet, events_rx) = Fleet::start(opts.process, vec![group], Budget::default())?;
         let launcher_name = fleet.launcher_name().to_owned();
         tracing::info!(launcher = %launcher_name, workers, "executor pool serving workers");
         let connected = Arc::new(Connected::default());

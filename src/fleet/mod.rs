@@ -56,6 +56,7 @@ use transport::Transport;
 
 use crate::error::Error;
 use crate::launch::Launcher;
+use budget::{Budget, GPU, Grant, Requirement};
 
 /// A turn of the driver's loop later than this means the process did not run meanwhile.
 const CLOCK_JUMP: Duration = Duration::from_secs(3);
@@ -77,6 +78,8 @@ pub(crate) struct Group {
     pub(crate) max_restarts: u32,
     /// Start workers as soon as the group is open, before it has work (executor pools).
     pub(crate) eager: bool,
+    /// What one worker needs of the budget.
+    pub(crate) need: Requirement,
     /// How a worker is named in messages ("worker", "executor worker").
     pub(crate) label: &'static str,
     /// What a worker does with a unit, in messages ("processing", "running").
@@ -266,6 +269,12 @@ pub(crate) struct Fleet<U> {
     args: Vec<OsString>,
     interrupts: Option<Interrupts>,
     last_turn: Instant,
+    /// The run's resources; empty: no limit but each group's width.
+    budget: Budget,
+    /// What each submitted worker holds, by launch id, until its job ends.
+    grants: FxHashMap<u64, Grant>,
+    /// A group had work and room for more workers, but the budget had no units for them.
+    starved: bool,
 }
 
 impl<U> Fleet<U> {
@@ -274,6 +283,7 @@ impl<U> Fleet<U> {
     pub(crate) fn start(
         popts: ProcessOptions,
         groups: Vec<Group>,
+        budget: Budget,
     ) -> Result<(Fleet<U>, Receiver<Event>), Error> {
         let (program, args) = worker_program(popts.command.as_ref())?;
         let launcher = Arc::clone(&popts.launcher);
@@ -315,6 +325,9 @@ impl<U> Fleet<U> {
                 args,
                 interrupts,
                 last_turn: Instant::now(),
+                budget,
+                grants: FxHashMap::default(),
+                starved: false,
             },
             events_rx,
         ))
@@ -369,9 +382,14 @@ impl<U> Fleet<U> {
         Ok(())
     }
 
+    /// Starts workers for groups that want them, in group order (upstream tasks first), as
+    /// far as each group's width and the budget allow.
     fn ensure_workers<S: Source<Unit = U>>(&mut self, source: &S) -> Result<(), FleetError> {
+        self.reclaim();
+        self.starved = false;
         for g in 0..self.groups.len() {
-            let wants = match source.demand(g) {
+            let demand = source.demand(g);
+            let wants = match demand {
                 Demand::Work => {
                     self.groups[g].dormant = false;
                     true
@@ -384,9 +402,17 @@ impl<U> Fleet<U> {
             }
             let live = self.launches.live(g);
             for _ in live..self.groups[g].group.workers {
-                match self.launch(g) {
+                let Some(grant) = self.budget.try_take(&self.groups[g].group.need) else {
+                    self.starved |= demand == Demand::Work;
+                    break;
+                };
+                match self.launch(g, grant) {
                     Ok(()) => self.groups[g].backoff.succeeded(),
-                    Err(e) if transient(&e) => {
+                    Err((e, grant)) => {
+                        self.budget.give_back(grant);
+                        if !transient(&e) {
+                            return Err(FleetError::Launch(e));
+                        }
                         let pause = self.groups[g].backoff.failed();
                         self.startup_failure(
                             g,
@@ -394,30 +420,54 @@ impl<U> Fleet<U> {
                         )?;
                         break;
                     }
-                    Err(e) => return Err(FleetError::Launch(e)),
                 }
             }
         }
         Ok(())
     }
 
-    fn launch(&mut self, g: usize) -> Result<(), Error> {
+    /// Returns the units of workers whose jobs ended to the budget.
+    fn reclaim(&mut self) {
+        for id in self.launches.take_ended() {
+            if let Some(grant) = self.grants.remove(&id) {
+                self.budget.give_back(grant);
+            }
+        }
+    }
+
+    /// Submits a worker of group `g` holding `grant` (its devices in its environment and
+    /// context, unless the launcher places devices itself); on failure the grant comes back.
+    fn launch(&mut self, g: usize, grant: Grant) -> Result<(), (Error, Grant)> {
         let id = self.next_worker;
         self.next_worker += 1;
         let group = &self.groups[g].group;
-        let ctx = self
+        let mut ctx = self
             .popts
             .context(&self.transport, &group.id, id, group.prefetch);
-        let (job, stderr) = submit_worker(
+        let env = if self.launcher.assigns_devices(GPU) {
+            Vec::new()
+        } else {
+            ctx.devices = grant.devices().to_vec();
+            grant.env()
+        };
+        let submitted = submit_worker(
             self.launcher.as_ref(),
             &self.popts.log_dir,
             &group.log_group,
             &ctx,
             &self.program,
             &self.args,
-        )?;
-        self.launches.insert(id, g, job, stderr);
-        Ok(())
+            env,
+            group.need.as_slice().to_vec(),
+        );
+        match submitted {
+            Ok((job, stderr)) => {
+                self.launches.insert(id, g, job, stderr);
+                self.grants.insert(id, grant);
+                Ok(())
+            }
+            Err(e) => Err((e, grant)),
+        }
     }
 
     /// Fills every open worker up to its window, round robin within each group.
@@ -739,8 +789,14 @@ impl<U> Fleet<U> {
 
     /// Workers that have held nothing for the idle timeout while their group had no work
     /// leave; they are started again when the group has work.
+    ///
+    /// While another group waits for units of the budget, idle workers leave at once.
     fn release_idle<S: Source<Unit = U>>(&mut self, source: &S) {
-        let idle_timeout = self.popts.idle_timeout;
+        let idle_timeout = if self.starved {
+            Duration::ZERO
+        } else {
+            self.popts.idle_timeout
+        };
         for conn in self.conns.values_mut() {
             let idle = conn
                 .idle_since
@@ -752,7 +808,7 @@ impl<U> Fleet<U> {
                 conn.idle_since = None;
                 continue;
             }
-            tracing::info!(group = %self.groups[conn.group].group.id, "{} idle for {idle_timeout:?}; released", conn.peer.describe());
+            tracing::info!(group = %self.groups[conn.group].group.id, starved = self.starved, "{} idle for {idle_timeout:?}; released", conn.peer.describe());
             conn.dismiss();
             conn.retiring = true;
             self.launches.retiring(conn.launch);

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::launch::{JobId, Launcher, WorkerSpec};
 
 /// Submits a worker with context `ctx` through `launcher`: it runs `program args` with
-/// [`CONTEXT_ENV`] set, logs to `<log_dir>/<group>/worker_<id>.out/.err`, and is listed in
+/// [`CONTEXT_ENV`] (and `env`) set, requesting `resources` from the launcher, logs to `<log_dir>/<group>/worker_<id>.out/.err`, and is listed in
 /// `<log_dir>/jobs.txt`. Returns the job and the worker's stderr file.
 pub(crate) fn submit_worker(
     launcher: &dyn Launcher,
@@ -19,6 +19,8 @@ pub(crate) fn submit_worker(
     ctx: &Context,
     program: &Path,
     args: &[std::ffi::OsString],
+    env: Vec<(String, String)>,
+    resources: Vec<(String, u64)>,
 ) -> Result<(JobId, PathBuf), Error> {
     let id = ctx.worker_id;
     let dir = log_dir.join(group);
@@ -26,11 +28,13 @@ pub(crate) fn submit_worker(
         name: format!("blockwise-{group}-{id}"),
         program: program.to_path_buf(),
         args: args.to_vec(),
-        env: vec![(CONTEXT_ENV.to_owned(), ctx.encode())],
+        env: std::iter::once((CONTEXT_ENV.to_owned(), ctx.encode()))
+            .chain(env)
+            .collect(),
         workdir: None,
         stdout: dir.join(format!("worker_{id}.out")),
         stderr: dir.join(format!("worker_{id}.err")),
-        resources: Vec::new(),
+        resources,
     };
     let job = launcher.submit(&spec)?;
     tracing::debug!(group, worker = id, job = %job, "worker submitted");

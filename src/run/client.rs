@@ -844,6 +844,7 @@ mod tests {
             lifetime_ms: None,
             prefetch: None,
             max_output_bytes: None,
+            devices: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ use super::observer::Watch;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
+use crate::fleet::budget::{Budget, Requirement};
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{Outcome, ServerMsg, WireBlock, WorkerMsg, to_frame};
 use crate::fleet::server::Event;
@@ -74,6 +75,7 @@ pub(super) fn run(
             prefetch: opts.prefetch,
             threads: t.threads_per_worker(),
             max_restarts: opts.max_worker_restarts,
+            need: Requirement::default(),
             eager: false,
             label: "worker",
             verb: "processing",
@@ -81,7 +83,7 @@ pub(super) fn run(
             a_unit: "a block",
         })
         .collect();
-    let (mut fleet, events) = Fleet::start(popts, groups)?;
+    let (mut fleet, events) = Fleet::start(popts, groups, Budget::default())?;
     let runs = all
         .iter()
         .map(|t| TaskRun {
