@@ -252,6 +252,7 @@ pub(crate) fn submit_worker(
         workdir: None,
         stdout: dir.join(format!("worker_{id}.out")),
         stderr: dir.join(format!("worker_{id}.err")),
+        resources: Vec::new(),
     };
     let job = launcher.submit(&spec)?;
     tracing::debug!(group, worker = id, job = %job, "worker submitted");
