@@ -48,6 +48,10 @@ pub(crate) struct Call {
     pub(crate) start: Option<Box<dyn FnOnce() -> bool + Send>>,
     /// Gets the result (or the error text); called once, on the pool's thread.
     pub(crate) done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
+    /// The item's time limit on a worker (`None`: none); a worker running it longer is to be
+    /// killed and the item failed with the timeout.
+    #[allow(dead_code)] // enforced by the fleet (issue 15)
+    pub(crate) timeout: Option<Duration>,
     attempts: u32,
 }
 
@@ -56,6 +60,7 @@ impl Call {
         func: Arc<str>,
         input: serde_json::Value,
         start: Option<Box<dyn FnOnce() -> bool + Send>>,
+        timeout: Option<Duration>,
         done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
     ) -> Call {
         Call {
@@ -63,6 +68,7 @@ impl Call {
             input,
             start,
             done,
+            timeout,
             attempts: 0,
         }
     }
