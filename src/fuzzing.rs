@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::run::context::Context;
-use crate::run::protocol::{HELLO_MAX, MAX_FRAME, ServerMsg, WorkerMsg, decode, read_frame};
-use crate::run::server::{Timing, check_hello, read_msg};
+use crate::fleet::context::Context;
+use crate::fleet::protocol::{HELLO_MAX, MAX_FRAME, ServerMsg, WorkerMsg, decode, read_frame};
+use crate::fleet::server::{Timing, check_hello, read_msg};
 
 thread_local! {
     static RUNTIME: Option<tokio::runtime::Runtime> =
@@ -59,12 +59,12 @@ pub fn frames(data: &[u8]) {
         _ => {
             if let Ok(Some((msg, used))) = decode::<WorkerMsg>(bytes) {
                 assert!(used <= bytes.len());
-                let again = crate::run::protocol::to_frame(&msg).ok();
+                let again = crate::fleet::protocol::to_frame(&msg).ok();
                 let back = again.and_then(|f| decode::<WorkerMsg>(&f).ok().flatten());
                 assert_eq!(back.map(|(m, _)| m), Some(msg));
             }
             if let Ok(Some((msg, _))) = decode::<ServerMsg>(bytes) {
-                let again = crate::run::protocol::to_frame(&msg).ok();
+                let again = crate::fleet::protocol::to_frame(&msg).ok();
                 let back = again.and_then(|f| decode::<ServerMsg>(&f).ok().flatten());
                 assert_eq!(back.map(|(m, _)| m), Some(msg));
             }

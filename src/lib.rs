@@ -72,6 +72,7 @@
 pub mod blocks;
 mod error;
 pub mod exec;
+mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -94,7 +95,7 @@ pub mod workload;
 pub use ndarray;
 
 pub use blocks::{Block, BlockStatus, Fit};
-pub use error::{BlockError, Error};
+pub use error::{BlockError, Error, ResourceError};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, Progress, RunSummary};

@@ -44,6 +44,7 @@ pub(crate) struct TaskInner {
     pub(crate) fit: Fit,
     pub(crate) read_write_conflict: bool,
     pub(crate) num_workers: usize,
+    pub(crate) threads_per_worker: usize,
     pub(crate) max_retries: u32,
     pub(crate) max_consecutive_failures: Option<u32>,
     pub(crate) timeout: Option<Duration>,
@@ -134,6 +135,7 @@ impl Task {
             fit: Fit::Valid,
             read_write_conflict: true,
             num_workers: 1,
+            threads_per_worker: 1,
             max_retries: 2,
             max_consecutive_failures: None,
             timeout: None,
@@ -198,6 +200,12 @@ impl Task {
     #[must_use]
     pub fn num_workers(&self) -> usize {
         self.inner.num_workers
+    }
+
+    /// Blocks one worker process runs at once (see [`TaskBuilder::threads_per_worker`]).
+    #[must_use]
+    pub fn threads_per_worker(&self) -> usize {
+        self.inner.threads_per_worker
     }
 
     /// How many times a failed block is retried (attempts are `max_retries + 1`).
@@ -288,6 +296,7 @@ pub struct TaskBuilder {
     fit: Fit,
     read_write_conflict: bool,
     num_workers: usize,
+    threads_per_worker: usize,
     max_retries: u32,
     max_consecutive_failures: Option<u32>,
     timeout: Option<Duration>,
@@ -501,6 +510,26 @@ impl TaskBuilder {
         self
     }
 
+    /// Blocks one worker process runs at once, each on its own thread (default 1): a GPU
+    /// worker that reads the next block while the current one runs, or a worker filling a
+    /// multi-core job. The worker holds a few more blocks than this, so that no thread waits for
+    /// a round trip.
+    ///
+    /// Per-worker state is **built once per thread**: a
+    /// [`process_per_worker`](Self::process_per_worker) set-up runs on each of the `n` threads
+    /// (all with the worker's [`WorkerContext`]), so its state needs neither `Send` nor `Sync`;
+    /// share something between the threads (one model on a GPU) by building it outside the
+    /// set-up, behind an `Arc`. A set-up that fails on any thread fails the worker's start.
+    ///
+    /// Worker processes only: the threads runner already runs `num_workers` blocks at once and
+    /// ignores this. When a worker is lost, the first `n` blocks it held count as running (they
+    /// fail an attempt; the rest go back unstarted), and a block's timeout counts from when it
+    /// became the oldest block the worker holds.
+    pub fn threads_per_worker(mut self, n: usize) -> Self {
+        self.threads_per_worker = n;
+        self
+    }
+
     /// How often a failed block is retried (default 2, so 3 attempts).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
@@ -640,6 +669,12 @@ impl TaskBuilder {
                 "num_workers is 0; it must be at least 1",
             ));
         }
+        if self.threads_per_worker == 0 {
+            return Err(Error::invalid(
+                &id,
+                "threads_per_worker is 0; it must be at least 1",
+            ));
+        }
         if self.max_consecutive_failures == Some(0) {
             return Err(Error::invalid(
                 &id,
@@ -671,6 +706,7 @@ impl TaskBuilder {
                 fit: self.fit,
                 read_write_conflict: self.read_write_conflict,
                 num_workers: self.num_workers,
+                threads_per_worker: self.threads_per_worker,
                 max_retries: self.max_retries,
                 max_consecutive_failures: self.max_consecutive_failures,
                 timeout: self.timeout,

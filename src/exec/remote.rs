@@ -9,29 +9,26 @@
 //! sockets, clocks and processes live on one driver thread.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use rustc_hash::FxHashMap;
-use tokio::sync::mpsc::UnboundedSender;
 
+use super::CallError;
 use super::work::{ErasedFn, store_raw};
 use crate::error::Error;
-use crate::launch::Launcher;
-use crate::run::ProcessOptions;
-use crate::run::client::{Client, Incoming};
-use crate::run::context::Context;
-use crate::run::jobs::{Backoff, Jobs, requeue_front, tail, take_unstarted};
-use crate::run::processes::{Pace, submit_worker, worker_program};
-use crate::run::protocol::{
-    MAX_FRAME, OneItem, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
+use crate::fleet::budget::{Budget, Requirement};
+use crate::fleet::context::Context;
+use crate::fleet::jobs::requeue_front;
+use crate::fleet::protocol::{
+    ItemOutcome, ItemsRef, MAX_FRAME, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
 };
-use crate::run::server::{Event, Hello};
-use crate::run::signals::Interrupts;
-use crate::run::transport::Transport;
+use crate::fleet::server::Event;
+use crate::fleet::{
+    Demand, Fleet, FleetError, Group, Loss, LossKind, Peer, ProcessOptions, Source,
+};
+use crate::run::client::{Client, Incoming};
 
 /// How often an item is tried on workers that are lost while running it (dask's
 /// `allowed-failures` + 1).
@@ -47,7 +44,10 @@ pub(crate) struct Call {
     /// Asked just before the item goes to a worker; false drops it (cancelled).
     pub(crate) start: Option<Box<dyn FnOnce() -> bool + Send>>,
     /// Gets the result (or the error text); called once, on the pool's thread.
-    pub(crate) done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
+    pub(crate) done: Box<dyn FnOnce(Result<serde_json::Value, CallError>) + Send>,
+    /// The item's time limit on a worker (`None`: none); a worker running it longer is to be
+    /// killed and the item failed with the timeout.
+    pub(crate) timeout: Option<Duration>,
     attempts: u32,
 }
 
@@ -56,13 +56,15 @@ impl Call {
         func: Arc<str>,
         input: serde_json::Value,
         start: Option<Box<dyn FnOnce() -> bool + Send>>,
-        done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
+        timeout: Option<Duration>,
+        done: Box<dyn FnOnce(Result<serde_json::Value, CallError>) + Send>,
     ) -> Call {
         Call {
             func,
             input,
             start,
             done,
+            timeout,
             attempts: 0,
         }
     }
@@ -167,50 +169,44 @@ impl RemotePool {
             }
             return Ok(Started::OtherWorker);
         }
-        let p = &opts.process;
-        let launcher = Arc::clone(&p.launcher);
-        let (program, args) = worker_program(p.command.as_ref())?;
-        let (events_tx, events_rx) = unbounded::<Event>();
-        let transport = p.open_transport(events_tx)?;
-        let interrupts = if p.handle_signals {
-            Some(Interrupts::install()?)
-        } else {
-            None
+        let workers = opts.workers.max(1);
+        let group = Group {
+            id,
+            log_group: format!("executor-{}", opts.name),
+            workers,
+            prefetch: opts.prefetch.max(1),
+            threads: 1,
+            max_restarts: opts.max_worker_restarts,
+            need: Requirement::default(),
+            eager: true,
+            label: "executor worker",
+            verb: "running",
+            unit: "item",
+            a_unit: "an item",
         };
-        tracing::info!(addr = %transport.addr, tls = transport.tls.is_some(), launcher = launcher.name(), workers = opts.workers, "executor pool serving workers");
+        let (fleet, events_rx) = Fleet::start(opts.process, vec![group], Budget::default())?;
+        let launcher_name = fleet.launcher_name().to_owned();
+        tracing::info!(launcher = %launcher_name, workers, "executor pool serving workers");
         let connected = Arc::new(Connected::default());
         let (tx, rx) = unbounded::<Cmd>();
         let mut functions: Vec<String> = opts.functions.keys().cloned().collect();
         functions.sort();
-        let launcher_name = launcher.name().to_owned();
         let mut driver = Driver {
-            id,
-            workers: opts.workers.max(1),
-            prefetch: opts.prefetch.max(1),
-            max_worker_restarts: opts.max_worker_restarts,
-            launches: Jobs::new(Arc::clone(&launcher)),
-            popts: opts.process,
-            launcher,
-            transport,
-            program,
-            args,
-            pending: VecDeque::new(),
-            data: Vec::new(),
-            conns: FxHashMap::default(),
-            next_worker: 0,
-            pace: Pace::default(),
-            startup_failures: 0,
-            backoff: Backoff::default(),
-            broken: None,
+            fleet,
+            calls: Calls {
+                pending: VecDeque::new(),
+                data: Vec::new(),
+                broken: None,
+            },
             connected: Arc::clone(&connected),
-            interrupts,
             cancel: opts.cancel,
         };
         let thread = std::thread::Builder::new()
             .name("blockwise-executor-pool".into())
             .spawn(move || {
                 driver.drive(&rx, &events_rx);
-                driver.shutdown();
+                driver.fleet.shutdown(true);
+                driver.connected.set(0);
             })
             .map_err(|source| Error::Io {
                 context: "starting the executor pool's thread".into(),
@@ -219,7 +215,7 @@ impl RemotePool {
         Ok(Started::Pool(RemotePool {
             tx: Some(tx),
             thread: Some(thread),
-            workers: opts.workers.max(1),
+            workers,
             functions,
             connected,
             launcher: launcher_name,
@@ -232,7 +228,7 @@ impl RemotePool {
             && let Err(e) = tx.send(Cmd::Call(call))
             && let Cmd::Call(call) = e.into_inner()
         {
-            (call.done)(Err("the executor was shut down".into()));
+            (call.done)(Err(CallError::Failed("the executor was shut down".into())));
         }
     }
 
@@ -314,103 +310,164 @@ fn serve(ctx: Context, functions: &HashMap<String, ErasedFn>) -> Result<u64, Err
     Ok(n)
 }
 
-struct Conn {
-    tx: Option<UnboundedSender<Vec<u8>>>,
-    launch: Option<u64>,
-    hello: Hello,
-    /// Items sent and not yet reported, in the order the worker runs them.
-    inflight: VecDeque<(u64, Call)>,
-    busy_since: Instant,
-    ready: bool,
-    next_seq: u64,
-    completed: u64,
-    /// How many of the pool's datasets this worker has.
-    data_sent: usize,
-    retiring: bool,
-    leaving: bool,
-    setup_failed: Option<String>,
+/// The calls of a pool, as the fleet's source.
+struct Calls {
+    pending: VecDeque<Call>,
+    /// Scattered datasets, sent to every worker before its items, in order.
+    data: Vec<(String, serde_json::Value)>,
+    /// Why the pool no longer runs items (workers cannot start, or it was interrupted).
+    broken: Option<String>,
 }
 
-impl Conn {
-    fn send<M: serde::Serialize>(&self, msg: &M) -> Result<(), String> {
-        let frame = to_frame(msg).map_err(|e| e.to_string())?;
-        if let Some(tx) = &self.tx {
-            // A closed channel means the connection is going; its Closed event follows.
-            let _ = tx.send(frame);
+impl Calls {
+    fn break_pool(&mut self, why: String) {
+        if self.broken.is_none() {
+            tracing::error!("executor pool stopped: {why}");
+            self.broken = Some(why);
         }
-        Ok(())
+    }
+}
+
+impl Source for Calls {
+    type Unit = Call;
+    type Outcome = ItemOutcome;
+
+    fn demand(&self, _group: usize) -> Demand {
+        if self.broken.is_some() {
+            Demand::Closed
+        } else if self.pending.is_empty() {
+            Demand::Idle
+        } else {
+            Demand::Work
+        }
     }
 
-    fn describe(&self) -> String {
-        format!(
-            "executor worker {} (pid {} on {})",
-            self.hello.worker_id, self.hello.pid, self.hello.host
-        )
+    /// The next call that was not cancelled meanwhile.
+    fn next(&mut self, _group: usize) -> Option<Call> {
+        while let Some(mut call) = self.pending.pop_front() {
+            if call.start.take().is_none_or(|start| start()) {
+                return Some(call);
+            }
+        }
+        None
     }
 
-    fn open(&self) -> bool {
-        self.tx.is_some() && !self.retiring && !self.leaving
+    fn frame(&self, units: &[(u64, &Call)]) -> Result<Vec<u8>, String> {
+        let items: Vec<WireItemRef<'_>> = units
+            .iter()
+            .map(|(seq, call)| WireItemRef {
+                seq: *seq,
+                func: &call.func,
+                input: &call.input,
+            })
+            .collect();
+        to_frame(&ItemsRef::Items { items: &items }).map_err(|e| e.to_string())
+    }
+
+    fn unsendable(&mut self, _group: usize, call: Call, message: String) {
+        (call.done)(Err(CallError::Failed(format!("the item {message}"))));
+    }
+
+    fn preamble(&mut self, _group: usize, sent: &mut usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        while let Some((name, value)) = self.data.get(*sent) {
+            let msg = ServerMsg::Data {
+                name: name.clone(),
+                value: value.clone(),
+            };
+            match to_frame(&msg) {
+                Ok(frame) => frames.push(frame),
+                Err(e) => tracing::error!("scattered data {name:?} cannot be sent: {e}"),
+            }
+            *sent += 1;
+        }
+        frames
+    }
+
+    fn results(msg: WorkerMsg) -> Result<Vec<(u64, ItemOutcome)>, WorkerMsg> {
+        match msg {
+            WorkerMsg::Results { results } => Ok(results.into_iter().map(|o| (o.seq, o)).collect()),
+            other => Err(other),
+        }
+    }
+
+    fn finished(&mut self, _group: usize, call: Call, outcome: ItemOutcome, _peer: &Peer) {
+        (call.done)(outcome.result.map_err(CallError::Failed));
+    }
+
+    /// Past its time limit it fails with the limit; lost with its worker it is retried on
+    /// another, up to [`ATTEMPTS`] tries in all.
+    fn lost(&mut self, _group: usize, mut call: Call, loss: Loss) {
+        if loss.kind == LossKind::Timeout
+            && let Some(limit) = call.timeout
+        {
+            tracing::warn!("{}", loss.message);
+            (call.done)(Err(CallError::TimedOut(limit)));
+            return;
+        }
+        call.attempts += 1;
+        if call.attempts >= ATTEMPTS {
+            (call.done)(Err(CallError::Failed(format!(
+                "{}; tried {} times",
+                loss.message, call.attempts
+            ))));
+        } else {
+            self.pending.push_front(call);
+        }
+    }
+
+    fn give_back(&mut self, _group: usize, calls: Vec<Call>) {
+        match &self.broken {
+            Some(why) => {
+                for call in calls {
+                    (call.done)(Err(CallError::Failed(why.clone())));
+                }
+            }
+            None => requeue_front(&mut self.pending, calls),
+        }
+    }
+
+    fn timeout(&self, _group: usize, call: &Call) -> Option<Duration> {
+        call.timeout
     }
 }
 
 struct Driver {
-    id: String,
-    workers: usize,
-    prefetch: usize,
-    max_worker_restarts: u32,
-    popts: ProcessOptions,
-    launcher: Arc<dyn Launcher>,
-    transport: Transport,
-    program: PathBuf,
-    args: Vec<std::ffi::OsString>,
-    pending: VecDeque<Call>,
-    data: Vec<(String, serde_json::Value)>,
-    conns: FxHashMap<u64, Conn>,
-    launches: Jobs<()>,
-    next_worker: u64,
-    pace: Pace,
-    startup_failures: u32,
-    /// Pauses worker starts after failures to submit.
-    backoff: Backoff,
-    /// Why the pool no longer runs items (workers cannot start, or it was interrupted).
-    broken: Option<String>,
+    fleet: Fleet<Call>,
+    calls: Calls,
     connected: Arc<Connected>,
-    interrupts: Option<Interrupts>,
     cancel: Option<crate::Cancel>,
 }
 
 impl Driver {
     fn drive(&mut self, cmds: &Receiver<Cmd>, events: &Receiver<Event>) {
-        let tick = Duration::from_millis(20).min(self.launcher.poll_interval());
+        let tick = self.fleet.tick();
         let mut open = true;
         let mut last_maintenance = Instant::now();
         loop {
-            if let Some(signal) = self.interrupts.as_ref().and_then(Interrupts::received) {
-                // Stop everything; the next signal takes its default action.
-                self.interrupts = None;
-                self.break_pool(format!(
+            if let Some(signal) = self.fleet.interrupted() {
+                self.calls.break_pool(format!(
                     "interrupted by {signal}; every worker job of the executor was cancelled"
                 ));
-                self.launches.cancel_all();
+                self.fleet.cancel_all();
             }
             if let Some(reason) = self.cancel.as_ref().and_then(crate::Cancel::reason) {
                 self.cancel = None;
-                self.break_pool(format!(
+                self.calls.break_pool(format!(
                     "cancelled ({reason}); every worker job of the executor was cancelled"
                 ));
-                self.launches.cancel_all();
+                self.fleet.cancel_all();
             }
-            if let Some(why) = &self.broken {
+            if let Some(why) = &self.calls.broken {
                 let why = why.clone();
-                for call in self.pending.drain(..) {
-                    (call.done)(Err(why.clone()));
+                for call in self.calls.pending.drain(..) {
+                    (call.done)(Err(CallError::Failed(why.clone())));
                 }
             }
-            self.ensure_workers();
-            self.dispatch();
-            let idle =
-                self.pending.is_empty() && self.conns.values().all(|c| c.inflight.is_empty());
-            if !open && (idle || self.broken.is_some() && self.conns.is_empty()) {
+            let step = self.fleet.step(&mut self.calls);
+            self.fleet_result(step);
+            let idle = self.calls.pending.is_empty() && !self.fleet.busy();
+            if !open && (idle || self.calls.broken.is_some() && self.fleet.connected() == 0) {
                 return;
             }
             if open {
@@ -421,7 +478,7 @@ impl Driver {
                     },
                     recv(events) -> event => match event {
                         Ok(event) => self.handle(event),
-                        Err(_) => self.break_pool("the executor's server stopped unexpectedly".into()),
+                        Err(_) => self.calls.break_pool("the executor's server stopped unexpectedly".into()),
                     },
                     default(tick) => {},
                 }
@@ -433,7 +490,8 @@ impl Driver {
                     Ok(event) => self.handle(event),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
-                        self.break_pool("the executor's server stopped unexpectedly".into());
+                        self.calls
+                            .break_pool("the executor's server stopped unexpectedly".into());
                     }
                 }
             }
@@ -442,298 +500,41 @@ impl Driver {
             }
             if last_maintenance.elapsed() >= tick {
                 last_maintenance = Instant::now();
-                self.poll_launches();
+                let maintained = self.fleet.maintain(&mut self.calls);
+                self.fleet_result(maintained);
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let handled = self.fleet.handle(&mut self.calls, event);
+        self.fleet_result(handled);
+        self.connected.set(self.fleet.connected());
+    }
+
+    /// A fleet error breaks the pool: its calls fail with the reason.
+    fn fleet_result(&mut self, result: Result<(), FleetError>) {
+        match result {
+            Ok(()) => {}
+            Err(FleetError::Startup {
+                attempts, message, ..
+            }) => self.calls.break_pool(format!(
+                "executor workers failed to start {attempts} times in a row; last error: {message}"
+            )),
+            Err(FleetError::Launch(e)) => {
+                self.calls
+                    .break_pool(format!("executor workers cannot be started: {e}"));
             }
         }
     }
 
     fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Call(call) => match &self.broken {
-                Some(why) => (call.done)(Err(why.clone())),
-                None => self.pending.push_back(call),
+            Cmd::Call(call) => match &self.calls.broken {
+                Some(why) => (call.done)(Err(CallError::Failed(why.clone()))),
+                None => self.calls.pending.push_back(call),
             },
-            Cmd::Data { name, value } => self.data.push((name, value)),
+            Cmd::Data { name, value } => self.calls.data.push((name, value)),
         }
-    }
-
-    fn break_pool(&mut self, why: String) {
-        if self.broken.is_none() {
-            tracing::error!("executor pool stopped: {why}");
-            self.broken = Some(why);
-        }
-    }
-
-    fn ensure_workers(&mut self) {
-        if self.broken.is_some() {
-            return;
-        }
-        if !self.backoff.ready() {
-            return;
-        }
-        let live = self.launches.live(());
-        for _ in live..self.workers {
-            match self.launch() {
-                Ok(()) => self.backoff.succeeded(),
-                Err(e) => {
-                    let pause = self.backoff.failed();
-                    self.startup_failure(format!(
-                        "submitting a worker failed: {e}; retrying in {pause:?}"
-                    ));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn launch(&mut self) -> Result<(), Error> {
-        let id = self.next_worker;
-        self.next_worker += 1;
-        let ctx = self
-            .popts
-            .context(&self.transport, &self.id, id, self.prefetch);
-        let group = self.id.trim_start_matches(POOL_PREFIX).to_owned();
-        let (job, stderr) = submit_worker(
-            self.launcher.as_ref(),
-            &self.popts.log_dir,
-            &format!("executor-{group}"),
-            &ctx,
-            &self.program,
-            &self.args,
-        )?;
-        self.launches.insert(id, (), job, stderr);
-        Ok(())
-    }
-
-    /// Sends each open worker the datasets it lacks, then items up to its window.
-    fn dispatch(&mut self) {
-        let window = self.pace.window(self.prefetch);
-        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            if !conn.open() {
-                continue;
-            }
-            while let Some((name, value)) = self.data.get(conn.data_sent) {
-                let msg = ServerMsg::Data {
-                    name: name.clone(),
-                    value: value.clone(),
-                };
-                if let Err(e) = conn.send(&msg) {
-                    tracing::error!("scattered data {name:?} cannot be sent: {e}");
-                }
-                conn.data_sent += 1;
-            }
-            while conn.inflight.len() < window {
-                let Some(mut call) = self.pending.pop_front() else {
-                    return;
-                };
-                if let Some(start) = call.start.take()
-                    && !start()
-                {
-                    continue;
-                }
-                let seq = conn.next_seq;
-                conn.next_seq += 1;
-                let msg = OneItem::Items {
-                    items: [WireItemRef {
-                        seq,
-                        func: &call.func,
-                        input: &call.input,
-                    }],
-                };
-                if let Err(e) = conn.send(&msg) {
-                    (call.done)(Err(format!("the item cannot be sent to a worker: {e}")));
-                    continue;
-                }
-                if conn.inflight.is_empty() {
-                    conn.busy_since = Instant::now();
-                }
-                conn.inflight.push_back((seq, call));
-            }
-        }
-    }
-
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::Connected { conn, hello, tx } => self.connected(conn, hello, tx),
-            Event::Message { conn, msg } => self.message(conn, msg),
-            Event::Closed { conn, reason } => self.closed(conn, &reason),
-            Event::Refused { peer, reason } => {
-                tracing::warn!(%peer, "refused a worker connection: {reason}");
-            }
-        }
-    }
-
-    fn connected(&mut self, id: u64, hello: Hello, tx: UnboundedSender<Vec<u8>>) {
-        if hello.task_id != self.id {
-            let reason = format!(
-                "{:?} is not this executor's pool {:?}",
-                hello.task_id, self.id
-            );
-            tracing::warn!(peer = %hello.peer, "refused a worker: {reason}");
-            if let Ok(frame) = to_frame(&ServerMsg::Refused { reason }) {
-                let _ = tx.send(frame);
-            }
-            return;
-        }
-        let launch = self.launches.attach(hello.worker_id, (), id);
-        tracing::debug!(worker = hello.worker_id, pid = hello.pid, host = %hello.host, "executor worker connected");
-        let conn = Conn {
-            tx: Some(tx),
-            launch,
-            hello,
-            inflight: VecDeque::new(),
-            busy_since: Instant::now(),
-            ready: false,
-            next_seq: 0,
-            completed: 0,
-            data_sent: 0,
-            retiring: false,
-            leaving: false,
-            setup_failed: None,
-        };
-        let _ = conn.send(&ServerMsg::Welcome { connection: id });
-        self.conns.insert(id, conn);
-        self.connected.set(self.conns.len());
-    }
-
-    fn message(&mut self, id: u64, msg: WorkerMsg) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match msg {
-            WorkerMsg::Results { results } => {
-                let since = conn.busy_since;
-                let mut finished = 0u32;
-                for outcome in results {
-                    let Some(pos) = conn.inflight.iter().position(|(s, _)| *s == outcome.seq)
-                    else {
-                        tracing::warn!(
-                            "{} reported item #{} it does not hold; ignored",
-                            conn.describe(),
-                            outcome.seq
-                        );
-                        continue;
-                    };
-                    let Some((_, call)) = conn.inflight.remove(pos) else {
-                        continue;
-                    };
-                    if pos == 0 {
-                        conn.busy_since = Instant::now();
-                    }
-                    conn.completed += 1;
-                    finished += 1;
-                    (call.done)(outcome.result);
-                }
-                if finished > 0 {
-                    self.startup_failures = 0;
-                    if conn.ready {
-                        self.pace.observe(since.elapsed() / finished);
-                    }
-                }
-            }
-            WorkerMsg::Ready => {
-                conn.ready = true;
-                conn.busy_since = Instant::now();
-            }
-            WorkerMsg::SetupFailed { message } => conn.setup_failed = Some(message),
-            WorkerMsg::Heartbeat => {}
-            WorkerMsg::Retire { unstarted } => {
-                conn.retiring = true;
-                let back = take_unstarted(&mut conn.inflight, &unstarted);
-                self.launches.retiring(conn.launch);
-                requeue_front(&mut self.pending, back);
-            }
-            WorkerMsg::Bye => {
-                conn.leaving = true;
-                conn.tx = None;
-                let back: Vec<Call> = conn.inflight.drain(..).map(|(_, c)| c).collect();
-                requeue_front(&mut self.pending, back);
-            }
-            WorkerMsg::Done { .. } | WorkerMsg::Hello { .. } => {
-                tracing::warn!("{} sent an unexpected message; ignored", conn.describe());
-            }
-        }
-    }
-
-    /// A connection ended: its running item is retried (up to [`ATTEMPTS`]), the others go
-    /// back to the queue, its job is stopped, and a worker that never completed an item counts
-    /// as a start-up failure.
-    fn closed(&mut self, id: u64, reason: &str) {
-        let Some(mut conn) = self.conns.remove(&id) else {
-            return;
-        };
-        self.connected.set(self.conns.len());
-        let who = conn.describe();
-        let graceful = conn.leaving && conn.inflight.is_empty() && conn.setup_failed.is_none();
-        if !graceful {
-            tracing::warn!("{who} lost: {reason}");
-        }
-        let (detail, stderr) = match conn.launch {
-            Some(l) => self.launches.detach(l, graceful),
-            None => (String::new(), None),
-        };
-        let mut calls: Vec<Call> = conn.inflight.drain(..).map(|(_, c)| c).collect();
-        if conn.ready && !calls.is_empty() {
-            let mut head = calls.remove(0);
-            head.attempts += 1;
-            if head.attempts >= ATTEMPTS {
-                (head.done)(Err(format!(
-                    "{who} lost while running this item ({reason}{detail}); tried {} times",
-                    head.attempts
-                )));
-            } else {
-                calls.insert(0, head);
-            }
-        }
-        requeue_front(&mut self.pending, calls);
-        if !graceful && conn.completed == 0 && self.broken.is_none() {
-            let message = match conn.setup_failed.take() {
-                Some(m) => format!("{who}: set-up failed: {m}"),
-                None => format!(
-                    "{who} ended before completing an item ({reason}{detail}); {}",
-                    stderr.map(|p| tail(&p, 20)).unwrap_or_default()
-                ),
-            };
-            self.startup_failure(message);
-        }
-    }
-
-    fn startup_failure(&mut self, message: String) {
-        self.startup_failures += 1;
-        tracing::warn!(
-            attempt = self.startup_failures,
-            "executor worker start-up failed: {message}"
-        );
-        if self.startup_failures > self.max_worker_restarts {
-            self.break_pool(format!(
-                "executor workers failed to start {} times in a row; last error: {message}",
-                self.startup_failures
-            ));
-        }
-    }
-
-    /// A job that ended without ever connecting is a start-up failure.
-    fn poll_launches(&mut self) {
-        for ((), message) in self.launches.ended_without_connecting() {
-            if self.broken.is_none() {
-                self.startup_failure(message);
-            }
-        }
-    }
-
-    /// Tells every worker to leave, waits briefly for local workers to exit, then cancels
-    /// every job the pool submitted.
-    fn shutdown(&mut self) {
-        for conn in self.conns.values_mut() {
-            let _ = conn.send(&ServerMsg::Shutdown);
-            conn.tx = None;
-        }
-        self.launches.stop(true);
-        self.connected.set(0);
     }
 }

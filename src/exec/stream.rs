@@ -713,9 +713,9 @@ impl<T: Clone + Send + 'static> ParStream<T> {
                 input.on_ready(move |r| match r {
                     Ok(Some(x)) => {
                         let kept = keep_input.then(|| x.clone());
-                        ex.call(&work, x, None, move |v: Result<V, String>| {
+                        ex.call(&work, x, None, move |v: Result<V, super::CallError>| {
                             promise.fulfil(
-                                v.map(|v| finish(kept, v)).map_err(|m| node_error(node, m)),
+                                v.map(|v| finish(kept, v)).map_err(|e| node_error(node, e)),
                             );
                         });
                     }

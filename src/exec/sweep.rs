@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Executor, ItemError, Work};
+use super::{CallError, Executor, ItemError, Work};
 use crate::util::{self, lock};
 
 const PENDING: u8 = 0;
@@ -78,7 +78,7 @@ impl fmt::Display for SweepStatus {
 
 struct Shared<R> {
     states: Vec<AtomicU8>,
-    results: Mutex<Vec<Option<Result<R, String>>>>,
+    results: Mutex<Vec<Option<Result<R, CallError>>>>,
     changed: Condvar,
 }
 
@@ -214,7 +214,7 @@ where
                     .is_ok()
             });
             let sh = Arc::clone(&shared);
-            ex.call(&f, combo, Some(start), move |r: Result<R, String>| {
+            ex.call(&f, combo, Some(start), move |r: Result<R, CallError>| {
                 let state = if r.is_ok() { FINISHED } else { ERROR };
                 let mut results = lock(&sh.results);
                 results[i] = Some(r);
@@ -323,10 +323,7 @@ where
             .enumerate()
             .map(|(index, r)| match r {
                 Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(message)) => Err(ItemError::Failed {
-                    index,
-                    message: message.clone(),
-                }),
+                Some(Err(e)) => Err(ItemError::of(index, e.clone())),
                 None => Err(ItemError::Failed {
                     index,
                     message: "cancelled".into(),

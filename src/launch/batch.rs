@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::command::substitute;
 use super::units::{LsfUnit, format_memory, format_walltime};
 use super::{
-    JobId, JobState, LaunchError, Launcher, Resources, WorkerSpec, command_failed, find_job_id,
-    shell_quote,
+    CPU, GPU, JobId, JobState, LaunchError, Launcher, Resources, WorkerSpec, command_failed,
+    find_job_id, requested, shell_quote, valid_resource_name,
 };
 
 /// A batch system.
@@ -74,15 +75,14 @@ impl BatchSystem {
 /// resources.queue = Some("gpu".into());
 /// resources.prologue = vec!["module load cuda".into()];
 /// let slurm = Batch::slurm().resources(resources);
-/// let spec = WorkerSpec {
-///     name: "blockwise-predict-0".into(),
-///     program: "/home/me/pipeline".into(),
-///     args: vec!["--config".into(), "run 1.toml".into()],
-///     env: vec![("BLOCKWISE_CONTEXT".into(), r#"{"task_id":"predict"}"#.into())],
-///     workdir: None,
-///     stdout: "/shared/logs/predict/worker_0.out".into(),
-///     stderr: "/shared/logs/predict/worker_0.err".into(),
-/// };
+/// let mut spec = WorkerSpec::new(
+///     "blockwise-predict-0",
+///     "/home/me/pipeline",
+///     "/shared/logs/predict/worker_0.out",
+///     "/shared/logs/predict/worker_0.err",
+/// );
+/// spec.args = vec!["--config".into(), "run 1.toml".into()];
+/// spec.env = vec![("BLOCKWISE_CONTEXT".into(), r#"{"task_id":"predict"}"#.into())];
 /// assert_eq!(slurm.render(&spec).unwrap(), r#"#!/usr/bin/env bash
 /// #SBATCH -J blockwise-predict-0
 /// #SBATCH -o /shared/logs/predict/worker_0.out
@@ -98,6 +98,46 @@ impl BatchSystem {
 /// exec /home/me/pipeline --config 'run 1.toml'
 /// "#);
 /// ```
+///
+/// # What one worker needs
+///
+/// [`WorkerSpec::resources`] (a task's per-worker requirement) adds directives to that job:
+///
+/// | resource | SLURM | LSF | PBS | SGE |
+/// |---|---|---|---|---|
+/// | `gpu` | `--gres=gpu:N` | `-gpu "num=N"` | `ngpus=N` in the `select` chunk | `-l gpu=N` |
+/// | `cpu` | the job's cores (`--cpus-per-task=N`) | `-n N` | `ncpus=N` | `-pe <pe> N` |
+/// | other | `--gres=<name>:N` | an error | an error | an error |
+///
+/// `cpu` replaces [`Resources::cores`] for that worker and is rendered exactly like it. Several
+/// SLURM generic resources share one `--gres` line. [`Batch::resource_directive`] says how to
+/// request any other name (or `gpu` differently, e.g. a site whose SGE complex is `cuda`);
+/// without one, a worker needing it cannot be rendered or submitted and the error says what
+/// to configure.
+///
+/// ```
+/// use blockwise::launch::{Batch, Launcher, WorkerSpec};
+///
+/// let mut spec = WorkerSpec::new("blockwise-predict-0", "/opt/pipeline", "/logs/w0.out", "/logs/w0.err");
+/// spec.resources = vec![("gpu".into(), 2), ("cpu".into(), 8)];
+/// let script = Batch::slurm().render(&spec)?;
+/// assert!(script.contains("#SBATCH --cpus-per-task=8\n#SBATCH --gres=gpu:2\n"), "{script}");
+/// let script = Batch::pbs().render(&spec)?;
+/// assert!(script.contains("#PBS -l select=1:ncpus=8:ngpus=2\n"), "{script}");
+///
+/// spec.resources.push(("fpga".into(), 1));
+/// assert!(Batch::lsf().render(&spec).is_err()); // LSF has no generic syntax for it ...
+/// let lsf = Batch::lsf().resource_directive("fpga", "-R \"rusage[fpga={n}]\"")?; // ... so say how
+/// assert!(lsf.render(&spec)?.contains("#BSUB -R \"rusage[fpga=1]\"\n"));
+/// # Ok::<(), blockwise::launch::LaunchError>(())
+/// ```
+///
+/// The systems place the GPUs themselves ([`Launcher::assigns_devices`] is true for `gpu`):
+/// SLURM, LSF and PBS (with its cgroups hook) set `CUDA_VISIBLE_DEVICES` in the job to the GPUs
+/// they allocated. Stock SGE only counts its `gpu` complex; sites make it set
+/// `CUDA_VISIBLE_DEVICES` with a prolog script or resource maps (Univa/Altair Grid Engine's
+/// `RSMAP`, which exports `SGE_HGR_<name>`). Either way a batch job runs on a node the runner
+/// does not see, so device ids of the runner's own would mean nothing there.
 #[derive(Debug, Clone)]
 pub struct Batch {
     system: BatchSystem,
@@ -109,6 +149,8 @@ pub struct Batch {
     poll_interval: Duration,
     lsf_unit: LsfUnit,
     submit_args: Vec<String>,
+    /// Directive templates for resources by name (`{n}` = units per worker).
+    resource_directives: Vec<(String, String)>,
 }
 
 impl Batch {
@@ -125,6 +167,7 @@ impl Batch {
             poll_interval: Duration::from_secs(2),
             lsf_unit: lsf_unit_from_conf().unwrap_or_default(),
             submit_args: Vec::new(),
+            resource_directives: Vec::new(),
         }
     }
 
@@ -214,6 +257,58 @@ impl Batch {
         self
     }
 
+    /// How to request `resource` for a worker that needs it ([`WorkerSpec::resources`]): a
+    /// directive line (without the `#SBATCH`-style prefix) in which `{n}` is the units per
+    /// worker (`{{`/`}}` are literal braces). It replaces the built-in rendering of that name
+    /// (see [what one worker needs](Batch#what-one-worker-needs)); setting a name again
+    /// replaces its template. On PBS, a template starting with `:` is appended to the
+    /// `select` chunk instead (a chunk-level resource, e.g. `":mic={n}"`).
+    ///
+    /// ```
+    /// use blockwise::launch::{Batch, Launcher, WorkerSpec};
+    ///
+    /// let sge = Batch::sge().resource_directive("gpu", "-l cuda={n}")?;
+    /// let mut spec = WorkerSpec::new("w", "/opt/pipeline", "/logs/w.out", "/logs/w.err");
+    /// spec.resources = vec![("gpu".into(), 1)];
+    /// assert!(sge.render(&spec)?.contains("#$ -l cuda=1\n"));
+    /// assert!(Batch::sge().resource_directive("gpu", "-l cuda={count}").is_err());
+    /// # Ok::<(), blockwise::launch::LaunchError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An invalid resource name (ASCII letters, digits, `_`, `-`, `.`), `cpu` (which is always
+    /// the job's cores, [`Resources::cores`]), a template with a line break, or a placeholder
+    /// other than `{n}`.
+    pub fn resource_directive(
+        mut self,
+        resource: &str,
+        template: impl Into<String>,
+    ) -> Result<Self, LaunchError> {
+        let template = template.into();
+        if !valid_resource_name(resource) {
+            return Err(self.config(format!(
+                "resource name {resource:?} is not valid (ASCII letters, digits, '_', '-', '.')"
+            )));
+        }
+        if resource == CPU {
+            return Err(self.config(
+                "the cpu resource is the job's cores (rendered like Resources::cores); it takes no directive of its own".into(),
+            ));
+        }
+        if template.contains(['\n', '\r']) || template.trim().is_empty() {
+            return Err(self.config(format!(
+                "the directive for {resource:?} must be one non-empty line: {template:?}"
+            )));
+        }
+        substitute(&template, &["n"], &|_| String::new()).map_err(|e| self.config(e))?;
+        self.resource_directives
+            .retain(|(name, _)| name != resource);
+        self.resource_directives
+            .push((resource.to_owned(), template));
+        Ok(self)
+    }
+
     /// The batch system.
     #[must_use]
     pub fn system(&self) -> BatchSystem {
@@ -227,8 +322,51 @@ impl Batch {
         }
     }
 
+    /// What `spec` needs, as this system asks for it.
+    fn worker_needs(&self, spec: &WorkerSpec) -> Result<Needs, LaunchError> {
+        let mut needs = Needs {
+            cores: self.resources.cores,
+            ..Needs::default()
+        };
+        for (name, n) in requested(self.name(), spec)? {
+            if let Some((_, template)) = self.resource_directives.iter().find(|(r, _)| r == name) {
+                let line =
+                    substitute(template, &["n"], &|_| n.to_string()).map_err(|e| self.config(e))?;
+                if self.system == BatchSystem::Pbs && line.starts_with(':') {
+                    needs.chunk.push_str(&line);
+                } else {
+                    needs.lines.push(line);
+                }
+                continue;
+            }
+            match (name, self.system) {
+                (CPU, _) => {
+                    needs.cores = Some(u32::try_from(n).map_err(|_| {
+                        self.config(format!(
+                            "worker {:?}: {n} cores (cpu) per worker is more than a job can ask for",
+                            spec.name
+                        ))
+                    })?);
+                }
+                (_, BatchSystem::Slurm) => {
+                    needs.gres.push(format!("{name}:{n}"));
+                }
+                (GPU, _) => needs.gpus = Some(n),
+                (other, system) => {
+                    return Err(self.config(format!(
+                        "worker {:?} needs {n} {other:?} per worker, and {system} has no generic way to ask for it; say how with Batch::resource_directive({other:?}, \"<directive with {{n}}>\")",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        Ok(needs)
+    }
+
     fn directives(&self, spec: &WorkerSpec) -> Result<Vec<String>, LaunchError> {
         let r = &self.resources;
+        let needs = self.worker_needs(spec)?;
+        let cores = needs.cores;
         let name = sanitize_name(&spec.name);
         let out = directive_path(&spec.stdout).map_err(|e| self.config(e))?;
         let err = directive_path(&spec.stderr).map_err(|e| self.config(e))?;
@@ -258,12 +396,17 @@ impl Batch {
             BatchSystem::Slurm => {
                 d.push("-n 1".into());
                 d.push("-N 1".into());
-                d.extend(r.cores.map(|c| format!("--cpus-per-task={c}")));
+                d.extend(cores.map(|c| format!("--cpus-per-task={c}")));
                 d.extend(mem.map(|m| format!("--mem={m}")));
                 d.extend(wall.map(|w| format!("-t {w}")));
+                // sbatch(1): `--gres=<list>`, a comma-separated list of `name[[:type]:count]`
+                // (https://slurm.schedmd.com/gres.html, "Running Jobs").
+                if !needs.gres.is_empty() {
+                    d.push(format!("--gres={}", needs.gres.join(",")));
+                }
             }
             BatchSystem::Lsf => {
-                if let Some(c) = r.cores {
+                if let Some(c) = cores {
                     d.push(format!("-n {c}"));
                     if c > 1 {
                         d.push("-R \"span[hosts=1]\"".into());
@@ -274,19 +417,33 @@ impl Batch {
                     d.push(format!("-R \"rusage[mem={m}]\""));
                 }
                 d.extend(wall.map(|w| format!("-W {w}")));
+                // bsub -gpu "num=N[/task|host]..." (IBM Spectrum LSF 10.1, "Submitting jobs
+                // that require GPU resources"; needs LSB_GPU_NEW_SYNTAX=Y or extend): N GPUs
+                // per host, and a worker job is on one host.
+                d.extend(needs.gpus.map(|g| format!("-gpu \"num={g}\"")));
             }
             BatchSystem::Pbs => {
-                if r.cores.is_some() || mem.is_some() {
-                    let mut select = format!("-l select=1:ncpus={}", r.cores.unwrap_or(1));
+                if cores.is_some()
+                    || mem.is_some()
+                    || needs.gpus.is_some()
+                    || !needs.chunk.is_empty()
+                {
+                    let mut select = format!("-l select=1:ncpus={}", cores.unwrap_or(1));
                     if let Some(m) = mem {
                         select.push_str(&format!(":mem={m}"));
                     }
+                    // ngpus is a chunk-level resource of PBS Professional / OpenPBS
+                    // (pbs_resources(7B): "select=1:ncpus=4:ngpus=2").
+                    if let Some(g) = needs.gpus {
+                        select.push_str(&format!(":ngpus={g}"));
+                    }
+                    select.push_str(&needs.chunk);
                     d.push(select);
                 }
                 d.extend(wall.map(|w| format!("-l walltime={w}")));
             }
             BatchSystem::Sge => {
-                match (r.cores, &r.parallel_environment) {
+                match (cores, &r.parallel_environment) {
                     (Some(c), Some(pe)) => d.push(format!("-pe {pe} {c}")),
                     (Some(c), None) if c > 1 => {
                         return Err(self.config(format!(
@@ -297,9 +454,13 @@ impl Batch {
                 }
                 d.extend(mem.map(|m| format!("-l h_vmem={m}")));
                 d.extend(wall.map(|w| format!("-l h_rt={w}")));
+                // qsub(1) -l resource=value: `gpu` is the consumable complex sites define for
+                // GPUs (qconf -mc; e.g. the sge-gpuprolog setup, "qsub -l gpu=1").
+                d.extend(needs.gpus.map(|g| format!("-l gpu={g}")));
                 d.push("-cwd".into());
             }
         }
+        d.extend(needs.lines);
         d.extend(r.extra_directives.iter().cloned());
         d.retain(|line| !r.skip_directives.iter().any(|s| line.contains(s.as_str())));
         Ok(d)
@@ -357,6 +518,21 @@ impl Batch {
     fn parse_job_id(&self, command: &str, stdout: &str) -> Result<JobId, LaunchError> {
         find_job_id(self.name(), &self.job_id_regex, command, stdout)
     }
+}
+
+/// What one worker needs, as a system asks for it.
+#[derive(Debug, Default)]
+struct Needs {
+    /// Cores: the worker's `cpu`, else [`Resources::cores`].
+    cores: Option<u32>,
+    /// GPUs per worker (LSF, PBS, SGE).
+    gpus: Option<u64>,
+    /// SLURM generic resources, `name:count`.
+    gres: Vec<String>,
+    /// PBS: `:resource=value` appended to the select chunk.
+    chunk: String,
+    /// Directive lines from [`Batch::resource_directive`].
+    lines: Vec<String>,
 }
 
 #[allow(clippy::expect_used)] // constant patterns, covered by the tests
@@ -676,6 +852,12 @@ impl Launcher for Batch {
     fn poll_interval(&self) -> Duration {
         self.poll_interval
     }
+
+    /// True for `gpu`: the batch system allocates the job's GPUs and sets
+    /// `CUDA_VISIBLE_DEVICES` (see [what one worker needs](Batch#what-one-worker-needs)).
+    fn assigns_devices(&self, resource: &str) -> bool {
+        resource == GPU
+    }
 }
 
 #[cfg(test)]
@@ -692,6 +874,7 @@ mod tests {
             workdir: Some("/work dir".into()),
             stdout: "/logs/t/worker_3.out".into(),
             stderr: "/logs/t/worker_3.err".into(),
+            resources: Vec::new(),
         }
     }
 
@@ -790,6 +973,210 @@ mod tests {
         assert!(e.to_string().contains("NOT-VALID"), "{e}");
         assert_eq!(sanitize_name("a b/c:d"), "a_b_c_d");
         assert_eq!(sanitize_name(""), "blockwise");
+    }
+
+    /// A worker needing 2 GPUs and 8 cores (the job's cores come from `cpu`, not from
+    /// `Resources::cores = 4`), with the common header and body around it.
+    fn needy() -> WorkerSpec {
+        let mut s = spec();
+        s.resources = vec![("gpu".into(), 2), ("cpu".into(), 8)];
+        s
+    }
+
+    fn script(prefix: &str, lines: &[&str]) -> String {
+        let mut s = "#!/usr/bin/env bash\n".to_owned();
+        for l in lines {
+            s.push_str(&format!("{prefix} {l}\n"));
+        }
+        s.push_str(BODY);
+        s
+    }
+
+    const HEAD: [&str; 3] = [
+        "-J blockwise-my_task_3",
+        "-o /logs/t/worker_3.out",
+        "-e /logs/t/worker_3.err",
+    ];
+
+    #[test]
+    fn slurm_requests_gpus_cores_and_generic_resources() {
+        let r = Resources {
+            cores: Some(4),
+            ..Resources::default()
+        };
+        let s = Batch::slurm()
+            .resources(r.clone())
+            .render(&needy())
+            .unwrap();
+        let want = [
+            &HEAD[..],
+            &["-n 1", "-N 1", "--cpus-per-task=8", "--gres=gpu:2"],
+        ]
+        .concat();
+        assert_eq!(s, script("#SBATCH", &want));
+        // Other names are generic resources too, on the same line, in the spec's order.
+        let mut w = needy();
+        w.resources.push(("nvme".into(), 1));
+        w.resources.insert(0, ("bandwidth".into(), 4));
+        let s = Batch::slurm().resources(r.clone()).render(&w).unwrap();
+        assert!(
+            s.contains("#SBATCH --cpus-per-task=8\n#SBATCH --gres=bandwidth:4,gpu:2,nvme:1\n"),
+            "{s}"
+        );
+        // No resources: today's script, cores from Resources.
+        let s = Batch::slurm().resources(r).render(&spec()).unwrap();
+        assert!(
+            s.contains("--cpus-per-task=4\n") && !s.contains("--gres"),
+            "{s}"
+        );
+        // A zero count asks for nothing.
+        let mut w = spec();
+        w.resources = vec![("gpu".into(), 0)];
+        assert!(!Batch::slurm().render(&w).unwrap().contains("gres"));
+    }
+
+    #[test]
+    fn lsf_pbs_and_sge_request_gpus_in_their_own_syntax() {
+        let s = Batch::lsf().render(&needy()).unwrap();
+        let want = [
+            &HEAD[..],
+            &["-n 8", "-R \"span[hosts=1]\"", "-gpu \"num=2\""],
+        ]
+        .concat();
+        assert_eq!(s, script("#BSUB", &want));
+
+        let r = Resources {
+            memory: Some(16 << 30),
+            ..Resources::default()
+        };
+        let s = Batch::pbs().resources(r).render(&needy()).unwrap();
+        let want = [
+            "-N blockwise-my_task_3",
+            "-o /logs/t/worker_3.out",
+            "-e /logs/t/worker_3.err",
+            "-l select=1:ncpus=8:mem=16GB:ngpus=2",
+        ];
+        assert_eq!(s, script("#PBS", &want));
+        // GPUs alone make a select chunk too (one core, as PBS's default).
+        let mut g = spec();
+        g.resources = vec![("gpu".into(), 1)];
+        let s = Batch::pbs().render(&g).unwrap();
+        assert!(s.contains("#PBS -l select=1:ncpus=1:ngpus=1\n"), "{s}");
+
+        let r = Resources {
+            parallel_environment: Some("smp".into()),
+            ..Resources::default()
+        };
+        let s = Batch::sge().resources(r).render(&needy()).unwrap();
+        let want = [
+            "-N blockwise-my_task_3",
+            "-o /logs/t/worker_3.out",
+            "-e /logs/t/worker_3.err",
+            "-pe smp 8",
+            "-l gpu=2",
+            "-cwd",
+        ];
+        assert_eq!(s, script("#$", &want));
+        // cpu from the worker follows the cores rules: more than one needs a PE on SGE.
+        let e = Batch::sge().render(&needy()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("8 cores need a parallel environment"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_resources_need_a_configured_directive_outside_slurm() {
+        let mut w = spec();
+        w.resources = vec![("fpga".into(), 3)];
+        for b in [Batch::lsf(), Batch::pbs(), Batch::sge()] {
+            let e = b.render(&w).unwrap_err().to_string();
+            assert!(
+                e.contains("\"fpga\"") && e.contains("Batch::resource_directive"),
+                "{e}"
+            );
+            assert!(matches!(b.submit(&w), Err(LaunchError::Config { .. })));
+        }
+        let lsf = Batch::lsf()
+            .resource_directive("fpga", "-R \"rusage[fpga={n}]\"")
+            .unwrap();
+        assert!(
+            lsf.render(&w)
+                .unwrap()
+                .contains("#BSUB -R \"rusage[fpga=3]\"\n")
+        );
+        // On PBS, ':' templates join the select chunk; others are directive lines.
+        let pbs = Batch::pbs()
+            .resource_directive("fpga", ":fpga={n}")
+            .unwrap();
+        assert!(
+            pbs.render(&w)
+                .unwrap()
+                .contains("#PBS -l select=1:ncpus=1:fpga=3\n"),
+            "{}",
+            pbs.render(&w).unwrap()
+        );
+        let pbs = Batch::pbs()
+            .resource_directive("fpga", "-l fpga={n}")
+            .unwrap();
+        assert!(pbs.render(&w).unwrap().contains("#PBS -l fpga=3\n"));
+        // A template replaces the built-in rendering, also for gpu; setting it again replaces it.
+        let mut g = spec();
+        g.resources = vec![("gpu".into(), 1)];
+        let slurm = Batch::slurm()
+            .resource_directive("gpu", "--gpus-per-task={n}")
+            .unwrap()
+            .resource_directive("gpu", "--gres=gpu:a100:{n}")
+            .unwrap();
+        let s = slurm.render(&g).unwrap();
+        assert!(
+            s.contains("#SBATCH --gres=gpu:a100:1\n") && !s.contains("gpus-per-task"),
+            "{s}"
+        );
+        assert_eq!(s.matches("--gres").count(), 1, "{s}");
+        // Bad templates and names are refused when configured.
+        for (name, t, what) in [
+            ("fpga", "--x={count}", "unknown placeholder {count}"),
+            ("fpga", "--x={n", "unclosed"),
+            ("fpga", "--x={n}\n--y", "one non-empty line"),
+            ("fpga", " ", "one non-empty line"),
+            ("cpu", "-c {n}", "job's cores"),
+            ("a b", "--x={n}", "not valid"),
+            ("", "--x={n}", "not valid"),
+        ] {
+            let e = Batch::slurm()
+                .resource_directive(name, t)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{name:?} {t:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_resource_lists_are_errors() {
+        let mut w = spec();
+        w.resources = vec![("gpu".into(), 1), ("gpu".into(), 2)];
+        let e = Batch::slurm().render(&w).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        w.resources = vec![("gpu;rm -rf".into(), 1)];
+        let e = Batch::slurm().render(&w).unwrap_err().to_string();
+        assert!(e.contains("not valid"), "{e}");
+        w.resources = vec![("cpu".into(), u64::from(u32::MAX) + 1)];
+        let e = Batch::slurm().render(&w).unwrap_err().to_string();
+        assert!(e.contains("more than a job can ask for"), "{e}");
+    }
+
+    #[test]
+    fn batch_systems_assign_gpus_themselves() {
+        for b in [Batch::slurm(), Batch::lsf(), Batch::pbs(), Batch::sge()] {
+            assert!(b.assigns_devices("gpu"), "{}", b.system());
+            assert!(!b.assigns_devices("cpu"));
+            assert!(!b.assigns_devices("fpga"));
+            // Through a shared handle too.
+            let shared: std::sync::Arc<dyn Launcher> = std::sync::Arc::new(b);
+            assert!(std::sync::Arc::clone(&shared).assigns_devices("gpu"));
+        }
     }
 
     #[test]

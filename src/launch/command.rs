@@ -8,7 +8,8 @@ use regex::Regex;
 
 use super::batch::{script_body, write_script};
 use super::{
-    JobId, JobState, LaunchError, Launcher, WorkerSpec, command_failed, find_job_id, shell_quote,
+    CPU, GPU, JobId, JobState, LaunchError, Launcher, WorkerSpec, command_failed, find_job_id,
+    requested, shell_quote,
 };
 
 /// Any other system or site wrapper: the worker script (prologue, exports, `exec` of the
@@ -18,32 +19,37 @@ use super::{
 /// [`CommandTemplate::status_command`]) get `{job_id}`. The job id is the first group (or the
 /// whole match) of a regex on the submit command's output (default `(\d+)`).
 ///
+/// What one worker needs ([`WorkerSpec::resources`]) goes into the submit command through
+/// `{gpus}` (units of `gpu`), `{cpus}` (units of `cpu`) and `{resource:NAME}` (units of any
+/// resource), each `0` when the worker needs none. A worker that needs a resource the submit
+/// command has no placeholder for is an error (from [`render`](Launcher::render) and
+/// [`submit`](Launcher::submit)), not a job without it. A template that asks for GPUs leaves
+/// their placement to the system ([`Launcher::assigns_devices`]).
+///
 /// ```
 /// use blockwise::launch::{CommandTemplate, Launcher, WorkerSpec};
 ///
-/// let flux = CommandTemplate::new("flux", "flux batch -N1 --output={stdout} --error={stderr} {script}")?
+/// let flux = CommandTemplate::new("flux", "flux batch -N1 -c {cpus} -g {gpus} --output={stdout} --error={stderr} {script}")?
 ///     .cancel_command("flux cancel {job_id}")?
 ///     .status_command("flux jobs -n -o '{{status}}' {job_id}")?
 ///     .running_regex("RUN")?
 ///     .pending_regex("SCHED|DEPEND|PRIORITY")?
 ///     .job_id_regex(r"(ƒ\w+)")?;
-/// let spec = WorkerSpec {
-///     name: "blockwise-t-0".into(),
-///     program: "/usr/bin/pipeline".into(),
-///     args: vec![],
-///     env: vec![("BLOCKWISE_CONTEXT".into(), "{}".into())],
-///     workdir: None,
-///     stdout: "logs/t/worker_0.out".into(),
-///     stderr: "logs/t/worker_0.err".into(),
-/// };
+/// let mut spec = WorkerSpec::new("blockwise-t-0", "/usr/bin/pipeline", "logs/t/worker_0.out", "logs/t/worker_0.err");
+/// spec.env = vec![("BLOCKWISE_CONTEXT".into(), "{}".into())];
+/// spec.resources = vec![("gpu".into(), 1), ("cpu".into(), 4)];
 /// assert_eq!(
 ///     flux.render(&spec)?,
 ///     "#!/usr/bin/env bash\nexport BLOCKWISE_CONTEXT='{}'\nexec /usr/bin/pipeline\n"
 /// );
+/// assert!(flux.assigns_devices("gpu"));
+/// // A worker needing what the command cannot ask for is an error.
+/// spec.resources.push(("fpga".into(), 1));
+/// assert!(flux.render(&spec).unwrap_err().to_string().contains("{resource:fpga}"));
 /// # Ok::<(), blockwise::launch::LaunchError>(())
 /// ```
 ///
-/// Literal braces in a template are written `{{` and `}}`.
+/// Literal braces in a template are written `{{` and `}}`; any other placeholder is an error.
 #[derive(Debug)]
 pub struct CommandTemplate {
     name: String,
@@ -60,22 +66,30 @@ pub struct CommandTemplate {
     warned: AtomicBool,
 }
 
-const SUBMIT_KEYS: &[&str] = &["script", "name", "stdout", "stderr"];
+const SUBMIT_KEYS: &[&str] = &[
+    "script",
+    "name",
+    "stdout",
+    "stderr",
+    "gpus",
+    "cpus",
+    RESOURCE_KEY,
+];
 const JOB_KEYS: &[&str] = &["job_id"];
+/// `{resource:NAME}`: the units of any resource (an allowed key ending in `:` is a prefix).
+const RESOURCE_KEY: &str = "resource:";
 
-/// Replaces `{key}` placeholders (`{{`/`}}` are literal braces); unknown keys are an error.
-fn substitute(
-    template: &str,
-    allowed: &[&str],
-    values: &[(&str, String)],
-) -> Result<String, String> {
-    let mut out = String::new();
+/// Splits a template into literal text and `{key}` placeholders (`{{`/`}}` are literal
+/// braces); every key must be in `allowed` (or start with an allowed prefix, a key ending in
+/// `:`, and go on with a valid resource name).
+fn placeholders<'t>(template: &'t str, allowed: &[&str]) -> Result<Vec<Piece<'t>>, String> {
+    let mut out = Vec::new();
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
+        out.push(Piece::Text(&rest[..i]));
         let tail = &rest[i..];
         if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
+            out.push(Piece::Text(&tail[..1]));
             rest = &tail[2..];
             continue;
         }
@@ -86,23 +100,61 @@ fn substitute(
             return Err(format!("unclosed '{{' in template {template:?}"));
         };
         let key = &tail[1..end];
-        if !allowed.contains(&key) {
+        let known = allowed.iter().any(|a| match a.strip_suffix(':') {
+            Some(_) => key.strip_prefix(a).is_some_and(super::valid_resource_name),
+            None => *a == key,
+        });
+        if !known {
             return Err(format!(
                 "unknown placeholder {{{key}}} in template {template:?} (allowed: {})",
                 allowed
                     .iter()
-                    .map(|k| format!("{{{k}}}"))
+                    .map(|k| if k.ends_with(':') {
+                        format!("{{{k}NAME}}")
+                    } else {
+                        format!("{{{k}}}")
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         }
-        if let Some((_, v)) = values.iter().find(|(k, _)| *k == key) {
-            out.push_str(v);
-        }
+        out.push(Piece::Key(key));
         rest = &tail[end + 1..];
     }
-    out.push_str(rest);
+    out.push(Piece::Text(rest));
     Ok(out)
+}
+
+/// A part of a template.
+enum Piece<'t> {
+    Text(&'t str),
+    Key(&'t str),
+}
+
+/// Replaces `{key}` placeholders with `value(key)` (`{{`/`}}` are literal braces); unknown
+/// keys are an error.
+pub(super) fn substitute(
+    template: &str,
+    allowed: &[&str],
+    value: &dyn Fn(&str) -> String,
+) -> Result<String, String> {
+    let mut out = String::new();
+    for piece in placeholders(template, allowed)? {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Key(k) => out.push_str(&value(k)),
+        }
+    }
+    Ok(out)
+}
+
+/// The resource a submit placeholder stands for (`{gpus}`, `{cpus}`, `{resource:NAME}`).
+fn placeholder_resource(key: &str) -> Option<&str> {
+    match key {
+        "gpus" => Some(GPU),
+        "cpus" => Some(CPU),
+        _ => key.strip_prefix(RESOURCE_KEY),
+    }
 }
 
 impl CommandTemplate {
@@ -128,7 +180,7 @@ impl CommandTemplate {
             shebang: "#!/usr/bin/env bash".into(),
             warned: AtomicBool::new(false),
         };
-        substitute(&t.submit, SUBMIT_KEYS, &[]).map_err(|e| t.config(e))?;
+        substitute(&t.submit, SUBMIT_KEYS, &|_| String::new()).map_err(|e| t.config(e))?;
         Ok(t)
     }
 
@@ -146,7 +198,7 @@ impl CommandTemplate {
     /// The template has unknown placeholders.
     pub fn cancel_command(mut self, template: impl Into<String>) -> Result<Self, LaunchError> {
         let t = template.into();
-        substitute(&t, JOB_KEYS, &[]).map_err(|e| self.config(e))?;
+        substitute(&t, JOB_KEYS, &|_| String::new()).map_err(|e| self.config(e))?;
         self.cancel = Some(t);
         Ok(self)
     }
@@ -159,7 +211,7 @@ impl CommandTemplate {
     /// The template has unknown placeholders.
     pub fn status_command(mut self, template: impl Into<String>) -> Result<Self, LaunchError> {
         let t = template.into();
-        substitute(&t, JOB_KEYS, &[]).map_err(|e| self.config(e))?;
+        substitute(&t, JOB_KEYS, &|_| String::new()).map_err(|e| self.config(e))?;
         self.status = Some(t);
         Ok(self)
     }
@@ -241,6 +293,33 @@ impl CommandTemplate {
     fn failed(&self, line: &str, out: &std::process::Output) -> LaunchError {
         command_failed(&self.name, line, out)
     }
+
+    /// Whether the submit template asks for `resource` (through one of its placeholders).
+    fn requests(&self, resource: &str) -> bool {
+        placeholders(&self.submit, SUBMIT_KEYS).is_ok_and(|pieces| {
+            pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Key(k) if placeholder_resource(k) == Some(resource)))
+        })
+    }
+
+    /// What `spec` needs, checked against the submit template: a worker that needs a resource
+    /// the template never asks for is an error rather than a job without it.
+    fn needs<'a>(&self, spec: &'a WorkerSpec) -> Result<Vec<(&'a str, u64)>, LaunchError> {
+        let needs = requested(&self.name, spec)?;
+        if let Some((name, n)) = needs.iter().find(|(name, _)| !self.requests(name)) {
+            let hint = match *name {
+                GPU => "{gpus} or {resource:gpu}".to_owned(),
+                CPU => "{cpus} or {resource:cpu}".to_owned(),
+                other => format!("{{resource:{other}}}"),
+            };
+            return Err(self.config(format!(
+                "worker {:?} needs {n} {name:?} per worker, but the submit command {:?} does not ask for it: add {hint} where the system takes that count",
+                spec.name, self.submit
+            )));
+        }
+        Ok(needs)
+    }
 }
 
 #[allow(clippy::expect_used)] // a constant, valid pattern
@@ -254,25 +333,29 @@ impl Launcher for CommandTemplate {
     }
 
     fn render(&self, spec: &WorkerSpec) -> Result<String, LaunchError> {
+        self.needs(spec)?;
         let body = script_body(spec, &self.prologue).map_err(|e| self.config(e))?;
         Ok(format!("{}\n{body}", self.shebang))
     }
 
     fn submit(&self, spec: &WorkerSpec) -> Result<JobId, LaunchError> {
         let script = self.render(spec)?;
+        let needs = self.needs(spec)?;
         let path = write_script(&self.name, self.script_dir.as_deref(), spec, &script)?;
         let q = |p: &std::path::Path| shell_quote(&p.to_string_lossy());
-        let line = substitute(
-            &self.submit,
-            SUBMIT_KEYS,
-            &[
-                ("script", q(&path)),
-                ("name", shell_quote(&spec.name)),
-                ("stdout", q(&spec.stdout)),
-                ("stderr", q(&spec.stderr)),
-            ],
-        )
-        .map_err(|e| self.config(e))?;
+        let value = |key: &str| match key {
+            "script" => q(&path),
+            "name" => shell_quote(&spec.name),
+            "stdout" => q(&spec.stdout),
+            "stderr" => q(&spec.stderr),
+            other => {
+                let units = placeholder_resource(other)
+                    .and_then(|r| needs.iter().find(|(name, _)| *name == r))
+                    .map_or(0, |(_, n)| *n);
+                units.to_string()
+            }
+        };
+        let line = substitute(&self.submit, SUBMIT_KEYS, &value).map_err(|e| self.config(e))?;
         let out = self.sh(&line)?;
         if !out.status.success() {
             return Err(self.failed(&line, &out));
@@ -285,8 +368,7 @@ impl Launcher for CommandTemplate {
         let Some(t) = &self.status else {
             return Ok(JobState::Running);
         };
-        let line = substitute(t, JOB_KEYS, &[("job_id", shell_quote(&job.0))])
-            .map_err(|e| self.config(e))?;
+        let line = substitute(t, JOB_KEYS, &|_| shell_quote(&job.0)).map_err(|e| self.config(e))?;
         let out = self.sh(&line)?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !out.status.success() || text.is_empty() {
@@ -313,8 +395,7 @@ impl Launcher for CommandTemplate {
             }
             return Ok(());
         };
-        let line = substitute(t, JOB_KEYS, &[("job_id", shell_quote(&job.0))])
-            .map_err(|e| self.config(e))?;
+        let line = substitute(t, JOB_KEYS, &|_| shell_quote(&job.0)).map_err(|e| self.config(e))?;
         let out = self.sh(&line)?;
         if out.status.success() {
             return Ok(());
@@ -328,6 +409,12 @@ impl Launcher for CommandTemplate {
     fn poll_interval(&self) -> Duration {
         self.poll_interval
     }
+
+    /// True for a resource the submit command requests (`{gpus}` or `{resource:gpu}` for
+    /// `gpu`): the system then allocates the devices and says which.
+    fn assigns_devices(&self, resource: &str) -> bool {
+        resource == GPU && self.requests(GPU)
+    }
 }
 
 #[cfg(test)]
@@ -337,23 +424,24 @@ mod tests {
 
     #[test]
     fn placeholders_are_substituted_and_checked() {
-        let v = [("job_id", "'42'".to_owned())];
+        let v = |_: &str| "'42'".to_owned();
+        let v = &v;
         assert_eq!(
-            substitute("kill {job_id} {{x}}", JOB_KEYS, &v).unwrap(),
+            substitute("kill {job_id} {{x}}", JOB_KEYS, v).unwrap(),
             "kill '42' {x}"
         );
         assert!(
-            substitute("kill {jobid}", JOB_KEYS, &v)
+            substitute("kill {jobid}", JOB_KEYS, v)
                 .unwrap_err()
                 .contains("unknown placeholder {jobid}")
         );
         assert!(
-            substitute("kill {job_id", JOB_KEYS, &v)
+            substitute("kill {job_id", JOB_KEYS, v)
                 .unwrap_err()
                 .contains("unclosed")
         );
         assert!(
-            substitute("kill }", JOB_KEYS, &v)
+            substitute("kill }", JOB_KEYS, v)
                 .unwrap_err()
                 .contains("unmatched")
         );
@@ -364,6 +452,60 @@ mod tests {
                 .cancel_command("c {script}")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn resources_go_into_the_submit_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        // The "system" records what it was asked for and prints a job id.
+        let t = CommandTemplate::new(
+            "fake",
+            format!("echo gpus={{gpus}} cpus={{cpus}} fpga={{resource:fpga}} gpu={{resource:gpu}} > {d}/asked; echo 7"),
+        )
+        .unwrap();
+        let mut spec = WorkerSpec::new(
+            "w",
+            "/bin/true",
+            dir.path().join("w.out"),
+            dir.path().join("w.err"),
+        );
+        spec.resources = vec![("gpu".into(), 2), ("fpga".into(), 1), ("cpu".into(), 0)];
+        assert_eq!(t.submit(&spec).unwrap().0, "7");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("asked")).unwrap(),
+            "gpus=2 cpus=0 fpga=1 gpu=2\n"
+        );
+        assert!(t.assigns_devices("gpu"));
+        assert!(!t.assigns_devices("fpga"));
+        // What the command does not ask for is an error, at render and at submit.
+        spec.resources.push(("nvme".into(), 1));
+        for e in [t.render(&spec).unwrap_err(), t.submit(&spec).unwrap_err()] {
+            let e = e.to_string();
+            assert!(
+                e.contains("\"nvme\"") && e.contains("{resource:nvme}"),
+                "{e}"
+            );
+        }
+        let plain = CommandTemplate::new("plain", "sbatch {script}").unwrap();
+        assert!(!plain.assigns_devices("gpu"));
+        let mut g = spec.clone();
+        g.resources = vec![("gpu".into(), 1)];
+        let e = plain.render(&g).unwrap_err().to_string();
+        assert!(e.contains("{gpus} or {resource:gpu}"), "{e}");
+        g.resources = vec![("gpu".into(), 0)];
+        assert!(plain.render(&g).is_ok(), "0 units ask for nothing");
+        // Placeholders are checked when the template is given.
+        for bad in [
+            "x {resource:}",
+            "x {resource:a b}",
+            "x {gpu}",
+            "x {resources}",
+        ] {
+            let e = CommandTemplate::new("x", bad).unwrap_err().to_string();
+            assert!(e.contains("unknown placeholder"), "{bad}: {e}");
+            assert!(e.contains("{resource:NAME}"), "{e}");
+        }
     }
 
     #[test]
@@ -395,6 +537,7 @@ mod tests {
             workdir: None,
             stdout: dir.path().join("logs/w.out"),
             stderr: dir.path().join("logs/w.err"),
+            resources: Vec::new(),
         };
         let job = t.submit(&spec).unwrap();
         let ran = dir.path().join("ran");
@@ -433,6 +576,7 @@ mod tests {
             workdir: None,
             stdout: dir.path().join("w.out"),
             stderr: dir.path().join("w.err"),
+            resources: Vec::new(),
         };
         let e = t.submit(&spec).unwrap_err().to_string();
         assert!(

@@ -20,20 +20,22 @@ use super::{JobId, JobState, LaunchError, Launcher, WorkerSpec, shell_quote};
 /// ```
 /// use blockwise::launch::{Launcher, Local, WorkerSpec};
 ///
-/// let spec = WorkerSpec {
-///     name: "blockwise-demo-0".into(),
-///     program: "/usr/bin/my-pipeline".into(),
-///     args: vec!["--fast".into()],
-///     env: vec![("BLOCKWISE_CONTEXT".into(), r#"{"task_id":"demo"}"#.into())],
-///     workdir: None,
-///     stdout: "logs/demo/worker_0.out".into(),
-///     stderr: "logs/demo/worker_0.err".into(),
-/// };
+/// let mut spec = WorkerSpec::new(
+///     "blockwise-demo-0",
+///     "/usr/bin/my-pipeline",
+///     "logs/demo/worker_0.out",
+///     "logs/demo/worker_0.err",
+/// );
+/// spec.args = vec!["--fast".into()];
+/// spec.env = vec![("BLOCKWISE_CONTEXT".into(), r#"{"task_id":"demo"}"#.into())];
 /// assert_eq!(
 ///     Local::new().render(&spec).unwrap(),
 ///     r#"BLOCKWISE_CONTEXT='{"task_id":"demo"}' /usr/bin/my-pipeline --fast > logs/demo/worker_0.out 2> logs/demo/worker_0.err"#
 /// );
 /// ```
+///
+/// What a worker needs ([`WorkerSpec::resources`]) is not requested from anything: a local
+/// worker shares this machine (the runner's resource budget is what limits them).
 ///
 /// [`Local::wrapped`] starts each worker under a wrapper command instead, such as `srun` inside
 /// a SLURM allocation ([`Local::srun`]): the job id is the wrapper's PID, and cancelling sends it
@@ -258,6 +260,7 @@ mod tests {
             workdir: None,
             stdout: dir.join("logs/t/worker_0.out"),
             stderr: dir.join("logs/t/worker_0.err"),
+            resources: Vec::new(),
         }
     }
 
@@ -317,12 +320,13 @@ mod tests {
     #[test]
     fn wrapped_workers_run_under_the_wrapper_and_stop_on_sigterm() {
         let dir = tempfile::tempdir().unwrap();
-        // A wrapper that records it ran, traps SIGTERM to clean up, and runs the worker.
+        // A wrapper that traps SIGTERM to clean up, runs the worker, and then records it ran (after
+        // the trap is set: a SIGTERM before it would end the wrapper without its clean-up).
         let wrapper = dir.path().join("wrap.sh");
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\necho wrapped > {0}/wrapped\ntrap 'echo term > {0}/term; kill $child; exit 143' TERM\n\"$@\" & child=$!\nwait $child\n",
+                "#!/bin/sh\ntrap 'echo term > {0}/term; kill $child; exit 143' TERM\n\"$@\" & child=$!\necho wrapped > {0}/wrapped\nwait $child\n",
                 dir.path().display()
             ),
         )
@@ -347,6 +351,19 @@ mod tests {
             rendered.contains(&format!("/bin/sh {} /bin/sh -c x", wrapper.display())),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn resources_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Local::new();
+        let plain = spec(dir.path(), "echo ran");
+        let mut needy = plain.clone();
+        needy.resources = vec![("gpu".into(), 2), ("fpga".into(), 1)];
+        assert_eq!(l.render(&needy).unwrap(), l.render(&plain).unwrap());
+        assert!(!l.assigns_devices("gpu"));
+        let job = l.submit(&needy).unwrap();
+        assert_eq!(wait_finished(&l, &job), "exit code 0");
     }
 
     #[test]

@@ -32,8 +32,23 @@ pub use command::CommandTemplate;
 pub use local::Local;
 pub use units::{LsfUnit, format_memory, format_walltime};
 
-/// One worker process to start: what to run, with which environment, where its output goes.
+/// One worker process to start: what to run, with which environment, where its output goes,
+/// and what it needs.
+///
+/// Build it with [`WorkerSpec::new`] and set the other fields; new fields may be added in later
+/// versions (the struct is `#[non_exhaustive]`), with defaults that keep today's behaviour.
+///
+/// ```
+/// use blockwise::launch::WorkerSpec;
+///
+/// let mut spec = WorkerSpec::new("blockwise-predict-0", "/opt/bin/pipeline", "logs/w0.out", "logs/w0.err");
+/// spec.args = vec!["--config".into(), "run.toml".into()];
+/// spec.resources = vec![("gpu".into(), 1), ("cpu".into(), 4)];
+/// assert_eq!(spec.units("gpu"), 1);
+/// assert_eq!(spec.units("fpga"), 0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerSpec {
     /// A job name (for the cluster's queue listing), e.g. `blockwise-smooth-3`.
     pub name: String,
@@ -49,6 +64,89 @@ pub struct WorkerSpec {
     pub stdout: PathBuf,
     /// Where the worker's standard error goes (truncated at start).
     pub stderr: PathBuf,
+    /// What this one worker needs, in integer units of named resources (its task's
+    /// requirement, e.g. `[("gpu", 1), ("cpu", 4)]`); empty (the default) asks for nothing
+    /// beyond the launcher's own settings. Each name at most once; an entry with 0 units asks
+    /// for nothing. [`Batch`] requests them as the system's directives (`gpu` as GPUs, `cpu`
+    /// as the job's cores), [`CommandTemplate`] through placeholders of its submit command,
+    /// [`Local`] ignores them.
+    pub resources: Vec<(String, u64)>,
+}
+
+impl WorkerSpec {
+    /// A spec running `program` without arguments, environment, working directory or
+    /// resources, logging to `stdout` and `stderr`.
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+        stdout: impl Into<PathBuf>,
+        stderr: impl Into<PathBuf>,
+    ) -> WorkerSpec {
+        WorkerSpec {
+            name: name.into(),
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            resources: Vec::new(),
+        }
+    }
+
+    /// The units of `resource` this worker needs (0 when it is not listed).
+    #[must_use]
+    pub fn units(&self, resource: &str) -> u64 {
+        self.resources
+            .iter()
+            .filter(|(name, _)| name == resource)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
+/// The resource a launcher places on devices (ids in `CUDA_VISIBLE_DEVICES`).
+pub(crate) const GPU: &str = "gpu";
+
+/// The resource that is a worker's CPU cores.
+pub(crate) const CPU: &str = "cpu";
+
+/// Whether `name` can be a resource name in a directive or placeholder: ASCII letters, digits,
+/// `_`, `-`, `.`, not empty.
+fn valid_resource_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// The resources of `spec` with units (entries of 0 units dropped), in order; each name checked
+/// (see [`valid_resource_name`]) and listed once.
+fn requested<'a>(launcher: &str, spec: &'a WorkerSpec) -> Result<Vec<(&'a str, u64)>, LaunchError> {
+    let config = |reason: String| LaunchError::Config {
+        launcher: launcher.to_owned(),
+        reason,
+    };
+    let mut out: Vec<(&str, u64)> = Vec::new();
+    for (i, (name, n)) in spec.resources.iter().enumerate() {
+        if !valid_resource_name(name) {
+            return Err(config(format!(
+                "worker {:?}: resource name {name:?} is not valid (ASCII letters, digits, '_', '-', '.')",
+                spec.name
+            )));
+        }
+        if spec.resources[..i].iter().any(|(m, _)| m == name) {
+            return Err(config(format!(
+                "worker {:?}: resource {name:?} is listed twice",
+                spec.name
+            )));
+        }
+        if *n > 0 {
+            out.push((name.as_str(), *n));
+        }
+    }
+    Ok(out)
 }
 
 /// An identifier a launcher gave a submitted job (a PID, a SLURM job id, ...).
@@ -225,6 +323,28 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     fn runs_locally(&self) -> bool {
         false
     }
+
+    /// Whether the system this launcher submits to places the devices of `resource` itself
+    /// when a worker asks for them in [`WorkerSpec::resources`]: for `"gpu"`, it chooses the
+    /// worker's GPUs and sets `CUDA_VISIBLE_DEVICES` in the job, so the runner must leave that
+    /// variable alone. False (the default) means the runner gives each worker device ids from
+    /// its own pool.
+    ///
+    /// [`Batch`] says true for `gpu` (SLURM, LSF and PBS set `CUDA_VISIBLE_DEVICES` for the
+    /// GPUs they allocate; see [`Batch`] for SGE); a [`CommandTemplate`] whose submit command
+    /// requests GPUs (`{gpus}`) says true; [`Local`] says false.
+    ///
+    /// ```
+    /// use blockwise::launch::{Batch, Launcher, Local};
+    ///
+    /// assert!(Batch::slurm().assigns_devices("gpu"));
+    /// assert!(!Batch::slurm().assigns_devices("cpu"));
+    /// assert!(!Local::new().assigns_devices("gpu"));
+    /// ```
+    fn assigns_devices(&self, resource: &str) -> bool {
+        let _ = resource;
+        false
+    }
 }
 
 /// Spawns `cmd`, retrying briefly while the program is "text file busy" (`ETXTBSY`): a
@@ -276,6 +396,10 @@ impl<L: Launcher + ?Sized> Launcher for std::sync::Arc<L> {
 
     fn runs_locally(&self) -> bool {
         (**self).runs_locally()
+    }
+
+    fn assigns_devices(&self, resource: &str) -> bool {
+        (**self).assigns_devices(resource)
     }
 }
 

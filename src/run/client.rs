@@ -7,14 +7,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::context::{CONTEXT_ENV, Context};
-use super::protocol::{
+use crate::blocks::{Block, BlockStatus};
+use crate::error::Error;
+use crate::fleet::context::{CONTEXT_ENV, Context};
+use crate::fleet::protocol::{
     FrameError, ItemOutcome, OUTPUT_BATCH, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock,
     WireItem, WorkerMsg, read_frame, session_limit, to_frame_limited,
 };
-use super::tls::{self, TlsReader, TlsWriter};
-use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::fleet::tls::{self, TlsReader, TlsWriter};
 use crate::observe::FailureKind;
 
 /// Reports of finished blocks wait at most this long before they are sent (the scheduler
@@ -122,6 +122,62 @@ pub(crate) enum Incoming {
         name: String,
         value: serde_json::Value,
     },
+}
+
+/// A block handed from the connection's thread to another thread of the worker, which
+/// reports it through a [`Reporter`].
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    seq: u64,
+}
+
+/// Reports blocks from the threads of a worker with several (see
+/// [`TaskBuilder::threads_per_worker`](crate::TaskBuilder::threads_per_worker)), while the
+/// connection's thread keeps reading.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    shared: Arc<Shared>,
+    max_output: usize,
+}
+
+impl Reporter {
+    /// Reports the block of `ticket`: `Ok(output)` succeeds (an output over the run's cap
+    /// fails it instead), `Err((kind, message))` fails it. Sent at once.
+    pub(crate) fn report(
+        &self,
+        ticket: Ticket,
+        block: &Block,
+        result: Result<Option<String>, (FailureKind, String)>,
+    ) -> Result<(), Error> {
+        let outcome = match result {
+            Ok(Some(output)) if output.len() > self.max_output => Outcome {
+                seq: ticket.seq,
+                error: Some(super::output_too_large(
+                    block,
+                    output.len(),
+                    self.max_output,
+                )),
+                kind: Some(FailureKind::OutputTooLarge),
+                output: None,
+            },
+            Ok(output) => Outcome {
+                seq: ticket.seq,
+                error: None,
+                kind: None,
+                output,
+            },
+            Err((kind, message)) => Outcome {
+                seq: ticket.seq,
+                error: Some(message),
+                kind: Some(kind),
+                output: None,
+            },
+        };
+        let mut w = self.shared.lock();
+        w.pending_output += outcome.output.as_ref().map_or(0, String::len);
+        w.pending.push(outcome);
+        w.flush()
+    }
 }
 
 /// Why a connection attempt failed.
@@ -582,6 +638,31 @@ impl Client {
         self.shared.lock().send(&WorkerMsg::Retire { unstarted })
     }
 
+    /// Hands `block` (acquired from this client) to another thread of the worker, which
+    /// reports it through [`Client::reporter`].
+    pub(crate) fn hand_off(&mut self, block: &Block) -> Result<Ticket, Error> {
+        let Some(pos) = self
+            .handed
+            .iter()
+            .position(|&(g, _)| g == block.grid_index())
+        else {
+            return Err(worker_err(format!(
+                "block {block} was not acquired from this client (or was already released)"
+            )));
+        };
+        let (_, seq) = self.handed.remove(pos).unwrap_or_default();
+        self.reported += 1;
+        Ok(Ticket { seq })
+    }
+
+    /// Reports blocks from other threads (see [`Client::hand_off`]).
+    pub(crate) fn reporter(&self) -> Reporter {
+        Reporter {
+            shared: Arc::clone(&self.shared),
+            max_output: self.ctx.max_output(),
+        }
+    }
+
     /// Reports a block as done: [`BlockStatus::Success`] succeeds, anything else fails the
     /// block (use [`Client::fail_block`] to say why).
     ///
@@ -747,7 +828,7 @@ impl Drop for Client {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::run::protocol::{read_frame, to_frame};
+    use crate::fleet::protocol::{read_frame, to_frame};
     use std::net::TcpListener;
 
     fn ctx(addr: String, death_ms: u64) -> Context {
@@ -763,6 +844,7 @@ mod tests {
             lifetime_ms: None,
             prefetch: None,
             max_output_bytes: None,
+            devices: Vec::new(),
         }
     }
 

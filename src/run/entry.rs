@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use super::context::Context;
 use super::worker;
 use crate::error::Error;
+use crate::fleet::context::Context;
 use crate::task::Task;
 
 /// Makes a program safe to run on worker processes: **call it first in `main`**, with the

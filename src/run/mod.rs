@@ -17,18 +17,11 @@
 
 mod cancel;
 pub(crate) mod client;
-pub(crate) mod context;
 mod entry;
 mod failures;
-pub(crate) mod jobs;
 mod observer;
 pub(crate) mod processes;
-pub(crate) mod protocol;
-pub(crate) mod server;
-pub(crate) mod signals;
 mod threads;
-pub(crate) mod tls;
-pub(crate) mod transport;
 mod worker;
 
 use std::ffi::OsString;
@@ -37,9 +30,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::fleet::CONTEXT_ENV;
+pub(crate) use crate::fleet::ProcessOptions;
 pub use cancel::Cancel;
 pub use client::Client;
-pub use context::CONTEXT_ENV;
 pub use entry::{serve_worker, worker_main};
 
 use crate::error::Error;
@@ -221,72 +215,6 @@ pub(crate) fn output_too_large(block: &crate::Block, len: usize, cap: usize) -> 
     format!(
         "the output of block {block} is {len} bytes, more than the limit of {cap} bytes; raise it with Runner::max_output_bytes, or write large results to storage and return a reference"
     )
-}
-
-/// Settings of worker processes (a process run, or an executor's worker pool).
-#[derive(Debug, Clone)]
-pub(crate) struct ProcessOptions {
-    pub(crate) launcher: Arc<dyn Launcher>,
-    pub(crate) log_dir: PathBuf,
-    pub(crate) command: Option<(PathBuf, Vec<OsString>)>,
-    pub(crate) bind: Option<SocketAddr>,
-    pub(crate) advertise: Option<String>,
-    pub(crate) heartbeat: Duration,
-    pub(crate) heartbeat_timeout: Duration,
-    pub(crate) death_timeout: Duration,
-    pub(crate) lifetime: Option<Duration>,
-    pub(crate) handle_signals: bool,
-    /// `None`: on unless workers are local processes on loopback.
-    pub(crate) tls: Option<bool>,
-    pub(crate) hello_timeout: Duration,
-    pub(crate) max_unauthenticated: usize,
-    /// The block output cap of the run (set by the process runner; it sizes session frames).
-    pub(crate) max_output: usize,
-}
-
-impl ProcessOptions {
-    pub(crate) fn new(launcher: Arc<dyn Launcher>) -> ProcessOptions {
-        ProcessOptions {
-            launcher,
-            log_dir: PathBuf::from("blockwise_logs"),
-            command: None,
-            bind: None,
-            advertise: None,
-            heartbeat: Duration::from_secs(1),
-            heartbeat_timeout: Duration::from_secs(30),
-            death_timeout: Duration::from_secs(60),
-            lifetime: None,
-            handle_signals: true,
-            tls: None,
-            hello_timeout: Duration::from_secs(10),
-            max_unauthenticated: 64,
-            max_output: DEFAULT_MAX_OUTPUT,
-        }
-    }
-
-    /// The context of worker `worker_id` serving `task_id` (a task, or an executor pool).
-    pub(crate) fn context(
-        &self,
-        transport: &transport::Transport,
-        task_id: &str,
-        worker_id: u64,
-        prefetch: usize,
-    ) -> context::Context {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        context::Context {
-            addr: transport.addr.clone(),
-            token: transport.token.clone(),
-            tls: transport.tls.clone(),
-            task_id: task_id.to_owned(),
-            worker_id,
-            log_dir: Some(self.log_dir.clone()),
-            heartbeat_ms: ms(self.heartbeat),
-            death_timeout_ms: ms(self.death_timeout),
-            lifetime_ms: self.lifetime.map(ms),
-            prefetch: Some(u32::try_from(prefetch).unwrap_or(u32::MAX)),
-            max_output_bytes: Some(self.max_output as u64),
-        }
-    }
 }
 
 impl Default for Runner {
@@ -565,6 +493,14 @@ impl Runner {
         self
     }
 
+    /// A worker whose task has had no ready block for this long (default 60 s) leaves and its
+    /// job ends; workers start again when blocks become ready (up to `num_workers`). A finished
+    /// task's workers leave at once whatever this is. Implies worker processes.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.process_options().idle_timeout = timeout;
+        self
+    }
+
     /// Whether a process run catches Ctrl-C and SIGTERM to cancel its jobs and return
     /// [`Error::Interrupted`] (default true; a second signal terminates at once). Implies
     /// worker processes.
@@ -580,7 +516,7 @@ impl Runner {
     /// See [`run_blockwise`].
     pub fn run(&self, tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary, Error> {
         let tasks: Vec<Task> = tasks.into_iter().collect();
-        if let Some(ctx) = context::Context::from_env()? {
+        if let Some(ctx) = crate::fleet::context::Context::from_env()? {
             return serve_as_worker(&tasks, ctx);
         }
         let show = self.progress.enabled();
@@ -609,7 +545,10 @@ pub fn is_worker() -> bool {
 /// Worker mode: serve the context's task, then exit the process (code 0, or 1 with the error
 /// on stderr). Calls whose tasks do not include the context's task return an empty summary,
 /// and say so in the worker's log.
-fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, Error> {
+fn serve_as_worker(
+    tasks: &[Task],
+    ctx: crate::fleet::context::Context,
+) -> Result<RunSummary, Error> {
     let Some(task) = worker::find_task(tasks, &ctx)? else {
         // Worker mode's stderr is the worker's log: if the program never reaches a run with
         // its task, this line ends up in the start-up error the scheduler reports.
@@ -630,7 +569,7 @@ fn serve_as_worker(tasks: &[Task], ctx: context::Context) -> Result<RunSummary, 
 }
 
 /// Serves `task` as the worker of `ctx`, then exits the process.
-fn serve_and_exit(task: &Task, ctx: context::Context) -> ! {
+fn serve_and_exit(task: &Task, ctx: crate::fleet::context::Context) -> ! {
     let worker_id = ctx.worker_id;
     match worker::serve(task, ctx) {
         Ok(n) => {

@@ -107,25 +107,24 @@ fn submit_status_cancel(system: BatchSystem) {
     let bin = fake_bin(dir.path(), system);
     let launcher = Batch::new(system).bin_dir(&bin);
     let ran = dir.path().join("ran");
-    let spec = WorkerSpec {
-        name: format!("blockwise-{system}-0"),
-        program: "/bin/sh".into(),
-        args: vec![
-            "-c".into(),
-            format!(
-                "printf '%s\\n' \"$BLOCKWISE_TEST\" > {}; exec sleep 300",
-                ran.display()
-            )
-            .into(),
-        ],
-        env: vec![(
-            "BLOCKWISE_TEST".into(),
-            r#"it's a "test" $HOME `x` \n"#.into(),
-        )],
-        workdir: None,
-        stdout: dir.path().join("logs/w.out"),
-        stderr: dir.path().join("logs/w.err"),
-    };
+    let mut spec = WorkerSpec::new(
+        format!("blockwise-{system}-0"),
+        "/bin/sh",
+        dir.path().join("logs/w.out"),
+        dir.path().join("logs/w.err"),
+    );
+    spec.args = vec![
+        "-c".into(),
+        format!(
+            "printf '%s\\n' \"$BLOCKWISE_TEST\" > {}; exec sleep 300",
+            ran.display()
+        )
+        .into(),
+    ];
+    spec.env = vec![(
+        "BLOCKWISE_TEST".into(),
+        r#"it's a "test" $HOME `x` \n"#.into(),
+    )];
     let job = launcher.submit(&spec).unwrap();
     wait_for("the job to run", || {
         std::fs::read_to_string(&ran).is_ok_and(|s| !s.is_empty())
@@ -198,15 +197,12 @@ fn a_failing_submit_command_reports_its_output() {
     )
     .unwrap();
     std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let spec = WorkerSpec {
-        name: "w".into(),
-        program: "/bin/true".into(),
-        args: vec![],
-        env: vec![],
-        workdir: None,
-        stdout: dir.path().join("w.out"),
-        stderr: dir.path().join("w.err"),
-    };
+    let spec = WorkerSpec::new(
+        "w",
+        "/bin/true",
+        dir.path().join("w.out"),
+        dir.path().join("w.err"),
+    );
     let e = Batch::slurm().bin_dir(&bin).submit(&spec).unwrap_err();
     assert!(matches!(e, LaunchError::Command { .. }), "{e}");
     let text = e.to_string();

@@ -20,6 +20,8 @@ mod daisy_ported;
 mod entry;
 // The executor on worker processes, against the same calls on threads.
 mod executor;
+// The worker fleet across tasks: idle workers released and started again.
+mod fleet;
 // Where daisy 1.x is wrong, blockwise is right.
 mod guardrails;
 // Reading and writing zarr arrays with zarr-python.

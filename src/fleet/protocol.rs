@@ -118,15 +118,15 @@ pub(crate) struct WireItem {
     pub input: serde_json::Value,
 }
 
-/// [`ServerMsg::Items`] with one borrowed item: the same frame, without copying the item
-/// (the executor keeps it to retry it on another worker).
+/// [`ServerMsg::Items`] with borrowed items: the same frame, without copying the items
+/// (the executor keeps them to retry them on another worker).
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum OneItem<'a> {
+pub(crate) enum ItemsRef<'a> {
     /// See [`ServerMsg::Items`].
     Items {
-        /// The item.
-        items: [WireItemRef<'a>; 1],
+        /// The items.
+        items: &'a [WireItemRef<'a>],
     },
 }
 
@@ -449,8 +449,8 @@ mod tests {
     #[test]
     fn a_borrowed_item_encodes_as_the_owned_message() {
         let input = serde_json::json!({"x": [1, 2.5, "three"]});
-        let borrowed = to_frame(&OneItem::Items {
-            items: [WireItemRef {
+        let borrowed = to_frame(&ItemsRef::Items {
+            items: &[WireItemRef {
                 seq: 7,
                 func: "inc",
                 input: &input,

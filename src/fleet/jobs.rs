@@ -30,6 +30,8 @@ pub(crate) struct Job<K> {
 pub(crate) struct Jobs<K> {
     launcher: Arc<dyn Launcher>,
     jobs: FxHashMap<u64, Job<K>>,
+    /// Jobs known to have ended (or been cancelled) since the last [`Jobs::take_ended`].
+    ended: Vec<u64>,
 }
 
 impl<K: Copy + PartialEq> Jobs<K> {
@@ -37,6 +39,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
         Jobs {
             launcher,
             jobs: FxHashMap::default(),
+            ended: Vec::new(),
         }
     }
 
@@ -57,6 +60,11 @@ impl<K: Copy + PartialEq> Jobs<K> {
     }
 
     /// Jobs serving `key` that are alive and not retiring.
+    /// The jobs that ended since the last call (each once): what they held can be reused.
+    pub(crate) fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
+    }
+
     pub(crate) fn live(&self, key: K) -> usize {
         self.jobs
             .values()
@@ -103,6 +111,9 @@ impl<K: Copy + PartialEq> Jobs<K> {
                 detail = format!("; job {}: {state:?}", j.job);
             }
         }
+        if j.alive {
+            self.ended.push(id);
+        }
         j.alive = false;
         (detail, Some(j.stderr.clone()))
     }
@@ -113,6 +124,9 @@ impl<K: Copy + PartialEq> Jobs<K> {
             return format!("{who} disconnected (not started by this run, so not killed)");
         };
         j.conn = None;
+        if j.alive {
+            self.ended.push(id);
+        }
         j.alive = false;
         match self.launcher.cancel(&j.job) {
             Ok(()) => format!("{who} killed ({} job {})", self.launcher.name(), j.job),
@@ -122,9 +136,10 @@ impl<K: Copy + PartialEq> Jobs<K> {
 
     /// Cancels the jobs of `key` that have not connected (nothing is left for them).
     pub(crate) fn cancel_unconnected(&mut self, key: K) {
-        for j in self.jobs.values_mut() {
+        for (id, j) in &mut self.jobs {
             if j.key == key && j.alive && j.conn.is_none() {
                 j.alive = false;
+                self.ended.push(*id);
                 if let Err(e) = self.launcher.cancel(&j.job) {
                     tracing::warn!("cancelling job {}: {e}", j.job);
                 }
@@ -147,6 +162,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
                 Ok(state) if state.is_alive() => {}
                 Ok(state) => {
                     j.alive = false;
+                    self.ended.push(*id);
                     if !j.ever_connected {
                         ended.push((
                             j.key,

@@ -547,7 +547,7 @@ async fn writer<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    use crate::run::protocol::{MAX_FRAME, read_frame};
+    use crate::fleet::protocol::{MAX_FRAME, read_frame};
     use std::io::Write;
 
     fn hello(token: &str, protocol: u32) -> Vec<u8> {
@@ -689,14 +689,14 @@ mod tests {
 
     #[test]
     fn tls_workers_pin_the_runs_certificate() {
-        let tls = super::super::tls::ServerTls::generate().unwrap();
+        let tls = crate::fleet::tls::ServerTls::generate().unwrap();
         let mut o = options(64);
         o.tls = Some(Arc::clone(&tls.config));
         let (server, events) = start_with(o);
         // The right fingerprint: the hello goes through the encrypted session.
         let s = std::net::TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut session = super::super::tls::connect(&s, &tls.fingerprint).unwrap();
+        let mut session = crate::fleet::tls::connect(&s, &tls.fingerprint).unwrap();
         session
             .writer
             .write_all(&hello("right", PROTOCOL_VERSION))
@@ -711,10 +711,10 @@ mod tests {
             .unwrap();
         assert_eq!(reply, ServerMsg::Welcome { connection: 7 });
         // Another certificate's fingerprint: the worker refuses the scheduler.
-        let other = super::super::tls::ServerTls::generate().unwrap();
+        let other = crate::fleet::tls::ServerTls::generate().unwrap();
         let s = std::net::TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let e = super::super::tls::connect(&s, &other.fingerprint)
+        let e = crate::fleet::tls::connect(&s, &other.fingerprint)
             .err()
             .unwrap();
         assert!(e.to_string().contains("does not match"), "{e}");

@@ -48,6 +48,9 @@ pub(crate) struct Context {
     /// The largest block output in bytes (default 1 MiB); it also sizes the frames.
     #[serde(default)]
     pub max_output_bytes: Option<u64>,
+    /// The `gpu` ids the worker holds (from the run's resource budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -110,10 +113,10 @@ impl Context {
     /// The run's output cap (see `Runner::max_output_bytes`).
     pub(crate) fn max_output(&self) -> usize {
         self.max_output_bytes
-            .map_or(super::DEFAULT_MAX_OUTPUT, |n| {
+            .map_or(crate::run::DEFAULT_MAX_OUTPUT, |n| {
                 usize::try_from(n)
                     .unwrap_or(usize::MAX)
-                    .min(super::MAX_OUTPUT_LIMIT)
+                    .min(crate::run::MAX_OUTPUT_LIMIT)
             })
     }
 }
@@ -173,6 +176,7 @@ mod tests {
             lifetime_ms: Some(5),
             prefetch: Some(3),
             max_output_bytes: Some(1 << 20),
+            devices: vec!["1".into()],
         };
         assert_eq!(c.token.len(), 32);
         assert_eq!(Context::decode(&c.encode()).unwrap(), c);
