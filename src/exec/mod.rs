@@ -64,7 +64,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use crate::fleet::protocol::MAX_FRAME;
 use crate::launch::Launcher;
@@ -425,7 +425,7 @@ impl Executor {
                     let token = worker.begin(
                         limit,
                         Box::new(move || {
-                            let f = expire.lock().unwrap_or_else(PoisonError::into_inner).take();
+                            let f = crate::util::lock(&expire).take();
                             if let Some(f) = f {
                                 f(Err(CallError::TimedOut(limit)));
                             }
@@ -433,7 +433,7 @@ impl Executor {
                     );
                     let r = work::run_guarded(&*work, item);
                     if worker.end(token) {
-                        let f = once.lock().unwrap_or_else(PoisonError::into_inner).take();
+                        let f = crate::util::lock(&once).take();
                         if let Some(f) = f {
                             f(r.map_err(CallError::Failed));
                         }

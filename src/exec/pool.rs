@@ -8,12 +8,14 @@
 //! item resolves exactly once. Items without a limit take no lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use rustc_hash::FxHashMap;
+
+use crate::util::{self, lock};
 
 /// A job for a pool thread; it gets the thread it runs on (for time limits).
 pub(crate) type Job = Box<dyn FnOnce(&Worker) + Send>;
@@ -68,10 +70,6 @@ pub(crate) struct Worker {
     id: u64,
     abandoned: Arc<AtomicBool>,
     shared: Arc<Shared>,
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Pool {
@@ -129,7 +127,7 @@ impl Pool {
             .shared
             .changed
             .wait_timeout_while(state, timeout, |s| s.late < n)
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.late >= n
     }
 }
@@ -152,11 +150,7 @@ impl Drop for Pool {
             return;
         }
         while !state.threads.is_empty() {
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = util::wait(&self.shared.changed, state);
         }
         let exited = std::mem::take(&mut state.exited);
         let watchdog = state.watchdog.take();
@@ -279,17 +273,12 @@ fn watchdog(shared: &Arc<Shared>) {
         if expired.is_empty() {
             let next = state.running.values().map(|r| r.deadline).min();
             state = match next {
-                Some(deadline) => {
-                    shared
-                        .changed
-                        .wait_timeout(state, deadline.saturating_duration_since(now))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => util::wait_timeout(
+                    &shared.changed,
+                    state,
+                    deadline.saturating_duration_since(now),
+                ),
+                None => util::wait(&shared.changed, state),
             };
             continue;
         }
