@@ -408,7 +408,8 @@ impl<U> Fleet<U> {
                 };
                 match self.launch(g, grant) {
                     Ok(()) => self.groups[g].backoff.succeeded(),
-                    Err((e, grant)) => {
+                    Err(failed) => {
+                        let (e, grant) = *failed;
                         self.budget.give_back(grant);
                         if !transient(&e) {
                             return Err(FleetError::Launch(e));
@@ -437,7 +438,7 @@ impl<U> Fleet<U> {
 
     /// Submits a worker of group `g` holding `grant` (its devices in its environment and
     /// context, unless the launcher places devices itself); on failure the grant comes back.
-    fn launch(&mut self, g: usize, grant: Grant) -> Result<(), (Error, Grant)> {
+    fn launch(&mut self, g: usize, grant: Grant) -> Result<(), Box<(Error, Grant)>> {
         let id = self.next_worker;
         self.next_worker += 1;
         let group = &self.groups[g].group;
@@ -450,15 +451,18 @@ impl<U> Fleet<U> {
             ctx.devices = grant.devices().to_vec();
             grant.env()
         };
+        let worker = start::Worker {
+            program: &self.program,
+            args: &self.args,
+            env,
+            resources: group.need.as_slice().to_vec(),
+        };
         let submitted = submit_worker(
             self.launcher.as_ref(),
             &self.popts.log_dir,
             &group.log_group,
             &ctx,
-            &self.program,
-            &self.args,
-            env,
-            group.need.as_slice().to_vec(),
+            worker,
         );
         match submitted {
             Ok((job, stderr)) => {
@@ -466,7 +470,7 @@ impl<U> Fleet<U> {
                 self.grants.insert(id, grant);
                 Ok(())
             }
-            Err(e) => Err((e, grant)),
+            Err(e) => Err(Box::new((e, grant))),
         }
     }
 
