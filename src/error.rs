@@ -80,6 +80,11 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The run's resource budget is invalid, or a task's requirement cannot be met by it (see
+    /// [`Runner::resources`](crate::Runner::resources)); returned by `Runner::run` before any
+    /// block runs.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
     /// A launcher could not start, watch or stop a worker.
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
@@ -108,6 +113,97 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// What is wrong with a run's resource budget ([`Runner::resources`](crate::Runner::resources),
+/// [`Runner::devices`](crate::Runner::devices)) or with a task's requirement
+/// ([`TaskBuilder::requires`](crate::TaskBuilder::requires)) against it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResourceError {
+    /// A resource of the budget has an empty name.
+    #[error("resource budget: a resource has an empty name")]
+    EmptyName,
+    /// A resource is named twice in the budget (twice in `Runner::resources`, or twice in
+    /// `Runner::devices`).
+    #[error("resource budget: resource {resource:?} is given twice")]
+    DuplicateResource {
+        /// The resource.
+        resource: String,
+    },
+    /// `Runner::resources` gives a resource a number of units that differs from the number of
+    /// ids `Runner::devices` gives it.
+    #[error(
+        "resource budget: resource {resource:?} has {total} units in Runner::resources but {ids} device ids in Runner::devices; give the same number (or only the ids)"
+    )]
+    DeviceCount {
+        /// The resource.
+        resource: String,
+        /// Its units in `Runner::resources`.
+        total: u64,
+        /// The number of ids in `Runner::devices`.
+        ids: usize,
+    },
+    /// A device id is given twice for one resource.
+    #[error("resource budget: resource {resource:?}: device id {id:?} is given twice")]
+    DuplicateDevice {
+        /// The resource.
+        resource: String,
+        /// The id given twice.
+        id: String,
+    },
+    /// A device id is empty or contains a comma (ids are joined with commas in
+    /// `CUDA_VISIBLE_DEVICES`).
+    #[error("resource budget: resource {resource:?}: device id {id:?} is empty or contains a comma")]
+    InvalidDevice {
+        /// The resource.
+        resource: String,
+        /// The offending id.
+        id: String,
+    },
+    /// The `gpu` resource was given more units than it may have without an id list (its
+    /// default ids `"0"`.. are made up, one per unit).
+    #[error(
+        "resource budget: resource {resource:?} has {total} units, more than the {max} it may have without device ids; give its ids with Runner::devices"
+    )]
+    TooManyDevices {
+        /// The resource.
+        resource: String,
+        /// The units given.
+        total: u64,
+        /// The most allowed without ids.
+        max: u64,
+    },
+    /// One worker of a task needs more units of a resource than the whole budget has, so no
+    /// worker of it could ever start.
+    #[error(
+        "task {task:?} needs {need} units of resource {resource:?} per worker, but the run's budget has only {have}; no worker of it could ever start"
+    )]
+    Exceeds {
+        /// The task.
+        task: String,
+        /// The resource.
+        resource: String,
+        /// The units one worker needs.
+        need: u64,
+        /// The units the budget has.
+        have: u64,
+    },
+    /// A task needs a resource the run's budget does not have (most likely a typo).
+    #[error(
+        "task {task:?} needs {need} units of resource {resource:?} per worker, which the run's budget does not have (it has: {})",
+        .budget.join(", ")
+    )]
+    UnknownResource {
+        /// The task.
+        task: String,
+        /// The resource.
+        resource: String,
+        /// The units one worker needs.
+        need: u64,
+        /// The resources the budget has, by name.
+        budget: Vec<String>,
     },
 }
 

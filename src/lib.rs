@@ -71,6 +71,7 @@
 
 pub mod blocks;
 mod error;
+mod fleet;
 pub mod exec;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -95,7 +96,7 @@ pub mod workload;
 pub use ndarray;
 
 pub use blocks::{Block, BlockStatus, Fit};
-pub use error::{BlockError, Error};
+pub use error::{BlockError, Error, ResourceError};
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, RunSummary};
