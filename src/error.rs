@@ -155,7 +155,9 @@ pub enum ResourceError {
     },
     /// A device id is empty or contains a comma (ids are joined with commas in
     /// `CUDA_VISIBLE_DEVICES`).
-    #[error("resource budget: resource {resource:?}: device id {id:?} is empty or contains a comma")]
+    #[error(
+        "resource budget: resource {resource:?}: device id {id:?} is empty or contains a comma"
+    )]
     InvalidDevice {
         /// The resource.
         resource: String,

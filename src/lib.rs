@@ -71,8 +71,8 @@
 
 pub mod blocks;
 mod error;
-mod fleet;
 pub mod exec;
+mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
