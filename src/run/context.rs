@@ -138,6 +138,7 @@ impl crate::task::WorkerContext {
         Ok(Context::from_env()?.map(|c| crate::task::WorkerContext {
             task_id: c.task_id,
             worker_id: c.worker_id,
+            devices: Vec::new(),
         }))
     }
 }

@@ -26,6 +26,7 @@ pub(super) fn serve(task: &Task, ctx: Context) -> Result<u64, Error> {
     let wctx = WorkerContext {
         task_id: task.task_id().to_owned(),
         worker_id: client.worker_id(),
+        devices: Vec::new(),
     };
     let mut f: BlockFn = match task.inner.processor.clone() {
         Some(Processor::PerBlock(f)) => Box::new(move |b| f(b)),
