@@ -16,6 +16,8 @@ mod launchers;
 mod ops;
 mod outputs;
 mod processes;
+// Resource budgets and devices on worker threads (issue 15).
+mod resources;
 #[cfg(feature = "zarr")]
 mod resume;
 mod robustness;
