@@ -39,6 +39,8 @@ struct Work {
 }
 
 /// What a task's queue holds.
+// `Block` is the hot message (one per block); boxing it would cost an allocation per block.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// A block to process.
     Block(Work),
