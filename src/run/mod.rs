@@ -3,7 +3,9 @@
 //! The default runner executes blocks on in-process worker threads. One driver (the calling
 //! thread) owns the [`Scheduler`](crate::Scheduler); workers receive blocks and report results
 //! over crossbeam channels. Each task gets `num_workers` threads, started when the task first
-//! has a ready block, so chained tasks run concurrently as their blocks become ready.
+//! has a ready block, so chained tasks run concurrently as their blocks become ready. With a
+//! resource budget ([`Runner::resources`]) workers start and retire within it instead (see
+//! `threads.rs` and [`crate::fleet::budget`]).
 //!
 //! Failures, block outputs, timeouts and stuck threads are described on [`Runner`] (a public
 //! page).
