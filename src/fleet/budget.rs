@@ -672,9 +672,11 @@ mod tests {
 
     const NAMES: [&str; 4] = ["cpu", "gpu", "mem", "fpga"];
 
+    /// The two lists `Budget::new` takes.
+    type Lists = (Vec<(String, u64)>, Vec<(String, Vec<String>)>);
+
     /// A budget: some of the names with 0..6 units, each named (ids) or not.
-    fn budget_strategy() -> impl Strategy<Value = (Vec<(String, u64)>, Vec<(String, Vec<String>)>)>
-    {
+    fn budget_strategy() -> impl Strategy<Value = Lists> {
         proptest::collection::vec((0u64..6, any::<bool>(), any::<bool>()), NAMES.len()).prop_map(
             |spec| {
                 let mut t = Vec::new();
@@ -772,6 +774,7 @@ mod tests {
                         }
                     }
                 }
+                #[allow(clippy::needless_range_loop)] // `p` indexes the pools and the model
                 for p in 0..n {
                     let pool = &b.pools[p];
                     prop_assert!(pool.used <= pool.total);

@@ -30,8 +30,9 @@ pub(crate) struct Job<K> {
 pub(crate) struct Jobs<K> {
     launcher: Arc<dyn Launcher>,
     jobs: FxHashMap<u64, Job<K>>,
-    /// Jobs known to have ended (or been cancelled) since the last [`Jobs::take_ended`].
-    ended: Vec<u64>,
+    /// Jobs given up on (disconnected, killed, cancelled) whose end [`Jobs::take_ended`] has
+    /// not yet seen.
+    exiting: Vec<u64>,
 }
 
 impl<K: Copy + PartialEq> Jobs<K> {
@@ -39,7 +40,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
         Jobs {
             launcher,
             jobs: FxHashMap::default(),
-            ended: Vec::new(),
+            exiting: Vec::new(),
         }
     }
 
@@ -60,9 +61,36 @@ impl<K: Copy + PartialEq> Jobs<K> {
     }
 
     /// Jobs serving `key` that are alive and not retiring.
-    /// The jobs that ended since the last call (each once): what they held can be reused.
+    /// The jobs given up on that are now gone (each once): what they held can be reused. A job
+    /// that was told to leave, killed or cancelled may still run for a moment (exiting, or
+    /// until the batch system acts); it is polled, at most once per the launcher's poll
+    /// interval, until its launcher says it no longer runs (or cannot say).
     pub(crate) fn take_ended(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.ended)
+        let every = self.launcher.poll_interval();
+        let mut gone = Vec::new();
+        self.exiting.retain(|id| {
+            let Some(j) = self.jobs.get_mut(id) else {
+                gone.push(*id);
+                return false;
+            };
+            if j.last_poll.elapsed() < every {
+                return true;
+            }
+            j.last_poll = Instant::now();
+            match self.launcher.status(&j.job) {
+                Ok(state) if state.is_alive() => true,
+                Ok(_) => {
+                    gone.push(*id);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("status of job {}: {e}; counting it as ended", j.job);
+                    gone.push(*id);
+                    false
+                }
+            }
+        });
+        gone
     }
 
     pub(crate) fn live(&self, key: K) -> usize {
@@ -112,7 +140,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
             }
         }
         if j.alive {
-            self.ended.push(id);
+            self.exiting.push(id);
         }
         j.alive = false;
         (detail, Some(j.stderr.clone()))
@@ -125,7 +153,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
         };
         j.conn = None;
         if j.alive {
-            self.ended.push(id);
+            self.exiting.push(id);
         }
         j.alive = false;
         match self.launcher.cancel(&j.job) {
@@ -139,7 +167,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
         for (id, j) in &mut self.jobs {
             if j.key == key && j.alive && j.conn.is_none() {
                 j.alive = false;
-                self.ended.push(*id);
+                self.exiting.push(*id);
                 if let Err(e) = self.launcher.cancel(&j.job) {
                     tracing::warn!("cancelling job {}: {e}", j.job);
                 }
@@ -162,7 +190,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
                 Ok(state) if state.is_alive() => {}
                 Ok(state) => {
                     j.alive = false;
-                    self.ended.push(*id);
+                    self.exiting.push(*id);
                     if !j.ever_connected {
                         ended.push((
                             j.key,

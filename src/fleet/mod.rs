@@ -446,6 +446,7 @@ impl<U> Fleet<U> {
             .popts
             .context(&self.transport, &group.id, id, group.prefetch);
         let env = if self.launcher.assigns_devices(GPU) {
+            ctx.devices_from_env = !grant.devices().is_empty() || group.need.uses(GPU);
             Vec::new()
         } else {
             ctx.devices = grant.devices().to_vec();

@@ -845,6 +845,7 @@ mod tests {
             prefetch: None,
             max_output_bytes: None,
             devices: Vec::new(),
+            devices_from_env: false,
         }
     }
 

@@ -16,7 +16,7 @@ use super::observer::Watch;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
-use crate::fleet::budget::{Budget, Requirement};
+use crate::fleet::budget::Budget;
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{Outcome, ServerMsg, WireBlock, WorkerMsg, to_frame};
 use crate::fleet::server::Event;
@@ -52,6 +52,7 @@ pub(super) fn run(
     tasks: &[Task],
     opts: &Runner,
     popts: &ProcessOptions,
+    budget: Budget,
     show: bool,
 ) -> Result<RunSummary, Error> {
     let start = Instant::now();
@@ -75,7 +76,7 @@ pub(super) fn run(
             prefetch: opts.prefetch,
             threads: t.threads_per_worker(),
             max_restarts: opts.max_worker_restarts,
-            need: Requirement::default(),
+            need: t.inner.requirement.clone(),
             eager: false,
             label: "worker",
             verb: "processing",
@@ -83,7 +84,7 @@ pub(super) fn run(
             a_unit: "a block",
         })
         .collect();
-    let (mut fleet, events) = Fleet::start(popts, groups, Budget::default())?;
+    let (mut fleet, events) = Fleet::start(popts, groups, budget)?;
     let runs = all
         .iter()
         .map(|t| TaskRun {

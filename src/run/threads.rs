@@ -1,4 +1,13 @@
 //! The threaded runner: one driver owns the scheduler, worker threads process blocks.
+//!
+//! Each task has one queue of blocks its workers pull from. Without a resource budget a task's
+//! `num_workers` threads start when its first block is handed out and stay until the task is
+//! done. With one ([`Runner::resources`]), every worker holds a [`Grant`] of the budget from
+//! its start to its exit: [`Driver::balance`] starts workers for tasks with blocks to do
+//! (upstream tasks first) as units allow, and when a task waits for units, idle workers of
+//! tasks that hold them are sent [`Job::Retire`] (behind any queued block, so none is
+//! abandoned); a worker tells the driver when it exits ([`Msg::Exited`]) and its grant goes
+//! back.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +21,7 @@ use rustc_hash::FxHashMap;
 use super::observer::Watch;
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
+use crate::fleet::budget::{Budget, Grant};
 use crate::observe::{ProgressBars, RunSummary};
 use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
@@ -26,6 +36,17 @@ use crate::observe::summary::OutputsDir;
 struct Work {
     block: Block,
     seq: u64,
+}
+
+/// What a task's queue holds.
+// `Block` is the hot message (one per block); boxing it would cost an allocation per block.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A block to process.
+    Block(Work),
+    /// The worker that takes this exits (its task has nothing for it, and another task waits
+    /// for its units).
+    Retire,
 }
 
 /// What workers tell the driver.
@@ -45,6 +66,31 @@ enum Msg {
         worker: u64,
         message: String,
     },
+    /// A worker thread ended (sent as it unwinds too); `retired` when it took a
+    /// [`Job::Retire`].
+    Exited {
+        task: usize,
+        worker: u64,
+        retired: bool,
+    },
+}
+
+/// Tells the driver that a worker thread ended, however it ends.
+struct ExitNotice {
+    task: usize,
+    worker: u64,
+    retired: bool,
+    tx: Sender<Msg>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Exited {
+            task: self.task,
+            worker: self.worker,
+            retired: self.retired,
+        });
+    }
 }
 
 /// Shared between a worker and the driver, for timeouts.
@@ -59,14 +105,18 @@ struct WorkerHandle {
     id: u64,
     slot: Arc<Slot>,
     join: Option<JoinHandle<()>>,
+    /// The units the worker holds (with a budget).
+    grant: Option<Grant>,
 }
 
 struct TaskRun {
     task: Task,
-    work_tx: Option<Sender<Work>>,
-    work_rx: Receiver<Work>,
+    work_tx: Option<Sender<Job>>,
+    work_rx: Receiver<Job>,
     capacity: u64,
     workers: Vec<WorkerHandle>,
+    /// [`Job::Retire`]s sent to the queue whose worker has not exited yet.
+    retiring: usize,
     started: bool,
     finished: bool,
     /// The task was abandoned: its queue is closed, its workers exit after their block.
@@ -86,12 +136,21 @@ struct Driver<'a> {
     next_seq: u64,
     journal: Option<Journal>,
     outputs_dir: Option<OutputsDir>,
+    /// The run's resource budget (empty: none).
+    budget: Budget,
+    /// Threads of workers that exited, joined at shutdown.
+    exited: Vec<JoinHandle<()>>,
 }
 
 /// How often a run with a [`Cancel`](super::Cancel) handle looks at it.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
+pub(super) fn run(
+    tasks: &[Task],
+    opts: &Runner,
+    budget: Budget,
+    show: bool,
+) -> Result<RunSummary, Error> {
     let start = Instant::now();
     let mut sched = Scheduler::new(tasks)?;
     let all: Vec<Task> = sched.tasks().cloned().collect();
@@ -112,6 +171,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
                 work_rx: rx,
                 capacity: (t.num_workers() * opts.prefetch) as u64,
                 workers: Vec::new(),
+                retiring: 0,
                 started: false,
                 finished: false,
                 retired: false,
@@ -131,6 +191,8 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         next_seq: 0,
         journal,
         outputs_dir,
+        budget,
+        exited: Vec::new(),
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let mut watch = Watch::new(opts.observer.as_ref());
@@ -183,8 +245,12 @@ impl Driver<'_> {
         loop {
             if let Some(signal) = self.opts.cancelled() {
                 // Blocks queued for workers but not started are dropped; running ones finish.
-                for run in &self.runs {
-                    while run.work_rx.try_recv().is_ok() {}
+                for run in &mut self.runs {
+                    while let Ok(job) = run.work_rx.try_recv() {
+                        if matches!(job, Job::Retire) {
+                            run.retiring = run.retiring.saturating_sub(1);
+                        }
+                    }
                 }
                 return Err(Error::Interrupted { signal });
             }
@@ -247,8 +313,11 @@ impl Driver<'_> {
         }
     }
 
-    /// Hands ready blocks to the workers of every task, up to each task's capacity.
+    /// Hands ready blocks to the workers of every task, up to each task's capacity, and
+    /// starts workers: without a budget all of a task's workers at its first block, with one
+    /// as [`balance`](Self::balance) decides.
     fn dispatch(&mut self) -> Result<(), Error> {
+        let budgeted = !self.budget.is_empty();
         for i in 0..self.runs.len() {
             if self.runs[i].finished {
                 continue;
@@ -264,8 +333,10 @@ impl Driver<'_> {
                 };
                 if !self.runs[i].started {
                     self.runs[i].started = true;
-                    for _ in 0..self.runs[i].task.num_workers() {
-                        self.spawn_worker(i)?;
+                    if !budgeted {
+                        for _ in 0..self.runs[i].task.num_workers() {
+                            self.spawn_worker(i, None)?;
+                        }
                     }
                 }
                 self.next_seq += 1;
@@ -277,11 +348,115 @@ impl Driver<'_> {
                 }
                 if let Some(tx) = &run.work_tx {
                     // The receiver lives in `run`, so sending cannot fail.
-                    let _ = tx.send(Work { block, seq });
+                    let _ = tx.send(Job::Block(Work { block, seq }));
                 }
             }
         }
+        if budgeted {
+            self.balance()?;
+        }
         Ok(())
+    }
+
+    /// The workers of task `i` that have not been told to retire.
+    fn active_workers(&self, i: usize) -> usize {
+        let run = &self.runs[i];
+        run.workers.len().saturating_sub(run.retiring)
+    }
+
+    /// `(ready, processing)` blocks of task `i` (processing: handed out, queued or running).
+    fn load(&self, i: usize) -> (u64, u64) {
+        self.sched
+            .task_state(self.runs[i].task.task_id())
+            .map_or((0, 0), |s| (s.ready, s.processing))
+    }
+
+    /// Whether task `i` has a block no worker of it will take soon, and room for a worker.
+    fn wants_worker(&self, i: usize) -> bool {
+        let run = &self.runs[i];
+        if run.finished || run.retired || !run.started {
+            return false;
+        }
+        let active = self.active_workers(i);
+        if active >= run.task.num_workers() {
+            return false;
+        }
+        let (ready, processing) = self.load(i);
+        ready > 0 || processing > active as u64
+    }
+
+    /// The workers of task `i` that have nothing to do: no ready block, and more workers than
+    /// blocks handed out.
+    fn idle_workers(&self, i: usize) -> usize {
+        let run = &self.runs[i];
+        if run.finished || run.retired {
+            return 0;
+        }
+        let (ready, processing) = self.load(i);
+        if ready > 0 {
+            return 0;
+        }
+        let processing = usize::try_from(processing).unwrap_or(usize::MAX);
+        self.active_workers(i).saturating_sub(processing)
+    }
+
+    /// With a budget: starts workers for the tasks that want them, in the scheduler's task
+    /// order (upstream first), as units allow; if a task must wait for units, the idle workers
+    /// of other tasks holding some of what it needs retire.
+    fn balance(&mut self) -> Result<(), Error> {
+        let mut waiting: Vec<usize> = Vec::new();
+        for i in 0..self.runs.len() {
+            while self.wants_worker(i) {
+                match self.budget.try_take(&self.runs[i].task.inner.requirement) {
+                    Some(grant) => self.spawn_worker(i, Some(grant))?,
+                    None => {
+                        waiting.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        for j in 0..self.runs.len() {
+            let idle = self.idle_workers(j);
+            if idle == 0 {
+                continue;
+            }
+            let holds = &self.runs[j].task.inner.requirement;
+            if !waiting
+                .iter()
+                .any(|&w| w != j && self.runs[w].task.inner.requirement.overlaps(holds))
+            {
+                continue;
+            }
+            let run = &mut self.runs[j];
+            if let Some(tx) = &run.work_tx {
+                for _ in 0..idle {
+                    let _ = tx.send(Job::Retire);
+                }
+                run.retiring += idle;
+                tracing::debug!(task = %run.task.task_id(), idle, "idle workers retire: another task waits for their units");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets worker `worker` of task `task` and gives its units back; its thread is joined at
+    /// shutdown unless `abandoned`.
+    fn remove_worker(&mut self, task: usize, worker: u64, abandoned: bool) {
+        let run = &mut self.runs[task];
+        let Some(pos) = run.workers.iter().position(|w| w.id == worker) else {
+            return;
+        };
+        let mut w = run.workers.remove(pos);
+        if let Some(grant) = w.grant.take() {
+            self.budget.give_back(grant);
+        }
+        if !abandoned && let Some(join) = w.join.take() {
+            self.exited.push(join);
+        }
     }
 
     /// Stops the workers of abandoned tasks: their queues are closed (each worker exits after
@@ -302,10 +477,15 @@ impl Driver<'_> {
             run.retired = true;
             run.work_tx = None;
             let mut returned = 0u64;
-            while let Ok(Work { block, .. }) = run.work_rx.try_recv() {
-                run.outstanding.remove(&block.grid_index);
-                self.sched.unacquire(&block);
-                returned += 1;
+            while let Ok(job) = run.work_rx.try_recv() {
+                match job {
+                    Job::Block(Work { block, .. }) => {
+                        run.outstanding.remove(&block.grid_index);
+                        self.sched.unacquire(&block);
+                        returned += 1;
+                    }
+                    Job::Retire => run.retiring = run.retiring.saturating_sub(1),
+                }
             }
             tracing::info!(task = %run.task.task_id(), returned, "task abandoned; its workers stop after their current block");
         }
@@ -377,8 +557,8 @@ impl Driver<'_> {
                 worker,
                 message,
             } => {
+                self.remove_worker(task, worker, false);
                 let run = &mut self.runs[task];
-                run.workers.retain(|w| w.id != worker);
                 run.init_failures += 1;
                 tracing::warn!(task = %run.task.task_id(), worker, error = %message, "worker set-up failed");
                 if run.init_failures > self.opts.max_worker_restarts {
@@ -388,9 +568,21 @@ impl Driver<'_> {
                         message,
                     });
                 }
-                if !run.finished && !run.retired {
-                    self.spawn_worker(task)?;
+                // With a budget, `balance` starts the replacement when units allow.
+                if !run.finished && !run.retired && self.budget.is_empty() {
+                    self.spawn_worker(task, None)?;
                 }
+            }
+            Msg::Exited {
+                task,
+                worker,
+                retired,
+            } => {
+                let run = &mut self.runs[task];
+                if retired {
+                    run.retiring = run.retiring.saturating_sub(1);
+                }
+                self.remove_worker(task, worker, false);
             }
         }
         Ok(())
@@ -436,8 +628,10 @@ impl Driver<'_> {
                 }
             }
             for (worker, seq, index) in expired {
+                // The thread may still be running; its units go back at once (see
+                // `Runner::resources`).
+                self.remove_worker(i, worker, true);
                 let run = &mut self.runs[i];
-                run.workers.retain(|w| w.id != worker);
                 let Some((s, block)) = run.outstanding.remove(&index) else {
                     continue;
                 };
@@ -456,7 +650,8 @@ impl Driver<'_> {
                 if !self.runs[i].finished
                     && !self.runs[i].retired
                     && !abandoned
-                    && let Err(e) = self.spawn_worker(i)
+                    && self.budget.is_empty()
+                    && let Err(e) = self.spawn_worker(i, None)
                 {
                     tracing::error!("could not replace a timed-out worker: {e}");
                 }
@@ -464,7 +659,8 @@ impl Driver<'_> {
         }
     }
 
-    fn spawn_worker(&mut self, task: usize) -> Result<(), Error> {
+    /// Starts a worker thread for task `task`, holding `grant` (with a budget).
+    fn spawn_worker(&mut self, task: usize, grant: Option<Grant>) -> Result<(), Error> {
         let id = self.next_worker;
         self.next_worker += 1;
         let run = &mut self.runs[task];
@@ -472,6 +668,10 @@ impl Driver<'_> {
         let ctx = WorkerContext {
             task_id: run.task.task_id().to_owned(),
             worker_id: id,
+            devices: grant
+                .as_ref()
+                .map(|g| g.devices().to_vec())
+                .unwrap_or_default(),
         };
         let work_rx = run.work_rx.clone();
         let done_tx = self.done_tx.clone();
@@ -496,11 +696,21 @@ impl Driver<'_> {
             .map_err(|source| Error::Io {
                 context: format!("spawning a worker thread for task {:?}", run.task.task_id()),
                 source,
-            })?;
+            });
+        let join = match join {
+            Ok(join) => join,
+            Err(e) => {
+                if let Some(grant) = grant {
+                    self.budget.give_back(grant);
+                }
+                return Err(e);
+            }
+        };
         run.workers.push(WorkerHandle {
             id,
             slot,
             join: Some(join),
+            grant,
         });
         Ok(())
     }
@@ -521,6 +731,11 @@ impl Driver<'_> {
                 }
             }
         }
+        for join in self.exited.drain(..) {
+            if join.join().is_err() {
+                tracing::error!("worker thread panicked outside user code");
+            }
+        }
     }
 }
 
@@ -529,12 +744,18 @@ fn worker_loop(
     task: usize,
     ctx: WorkerContext,
     processor: Option<Processor>,
-    work_rx: Receiver<Work>,
+    work_rx: Receiver<Job>,
     done_tx: Sender<Msg>,
     slot: Arc<Slot>,
     track: bool,
     max_output: usize,
 ) {
+    let mut notice = ExitNotice {
+        task,
+        worker: ctx.worker_id,
+        retired: false,
+        tx: done_tx.clone(),
+    };
     let mut f: BlockFn = match processor {
         Some(Processor::PerBlock(f)) => Box::new(move |b: &Block| f(b)),
         Some(Processor::PerWorker(init)) => match catch_unwind(AssertUnwindSafe(|| init(&ctx))) {
@@ -558,7 +779,14 @@ fn worker_loop(
         },
         None => return,
     };
-    while let Ok(Work { block, seq }) = work_rx.recv() {
+    while let Ok(job) = work_rx.recv() {
+        let Work { block, seq } = match job {
+            Job::Block(work) => work,
+            Job::Retire => {
+                notice.retired = true;
+                return;
+            }
+        };
         if track {
             *slot.current.lock().unwrap_or_else(PoisonError::into_inner) =
                 Some((seq, block.grid_index, Instant::now()));

@@ -82,10 +82,12 @@ fn setup_failed(task: &Task, client: &mut Client, e: SetupError) -> Error {
 /// Connects, runs the task's per-worker set-up, then processes blocks until the scheduler has
 /// no more for this worker. Returns the number of blocks processed.
 pub(super) fn serve(task: &Task, ctx: Context) -> Result<u64, Error> {
+    let devices = super::entry::devices_of(&ctx);
     let mut client = Client::connect(ctx)?;
     let wctx = WorkerContext {
         task_id: task.task_id().to_owned(),
         worker_id: client.worker_id(),
+        devices,
     };
     let threads = task.threads_per_worker();
     if threads > 1 {

@@ -36,6 +36,8 @@ mod ops;
 mod outputs;
 // The process runner: chained tasks, retries, killed and frozen workers, tokens.
 mod processes;
+// Resource budgets and devices, on worker threads and processes.
+mod resources;
 // Crash tests: a killed pipeline resumed until it finishes, bit-identical.
 #[cfg(feature = "zarr")]
 mod resume;
