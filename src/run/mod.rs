@@ -19,6 +19,7 @@
 
 mod cancel;
 pub(crate) mod client;
+mod drive;
 mod entry;
 mod failures;
 mod observer;

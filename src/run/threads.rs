@@ -27,6 +27,7 @@ use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
 use super::Runner;
+use super::drive::{Runs, drive};
 use super::failures::{Failures, finish_run, open_journal};
 use crate::journal::Journal;
 use crate::observe::FailureKind;
@@ -196,7 +197,12 @@ pub(super) fn run(
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let mut watch = Watch::new(opts.observer.as_ref());
-    let result = driver.drive(&done_rx, progress.as_mut(), &mut watch);
+    let tick = driver.tick(progress.is_some());
+    let mut turn = Turn {
+        driver: &mut driver,
+        done_rx: &done_rx,
+    };
+    let result = drive(&mut turn, tick, progress.as_mut(), &mut watch);
     watch.maybe_call(&driver.sched, true);
     driver.shutdown();
     if let Some(p) = progress.as_mut() {
@@ -217,100 +223,22 @@ pub(super) fn run(
 }
 
 impl Driver<'_> {
-    fn drive(
-        &mut self,
-        done_rx: &Receiver<Msg>,
-        mut progress: Option<&mut ProgressBars>,
-        watch: &mut Watch<'_>,
-    ) -> Result<(), Error> {
+    /// How long the loop may wait at most: a tenth of the shortest block timeout (to notice
+    /// late blocks), the progress bars' redraw, the cancel handle's poll.
+    fn tick(&self, progress: bool) -> Option<Duration> {
         let min_timeout = self.runs.iter().filter_map(|r| r.task.timeout()).min();
-        let tick = match (min_timeout, progress.is_some()) {
+        let tick = match (min_timeout, progress) {
             (Some(t), _) => {
                 Some((t / 10).clamp(Duration::from_millis(1), Duration::from_millis(100)))
             }
             (None, true) => Some(Duration::from_millis(100)),
             (None, false) => None,
         };
-        // A cancel handle is polled at least every 20 ms, an observer as often as it asks.
-        let tick = [
-            tick,
-            self.opts.cancel.is_some().then_some(CANCEL_POLL),
-            watch.tick(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let mut last_draw = Instant::now();
-        let mut flush_in: Option<Duration> = None;
-        loop {
-            if let Some(signal) = self.opts.cancelled() {
-                // Blocks queued for workers but not started are dropped; running ones finish.
-                for run in &mut self.runs {
-                    while let Ok(job) = run.work_rx.try_recv() {
-                        if matches!(job, Job::Retire) {
-                            run.retiring = run.retiring.saturating_sub(1);
-                        }
-                    }
-                }
-                return Err(Error::Interrupted { signal });
-            }
-            self.retire_abandoned();
-            self.dispatch()?;
-            if let Some(p) = progress.as_deref_mut() {
-                self.finish_tasks(Some(p));
-            } else {
-                self.finish_tasks(None);
-            }
-            if self.sched.is_done() {
-                return Ok(());
-            }
-            if self.stalled() {
-                tracing::error!("no block is ready or in flight but tasks are not done; stopping");
-                return Ok(());
-            }
-            let wait = match (tick, flush_in) {
-                (Some(t), Some(f)) => Some(t.min(f)),
-                (t, f) => t.or(f),
-            };
-            let first = match wait {
-                Some(t) => match done_rx.recv_timeout(t) {
-                    Ok(msg) => Some(msg),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                },
-                None => match done_rx.recv() {
-                    Ok(msg) => Some(msg),
-                    Err(_) => return Ok(()),
-                },
-            };
-            if let Some(msg) = first {
-                self.handle(msg)?;
-                // Drain what else arrived, releasing in batches.
-                while let Ok(msg) = done_rx.try_recv() {
-                    self.handle(msg)?;
-                }
-            }
-            if min_timeout.is_some() {
-                self.check_timeouts();
-            }
-            if let Some(j) = &mut self.journal {
-                flush_in = j.maybe_flush()?;
-            }
-            watch.maybe_call(&self.sched, false);
-            if let Some(p) = progress.as_deref_mut()
-                && last_draw.elapsed() >= Duration::from_millis(100)
-            {
-                last_draw = Instant::now();
-                for (i, run) in self.runs.iter().enumerate() {
-                    if run.started
-                        && !run.finished
-                        && let Some(state) = self.sched.task_state(run.task.task_id())
-                    {
-                        p.update(i, state);
-                    }
-                }
-            }
-        }
+        // A cancel handle is polled at least every 20 ms.
+        [tick, self.opts.cancel.is_some().then_some(CANCEL_POLL)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Hands ready blocks to the workers of every task, up to each task's capacity, and
@@ -489,33 +417,6 @@ impl Driver<'_> {
             }
             tracing::info!(task = %run.task.task_id(), returned, "task abandoned; its workers stop after their current block");
         }
-    }
-
-    fn finish_tasks(&mut self, mut progress: Option<&mut ProgressBars>) {
-        for (i, run) in self.runs.iter_mut().enumerate() {
-            if run.finished {
-                continue;
-            }
-            let Some(state) = self.sched.task_state(run.task.task_id()) else {
-                continue;
-            };
-            if state.is_done() {
-                run.finished = true;
-                // Closing the queue lets the task's workers exit.
-                run.work_tx = None;
-                if let Some(p) = progress.as_deref_mut() {
-                    p.finish(i, state);
-                }
-            }
-        }
-    }
-
-    fn stalled(&self) -> bool {
-        self.sched.tasks().all(|t| {
-            self.sched
-                .task_state(t.task_id())
-                .is_none_or(|s| s.processing == 0 && s.ready == 0)
-        })
     }
 
     fn handle(&mut self, msg: Msg) -> Result<(), Error> {
@@ -820,5 +721,89 @@ fn worker_loop(
         if done_tx.send(msg).is_err() {
             return;
         }
+    }
+}
+
+/// One threaded run in the shared loop.
+struct Turn<'r, 'a> {
+    driver: &'r mut Driver<'a>,
+    done_rx: &'r Receiver<Msg>,
+}
+
+impl Runs for Turn<'_, '_> {
+    fn sched(&self) -> &Scheduler {
+        &self.driver.sched
+    }
+
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.driver.journal.as_mut()
+    }
+
+    fn tasks(&self) -> usize {
+        self.driver.runs.len()
+    }
+
+    fn task_id(&self, i: usize) -> &str {
+        self.driver.runs[i].task.task_id()
+    }
+
+    fn running(&self, i: usize) -> bool {
+        self.driver.runs[i].started && !self.driver.runs[i].finished
+    }
+
+    fn finished(&self, i: usize) -> bool {
+        self.driver.runs[i].finished
+    }
+
+    /// Closing the queue lets the task's workers exit.
+    fn finish(&mut self, i: usize) {
+        let run = &mut self.driver.runs[i];
+        run.finished = true;
+        run.work_tx = None;
+    }
+
+    /// Blocks queued for workers but not started are dropped; running ones finish.
+    fn cancelled(&mut self) -> Option<String> {
+        let signal = self.driver.opts.cancelled()?;
+        for run in &mut self.driver.runs {
+            while let Ok(job) = run.work_rx.try_recv() {
+                if matches!(job, Job::Retire) {
+                    run.retiring = run.retiring.saturating_sub(1);
+                }
+            }
+        }
+        Some(signal)
+    }
+
+    fn prepare(&mut self) -> Result<(), Error> {
+        self.driver.retire_abandoned();
+        self.driver.dispatch()
+    }
+
+    /// Takes what workers reported, releasing in batches.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let first = match timeout {
+            Some(t) => match self.done_rx.recv_timeout(t) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(false),
+            },
+            None => match self.done_rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return Ok(false),
+            },
+        };
+        if let Some(msg) = first {
+            self.driver.handle(msg)?;
+            while let Ok(msg) = self.done_rx.try_recv() {
+                self.driver.handle(msg)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn maintain(&mut self) -> Result<(), Error> {
+        self.driver.check_timeouts();
+        Ok(())
     }
 }
