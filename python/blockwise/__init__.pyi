@@ -1,7 +1,7 @@
 """Type stub of the blockwise package (the native API)."""
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, SupportsIndex, overload
 
@@ -123,6 +123,8 @@ class WorkerContext:
     def task_id(self) -> str: ...
     @property
     def worker_id(self) -> int: ...
+    @property
+    def devices(self) -> list[str]: ...
     @staticmethod
     def from_env() -> WorkerContext | None: ...
 
@@ -147,6 +149,8 @@ class Task:
         writes: Any | Iterable[Any] | None = None,
         outputs: bool = False,
         max_consecutive_failures: int | None = None,
+        requires: Mapping[str, int] | None = None,
+        threads_per_worker: int = 1,
     ) -> None: ...
     @property
     def task_id(self) -> str: ...
@@ -184,6 +188,10 @@ class Task:
     def check(self) -> Callable[[Block], bool] | None: ...
     @property
     def max_consecutive_failures(self) -> int | None: ...
+    @property
+    def requirements(self) -> dict[str, int]: ...
+    @property
+    def threads_per_worker(self) -> int: ...
     @property
     def outputs(self) -> bool: ...
     def block(self, grid_index: int) -> Block | None: ...
@@ -303,5 +311,8 @@ def run_blockwise(
     prefetch: int | None = None,
     import_main: bool = True,
     on_progress: Callable[[dict[str, TaskState]], None] | None = None,
+    resources: Mapping[str, int] | None = None,
+    devices: Mapping[str, Sequence[str | int]] | None = None,
+    idle_timeout: float | timedelta | None = None,
 ) -> RunSummary: ...
 def serve_worker(tasks: Task | Iterable[Task]) -> int | None: ...

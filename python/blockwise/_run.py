@@ -7,7 +7,7 @@ import pickle
 import secrets
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -130,6 +130,9 @@ def run_blockwise(
     prefetch: int | None = None,
     import_main: bool = True,
     on_progress: Callable[[dict[str, TaskState]], None] | None = None,
+    resources: Mapping[str, int] | None = None,
+    devices: Mapping[str, Sequence[str | int]] | None = None,
+    idle_timeout: float | timedelta | None = None,
 ) -> RunSummary:
     """Runs the tasks (and every upstream task reachable from them) and returns the summary.
 
@@ -153,6 +156,17 @@ def run_blockwise(
       an exception it raises is printed, not raised.
     * ``progress``: progress bars (``"auto"``: when stdout is a terminal); the execution
       summary is printed when they are shown, unless ``print_summary`` says otherwise.
+    * ``resources={"gpu": 2, "cpu": 8}``: the run's resource budget, shared by the workers
+      of all tasks: each worker holds its task's ``requires`` from its start to its exit, and
+      the live workers never hold more than the budget (idle workers give their units up to
+      tasks that have work). ``devices={"gpu": ["0", "3"]}`` names a resource's units (device
+      ids, handed out lowest first; ``gpu`` has ``"0"``.. by default): each worker gets its
+      own, in ``WorkerContext.devices`` and, in worker processes, ``CUDA_VISIBLE_DEVICES``. A
+      requirement the budget can never meet raises ``ConfigError`` before any block runs;
+      without a budget requirements are ignored.
+    * ``idle_timeout`` (worker processes): a worker whose task has had no ready block for this
+      long (default 60 s) leaves, and its job ends; workers start again when blocks become
+      ready. A finished task's workers leave at once.
 
     The run happens with the GIL released: other Python threads go on. Ctrl-C stops the run
     (cancelling every worker job) and raises ``KeyboardInterrupt``. Failed blocks are not
@@ -180,6 +194,8 @@ def run_blockwise(
         max_output_bytes=max_output_bytes,
         prefetch=prefetch,
         on_progress=on_progress,
+        resources=resources,
+        devices=devices,
     )
     if not processes:
         return _native._run(task_list, **common)
@@ -193,6 +209,7 @@ def run_blockwise(
             worker_command=(sys.executable, ["-m", "blockwise._worker", str(spec.resolve())]),
             log_dir=os.fspath(logs),
             worker_lifetime=worker_lifetime,
+            idle_timeout=idle_timeout,
             **common,
         )
     finally:

@@ -45,6 +45,7 @@ pub fn to_py(e: blockwise::Error) -> PyErr {
         | E::UnknownUpstream { .. }
         | E::Cycle { .. }
         | E::MissingProcess { .. }
+        | E::Resources(_)
         | E::Geometry(_) => ConfigError::new_err(msg),
         E::WorkerStartup { .. } => WorkerStartupError::new_err(msg),
         E::Interrupted { .. } => PyKeyboardInterrupt::new_err(msg),

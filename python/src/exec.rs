@@ -20,6 +20,7 @@ use pyo3::types::PyIterator;
 
 use crate::errors::{BlockwiseError, format_exception, to_py};
 use crate::run::PyLauncher;
+use crate::task::duration;
 
 /// The name of the one function a Python executor's workers serve.
 const PY_FN: &str = "python";
@@ -100,6 +101,8 @@ enum Msg {
         index: usize,
         message: String,
         cause: Option<Py<PyAny>>,
+        /// The limit in seconds, when the item ran past its time limit.
+        timed_out: Option<f64>,
     },
     /// Iterating over the input raised.
     Input(PyErr),
@@ -155,7 +158,8 @@ impl PyExecutor {
 
     /// `n` worker processes running `worker_command` (program, args).
     #[staticmethod]
-    #[pyo3(signature = (n, name, worker_command, *, launcher = None, log_dir = None, max_worker_restarts = None))]
+    #[pyo3(signature = (n, name, worker_command, *, launcher = None, log_dir = None, max_worker_restarts = None, idle_timeout = None))]
+    #[allow(clippy::too_many_arguments)]
     fn processes(
         py: Python<'_>,
         n: usize,
@@ -164,6 +168,7 @@ impl PyExecutor {
         launcher: Option<PyRef<'_, PyLauncher>>,
         log_dir: Option<PathBuf>,
         max_worker_restarts: Option<u32>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyExecutor> {
         let cancel = Cancel::new();
         let mut b = match launcher {
@@ -180,6 +185,9 @@ impl PyExecutor {
         }
         if let Some(m) = max_worker_restarts {
             b = b.max_worker_restarts(m);
+        }
+        if let Some(t) = idle_timeout.filter(|t| !t.is_none()) {
+            b = b.idle_timeout(duration(t, "idle_timeout")?);
         }
         let ex = py.detach(|| b.start()).map_err(to_py)?;
         Ok(PyExecutor {
@@ -209,17 +217,22 @@ impl PyExecutor {
     }
 
     /// Maps over `items`: in input order and failing fast (`ordered`), or as completed and
-    /// running every item, with at most `window` in flight. On threads `f` is the function;
-    /// on processes the name its pickle was scattered under, and items are pickled text.
-    #[pyo3(signature = (f, items, window, ordered))]
+    /// running every item, with at most `window` in flight, each item for at most `timeout`
+    /// (None: no limit). On threads `f` is the function; on processes the name its pickle was
+    /// scattered under, and items are pickled text.
+    #[pyo3(signature = (f, items, window, ordered, timeout = None))]
     fn _map(
         &self,
         f: Py<PyAny>,
         items: &Bound<'_, PyAny>,
         window: Option<usize>,
         ordered: bool,
+        timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyMapIter> {
-        let ex = self.executor()?;
+        let mut ex = self.executor()?;
+        if let Some(t) = timeout.filter(|t| !t.is_none()) {
+            ex = ex.with_timeout(duration(t, "timeout")?);
+        }
         let size = window.unwrap_or_else(|| ex.slots()).max(1);
         // In order, fail fast; holding at most `size` finished results behind a slow one.
         let opts = MapOptions::new(size).reorder_limit(size);
@@ -365,9 +378,13 @@ fn drive(
             Ok(v) => Msg::Ok(pos, v),
             Err(e) => {
                 let index = e.index().unwrap_or(pos);
-                let message = match e {
-                    ItemError::Failed { message, .. } => message,
-                    other => other.to_string(),
+                let (message, timed_out) = match e {
+                    ItemError::Failed { message, .. } => (message, None),
+                    ItemError::TimedOut { limit, .. } => (
+                        format!("timed out after {} s", limit.as_secs_f64()),
+                        Some(limit.as_secs_f64()),
+                    ),
+                    other => (other.to_string(), None),
                 };
                 let cause = causes
                     .lock()
@@ -377,6 +394,7 @@ fn drive(
                     index,
                     message,
                     cause,
+                    timed_out,
                 }
             }
         };
@@ -409,7 +427,8 @@ impl PyMapIter {
         slf
     }
 
-    /// `(index, True, value)` or `(index, False, (message, cause))`; raises the input's
+    /// `(index, True, value)` or `(index, False, (message, cause, timed_out))` (`timed_out`:
+    /// the time limit in seconds the item ran past, else None); raises the input's
     /// exception, `KeyboardInterrupt` on Ctrl-C (a process executor is then cancelled).
     fn __next__(&self, py: Python<'_>) -> PyResult<(usize, bool, Py<PyAny>)> {
         let Some(rx) = self
@@ -434,8 +453,12 @@ impl PyMapIter {
                     index,
                     message,
                     cause,
+                    timed_out,
                 }) => {
-                    let detail = (message, cause).into_pyobject(py)?.into_any().unbind();
+                    let detail = (message, cause, timed_out)
+                        .into_pyobject(py)?
+                        .into_any()
+                        .unbind();
                     return Ok((index, false, detail));
                 }
                 Ok(Msg::Input(e)) => {

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::errors::{BlockwiseError, ConfigError, to_py};
-use crate::task::{duration, tasks_of};
+use crate::task::{device_ids_of, duration, tasks_of, units_of};
 
 /// Memory as bytes: an int, or a string with a K/M/G/T suffix (powers of 1024).
 fn memory(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -434,7 +434,8 @@ impl PyRunSummary {
 #[pyo3(signature = (
     tasks, *, processes = false, launcher = None, worker_command = None, run_dir = None,
     fresh = false, progress = None, print_summary = None, log_dir = None, worker_lifetime = None,
-    max_worker_restarts = None, max_output_bytes = None, prefetch = None, on_progress = None
+    max_worker_restarts = None, max_output_bytes = None, prefetch = None, on_progress = None,
+    resources = None, devices = None, idle_timeout = None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn _run(
@@ -453,6 +454,9 @@ pub fn _run(
     max_output_bytes: Option<usize>,
     prefetch: Option<usize>,
     on_progress: Option<Py<PyAny>>,
+    resources: Option<&Bound<'_, PyAny>>,
+    devices: Option<&Bound<'_, PyAny>>,
+    idle_timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyRunSummary> {
     let tasks = tasks_of(tasks)?;
     let cancel = Cancel::new();
@@ -478,6 +482,12 @@ pub fn _run(
     }
     if let Some(n) = prefetch {
         runner = runner.prefetch(n);
+    }
+    if let Some(r) = resources.filter(|r| !r.is_none()) {
+        runner = runner.resources(units_of(r, "resources")?);
+    }
+    for (resource, ids) in device_ids_of(devices)? {
+        runner = runner.devices(resource, ids);
     }
     if let Some(f) = on_progress {
         runner = runner.on_progress(Duration::from_millis(100), move |tasks| {
@@ -511,6 +521,9 @@ pub fn _run(
         }
         if let Some(l) = worker_lifetime {
             runner = runner.worker_lifetime(duration(l, "worker_lifetime")?);
+        }
+        if let Some(t) = idle_timeout.filter(|t| !t.is_none()) {
+            runner = runner.idle_timeout(duration(t, "idle_timeout")?);
         }
     }
     let summary = run_interruptibly(py, &cancel, move || runner.run(tasks))?;

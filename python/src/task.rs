@@ -115,7 +115,8 @@ impl PyBlock {
     }
 }
 
-/// What a worker knows about itself: its task and its id (unique within the run).
+/// What a worker knows about itself: its task, its id (unique within the run) and the `gpu`
+/// device ids it holds.
 #[pyclass(module = "blockwise", name = "WorkerContext", frozen)]
 pub struct PyWorkerContext {
     /// The task the worker serves.
@@ -124,6 +125,8 @@ pub struct PyWorkerContext {
     /// The worker's id.
     #[pyo3(get)]
     worker_id: u64,
+    /// The `gpu` device ids the run's budget gave this worker (empty without one).
+    devices: Vec<String>,
 }
 
 impl From<&WorkerContext> for PyWorkerContext {
@@ -131,6 +134,7 @@ impl From<&WorkerContext> for PyWorkerContext {
         PyWorkerContext {
             task_id: c.task_id.clone(),
             worker_id: c.worker_id,
+            devices: c.devices().to_vec(),
         }
     }
 }
@@ -146,12 +150,121 @@ impl PyWorkerContext {
             .map(PyWorkerContext::from))
     }
 
+    /// The `gpu` device ids this worker holds while it lives (a list of str), given by the
+    /// run's budget (`run_blockwise(resources=..., devices=...)`) for the task's `requires`; no
+    /// other live worker holds them. Empty when the task needs no GPU or the run has no
+    /// budget. Worker processes also have them in `CUDA_VISIBLE_DEVICES`; on threads this is
+    /// the only place to find them (select the device with it, e.g. `cuda:{id}`).
+    #[getter]
+    fn devices(&self) -> Vec<String> {
+        self.devices.clone()
+    }
+
     fn __repr__(&self) -> String {
         format!(
-            "WorkerContext(task_id={:?}, worker_id={})",
-            self.task_id, self.worker_id
+            "WorkerContext(task_id={:?}, worker_id={}, devices={:?})",
+            self.task_id, self.worker_id, self.devices
         )
     }
+}
+
+/// A worker's block function that is released with the GIL held when the worker ends, so that
+/// per-worker state (a model on a GPU) goes when its worker does, not at the next time some
+/// thread takes the GIL.
+struct WorkerFn(Option<Py<PyAny>>);
+
+impl WorkerFn {
+    fn get(&self) -> Result<&Py<PyAny>, BlockError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| "the worker's block function was released".into())
+    }
+}
+
+impl Drop for WorkerFn {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            Python::attach(move |_| drop(f));
+        }
+    }
+}
+
+/// `(resource, units)` pairs from a mapping `{name: units}` (or an iterable of pairs), units
+/// whole numbers from 0; `what` names the argument in errors.
+pub fn units_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, u64)>> {
+    let pairs = if obj.hasattr("items")? {
+        obj.call_method0("items")?
+    } else {
+        obj.clone()
+    };
+    let iter = pairs.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what}: expected a dict of resource names to units, such as {{\"gpu\": 1}}"
+        ))
+    })?;
+    let mut out = Vec::new();
+    for item in iter {
+        let (name, units): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            item?.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{what}: expected a dict of resource names to units, such as {{\"gpu\": 1}}"
+                ))
+            })?;
+        let name: String = name.extract().map_err(|_| {
+            PyTypeError::new_err(format!("{what}: resource names are str, got {name:?}"))
+        })?;
+        let bad = || {
+            ConfigError::new_err(format!(
+                "{what}: resource {name:?} needs a whole number of units from 0, got {units}"
+            ))
+        };
+        if units.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(bad());
+        }
+        let n: i64 = units.extract().map_err(|_| bad())?;
+        let n = u64::try_from(n).map_err(|_| bad())?;
+        out.push((name, n));
+    }
+    Ok(out)
+}
+
+/// `devices={"gpu": ["0", "3"]}`: each resource's device ids (str, or int for the
+/// convenience of `range(n)`), in the order they are handed out.
+pub fn device_ids_of(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Vec<String>)>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let expected = || {
+        PyTypeError::new_err(
+            "devices: expected a dict of resource names to lists of device ids, such as {\"gpu\": [\"0\", \"3\"]}",
+        )
+    };
+    let items = obj.call_method0("items").map_err(|_| expected())?;
+    let mut out = Vec::new();
+    for item in items.try_iter()? {
+        let (name, ids): (String, Bound<'_, PyAny>) = item?.extract().map_err(|_| expected())?;
+        if ids.is_instance_of::<pyo3::types::PyString>() {
+            return Err(ConfigError::new_err(format!(
+                "devices[{name:?}]: expected a list of device ids, got the string {ids:?}; write [{ids:?}] for one id"
+            )));
+        }
+        let mut list = Vec::new();
+        for id in ids.try_iter().map_err(|_| expected())? {
+            let id = id?;
+            let text = if id.is_instance_of::<pyo3::types::PyString>() {
+                id.extract::<String>()?
+            } else if let Ok(n) = id.extract::<u64>() {
+                n.to_string()
+            } else {
+                return Err(ConfigError::new_err(format!(
+                    "devices[{name:?}]: device ids are str (or whole numbers), got {id}"
+                )));
+            };
+            list.push(text);
+        }
+        out.push((name, list));
+    }
+    Ok(out)
 }
 
 /// Calls a block function and turns its exception into the block's error (with traceback).
@@ -264,7 +377,7 @@ impl PyTask {
         task_id, total_roi, read_roi, write_roi, *, process = None, process_per_worker = None,
         check = None, worker_function = None, fit = "valid", read_write_conflict = true,
         num_workers = 1, max_retries = 2, timeout = None, upstream = None, writes = None,
-        outputs = false, max_consecutive_failures = None
+        outputs = false, max_consecutive_failures = None, requires = None, threads_per_worker = 1
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -286,6 +399,8 @@ impl PyTask {
         writes: Option<&Bound<'_, PyAny>>,
         outputs: bool,
         max_consecutive_failures: Option<i64>,
+        requires: Option<&Bound<'_, PyAny>>,
+        threads_per_worker: i64,
     ) -> PyResult<Self> {
         let kwargs = PyDict::new(py);
         let total = roi(total_roi, "total_roi")?;
@@ -345,6 +460,25 @@ impl PyTask {
             b = b.timeout(duration(t, &format!("task {task_id:?}: timeout"))?);
             kwargs.set_item("timeout", t)?;
         }
+        if let Some(r) = requires.filter(|r| !r.is_none()) {
+            let units = units_of(r, &format!("task {task_id:?}: requires"))?;
+            let given = PyDict::new(py);
+            for (name, n) in &units {
+                given.set_item(name, n)?;
+            }
+            kwargs.set_item("requires", given)?;
+            b = b.requires(units);
+        }
+        let threads = usize::try_from(threads_per_worker)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ConfigError::new_err(format!(
+                    "task {task_id:?}: threads_per_worker must be at least 1, got {threads_per_worker}"
+                ))
+            })?;
+        b = b.threads_per_worker(threads);
+        kwargs.set_item("threads_per_worker", threads)?;
         let mut ups: Vec<Py<PyTask>> = Vec::new();
         if let Some(u) = upstream.filter(|u| !u.is_none()) {
             if let Ok(t) = u.cast::<PyTask>() {
@@ -426,13 +560,13 @@ impl PyTask {
                 };
                 if with_output {
                     b.process_per_worker_with_output(move |ctx| {
-                        let f = init_fn(ctx)?;
-                        Ok(move |block: &Block| to_json(call_block(&f, block)?, block))
+                        let f = WorkerFn(Some(init_fn(ctx)?));
+                        Ok(move |block: &Block| to_json(call_block(f.get()?, block)?, block))
                     })
                 } else {
                     b.process_per_worker(move |ctx| {
-                        let f = init_fn(ctx)?;
-                        Ok(move |block: &Block| call_block(&f, block).map(drop))
+                        let f = WorkerFn(Some(init_fn(ctx)?));
+                        Ok(move |block: &Block| call_block(f.get()?, block).map(drop))
                     })
                 }
             }
@@ -562,6 +696,19 @@ impl PyTask {
     #[getter]
     fn max_consecutive_failures(&self) -> Option<u32> {
         self.inner.max_consecutive_failures()
+    }
+
+    /// What one worker of the task needs of the run's resource budget: `{resource: units}`
+    /// (empty by default; see `run_blockwise(resources=...)`).
+    #[getter]
+    fn requirements(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.requirements().iter().cloned().collect()
+    }
+
+    /// Blocks one worker process runs at once, each on its own thread.
+    #[getter]
+    fn threads_per_worker(&self) -> usize {
+        self.inner.threads_per_worker()
     }
 
     /// Whether the process function's return values are collected as block outputs.
