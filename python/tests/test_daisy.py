@@ -249,10 +249,12 @@ def test_task_arguments():
     assert t.max_worker_restarts == daisy._task.DAISY2_MAX_WORKER_RESTARTS == 10
     with pytest.raises(TypeError):
         task_1d(num_workers=2, max_workers=3)
-    with pytest.raises(blockwise.ConfigError, match="resource budgets"):
-        task_1d(requires={"gpu": 1})
-    with pytest.raises(blockwise.ConfigError, match="resource budgets"):
-        daisy.run_blockwise([task_1d()], resources={"gpu": 1})
+    with pytest.raises(TypeError, match="must be an int"):
+        task_1d(requires={"gpu": 1.5})
+    with pytest.raises(TypeError, match="resource names are str"):
+        task_1d(requires={0: 1})
+    with pytest.raises(TypeError, match="must be a dict"):
+        daisy.run_blockwise([task_1d()], resources=[("gpu", 1)])
     with pytest.raises(blockwise.ConfigError, match="fit"):
         task_1d(fit="nope")
     with pytest.raises(blockwise.ConfigError, match="tuple"):
@@ -261,6 +263,67 @@ def test_task_arguments():
         daisy.Task(1, Roi((0,), (10,)), Roi((0,), (1,)), Roi((0,), (1,)), noop)
     assert task_1d(process_function=lambda: None).is_worker_function
     assert not task_1d(process_function=partial(explode_on_3, [])).is_worker_function
+
+
+def test_requires_is_daisy_2s_dict_and_daisy_1s_method():
+    up = task_1d()
+    t = daisy.Task("d", Roi((0,), (100,)), Roi((0,), (10,)), Roi((1,), (8,)), noop, upstream_tasks=[up],
+                   requires={"gpu": 1, "cpu": 0, "mem": -3})
+    assert t.requires == {"gpu": 1, "cpu": 0, "mem": -3} and t.requires["gpu"] == 1  # daisy 2.0
+    assert t.requires() == [up]  # daisy 1.x
+    assert up.requires == {} and up.requires() == []
+    # Units of 0 or less mean nothing (daisy 2.0 skips them); the engine gets the rest.
+    assert t._native.requirements == {"gpu": 1}
+
+
+def sleep_in_flight(directory, budget, block):
+    """Records how many blocks of the run are in flight (files in ``directory``); fails the
+    block if that is more than ``budget``."""
+    me = Path(directory, f"{block.block_id[0]}-{block.block_id[1]}")
+    me.touch()
+    try:
+        n = len(os.listdir(directory))
+        if n > budget:
+            raise RuntimeError(f"{n} blocks in flight with a budget of {budget}")
+    finally:
+        me.unlink()
+
+
+@pytest.mark.timeout(180)
+def test_resources_bound_the_workers_of_a_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    daisy.logging.set_log_basedir(tmp_path / "logs")
+    try:
+        flight = tmp_path / "flight"
+        flight.mkdir()
+
+        def task(name, **kw):
+            return daisy.Task(name, Roi((0,), (20,)), Roi((0,), (1,)), Roi((0,), (1,)),
+                              partial(sleep_in_flight, str(flight), 1), read_write_conflict=False,
+                              max_workers=3, max_retries=0, **kw)
+
+        a, b = task("a", requires={"cpu": 1}), task("b", requires={"cpu": 1})
+        assert daisy.run_blockwise(a | b, resources={"cpu": 1}, progress=False) is True
+        server = daisy.Server()
+        states = server.run_blockwise([a, b], resources={"cpu": 1}, progress=False)
+        assert states["a"].completed_count == 20 and server.last_summary.is_success()
+        # A requirement the budget cannot meet raises before any block; so does a typo.
+        calls = tmp_path / "calls"
+        calls.mkdir()
+        greedy = daisy.Task("greedy", Roi((0,), (4,)), Roi((0,), (1,)), Roi((0,), (1,)),
+                            partial(touch, str(calls)), requires={"gpu": 2})
+        with pytest.raises(blockwise.ConfigError, match='task "greedy" needs 2 units of resource "gpu"'):
+            daisy.run_blockwise([greedy], resources={"gpu": 1}, progress=False)
+        with pytest.raises(blockwise.ConfigError, match="which the run's budget does not have"):
+            daisy.run_blockwise([greedy], resources={"cpu": 8}, progress=False)
+        assert list(calls.iterdir()) == []
+        # Without a budget requirements are ignored (daisy 2.0 refuses to run); the serial mode
+        # ignores both (as daisy 2.0's).
+        assert daisy.run_blockwise([greedy], progress=False) is True
+        greedy.reset()
+        assert daisy.run_blockwise([greedy], multiprocessing=False, resources={"gpu": 1})
+    finally:
+        daisy.logging.set_log_basedir("./daisy_logs")
 
 
 def test_pipeline_composition():
@@ -440,3 +503,19 @@ def test_differential_worker_functions_and_readme(tmp_path):
             np.testing.assert_array_equal(zarr.open_array(str(ours / arr))[:], zarr.open_array(str(theirs / arr))[:])
 
     _compare_programs(tmp_path, "readme_quickstart.py", check_readme)
+
+
+@pytest.mark.timeout(300)
+def test_differential_resources(tmp_path):
+    def check(ours, theirs):
+        a = json.loads((ours / "resources.json").read_text())
+        b = json.loads((theirs / "resources.json").read_text())
+        # The one difference: daisy 2.0 refuses requirements without a budget, blockwise
+        # ignores them (see "Differences from daisy").
+        assert b.pop("no_budget") == {"result": "raised", "blocks": 0}
+        assert a.pop("no_budget") == {"result": "ran", "blocks": 12}
+        assert a == b
+        assert a["shared"] is True and a["shared_blocks"] == 24 and a["shared_within_budget"] is True
+        assert a["too_large"] == a["missing"] == {"result": "raised", "blocks": 0}
+
+    _compare_programs(tmp_path, "resources_program.py", check)

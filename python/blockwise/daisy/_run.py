@@ -18,7 +18,7 @@ from blockwise._native import ConfigError
 from blockwise.daisy import logging as daisy_logging
 from blockwise.daisy._block import RunStates, TaskState, states
 from blockwise.daisy._client import Context
-from blockwise.daisy._task import RESOURCES_ISSUE, Pipeline, Task, _SerialFn, to_native, to_pipeline
+from blockwise.daisy._task import Pipeline, Task, _SerialFn, resource_units, to_native, to_pipeline
 
 
 class JsonProgressObserver:
@@ -106,7 +106,9 @@ def _serial(pipeline: Pipeline) -> RunStates:
     return states(_native._run_serial(natives, fns))
 
 
-def _processes(pipeline: Pipeline, progress: Any) -> tuple[blockwise.RunSummary, dict[str, TaskState]]:
+def _processes(
+    pipeline: Pipeline, progress: Any, resources: dict[str, int] | None = None
+) -> tuple[blockwise.RunSummary, dict[str, TaskState]]:
     for t in pipeline.tasks:
         if t.init_callback_fn is not None:
             t.init_callback_fn(Context(task_id=t.task_id, worker_id=0))
@@ -128,6 +130,7 @@ def _processes(pipeline: Pipeline, progress: Any) -> tuple[blockwise.RunSummary,
         log_dir=daisy_logging.log_dir(),
         import_main=False,
         on_progress=on_progress,
+        resources=resources or None,
     )
     for t in pipeline.tasks:
         t._fresh = False
@@ -154,13 +157,18 @@ def run_blockwise(
     daisy 2.0's bool is. ``progress``: a bool, or an
     observer such as ``JsonProgressObserver``. ``return_states=True`` returns the states in
     both modes.
+
+    ``resources={"gpu": 2, "cpu": 8}`` (daisy 2.0): the budget the live workers of all tasks
+    share, each holding its task's ``requires``; a requirement the budget cannot meet raises
+    ``blockwise.ConfigError`` before any block runs. Workers of a task that requires ``gpu``
+    get their own device ids in ``CUDA_VISIBLE_DEVICES``. Without a budget requirements are
+    ignored; the serial mode ignores both (as daisy 2.0's).
     """
-    if resources:
-        raise ConfigError(RESOURCES_ISSUE)
+    budget = resource_units(resources, "resources")
     pipeline = to_pipeline(tasks if isinstance(tasks, (Pipeline, Task)) else list(tasks))
     if not multiprocessing:
         return _serial(pipeline)
-    summary, result = _processes(pipeline, progress)
+    summary, result = _processes(pipeline, progress, budget)
     return result if return_states else summary.is_success()
 
 
@@ -173,10 +181,14 @@ class Server:
         self.host = host
         self.last_summary: blockwise.RunSummary | None = None
 
-    def run_blockwise(self, tasks: Pipeline | Task | Iterable[Task], progress: Any = True) -> dict[str, TaskState]:
-        """Runs the tasks (and their upstream tasks); the run's summary is ``last_summary``."""
+    def run_blockwise(
+        self, tasks: Pipeline | Task | Iterable[Task], resources: dict[str, int] | None = None, progress: Any = True
+    ) -> dict[str, TaskState]:
+        """Runs the tasks (and their upstream tasks) within the ``resources`` budget (as
+        ``daisy.run_blockwise``); the run's summary is ``last_summary``."""
+        budget = resource_units(resources, "resources")
         pipeline = to_pipeline(tasks if isinstance(tasks, (Pipeline, Task)) else list(tasks))
-        self.last_summary, result = _processes(pipeline, progress)
+        self.last_summary, result = _processes(pipeline, progress, budget)
         return result
 
 

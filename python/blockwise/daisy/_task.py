@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import blockwise
@@ -21,13 +21,38 @@ from blockwise.daisy._block import Block
 DAISY2_MAX_WORKER_RESTARTS = 10
 # daisy 2.0's per-block timeout when `timeout=None` ("None means the 600s default").
 DAISY2_DEFAULT_TIMEOUT = 600.0
-# The engine has no resource budgets yet; daisy 2.0's `requires=` / `resources=` name them.
-RESOURCES_ISSUE = (
-    "resource budgets (daisy 2.0's Task(requires=...) and run_blockwise(resources=...)) are not "
-    "supported: the blockwise engine has no resource budgets yet (see 'Differences from daisy' "
-    "in python/README.md); drop the argument or limit concurrency with max_workers"
-)
 # ---------------------------------------------------------------------------------------------
+
+
+def resource_units(units: Any, what: str) -> dict[str, int]:
+    """daisy 2.0's ``{resource: units}`` (``Task(requires=...)``, ``run_blockwise(resources=...)``)
+    checked: str names, int units (daisy 2.0 extracts them as integers)."""
+    if units is None:
+        return {}
+    if not isinstance(units, Mapping):
+        raise TypeError(f"{what} must be a dict of resource names to units, got {type(units).__name__}")
+    out: dict[str, int] = {}
+    for name, n in units.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: resource names are str, got {name!r}")
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{what}: the units of resource {name!r} must be an int, got {n!r}")
+        out[name] = int(n)
+    return out
+
+
+class _Requires(dict):
+    """``task.requires``: daisy 2.0's property (the ``{resource: units}`` one worker needs) that
+    can also be called as daisy 1.x's method ``task.requires()`` (the upstream tasks)."""
+
+    __slots__ = ("_upstream",)
+
+    def __init__(self, units: dict[str, int], upstream: list[Task]) -> None:
+        super().__init__(units)
+        self._upstream = upstream
+
+    def __call__(self) -> list[Task]:
+        return list(self._upstream)
 
 
 def _arity(fn: Callable[..., Any]) -> int:
@@ -78,9 +103,10 @@ class Task:
 
     daisy 1.x's parameters, plus daisy 2.0's ``max_workers`` (an alias of ``num_workers``),
     ``max_worker_restarts``, ``done_marker_path`` / ``tracking_path`` and ``requires``
-    (rejected: the engine has no resource budgets). A ``process_function`` without
-    parameters is a worker function: it runs in each worker process and drives its own
-    ``daisy.Client()`` loop.
+    (``{resource: units}`` one worker holds from the run's ``resources`` budget; units of 0
+    or less mean nothing, as in daisy 2.0). A ``process_function`` without parameters is a
+    worker function: it runs in each worker process and drives its own ``daisy.Client()``
+    loop.
     """
 
     def __init__(
@@ -109,8 +135,7 @@ class Task:
             raise TypeError(f"task_id must be a str, got {type(task_id).__name__}")
         if num_workers is not None and max_workers is not None and num_workers != max_workers:
             raise TypeError("pass either max_workers (daisy 2.0) or num_workers (daisy 1.x), not both")
-        if requires:
-            raise ConfigError(f"task {task_id!r}: {RESOURCES_ISSUE}")
+        self._requires = resource_units(requires, f"task {task_id!r}: requires")
         if tracking_path is not None and done_marker_path is not None:
             raise TypeError("pass either tracking_path or done_marker_path, not both")
         if not callable(process_function):
@@ -155,6 +180,10 @@ class Task:
         if budget:
             # Runs abandon a task whose blocks keep failing; daisy's pure Scheduler never does.
             kw["max_consecutive_failures"] = self.max_worker_restarts
+        # daisy 2.0 skips requirements of 0 units or less; the engine's units are from 0.
+        needs = {name: n for name, n in self._requires.items() if n > 0}
+        if needs:
+            kw["requires"] = needs
         if self.check_function is not None:
             kw["check"] = _CheckFn(self.check_function)
         if self.is_worker_function:
@@ -168,9 +197,11 @@ class Task:
         """The number of blocks."""
         return self._native.num_blocks
 
-    def requires(self) -> list[Task]:
-        """daisy 1.x: the upstream tasks given."""
-        return list(self.upstream_tasks)
+    @property
+    def requires(self) -> _Requires:
+        """daisy 2.0: ``{resource: units}`` one worker of the task needs (a dict). Calling it,
+        ``task.requires()``, is daisy 1.x's method: the upstream tasks given."""
+        return _Requires(dict(self._requires), list(self.upstream_tasks))
 
     def reset(self) -> None:
         """daisy 2.0: forget what finished; the next run of this task starts afresh."""
@@ -255,11 +286,20 @@ class Pipeline:
         for t in self._tasks:
             t.reset()
 
-    def run_blockwise(self, *, multiprocessing: bool = True, progress: Any = True, **kwargs: Any) -> bool:
+    def run_blockwise(
+        self,
+        *,
+        multiprocessing: bool = True,
+        resources: dict[str, int] | None = None,
+        progress: Any = True,
+        **kwargs: Any,
+    ) -> bool:
         """``daisy.run_blockwise(self, ...)``."""
         from blockwise.daisy._run import run_blockwise
 
-        return run_blockwise(self, multiprocessing=multiprocessing, progress=progress, **kwargs)
+        return run_blockwise(
+            self, multiprocessing=multiprocessing, resources=resources, progress=progress, **kwargs
+        )
 
     def _merged(self, other: Task | Pipeline) -> tuple[Pipeline, Pipeline]:
         o = Pipeline.from_task(other) if isinstance(other, Task) else other
