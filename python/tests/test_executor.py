@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from blockwise.exec import Executor, ItemError
+from blockwise.exec import Executor, ItemError, ItemTimeoutError
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +313,96 @@ def test_bad_arguments():
             ex.bounded_map(square, [1], window=0)
     with pytest.raises(ValueError):
         Executor.threads(0)
+
+
+# --- time limits and idle workers --------------------------------------------------------------
+
+
+def _hang_on_two(gate, x):
+    """Item 2 waits for `gate` (at most 60 s: far past any limit of these tests)."""
+    if x == 2:
+        gate.wait(60)
+    return x * 10
+
+
+@pytest.mark.timeout(120)
+def test_threads_an_item_past_the_timeout_raises_item_timeout_error_at_its_place():
+    gate = threading.Event()
+    try:
+        with Executor.threads(2, timeout=0.2) as ex:
+            assert ex.timeout == 0.2
+            out = []
+            with pytest.raises(ItemTimeoutError) as info:
+                for r in ex.bounded_map(lambda x: _hang_on_two(gate, x), range(6)):
+                    out.append(r)
+            assert out == [0, 10]  # results before it are delivered
+            e = info.value
+            assert isinstance(e, ItemError) and (e.index, e.timeout) == (2, 0.2)
+            assert str(e) == "item 2 failed: timed out after 0.2 s"
+            with pytest.raises(ItemTimeoutError, match="item 2"):
+                dict(ex.as_completed(lambda x: _hang_on_two(gate, x), range(4)))
+            # A map without a limit (overriding the executor's) waits for its slow item.
+            gate.set()
+            assert ex.map(lambda x: _hang_on_two(gate, x), range(4), timeout=None) == [0, 10, 20, 30]
+        gate.clear()
+        # A map's own limit on an executor without one.
+        with Executor.threads(2) as ex:
+            assert ex.timeout is None
+            with pytest.raises(ItemTimeoutError) as info:
+                ex.map(lambda x: _hang_on_two(gate, x), range(4), timeout=0.2)
+            assert info.value.index == 2
+    finally:
+        gate.set()  # the abandoned threads finish
+
+
+@pytest.mark.timeout(120)
+def test_processes_an_item_past_the_timeout_fails_and_its_worker_is_replaced(tmp_path):
+    with Executor.processes(2, log_dir=tmp_path / "logs", timeout=1.0) as ex:
+        hang = lambda x: threading.Event().wait(60) if x == 1 else os.getpid()  # noqa: E731
+        with pytest.raises(ItemTimeoutError) as info:
+            ex.map(hang, range(4))
+        assert (info.value.index, info.value.timeout) == (1, 1.0)
+        assert "timed out after 1 s" in str(info.value)
+        # The executor goes on (the hung worker was killed and replaced).
+        assert len(ex.map(lambda x: x + 1, range(4))) == 4
+        results = dict(ex.as_completed(lambda x: x * 2, range(3), timeout=30))
+        assert results == {0: 0, 1: 2, 2: 4}
+
+
+def _exit_within(pid: int, timeout: float) -> bool:
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(120)
+def test_processes_an_idle_worker_leaves_and_a_new_one_comes_for_new_items(tmp_path):
+    with Executor.processes(1, log_dir=tmp_path / "logs", idle_timeout=0.5) as ex:
+        [first] = ex.map(lambda _: os.getpid(), [0])
+        assert _exit_within(first, 30.0), f"the idle worker {first} never left"
+        [second] = ex.map(lambda _: os.getpid(), [0])
+        assert second != first
+
+
+def test_bad_time_limits():
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="must be a positive duration"):
+            Executor.threads(1, timeout=bad)
+    with pytest.raises(TypeError, match="seconds"):
+        Executor.threads(1, timeout="1s")
+    with pytest.raises(ValueError, match="idle_timeout must be a positive duration"):
+        Executor.processes(1, idle_timeout=0)
+    with Executor.threads(1) as ex:
+        with pytest.raises(ValueError, match="timeout must be a positive duration"):
+            ex.map(square, [1], timeout=-2)
+    from datetime import timedelta
+
+    with Executor.threads(1, timeout=timedelta(seconds=3)) as ex:
+        assert ex.timeout == 3.0
