@@ -307,14 +307,18 @@ def test_processes_gpu_workers_see_their_own_devices_in_cuda_visible_devices(tmp
     out.mkdir()
     logs = tmp_path / "logs"
     t = task_1d("predict", 16, process=partial(snapshot, str(out), str(logs)), num_workers=4, requires={"gpu": 1})
-    s = run(t, "processes", tmp_path, devices={"gpu": ["3", "7"]})
+    cpu = task_1d("cpu", 4, process=partial(snapshot, str(out), str(logs)), num_workers=1, requires={"cpu": 1})
+    s = run([t, cpu], "processes", tmp_path, devices={"gpu": ["3", "7"]}, resources={"cpu": 1})
     assert s.is_success(), str(s)
     seen = snapshots(out)
-    assert len(seen) == 16
+    assert len(seen) == 20
     for r in seen:
+        if r["task"] == "cpu":  # no GPU of its own: none at all
+            assert r["cuda"] == "" and r["devices"] == [], r
+            continue
         assert r["cuda"] in ("3", "7") and r["devices"] == [r["cuda"]], r
         assert r["live"][str(r["pid"])] == r["cuda"], r
-        held = list(r["live"].values())
+        held = [c for c in r["live"].values() if c]
         assert len(held) <= 2 and len(held) == len(set(held)), f"live workers share a device: {r}"
     # process_per_worker gets the same devices in its context.
     per_worker = tmp_path / "per_worker"
