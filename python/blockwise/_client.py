@@ -60,11 +60,13 @@ class Client:
             logger.exception("block %s failed", block.block_id)
             self._native._fail(block, "".join(traceback.format_exception(e)).rstrip())
             return
-        self._native._release(block)
+        self.release_block(block)
 
     def release_block(self, block: Block, output: Any = None) -> None:
         """Reports a block acquired with ``acquire_block_unmanaged`` done (with an output for
-        tasks with ``outputs=True``)."""
+        tasks with ``outputs=True``); a block whose status was set to ``FAILED`` fails."""
+        if block.status == BlockStatus.PROCESSING:
+            block.status = BlockStatus.SUCCESS
         if output is not None:
             self._native._release_with_output(block, json.dumps(output))
         else:

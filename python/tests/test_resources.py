@@ -441,3 +441,32 @@ def test_processes_an_idle_worker_leaves_after_idle_timeout_and_workers_come_bac
     first, second = int((out / "b-0").read_text()), int((out / "b-1").read_text())
     assert int((out / "gone").read_text()) == first
     assert second != first  # a new worker came for the block that became ready
+
+
+# --- worker functions --------------------------------------------------------------------------
+
+
+def client_loop(out):
+    """A worker function: its own ``Client`` loop; records each block with the worker's devices."""
+    ctx = bw.WorkerContext.from_env()
+    with bw.Client() as client:
+        while True:
+            with client.acquire_block() as block:
+                if block is None:
+                    break
+                Path(out, str(block.block_id)).write_text(
+                    json.dumps({"devices": ctx.devices, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")})
+                )
+
+
+@pytest.mark.timeout(120)
+def test_processes_a_worker_functions_client_loop_succeeds_and_sees_its_devices(tmp_path):
+    out = tmp_path / "blocks"
+    out.mkdir()
+    t = task_1d("w", 6, worker_function=partial(client_loop, str(out)), num_workers=2, requires={"gpu": 1},
+                threads_per_worker=2)
+    s = run(t, "processes", tmp_path, resources={"gpu": 2})
+    assert s.is_success(), [f.message for f in s.failures("w")]
+    records = [json.loads(p.read_text()) for p in out.iterdir()]
+    assert len(records) == 6
+    assert all(r["cuda"] in ("0", "1") and r["devices"] == [r["cuda"]] for r in records), records
