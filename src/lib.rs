@@ -97,6 +97,7 @@ pub use ndarray;
 
 pub use blocks::{Block, BlockStatus, Fit};
 pub use error::{BlockError, Error, ResourceError};
+pub use fleet::WorkerOptions;
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, RunSummary};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use blockwise::{Block, BlockError, Progress, Roi, Runner, Task};
+use blockwise::{Block, BlockError, Progress, Roi, Runner, Task, WorkerOptions};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
@@ -320,14 +320,15 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         .print_summary(false)
         .prefetch(usize::try_from(args.prefetch)?);
     if args.runner == RunnerKind::Processes {
-        runner = match args.launcher {
-            LauncherKind::Local => runner.processes(),
-            LauncherKind::Slurm => runner.launcher(blockwise::launch::Batch::slurm()),
+        let mut workers = match args.launcher {
+            LauncherKind::Local => WorkerOptions::new(),
+            LauncherKind::Slurm => WorkerOptions::launcher(blockwise::launch::Batch::slurm()),
         }
         .log_dir(&args.log_dir);
         if args.tls || args.no_tls {
-            runner = runner.tls(args.tls);
+            workers = workers.tls(args.tls);
         }
+        runner = runner.workers(workers);
     }
     if let Some(dir) = &args.run_dir {
         runner = runner.run_dir(dir).fresh(args.fresh);

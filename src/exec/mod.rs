@@ -53,10 +53,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -68,6 +65,7 @@ use serde::de::DeserializeOwned;
 
 use crate::fleet::protocol::MAX_FRAME;
 use crate::launch::Launcher;
+use crate::fleet::WorkerOptions;
 use crate::run::ProcessOptions;
 
 mod builder;
@@ -284,15 +282,16 @@ impl Executor {
         }
     }
 
-    /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher),
-    /// configured by the returned builder and started by
-    /// [`ExecutorBuilder::start`].
+    /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher, the
+    /// default [`WorkerOptions`]), configured by the returned builder (the worker processes'
+    /// settings with [`ExecutorBuilder::workers`]) and started by [`ExecutorBuilder::start`].
     pub fn processes(n: usize) -> ExecutorBuilder {
         ExecutorBuilder::new(Arc::new(crate::launch::Local::new()), n)
     }
 
     /// `n` worker processes started by `launcher` (SLURM, LSF, PBS, SGE, a command template:
-    /// see [`crate::launch`]), configured by the returned builder.
+    /// see [`crate::launch`]), configured by the returned builder: the short form of
+    /// `Executor::processes(n).workers(WorkerOptions::launcher(launcher))`.
     pub fn launcher(launcher: impl Launcher + 'static, n: usize) -> ExecutorBuilder {
         ExecutorBuilder::new(Arc::new(launcher), n)
     }
