@@ -8,7 +8,7 @@
 //!
 //! The parallel section runs on 2 threads (default) or 2 worker processes.
 
-use blockwise::Roi;
+use blockwise::{Roi, WorkerOptions};
 use blockwise::exec::{Executor, Function, Source};
 use blockwise::sample::SampleSpec;
 
@@ -36,8 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ex = match std::env::args().nth(1).as_deref() {
         None | Some("threads") => Executor::threads(2),
         Some("processes") => Executor::processes(2)
+            .workers(WorkerOptions::new().log_dir(std::env::temp_dir().join("blockwise-stream-logs")))
             .function(&slice_sum)
-            .log_dir(std::env::temp_dir().join("blockwise-stream-logs"))
             .start()?,
         Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
     };

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use blockwise::Cancel;
+use blockwise::{Cancel, WorkerOptions};
 use blockwise::exec::{Executor, Function, ItemError, MapOptions};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
@@ -166,18 +166,20 @@ impl PyExecutor {
         max_worker_restarts: Option<u32>,
     ) -> PyResult<PyExecutor> {
         let cancel = Cancel::new();
-        let mut b = match launcher {
-            Some(l) => Executor::launcher(Arc::clone(&l.inner), n),
-            None => Executor::processes(n),
+        let mut workers = match launcher {
+            Some(l) => WorkerOptions::launcher(Arc::clone(&l.inner)),
+            None => WorkerOptions::new(),
         }
-        .name(name)
-        .function(&remote_function())
         .worker_command(worker_command.0, worker_command.1)
-        .handle_signals(false)
-        .cancel_with(&cancel);
+        .handle_signals(false);
         if let Some(d) = log_dir {
-            b = b.log_dir(d);
+            workers = workers.log_dir(d);
         }
+        let mut b = Executor::processes(n)
+            .workers(workers)
+            .name(name)
+            .function(&remote_function())
+            .cancel_with(&cancel);
         if let Some(m) = max_worker_restarts {
             b = b.max_worker_restarts(m);
         }

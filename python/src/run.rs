@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blockwise::launch::{Batch, CommandTemplate, Launcher, Local, Resources};
-use blockwise::{BlockFailure, Cancel, FailureKind, Progress, RunSummary, Runner, TaskState};
+use blockwise::{
+    BlockFailure, Cancel, FailureKind, Progress, RunSummary, Runner, TaskState, WorkerOptions,
+};
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -499,19 +501,21 @@ pub fn _run(
         });
     }
     if processes || launcher.is_some() {
-        runner = runner.processes().handle_signals(false);
-        if let Some(l) = launcher {
-            runner = runner.launcher(Arc::clone(&l.inner));
+        let mut workers = match launcher {
+            Some(l) => WorkerOptions::launcher(Arc::clone(&l.inner)),
+            None => WorkerOptions::new(),
         }
+        .handle_signals(false);
         if let Some((program, args)) = worker_command {
-            runner = runner.worker_command(program, args);
+            workers = workers.worker_command(program, args);
         }
         if let Some(d) = log_dir {
-            runner = runner.log_dir(d);
+            workers = workers.log_dir(d);
         }
         if let Some(l) = worker_lifetime {
-            runner = runner.worker_lifetime(duration(l, "worker_lifetime")?);
+            workers = workers.worker_lifetime(duration(l, "worker_lifetime")?);
         }
+        runner = runner.workers(workers);
     }
     let summary = run_interruptibly(py, &cancel, move || runner.run(tasks))?;
     Ok(PyRunSummary { inner: summary })

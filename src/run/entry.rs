@@ -11,7 +11,7 @@ use crate::task::Task;
 /// function that builds the program's tasks.
 ///
 /// A process runner ([`Runner::processes`](crate::Runner::processes),
-/// [`Runner::launcher`](crate::Runner::launcher)) starts its workers by running the current
+/// [`Runner::workers`](crate::Runner::workers)) starts its workers by running the current
 /// program again with a `BLOCKWISE_CONTEXT` environment variable. Without an entry point a
 /// worker re-runs the whole `main`, side effects included (generating data, deleting folders,
 /// creating outputs), until it reaches the `run` call of its task. With `worker_main`:

@@ -14,18 +14,21 @@ use blockwise::exec::{
     Executor, ExecutorBuilder, Function, ItemError, MapOptions, Mode, OnError, Source, Sweeps,
     scattered,
 };
+use blockwise::WorkerOptions;
 
 use crate::processes::{in_worker, scratch};
 
 /// An executor of 2 worker processes re-running `test` of this binary.
 fn processes(test: &str, dir: &Path) -> ExecutorBuilder {
-    Executor::processes(2)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            ["--exact", test, "--nocapture", "--test-threads=1"],
-        )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
+    Executor::processes(2).workers(
+        WorkerOptions::new()
+            .worker_command(
+                std::env::current_exe().unwrap(),
+                ["--exact", test, "--nocapture", "--test-threads=1"],
+            )
+            .log_dir(dir.join("logs"))
+            .handle_signals(false),
+    )
 }
 
 fn inc() -> Function<u64, u64> {
@@ -281,9 +284,12 @@ fn items_survive_dying_workers() {
 fn workers_that_cannot_start_fail_the_items_with_their_stderr() {
     let dir = scratch("executor-startup");
     let ex = Executor::processes(2)
-        .worker_command("/bin/sh", ["-c", "echo 'no GPU on this node' >&2; exit 3"])
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
+        .workers(
+            WorkerOptions::new()
+                .worker_command("/bin/sh", ["-c", "echo 'no GPU on this node' >&2; exit 3"])
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
+        )
         .max_worker_restarts(2)
         .function(&inc())
         .start()

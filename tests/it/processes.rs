@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task};
+use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task, WorkerOptions};
 
 pub(crate) fn in_worker() -> bool {
     std::env::var_os(blockwise::CONTEXT_ENV).is_some()
@@ -31,17 +31,26 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A runner whose workers re-execute this test binary, running only `test`.
+/// A runner whose local workers re-execute this test binary, running only `test`.
 pub(crate) fn runner(test: &str, dir: &Path) -> Runner {
+    runner_on(test, dir, WorkerOptions::new())
+}
+
+/// A runner on `workers` (a launcher and settings), whose workers re-execute this test binary,
+/// running only `test`, and log to `<dir>/logs`.
+pub(crate) fn runner_on(test: &str, dir: &Path, workers: WorkerOptions) -> Runner {
     Runner::new()
         .progress(Progress::Never)
         .print_summary(false)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            ["--exact", test, "--nocapture", "--test-threads=1"],
+        .workers(
+            workers
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    ["--exact", test, "--nocapture", "--test-threads=1"],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
         )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
 }
 
 static MARKS: AtomicU64 = AtomicU64::new(0);
@@ -225,13 +234,16 @@ fn workers_that_crash_at_start_up_fail_the_run_with_their_stderr() {
     let started = Instant::now();
     let err = Runner::new()
         .progress(Progress::Never)
-        .worker_command(
-            "/bin/sh",
-            ["-c", "echo 'libfoo.so: cannot open' >&2; exit 3"],
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    "/bin/sh",
+                    ["-c", "echo 'libfoo.so: cannot open' >&2; exit 3"],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
         )
-        .log_dir(dir.join("logs"))
         .max_worker_restarts(2)
-        .handle_signals(false)
         .run([task])
         .unwrap_err();
     match &err {
@@ -474,11 +486,11 @@ fn a_frozen_worker_is_detected_by_its_missing_heartbeats() {
     })
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "processes::a_frozen_worker_is_detected_by_its_missing_heartbeats",
         &dir,
+        WorkerOptions::new().heartbeat(Duration::from_millis(50), Duration::from_secs(2)),
     )
-    .heartbeat(Duration::from_millis(50), Duration::from_secs(2))
     .run([task])
     .unwrap();
     assert!(summary.is_success(), "{summary}");
@@ -512,11 +524,11 @@ fn workers_retire_after_their_lifetime_and_are_replaced() {
     })
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "processes::workers_retire_after_their_lifetime_and_are_replaced",
         &dir,
+        WorkerOptions::new().worker_lifetime(Duration::from_millis(150)),
     )
-    .worker_lifetime(Duration::from_millis(150))
     .prefetch(4)
     .run([task.clone()])
     .unwrap();
@@ -611,15 +623,18 @@ fn zz_child_interrupted_driver() {
     .unwrap();
     let result = Runner::new()
         .progress(Progress::Never)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            [
-                "--exact",
-                "processes::zz_child_interrupted_driver",
-                "--nocapture",
-            ],
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    [
+                        "--exact",
+                        "processes::zz_child_interrupted_driver",
+                        "--nocapture",
+                    ],
+                )
+                .log_dir(dir.join("logs")),
         )
-        .log_dir(dir.join("logs"))
         .run([task]);
     let text = match result {
         Err(Error::Interrupted { signal }) => format!("interrupted by {signal}"),
