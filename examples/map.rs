@@ -10,8 +10,8 @@
 //! most items that were in flight at once, and the peak resident memory (which does not grow
 //! with N).
 
-use blockwise::{Progress, WorkerOptions};
 use blockwise::exec::{Executor, Function, MapOptions, Mode};
+use blockwise::{Progress, WorkerOptions};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

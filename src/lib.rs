@@ -96,7 +96,7 @@ pub mod workload;
 pub use ndarray;
 
 pub use blocks::{Block, BlockStatus, Fit};
-pub use error::{BlockError, Error, ResourceError};
+pub use error::{BlockError, Error, ResourceError, WorkerError, WorkerErrorKind};
 pub use fleet::WorkerOptions;
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;

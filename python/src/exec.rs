@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use blockwise::{Cancel, WorkerOptions};
 use blockwise::exec::{Executor, Function, ItemError, MapOptions};
+use blockwise::{Cancel, WorkerOptions};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;

@@ -44,9 +44,7 @@ use super::*;
 ///     let inc = Function::new("inc", |x: u64| Ok::<u64, String>(x + 1));
 ///     // Workers re-run main up to here, then serve items of `inc` and exit.
 ///     let ex = Executor::processes(2).function(&inc).start()?;
-///     assert_eq!(ex.map(inc, [1, 2, 3]).map_err(|e| blockwise::Error::Executor {
-///         message: e.to_string(),
-///     })?, vec![2, 3, 4]);
+///     assert_eq!(ex.map(inc, [1, 2, 3])?, vec![2, 3, 4]);
 ///     Ok(())
 /// }
 /// ```
@@ -184,13 +182,12 @@ impl ExecutorBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`](crate::Error::Executor) when two functions share a name; a malformed
-    /// worker context; connection and protocol errors while serving.
+    /// [`ExecutorError::DuplicateFunction`] when two functions share a name; a
+    /// [`WorkerError`](crate::WorkerError) for a malformed worker context, and for connection
+    /// and protocol errors while serving.
     pub fn serve(self) -> Result<Option<u64>, crate::Error> {
         if let Some(name) = self.duplicate {
-            return Err(crate::Error::Executor {
-                message: format!("two functions are registered under the name {name:?}"),
-            });
+            return Err(ExecutorError::DuplicateFunction { name }.into());
         }
         remote::serve_if_worker(&self.name, &self.functions)
     }
@@ -201,13 +198,11 @@ impl ExecutorBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`](crate::Error::Executor) when two functions share a name; I/O and
+    /// [`ExecutorError::DuplicateFunction`] when two functions share a name; I/O and
     /// launcher errors starting the server.
     pub fn start(self) -> Result<Executor, crate::Error> {
         if let Some(name) = self.duplicate {
-            return Err(crate::Error::Executor {
-                message: format!("two functions are registered under the name {name:?}"),
-            });
+            return Err(ExecutorError::DuplicateFunction { name }.into());
         }
         let workers = self.workers;
         let started = remote::RemotePool::start(remote::PoolOptions {

@@ -281,7 +281,10 @@ mod tests {
         let p = &w.process;
         assert_eq!(p.log_dir, PathBuf::from("blockwise_logs"));
         assert_eq!(p.command, None);
-        assert_eq!((p.heartbeat, p.heartbeat_timeout), (Duration::from_secs(1), Duration::from_secs(30)));
+        assert_eq!(
+            (p.heartbeat, p.heartbeat_timeout),
+            (Duration::from_secs(1), Duration::from_secs(30))
+        );
         assert_eq!(p.death_timeout, Duration::from_secs(60));
         assert_eq!(p.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         assert_eq!(p.lifetime, None);
@@ -303,7 +306,13 @@ mod tests {
         let p = &w.process;
         assert_eq!(w.launcher_name(), "slurm");
         assert_eq!(p.log_dir, PathBuf::from("logs"));
-        assert_eq!(p.command, Some((PathBuf::from("/bin/worker"), vec![OsString::from("--serve")])));
+        assert_eq!(
+            p.command,
+            Some((
+                PathBuf::from("/bin/worker"),
+                vec![OsString::from("--serve")]
+            ))
+        );
         assert_eq!(p.advertise.as_deref(), Some("node1"));
         assert_eq!(p.tls, Some(false));
         assert_eq!(p.lifetime, Some(Duration::from_secs(5)));
@@ -322,7 +331,10 @@ mod tests {
         assert_eq!(p.hello_timeout, MIN_DURATION);
         assert_eq!(p.death_timeout, MIN_DURATION);
         assert_eq!(p.max_unauthenticated, 1);
-        assert_eq!((p.heartbeat, p.heartbeat_timeout), (MIN_DURATION, MIN_DURATION));
+        assert_eq!(
+            (p.heartbeat, p.heartbeat_timeout),
+            (MIN_DURATION, MIN_DURATION)
+        );
     }
 
     proptest! {

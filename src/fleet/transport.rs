@@ -10,7 +10,7 @@ use super::ProcessOptions;
 use super::context::new_token;
 use super::server::{Event, Server, ServerOptions, Timing};
 use super::tls::ServerTls;
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::launch::{Launcher, private_dir};
 
 /// The scheduler's end, listening.
@@ -98,7 +98,7 @@ impl ProcessOptions {
     /// * Otherwise the advertised host (default: this machine's host name) is resolved and the
     ///   server listens on that one address, which is what workers are told.
     pub(crate) fn endpoint(&self, launcher: &dyn Launcher) -> Result<(SocketAddr, String), Error> {
-        let config = |message: String| Error::Worker { message };
+        let config = |message: String| Error::worker(WorkerErrorKind::Address, message);
         if let Some(bind) = self.bind {
             let host = match &self.advertise {
                 Some(h) => h.clone(),

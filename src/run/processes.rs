@@ -15,7 +15,7 @@ use super::failures::{Failures, finish_run, open_journal};
 use super::observer::Watch;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{Outcome, ServerMsg, WireBlock, WorkerMsg, to_frame};
 use crate::fleet::server::Event;
@@ -161,9 +161,10 @@ impl Blocks<'_> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Worker {
-                        message: "the scheduler's server stopped unexpectedly".into(),
-                    });
+                    return Err(Error::worker(
+                        WorkerErrorKind::ServerStopped,
+                        "the scheduler's server stopped unexpectedly",
+                    ));
                 }
             }
             if let Some(j) = &mut self.journal {

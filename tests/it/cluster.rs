@@ -127,7 +127,7 @@ fn workers_can_be_srun_job_steps() {
         WorkerOptions::launcher(blockwise::launch::Local::srun()).advertise_host("127.0.0.1"),
     )
     .run([task.clone()])
-        .unwrap();
+    .unwrap();
     assert!(summary.is_success(), "{summary}");
     assert_exactly_once(&dir, &task);
     let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
@@ -161,8 +161,8 @@ fn an_executor_of_two_slurm_workers_maps_in_order() {
                 .handle_signals(false),
         )
         .function(&inc)
-    .start()
-    .unwrap();
+        .start()
+        .unwrap();
     assert_eq!(ex.map(inc.clone(), [1, 2, 3]).unwrap(), vec![2, 3, 4]);
     let many: u64 = ex.map(inc, 0..200u64).unwrap().into_iter().sum();
     assert_eq!(many, 200 * 201 / 2);

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blockwise::exec::{
-    Executor, ExecutorBuilder, Function, ItemError, MapOptions, Mode, OnError, Source, Sweeps,
-    scattered,
-};
 use blockwise::WorkerOptions;
+use blockwise::exec::{
+    Executor, ExecutorBuilder, ExecutorError, Function, ItemError, MapOptions, Mode, OnError,
+    Source, Sweeps, scattered,
+};
 
 use crate::processes::{in_worker, scratch};
 
@@ -313,6 +313,10 @@ fn two_functions_under_one_name_are_refused() {
         e.to_string(),
         "executor: two functions are registered under the name \"inc\""
     );
+    assert!(
+        matches!(&e, blockwise::Error::Executor(ExecutorError::DuplicateFunction { name }) if name == "inc"),
+        "{e:?}"
+    );
 }
 
 /// `ExecutorBuilder::serve` is the worker side without the exit: in this test's workers it
@@ -349,4 +353,25 @@ fn serve_returns_in_workers_and_cancel_stops_the_pool() {
     let e = ex.map(slow, [99]).unwrap_err().to_string();
     t.join().unwrap();
     assert!(e.contains("cancelled (stop)"), "{e}");
+}
+
+/// `?` turns an executor's item error into `blockwise::Error` (`Error::Item`).
+#[test]
+fn an_item_error_converts_with_the_question_mark() {
+    fn doubled(ex: &Executor) -> Result<Vec<u64>, blockwise::Error> {
+        let f = |x: u64| {
+            if x == 2 {
+                Err(format!("no {x}"))
+            } else {
+                Ok(x * 2)
+            }
+        };
+        Ok(ex.map(f, [1, 2, 3])?)
+    }
+    let e = doubled(&Executor::threads(2)).unwrap_err();
+    assert_eq!(e.to_string(), "item 1 failed: no 2");
+    assert!(
+        matches!(&e, blockwise::Error::Item(ItemError::Failed { index: 1, .. })),
+        "{e:?}"
+    );
 }
