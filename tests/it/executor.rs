@@ -371,7 +371,10 @@ fn an_item_error_converts_with_the_question_mark() {
     let e = doubled(&Executor::threads(2)).unwrap_err();
     assert_eq!(e.to_string(), "item 1 failed: no 2");
     assert!(
-        matches!(&e, blockwise::Error::Item(ItemError::Failed { index: 1, .. })),
+        matches!(
+            &e,
+            blockwise::Error::Item(ItemError::Failed { index: 1, .. })
+        ),
         "{e:?}"
     );
 }
