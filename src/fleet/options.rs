@@ -337,6 +337,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn runner_processes_keeps_the_worker_options_it_has() {
+        let w = || WorkerOptions::new().log_dir("kept-logs");
+        let debug = |r: crate::Runner| format!("{r:?}");
+        assert!(debug(crate::Runner::new().workers(w()).processes()).contains("kept-logs"));
+        assert!(debug(crate::Runner::new().processes()).contains("blockwise_logs"));
+        assert!(debug(crate::Runner::new()).contains("processes: None"));
+    }
+
     proptest! {
         /// Whatever it is given, the heartbeat is at least 1 ms, the silence timeout at least
         /// the interval, and values that work are kept as given.

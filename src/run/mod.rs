@@ -407,14 +407,15 @@ impl Runner {
 
     /// Runs blocks in worker processes on this machine with the default
     /// [`WorkerOptions`]: `Runner::new().processes()` is
-    /// `Runner::new().workers(WorkerOptions::new())` (and, like it, replaces options given
-    /// before). Each worker connects back to the scheduler over loopback TCP; by default every
+    /// `Runner::new().workers(WorkerOptions::new())`. On a runner that has worker options
+    /// already (from [`workers`](Runner::workers)) it keeps them. Each worker connects back to the scheduler over loopback TCP; by default every
     /// worker re-executes the current program with its arguments (see
     /// [`WorkerOptions::worker_command`]); there, the program's own call to `run` finds the
     /// `BLOCKWISE_CONTEXT` variable and serves blocks instead of scheduling (see [worker
     /// processes](Runner#worker-processes)).
-    pub fn processes(self) -> Self {
-        self.workers(WorkerOptions::new())
+    pub fn processes(mut self) -> Self {
+        self.processes.get_or_insert_with(WorkerOptions::new);
+        self
     }
 
     /// Runs blocks in worker processes as `options` says: started by its launcher (this
