@@ -430,7 +430,11 @@ impl Runner {
     /// use std::time::Duration;
     ///
     /// let runner = Runner::new()
-    ///     .workers(WorkerOptions::launcher(Batch::slurm()).log_dir("/shared/logs"))
+    ///     .workers(
+    ///         WorkerOptions::launcher(Batch::slurm())
+    ///             .log_dir("/shared/logs")
+    ///             .idle_timeout(Duration::from_secs(120)),
+    ///     )
     ///     .max_worker_restarts(5);
     /// # let _ = runner;
     /// ```
