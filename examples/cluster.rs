@@ -5,14 +5,16 @@
 //! ```
 //!
 //! The same two chained tasks as `examples/pipeline.rs` (3×3×3 box mean with context, then a
-//! threshold), but every block runs in a worker process that connects back to this program over
-//! TCP. Workers are this program, re-executed: `blockwise::is_worker()` tells the two apart, so
-//! only the driver creates the output arrays; the driver then counts the foreground voxels from
-//! the mask on disk. With `--launcher slurm`, workers are `sbatch` jobs (1 core, 1 GiB, 10
-//! minutes each); their logs and scripts are in `DIR/logs/<task>/`, their job ids in
-//! `DIR/logs/jobs.txt`. `--launcher local` needs no cluster. Finished blocks are recorded in
-//! `DIR/run` (as in the pipeline example, whose outputs and markers it shares when given the same
-//! directory): a rerun resumes, `--fresh` starts over.
+//! threshold; both build them with `examples/common/mod.rs`), but every block runs in a worker
+//! process that connects back to this program over TCP. Workers are this program, re-executed:
+//! `blockwise::is_worker()` tells the two apart, so only the driver creates the output arrays; the
+//! driver then counts the foreground voxels from the mask on disk. With `--launcher slurm`, workers
+//! are `sbatch` jobs (1 core, 1 GiB, 10 minutes each); their logs and scripts are in
+//! `DIR/logs/<task>/`, their job ids in `DIR/logs/jobs.txt`. `--launcher local` needs no cluster.
+//! Finished blocks are recorded in `DIR/run` (as in the pipeline example, whose outputs and markers
+//! it shares when given the same directory): a rerun resumes, `--fresh` starts over.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,12 +23,9 @@ use std::time::{Duration, Instant};
 use blockwise::launch::{Batch, Resources};
 use blockwise::sample::{SampleSpec, write_zarr};
 use blockwise::store::{ArraySpec, DataType, ZarrArray};
-use blockwise::workload::box_mean_block;
-use blockwise::{Block, BlockError, Fit, Roi, Runner, Task, WorkerOptions, is_worker};
+use blockwise::{Runner, WorkerOptions, is_worker};
 
-const BLOCK: i64 = 64;
-const CONTEXT: i64 = 8;
-const THRESHOLD: u8 = 100;
+use common::{BLOCK, THRESHOLD, init_logging};
 
 struct Options {
     workdir: PathBuf,
@@ -80,19 +79,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-        .from_env_lossy();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let opts = parse_args()?;
@@ -125,78 +111,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         // Resume when an earlier run left its run directory and outputs; otherwise start over.
-        let existing = if opts.fresh || !run_dir.join("run.json").is_file() {
-            None
-        } else {
-            match (
-                ZarrArray::open(&smoothed_path, "smoothed"),
-                ZarrArray::open(&mask_path, "mask"),
-            ) {
-                (Ok(s), Ok(m)) if s.roi() == raw.roi() && m.roi() == raw.roi() => Some((s, m)),
-                _ => None,
-            }
-        };
-        match existing {
+        match common::existing_outputs(opts.fresh, &run_dir, &smoothed_path, &mask_path, &raw) {
             Some((smoothed, mask)) => {
                 println!("resuming the run recorded in {}", run_dir.display());
                 (raw, smoothed, mask)
             }
             None => {
                 fresh = true;
-                let mut out = ArraySpec::new(
-                    raw.roi(),
-                    raw.voxel_size().clone(),
-                    DataType::U8,
-                    vec![BLOCK as u64; 3],
-                );
-                out.overwrite = true;
-                let smoothed = ZarrArray::create(&smoothed_path, "smoothed", &out)?;
-                let mask = ZarrArray::create(&mask_path, "mask", &out)?;
+                let (smoothed, mask) = common::create_outputs(&smoothed_path, &mask_path, &raw)?;
                 (raw, smoothed, mask)
             }
         }
     };
     let (raw, smoothed, mask) = (Arc::new(raw), Arc::new(smoothed), Arc::new(mask));
-
-    let write = Roi::new([0; 3], [BLOCK; 3]);
-    let (r, s) = (Arc::clone(&raw), Arc::clone(&smoothed));
-    let smooth = Task::builder(
-        "smooth",
-        raw.roi().grow_by(CONTEXT),
-        write.grow_by(CONTEXT),
-        write.clone(),
-    )
-    .fit(Fit::Shrink)
-    .read_write_conflict(false)
-    .writes(smoothed.as_ref())
-    .num_workers(opts.workers)
-    .process(move |block: &Block| -> Result<(), BlockError> {
-        let data = r.read_with_fill::<u8>(block.read_roi(), 0)?;
-        let w = block.write_roi().shape();
-        let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
-        s.write(
-            block.write_roi(),
-            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
-        )?;
-        Ok(())
-    })
-    .build()?;
-    let (s, m) = (Arc::clone(&smoothed), Arc::clone(&mask));
-    let threshold = Task::builder("threshold", raw.roi(), write.clone(), write)
-        .fit(Fit::Shrink)
-        .read_write_conflict(false)
-        .upstream(&smooth)
-        .writes(mask.as_ref())
-        .num_workers(opts.workers)
-        .process(move |block: &Block| -> Result<(), BlockError> {
-            let smoothed = s.read::<u8>(block.read_roi())?;
-            m.write(
-                block.write_roi(),
-                &smoothed.mapv(|v| u8::from(v > THRESHOLD)),
-            )?;
-            Ok(())
-        })
-        .build()?;
+    let threshold = common::pipeline(&raw, &smoothed, &mask, opts.workers)?;
 
     let runner = Runner::new().run_dir(&run_dir).fresh(fresh);
     let workers = if opts.slurm {

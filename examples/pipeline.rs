@@ -22,18 +22,17 @@
 //!
 //! Progress bars and daisy's execution summary are shown on a terminal.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use blockwise::sample::{SampleSpec, write_zarr};
 use blockwise::store::{ArraySpec, DataType, ZarrArray};
-use blockwise::workload::box_mean_block;
-use blockwise::{Block, BlockError, Fit, Roi, Runner, Task};
+use blockwise::{Roi, Runner};
 
-const BLOCK: i64 = 64;
-const CONTEXT: i64 = 8;
-const THRESHOLD: u8 = 100;
+use common::{BLOCK, THRESHOLD, init_logging};
 
 struct Options {
     workdir: PathBuf,
@@ -78,19 +77,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-        .from_env_lossy();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let opts = parse_args()?;
@@ -120,77 +106,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.workdir.join("smoothed.zarr"),
         opts.workdir.join("mask.zarr"),
     );
-    let existing = if opts.fresh || !run_dir.join("run.json").is_file() {
-        None
-    } else {
-        match (
-            ZarrArray::open(&smoothed_path, "smoothed"),
-            ZarrArray::open(&mask_path, "mask"),
-        ) {
-            (Ok(s), Ok(m)) if s.roi() == raw.roi() && m.roi() == raw.roi() => Some((s, m)),
-            _ => None,
-        }
-    };
+    let existing = common::existing_outputs(opts.fresh, &run_dir, &smoothed_path, &mask_path, &raw);
     let fresh = existing.is_none();
     let (smoothed, mask) = match existing {
-        Some((s, m)) => {
+        Some(outputs) => {
             println!("resuming the run recorded in {}", run_dir.display());
-            (Arc::new(s), Arc::new(m))
+            outputs
         }
-        None => {
-            let mut out_spec = ArraySpec::new(
-                raw.roi(),
-                raw.voxel_size().clone(),
-                DataType::U8,
-                vec![BLOCK as u64; 3],
-            );
-            out_spec.overwrite = true;
-            (
-                Arc::new(ZarrArray::create(&smoothed_path, "smoothed", &out_spec)?),
-                Arc::new(ZarrArray::create(&mask_path, "mask", &out_spec)?),
-            )
-        }
+        None => common::create_outputs(&smoothed_path, &mask_path, &raw)?,
     };
-    let raw = Arc::new(raw);
-
-    let write = Roi::new([0; 3], [BLOCK; 3]);
-    let (r, s) = (Arc::clone(&raw), Arc::clone(&smoothed));
-    let smooth = Task::builder(
-        "smooth",
-        raw.roi().grow_by(CONTEXT),
-        write.grow_by(CONTEXT),
-        write.clone(),
-    )
-    .fit(Fit::Shrink)
-    .read_write_conflict(false)
-    .writes(smoothed.as_ref())
-    .num_workers(opts.workers)
-    .process(move |block: &Block| -> Result<(), BlockError> {
-        let data = r.read_with_fill::<u8>(block.read_roi(), 0)?;
-        let w = block.write_roi().shape();
-        let ws = [w[0] as usize, w[1] as usize, w[2] as usize];
-        s.write(
-            block.write_roi(),
-            box_mean_block(data.view(), CONTEXT as usize, ws)?.view(),
-        )?;
-        Ok(())
-    })
-    .build()?;
-
-    let (s, m) = (Arc::clone(&smoothed), Arc::clone(&mask));
-    let threshold = Task::builder("threshold", raw.roi(), write.clone(), write)
-        .fit(Fit::Shrink)
-        .read_write_conflict(false)
-        .upstream(&smooth)
-        .writes(mask.as_ref())
-        .num_workers(opts.workers)
-        .process(move |block: &Block| -> Result<(), BlockError> {
-            let smoothed = s.read::<u8>(block.read_roi())?;
-            let mask = smoothed.mapv(|v| u8::from(v > THRESHOLD));
-            m.write(block.write_roi(), &mask)?;
-            Ok(())
-        })
-        .build()?;
+    let (raw, smoothed, mask) = (Arc::new(raw), Arc::new(smoothed), Arc::new(mask));
+    let threshold = common::pipeline(&raw, &smoothed, &mask, opts.workers)?;
 
     let start = Instant::now();
     let summary = Runner::new()

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blockwise::exec::{Executor, MapOptions};
-use blockwise::swmr::{DataSource, Frame, KeyFollower, SwmrError};
+use blockwise::store::swmr::{DataSource, Frame, KeyFollower, SwmrError};
 use ndarray::Array;
 
 fn writer(path: &Path, frames: usize) -> Result<(), Box<dyn std::error::Error>> {

@@ -339,6 +339,8 @@ mod tests {
             lifetime_ms: None,
             prefetch: None,
             max_output_bytes: None,
+            devices: Vec::new(),
+            devices_from_env: false,
         }
     }
 

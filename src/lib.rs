@@ -86,9 +86,8 @@ mod run;
 pub mod sample;
 mod scheduler;
 pub mod store;
-#[cfg(feature = "hdf5")]
-pub mod swmr;
 mod task;
+mod util;
 pub mod workload;
 
 /// The `ndarray` crate blockwise's arrays are made of, re-exported so that users need not
@@ -100,11 +99,14 @@ pub use error::{BlockError, Error, ResourceError, WorkerError, WorkerErrorKind};
 pub use fleet::WorkerOptions;
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
-pub use observe::{BlockFailure, FailureKind, RunSummary};
+pub use observe::{BlockFailure, FailureKind, Progress, RunSummary};
 pub use run::{
-    CONTEXT_ENV, Cancel, Client, Progress, Runner, is_worker, run_blockwise, serve_worker,
-    worker_main,
+    CONTEXT_ENV, Cancel, Client, Runner, is_worker, run_blockwise, serve_worker, worker_main,
 };
 pub use scheduler::{Scheduler, TaskState};
+/// Following HDF5 files written in SWMR mode (feature `hdf5`): [`store::swmr`], also at this
+/// path (where it stood before it moved under `store`).
+#[cfg(feature = "hdf5")]
+pub use store::swmr;
 pub use store::{Pad, RoiArray};
 pub use task::{Task, TaskBuilder, WorkerContext};

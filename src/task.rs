@@ -6,17 +6,40 @@ use std::time::Duration;
 
 use crate::blocks::{Block, BlockGrid, Fit};
 use crate::error::{BlockError, Error};
+use crate::fleet::budget::Requirement;
 use crate::geometry::Roi;
 use crate::store::ChunkGrid;
 
 /// What a worker knows about itself; passed to the per-worker set-up of
 /// [`TaskBuilder::process_per_worker`].
+///
+/// More fields may be added (it is `#[non_exhaustive]`); read [`devices`](Self::devices) for
+/// the device ids the worker holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerContext {
     /// The task the worker serves.
     pub task_id: String,
     /// The worker's id, unique within the run.
     pub worker_id: u64,
+    /// The worker's `gpu` ids (see [`devices`](Self::devices)).
+    pub(crate) devices: Vec<String>,
+}
+
+impl WorkerContext {
+    /// The `gpu` device ids this worker holds for as long as it lives, given by the run's
+    /// budget ([`Runner::resources`](crate::Runner::resources),
+    /// [`Runner::devices`](crate::Runner::devices)) for the task's
+    /// [requirement](TaskBuilder::requires); no other live worker holds them. Empty when the
+    /// task needs no GPU or the run has no budget.
+    ///
+    /// Worker threads share the process's environment, so on threads this is the only place
+    /// to find them (select the device with it, e.g. `cuda:{id}`); worker processes are also
+    /// started with `CUDA_VISIBLE_DEVICES` set to them.
+    #[must_use]
+    pub fn devices(&self) -> &[String] {
+        &self.devices
+    }
 }
 
 /// What a block's function produced: its output as compact JSON, for tasks with outputs.
@@ -56,6 +79,8 @@ pub(crate) struct TaskInner {
     pub(crate) check: Option<CheckFn>,
     pub(crate) grid: BlockGrid,
     pub(crate) writes: Vec<ChunkGrid>,
+    /// What one worker needs of the run's resource budget.
+    pub(crate) requirement: Requirement,
 }
 
 /// A task: a total ROI tiled with blocks, and what to do with each block.
@@ -110,6 +135,7 @@ impl fmt::Debug for Task {
                     .chain(self.inner.upstream_ids.iter().map(String::as_str))
                     .collect::<Vec<_>>(),
             )
+            .field("requirements", &self.requirements())
             .field("num_blocks", &self.num_blocks())
             .finish_non_exhaustive()
     }
@@ -145,6 +171,7 @@ impl Task {
             has_output: false,
             check: None,
             writes: Vec::new(),
+            requires: Vec::new(),
         }
     }
 
@@ -246,6 +273,30 @@ impl Task {
         &self.inner.writes
     }
 
+    /// What the run directory records and checks of this task: the layout of its blocks and
+    /// the arrays it writes (the journal never sees the task itself).
+    pub(crate) fn layout(&self) -> crate::journal::TaskLayout {
+        let inner = &self.inner;
+        crate::journal::TaskLayout {
+            task_id: inner.id.to_string(),
+            total_roi: inner.total_roi.clone(),
+            read_roi: inner.read_roi.clone(),
+            write_roi: inner.write_roi.clone(),
+            fit: inner.fit,
+            read_write_conflict: inner.read_write_conflict,
+            grid_shape: inner.grid.counts.clone(),
+            num_blocks: inner.grid.num_blocks,
+            writes: inner.writes.clone(),
+        }
+    }
+
+    /// What one worker of the task needs of the run's resource budget, `(resource, units)`
+    /// sorted by name (see [`TaskBuilder::requires`]); empty by default.
+    #[must_use]
+    pub fn requirements(&self) -> &[(String, u64)] {
+        self.inner.requirement.as_slice()
+    }
+
     /// The number of levels blocks are grouped into (1 without read/write conflicts).
     #[must_use]
     pub fn num_levels(&self) -> usize {
@@ -289,6 +340,7 @@ pub struct TaskBuilder {
     has_output: bool,
     check: Option<CheckFn>,
     writes: Vec<ChunkGrid>,
+    requires: Vec<(String, u64)>,
 }
 
 impl fmt::Debug for TaskBuilder {
@@ -618,6 +670,56 @@ impl TaskBuilder {
         self
     }
 
+    /// What one worker of this task needs of the run's resource budget: `(resource, units)`
+    /// pairs, any names (`"gpu"`, `"cpu"`, `"mem_gb"`, ...), integer units per worker. A
+    /// later call replaces the earlier one; zero units mean nothing.
+    ///
+    /// With a budget ([`Runner::resources`](crate::Runner::resources),
+    /// [`Runner::devices`](crate::Runner::devices)), the live workers of all tasks together
+    /// never hold more than it has: a task runs on up to
+    /// [`num_workers`](Self::num_workers) workers as units allow, a worker holds its units
+    /// (and its `gpu` ids, [`WorkerContext::devices`]) from its start to its exit, and idle
+    /// workers give them up when another task waits for them (see `Runner::resources`). A
+    /// requirement the budget can never meet (more units than it has, or a resource it does
+    /// not have, most likely a typo) makes [`Runner::run`](crate::Runner::run) fail with
+    /// [`Error::Resources`] before any block runs. Without a budget requirements are ignored
+    /// (every task runs on `num_workers` workers, as before).
+    ///
+    /// ```
+    /// use std::collections::BTreeSet;
+    /// use std::sync::{Arc, Mutex};
+    /// use blockwise::{Block, Progress, Roi, Runner, Task, WorkerContext};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    /// let s = Arc::clone(&seen);
+    /// let predict = Task::builder("predict", Roi::new([0], [64]), Roi::new([0], [8]), Roi::new([0], [8]))
+    ///     .requires([("gpu", 1), ("cpu", 2)])
+    ///     .num_workers(4) // only 2 fit at a time: the budget has 2 GPUs
+    ///     .process_per_worker(move |worker: &WorkerContext| {
+    ///         let device = worker.devices().join(","); // "0" or "1", never both at once
+    ///         s.lock().map_err(|_| "poisoned")?.insert(device.clone());
+    ///         Ok(move |_block: &Block| {
+    ///             let _ = &device; // run the model on `cuda:{device}`
+    ///             Ok(())
+    ///         })
+    ///     })
+    ///     .build()?;
+    /// assert_eq!(predict.requirements(), [("cpu".to_owned(), 2), ("gpu".to_owned(), 1)]);
+    /// let summary = Runner::new()
+    ///     .progress(Progress::Never)
+    ///     .resources([("gpu", 2), ("cpu", 8)])
+    ///     .run([predict])?;
+    /// assert!(summary.is_success());
+    /// assert!(seen.lock().map_err(|_| "poisoned")?.iter().all(|d| d == "0" || d == "1"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn requires(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.requires = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
     /// Validates the configuration and builds the task.
     ///
     /// # Errors
@@ -625,7 +727,8 @@ impl TaskBuilder {
     /// [`Error::InvalidTask`] naming the task and the offending values: an empty or unusable id,
     /// ROIs of different dimensions, a non-positive read or write shape, a negative total shape,
     /// a write ROI outside the read ROI with `read_write_conflict`, zero workers, a zero timeout,
-    /// a zero [`max_consecutive_failures`](Self::max_consecutive_failures),
+    /// a zero [`max_consecutive_failures`](Self::max_consecutive_failures), a
+    /// [requirement](Self::requires) naming a resource twice or with an empty name,
     /// a grid whose block count or ids overflow, or write ROIs not aligned to the chunk grid of an
     /// array declared with [`writes`](Self::writes).
     ///
@@ -667,6 +770,8 @@ impl TaskBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::invalid(&id, "timeout is zero; it must be positive"));
         }
+        let requirement = Requirement::new(self.requires)
+            .map_err(|reason| Error::invalid(&id, format!("requires: {reason}")))?;
         let grid = BlockGrid::new(
             &self.total_roi,
             &self.read_roi,
@@ -700,6 +805,7 @@ impl TaskBuilder {
                 check: self.check,
                 grid,
                 writes: self.writes,
+                requirement,
             }),
         })
     }

@@ -58,6 +58,7 @@ pub struct ExecutorBuilder {
     functions: HashMap<String, work::ErasedFn>,
     duplicate: Option<String>,
     cancel: Option<crate::Cancel>,
+    timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -86,7 +87,16 @@ impl ExecutorBuilder {
             functions: HashMap::new(),
             duplicate: None,
             cancel: None,
+            timeout: None,
         }
+    }
+
+    /// A time limit for each item (default none): an item running longer on a worker fails
+    /// with [`ItemError::TimedOut`] and the worker running it is replaced; see [time
+    /// limits](Executor#time-limits). [`MapOptions::timeout`] overrides it per map.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
     }
 
     /// Makes `f` runnable on the workers (register every function before
@@ -214,11 +224,16 @@ impl ExecutorBuilder {
             functions: self.functions,
             cancel: self.cancel,
         })?;
+        let timeout = self.timeout;
         Ok(match started {
             remote::Started::Pool(pool) => Executor {
                 backend: Arc::new(Backend::Remote(pool)),
+                timeout,
             },
-            remote::Started::OtherWorker => Executor::threads(workers),
+            remote::Started::OtherWorker => Executor {
+                timeout,
+                ..Executor::threads(workers)
+            },
         })
     }
 }

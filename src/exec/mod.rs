@@ -56,12 +56,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Mutex;
 
 use crate::fleet::WorkerOptions;
 use crate::fleet::protocol::MAX_FRAME;
@@ -69,6 +69,7 @@ use crate::launch::Launcher;
 use crate::run::ProcessOptions;
 
 mod builder;
+mod pool;
 mod remote;
 pub(crate) use remote::POOL_PREFIX;
 mod stream;
@@ -91,6 +92,16 @@ pub enum ItemError {
         /// The error's text.
         message: String,
     },
+    /// The item at `index` ran longer than its time limit ([`MapOptions::timeout`],
+    /// [`Executor::with_timeout`], [`ExecutorBuilder::timeout`]). On threads, its thread was
+    /// abandoned and replaced and its result, if it ever comes, is dropped.
+    #[error("item {index} timed out after {limit:?}")]
+    TimedOut {
+        /// The item's position in the input (from 0).
+        index: usize,
+        /// The limit it ran past.
+        limit: Duration,
+    },
     /// [`Executor::map_zip`] got inputs of different lengths.
     #[error(
         "inputs of different lengths: the first ended after {first} items, the second after {second}"
@@ -108,8 +119,34 @@ impl ItemError {
     #[must_use]
     pub fn index(&self) -> Option<usize> {
         match self {
-            ItemError::Failed { index, .. } => Some(*index),
+            ItemError::Failed { index, .. } | ItemError::TimedOut { index, .. } => Some(*index),
             ItemError::LengthMismatch { .. } => None,
+        }
+    }
+
+    /// The error of item `index` that failed with `e`.
+    fn of(index: usize, e: CallError) -> ItemError {
+        match e {
+            CallError::Failed(message) => ItemError::Failed { index, message },
+            CallError::TimedOut(limit) => ItemError::TimedOut { index, limit },
+        }
+    }
+}
+
+/// Why one call of a function gave no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// It returned an error or panicked, or could not run (the text says why).
+    Failed(String),
+    /// It ran past this limit.
+    TimedOut(Duration),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Failed(message) => f.write_str(message),
+            CallError::TimedOut(limit) => write!(f, "timed out after {limit:?}"),
         }
     }
 }
@@ -179,7 +216,9 @@ pub struct MapOptions {
     on_error: OnError,
     ordered: bool,
     reorder_limit: usize,
-    progress: crate::Progress,
+    progress: crate::observe::Progress,
+    /// `None`: the executor's limit; `Some(None)`: none for this map.
+    timeout: Option<Option<Duration>>,
 }
 
 impl MapOptions {
@@ -192,14 +231,52 @@ impl MapOptions {
             on_error: OnError::FailFast,
             ordered: true,
             reorder_limit: size.saturating_mul(16),
-            progress: crate::Progress::Never,
+            progress: crate::observe::Progress::Never,
+            timeout: None,
         }
+    }
+
+    /// A time limit for each item of this map, instead of the executor's
+    /// ([`Executor::with_timeout`], [`ExecutorBuilder::timeout`]): an item that runs longer
+    /// resolves with [`ItemError::TimedOut`], like any failure (so [`OnError`] applies). The
+    /// clock starts when the item starts running, not when it is queued.
+    ///
+    /// ```
+    /// use blockwise::exec::{Executor, ItemError, MapOptions, OnError};
+    /// use std::time::Duration;
+    ///
+    /// let ex = Executor::threads(2);
+    /// let (stop, stuck) = std::sync::mpsc::channel::<()>();
+    /// let stuck = std::sync::Mutex::new(stuck);
+    /// let limit = Duration::from_millis(500);
+    /// let f = move |x: u64| {
+    ///     if x == 0 {
+    ///         // Hangs (until the example ends); its thread is replaced.
+    ///         let _ = stuck.lock().unwrap().recv_timeout(Duration::from_secs(60));
+    ///     }
+    ///     Ok::<_, String>(x * 2)
+    /// };
+    /// let opts = MapOptions::new(2).timeout(limit).on_error(OnError::Collect);
+    /// let out: Vec<_> = ex.bounded_map(f, 0..4u64, opts).collect();
+    /// assert_eq!(out[0], Err(ItemError::TimedOut { index: 0, limit }));
+    /// assert_eq!(out[1..], [Ok(2), Ok(4), Ok(6)]);
+    /// drop(stop);
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(Some(limit));
+        self
+    }
+
+    /// No time limit for the items of this map, whatever the executor's.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
     }
 
     /// Whether to show a progress bar counting finished items, with a total when the input's
     /// length is known (default [`Progress::Never`](crate::Progress::Never);
     /// [`Progress::Auto`](crate::Progress::Auto) shows it on a terminal).
-    pub fn progress(mut self, progress: crate::Progress) -> Self {
+    pub fn progress(mut self, progress: crate::observe::Progress) -> Self {
         self.progress = progress;
         self
     }
@@ -230,8 +307,6 @@ impl MapOptions {
     }
 }
 
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
-
 /// Runs items: in-process worker threads ([`Executor::threads`]), or worker processes on this
 /// machine ([`Executor::processes`]) or a cluster ([`Executor::launcher`]) that connect back
 /// over TCP. Every method works the same on every backend.
@@ -243,33 +318,28 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 /// Closures run on threads only (Rust cannot send code to another process); a [`Function`]
 /// (a closure registered under a name) runs on every backend, so code written with
 /// `Function`s switches backend by changing one constructor.
+///
+/// # Time limits
+///
+/// With a time limit ([`Executor::with_timeout`], [`ExecutorBuilder::timeout`], or per map
+/// [`MapOptions::timeout`]), an item that runs longer than the limit resolves with
+/// [`ItemError::TimedOut`] (a stream node or a sweep call gets the same error), as blocks do
+/// with [`TaskBuilder::timeout`](crate::TaskBuilder::timeout). On threads, a fresh thread takes
+/// the stuck one's place, so the pool keeps its width; Rust cannot kill a thread, so the stuck
+/// one is abandoned, runs on until the function returns (holding whatever it holds), and
+/// exits; its result is dropped, and dropping the executor does not wait for it. An item that
+/// can hang for ever or must be stopped hard belongs in a worker process. Without a limit (the
+/// default), items run as long as they take.
 #[derive(Clone)]
 pub struct Executor {
     backend: Arc<Backend>,
+    /// The time limit of each item this handle runs.
+    timeout: Option<Duration>,
 }
 
 enum Backend {
-    Threads(Pool),
+    Threads(pool::Pool),
     Remote(remote::RemotePool),
-}
-
-struct Pool {
-    tx: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Pool {
-    /// Lets queued and running items finish, then joins the threads.
-    fn drop(&mut self) {
-        self.tx = None;
-        let me = std::thread::current().id();
-        for t in self.threads.drain(..) {
-            // The last handle may be dropped by an item running on the pool itself.
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
-        }
-    }
 }
 
 impl fmt::Debug for Executor {
@@ -277,13 +347,15 @@ impl fmt::Debug for Executor {
         match &*self.backend {
             Backend::Threads(pool) => f
                 .debug_struct("Executor")
-                .field("threads", &pool.threads.len())
+                .field("threads", &pool.width())
+                .field("timeout", &self.timeout)
                 .finish(),
             Backend::Remote(pool) => f
                 .debug_struct("Executor")
                 .field("workers", &pool.workers)
                 .field("launcher", &pool.launcher)
                 .field("functions", &pool.functions)
+                .field("timeout", &self.timeout)
                 .finish(),
         }
     }
@@ -293,27 +365,42 @@ impl Executor {
     /// An executor with `n` worker threads (at least 1).
     #[must_use]
     pub fn threads(n: usize) -> Executor {
-        let (tx, rx) = unbounded::<Job>();
-        let threads = (0..n.max(1))
-            .filter_map(|i| {
-                let rx: Receiver<Job> = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("blockwise-exec-{i}"))
-                    .spawn(move || {
-                        while let Ok(job) = rx.recv() {
-                            job();
-                        }
-                    })
-                    .map_err(|e| tracing::error!("cannot start an executor thread: {e}"))
-                    .ok()
-            })
-            .collect();
         Executor {
-            backend: Arc::new(Backend::Threads(Pool {
-                tx: Some(tx),
-                threads,
-            })),
+            backend: Arc::new(Backend::Threads(pool::Pool::new(n))),
+            timeout: None,
         }
+    }
+
+    /// This executor (sharing its backend) with a time limit for each item it runs: see
+    /// [time limits](Executor#time-limits). [`MapOptions::timeout`] overrides it per map.
+    ///
+    /// ```
+    /// use blockwise::exec::{Executor, ItemError};
+    /// use std::time::Duration;
+    ///
+    /// let limit = Duration::from_millis(50);
+    /// let ex = Executor::threads(2).with_timeout(limit);
+    /// assert_eq!(ex.timeout(), Some(limit));
+    /// let (_keep, never) = std::sync::mpsc::channel::<()>();
+    /// let never = std::sync::Mutex::new(never);
+    /// let hang = move |_: u32| {
+    ///     let _ = never.lock().unwrap().recv_timeout(Duration::from_secs(60));
+    ///     Ok::<u32, String>(0)
+    /// };
+    /// assert_eq!(ex.map(hang, [7]), Err(ItemError::TimedOut { index: 0, limit }));
+    /// ```
+    #[must_use]
+    pub fn with_timeout(&self, limit: Duration) -> Executor {
+        Executor {
+            backend: Arc::clone(&self.backend),
+            timeout: Some(limit),
+        }
+    }
+
+    /// The time limit of each item this executor runs (`None`: no limit).
+    #[must_use]
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher, the
@@ -330,64 +417,83 @@ impl Executor {
         ExecutorBuilder::new(Arc::new(launcher), n)
     }
 
-    /// Queues a job on the thread pool; false if there is none (a process backend) or it is
-    /// shut down.
-    fn submit(&self, job: Job) -> bool {
-        match &*self.backend {
-            Backend::Threads(pool) => pool.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
-            Backend::Remote(_) => false,
-        }
-    }
-
-    /// Runs `work` on `item` on this executor's backend and hands the result to `done` (on a
-    /// pool thread, or the worker pool's thread). `start`, if given, is asked right before the
-    /// item starts (threads) or goes to a worker (processes); false drops the item without
-    /// calling `done`.
+    /// Runs `work` on `item` on this executor's backend, within this handle's time limit, and
+    /// hands the result to `done` (on a pool thread, the watchdog's thread for a timeout, or
+    /// the worker pool's thread). `start`, if given, is asked right before the item starts
+    /// (threads) or goes to a worker (processes); false drops the item without calling `done`.
     pub(crate) fn call<T, R, W>(
         &self,
         work: &Arc<W>,
         item: T,
         start: Option<Box<dyn FnOnce() -> bool + Send>>,
-        done: impl FnOnce(Result<R, String>) + Send + 'static,
+        done: impl FnOnce(Result<R, CallError>) + Send + 'static,
     ) where
         T: Send + 'static,
         R: Send + 'static,
         W: Work<T, R> + ?Sized,
     {
+        let limit = self.timeout;
         match &*self.backend {
-            Backend::Threads(_) => {
+            Backend::Threads(pool) => {
                 let work = Arc::clone(work);
                 // Reports "shut down" if the job is dropped without running.
                 let mut done = DoneGuard(Some(Box::new(done)));
-                let job: Job = Box::new(move || {
+                let job: pool::Job = Box::new(move |worker: &pool::Worker| {
                     if let Some(start) = start
                         && !start()
                     {
                         drop(done.0.take()); // cancelled: no result
                         return;
                     }
-                    if let Some(f) = done.0.take() {
-                        f(work::run_guarded(&*work, item));
+                    let Some(limit) = limit else {
+                        if let Some(f) = done.0.take() {
+                            f(work::run_guarded(&*work, item).map_err(CallError::Failed));
+                        }
+                        return;
+                    };
+                    // Whoever comes first resolves the item: this thread with its result, or
+                    // the watchdog with the timeout.
+                    let once = Arc::new(Mutex::new(done.0.take()));
+                    let expire = Arc::clone(&once);
+                    let token = worker.begin(
+                        limit,
+                        Box::new(move || {
+                            let f = crate::util::lock(&expire).take();
+                            if let Some(f) = f {
+                                f(Err(CallError::TimedOut(limit)));
+                            }
+                        }),
+                    );
+                    let r = work::run_guarded(&*work, item);
+                    if worker.end(token) {
+                        let f = crate::util::lock(&once).take();
+                        if let Some(f) = f {
+                            f(r.map_err(CallError::Failed));
+                        }
+                    } else {
+                        tracing::debug!(
+                            "an item that timed out after {limit:?} returned; its result is dropped"
+                        );
                     }
                 });
-                if !self.submit(job) {
+                if !pool.submit(job) {
                     tracing::warn!("an item was submitted to an executor that was shut down");
                 }
             }
             Backend::Remote(pool) => {
                 let Some(name) = work.remote_name() else {
-                    return done(Err(work::CLOSURE_REMOTE.into()));
+                    return done(Err(CallError::Failed(work::CLOSURE_REMOTE.into())));
                 };
                 if !pool.functions.iter().any(|f| f == name) {
-                    return done(Err(format!(
+                    return done(Err(CallError::Failed(format!(
                         "function {name:?} is not registered with this executor (registered: \
                          {:?}); add it with ExecutorBuilder::function before start()",
                         pool.functions
-                    )));
+                    ))));
                 }
                 let input = match work.encode(item) {
                     Ok(v) => v,
-                    Err(e) => return done(Err(e)),
+                    Err(e) => return done(Err(CallError::Failed(e))),
                 };
                 let func: Arc<str> = Arc::from(name);
                 let decoder = Arc::clone(work);
@@ -395,7 +501,10 @@ impl Executor {
                     func,
                     input,
                     start,
-                    Box::new(move |r| done(r.and_then(|v| decoder.decode(v)))),
+                    limit,
+                    Box::new(move |r| {
+                        done(r.and_then(|v| decoder.decode(v).map_err(CallError::Failed)));
+                    }),
                 ));
             }
         }
@@ -406,7 +515,7 @@ impl Executor {
     #[must_use]
     pub fn slots(&self) -> usize {
         match &*self.backend {
-            Backend::Threads(pool) => pool.threads.len().max(1),
+            Backend::Threads(pool) => pool.width().max(1),
             Backend::Remote(pool) => pool.workers,
         }
     }
@@ -415,7 +524,7 @@ impl Executor {
     #[must_use]
     pub fn connected_workers(&self) -> usize {
         match &*self.backend {
-            Backend::Threads(pool) => pool.threads.len(),
+            Backend::Threads(pool) => pool.width(),
             Backend::Remote(pool) => pool.connected.get(),
         }
     }
@@ -425,7 +534,7 @@ impl Executor {
     #[must_use]
     pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> bool {
         match &*self.backend {
-            Backend::Threads(pool) => pool.threads.len() >= n,
+            Backend::Threads(pool) => pool.width() >= n,
             Backend::Remote(pool) => pool.connected.wait_for(n, timeout),
         }
     }
@@ -567,9 +676,13 @@ impl Executor {
             (lo, Some(hi)) if lo == hi => Some(lo as u64),
             _ => None,
         };
+        let mut jobs = self.clone();
+        if let Some(limit) = opts.timeout {
+            jobs.timeout = limit;
+        }
         BoundedMap {
             progress: crate::observe::ItemProgress::new(opts.progress.enabled(), "map", total),
-            jobs: self.clone(),
+            jobs,
             run,
             items,
             opts,
@@ -608,7 +721,7 @@ impl Executor {
     }
 }
 
-type DoneFn<R> = Box<dyn FnOnce(Result<R, String>) + Send>;
+type DoneFn<R> = Box<dyn FnOnce(Result<R, CallError>) + Send>;
 
 /// A result callback that is told the executor shut down if its job never ran.
 struct DoneGuard<R>(Option<DoneFn<R>>);
@@ -616,7 +729,9 @@ struct DoneGuard<R>(Option<DoneFn<R>>);
 impl<R> Drop for DoneGuard<R> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            f(Err("the executor was shut down before the item ran".into()));
+            f(Err(CallError::Failed(
+                "the executor was shut down before the item ran".into(),
+            )));
         }
     }
 }
@@ -635,9 +750,9 @@ pub struct BoundedMap<R, I, T> {
     stopped: bool,
     failed_at: Option<usize>,
     finished: bool,
-    buffer: BTreeMap<usize, Result<R, String>>,
-    done_tx: Sender<(usize, Result<R, String>)>,
-    done_rx: Receiver<(usize, Result<R, String>)>,
+    buffer: BTreeMap<usize, Result<R, CallError>>,
+    done_tx: Sender<(usize, Result<R, CallError>)>,
+    done_rx: Receiver<(usize, Result<R, CallError>)>,
     peak: Arc<AtomicUsize>,
     progress: crate::observe::ItemProgress,
 }
@@ -707,10 +822,6 @@ where
         }
     }
 
-    fn error(index: usize, message: String) -> ItemError {
-        ItemError::Failed { index, message }
-    }
-
     /// The next `(index, result)`, in the order the options ask for.
     fn next_indexed(&mut self) -> Option<(usize, Result<R, ItemError>)> {
         loop {
@@ -745,7 +856,7 @@ where
         }
     }
 
-    fn receive(&mut self, (index, r): (usize, Result<R, String>)) {
+    fn receive(&mut self, (index, r): (usize, Result<R, CallError>)) {
         self.in_flight -= 1;
         if r.is_err() && self.opts.on_error == OnError::FailFast {
             self.stopped = true;
@@ -769,17 +880,17 @@ where
         }
     }
 
-    fn deliver(&mut self, index: usize, r: Result<R, String>) -> (usize, Result<R, ItemError>) {
+    fn deliver(&mut self, index: usize, r: Result<R, CallError>) -> (usize, Result<R, ItemError>) {
         self.progress.inc();
         match r {
             Ok(v) => (index, Ok(v)),
-            Err(message) => {
+            Err(e) => {
                 if self.opts.on_error == OnError::FailFast {
                     // The failure ends the map; wait for what is still running.
                     self.drain();
                     self.finished = true;
                 }
-                (index, Err(Self::error(index, message)))
+                (index, Err(ItemError::of(index, e)))
             }
         }
     }

@@ -15,15 +15,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
+use super::CallError;
 use super::work::{ErasedFn, store_raw};
 use crate::error::Error;
+use crate::fleet::budget::{Budget, Requirement};
 use crate::fleet::context::Context;
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{
     ItemOutcome, ItemsRef, MAX_FRAME, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
 };
 use crate::fleet::server::Event;
-use crate::fleet::{Demand, Fleet, FleetError, Group, Loss, Peer, ProcessOptions, Source};
+use crate::fleet::{
+    Demand, Fleet, FleetError, Group, Loss, LossKind, Peer, ProcessOptions, Source,
+};
 use crate::run::client::{Client, Incoming};
 
 /// How often an item is tried on workers that are lost while running it (dask's
@@ -40,7 +44,10 @@ pub(crate) struct Call {
     /// Asked just before the item goes to a worker; false drops it (cancelled).
     pub(crate) start: Option<Box<dyn FnOnce() -> bool + Send>>,
     /// Gets the result (or the error text); called once, on the pool's thread.
-    pub(crate) done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
+    pub(crate) done: Box<dyn FnOnce(Result<serde_json::Value, CallError>) + Send>,
+    /// The item's time limit on a worker (`None`: none); a worker running it longer is to be
+    /// killed and the item failed with the timeout.
+    pub(crate) timeout: Option<Duration>,
     attempts: u32,
 }
 
@@ -49,13 +56,15 @@ impl Call {
         func: Arc<str>,
         input: serde_json::Value,
         start: Option<Box<dyn FnOnce() -> bool + Send>>,
-        done: Box<dyn FnOnce(Result<serde_json::Value, String>) + Send>,
+        timeout: Option<Duration>,
+        done: Box<dyn FnOnce(Result<serde_json::Value, CallError>) + Send>,
     ) -> Call {
         Call {
             func,
             input,
             start,
             done,
+            timeout,
             attempts: 0,
         }
     }
@@ -168,13 +177,14 @@ impl RemotePool {
             prefetch: opts.prefetch.max(1),
             threads: 1,
             max_restarts: opts.max_worker_restarts,
+            need: Requirement::default(),
             eager: true,
             label: "executor worker",
             verb: "running",
             unit: "item",
             a_unit: "an item",
         };
-        let (fleet, events_rx) = Fleet::start(opts.process, vec![group])?;
+        let (fleet, events_rx) = Fleet::start(opts.process, vec![group], Budget::default())?;
         let launcher_name = fleet.launcher_name().to_owned();
         tracing::info!(launcher = %launcher_name, workers, "executor pool serving workers");
         let connected = Arc::new(Connected::default());
@@ -218,7 +228,7 @@ impl RemotePool {
             && let Err(e) = tx.send(Cmd::Call(call))
             && let Cmd::Call(call) = e.into_inner()
         {
-            (call.done)(Err("the executor was shut down".into()));
+            (call.done)(Err(CallError::Failed("the executor was shut down".into())));
         }
     }
 
@@ -355,7 +365,7 @@ impl Source for Calls {
     }
 
     fn unsendable(&mut self, _group: usize, call: Call, message: String) {
-        (call.done)(Err(format!("the item {message}")));
+        (call.done)(Err(CallError::Failed(format!("the item {message}"))));
     }
 
     fn preamble(&mut self, _group: usize, sent: &mut usize) -> Vec<Vec<u8>> {
@@ -382,17 +392,25 @@ impl Source for Calls {
     }
 
     fn finished(&mut self, _group: usize, call: Call, outcome: ItemOutcome, _peer: &Peer) {
-        (call.done)(outcome.result);
+        (call.done)(outcome.result.map_err(CallError::Failed));
     }
 
-    /// Retried on another worker, up to [`ATTEMPTS`] tries in all.
+    /// Past its time limit it fails with the limit; lost with its worker it is retried on
+    /// another, up to [`ATTEMPTS`] tries in all.
     fn lost(&mut self, _group: usize, mut call: Call, loss: Loss) {
+        if loss.kind == LossKind::Timeout
+            && let Some(limit) = call.timeout
+        {
+            tracing::warn!("{}", loss.message);
+            (call.done)(Err(CallError::TimedOut(limit)));
+            return;
+        }
         call.attempts += 1;
         if call.attempts >= ATTEMPTS {
-            (call.done)(Err(format!(
+            (call.done)(Err(CallError::Failed(format!(
                 "{}; tried {} times",
                 loss.message, call.attempts
-            )));
+            ))));
         } else {
             self.pending.push_front(call);
         }
@@ -402,15 +420,15 @@ impl Source for Calls {
         match &self.broken {
             Some(why) => {
                 for call in calls {
-                    (call.done)(Err(why.clone()));
+                    (call.done)(Err(CallError::Failed(why.clone())));
                 }
             }
             None => requeue_front(&mut self.pending, calls),
         }
     }
 
-    fn timeout(&self, _group: usize, _call: &Call) -> Option<Duration> {
-        None
+    fn timeout(&self, _group: usize, call: &Call) -> Option<Duration> {
+        call.timeout
     }
 }
 
@@ -443,7 +461,7 @@ impl Driver {
             if let Some(why) = &self.calls.broken {
                 let why = why.clone();
                 for call in self.calls.pending.drain(..) {
-                    (call.done)(Err(why.clone()));
+                    (call.done)(Err(CallError::Failed(why.clone())));
                 }
             }
             let step = self.fleet.step(&mut self.calls);
@@ -513,7 +531,7 @@ impl Driver {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Call(call) => match &self.calls.broken {
-                Some(why) => (call.done)(Err(why.clone())),
+                Some(why) => (call.done)(Err(CallError::Failed(why.clone()))),
                 None => self.calls.pending.push_back(call),
             },
             Cmd::Data { name, value } => self.calls.data.push((name, value)),

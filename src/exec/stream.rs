@@ -41,11 +41,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::{Executor, Work};
-use crate::scheduler::panic_message;
+use crate::util::{self, lock, panic_message};
 
 /// An error of a stream node, delivered to the emitter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,10 +74,6 @@ type Push<T> = Box<dyn FnMut(Event<T>) -> Result<(), StreamError> + Send>;
 
 struct Node<T> {
     downstream: Vec<Push<T>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A node of a pipeline that emits items of type `T`; attach downstream nodes to it.
@@ -460,7 +456,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             match e {
                 Event::Item(x) => {
                     while z.a.len() >= bound && !z.closed.1 {
-                        z = cv.wait(z).unwrap_or_else(PoisonError::into_inner);
+                        z = util::wait(cv, z);
                     }
                     z.a.push_back(x);
                 }
@@ -475,7 +471,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             match e {
                 Event::Item(x) => {
                     while z.b.len() >= bound && !z.closed.0 {
-                        z = cv.wait(z).unwrap_or_else(PoisonError::into_inner);
+                        z = util::wait(cv, z);
                     }
                     z.b.push_back(x);
                 }
@@ -644,11 +640,7 @@ impl<T: Clone> Fut<T> {
             if let Some(r) = state.0.as_ref() {
                 return r.clone();
             }
-            state = self
-                .inner
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = util::wait(&self.inner.ready, state);
         }
     }
 }
@@ -721,9 +713,9 @@ impl<T: Clone + Send + 'static> ParStream<T> {
                 input.on_ready(move |r| match r {
                     Ok(Some(x)) => {
                         let kept = keep_input.then(|| x.clone());
-                        ex.call(&work, x, None, move |v: Result<V, String>| {
+                        ex.call(&work, x, None, move |v: Result<V, super::CallError>| {
                             promise.fulfil(
-                                v.map(|v| finish(kept, v)).map_err(|m| node_error(node, m)),
+                                v.map(|v| finish(kept, v)).map_err(|e| node_error(node, e)),
                             );
                         });
                     }

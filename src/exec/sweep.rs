@@ -24,10 +24,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Executor, ItemError, Work};
+use super::{CallError, Executor, ItemError, Work};
+use crate::util::{self, lock};
 
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -77,7 +78,7 @@ impl fmt::Display for SweepStatus {
 
 struct Shared<R> {
     states: Vec<AtomicU8>,
-    results: Mutex<Vec<Option<Result<R, String>>>>,
+    results: Mutex<Vec<Option<Result<R, CallError>>>>,
     changed: Condvar,
 }
 
@@ -213,9 +214,9 @@ where
                     .is_ok()
             });
             let sh = Arc::clone(&shared);
-            ex.call(&f, combo, Some(start), move |r: Result<R, String>| {
+            ex.call(&f, combo, Some(start), move |r: Result<R, CallError>| {
                 let state = if r.is_ok() { FINISHED } else { ERROR };
-                let mut results = sh.results.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut results = lock(&sh.results);
                 results[i] = Some(r);
                 sh.states[i].store(state, Ordering::SeqCst);
                 drop(results);
@@ -238,12 +239,7 @@ where
         });
         if cancelled {
             // Take the lock so that a waiter cannot miss the change.
-            drop(
-                self.shared
-                    .results
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
+            drop(lock(&self.shared.results));
             self.shared.changed.notify_all();
         }
         cancelled
@@ -258,11 +254,7 @@ where
     /// whether all are done.
     pub fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut guard = self
-            .shared
-            .results
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.shared.results);
         loop {
             if self.status().done() == self.len() {
                 return true;
@@ -271,12 +263,7 @@ where
             if now >= deadline {
                 return false;
             }
-            guard = self
-                .shared
-                .changed
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            guard = util::wait_timeout(&self.shared.changed, guard, deadline - now);
         }
     }
 
@@ -284,7 +271,7 @@ where
     /// final counts. It ends on every final state (cancelled calls count as done).
     pub fn monitor(
         &self,
-        progress: crate::Progress,
+        progress: crate::observe::Progress,
         mut on_change: impl FnMut(&SweepStatus),
     ) -> SweepStatus {
         let bar = crate::observe::ItemProgress::new(
@@ -308,17 +295,14 @@ where
                 bar.finish();
                 return s;
             }
-            let guard = self
-                .shared
-                .results
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let guard = lock(&self.shared.results);
             if self.status() == s {
                 // Woken by every change; the timeout only bounds a missed wake-up.
-                let _ = self
-                    .shared
-                    .changed
-                    .wait_timeout(guard, Duration::from_millis(200));
+                drop(util::wait_timeout(
+                    &self.shared.changed,
+                    guard,
+                    Duration::from_millis(200),
+                ));
             }
         }
     }
@@ -333,20 +317,13 @@ where
     /// an error saying so.
     pub fn gather(&self) -> Vec<Result<R, ItemError>> {
         while !self.wait(Duration::from_secs(3600)) {}
-        let results = self
-            .shared
-            .results
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let results = lock(&self.shared.results);
         results
             .iter()
             .enumerate()
             .map(|(index, r)| match r {
                 Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(message)) => Err(ItemError::Failed {
-                    index,
-                    message: message.clone(),
-                }),
+                Some(Err(e)) => Err(ItemError::of(index, e.clone())),
                 None => Err(ItemError::Failed {
                     index,
                     message: "cancelled".into(),
@@ -543,7 +520,7 @@ mod tests {
         *lock.lock().unwrap() = true;
         cv.notify_all();
         let mut events = Vec::new();
-        let last = run.monitor(crate::Progress::Never, |s| events.push(*s));
+        let last = run.monitor(crate::observe::Progress::Never, |s| events.push(*s));
         assert_eq!(
             last,
             SweepStatus {

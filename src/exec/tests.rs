@@ -300,3 +300,233 @@ fn dropping_a_map_early_waits_for_its_items_and_submits_no_more() {
     let n = *submitted.lock().unwrap();
     assert!(n <= 8 + 16 * 8, "{n}");
 }
+
+// Time limits on the thread backend: stuck items wait on events (released at the end of each
+// test), never on clocks; the only clock is the limit under test.
+
+fn thread_pool(ex: &Executor) -> &pool::Pool {
+    match &*ex.backend {
+        Backend::Threads(p) => p,
+        Backend::Remote(_) => panic!("not a thread executor"),
+    }
+}
+
+type Outcome = (usize, Result<u64, CallError>);
+
+/// Calls `f(x)` on `ex` and sends `(x, result)` to `tx`.
+fn call_with<F>(ex: &Executor, f: &Arc<F>, x: usize, tx: &crossbeam_channel::Sender<Outcome>)
+where
+    F: Fn(usize) -> Result<u64, String> + Send + Sync + 'static,
+{
+    let tx = tx.clone();
+    ex.call(f, x, None, move |r: Result<u64, CallError>| {
+        let _ = tx.send((x, r));
+    });
+}
+
+fn recv(rx: &crossbeam_channel::Receiver<Outcome>) -> Outcome {
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("no result within 20 s")
+}
+
+#[test]
+fn a_stuck_item_times_out_its_thread_is_replaced_and_its_late_result_dropped() {
+    let ex = Executor::threads(2);
+    let limit = Duration::from_millis(100);
+    let ev = Arc::new(Events::default());
+    let e = Arc::clone(&ev);
+    // Item 0 hangs until released; items 1 and 2 each wait until both have started, which
+    // only happens if two threads are free besides the stuck one.
+    let f = Arc::new(move |x: usize| -> Result<u64, String> {
+        e.push(format!("started {x}"));
+        if x == 0 {
+            e.wait_for(|l| has(l, "release"))?;
+            e.push("0 returned".into());
+        } else {
+            e.wait_for(|l| has(l, "started 1") && has(l, "started 2"))?;
+        }
+        Ok(x as u64 * 10)
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    call_with(&ex.with_timeout(limit), &f, 0, &tx);
+    assert_eq!(recv(&rx), (0, Err(CallError::TimedOut(limit))));
+    assert_eq!(thread_pool(&ex).live(), 2, "the stuck thread was replaced");
+    // Full width: both items meet at their barrier (no limit for them).
+    call_with(&ex, &f, 1, &tx);
+    call_with(&ex, &f, 2, &tx);
+    let mut got = vec![recv(&rx), recv(&rx)];
+    got.sort_by_key(|o| o.0);
+    assert_eq!(got, vec![(1, Ok(10)), (2, Ok(20))]);
+    assert!(!has(&ev.snapshot(), "0 returned"), "item 0 was still stuck");
+    // The stuck item returns: its result is dropped, nothing more is delivered.
+    ev.push("release".into());
+    assert!(thread_pool(&ex).wait_late(1, Duration::from_secs(20)));
+    assert!(has(&ev.snapshot(), "0 returned"));
+    assert!(rx.try_recv().is_err(), "a late result was delivered");
+    // The pool still works at full width and keeps two threads.
+    assert_eq!(
+        ex.map(|x: u64| Ok::<_, String>(x + 1), 0..10),
+        Ok((1..11).collect())
+    );
+    assert_eq!(thread_pool(&ex).live(), 2);
+}
+
+#[test]
+fn without_a_limit_items_run_as_long_as_they_take() {
+    // No limit anywhere: no watchdog, no lock per item.
+    let ex = Executor::threads(2);
+    assert_eq!(ex.timeout(), None);
+    assert_eq!(
+        ex.map(|x: u64| Ok::<_, String>(x), 0..100).map(|v| v.len()),
+        Ok(100)
+    );
+    assert!(!thread_pool(&ex).has_watchdog());
+    // An item without a limit outlives another item's limit: X starts, then W starts and times
+    // out after `limit`, so X has run longer than `limit` when it is released, and succeeds.
+    let limit = Duration::from_millis(50);
+    let ev = Arc::new(Events::default());
+    let e = Arc::clone(&ev);
+    let f = Arc::new(move |x: usize| -> Result<u64, String> {
+        e.push(format!("started {x}"));
+        e.wait_for(|l| has(l, "release"))?;
+        Ok(x as u64)
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    call_with(&ex, &f, 1, &tx);
+    ev.wait_for(|l| has(l, "started 1")).unwrap();
+    call_with(&ex.with_timeout(limit), &f, 2, &tx);
+    assert_eq!(recv(&rx), (2, Err(CallError::TimedOut(limit))));
+    ev.push("release".into());
+    assert_eq!(recv(&rx), (1, Ok(1)));
+    assert!(thread_pool(&ex).wait_late(1, Duration::from_secs(20)));
+    // MapOptions::no_timeout lifts the executor's limit for one map.
+    let limited = ex.with_timeout(limit);
+    let e = Arc::clone(&ev);
+    let g = move |x: u64| -> Result<u64, String> {
+        if x == 0 {
+            // Waits for a witness item to time out, i.e. runs longer than the limit.
+            e.push("g started".into());
+            e.wait_for(|l| has(l, "witness timed out"))?;
+        }
+        Ok(x)
+    };
+    let (wtx, wrx) = crossbeam_channel::unbounded();
+    let consumer = {
+        let limited = limited.clone();
+        std::thread::spawn(move || {
+            limited
+                .bounded_map(g, 0..2u64, MapOptions::new(2).no_timeout())
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
+    ev.wait_for(|l| has(l, "g started")).unwrap();
+    let e = Arc::clone(&ev);
+    let witness = Arc::new(move |_: usize| -> Result<u64, String> {
+        e.wait_for(|l| has(l, "end"))?;
+        Ok(0)
+    });
+    call_with(&limited, &witness, 9, &wtx);
+    assert_eq!(recv(&wrx), (9, Err(CallError::TimedOut(limit))));
+    ev.push("witness timed out".into());
+    assert_eq!(consumer.join().unwrap(), Ok(vec![0, 1]));
+    ev.push("end".into());
+    assert!(thread_pool(&ex).wait_late(2, Duration::from_secs(20)));
+}
+
+#[test]
+fn timeouts_are_failures_for_maps_sweeps_and_streams() {
+    // Long enough for the items that return at once never to reach it.
+    let limit = Duration::from_millis(500);
+    let ex = Executor::threads(2).with_timeout(limit);
+    let ev = Arc::new(Events::default());
+    let e = Arc::clone(&ev);
+    // Item 3 hangs until the end of the test; the others return at once.
+    let f = move |x: u64| -> Result<u64, String> {
+        if x == 3 {
+            e.wait_for(|l| has(l, "release"))?;
+        }
+        Ok(x * 2)
+    };
+    // Fail-fast: the timed-out item is the map's error.
+    assert_eq!(
+        ex.map(f.clone(), 0..6u64),
+        Err(ItemError::TimedOut { index: 3, limit })
+    );
+    // Collect: every other item gives its result.
+    let all: Vec<Result<u64, ItemError>> = ex
+        .bounded_map(
+            f.clone(),
+            0..6u64,
+            MapOptions::new(2).on_error(OnError::Collect),
+        )
+        .collect();
+    assert_eq!(all[3], Err(ItemError::TimedOut { index: 3, limit }));
+    assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(
+        all[3].as_ref().unwrap_err().to_string(),
+        "item 3 timed out after 500ms"
+    );
+    // As completed, with the executor's limit.
+    let mut done: Vec<(usize, bool)> = ex
+        .as_completed(f.clone(), 0..6u64)
+        .map(|(i, r)| (i, r.is_ok()))
+        .collect();
+    done.sort_unstable();
+    assert_eq!(done[3], (3, false));
+    // A per-map limit replaces the executor's.
+    let longer = Duration::from_millis(600);
+    let e = ex
+        .bounded_map(f.clone(), [3u64], MapOptions::new(1).timeout(longer))
+        .next();
+    assert_eq!(
+        e,
+        Some(Err(ItemError::TimedOut {
+            index: 0,
+            limit: longer
+        }))
+    );
+    // A sweep call and a stream node time out alike.
+    let mut sweeps = crate::exec::Sweeps::new();
+    let g = f.clone();
+    let run = sweeps.run(&ex, "t", move |p: Vec<u64>| g(p[0]), vec![vec![2, 3]], 1);
+    let results = run.gather();
+    assert_eq!(results[0], Ok(4));
+    assert_eq!(results[1], Err(ItemError::TimedOut { index: 1, limit }));
+    let source = Source::<u64>::new();
+    let _out = source.stream().scatter(&ex).map(f).gather().sink_to_list();
+    source.emit(1).unwrap();
+    let err = source.emit(3).unwrap_err();
+    assert_eq!(err.to_string(), "stream node map: timed out after 500ms");
+    ev.push("release".into());
+    // Six stuck items were abandoned (map, bounded map, as completed, per-map limit, sweep,
+    // stream), their late results dropped, and the pool kept its two threads.
+    assert!(thread_pool(&ex).wait_late(6, Duration::from_secs(20)));
+    assert_eq!(thread_pool(&ex).live(), 2);
+}
+
+#[test]
+fn dropping_the_executor_does_not_wait_for_an_abandoned_thread() {
+    let limit = Duration::from_millis(50);
+    let ev = Arc::new(Events::default());
+    let e = Arc::clone(&ev);
+    let ex = Executor::threads(1).with_timeout(limit);
+    let hang = move |_: u64| -> Result<u64, String> {
+        e.wait_for(|l| has(l, "release"))?;
+        Ok(0)
+    };
+    assert_eq!(
+        ex.map(hang, [0u64]),
+        Err(ItemError::TimedOut { index: 0, limit })
+    );
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        drop(ex);
+        let _ = tx.send(());
+    });
+    let dropped = rx.recv_timeout(Duration::from_secs(20));
+    ev.push("release".into());
+    assert!(
+        dropped.is_ok(),
+        "dropping the executor waited for the stuck item"
+    );
+}

@@ -5,12 +5,12 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::scheduler::panic_message;
+use crate::util::{lock, panic_message};
 
 /// A function the executor can run on items of type `T`, giving `R`: a closure
 /// `Fn(T) -> Result<R, E>` (in-process threads only) or a [`Function`] (every backend).
@@ -183,17 +183,11 @@ fn registry() -> &'static Mutex<HashMap<String, Scattered>> {
 }
 
 pub(crate) fn store_ready(name: &str, data: Arc<dyn Any + Send + Sync>) {
-    registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(name.to_owned(), Scattered::Ready(data));
+    lock(registry()).insert(name.to_owned(), Scattered::Ready(data));
 }
 
 pub(crate) fn store_raw(name: String, value: serde_json::Value) {
-    registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(name, Scattered::Raw(value));
+    lock(registry()).insert(name, Scattered::Raw(value));
 }
 
 /// The data scattered under `name` with [`Executor::scatter`](super::Executor::scatter), from
@@ -207,7 +201,7 @@ pub fn scattered<D>(name: &str) -> Option<Arc<D>>
 where
     D: DeserializeOwned + Send + Sync + 'static,
 {
-    let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut reg = lock(registry());
     let entry = reg.get_mut(name)?;
     if let Scattered::Raw(v) = entry {
         let value = std::mem::take(v);

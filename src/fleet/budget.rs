@@ -219,7 +219,12 @@ impl Grant {
     pub(crate) fn ids(&self, resource: &str, budget: &Budget) -> Vec<String> {
         self.parts
             .iter()
-            .filter(|p| budget.pools.get(p.pool).is_some_and(|pool| pool.name == resource))
+            .filter(|p| {
+                budget
+                    .pools
+                    .get(p.pool)
+                    .is_some_and(|pool| pool.name == resource)
+            })
             .flat_map(|p| p.ids.iter().cloned())
             .collect()
     }
@@ -295,8 +300,7 @@ impl Budget {
                     }
                     let mut sorted: Vec<&String> = ids.iter().collect();
                     sorted.sort_unstable();
-                    if let Some(bad) = sorted.iter().find(|id| id.is_empty() || id.contains(','))
-                    {
+                    if let Some(bad) = sorted.iter().find(|id| id.is_empty() || id.contains(',')) {
                         return Err(ResourceError::InvalidDevice {
                             resource: name.to_owned(),
                             id: (*bad).clone(),
@@ -469,10 +473,7 @@ mod tests {
     #[test]
     fn requirements_are_sorted_and_refuse_empty_or_repeated_names() {
         let r = req(&[("gpu", 1), ("cpu", 4)]);
-        assert_eq!(
-            r.as_slice(),
-            [("cpu".to_owned(), 4), ("gpu".to_owned(), 1)]
-        );
+        assert_eq!(r.as_slice(), [("cpu".to_owned(), 4), ("gpu".to_owned(), 1)]);
         assert!(!r.is_empty());
         assert!(req(&[("gpu", 0)]).is_empty());
         let e = Requirement::new(totals(&[("cpu", 1), ("cpu", 2)])).unwrap_err();
@@ -562,9 +563,13 @@ mod tests {
             }
         );
         let text = e.to_string();
-        assert!(text.contains("\"predict\"") && text.contains("3 units") && text.contains("only 2"));
+        assert!(
+            text.contains("\"predict\"") && text.contains("3 units") && text.contains("only 2")
+        );
         let e = b.check("predict", &req(&[("gpus", 1)])).unwrap_err();
-        assert!(matches!(&e, ResourceError::UnknownResource { resource, .. } if resource == "gpus"));
+        assert!(
+            matches!(&e, ResourceError::UnknownResource { resource, .. } if resource == "gpus")
+        );
         assert!(e.to_string().contains("it has: cpu, gpu"), "{e}");
         // Zero units of an unknown resource mean nothing.
         assert_eq!(b.check("t", &req(&[("fpga", 0)])), Ok(()));
@@ -583,7 +588,11 @@ mod tests {
         let need = req(&[("gpu", 8)]);
         assert_eq!(b.check("t", &need), Ok(()));
         let grants: Vec<Grant> = (0..100).map(|_| b.try_take(&need).unwrap()).collect();
-        assert!(grants.iter().all(|g| g.devices().is_empty() && g.env().is_empty()));
+        assert!(
+            grants
+                .iter()
+                .all(|g| g.devices().is_empty() && g.env().is_empty())
+        );
         for g in grants {
             b.give_back(g);
         }
@@ -595,8 +604,14 @@ mod tests {
         let gpu = req(&[("gpu", 1), ("cpu", 2)]);
         let g0 = b.try_take(&gpu).unwrap();
         let g1 = b.try_take(&gpu).unwrap();
-        assert_eq!((g0.devices(), g1.devices()), (&["0".to_owned()][..], &["1".to_owned()][..]));
-        assert_eq!(g1.env(), [("CUDA_VISIBLE_DEVICES".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            (g0.devices(), g1.devices()),
+            (&["0".to_owned()][..], &["1".to_owned()][..])
+        );
+        assert_eq!(
+            g1.env(),
+            [("CUDA_VISIBLE_DEVICES".to_owned(), "1".to_owned())]
+        );
         // cpu is used up: a cpu-only worker does not fit, and nothing was taken.
         assert!(b.try_take(&req(&[("cpu", 1)])).is_none());
         assert_eq!((b.in_use("cpu"), b.in_use("gpu")), (Some(4), Some(2)));
@@ -605,7 +620,10 @@ mod tests {
         // A CPU worker holds no GPU, and is told so.
         let cpu = b.try_take(&req(&[("cpu", 1)])).unwrap();
         assert!(cpu.devices().is_empty());
-        assert_eq!(cpu.env(), [("CUDA_VISIBLE_DEVICES".to_owned(), String::new())]);
+        assert_eq!(
+            cpu.env(),
+            [("CUDA_VISIBLE_DEVICES".to_owned(), String::new())]
+        );
         // gpu 0 came back and is the lowest free id; cpu is short by one, so nothing is taken.
         assert!(b.try_take(&gpu).is_none());
         assert_eq!(b.in_use("gpu"), Some(1));
@@ -629,7 +647,10 @@ mod tests {
         let two = b.try_take(&req(&[("gpu", 2), ("fpga", 1)])).unwrap();
         assert_eq!(two.devices(), ["7", "3"]);
         assert_eq!(two.ids("fpga", &b), ["a"]);
-        assert_eq!(two.env(), [("CUDA_VISIBLE_DEVICES".to_owned(), "7,3".to_owned())]);
+        assert_eq!(
+            two.env(),
+            [("CUDA_VISIBLE_DEVICES".to_owned(), "7,3".to_owned())]
+        );
         let one = b.try_take(&req(&[("gpu", 1)])).unwrap();
         assert_eq!(one.devices(), ["5"]);
         b.give_back(two);
@@ -651,8 +672,11 @@ mod tests {
 
     const NAMES: [&str; 4] = ["cpu", "gpu", "mem", "fpga"];
 
+    /// The two lists `Budget::new` takes.
+    type Lists = (Vec<(String, u64)>, Vec<(String, Vec<String>)>);
+
     /// A budget: some of the names with 0..6 units, each named (ids) or not.
-    fn budget_strategy() -> impl Strategy<Value = (Vec<(String, u64)>, Vec<(String, Vec<String>)>)> {
+    fn budget_strategy() -> impl Strategy<Value = Lists> {
         proptest::collection::vec((0u64..6, any::<bool>(), any::<bool>()), NAMES.len()).prop_map(
             |spec| {
                 let mut t = Vec::new();
@@ -750,6 +774,7 @@ mod tests {
                         }
                     }
                 }
+                #[allow(clippy::needless_range_loop)] // `p` indexes the pools and the model
                 for p in 0..n {
                     let pool = &b.pools[p];
                     prop_assert!(pool.used <= pool.total);

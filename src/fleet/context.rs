@@ -48,6 +48,13 @@ pub(crate) struct Context {
     /// The largest block output in bytes (default 1 MiB); it also sizes the frames.
     #[serde(default)]
     pub max_output_bytes: Option<u64>,
+    /// The `gpu` ids the worker holds (from the run's resource budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// The batch system placed the worker's `gpu` devices itself: they are what it put in
+    /// `CUDA_VISIBLE_DEVICES`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub devices_from_env: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -123,30 +130,6 @@ impl Context {
     }
 }
 
-impl crate::task::WorkerContext {
-    /// The task and worker id of this process, if a process runner started it as a worker
-    /// (it has [`CONTEXT_ENV`]); `None` in any other process. A worker that runs its own loop
-    /// with [`Client::from_env`](crate::Client::from_env) can use it to pick its task's
-    /// function first.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Worker`] when the variable is set but not a valid context.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), blockwise::Error> {
-    /// assert_eq!(blockwise::WorkerContext::from_env()?, None); // not a worker process
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn from_env() -> Result<Option<crate::task::WorkerContext>, Error> {
-        Ok(Context::from_env()?.map(|c| crate::task::WorkerContext {
-            task_id: c.task_id,
-            worker_id: c.worker_id,
-        }))
-    }
-}
-
 /// A fresh random token (128 bits from the OS, hex).
 pub(crate) fn new_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
@@ -178,6 +161,8 @@ mod tests {
             lifetime_ms: Some(5),
             prefetch: Some(3),
             max_output_bytes: Some(1 << 20),
+            devices: vec!["1".into()],
+            devices_from_env: false,
         };
         assert_eq!(c.token.len(), 32);
         assert_eq!(Context::decode(&c.encode()).unwrap(), c);

@@ -30,6 +30,9 @@ pub(crate) struct Job<K> {
 pub(crate) struct Jobs<K> {
     launcher: Arc<dyn Launcher>,
     jobs: FxHashMap<u64, Job<K>>,
+    /// Jobs given up on (disconnected, killed, cancelled) whose end [`Jobs::take_ended`] has
+    /// not yet seen.
+    exiting: Vec<u64>,
 }
 
 impl<K: Copy + PartialEq> Jobs<K> {
@@ -37,6 +40,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
         Jobs {
             launcher,
             jobs: FxHashMap::default(),
+            exiting: Vec::new(),
         }
     }
 
@@ -57,6 +61,38 @@ impl<K: Copy + PartialEq> Jobs<K> {
     }
 
     /// Jobs serving `key` that are alive and not retiring.
+    /// The jobs given up on that are now gone (each once): what they held can be reused. A job
+    /// that was told to leave, killed or cancelled may still run for a moment (exiting, or
+    /// until the batch system acts); it is polled, at most once per the launcher's poll
+    /// interval, until its launcher says it no longer runs (or cannot say).
+    pub(crate) fn take_ended(&mut self) -> Vec<u64> {
+        let every = self.launcher.poll_interval();
+        let mut gone = Vec::new();
+        self.exiting.retain(|id| {
+            let Some(j) = self.jobs.get_mut(id) else {
+                gone.push(*id);
+                return false;
+            };
+            if j.last_poll.elapsed() < every {
+                return true;
+            }
+            j.last_poll = Instant::now();
+            match self.launcher.status(&j.job) {
+                Ok(state) if state.is_alive() => true,
+                Ok(_) => {
+                    gone.push(*id);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("status of job {}: {e}; counting it as ended", j.job);
+                    gone.push(*id);
+                    false
+                }
+            }
+        });
+        gone
+    }
+
     pub(crate) fn live(&self, key: K) -> usize {
         self.jobs
             .values()
@@ -103,6 +139,9 @@ impl<K: Copy + PartialEq> Jobs<K> {
                 detail = format!("; job {}: {state:?}", j.job);
             }
         }
+        if j.alive {
+            self.exiting.push(id);
+        }
         j.alive = false;
         (detail, Some(j.stderr.clone()))
     }
@@ -113,6 +152,9 @@ impl<K: Copy + PartialEq> Jobs<K> {
             return format!("{who} disconnected (not started by this run, so not killed)");
         };
         j.conn = None;
+        if j.alive {
+            self.exiting.push(id);
+        }
         j.alive = false;
         match self.launcher.cancel(&j.job) {
             Ok(()) => format!("{who} killed ({} job {})", self.launcher.name(), j.job),
@@ -122,9 +164,10 @@ impl<K: Copy + PartialEq> Jobs<K> {
 
     /// Cancels the jobs of `key` that have not connected (nothing is left for them).
     pub(crate) fn cancel_unconnected(&mut self, key: K) {
-        for j in self.jobs.values_mut() {
+        for (id, j) in &mut self.jobs {
             if j.key == key && j.alive && j.conn.is_none() {
                 j.alive = false;
+                self.exiting.push(*id);
                 if let Err(e) = self.launcher.cancel(&j.job) {
                     tracing::warn!("cancelling job {}: {e}", j.job);
                 }
@@ -147,6 +190,7 @@ impl<K: Copy + PartialEq> Jobs<K> {
                 Ok(state) if state.is_alive() => {}
                 Ok(state) => {
                     j.alive = false;
+                    self.exiting.push(*id);
                     if !j.ever_connected {
                         ended.push((
                             j.key,

@@ -57,6 +57,7 @@ use transport::Transport;
 
 use crate::error::Error;
 use crate::launch::Launcher;
+use budget::{Budget, GPU, Grant, Requirement};
 
 /// A turn of the driver's loop later than this means the process did not run meanwhile.
 const CLOCK_JUMP: Duration = Duration::from_secs(3);
@@ -78,6 +79,8 @@ pub(crate) struct Group {
     pub(crate) max_restarts: u32,
     /// Start workers as soon as the group is open, before it has work (executor pools).
     pub(crate) eager: bool,
+    /// What one worker needs of the budget.
+    pub(crate) need: Requirement,
     /// How a worker is named in messages ("worker", "executor worker").
     pub(crate) label: &'static str,
     /// What a worker does with a unit, in messages ("processing", "running").
@@ -267,6 +270,12 @@ pub(crate) struct Fleet<U> {
     args: Vec<OsString>,
     interrupts: Option<Interrupts>,
     last_turn: Instant,
+    /// The run's resources; empty: no limit but each group's width.
+    budget: Budget,
+    /// What each submitted worker holds, by launch id, until its job ends.
+    grants: FxHashMap<u64, Grant>,
+    /// A group had work and room for more workers, but the budget had no units for them.
+    starved: bool,
 }
 
 impl<U> Fleet<U> {
@@ -275,6 +284,7 @@ impl<U> Fleet<U> {
     pub(crate) fn start(
         popts: ProcessOptions,
         groups: Vec<Group>,
+        budget: Budget,
     ) -> Result<(Fleet<U>, Receiver<Event>), Error> {
         let (program, args) = worker_program(popts.command.as_ref())?;
         let launcher = Arc::clone(&popts.launcher);
@@ -316,6 +326,9 @@ impl<U> Fleet<U> {
                 args,
                 interrupts,
                 last_turn: Instant::now(),
+                budget,
+                grants: FxHashMap::default(),
+                starved: false,
             },
             events_rx,
         ))
@@ -370,9 +383,14 @@ impl<U> Fleet<U> {
         Ok(())
     }
 
+    /// Starts workers for groups that want them, in group order (upstream tasks first), as
+    /// far as each group's width and the budget allow.
     fn ensure_workers<S: Source<Unit = U>>(&mut self, source: &S) -> Result<(), FleetError> {
+        self.reclaim();
+        self.starved = false;
         for g in 0..self.groups.len() {
-            let wants = match source.demand(g) {
+            let demand = source.demand(g);
+            let wants = match demand {
                 Demand::Work => {
                     self.groups[g].dormant = false;
                     true
@@ -385,9 +403,18 @@ impl<U> Fleet<U> {
             }
             let live = self.launches.live(g);
             for _ in live..self.groups[g].group.workers {
-                match self.launch(g) {
+                let Some(grant) = self.budget.try_take(&self.groups[g].group.need) else {
+                    self.starved |= demand == Demand::Work;
+                    break;
+                };
+                match self.launch(g, grant) {
                     Ok(()) => self.groups[g].backoff.succeeded(),
-                    Err(e) if transient(&e) => {
+                    Err(failed) => {
+                        let (e, grant) = *failed;
+                        self.budget.give_back(grant);
+                        if !transient(&e) {
+                            return Err(FleetError::Launch(e));
+                        }
                         let pause = self.groups[g].backoff.failed();
                         self.startup_failure(
                             g,
@@ -395,30 +422,58 @@ impl<U> Fleet<U> {
                         )?;
                         break;
                     }
-                    Err(e) => return Err(FleetError::Launch(e)),
                 }
             }
         }
         Ok(())
     }
 
-    fn launch(&mut self, g: usize) -> Result<(), Error> {
+    /// Returns the units of workers whose jobs ended to the budget.
+    fn reclaim(&mut self) {
+        for id in self.launches.take_ended() {
+            if let Some(grant) = self.grants.remove(&id) {
+                self.budget.give_back(grant);
+            }
+        }
+    }
+
+    /// Submits a worker of group `g` holding `grant` (its devices in its environment and
+    /// context, unless the launcher places devices itself); on failure the grant comes back.
+    fn launch(&mut self, g: usize, grant: Grant) -> Result<(), Box<(Error, Grant)>> {
         let id = self.next_worker;
         self.next_worker += 1;
         let group = &self.groups[g].group;
-        let ctx = self
+        let mut ctx = self
             .popts
             .context(&self.transport, &group.id, id, group.prefetch);
-        let (job, stderr) = submit_worker(
+        let env = if self.launcher.assigns_devices(GPU) {
+            ctx.devices_from_env = !grant.devices().is_empty() || group.need.uses(GPU);
+            Vec::new()
+        } else {
+            ctx.devices = grant.devices().to_vec();
+            grant.env()
+        };
+        let worker = start::Worker {
+            program: &self.program,
+            args: &self.args,
+            env,
+            resources: group.need.as_slice().to_vec(),
+        };
+        let submitted = submit_worker(
             self.launcher.as_ref(),
             &self.popts.log_dir,
             &group.log_group,
             &ctx,
-            &self.program,
-            &self.args,
-        )?;
-        self.launches.insert(id, g, job, stderr);
-        Ok(())
+            worker,
+        );
+        match submitted {
+            Ok((job, stderr)) => {
+                self.launches.insert(id, g, job, stderr);
+                self.grants.insert(id, grant);
+                Ok(())
+            }
+            Err(e) => Err(Box::new((e, grant))),
+        }
     }
 
     /// Fills every open worker up to its window, round robin within each group.
@@ -740,8 +795,14 @@ impl<U> Fleet<U> {
 
     /// Workers that have held nothing for the idle timeout while their group had no work
     /// leave; they are started again when the group has work.
+    ///
+    /// While another group waits for units of the budget, idle workers leave at once.
     fn release_idle<S: Source<Unit = U>>(&mut self, source: &S) {
-        let idle_timeout = self.popts.idle_timeout;
+        let idle_timeout = if self.starved {
+            Duration::ZERO
+        } else {
+            self.popts.idle_timeout
+        };
         for conn in self.conns.values_mut() {
             let idle = conn
                 .idle_since
@@ -753,7 +814,7 @@ impl<U> Fleet<U> {
                 conn.idle_since = None;
                 continue;
             }
-            tracing::info!(group = %self.groups[conn.group].group.id, "{} idle for {idle_timeout:?}; released", conn.peer.describe());
+            tracing::info!(group = %self.groups[conn.group].group.id, starved = self.starved, "{} idle for {idle_timeout:?}; released", conn.peer.describe());
             conn.dismiss();
             conn.retiring = true;
             self.launches.retiring(conn.launch);

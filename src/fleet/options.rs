@@ -80,6 +80,8 @@ impl ProcessOptions {
             lifetime_ms: self.lifetime.map(ms),
             prefetch: Some(u32::try_from(prefetch).unwrap_or(u32::MAX)),
             max_output_bytes: Some(self.max_output as u64),
+            devices: Vec::new(),
+            devices_from_env: false,
         }
     }
 }

@@ -9,28 +9,46 @@ use super::context::{CONTEXT_ENV, Context};
 use crate::error::Error;
 use crate::launch::{JobId, Launcher, WorkerSpec};
 
+/// What one worker runs and needs.
+pub(crate) struct Worker<'a> {
+    /// The program and its arguments.
+    pub(crate) program: &'a Path,
+    pub(crate) args: &'a [std::ffi::OsString],
+    /// Environment variables besides its context.
+    pub(crate) env: Vec<(String, String)>,
+    /// What the launcher must request for it.
+    pub(crate) resources: Vec<(String, u64)>,
+}
+
 /// Submits a worker with context `ctx` through `launcher`: it runs `program args` with
-/// [`CONTEXT_ENV`] set, logs to `<log_dir>/<group>/worker_<id>.out/.err`, and is listed in
+/// [`CONTEXT_ENV`] (and `env`) set, requesting `resources` from the launcher, logs to `<log_dir>/<group>/worker_<id>.out/.err`, and is listed in
 /// `<log_dir>/jobs.txt`. Returns the job and the worker's stderr file.
 pub(crate) fn submit_worker(
     launcher: &dyn Launcher,
     log_dir: &Path,
     group: &str,
     ctx: &Context,
-    program: &Path,
-    args: &[std::ffi::OsString],
+    worker: Worker<'_>,
 ) -> Result<(JobId, PathBuf), Error> {
+    let Worker {
+        program,
+        args,
+        env,
+        resources,
+    } = worker;
     let id = ctx.worker_id;
     let dir = log_dir.join(group);
     let spec = WorkerSpec {
         name: format!("blockwise-{group}-{id}"),
         program: program.to_path_buf(),
         args: args.to_vec(),
-        env: vec![(CONTEXT_ENV.to_owned(), ctx.encode())],
+        env: std::iter::once((CONTEXT_ENV.to_owned(), ctx.encode()))
+            .chain(env)
+            .collect(),
         workdir: None,
         stdout: dir.join(format!("worker_{id}.out")),
         stderr: dir.join(format!("worker_{id}.err")),
-        resources: Vec::new(),
+        resources,
     };
     let job = launcher.submit(&spec)?;
     tracing::debug!(group, worker = id, job = %job, "worker submitted");

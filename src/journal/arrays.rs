@@ -32,11 +32,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::layout::Layout;
+use super::layout::{Layout, TaskLayout};
 use super::status::Pending;
 use super::{JournalError, TaskDir, files, read_layout, task_dir_state_read_only, write_atomic};
 use crate::store::ChunkGrid;
-use crate::task::Task;
 
 /// The file name, in a task directory.
 const FILE: &str = "arrays.json";
@@ -196,7 +195,7 @@ fn changes(
 /// recorded. With `fresh`, checks nothing (the markers are discarded).
 pub(crate) fn check(
     dir: &Path,
-    tasks: &[Task],
+    tasks: &[TaskLayout],
     names: &[String],
     logged: Option<&[super::wal::Section]>,
     fresh: bool,
@@ -211,10 +210,10 @@ pub(crate) fn check(
         if !matches!(task_dir_state_read_only(&tdir)?, TaskDir::Present) {
             continue;
         }
-        let Some(stored) = read(&tdir, task.task_id())? else {
+        let Some(stored) = read(&tdir, &task.task_id)? else {
             continue;
         };
-        let declared: Vec<RecordedArray> = task.writes().iter().map(RecordedArray::of).collect();
+        let declared: Vec<RecordedArray> = task.writes.iter().map(RecordedArray::of).collect();
         let (replaced, lost) = changes(&stored.arrays, &declared);
         if replaced.is_empty() && lost.is_empty() {
             continue;
@@ -230,7 +229,7 @@ pub(crate) fn check(
         }
         if let Some((array, recorded_id, current_id)) = replaced.into_iter().next() {
             return Err(JournalError::OutputReplaced {
-                task: task.task_id().to_owned(),
+                task: task.task_id.clone(),
                 array,
                 dir: dir.to_owned(),
                 done: counts.done,
@@ -240,7 +239,7 @@ pub(crate) fn check(
         }
         for (array, then) in lost {
             tracing::warn!(
-                task = %task.task_id(),
+                task = %task.task_id,
                 array = %array,
                 recorded_id = %then,
                 done = counts.done,
@@ -254,10 +253,10 @@ pub(crate) fn check(
 /// Records the arrays `task` declares in its task directory `tdir` (written only if the
 /// record changes): their current ids, the recorded id of an array that has none now, and
 /// the records of arrays no longer declared. Runs after [`check`].
-pub(crate) fn record(tdir: &Path, task: &Task) -> Result<(), JournalError> {
-    let stored = read(tdir, task.task_id())?;
+pub(crate) fn record(tdir: &Path, task: &TaskLayout) -> Result<(), JournalError> {
+    let stored = read(tdir, &task.task_id)?;
     let recorded = stored.as_ref().map_or(&[][..], |a| a.arrays.as_slice());
-    let declared: Vec<RecordedArray> = task.writes().iter().map(RecordedArray::of).collect();
+    let declared: Vec<RecordedArray> = task.writes.iter().map(RecordedArray::of).collect();
     let mut used = vec![false; recorded.len()];
     let mut out = Vec::with_capacity(declared.len() + recorded.len());
     for current in &declared {
@@ -280,7 +279,7 @@ pub(crate) fn record(tdir: &Path, task: &Task) -> Result<(), JournalError> {
     if stored.as_ref().is_some_and(|a| a.arrays == out) {
         return Ok(());
     }
-    let text = serde_json::to_string_pretty(&Arrays::new(task.task_id(), out)).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&Arrays::new(&task.task_id, out)).unwrap_or_default();
     write_atomic(&tdir.join(FILE), text.as_bytes())
 }
 

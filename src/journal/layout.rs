@@ -1,11 +1,32 @@
 //! The layout of a task's blocks, stored beside its done-markers: if it changes, the markers
 //! name other blocks and must not be used.
+//!
+//! The journal never sees a `Task` (with its functions): a run hands it a [`TaskLayout`] per
+//! task, the plain facts it records and checks.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::blocks::Fit;
 use crate::geometry::Roi;
-use crate::task::Task;
+use crate::store::ChunkGrid;
+
+/// What the journal needs to know of a task (`Task::layout` gives it): which block a grid
+/// index is, and the arrays the task declares it writes.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskLayout {
+    pub(crate) task_id: String,
+    pub(crate) total_roi: Roi,
+    pub(crate) read_roi: Roi,
+    pub(crate) write_roi: Roi,
+    pub(crate) fit: Fit,
+    pub(crate) read_write_conflict: bool,
+    /// Blocks per axis (one entry per axis).
+    pub(crate) grid_shape: Vec<i64>,
+    pub(crate) num_blocks: u64,
+    /// The arrays declared with `TaskBuilder::writes`.
+    pub(crate) writes: Vec<ChunkGrid>,
+}
 
 /// Everything that decides which block a grid index is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,17 +50,17 @@ fn roi_text(roi: &Roi) -> String {
 }
 
 impl Layout {
-    pub(crate) fn of(task: &Task) -> Layout {
-        let inner = &task.inner;
+    /// The record of `task`'s layout, its hash computed.
+    pub(crate) fn of(task: &TaskLayout) -> Layout {
         let mut layout = Layout {
-            task_id: task.task_id().to_owned(),
-            total_roi: roi_text(&inner.total_roi),
-            read_roi: roi_text(&inner.read_roi),
-            write_roi: roi_text(&inner.write_roi),
-            fit: inner.fit.to_string(),
-            read_write_conflict: inner.read_write_conflict,
-            grid_shape: inner.grid.counts.clone(),
-            num_blocks: inner.grid.num_blocks,
+            task_id: task.task_id.clone(),
+            total_roi: roi_text(&task.total_roi),
+            read_roi: roi_text(&task.read_roi),
+            write_roi: roi_text(&task.write_roi),
+            fit: task.fit.to_string(),
+            read_write_conflict: task.read_write_conflict,
+            grid_shape: task.grid_shape.clone(),
+            num_blocks: task.num_blocks,
             sha256: String::new(),
         };
         layout.sha256 = layout.digest();
@@ -124,8 +145,8 @@ impl Layout {
 mod tests {
     use super::*;
 
-    fn task(write: i64, conflict: bool) -> Task {
-        Task::builder(
+    fn task(write: i64, conflict: bool) -> TaskLayout {
+        crate::Task::builder(
             "t",
             Roi::new([0, 0], [100, 100]),
             Roi::new([0, 0], [write, write]),
@@ -134,6 +155,7 @@ mod tests {
         .read_write_conflict(conflict)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
+        .layout()
     }
 
     #[test]

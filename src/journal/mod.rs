@@ -117,12 +117,13 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use done::DoneSet;
 use layout::Layout;
+pub(crate) use layout::TaskLayout;
 pub use outputs::{BlockOutput, Outputs, read_outputs};
 pub use rundir::{RunDir, RunProgress, TaskProgress};
 pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};
 
 use crate::blocks::Block;
-use crate::task::Task;
+use crate::util::lock;
 
 /// Errors of a run directory.
 #[derive(Debug, thiserror::Error)]
@@ -379,9 +380,7 @@ impl Writer {
             };
             if let Err(e) = result {
                 tracing::error!("recording done-markers failed: {e}");
-                *error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                *lock(error) = Some(e);
                 failed = true;
             }
         }
@@ -563,20 +562,27 @@ impl Journal {
     /// Opens (creating if needed) the run directory for `tasks` (the scheduler's tasks, in its
     /// order), takes its lock, checks every task's layout and loads its done-markers. With
     /// `fresh`, the markers of these tasks are discarded first.
-    pub(crate) fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
+    pub(crate) fn open(
+        dir: &Path,
+        tasks: &[TaskLayout],
+        fresh: bool,
+    ) -> Result<Journal, JournalError> {
         Journal::open_with(dir, tasks, fresh, false)
     }
 
     /// [`open`](Journal::open), starting over: the records of **every** task of the directory
     /// (not only of `tasks`) are discarded first, so that no task of a later run resumes from
     /// records older than what this run redoes.
-    pub(crate) fn open_fresh_all(dir: &Path, tasks: &[Task]) -> Result<Journal, JournalError> {
+    pub(crate) fn open_fresh_all(
+        dir: &Path,
+        tasks: &[TaskLayout],
+    ) -> Result<Journal, JournalError> {
         Journal::open_with(dir, tasks, true, true)
     }
 
     fn open_with(
         dir: &Path,
-        tasks: &[Task],
+        tasks: &[TaskLayout],
         fresh: bool,
         all: bool,
     ) -> Result<Journal, JournalError> {
@@ -627,12 +633,12 @@ impl Journal {
 
     fn open_locked(
         dir: &Path,
-        tasks: &[Task],
+        tasks: &[TaskLayout],
         fresh: bool,
         all: bool,
         lock: File,
     ) -> Result<Journal, JournalError> {
-        let names: Vec<String> = tasks.iter().map(|t| task_dir_name(t.task_id())).collect();
+        let names: Vec<String> = tasks.iter().map(|t| task_dir_name(&t.task_id)).collect();
         if all {
             discard_other_tasks(dir, &names)?;
         }
@@ -691,7 +697,7 @@ impl Journal {
                 .iter()
                 .zip(&present)
                 .filter(|(_, p)| !**p)
-                .map(|(t, _)| markers::space_needed(t.inner.grid.num_blocks, unit))
+                .map(|(t, _)| markers::space_needed(t.num_blocks, unit))
                 .fold(0u64, u64::saturating_add);
             files::check_space(dir, needed)?;
         }
@@ -708,7 +714,7 @@ impl Journal {
         }
         let meta = RunMeta {
             version: 1,
-            tasks: tasks.iter().map(|t| t.task_id().to_owned()).collect(),
+            tasks: tasks.iter().map(|t| t.task_id.clone()).collect(),
             pid: std::process::id(),
             started: unix_now(),
             ended: None,
@@ -853,10 +859,7 @@ impl Journal {
     }
 
     fn writer_error(&self) -> Option<JournalError> {
-        self.error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        lock(&self.error).take()
     }
 
     /// Hands the batch to the writer if it is full or old enough; returns how long until the
@@ -971,11 +974,11 @@ fn discard_other_tasks(dir: &Path, keep: &[String]) -> Result<(), JournalError> 
 }
 
 /// One open file per file system holding the arrays the tasks declare they write.
-fn output_file_systems(tasks: &[Task]) -> Vec<(PathBuf, File)> {
+fn output_file_systems(tasks: &[TaskLayout]) -> Vec<(PathBuf, File)> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for grid in tasks.iter().flat_map(|t| t.writes()) {
+    for grid in tasks.iter().flat_map(|t| &t.writes) {
         let Some(path) = &grid.path else { continue };
         // Non-blocking: a FIFO at an output's path must not hang the run.
         let opened = {
@@ -1054,15 +1057,18 @@ fn replay(dir: &Path, wal_path: &Path, section: &wal::Section) -> Result<(), Jou
 /// Creates a task's directory, with empty markers and its layout: built in
 /// `tasks/.creating/<name>` and renamed into place when complete, so that a task directory
 /// is always whole. On failure, what was built is removed.
-fn create_task(tasks_dir: &Path, name: &str, task: &Task) -> Result<(), JournalError> {
+fn create_task(tasks_dir: &Path, name: &str, task: &TaskLayout) -> Result<(), JournalError> {
     let parent = tasks_dir.join(".creating");
     let staging = parent.join(name);
     let tdir = tasks_dir.join(name);
     let new_tasks_dir = !files::exists(tasks_dir)?;
     let built = (|| {
         fs::create_dir_all(&staging).map_err(|e| io("create", &staging, e))?;
-        let grid = &task.inner.grid;
-        markers::create(&staging.join("done.zarr"), &grid.counts, grid.num_blocks)?;
+        markers::create(
+            &staging.join("done.zarr"),
+            &task.grid_shape,
+            task.num_blocks,
+        )?;
         let text = serde_json::to_string_pretty(&Layout::of(task)).unwrap_or_default();
         write_atomic(&staging.join("layout.json"), text.as_bytes())?;
         arrays::record(&staging, task)?;
@@ -1088,28 +1094,27 @@ fn open_task(
     dir: &Path,
     tdir: &Path,
     name: &str,
-    task: &Task,
+    task: &TaskLayout,
     existed: bool,
 ) -> Result<(TaskFiles, DoneSet), JournalError> {
     let array = tdir.join("done.zarr");
-    let grid = &task.inner.grid;
     let set = if existed {
         let layout = Layout::of(task);
         let stored = read_layout(&tdir.join("layout.json"))?;
         if stored.sha256 != layout.sha256 {
             return Err(JournalError::LayoutMismatch {
-                task: task.task_id().to_owned(),
+                task: task.task_id.clone(),
                 dir: dir.to_owned(),
                 differences: layout.differences(&stored),
             });
         }
-        let set = markers::load(&array, &grid.counts, grid.num_blocks)?;
+        let set = markers::load(&array, &task.grid_shape, task.num_blocks)?;
         arrays::record(tdir, task)?;
         set
     } else {
-        DoneSet::empty(grid.num_blocks)
+        DoneSet::empty(task.num_blocks)
     };
-    let markers = markers::MarkerWriter::open(&array, grid.dims, grid.num_blocks)?;
+    let markers = markers::MarkerWriter::open(&array, task.grid_shape.len(), task.num_blocks)?;
     // An abandonment recorded by an earlier run: this run gives the task another chance.
     let abandoned = tdir.join(ABANDONED);
     if files::exists(&abandoned)? {

@@ -480,8 +480,7 @@ mod tests {
                 .collect()
         };
         {
-            let mut j = super::super::Journal::open(dir.path(), std::slice::from_ref(&task), false)
-                .unwrap();
+            let mut j = super::super::Journal::open(dir.path(), &[task.layout()], false).unwrap();
             for g in 0..3 {
                 j.record_done_with_output(0, g, g + 100, (g * 2).to_string().as_bytes());
             }
@@ -507,8 +506,7 @@ mod tests {
         );
         // The next open replays the log (recording the committed length) and drops the tail.
         {
-            let mut j = super::super::Journal::open(dir.path(), std::slice::from_ref(&task), false)
-                .unwrap();
+            let mut j = super::super::Journal::open(dir.path(), &[task.layout()], false).unwrap();
             let done = j.take_done();
             assert_eq!(
                 (done[0].len(), done[0].count()),
@@ -522,7 +520,7 @@ mod tests {
         let len = std::fs::metadata(tdir.join(RECORDS)).unwrap().len();
         assert_eq!(read_committed(&tdir).unwrap(), Some(len));
         // Starting fresh discards them.
-        drop(super::super::Journal::open(dir.path(), std::slice::from_ref(&task), true).unwrap());
+        drop(super::super::Journal::open(dir.path(), &[task.layout()], true).unwrap());
         assert!(read(dir.path()).is_empty());
     }
 

@@ -1,8 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::Task;
 use crate::geometry::Roi;
 use std::path::PathBuf;
+
+/// [`Journal::open`] for `tasks`' layouts.
+fn open(dir: &Path, tasks: &[Task], fresh: bool) -> Result<Journal, JournalError> {
+    let layouts: Vec<TaskLayout> = tasks.iter().map(Task::layout).collect();
+    Journal::open(dir, &layouts, fresh)
+}
 
 fn task(id: &str, n: i64) -> Task {
     Task::builder(
@@ -30,7 +37,7 @@ fn err(r: Result<Journal, JournalError>) -> JournalError {
 fn markers_survive_reopening_and_count_as_done() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("a b", 5);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert!(dir.path().join("tasks/a%20b/done.zarr/c/0/0").is_file());
     let done = j.take_done();
     assert!(done[0].is_none_done());
@@ -40,7 +47,7 @@ fn markers_survive_reopening_and_count_as_done() {
     j.record_failure(0, &block(&t, 2), 7, "retried", false);
     j.finish("finished with failures").unwrap();
     drop(j);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     let done = j.take_done();
     assert_eq!(done[0].count(), 2);
     assert!(done[0].contains(1) && done[0].contains(3) && !done[0].contains(4));
@@ -73,8 +80,8 @@ fn markers_survive_reopening_and_count_as_done() {
 fn a_second_run_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("t", 3);
-    let _held = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
-    let e = err(Journal::open(dir.path(), &[t], false));
+    let _held = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let e = err(open(dir.path(), &[t], false));
     assert!(matches!(e, JournalError::Locked { .. }), "{e}");
     assert!(e.to_string().contains("is in use by another run"), "{e}");
     assert_eq!(status(dir.path()).unwrap().state, RunState::Running);
@@ -83,11 +90,11 @@ fn a_second_run_on_the_same_directory_is_refused() {
 #[test]
 fn another_layout_is_refused_unless_fresh() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::open(dir.path(), &[task("t", 3)], false).unwrap();
+    let mut j = open(dir.path(), &[task("t", 3)], false).unwrap();
     j.record_done(0, 0);
     j.finish("finished").unwrap();
     drop(j);
-    let e = err(Journal::open(dir.path(), &[task("t", 4)], false));
+    let e = err(open(dir.path(), &[task("t", 4)], false));
     assert_eq!(
         e.to_string(),
         format!(
@@ -95,7 +102,7 @@ fn another_layout_is_refused_unless_fresh() {
             dir.path().display()
         )
     );
-    let mut j = Journal::open(dir.path(), &[task("t", 4)], true).unwrap();
+    let mut j = open(dir.path(), &[task("t", 4)], true).unwrap();
     assert!(j.take_done()[0].is_none_done());
 }
 
@@ -103,7 +110,7 @@ fn another_layout_is_refused_unless_fresh() {
 fn damaged_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("t", 4);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     j.record_done(0, 2);
     j.finish("finished").unwrap();
     drop(j);
@@ -112,7 +119,7 @@ fn damaged_files_are_named() {
     assert_eq!(original, [0, 0, 1, 0]);
 
     std::fs::write(&chunk, [0, 0, 1]).unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("3 bytes, expected 4 (one per block); it was truncated"),
@@ -121,13 +128,13 @@ fn damaged_files_are_named() {
     assert!(e.to_string().contains(&chunk.display().to_string()), "{e}");
 
     std::fs::write(&chunk, [0, 0, 1, 9]).unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(e.to_string().contains("byte 3 is 9"), "{e}");
 
     std::fs::write(&chunk, &original).unwrap();
     let meta = dir.path().join("tasks/t/done.zarr/zarr.json");
     std::fs::write(&meta, "{\"zarr_format\": 3").unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("zarr.json is damaged: not valid JSON"),
@@ -135,7 +142,7 @@ fn damaged_files_are_named() {
     );
 
     std::fs::write(&meta, "{\"zarr_format\": 3, \"shape\": [5, 1]}").unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string().contains("shape is [5,1], expected [4,1]"),
         "{e}"
@@ -148,14 +155,14 @@ fn damaged_files_are_named() {
         text.replace("\"fit\": \"valid\"", "\"fit\": \"shrink\""),
     )
     .unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("its SHA-256 does not match its fields"),
         "{e}"
     );
     std::fs::write(&layout, "garbage").unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("layout.json is damaged: not a task layout"),
@@ -164,7 +171,7 @@ fn damaged_files_are_named() {
     assert!(matches!(e, JournalError::Corrupt { .. }));
 
     // Starting fresh recovers.
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), true).unwrap();
     assert!(j.take_done()[0].is_none_done());
 }
 
@@ -172,7 +179,7 @@ fn damaged_files_are_named() {
 fn a_logged_batch_is_replayed_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("t", 6);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     j.record_done(0, 0);
     j.flush().unwrap();
     drop(j);
@@ -180,7 +187,7 @@ fn a_logged_batch_is_replayed_after_a_crash() {
     let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
     let records = [wal::record(4, 1), wal::record(5, 2)];
     wal.write([("t", &records[..])].into_iter()).unwrap();
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     let done = j.take_done();
     assert_eq!(done[0].count(), 2);
     assert!(done[0].contains(0) && done[0].contains(4) && !done[0].contains(5));
@@ -223,7 +230,7 @@ fn markers_are_a_zarr_array() {
     )
     .build()
     .unwrap();
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     j.record_done(0, 0);
     j.record_done(0, 23);
     j.record_failure(0, &t.block(5).unwrap(), 0, "x", true);
@@ -240,7 +247,7 @@ fn markers_are_a_zarr_array() {
 }
 
 fn finished_run(dir: &Path, t: &Task, done: &[u64]) {
-    let mut j = Journal::open(dir, std::slice::from_ref(t), false).unwrap();
+    let mut j = open(dir, std::slice::from_ref(t), false).unwrap();
     for &i in done {
         j.record_done(0, i);
     }
@@ -254,7 +261,7 @@ fn a_missing_layout_beside_markers_is_an_error_unless_fresh() {
     finished_run(dir.path(), &t, &[0, 1, 2]);
     let layout = dir.path().join("tasks/t/layout.json");
     std::fs::remove_file(&layout).unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(matches!(e, JournalError::Corrupt { .. }), "{e}");
     assert!(
         e.to_string().starts_with(&format!(
@@ -266,7 +273,7 @@ fn a_missing_layout_beside_markers_is_an_error_unless_fresh() {
     let se = status(dir.path()).unwrap_err();
     assert_eq!(se.to_string(), e.to_string());
     assert!(dir.path().join("tasks/t/done.zarr").is_dir(), "left alone");
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), true).unwrap();
     assert!(j.take_done()[0].is_none_done());
 }
 
@@ -280,7 +287,7 @@ fn an_interrupted_creation_is_recovered_silently() {
     std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
     std::fs::rename(dir.path().join("tasks/t"), &staging).unwrap();
     std::fs::remove_file(staging.join("layout.json")).unwrap();
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert!(j.take_done()[0].is_none_done());
     j.finish("finished").unwrap();
     drop(j);
@@ -290,7 +297,7 @@ fn an_interrupted_creation_is_recovered_silently() {
     // ... and in the old way, before anything was written in the task directory.
     std::fs::remove_dir_all(dir.path().join("tasks/t")).unwrap();
     std::fs::create_dir(dir.path().join("tasks/t")).unwrap();
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert!(j.take_done()[0].is_none_done());
 }
 
@@ -318,7 +325,7 @@ fn a_log_naming_a_path_outside_the_tasks_is_refused() {
         wal.write([(name, &[wal::record(1, 1)][..])].into_iter())
             .unwrap();
         drop(wal);
-        let e = err(Journal::open(&run, &[task("t", 4)], false));
+        let e = err(open(&run, &[task("t", 4)], false));
         assert!(
             e.to_string().starts_with(&format!(
                 "run directory file {} is damaged: its batch names {name:?}, which is not a task directory name",
@@ -339,7 +346,7 @@ fn a_log_naming_a_path_outside_the_tasks_is_refused() {
     wal.write([("gone", &[wal::record(1, 1)][..])].into_iter())
         .unwrap();
     drop(wal);
-    Journal::open(&run, &[task("t", 4)], false).unwrap();
+    open(&run, &[task("t", 4)], false).unwrap();
 }
 
 #[test]
@@ -386,7 +393,7 @@ fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
     finished_run(dir.path(), &t, &[0, 4097]);
     let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
     flip(&chunk, 4099);
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string().starts_with(&format!(
             "run directory file {} is damaged: checksum mismatch in bytes 4096 to 4999 (page 1",
@@ -399,18 +406,18 @@ fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
     flip(&chunk, 4099);
     let sums = dir.path().join("tasks/t/done.crc32");
     flip(&sums, 20);
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("checksum mismatch in bytes 0 to 4095 (page 0"),
         "{e}"
     );
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), true).unwrap();
     assert!(j.take_done()[0].is_none_done());
     j.record_done(0, 3);
     j.finish("finished").unwrap();
     drop(j);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert_eq!(j.take_done()[0].count(), 1);
 }
 
@@ -441,7 +448,7 @@ fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
     assert_eq!(s.tasks[0].done, 3);
     // ... and counts the batch's markers (block 8500 failed) as the replay will write them.
     assert_eq!(s.tasks[0].failed, 1);
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     let done = j.take_done();
     assert_eq!(done[0].count(), 3);
     assert!(done[0].contains(1) && done[0].contains(2) && done[0].contains(5000));
@@ -450,7 +457,7 @@ fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
     // Without the log, the same damage is reported.
     std::fs::write(&chunk, &bytes).unwrap();
     std::fs::write(&sums, &good_sums).unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
             .contains("checksum mismatch in bytes 0 to 4095"),
@@ -471,11 +478,7 @@ fn too_little_space_is_refused_before_anything_is_created() {
     )
     .build()
     .unwrap();
-    let e = err(Journal::open(
-        &run,
-        &[task("small", 3), huge.clone()],
-        false,
-    ));
+    let e = err(open(&run, &[task("small", 3), huge.clone()], false));
     match &e {
         JournalError::NoSpace {
             path,
@@ -494,14 +497,14 @@ fn too_little_space_is_refused_before_anything_is_created() {
     assert!(!run.exists(), "the run directory this open created is gone");
     // In an existing run directory: its files stay, no task directory is made.
     finished_run(&run, &task("small", 3), &[1]);
-    let e = err(Journal::open(&run, &[task("small", 3), huge], false));
+    let e = err(open(&run, &[task("small", 3), huge], false));
     assert!(matches!(e, JournalError::NoSpace { .. }), "{e}");
     let names: Vec<_> = std::fs::read_dir(run.join("tasks"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["small"]);
-    let mut j = Journal::open(&run, &[task("small", 3)], false).unwrap();
+    let mut j = open(&run, &[task("small", 3)], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 1);
 }
 
@@ -513,7 +516,7 @@ fn a_run_directory_of_an_older_version_gets_checksums() {
     let sums = dir.path().join("tasks/t/done.crc32");
     let made = std::fs::read(&sums).unwrap();
     std::fs::remove_file(&sums).unwrap();
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert_eq!(j.take_done()[0].count(), 2);
     j.finish("finished").unwrap();
     assert_eq!(std::fs::read(&sums).unwrap(), made);
@@ -570,18 +573,14 @@ fn recorded_ids(dir: &Path, task: &str) -> Vec<Option<String>> {
 #[test]
 fn an_output_recreated_after_blocks_were_done_is_refused_unless_fresh() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
     j.record_done(0, 0);
     j.record_done(0, 3);
     j.finish("finished").unwrap();
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
     let before = snapshot(dir.path());
-    let e = err(Journal::open(
-        dir.path(),
-        &[writing("t", 5, Some("bbb"))],
-        false,
-    ));
+    let e = err(open(dir.path(), &[writing("t", 5, Some("bbb"))], false));
     match &e {
         JournalError::OutputReplaced {
             task,
@@ -607,38 +606,34 @@ fn an_output_recreated_after_blocks_were_done_is_refused_unless_fresh() {
     );
     assert_eq!(snapshot(dir.path()), before, "nothing was modified");
     // The same array resumes.
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 2);
     drop(j);
     // Starting fresh records the new one.
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], true).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("bbb"))], true).unwrap();
     assert!(j.take_done()[0].is_none_done());
     j.record_done(0, 1);
     j.finish("finished").unwrap();
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
-    Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+    open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
 }
 
 #[test]
 fn an_output_recreated_before_any_block_was_done_is_recorded_again() {
     let dir = tempfile::tempdir().unwrap();
     let t = writing("t", 5, Some("aaa"));
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     // A failed block does not count: it runs again.
     j.record_failure(0, &block(&t, 2), 0, "boom", true);
     j.finish("finished with failures").unwrap();
     drop(j);
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
     j.record_done(0, 2);
     j.finish("finished").unwrap();
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
-    let e = err(Journal::open(
-        dir.path(),
-        &[writing("t", 5, Some("ccc"))],
-        false,
-    ));
+    let e = err(open(dir.path(), &[writing("t", 5, Some("ccc"))], false));
     assert!(
         matches!(&e, JournalError::OutputReplaced { recorded_id, done: 1, .. } if &**recorded_id == "bbb"),
         "{e}"
@@ -650,21 +645,17 @@ fn an_output_without_an_id_now_is_a_warning_and_its_id_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     finished_run(dir.path(), &writing("t", 5, Some("aaa")), &[0]);
     // Made by another tool, or opened by something that does not read the id: resumes.
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, None)], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, None)], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 1);
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
-    let e = err(Journal::open(
-        dir.path(),
-        &[writing("t", 5, Some("bbb"))],
-        false,
-    ));
+    let e = err(open(dir.path(), &[writing("t", 5, Some("bbb"))], false));
     assert!(matches!(e, JournalError::OutputReplaced { .. }), "{e}");
     // Arrays without ids throughout: nothing to compare.
     let other = tempfile::tempdir().unwrap();
     finished_run(other.path(), &writing("t", 5, None), &[0]);
     assert_eq!(recorded_ids(other.path(), "t"), [None]);
-    let mut j = Journal::open(other.path(), &[writing("t", 5, Some("new"))], false).unwrap();
+    let mut j = open(other.path(), &[writing("t", 5, Some("new"))], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 1);
     drop(j);
     assert_eq!(recorded_ids(other.path(), "t"), [Some("new".into())]);
@@ -680,17 +671,13 @@ fn the_logged_batch_counts_for_the_output_check() {
         .unwrap();
     drop(wal);
     let before = snapshot(dir.path());
-    let e = err(Journal::open(
-        dir.path(),
-        &[writing("t", 5, Some("bbb"))],
-        false,
-    ));
+    let e = err(open(dir.path(), &[writing("t", 5, Some("bbb"))], false));
     assert!(
         matches!(e, JournalError::OutputReplaced { done: 1, .. }),
         "{e}"
     );
     assert_eq!(snapshot(dir.path()), before, "the log was not replayed");
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("aaa"))], false).unwrap();
     assert!(j.take_done()[0].contains(4));
 }
 
@@ -701,7 +688,7 @@ fn a_run_directory_without_a_record_of_the_outputs_gets_one() {
     let record = dir.path().join("tasks/t/arrays.json");
     // An older version wrote none.
     std::fs::remove_file(&record).unwrap();
-    let mut j = Journal::open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
+    let mut j = open(dir.path(), &[writing("t", 5, Some("bbb"))], false).unwrap();
     assert_eq!(j.take_done()[0].count(), 2);
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("bbb".into())]);
@@ -721,7 +708,7 @@ fn a_damaged_record_of_the_outputs_is_an_error_unless_fresh() {
     let record = dir.path().join("tasks/t/arrays.json");
     let text = std::fs::read_to_string(&record).unwrap();
     std::fs::write(&record, text.replace("aaa", "aab")).unwrap();
-    let e = err(Journal::open(dir.path(), std::slice::from_ref(&t), false));
+    let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert_eq!(
         e.to_string(),
         format!(
@@ -730,7 +717,7 @@ fn a_damaged_record_of_the_outputs_is_an_error_unless_fresh() {
         )
     );
     assert_eq!(status(dir.path()).unwrap_err().to_string(), e.to_string());
-    let mut j = Journal::open(dir.path(), std::slice::from_ref(&t), true).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), true).unwrap();
     assert!(j.take_done()[0].is_none_done());
     drop(j);
     assert_eq!(recorded_ids(dir.path(), "t"), [Some("aaa".into())]);
@@ -812,7 +799,7 @@ fn a_run_directory_is_read_without_a_lock_or_a_write() {
         Err(JournalError::NotARunDir { .. })
     ));
     // A run directory whose run has recorded nothing yet.
-    let held = Journal::open(dir.path(), &[task("t", 3)], false).unwrap();
+    let held = open(dir.path(), &[task("t", 3)], false).unwrap();
     assert!(RunDir::exists(dir.path()));
     let rd = RunDir::open(dir.path()).unwrap();
     assert_eq!(rd.path(), dir.path());

@@ -8,6 +8,30 @@ pub(crate) mod summary;
 pub(crate) use progress::ProgressBars;
 pub use summary::{BlockFailure, FailureKind, RunSummary};
 
+use std::io::IsTerminal;
+
+/// Whether to show progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// Show them when stdout is a terminal.
+    #[default]
+    Auto,
+    /// Always show them.
+    Always,
+    /// Never show them.
+    Never,
+}
+
+impl Progress {
+    pub(crate) fn enabled(self) -> bool {
+        match self {
+            Progress::Auto => std::io::stdout().is_terminal(),
+            Progress::Always => true,
+            Progress::Never => false,
+        }
+    }
+}
+
 /// A no-op stand-in when the `progress` feature is off.
 #[cfg(not(feature = "progress"))]
 #[derive(Debug)]

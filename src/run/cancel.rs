@@ -1,6 +1,8 @@
 //! [`Cancel`]: stopping a run from another thread.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::util::lock;
 
 /// A handle that stops a run from another thread (a GUI, a service's shutdown, an embedding
 /// interpreter's Ctrl-C): give a clone to [`Runner::cancel_with`](crate::Runner::cancel_with)
@@ -49,7 +51,7 @@ impl Cancel {
     /// Cancels the runs that use this handle, with `reason` (reported in
     /// [`Error::Interrupted`](crate::Error::Interrupted)). The first reason stays.
     pub fn cancel(&self, reason: impl Into<String>) {
-        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut r = lock(&self.reason);
         if r.is_none() {
             *r = Some(reason.into());
         }
@@ -64,9 +66,6 @@ impl Cancel {
     /// The reason given to [`cancel`](Cancel::cancel), if it was called.
     #[must_use]
     pub fn reason(&self) -> Option<String> {
-        self.reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.reason).clone()
     }
 }

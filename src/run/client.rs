@@ -633,8 +633,9 @@ impl Client {
         }
     }
 
-    /// Reports an executor item's result (sent at once when no other item is waiting, else
-    /// batched with the next ones for at most the flush latency).
+    /// Reports an executor item's result, at once: the worker holds more items than the one
+    /// it runs, and a result still waiting when a later item kills the worker would be lost
+    /// with it (and the finished item counted as the one that was running).
     pub(crate) fn report_item(
         &mut self,
         seq: u64,
@@ -643,14 +644,7 @@ impl Client {
         self.reported += 1;
         let mut w = self.shared.lock();
         w.pending_items.push(ItemOutcome { seq, result });
-        if w.first_pending.is_none() {
-            w.first_pending = Some(Instant::now());
-            self.shared.wake.notify_one();
-        }
-        if self.items.is_empty() || w.pending_items.len() >= self.batch {
-            w.flush()?;
-        }
-        Ok(())
+        w.flush()
     }
 
     /// Gives back the unstarted blocks (or items) and stops taking new ones.
@@ -885,6 +879,8 @@ mod tests {
             lifetime_ms: None,
             prefetch: None,
             max_output_bytes: None,
+            devices: Vec::new(),
+            devices_from_env: false,
         }
     }
 

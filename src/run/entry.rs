@@ -5,7 +5,7 @@ use std::io::Write;
 use super::worker;
 use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::context::Context;
-use crate::task::Task;
+use crate::task::{Task, WorkerContext};
 
 /// Makes a program safe to run on worker processes: **call it first in `main`**, with the
 /// function that builds the program's tasks.
@@ -165,4 +165,46 @@ fn exit_with(message: &str) -> ! {
     let _ = writeln!(err, "{message}");
     let _ = err.flush();
     std::process::exit(1)
+}
+
+impl WorkerContext {
+    /// The task, worker id and devices of this process, if a process runner started it as a worker
+    /// (it has [`CONTEXT_ENV`](crate::CONTEXT_ENV)); `None` in any other process. A worker that runs its own loop
+    /// with [`Client::from_env`](crate::Client::from_env) can use it to pick its task's
+    /// function first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] when the variable is set but not a valid context.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// assert_eq!(blockwise::WorkerContext::from_env()?, None); // not a worker process
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_env() -> Result<Option<WorkerContext>, Error> {
+        Ok(Context::from_env()?.map(|c| WorkerContext {
+            devices: devices_of(&c),
+            task_id: c.task_id,
+            worker_id: c.worker_id,
+        }))
+    }
+}
+
+/// A worker's `gpu` ids: those the run's budget gave it, or, where the batch system placed its
+/// devices itself, what the system put in `CUDA_VISIBLE_DEVICES`.
+pub(super) fn devices_of(ctx: &Context) -> Vec<String> {
+    if !ctx.devices_from_env {
+        return ctx.devices.clone();
+    }
+    std::env::var(crate::fleet::budget::CUDA_VISIBLE_DEVICES)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }

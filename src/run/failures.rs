@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
-use crate::journal::Journal;
+use crate::journal::{Journal, TaskLayout};
 use crate::observe::summary::{MAX_LISTED_FAILURES, OutputsDir, TaskSummary};
 use crate::observe::{BlockFailure, FailureKind, RunSummary};
 use crate::scheduler::Scheduler;
@@ -124,16 +124,17 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJ
     };
     // `fresh` starts over once per runner: its first run discards every record of the
     // directory, later runs (of this runner or its clones) resume what it recorded.
+    let layouts: Vec<TaskLayout> = tasks.iter().map(Task::layout).collect();
     let mut journal = if temp.is_some() {
-        Journal::open(&dir, &tasks, true)?
+        Journal::open(&dir, &layouts, true)?
     } else if opts.fresh
         && !opts
             .fresh_used
             .swap(true, std::sync::atomic::Ordering::SeqCst)
     {
-        Journal::open_fresh_all(&dir, &tasks)?
+        Journal::open_fresh_all(&dir, &layouts)?
     } else {
-        Journal::open(&dir, &tasks, false)?
+        Journal::open(&dir, &layouts, false)?
     };
     if temp.is_some() {
         journal.not_durable()?;

@@ -3,7 +3,9 @@
 //! The default runner executes blocks on in-process worker threads. One driver (the calling
 //! thread) owns the [`Scheduler`](crate::Scheduler); workers receive blocks and report results
 //! over crossbeam channels. Each task gets `num_workers` threads, started when the task first
-//! has a ready block, so chained tasks run concurrently as their blocks become ready.
+//! has a ready block, so chained tasks run concurrently as their blocks become ready. With a
+//! resource budget ([`Runner::resources`]) workers start and retire within it instead (see
+//! `threads.rs` and [`crate::fleet::budget`]).
 //!
 //! Failures, block outputs, timeouts and stuck threads are described on [`Runner`] (a public
 //! page).
@@ -18,6 +20,7 @@
 
 mod cancel;
 pub(crate) mod client;
+mod drive;
 mod entry;
 mod failures;
 mod observer;
@@ -25,7 +28,6 @@ pub(crate) mod processes;
 mod threads;
 mod worker;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +39,11 @@ pub use cancel::Cancel;
 pub use client::Client;
 pub use entry::{serve_worker, worker_main};
 
-use crate::error::Error;
-use crate::observe::RunSummary;
+use rustc_hash::FxHashSet;
+
+use crate::error::{Error, ResourceError};
+use crate::fleet::budget::Budget;
+use crate::observe::{Progress, RunSummary};
 use crate::task::Task;
 
 /// Runs tasks (and every upstream task reachable from them) block by block on worker threads
@@ -76,28 +81,6 @@ use crate::task::Task;
 /// function, and workers whose per-worker set-up keeps failing. Failed blocks are not errors.
 pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary, Error> {
     Runner::new().run(tasks)
-}
-
-/// Whether to show progress bars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Progress {
-    /// Show them when stdout is a terminal.
-    #[default]
-    Auto,
-    /// Always show them.
-    Always,
-    /// Never show them.
-    Never,
-}
-
-impl Progress {
-    pub(crate) fn enabled(self) -> bool {
-        match self {
-            Progress::Auto => std::io::stdout().is_terminal(),
-            Progress::Always => true,
-            Progress::Never => false,
-        }
-    }
 }
 
 /// Configures and runs a set of tasks; [`run_blockwise`] is `Runner::new().run(tasks)`.
@@ -226,6 +209,10 @@ pub struct Runner {
     max_output: usize,
     cancel: Option<Cancel>,
     observer: Option<observer::Observer>,
+    /// The run's resource budget: units per resource (`Runner::resources`).
+    resources: Vec<(String, u64)>,
+    /// Named units per resource (`Runner::devices`).
+    devices: Vec<(String, Vec<String>)>,
 }
 
 /// The default of [`Runner::max_output_bytes`]: 1 MiB.
@@ -261,6 +248,8 @@ impl Runner {
             max_output: DEFAULT_MAX_OUTPUT,
             cancel: None,
             observer: None,
+            resources: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
@@ -405,6 +394,128 @@ impl Runner {
         self
     }
 
+    /// The run's resource budget: `(resource, units)` pairs, any names, integer units. The live
+    /// workers of all tasks together never hold more units of a resource than this; what one
+    /// worker needs is its task's [`TaskBuilder::requires`](crate::TaskBuilder::requires). A
+    /// later call replaces the earlier list. Without a budget (the default, or an empty list
+    /// and no [`devices`](Runner::devices)), requirements are ignored and every task runs on
+    /// its `num_workers` workers.
+    ///
+    /// * **Devices.** The units of the resource `"gpu"` are device ids `"0"` to `"n-1"` (or the
+    ///   ids given with [`devices`](Runner::devices)). Each worker gets its own ids
+    ///   ([`WorkerContext::devices`](crate::WorkerContext::devices); for worker processes also
+    ///   `CUDA_VISIBLE_DEVICES`, set to an empty list for workers that need no GPU) and holds
+    ///   them until it exits; no two live workers hold the same id, and ids given back are
+    ///   handed out again lowest first.
+    /// * **Checked first.** A task one of whose workers needs more units than the budget has,
+    ///   or a resource the budget does not have (most likely a typo, e.g. `"gpus"`), makes
+    ///   [`run`](Runner::run) fail with [`Error::Resources`] before any block runs; so does an
+    ///   invalid budget (an empty or repeated name, a number of units that differs from the
+    ///   number of ids, a repeated id). A task that needs nothing is not limited by the budget.
+    /// * **Sharing.** Workers start for tasks that have blocks to do, upstream tasks first (the
+    ///   scheduler's task order): a task gets up to `num_workers` workers as units allow, all
+    ///   of a worker's units or none. When a task has no ready block for an idle worker and
+    ///   another task waits for units that worker holds, the idle worker retires (after its
+    ///   current block; no block is abandoned) and its units start the waiting task's
+    ///   workers; a task's workers start again when it gets blocks again. So a chained task's
+    ///   workers grow as its upstream task drains. A worker that dies (its per-worker set-up
+    ///   fails or panics) gives its units back; a worker thread abandoned by a
+    ///   [timeout](crate::TaskBuilder::timeout) gives them back at once (its thread may still
+    ///   be running, see [timeouts](Runner#timeouts-and-stuck-threads)).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use blockwise::{Block, Progress, Roi, Runner, Task, WorkerContext};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A GPU task and a CPU task downstream of it, on one 2-GPU, 4-core allocation.
+    /// let gpu_workers = Arc::new(AtomicUsize::new(0));
+    /// let g = Arc::clone(&gpu_workers);
+    /// let predict = Task::builder("predict", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .requires([("gpu", 1), ("cpu", 1)])
+    ///     .num_workers(4)
+    ///     .process_per_worker(move |worker: &WorkerContext| {
+    ///         assert_eq!(worker.devices().len(), 1); // its own GPU
+    ///         g.fetch_add(1, Ordering::SeqCst);
+    ///         Ok(|_: &Block| Ok(()))
+    ///     })
+    ///     .build()?;
+    /// let extract = Task::builder("extract", Roi::new([0], [100]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .requires([("cpu", 2)])
+    ///     .num_workers(2)
+    ///     .upstream(&predict)
+    ///     .process(|_| Ok(()))
+    ///     .build()?;
+    /// let runner = Runner::new().progress(Progress::Never).resources([("gpu", 2), ("cpu", 4)]);
+    /// assert!(runner.run([extract])?.is_success());
+    /// assert!(gpu_workers.load(Ordering::SeqCst) >= 1);
+    ///
+    /// // A requirement the budget can never meet fails before any block runs.
+    /// let greedy = Task::builder("greedy", Roi::new([0], [10]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .requires([("gpu", 4)])
+    ///     .process(|_| Ok(()))
+    ///     .build()?;
+    /// let err = runner.run([greedy]).unwrap_err();
+    /// assert!(err.to_string().contains("needs 4 units of resource \"gpu\""), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resources(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.resources = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
+    /// Names the units of a resource of the budget: `ids` are its device ids, handed out to
+    /// workers lowest first (in the order given), and the resource has as many units as ids
+    /// (a count given with [`resources`](Runner::resources) must match). For `"gpu"`, e.g.
+    /// `devices("gpu", ["2", "3"])` on a node whose GPUs 0 and 1 belong to someone else.
+    /// Repeatable for different resources; ids must be non-empty, distinct and free of commas.
+    ///
+    /// ```
+    /// use blockwise::{Block, Progress, Roi, Runner, Task, WorkerContext};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let task = Task::builder("predict", Roi::new([0], [40]), Roi::new([0], [10]), Roi::new([0], [10]))
+    ///     .requires([("gpu", 2)])
+    ///     .process_per_worker(|worker: &WorkerContext| {
+    ///         assert_eq!(worker.devices(), ["2", "3"]);
+    ///         Ok(|_: &Block| Ok(()))
+    ///     })
+    ///     .build()?;
+    /// let summary = Runner::new().progress(Progress::Never).devices("gpu", ["2", "3"]).run([task])?;
+    /// assert!(summary.is_success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn devices(
+        mut self,
+        resource: impl Into<String>,
+        ids: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.devices
+            .push((resource.into(), ids.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// The run's budget, checked against every task (and upstream task) of `tasks`.
+    pub(crate) fn budget(&self, tasks: &[Task]) -> Result<Budget, ResourceError> {
+        let budget = Budget::new(&self.resources, &self.devices)?;
+        if budget.is_empty() {
+            return Ok(budget);
+        }
+        let mut seen: FxHashSet<*const crate::task::TaskInner> = FxHashSet::default();
+        let mut stack: Vec<&Task> = tasks.iter().collect();
+        while let Some(task) = stack.pop() {
+            if !seen.insert(Arc::as_ptr(&task.inner)) {
+                continue;
+            }
+            budget.check(task.task_id(), &task.inner.requirement)?;
+            stack.extend(task.upstream_tasks());
+        }
+        Ok(budget)
+    }
+
     /// Runs blocks in worker processes on this machine with the default
     /// [`WorkerOptions`]: `Runner::new().processes()` is
     /// `Runner::new().workers(WorkerOptions::new())`. On a runner that has worker options
@@ -453,10 +564,11 @@ impl Runner {
         if let Some(ctx) = crate::fleet::context::Context::from_env()? {
             return serve_as_worker(&tasks, ctx);
         }
+        let budget = self.budget(&tasks)?;
         let show = self.progress.enabled();
         let summary = match &self.processes {
-            Some(workers) => processes::run(&tasks, self, &workers.process, show)?,
-            None => threads::run(&tasks, self, show)?,
+            Some(workers) => processes::run(&tasks, self, &workers.process, budget, show)?,
+            None => threads::run(&tasks, self, budget, show)?,
         };
         if self.print_summary.unwrap_or(show) {
             print!("{summary}");

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::drive::{Runs, drive};
 use super::failures::{Failures, finish_run, open_journal};
 use super::observer::Watch;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
 use crate::error::{Error, WorkerErrorKind};
+use crate::fleet::budget::Budget;
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{Outcome, ServerMsg, WireBlock, WorkerMsg, to_frame};
 use crate::fleet::server::Event;
@@ -51,6 +53,7 @@ pub(super) fn run(
     tasks: &[Task],
     opts: &Runner,
     popts: &ProcessOptions,
+    budget: Budget,
     show: bool,
 ) -> Result<RunSummary, Error> {
     let start = Instant::now();
@@ -74,6 +77,7 @@ pub(super) fn run(
             prefetch: opts.prefetch,
             threads: t.threads_per_worker(),
             max_restarts: opts.max_worker_restarts,
+            need: t.inner.requirement.clone(),
             eager: false,
             label: "worker",
             verb: "processing",
@@ -81,7 +85,7 @@ pub(super) fn run(
             a_unit: "a block",
         })
         .collect();
-    let (mut fleet, events) = Fleet::start(popts, groups)?;
+    let (mut fleet, events) = Fleet::start(popts, groups, budget)?;
     let runs = all
         .iter()
         .map(|t| TaskRun {
@@ -103,7 +107,14 @@ pub(super) fn run(
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let mut watch = Watch::new(opts.observer.as_ref());
-    let result = blocks.drive(&mut fleet, &events, progress.as_mut(), &mut watch);
+    let tick = fleet.tick();
+    let mut turn = Turn {
+        blocks: &mut blocks,
+        fleet: &mut fleet,
+        events: &events,
+        last_maintenance: Instant::now(),
+    };
+    let result = drive(&mut turn, Some(tick), progress.as_mut(), &mut watch);
     watch.maybe_call(&blocks.sched, true);
     fleet.shutdown(result.is_ok());
     if let Some(p) = progress.as_mut() {
@@ -126,71 +137,6 @@ pub(super) fn run(
 }
 
 impl Blocks<'_> {
-    fn drive(
-        &mut self,
-        fleet: &mut Fleet<Block>,
-        events: &Receiver<Event>,
-        mut progress: Option<&mut ProgressBars>,
-        watch: &mut Watch<'_>,
-    ) -> Result<(), Error> {
-        let tick = fleet.tick();
-        let tick = watch.tick().map_or(tick, |t| t.min(tick));
-        let mut last_draw = Instant::now();
-        let mut last_maintenance = Instant::now();
-        loop {
-            if let Some(signal) = fleet.interrupted().or_else(|| self.opts.cancelled()) {
-                return Err(Error::Interrupted { signal });
-            }
-            self.retire_abandoned(fleet);
-            self.start_tasks();
-            fleet.step(self).map_err(|e| self.fleet_error(e))?;
-            self.finish_tasks(fleet, progress.as_deref_mut());
-            if self.sched.is_done() {
-                return Ok(());
-            }
-            if self.stalled() {
-                tracing::error!("no block is ready or in flight but tasks are not done; stopping");
-                return Ok(());
-            }
-            match events.recv_timeout(tick) {
-                Ok(event) => {
-                    fleet.handle(self, event).map_err(|e| self.fleet_error(e))?;
-                    while let Ok(event) = events.try_recv() {
-                        fleet.handle(self, event).map_err(|e| self.fleet_error(e))?;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::worker(
-                        WorkerErrorKind::ServerStopped,
-                        "the scheduler's server stopped unexpectedly",
-                    ));
-                }
-            }
-            if let Some(j) = &mut self.journal {
-                j.maybe_flush()?;
-            }
-            if last_maintenance.elapsed() >= tick {
-                last_maintenance = Instant::now();
-                fleet.maintain(self).map_err(|e| self.fleet_error(e))?;
-            }
-            watch.maybe_call(&self.sched, false);
-            if let Some(p) = progress.as_deref_mut()
-                && last_draw.elapsed() >= Duration::from_millis(100)
-            {
-                last_draw = Instant::now();
-                for (i, run) in self.runs.iter().enumerate() {
-                    if run.started
-                        && !run.finished
-                        && let Some(state) = self.sched.task_state(run.task.task_id())
-                    {
-                        p.update(i, state);
-                    }
-                }
-            }
-        }
-    }
-
     fn fleet_error(&self, e: FleetError) -> Error {
         match e {
             FleetError::Startup {
@@ -243,33 +189,6 @@ impl Blocks<'_> {
                 run.started = true;
             }
         }
-    }
-
-    fn finish_tasks(&mut self, fleet: &mut Fleet<Block>, mut progress: Option<&mut ProgressBars>) {
-        for i in 0..self.runs.len() {
-            if self.runs[i].finished {
-                continue;
-            }
-            let Some(state) = self.sched.task_state(self.runs[i].task.task_id()) else {
-                continue;
-            };
-            if !state.is_done() {
-                continue;
-            }
-            self.runs[i].finished = true;
-            if let Some(p) = progress.as_deref_mut() {
-                p.finish(i, state);
-            }
-            fleet.close_group(i);
-        }
-    }
-
-    fn stalled(&self) -> bool {
-        self.sched.tasks().all(|t| {
-            self.sched
-                .task_state(t.task_id())
-                .is_none_or(|s| s.processing == 0 && s.ready == 0)
-        })
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
@@ -403,5 +322,97 @@ impl Source for Blocks<'_> {
 
     fn timeout(&self, task: usize, _block: &Block) -> Option<Duration> {
         self.runs[task].task.timeout()
+    }
+}
+
+/// One process run in the shared loop: the blocks and their fleet.
+struct Turn<'r, 'a> {
+    blocks: &'r mut Blocks<'a>,
+    fleet: &'r mut Fleet<Block>,
+    events: &'r Receiver<Event>,
+    last_maintenance: Instant,
+}
+
+impl Runs for Turn<'_, '_> {
+    fn sched(&self) -> &Scheduler {
+        &self.blocks.sched
+    }
+
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.blocks.journal.as_mut()
+    }
+
+    fn tasks(&self) -> usize {
+        self.blocks.runs.len()
+    }
+
+    fn task_id(&self, i: usize) -> &str {
+        self.blocks.runs[i].task.task_id()
+    }
+
+    fn running(&self, i: usize) -> bool {
+        self.blocks.runs[i].started && !self.blocks.runs[i].finished
+    }
+
+    fn finished(&self, i: usize) -> bool {
+        self.blocks.runs[i].finished
+    }
+
+    /// Connected workers are told to leave; queued jobs are cancelled.
+    fn finish(&mut self, i: usize) {
+        self.blocks.runs[i].finished = true;
+        self.fleet.close_group(i);
+    }
+
+    fn cancelled(&mut self) -> Option<String> {
+        self.fleet
+            .interrupted()
+            .or_else(|| self.blocks.opts.cancelled())
+    }
+
+    fn prepare(&mut self) -> Result<(), Error> {
+        self.blocks.retire_abandoned(self.fleet);
+        self.blocks.start_tasks();
+        self.fleet
+            .step(self.blocks)
+            .map_err(|e| self.blocks.fleet_error(e))
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let first = match timeout {
+            Some(t) => self.events.recv_timeout(t),
+            None => self
+                .events
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match first {
+            Ok(event) => {
+                self.fleet
+                    .handle(self.blocks, event)
+                    .map_err(|e| self.blocks.fleet_error(e))?;
+                while let Ok(event) = self.events.try_recv() {
+                    self.fleet
+                        .handle(self.blocks, event)
+                        .map_err(|e| self.blocks.fleet_error(e))?;
+                }
+                Ok(true)
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(true),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::worker(
+                WorkerErrorKind::ServerStopped,
+                "the scheduler's server stopped unexpectedly",
+            )),
+        }
+    }
+
+    fn maintain(&mut self) -> Result<(), Error> {
+        if self.last_maintenance.elapsed() >= self.fleet.tick() {
+            self.last_maintenance = Instant::now();
+            self.fleet
+                .maintain(self.blocks)
+                .map_err(|e| self.blocks.fleet_error(e))?;
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,13 @@
 //! The threaded runner: one driver owns the scheduler, worker threads process blocks.
+//!
+//! Each task has one queue of blocks its workers pull from. Without a resource budget a task's
+//! `num_workers` threads start when its first block is handed out and stay until the task is
+//! done. With one ([`Runner::resources`]), every worker holds a [`Grant`] of the budget from
+//! its start to its exit: [`Driver::balance`] starts workers for tasks with blocks to do
+//! (upstream tasks first) as units allow, and when a task waits for units, idle workers of
+//! tasks that hold them are sent [`Job::Retire`] (behind any queued block, so none is
+//! abandoned); a worker tells the driver when it exits ([`Msg::Exited`]) and its grant goes
+//! back.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +21,13 @@ use rustc_hash::FxHashMap;
 use super::observer::Watch;
 use crate::blocks::{Block, BlockStatus};
 use crate::error::Error;
+use crate::fleet::budget::{Budget, Grant};
 use crate::observe::{ProgressBars, RunSummary};
 use crate::scheduler::{Scheduler, panic_message};
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
 
 use super::Runner;
+use super::drive::{Runs, drive};
 use super::failures::{Failures, finish_run, open_journal};
 use crate::journal::Journal;
 use crate::observe::FailureKind;
@@ -26,6 +37,17 @@ use crate::observe::summary::OutputsDir;
 struct Work {
     block: Block,
     seq: u64,
+}
+
+/// What a task's queue holds.
+// `Block` is the hot message (one per block); boxing it would cost an allocation per block.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A block to process.
+    Block(Work),
+    /// The worker that takes this exits (its task has nothing for it, and another task waits
+    /// for its units).
+    Retire,
 }
 
 /// What workers tell the driver.
@@ -45,6 +67,31 @@ enum Msg {
         worker: u64,
         message: String,
     },
+    /// A worker thread ended (sent as it unwinds too); `retired` when it took a
+    /// [`Job::Retire`].
+    Exited {
+        task: usize,
+        worker: u64,
+        retired: bool,
+    },
+}
+
+/// Tells the driver that a worker thread ended, however it ends.
+struct ExitNotice {
+    task: usize,
+    worker: u64,
+    retired: bool,
+    tx: Sender<Msg>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Exited {
+            task: self.task,
+            worker: self.worker,
+            retired: self.retired,
+        });
+    }
 }
 
 /// Shared between a worker and the driver, for timeouts.
@@ -59,14 +106,18 @@ struct WorkerHandle {
     id: u64,
     slot: Arc<Slot>,
     join: Option<JoinHandle<()>>,
+    /// The units the worker holds (with a budget).
+    grant: Option<Grant>,
 }
 
 struct TaskRun {
     task: Task,
-    work_tx: Option<Sender<Work>>,
-    work_rx: Receiver<Work>,
+    work_tx: Option<Sender<Job>>,
+    work_rx: Receiver<Job>,
     capacity: u64,
     workers: Vec<WorkerHandle>,
+    /// [`Job::Retire`]s sent to the queue whose worker has not exited yet.
+    retiring: usize,
     started: bool,
     finished: bool,
     /// The task was abandoned: its queue is closed, its workers exit after their block.
@@ -86,12 +137,21 @@ struct Driver<'a> {
     next_seq: u64,
     journal: Option<Journal>,
     outputs_dir: Option<OutputsDir>,
+    /// The run's resource budget (empty: none).
+    budget: Budget,
+    /// Threads of workers that exited, joined at shutdown.
+    exited: Vec<JoinHandle<()>>,
 }
 
 /// How often a run with a [`Cancel`](super::Cancel) handle looks at it.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummary, Error> {
+pub(super) fn run(
+    tasks: &[Task],
+    opts: &Runner,
+    budget: Budget,
+    show: bool,
+) -> Result<RunSummary, Error> {
     let start = Instant::now();
     let mut sched = Scheduler::new(tasks)?;
     let all: Vec<Task> = sched.tasks().cloned().collect();
@@ -112,6 +172,7 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
                 work_rx: rx,
                 capacity: (t.num_workers() * opts.prefetch) as u64,
                 workers: Vec::new(),
+                retiring: 0,
                 started: false,
                 finished: false,
                 retired: false,
@@ -131,10 +192,17 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
         next_seq: 0,
         journal,
         outputs_dir,
+        budget,
+        exited: Vec::new(),
     };
     let mut progress = show.then(|| ProgressBars::new(&ids));
     let mut watch = Watch::new(opts.observer.as_ref());
-    let result = driver.drive(&done_rx, progress.as_mut(), &mut watch);
+    let tick = driver.tick(progress.is_some());
+    let mut turn = Turn {
+        driver: &mut driver,
+        done_rx: &done_rx,
+    };
+    let result = drive(&mut turn, tick, progress.as_mut(), &mut watch);
     watch.maybe_call(&driver.sched, true);
     driver.shutdown();
     if let Some(p) = progress.as_mut() {
@@ -155,100 +223,29 @@ pub(super) fn run(tasks: &[Task], opts: &Runner, show: bool) -> Result<RunSummar
 }
 
 impl Driver<'_> {
-    fn drive(
-        &mut self,
-        done_rx: &Receiver<Msg>,
-        mut progress: Option<&mut ProgressBars>,
-        watch: &mut Watch<'_>,
-    ) -> Result<(), Error> {
+    /// How long the loop may wait at most: a tenth of the shortest block timeout (to notice
+    /// late blocks), the progress bars' redraw, the cancel handle's poll.
+    fn tick(&self, progress: bool) -> Option<Duration> {
         let min_timeout = self.runs.iter().filter_map(|r| r.task.timeout()).min();
-        let tick = match (min_timeout, progress.is_some()) {
+        let tick = match (min_timeout, progress) {
             (Some(t), _) => {
                 Some((t / 10).clamp(Duration::from_millis(1), Duration::from_millis(100)))
             }
             (None, true) => Some(Duration::from_millis(100)),
             (None, false) => None,
         };
-        // A cancel handle is polled at least every 20 ms, an observer as often as it asks.
-        let tick = [
-            tick,
-            self.opts.cancel.is_some().then_some(CANCEL_POLL),
-            watch.tick(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let mut last_draw = Instant::now();
-        let mut flush_in: Option<Duration> = None;
-        loop {
-            if let Some(signal) = self.opts.cancelled() {
-                // Blocks queued for workers but not started are dropped; running ones finish.
-                for run in &self.runs {
-                    while run.work_rx.try_recv().is_ok() {}
-                }
-                return Err(Error::Interrupted { signal });
-            }
-            self.retire_abandoned();
-            self.dispatch()?;
-            if let Some(p) = progress.as_deref_mut() {
-                self.finish_tasks(Some(p));
-            } else {
-                self.finish_tasks(None);
-            }
-            if self.sched.is_done() {
-                return Ok(());
-            }
-            if self.stalled() {
-                tracing::error!("no block is ready or in flight but tasks are not done; stopping");
-                return Ok(());
-            }
-            let wait = match (tick, flush_in) {
-                (Some(t), Some(f)) => Some(t.min(f)),
-                (t, f) => t.or(f),
-            };
-            let first = match wait {
-                Some(t) => match done_rx.recv_timeout(t) {
-                    Ok(msg) => Some(msg),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                },
-                None => match done_rx.recv() {
-                    Ok(msg) => Some(msg),
-                    Err(_) => return Ok(()),
-                },
-            };
-            if let Some(msg) = first {
-                self.handle(msg)?;
-                // Drain what else arrived, releasing in batches.
-                while let Ok(msg) = done_rx.try_recv() {
-                    self.handle(msg)?;
-                }
-            }
-            if min_timeout.is_some() {
-                self.check_timeouts();
-            }
-            if let Some(j) = &mut self.journal {
-                flush_in = j.maybe_flush()?;
-            }
-            watch.maybe_call(&self.sched, false);
-            if let Some(p) = progress.as_deref_mut()
-                && last_draw.elapsed() >= Duration::from_millis(100)
-            {
-                last_draw = Instant::now();
-                for (i, run) in self.runs.iter().enumerate() {
-                    if run.started
-                        && !run.finished
-                        && let Some(state) = self.sched.task_state(run.task.task_id())
-                    {
-                        p.update(i, state);
-                    }
-                }
-            }
-        }
+        // A cancel handle is polled at least every 20 ms.
+        [tick, self.opts.cancel.is_some().then_some(CANCEL_POLL)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Hands ready blocks to the workers of every task, up to each task's capacity.
+    /// Hands ready blocks to the workers of every task, up to each task's capacity, and
+    /// starts workers: without a budget all of a task's workers at its first block, with one
+    /// as [`balance`](Self::balance) decides.
     fn dispatch(&mut self) -> Result<(), Error> {
+        let budgeted = !self.budget.is_empty();
         for i in 0..self.runs.len() {
             if self.runs[i].finished {
                 continue;
@@ -264,8 +261,10 @@ impl Driver<'_> {
                 };
                 if !self.runs[i].started {
                     self.runs[i].started = true;
-                    for _ in 0..self.runs[i].task.num_workers() {
-                        self.spawn_worker(i)?;
+                    if !budgeted {
+                        for _ in 0..self.runs[i].task.num_workers() {
+                            self.spawn_worker(i, None)?;
+                        }
                     }
                 }
                 self.next_seq += 1;
@@ -277,11 +276,115 @@ impl Driver<'_> {
                 }
                 if let Some(tx) = &run.work_tx {
                     // The receiver lives in `run`, so sending cannot fail.
-                    let _ = tx.send(Work { block, seq });
+                    let _ = tx.send(Job::Block(Work { block, seq }));
                 }
             }
         }
+        if budgeted {
+            self.balance()?;
+        }
         Ok(())
+    }
+
+    /// The workers of task `i` that have not been told to retire.
+    fn active_workers(&self, i: usize) -> usize {
+        let run = &self.runs[i];
+        run.workers.len().saturating_sub(run.retiring)
+    }
+
+    /// `(ready, processing)` blocks of task `i` (processing: handed out, queued or running).
+    fn load(&self, i: usize) -> (u64, u64) {
+        self.sched
+            .task_state(self.runs[i].task.task_id())
+            .map_or((0, 0), |s| (s.ready, s.processing))
+    }
+
+    /// Whether task `i` has a block no worker of it will take soon, and room for a worker.
+    fn wants_worker(&self, i: usize) -> bool {
+        let run = &self.runs[i];
+        if run.finished || run.retired || !run.started {
+            return false;
+        }
+        let active = self.active_workers(i);
+        if active >= run.task.num_workers() {
+            return false;
+        }
+        let (ready, processing) = self.load(i);
+        ready > 0 || processing > active as u64
+    }
+
+    /// The workers of task `i` that have nothing to do: no ready block, and more workers than
+    /// blocks handed out.
+    fn idle_workers(&self, i: usize) -> usize {
+        let run = &self.runs[i];
+        if run.finished || run.retired {
+            return 0;
+        }
+        let (ready, processing) = self.load(i);
+        if ready > 0 {
+            return 0;
+        }
+        let processing = usize::try_from(processing).unwrap_or(usize::MAX);
+        self.active_workers(i).saturating_sub(processing)
+    }
+
+    /// With a budget: starts workers for the tasks that want them, in the scheduler's task
+    /// order (upstream first), as units allow; if a task must wait for units, the idle workers
+    /// of other tasks holding some of what it needs retire.
+    fn balance(&mut self) -> Result<(), Error> {
+        let mut waiting: Vec<usize> = Vec::new();
+        for i in 0..self.runs.len() {
+            while self.wants_worker(i) {
+                match self.budget.try_take(&self.runs[i].task.inner.requirement) {
+                    Some(grant) => self.spawn_worker(i, Some(grant))?,
+                    None => {
+                        waiting.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        for j in 0..self.runs.len() {
+            let idle = self.idle_workers(j);
+            if idle == 0 {
+                continue;
+            }
+            let holds = &self.runs[j].task.inner.requirement;
+            if !waiting
+                .iter()
+                .any(|&w| w != j && self.runs[w].task.inner.requirement.overlaps(holds))
+            {
+                continue;
+            }
+            let run = &mut self.runs[j];
+            if let Some(tx) = &run.work_tx {
+                for _ in 0..idle {
+                    let _ = tx.send(Job::Retire);
+                }
+                run.retiring += idle;
+                tracing::debug!(task = %run.task.task_id(), idle, "idle workers retire: another task waits for their units");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets worker `worker` of task `task` and gives its units back; its thread is joined at
+    /// shutdown unless `abandoned`.
+    fn remove_worker(&mut self, task: usize, worker: u64, abandoned: bool) {
+        let run = &mut self.runs[task];
+        let Some(pos) = run.workers.iter().position(|w| w.id == worker) else {
+            return;
+        };
+        let mut w = run.workers.remove(pos);
+        if let Some(grant) = w.grant.take() {
+            self.budget.give_back(grant);
+        }
+        if !abandoned && let Some(join) = w.join.take() {
+            self.exited.push(join);
+        }
     }
 
     /// Stops the workers of abandoned tasks: their queues are closed (each worker exits after
@@ -302,40 +405,18 @@ impl Driver<'_> {
             run.retired = true;
             run.work_tx = None;
             let mut returned = 0u64;
-            while let Ok(Work { block, .. }) = run.work_rx.try_recv() {
-                run.outstanding.remove(&block.grid_index);
-                self.sched.unacquire(&block);
-                returned += 1;
+            while let Ok(job) = run.work_rx.try_recv() {
+                match job {
+                    Job::Block(Work { block, .. }) => {
+                        run.outstanding.remove(&block.grid_index);
+                        self.sched.unacquire(&block);
+                        returned += 1;
+                    }
+                    Job::Retire => run.retiring = run.retiring.saturating_sub(1),
+                }
             }
             tracing::info!(task = %run.task.task_id(), returned, "task abandoned; its workers stop after their current block");
         }
-    }
-
-    fn finish_tasks(&mut self, mut progress: Option<&mut ProgressBars>) {
-        for (i, run) in self.runs.iter_mut().enumerate() {
-            if run.finished {
-                continue;
-            }
-            let Some(state) = self.sched.task_state(run.task.task_id()) else {
-                continue;
-            };
-            if state.is_done() {
-                run.finished = true;
-                // Closing the queue lets the task's workers exit.
-                run.work_tx = None;
-                if let Some(p) = progress.as_deref_mut() {
-                    p.finish(i, state);
-                }
-            }
-        }
-    }
-
-    fn stalled(&self) -> bool {
-        self.sched.tasks().all(|t| {
-            self.sched
-                .task_state(t.task_id())
-                .is_none_or(|s| s.processing == 0 && s.ready == 0)
-        })
     }
 
     fn handle(&mut self, msg: Msg) -> Result<(), Error> {
@@ -377,8 +458,8 @@ impl Driver<'_> {
                 worker,
                 message,
             } => {
+                self.remove_worker(task, worker, false);
                 let run = &mut self.runs[task];
-                run.workers.retain(|w| w.id != worker);
                 run.init_failures += 1;
                 tracing::warn!(task = %run.task.task_id(), worker, error = %message, "worker set-up failed");
                 if run.init_failures > self.opts.max_worker_restarts {
@@ -388,9 +469,21 @@ impl Driver<'_> {
                         message,
                     });
                 }
-                if !run.finished && !run.retired {
-                    self.spawn_worker(task)?;
+                // With a budget, `balance` starts the replacement when units allow.
+                if !run.finished && !run.retired && self.budget.is_empty() {
+                    self.spawn_worker(task, None)?;
                 }
+            }
+            Msg::Exited {
+                task,
+                worker,
+                retired,
+            } => {
+                let run = &mut self.runs[task];
+                if retired {
+                    run.retiring = run.retiring.saturating_sub(1);
+                }
+                self.remove_worker(task, worker, false);
             }
         }
         Ok(())
@@ -436,8 +529,10 @@ impl Driver<'_> {
                 }
             }
             for (worker, seq, index) in expired {
+                // The thread may still be running; its units go back at once (see
+                // `Runner::resources`).
+                self.remove_worker(i, worker, true);
                 let run = &mut self.runs[i];
-                run.workers.retain(|w| w.id != worker);
                 let Some((s, block)) = run.outstanding.remove(&index) else {
                     continue;
                 };
@@ -456,7 +551,8 @@ impl Driver<'_> {
                 if !self.runs[i].finished
                     && !self.runs[i].retired
                     && !abandoned
-                    && let Err(e) = self.spawn_worker(i)
+                    && self.budget.is_empty()
+                    && let Err(e) = self.spawn_worker(i, None)
                 {
                     tracing::error!("could not replace a timed-out worker: {e}");
                 }
@@ -464,7 +560,8 @@ impl Driver<'_> {
         }
     }
 
-    fn spawn_worker(&mut self, task: usize) -> Result<(), Error> {
+    /// Starts a worker thread for task `task`, holding `grant` (with a budget).
+    fn spawn_worker(&mut self, task: usize, grant: Option<Grant>) -> Result<(), Error> {
         let id = self.next_worker;
         self.next_worker += 1;
         let run = &mut self.runs[task];
@@ -472,6 +569,10 @@ impl Driver<'_> {
         let ctx = WorkerContext {
             task_id: run.task.task_id().to_owned(),
             worker_id: id,
+            devices: grant
+                .as_ref()
+                .map(|g| g.devices().to_vec())
+                .unwrap_or_default(),
         };
         let work_rx = run.work_rx.clone();
         let done_tx = self.done_tx.clone();
@@ -496,11 +597,21 @@ impl Driver<'_> {
             .map_err(|source| Error::Io {
                 context: format!("spawning a worker thread for task {:?}", run.task.task_id()),
                 source,
-            })?;
+            });
+        let join = match join {
+            Ok(join) => join,
+            Err(e) => {
+                if let Some(grant) = grant {
+                    self.budget.give_back(grant);
+                }
+                return Err(e);
+            }
+        };
         run.workers.push(WorkerHandle {
             id,
             slot,
             join: Some(join),
+            grant,
         });
         Ok(())
     }
@@ -521,6 +632,11 @@ impl Driver<'_> {
                 }
             }
         }
+        for join in self.exited.drain(..) {
+            if join.join().is_err() {
+                tracing::error!("worker thread panicked outside user code");
+            }
+        }
     }
 }
 
@@ -529,12 +645,18 @@ fn worker_loop(
     task: usize,
     ctx: WorkerContext,
     processor: Option<Processor>,
-    work_rx: Receiver<Work>,
+    work_rx: Receiver<Job>,
     done_tx: Sender<Msg>,
     slot: Arc<Slot>,
     track: bool,
     max_output: usize,
 ) {
+    let mut notice = ExitNotice {
+        task,
+        worker: ctx.worker_id,
+        retired: false,
+        tx: done_tx.clone(),
+    };
     let mut f: BlockFn = match processor {
         Some(Processor::PerBlock(f)) => Box::new(move |b: &Block| f(b)),
         Some(Processor::PerWorker(init)) => match catch_unwind(AssertUnwindSafe(|| init(&ctx))) {
@@ -558,7 +680,14 @@ fn worker_loop(
         },
         None => return,
     };
-    while let Ok(Work { block, seq }) = work_rx.recv() {
+    while let Ok(job) = work_rx.recv() {
+        let Work { block, seq } = match job {
+            Job::Block(work) => work,
+            Job::Retire => {
+                notice.retired = true;
+                return;
+            }
+        };
         if track {
             *slot.current.lock().unwrap_or_else(PoisonError::into_inner) =
                 Some((seq, block.grid_index, Instant::now()));
@@ -592,5 +721,89 @@ fn worker_loop(
         if done_tx.send(msg).is_err() {
             return;
         }
+    }
+}
+
+/// One threaded run in the shared loop.
+struct Turn<'r, 'a> {
+    driver: &'r mut Driver<'a>,
+    done_rx: &'r Receiver<Msg>,
+}
+
+impl Runs for Turn<'_, '_> {
+    fn sched(&self) -> &Scheduler {
+        &self.driver.sched
+    }
+
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.driver.journal.as_mut()
+    }
+
+    fn tasks(&self) -> usize {
+        self.driver.runs.len()
+    }
+
+    fn task_id(&self, i: usize) -> &str {
+        self.driver.runs[i].task.task_id()
+    }
+
+    fn running(&self, i: usize) -> bool {
+        self.driver.runs[i].started && !self.driver.runs[i].finished
+    }
+
+    fn finished(&self, i: usize) -> bool {
+        self.driver.runs[i].finished
+    }
+
+    /// Closing the queue lets the task's workers exit.
+    fn finish(&mut self, i: usize) {
+        let run = &mut self.driver.runs[i];
+        run.finished = true;
+        run.work_tx = None;
+    }
+
+    /// Blocks queued for workers but not started are dropped; running ones finish.
+    fn cancelled(&mut self) -> Option<String> {
+        let signal = self.driver.opts.cancelled()?;
+        for run in &mut self.driver.runs {
+            while let Ok(job) = run.work_rx.try_recv() {
+                if matches!(job, Job::Retire) {
+                    run.retiring = run.retiring.saturating_sub(1);
+                }
+            }
+        }
+        Some(signal)
+    }
+
+    fn prepare(&mut self) -> Result<(), Error> {
+        self.driver.retire_abandoned();
+        self.driver.dispatch()
+    }
+
+    /// Takes what workers reported, releasing in batches.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let first = match timeout {
+            Some(t) => match self.done_rx.recv_timeout(t) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(false),
+            },
+            None => match self.done_rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return Ok(false),
+            },
+        };
+        if let Some(msg) = first {
+            self.driver.handle(msg)?;
+            while let Ok(msg) = self.done_rx.try_recv() {
+                self.driver.handle(msg)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn maintain(&mut self) -> Result<(), Error> {
+        self.driver.check_timeouts();
+        Ok(())
     }
 }

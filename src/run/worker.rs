@@ -11,8 +11,9 @@ use crate::blocks::{Block, BlockStatus};
 use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::context::Context;
 use crate::observe::FailureKind;
-use crate::scheduler::{Scheduler, panic_message};
+use crate::scheduler::Scheduler;
 use crate::task::{BlockFn, Processor, Task, WorkerContext};
+use crate::util::panic_message;
 
 /// Finds the context's task among `tasks` (and their upstream tasks).
 pub(super) fn find_task(tasks: &[Task], ctx: &Context) -> Result<Option<Task>, Error> {
@@ -81,10 +82,12 @@ fn setup_failed(task: &Task, client: &mut Client, e: SetupError) -> Error {
 /// Connects, runs the task's per-worker set-up, then processes blocks until the scheduler has
 /// no more for this worker. Returns the number of blocks processed.
 pub(super) fn serve(task: &Task, ctx: Context) -> Result<u64, Error> {
+    let devices = super::entry::devices_of(&ctx);
     let mut client = Client::connect(ctx)?;
     let wctx = WorkerContext {
         task_id: task.task_id().to_owned(),
         worker_id: client.worker_id(),
+        devices,
     };
     let threads = task.threads_per_worker();
     if threads > 1 {

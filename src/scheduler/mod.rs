@@ -43,6 +43,8 @@ use crate::error::Error;
 use crate::graph::{self, TaskGraph};
 use crate::journal::DoneSet;
 use crate::task::Task;
+// `run/threads.rs` still imports it from here; new code takes it from `crate::util`.
+pub(crate) use crate::util::panic_message;
 
 /// Per-task block counters, with daisy's meaning (`TaskState`).
 ///
@@ -950,17 +952,6 @@ fn box_cells(b: &[(i64, i64)]) -> impl Iterator<Item = Cell> + '_ {
         }
         None
     })
-}
-
-/// The message of a caught panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@
 //!
 //! Backends: zarr v2, v3 and sharded v3 through `zarrs` (feature `zarr`, on by default), HDF5
 //! through `hdf5-metno` (feature `hdf5`; HDF5 allows one writer process per file).
+//! [`swmr`] (feature `hdf5`, also at `blockwise::swmr`) follows an HDF5 file that another process
+//! is still writing.
 
 // Without a backend, the shared machinery below has no users.
 #![cfg_attr(not(any(feature = "zarr", feature = "hdf5")), allow(dead_code))]
@@ -96,6 +98,8 @@ pub(crate) mod hdf5_array;
 mod pad;
 mod roi_array;
 mod spec;
+#[cfg(feature = "hdf5")]
+pub mod swmr;
 #[cfg(feature = "zarr")]
 mod zarr;
 #[cfg(feature = "zarr")]

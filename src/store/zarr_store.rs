@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use rustc_hash::{FxBuildHasher, FxHashSet};
@@ -19,6 +19,8 @@ use zarrs::storage::{
     ReadableStorageTraits, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
     WritableStorageTraits,
 };
+
+use crate::util::{self, lock};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -181,11 +183,7 @@ impl AtomicFilesystemStore {
 
     /// Removes stale temporary and lock files in `dir`, once per directory and store.
     fn sweep_once(&self, dir: &Path) {
-        let first = self
-            .swept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(FxBuildHasher.hash_one(dir));
+        let first = lock(&self.swept).insert(FxBuildHasher.hash_one(dir));
         if first {
             sweep_dir(dir);
         }
@@ -305,7 +303,7 @@ struct LocalLock {
 
 impl LocalLock {
     fn held(shard: &Shard) -> MutexGuard<'_, HashSet<PathBuf, FxBuildHasher>> {
-        shard.held.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&shard.held)
     }
 
     /// Waits until no thread of this process holds `path`, then holds it.
@@ -313,10 +311,7 @@ impl LocalLock {
         let shard = shard_of(&path);
         let mut held = Self::held(shard);
         while held.contains(&path) {
-            held = shard
-                .freed
-                .wait(held)
-                .unwrap_or_else(PoisonError::into_inner);
+            held = util::wait(&shard.freed, held);
         }
         held.insert(path.clone());
         LocalLock { path }

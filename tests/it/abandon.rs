@@ -16,7 +16,7 @@ use std::time::Duration;
 use blockwise::journal::RunDir;
 use blockwise::{Block, BlockError, FailureKind, Progress, Roi, RunSummary, Runner, Task};
 
-use crate::processes::{in_worker, mark, marks, runner, scratch};
+use crate::support::{in_worker, mark, marks, runner, scratch};
 
 /// Runs `f` on another thread and waits for it at most `secs` seconds.
 fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use blockwise::launch::Batch;
 use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::processes::{assert_exactly_once, mark, runner_on, scratch};
+use crate::support::{assert_exactly_once, mark, runner_on, scratch};
 
 fn slurm_requested() -> bool {
     match std::env::var("BLOCKWISE_SLURM").as_deref() {
@@ -93,9 +93,18 @@ fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
     let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
     assert_eq!(jobs.lines().count(), 4, "{jobs}");
     assert!(jobs.lines().all(|l| l.starts_with("slurm ")), "{jobs}");
-    // The blocks ran in the SLURM jobs (their environment says so).
-    let out = std::fs::read_to_string(dir.join("logs/smooth/worker_0.out")).unwrap_or_default();
-    assert!(out.contains("running 1 test"), "{out}");
+    // The blocks ran in the SLURM jobs (their logs say so). Not necessarily in worker 0: a job
+    // still pending when its task is done is cancelled before it runs.
+    let outs: Vec<String> = (0..2)
+        .map(|i| {
+            std::fs::read_to_string(dir.join(format!("logs/smooth/worker_{i}.out")))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        outs.iter().any(|o| o.contains("running 1 test")),
+        "{outs:?}"
+    );
     // No job of the run is left in the queue.
     assert_left_the_queue(&jobs);
 }
@@ -172,4 +181,83 @@ fn an_executor_of_two_slurm_workers_maps_in_order() {
     assert!(jobs.lines().all(|l| l.starts_with("slurm ")), "{jobs}");
     assert_eq!(jobs.lines().count(), 2, "{jobs}");
     assert_left_the_queue(&jobs);
+}
+
+/// The SLURM job ids of `task`'s workers, from the run's `jobs.txt`.
+fn jobs_of(dir: &std::path::Path, task: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join("logs/jobs.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(task))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+fn queued(ids: &[String]) -> bool {
+    let q = std::process::Command::new("squeue")
+        .args(["-h", "-o", "%i"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    q.lines().any(|l| ids.iter().any(|id| id == l.trim()))
+}
+
+#[test]
+fn a_finished_tasks_slurm_jobs_leave_the_queue_while_the_next_task_runs() {
+    if !slurm_requested() {
+        return;
+    }
+    // `down` follows `up` block by block, so its last block becomes ready only when `up` is
+    // done; that block then waits (up to 60 s) until no job of `up` is in the queue.
+    let dir = scratch("slurm_release");
+    let d = dir.clone();
+    let up = Task::builder(
+        "up",
+        Roi::new([0], [4]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |b: &Block| -> Result<(), BlockError> { Ok(mark(&d, b)?) })
+    .read_write_conflict(false)
+    .build()
+    .unwrap();
+    let d = dir.clone();
+    let down = Task::builder(
+        "down",
+        Roi::new([0], [4]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |b: &Block| -> Result<(), BlockError> {
+        if b.grid_index() == 3 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let ids = jobs_of(&d, "up");
+                if !ids.is_empty() && !queued(&ids) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("the jobs of up ({ids:?}) stayed in the queue").into());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(mark(&d, b)?)
+    })
+    .read_write_conflict(false)
+    .upstream(&up)
+    .max_retries(0)
+    .build()
+    .unwrap();
+    let summary = runner_on(
+        "cluster::a_finished_tasks_slurm_jobs_leave_the_queue_while_the_next_task_runs",
+        &dir,
+        WorkerOptions::launcher(Batch::slurm().poll_interval(Duration::from_millis(500)))
+            .advertise_host("127.0.0.1"),
+    )
+    .run([down.clone()])
+    .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_exactly_once(&dir, &up);
+    assert_exactly_once(&dir, &down);
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use blockwise::{Progress, Roi, Runner, Task, WorkerOptions};
 
+use crate::support::child_main;
+
 const PROGRAM: &str = "entry::zz_child_program_with_side_effects";
 
 /// Appends one line to `path` (one `write` of a short line on an `O_APPEND` file: lines of
@@ -46,12 +48,13 @@ fn tasks(dir: &Path) -> Result<Vec<Task>, blockwise::Error> {
     Ok(vec![task("first", 8)?, task("second", 6)?])
 }
 
-/// Not a test on its own: the program run by the next test (does nothing otherwise).
-#[test]
-fn zz_child_program_with_side_effects() {
-    if std::env::var("BLOCKWISE_TEST_ROLE").as_deref() != Ok("entry-program") {
-        return;
-    }
+child_main!(
+    zz_child_program_with_side_effects: "BLOCKWISE_TEST_ROLE" = "entry-program"
+        => child_program_with_side_effects
+);
+
+/// The program run by the next test.
+fn child_program_with_side_effects() {
     let dir = PathBuf::from(std::env::var("BLOCKWISE_TEST_DIR").unwrap());
     blockwise::worker_main(|| tasks(&dir));
     // From here on, only the driver runs.
@@ -140,12 +143,13 @@ fn worker_main_runs_side_effects_once_in_the_driver() {
     assert_eq!(seen, expected, "{blocks}");
 }
 
-/// Not a test on its own: a worker program whose `worker_main` does not build its task.
-#[test]
-fn zz_child_worker_main_without_the_task() {
-    if std::env::var("BLOCKWISE_TEST_ROLE").as_deref() != Ok("entry-missing") {
-        return;
-    }
+child_main!(
+    zz_child_worker_main_without_the_task: "BLOCKWISE_TEST_ROLE" = "entry-missing"
+        => child_worker_main_without_the_task
+);
+
+/// A worker program whose `worker_main` does not build its task.
+fn child_worker_main_without_the_task() {
     blockwise::worker_main(|| Ok(Vec::new()));
     let task = Task::builder(
         "lonely",

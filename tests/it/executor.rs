@@ -16,7 +16,7 @@ use blockwise::exec::{
     Source, Sweeps, scattered,
 };
 
-use crate::processes::{in_worker, scratch};
+use crate::support::{in_worker, scratch};
 
 /// An executor of 2 worker processes re-running `test` of this binary.
 fn processes(test: &str, dir: &Path) -> ExecutorBuilder {
@@ -377,4 +377,103 @@ fn an_item_error_converts_with_the_question_mark() {
         ),
         "{e:?}"
     );
+}
+
+/// A function whose item 0 hangs (until `gate` is released, or for a minute in a worker
+/// process when `gate` is `None`); the others return `x + 1` at once.
+fn hangs_on_zero(
+    gate: Option<Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>>,
+) -> Function<u64, u64> {
+    Function::new("hangs_on_zero", move |x: u64| {
+        if x == 0 {
+            match &gate {
+                Some(g) => {
+                    let _ = g.lock().unwrap().recv_timeout(Duration::from_secs(60));
+                }
+                None => std::thread::sleep(Duration::from_secs(60)),
+            }
+        }
+        Ok::<u64, String>(x + 1)
+    })
+}
+
+/// Per-item time limits on threads, through the public API: the stuck item fails with the
+/// limit (fail-fast and collect), the others succeed, the pool keeps its width, and a map
+/// without a limit is as before.
+#[test]
+fn a_stuck_item_times_out_on_threads() {
+    let limit = Duration::from_millis(500);
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let f = hangs_on_zero(Some(Arc::new(std::sync::Mutex::new(gate))));
+    let ex = Executor::threads(2).with_timeout(limit);
+    assert_eq!(
+        ex.map(f.clone(), 0..4u64),
+        Err(ItemError::TimedOut { index: 0, limit })
+    );
+    let out: Vec<Result<u64, ItemError>> = ex
+        .bounded_map(
+            f.clone(),
+            0..8u64,
+            MapOptions::new(2).on_error(OnError::Collect),
+        )
+        .collect();
+    assert_eq!(out[0], Err(ItemError::TimedOut { index: 0, limit }));
+    assert_eq!(out[1..], (2..9).map(Ok).collect::<Vec<_>>());
+    // Two stuck threads are abandoned; two fresh ones run two items at once.
+    let arrived = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+    let meet = move |x: u64| {
+        // Items 2k and 2k+1 wait for each other (at most 20 s).
+        let (count, cv) = &*arrived;
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        cv.notify_all();
+        let pair = (x / 2 + 1) as usize * 2;
+        let (n, t) = cv
+            .wait_timeout_while(n, Duration::from_secs(20), |n| *n < pair)
+            .unwrap();
+        drop(n);
+        if t.timed_out() {
+            Err(format!("item {x} waited alone: the pool lost width"))
+        } else {
+            Ok::<u64, String>(x)
+        }
+    };
+    assert_eq!(
+        ex.bounded_map(meet, 0..4u64, MapOptions::new(2).no_timeout())
+            .collect::<Result<Vec<_>, _>>(),
+        Ok(vec![0, 1, 2, 3])
+    );
+    assert_eq!(
+        ItemError::TimedOut { index: 0, limit }.to_string(),
+        "item 0 timed out after 500ms"
+    );
+    drop(release);
+}
+
+/// The same on worker processes: the worker running the late item is killed and replaced,
+/// the item fails with the limit, and later items still succeed.
+#[test]
+fn a_worker_whose_item_overruns_its_timeout_is_replaced() {
+    let dir = scratch("executor-timeout");
+    let limit = Duration::from_secs(2);
+    let f = hangs_on_zero(None);
+    let test = "executor::a_worker_whose_item_overruns_its_timeout_is_replaced";
+    let ex = processes(test, &dir)
+        .function(&f)
+        .timeout(limit)
+        .start()
+        .unwrap();
+    assert_eq!(ex.timeout(), Some(limit));
+    let out: Vec<Result<u64, ItemError>> = ex
+        .bounded_map(
+            f.clone(),
+            0..8u64,
+            MapOptions::new(2).on_error(OnError::Collect),
+        )
+        .collect();
+    assert_eq!(out[0], Err(ItemError::TimedOut { index: 0, limit }));
+    assert_eq!(out[1..], (2..9).map(Ok).collect::<Vec<_>>());
+    // The pool is at full width again afterwards.
+    assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
+    assert_eq!(ex.map(f, 1..5u64), Ok(vec![2, 3, 4, 5]));
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use super::processes::{in_worker, mark, marks, runner, runner_on, scratch};
+use crate::support::{in_worker, mark, marks, runner, runner_on, scratch};
 
 fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
@@ -145,4 +145,179 @@ fn a_worker_with_four_threads_runs_four_blocks_at_once() {
     assert_eq!(m.len(), 12);
     let pids: std::collections::BTreeSet<u32> = m.values().flatten().copied().collect();
     assert_eq!(pids.len(), 1, "one worker ran them all: {pids:?}");
+}
+
+/// The worker processes of the run of test `test` that are alive now, with their
+/// `CUDA_VISIBLE_DEVICES`: a snapshot from `/proc` (their command line names the test, their
+/// environment has a worker context).
+fn live_workers(test: &str) -> Vec<(u32, Option<String>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(test) || !alive(pid) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.iter().any(|v| v.starts_with("BLOCKWISE_CONTEXT=")) {
+            continue;
+        }
+        let cuda = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("CUDA_VISIBLE_DEVICES=").map(str::to_owned));
+        out.push((pid, cuda));
+    }
+    out
+}
+
+/// Records, as a file in `<dir>/seen`, a snapshot of the live workers taken by a block.
+fn record_snapshot(dir: &Path, test: &str, block: &Block) -> std::io::Result<()> {
+    let live = live_workers(test);
+    let me = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let line = format!(
+        "{} {} {} {:?} {:?}\n",
+        block.task_id(),
+        block.grid_index(),
+        std::process::id(),
+        me,
+        live
+    );
+    std::fs::create_dir_all(dir.join("seen"))?;
+    std::fs::write(
+        dir.join("seen")
+            .join(format!("{}.{}", block.task_id(), block.grid_index())),
+        line,
+    )
+}
+
+fn snapshots(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("seen"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_tasks_sharing_two_cpus_never_have_more_than_two_live_worker_processes() {
+    let test = "fleet::two_tasks_sharing_two_cpus_never_have_more_than_two_live_worker_processes";
+    let dir = scratch("budget_cpu");
+    let task = |id: &str, upstream: Option<&Task>| {
+        let d = dir.clone();
+        let mut b = Task::builder(
+            id,
+            Roi::new([0], [12]),
+            Roi::new([0], [1]),
+            Roi::new([0], [1]),
+        )
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            let live = live_workers(test);
+            if live.len() > 2 {
+                return Err(format!("{} live workers: {live:?}", live.len()).into());
+            }
+            record_snapshot(&d, test, b)?;
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(mark(&d, b)?)
+        })
+        .read_write_conflict(false)
+        .num_workers(2)
+        .requires([("cpu", 1)])
+        .max_retries(0);
+        if let Some(u) = upstream {
+            b = b.upstream(u);
+        }
+        b.build().unwrap()
+    };
+    let a = task("a", None);
+    let b = task("b", None);
+    let summary = runner(test, &dir)
+        .resources([("cpu", 2)])
+        .run([a, b])
+        .unwrap();
+    if in_worker() {
+        return;
+    }
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(marks(&dir).len(), 24);
+    for s in snapshots(&dir) {
+        let live: usize = s.matches("), (").count() + 1;
+        assert!(live <= 2, "{s}");
+    }
+}
+
+#[test]
+fn four_gpu_workers_on_two_gpus_never_share_a_device_and_a_killed_workers_device_is_reused() {
+    let test = "fleet::four_gpu_workers_on_two_gpus_never_share_a_device_and_a_killed_workers_device_is_reused";
+    let dir = scratch("budget_gpu");
+    let d = dir.clone();
+    let task = Task::builder(
+        "predict",
+        Roi::new([0], [16]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process_per_worker(move |ctx: &blockwise::WorkerContext| {
+        let d = d.clone();
+        let devices = ctx.devices().to_vec();
+        Ok(move |b: &Block| -> Result<(), BlockError> {
+            let me = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+            if devices.join(",") != me || devices.len() != 1 {
+                return Err(format!("devices {devices:?} but CUDA_VISIBLE_DEVICES={me:?}").into());
+            }
+            let live = live_workers(test);
+            let mut seen: Vec<&String> = live.iter().filter_map(|(_, c)| c.as_ref()).collect();
+            seen.sort();
+            let n = seen.len();
+            seen.dedup();
+            if seen.len() != n || live.len() > 2 {
+                return Err(format!("live workers share a device: {live:?}").into());
+            }
+            record_snapshot(&d, test, b)?;
+            // After the kill, blocks (block 5's retry at least) wait for the killed worker's
+            // device to be back in a live worker.
+            if let Ok(killed) = std::fs::read_to_string(d.join("killed")) {
+                let (device, pid) = killed.split_once('\n').unwrap_or_default();
+                let back = || {
+                    live_workers(test)
+                        .iter()
+                        .any(|(p, c)| p.to_string() != pid && c.as_deref() == Some(device))
+                };
+                wait_for("the killed worker's device in a new worker", back)?;
+                std::fs::write(d.join(format!("back.{}", b.grid_index())), "")?;
+            }
+            // The first worker to run block 5 dies with it: its device goes to another.
+            if b.grid_index() == 5 && !d.join("killed").exists() {
+                std::fs::write(d.join("killed"), format!("{me}\n{}", std::process::id()))?;
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
+            }
+            Ok(mark(&d, b)?)
+        })
+    })
+    .read_write_conflict(false)
+    .num_workers(4)
+    .requires([("gpu", 1)])
+    .build()
+    .unwrap();
+    let summary = runner(test, &dir)
+        .resources([("gpu", 2)])
+        .devices("gpu", ["3", "5"])
+        .run([task])
+        .unwrap();
+    if in_worker() {
+        return;
+    }
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(marks(&dir).len(), 16);
+    let killed = std::fs::read_to_string(dir.join("killed")).unwrap();
+    let (device, pid) = killed.split_once('\n').unwrap();
+    // Its device went to a new worker while the run went on.
+    assert!(dir.join("back.5").exists());
+    assert!(device == "3" || device == "5", "{pid}");
 }

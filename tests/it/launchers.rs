@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use blockwise::launch::{Batch, BatchSystem, JobState, LaunchError, Launcher, WorkerSpec};
 use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::processes::{assert_exactly_once, mark, runner_on, scratch};
+use crate::support::{assert_exactly_once, mark, runner_on, scratch};
 
 const COMMON: &str = r#"#!/bin/bash
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -258,7 +258,7 @@ fn a_chained_run_through_a_fake_lsf_runs_every_block_once() {
     .unwrap();
     // Only the scheduler side writes the fakes: its workers run this function too (up to
     // `run`), and rewriting a script while the scheduler runs it would break that submission.
-    let bin = if crate::processes::in_worker() {
+    let bin = if crate::support::in_worker() {
         dir.join("fake-lsf")
     } else {
         fake_bin(&dir, BatchSystem::Lsf)

@@ -607,10 +607,10 @@ fn components_with_worker_processes() {
     use blockwise::store::{ArraySpec, DataType, ZarrArray};
 
     const TEST: &str = "ops::components_with_worker_processes";
-    let dir = crate::processes::scratch("ops-components");
+    let dir = crate::support::scratch("ops-components");
     let roi = Roi::new([0, 0, 0], [10, 12, 14]);
     let store = dir.join("data.zarr");
-    let (raw, labels) = if crate::processes::in_worker() {
+    let (raw, labels) = if crate::support::in_worker() {
         (
             ZarrArray::open(&store, "raw").unwrap(),
             ZarrArray::open(&store, "labels").unwrap(),
@@ -630,7 +630,7 @@ fn components_with_worker_processes() {
     let report = ConnectedComponents::new(&raw, &labels)
         .threshold(100.0)
         .num_workers(2)
-        .run(&crate::processes::runner(TEST, &dir).processes())
+        .run(&crate::support::runner(TEST, &dir).processes())
         .unwrap();
     assert!(report.is_success(), "{}", report.label);
     let mask = raw.read::<u8>(&roi).unwrap().mapv(|v| v > 100);

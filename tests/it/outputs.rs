@@ -1,6 +1,6 @@
 //! Block outputs (`TaskBuilder::process_with_output`) and typed block failures.
 //!
-//! Worker-process tests re-execute this test binary (see processes.rs); the crash test
+//! Worker-process tests re-execute this test binary (see support.rs); the crash test
 //! re-executes it as the scheduler (`outputs::zz_crash_child`) and SIGKILLs it, as resume.rs
 //! does; the memory test reads outputs back in a child (`outputs::zz_memory_child`) and
 //! measures its peak memory.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use blockwise::{Block, FailureKind, Progress, Roi, Runner, Task};
 
-use crate::processes::{in_worker, runner, scratch};
+use crate::support::{child_main, in_worker, runner, scratch};
 
 /// The value block `grid_index` returns.
 fn value(grid_index: u64) -> (u64, String) {
@@ -386,12 +386,10 @@ fn kill_self() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Not a test on its own: the scheduler of a crash run.
-#[test]
-fn zz_crash_child() {
-    let Ok(dir) = std::env::var("BLOCKWISE_OUTPUTS_CRASH_DIR") else {
-        return;
-    };
+child_main!(zz_crash_child: "BLOCKWISE_OUTPUTS_CRASH_DIR" => crash_child);
+
+/// The scheduler of a crash run.
+fn crash_child(dir: String) {
     let dir = PathBuf::from(dir);
     let num = |name: &str| -> u64 {
         std::env::var(name)
@@ -562,13 +560,10 @@ fn status_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Not a test on its own: reads the outputs of a run directory and prints its peak memory
-/// growth while doing so.
-#[test]
-fn zz_memory_child() {
-    let Ok(dir) = std::env::var("BLOCKWISE_OUTPUTS_MEMORY_DIR") else {
-        return;
-    };
+child_main!(zz_memory_child: "BLOCKWISE_OUTPUTS_MEMORY_DIR" => memory_child);
+
+/// Reads the outputs of a run directory and prints its peak memory growth while doing so.
+fn memory_child(dir: String) {
     let mut outputs = blockwise::journal::read_outputs::<String>(Path::new(&dir), "m").unwrap();
     // The first record pages in the code that reads records; then the baseline.
     let first = outputs.next().unwrap().unwrap();

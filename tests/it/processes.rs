@@ -2,100 +2,21 @@
 //! so each test below runs twice: as the scheduler, and (with `BLOCKWISE_CONTEXT` set) as its
 //! workers, where `Runner::run` serves blocks and exits the process.
 //!
-//! Blocks leave marker files `<task>.<grid index>.<pid>.<n>` in a scratch directory that both
-//! sides compute from the test's name, so the scheduler side can check that every block ran
-//! exactly once (or, where workers were killed, once outside the killed workers).
+//! Blocks leave marker files in a scratch directory (see `support`), so the scheduler side can
+//! check that every block ran exactly once (or, where workers were killed, once outside the
+//! killed workers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task, WorkerOptions};
 
-pub(crate) fn in_worker() -> bool {
-    std::env::var_os(blockwise::CONTEXT_ENV).is_some()
-}
-
-/// A scratch directory for a test; emptied on the scheduler side only.
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("processes")
-        .join(name);
-    if !in_worker() {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("markers")).unwrap();
-    }
-    dir
-}
-
-/// A runner whose local workers re-execute this test binary, running only `test`.
-pub(crate) fn runner(test: &str, dir: &Path) -> Runner {
-    runner_on(test, dir, WorkerOptions::new())
-}
-
-/// A runner on `workers` (a launcher and settings), whose workers re-execute this test binary,
-/// running only `test`, and log to `<dir>/logs`.
-pub(crate) fn runner_on(test: &str, dir: &Path, workers: WorkerOptions) -> Runner {
-    Runner::new()
-        .progress(Progress::Never)
-        .print_summary(false)
-        .workers(
-            workers
-                .worker_command(
-                    std::env::current_exe().unwrap(),
-                    ["--exact", test, "--nocapture", "--test-threads=1"],
-                )
-                .log_dir(dir.join("logs"))
-                .handle_signals(false),
-        )
-}
-
-static MARKS: AtomicU64 = AtomicU64::new(0);
-
-/// Records that this process ran `block`.
-pub(crate) fn mark(dir: &Path, block: &Block) -> std::io::Result<()> {
-    let n = MARKS.fetch_add(1, Ordering::SeqCst);
-    let name = format!(
-        "{}.{}.{}.{n}",
-        block.task_id(),
-        block.grid_index(),
-        std::process::id()
-    );
-    std::fs::File::create_new(dir.join("markers").join(name)).map(drop)
-}
-
-/// `(task, grid index) -> pids that ran it`.
-pub(crate) fn marks(dir: &Path) -> BTreeMap<(String, u64), Vec<u32>> {
-    let mut out: BTreeMap<(String, u64), Vec<u32>> = BTreeMap::new();
-    for e in std::fs::read_dir(dir.join("markers")).unwrap() {
-        let name = e.unwrap().file_name().into_string().unwrap();
-        let parts: Vec<&str> = name.rsplitn(4, '.').collect();
-        let (pid, grid, task) = (parts[1], parts[2], parts[3]);
-        out.entry((task.to_owned(), grid.parse().unwrap()))
-            .or_default()
-            .push(pid.parse().unwrap());
-    }
-    out
-}
-
-/// Every block of `task` ran exactly once.
-pub(crate) fn assert_exactly_once(dir: &Path, task: &Task) {
-    let m = marks(dir);
-    for g in 0..task.num_blocks() {
-        let pids = m.get(&(task.task_id().to_owned(), g));
-        assert_eq!(
-            pids.map(Vec::len),
-            Some(1),
-            "block {g} of {} ran {pids:?}",
-            task.task_id()
-        );
-    }
-    let n = m.keys().filter(|(t, _)| t == task.task_id()).count() as u64;
-    assert_eq!(n, task.num_blocks());
-}
+use crate::support::{
+    assert_exactly_once, child_main, in_worker, mark, marks, runner, runner_on, scratch,
+};
 
 fn worker_pids(dir: &Path) -> BTreeSet<u32> {
     marks(dir).values().flatten().copied().collect()
@@ -540,12 +461,10 @@ fn workers_retire_after_their_lifetime_and_are_replaced() {
     assert!(worker_pids(&dir).len() >= 3);
 }
 
-/// Not a test on its own: the intruder process of the next test (does nothing otherwise).
-#[test]
-fn zz_child_intruder() {
-    if std::env::var("BLOCKWISE_TEST_ROLE").as_deref() != Ok("intruder") {
-        return;
-    }
+child_main!(zz_child_intruder: "BLOCKWISE_TEST_ROLE" = "intruder" => child_intruder);
+
+/// The intruder process of the next test.
+fn child_intruder() {
     let err = blockwise::Client::from_env().unwrap_err().to_string();
     assert!(
         err.contains("refused") && err.contains("wrong token"),
@@ -599,12 +518,13 @@ fn a_worker_with_a_wrong_token_is_refused_and_the_run_goes_on() {
     assert_exactly_once(&dir, &task);
 }
 
-/// Not a test on its own: the scheduler process of the next test (does nothing otherwise).
-#[test]
-fn zz_child_interrupted_driver() {
-    if std::env::var("BLOCKWISE_TEST_ROLE").as_deref() != Ok("driver") {
-        return;
-    }
+child_main!(
+    zz_child_interrupted_driver: "BLOCKWISE_TEST_ROLE" = "driver"
+        => child_interrupted_driver
+);
+
+/// The scheduler process of the next test.
+fn child_interrupted_driver() {
     let dir = PathBuf::from(std::env::var("BLOCKWISE_TEST_DIR").unwrap());
     let d = dir.clone();
     let task = Task::builder(

@@ -23,6 +23,8 @@ use blockwise::store::{ArraySpec, ChunkGrid, DataType, ZarrArray};
 use blockwise::workload::box_mean_block;
 use blockwise::{Block, BlockError, Fit, Progress, Roi, Runner, Task};
 
+use crate::support::child_main;
+
 const SIZE: u64 = 48;
 const BLOCK: i64 = 8;
 const CONTEXT: i64 = 2;
@@ -178,12 +180,10 @@ fn reference() -> &'static (Vec<u8>, Vec<u8>) {
     })
 }
 
-/// Not a test on its own: the scheduler (and, re-executed, the worker) of a crash run.
-#[test]
-fn zz_crash_child() {
-    let Ok(dir) = std::env::var("BLOCKWISE_CRASH_DIR") else {
-        return;
-    };
+child_main!(zz_crash_child: "BLOCKWISE_CRASH_DIR" => crash_child);
+
+/// The scheduler (and, re-executed, the worker) of a crash run.
+fn crash_child(dir: String) {
     let dir = PathBuf::from(dir);
     let worker = blockwise::is_worker();
     let num = |name: &str| -> u64 {

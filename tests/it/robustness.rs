@@ -12,14 +12,7 @@ use std::time::Duration;
 use blockwise::journal::JournalError;
 use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("robustness")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::support::empty_dir;
 
 /// A 1D task of `n` blocks that counts its calls.
 fn counting(n: i64, calls: &Arc<AtomicU64>) -> Task {
@@ -75,7 +68,7 @@ fn journal_error(r: Result<blockwise::RunSummary, Error>) -> JournalError {
 
 #[test]
 fn damaged_markers_stop_the_run_before_any_block_and_are_left_alone() {
-    let dir = scratch("damaged");
+    let dir = empty_dir("robustness", "damaged");
     let calls = Arc::new(AtomicU64::new(0));
     let summary = runner(&dir).run([counting(50, &calls)]).unwrap();
     assert_eq!(summary.task("t").unwrap().completed, 50);
@@ -194,7 +187,7 @@ fn damaged_markers_stop_the_run_before_any_block_and_are_left_alone() {
 
 #[test]
 fn a_run_directory_of_another_layout_is_refused() {
-    let dir = scratch("layout");
+    let dir = empty_dir("robustness", "layout");
     let calls = Arc::new(AtomicU64::new(0));
     assert!(
         runner(&dir)
@@ -227,7 +220,7 @@ fn a_run_directory_of_another_layout_is_refused() {
 
 #[test]
 fn an_unusable_run_directory_is_an_error_before_any_block() {
-    let dir = scratch("unwritable");
+    let dir = empty_dir("robustness", "unwritable");
     let file = dir.join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
     let calls = Arc::new(AtomicU64::new(0));
@@ -245,7 +238,7 @@ fn an_unusable_run_directory_is_an_error_before_any_block() {
 
 #[test]
 fn a_run_directory_in_use_is_refused() {
-    let dir = scratch("locked");
+    let dir = empty_dir("robustness", "locked");
     let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
     let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
     let holder_dir = dir.clone();
@@ -309,7 +302,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
-    let dir = scratch("disk-full");
+    let dir = empty_dir("robustness", "disk-full");
     let mnt = dir.join("mnt");
     let Some(mount) = tmpfs(&mnt, "64k") else {
         eprintln!(
@@ -401,7 +394,7 @@ fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
 #[test]
 fn a_file_size_limit_is_a_clear_cli_error() {
     // `ulimit -f` makes writes past the limit fail (EFBIG; SIGXFSZ ignored), like a full disk.
-    let dir = scratch("ulimit");
+    let dir = empty_dir("robustness", "ulimit");
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -431,7 +424,7 @@ fn a_file_size_limit_is_a_clear_cli_error() {
 #[test]
 fn a_damaged_input_chunk_fails_its_block_only_and_a_rerun_after_repair_does_the_rest() {
     use blockwise::store::{ArraySpec, DataType, ZarrArray};
-    let dir = scratch("input");
+    let dir = empty_dir("robustness", "input");
     let spec = ArraySpec::new(
         Roi::new([0, 0], [40, 40]),
         [1, 1],
@@ -497,7 +490,7 @@ fn a_damaged_input_chunk_fails_its_block_only_and_a_rerun_after_repair_does_the_
 
 #[test]
 fn a_task_without_blocks_and_a_task_added_later() {
-    let dir = scratch("empty-task");
+    let dir = empty_dir("robustness", "empty-task");
     let empty = Task::builder(
         "empty",
         Roi::new([0], [5]),
@@ -534,7 +527,7 @@ fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
 
 #[test]
 fn a_fifo_or_directory_in_place_of_a_run_directory_file_is_an_error_not_a_hang() {
-    let dir = scratch("fifo");
+    let dir = empty_dir("robustness", "fifo");
     let calls = Arc::new(AtomicU64::new(0));
     let failing = || {
         Task::builder(
@@ -657,7 +650,7 @@ fn crafted_log(task_dir: &str, records: &[u64]) -> Vec<u8> {
 
 #[test]
 fn a_crafted_write_ahead_log_cannot_write_outside_the_run_directory() {
-    let dir = scratch("crafted-wal");
+    let dir = empty_dir("robustness", "crafted-wal");
     let calls = Arc::new(AtomicU64::new(0));
     let other = dir.join("other-run");
     let run = dir.join("runs/a/run");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use blockwise::launch::{BatchSystem, JobId, JobState, LaunchError, Launcher, Local, WorkerSpec};
 use blockwise::{Block, BlockError, Progress, Roi, Task, WorkerOptions};
 
-use crate::processes::{assert_exactly_once, in_worker, mark, marks, runner_on};
+use crate::support::{assert_exactly_once, in_worker, mark, marks, runner_on};
 
 const ROLE: &str = "BLOCKWISE_TEST_ROLE";
 

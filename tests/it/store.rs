@@ -8,6 +8,8 @@ use blockwise::Roi;
 use blockwise::store::{ArraySpec, Codec, DataType, StoreError, ZarrArray, ZarrFormat};
 use ndarray::{ArrayD, IxDyn};
 
+use crate::support::child_main;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -268,13 +270,11 @@ fn read_with_fill_pads_outside_the_array() -> TestResult {
     Ok(())
 }
 
+child_main!(atomic_writer_child: "BLOCKWISE_TEST_ATOMIC_WRITER" => atomic_writer);
+
 /// A child process (started by `atomic_chunk_writes_across_processes`) that rewrites one chunk
-/// many times; a no-op in a normal test run.
-#[test]
-fn atomic_writer_child() -> TestResult {
-    let Ok(dir) = std::env::var("BLOCKWISE_TEST_ATOMIC_WRITER") else {
-        return Ok(());
-    };
+/// many times.
+fn atomic_writer(dir: String) -> TestResult {
     let a = ZarrArray::open(&dir, "raw")?;
     for k in 1..=300u32 {
         let data: Vec<u8> = (0..64 * 64 * 64u32)
@@ -416,14 +416,12 @@ fn partial_chunk_writes_from_threads_lose_no_voxel() -> TestResult {
 
 const PARTIAL_ROUNDS: usize = 6;
 
+child_main!(partial_writer_child: "BLOCKWISE_TEST_PARTIAL_WRITER" => partial_writer);
+
 /// A child process (started by `partial_chunk_writes_from_two_processes_lose_no_voxel`) that
 /// writes the odd blocks of a checkerboard into arrays `r0`, `r1`, ... once told to start on its
-/// stdin; a no-op in a normal test run.
-#[test]
-fn partial_writer_child() -> TestResult {
-    let Ok(dir) = std::env::var("BLOCKWISE_TEST_PARTIAL_WRITER") else {
-        return Ok(());
-    };
+/// stdin.
+fn partial_writer(dir: String) -> TestResult {
     let arrays: Vec<ZarrArray> = (0..PARTIAL_ROUNDS)
         .map(|r| ZarrArray::open(&dir, &format!("r{r}")))
         .collect::<Result<_, _>>()?;

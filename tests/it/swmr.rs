@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,13 +18,7 @@ use blockwise::swmr::{
 use hdf5::File;
 use ndarray::{Array, ArrayD, IxDyn};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("swmr");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{name}.h5"));
-    let _ = std::fs::remove_file(&p);
-    p
-}
+use crate::support::{child_main, fresh_file};
 
 fn create(path: &Path) -> File {
     File::with_options()
@@ -63,7 +57,7 @@ fn scan_5x10(path: &Path, row2: std::ops::Range<usize>) {
 
 #[test]
 fn the_contiguous_prefix_is_yielded_then_a_timeout() {
-    let p = scratch("prefix");
+    let p = fresh_file("swmr", "prefix.h5");
     scan_5x10(&p, 0..5);
     let mut f = follow(&p, &["key"], 100, None);
     assert_eq!(f.scan_rank(), 2);
@@ -72,7 +66,7 @@ fn the_contiguous_prefix_is_yielded_then_a_timeout() {
     assert_eq!(got, (0..25).collect::<Vec<_>>());
     assert_eq!(f.stop_reason(), Some(&StopReason::TimedOut));
     // Frames completed after a gap are held back.
-    let p = scratch("gap");
+    let p = fresh_file("swmr", "gap.h5");
     scan_5x10(&p, 1..10);
     let got: Vec<u64> = follow(&p, &["key"], 100, None).collect();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
@@ -80,7 +74,7 @@ fn the_contiguous_prefix_is_yielded_then_a_timeout() {
 
 #[test]
 fn every_key_must_be_complete_and_jagged_keys_pad_with_zero() {
-    let p = scratch("multi");
+    let p = fresh_file("swmr", "multi.h5");
     {
         let f = create(&p);
         key(&f, "a", &[10], &[1; 10]);
@@ -89,7 +83,7 @@ fn every_key_must_be_complete_and_jagged_keys_pad_with_zero() {
     let got: Vec<u64> = follow(&p, &["a", "b"], 100, None).collect();
     assert_eq!(got, [0, 1, 2, 3, 4]);
 
-    let p = scratch("jagged");
+    let p = fresh_file("swmr", "jagged.h5");
     {
         let f = create(&p);
         key(&f, "a", &[2], &[1, 1]);
@@ -121,7 +115,7 @@ fn every_key_must_be_complete_and_jagged_keys_pad_with_zero() {
 
 #[test]
 fn the_finished_flag_stops_after_every_frame_was_yielded() {
-    let p = scratch("finished");
+    let p = fresh_file("swmr", "finished.h5");
     {
         let f = create(&p);
         key(&f, "key", &[40], &[1; 40]);
@@ -151,13 +145,13 @@ fn the_finished_flag_stops_after_every_frame_was_yielded() {
 
 #[test]
 fn rows() {
-    let p = scratch("rows");
+    let p = fresh_file("swmr", "rows.h5");
     scan_5x10(&p, 0..5);
     let rows: Vec<u64> = RowKeyFollower::new(follow(&p, &["key"], 100, None), None)
         .unwrap()
         .collect();
     assert_eq!(rows, [9, 19]);
-    let p = scratch("rows-all");
+    let p = fresh_file("swmr", "rows-all.h5");
     scan_5x10(&p, 0..10);
     {
         // Complete the scan.
@@ -171,7 +165,7 @@ fn rows() {
         .unwrap()
         .collect();
     assert_eq!(rows, [9, 19, 29, 39, 49]);
-    let p = scratch("rows-unlimited");
+    let p = fresh_file("swmr", "rows-unlimited.h5");
     {
         let f = create(&p);
         let ds = f
@@ -193,7 +187,7 @@ fn rows() {
 
 #[test]
 fn frames_and_their_scan_positions() {
-    let p = scratch("frames");
+    let p = fresh_file("swmr", "frames.h5");
     {
         let f = create(&p);
         let data = f
@@ -226,7 +220,7 @@ fn frames_and_their_scan_positions() {
         Err(SwmrError::NoData)
     ));
     // Each frame's sum over its axis 1, written in the scan's layout: shape (2, 3, 4).
-    let out = scratch("frames-out");
+    let out = fresh_file("swmr", "frames-out.h5");
     {
         let f = create(&out);
         let w = ScanWriter::create::<i64>(&f, "sums", &[Some(2), Some(3)], &[4]).unwrap();
@@ -248,7 +242,7 @@ fn frames_and_their_scan_positions() {
 #[test]
 fn interleaved_writers_and_a_growing_scan_writer() {
     // Two writers in turn: global frame 5 is frame 2 of B.
-    let p = scratch("interleaved");
+    let p = fresh_file("swmr", "interleaved.h5");
     {
         let f = create(&p);
         for (name, base) in [("a", 0i64), ("b", 100)] {
@@ -274,19 +268,17 @@ fn interleaved_writers_and_a_growing_scan_writer() {
         [20, 21]
     );
     // A scan writer over an unlimited scan grows as results arrive.
-    let out = scratch("grow-out");
+    let out = fresh_file("swmr", "grow-out.h5");
     let f = create(&out);
     let w = ScanWriter::create::<u8>(&f, "r", &[None], &[2]).unwrap();
     w.write(&[3], &ArrayD::from_elem(IxDyn(&[2]), 7u8)).unwrap();
     assert_eq!(f.dataset("r").unwrap().shape(), vec![4, 2]);
 }
 
-/// Not a test on its own: the writer process of the tests below.
-#[test]
-fn zz_swmr_writer() {
-    let Ok(spec) = std::env::var("BLOCKWISE_SWMR_WRITER") else {
-        return;
-    };
+child_main!(zz_swmr_writer: "BLOCKWISE_SWMR_WRITER" => swmr_writer);
+
+/// The writer process of the tests below.
+fn swmr_writer(spec: String) {
     let (mode, path) = spec.split_once(':').unwrap();
     let file = create(Path::new(path));
     let stdin = std::io::stdin();
@@ -420,7 +412,7 @@ impl Writer {
 
 #[test]
 fn keys_that_grow_while_followed() {
-    let p = scratch("grow");
+    let p = fresh_file("swmr", "grow.h5");
     let mut w = Writer::start("grow", &p);
     w.expect("ready");
     let mut f = follow(&p, &["key"], 2_000, None);
@@ -436,7 +428,7 @@ fn keys_that_grow_while_followed() {
 
 #[test]
 fn live_frames_feed_an_executor_while_the_writer_writes() {
-    let p = scratch("live");
+    let p = fresh_file("swmr", "live.h5");
     let w = Writer::start("frames", &p);
     w.expect("ready");
     let keys = KeyFollower::open(&p, &["key"], Duration::from_secs(30), Some("finished")).unwrap();

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use blockwise::exec::{Executor, MapOptions};
-//! use blockwise::swmr::{DataSource, KeyFollower};
+//! use blockwise::store::swmr::{DataSource, KeyFollower};
 //! use std::time::Duration;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +25,7 @@
 //! let frames = DataSource::<u16>::new(keys, &["/entry/data/det"])?;
 //! let ex = Executor::threads(4);
 //! let sums = ex.bounded_map(
-//!     |f: Result<blockwise::swmr::Frame<u16>, blockwise::swmr::SwmrError>| {
+//!     |f: Result<blockwise::store::swmr::Frame<u16>, blockwise::store::swmr::SwmrError>| {
 //!         f.map(|f| f.data[0].1.iter().map(|&v| u64::from(v)).sum::<u64>())
 //!     },
 //!     frames,
@@ -542,7 +542,7 @@ fn slices(
         .iter()
         .map(|r| r.start as i64..r.end as i64)
         .collect();
-    crate::store::hdf5_array::selection(&ranges).map_err(|e| h5(path, e))
+    super::hdf5_array::selection(&ranges).map_err(|e| h5(path, e))
 }
 
 /// Writes one result per frame into an output dataset laid out like the scan: its shape is
