@@ -1,6 +1,7 @@
 //! [`ExecutorBuilder`]: an executor on worker processes.
 
 use super::*;
+use crate::fleet::budget::{Budget, Requirement};
 
 /// Configures an executor on worker processes ([`Executor::processes`],
 /// [`Executor::launcher`]); [`start`](Self::start) starts it.
@@ -59,6 +60,9 @@ pub struct ExecutorBuilder {
     duplicate: Option<String>,
     cancel: Option<crate::Cancel>,
     timeout: Option<Duration>,
+    requires: Vec<(String, u64)>,
+    resources: Vec<(String, u64)>,
+    devices: Vec<(String, Vec<String>)>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -88,7 +92,58 @@ impl ExecutorBuilder {
             duplicate: None,
             cancel: None,
             timeout: None,
+            requires: Vec::new(),
+            resources: Vec::new(),
+            devices: Vec::new(),
         }
+    }
+
+    /// What one worker process of the pool needs, as a task's
+    /// [`requires`](crate::TaskBuilder::requires): with a budget
+    /// ([`resources`](Self::resources)) the pool runs on as many of its workers as the budget
+    /// holds, each with its own `gpu` ids (in `CUDA_VISIBLE_DEVICES`); the task is refused at
+    /// [`start`](Self::start) if one worker can never fit.
+    ///
+    /// ```no_run
+    /// use blockwise::exec::{Executor, Function};
+    ///
+    /// fn main() -> Result<(), blockwise::Error> {
+    ///     let predict = Function::new("predict", |x: u64| {
+    ///         let gpu = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+    ///         Ok::<String, String>(format!("{x} on GPU {gpu}"))
+    ///     });
+    ///     // Four workers wanted, two GPUs: two workers, one GPU each.
+    ///     let ex = Executor::processes(4)
+    ///         .requires([("gpu", 1)])
+    ///         .resources([("gpu", 2)])
+    ///         .function(&predict)
+    ///         .start()?;
+    ///     let out = ex.map(predict, 0..8u64)?;
+    ///     assert_eq!(out.len(), 8);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn requires(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.requires = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
+    /// The pool's resource budget, as [`Runner::resources`](crate::Runner::resources).
+    pub fn resources(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.resources = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
+    /// Names the units of a resource of the budget, as
+    /// [`Runner::devices`](crate::Runner::devices).
+    pub fn devices(
+        mut self,
+        resource: impl Into<String>,
+        ids: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.devices
+            .push((resource.into(), ids.into_iter().map(Into::into).collect()));
+        self
     }
 
     /// A time limit for each item (default none): an item running longer on a worker fails
@@ -215,7 +270,15 @@ impl ExecutorBuilder {
             return Err(ExecutorError::DuplicateFunction { name }.into());
         }
         let workers = self.workers;
+        let need = Requirement::new(self.requires).map_err(|reason| crate::Error::InvalidTask {
+            task: self.name.clone(),
+            reason: format!("requires: {reason}"),
+        })?;
+        let budget = Budget::new(&self.resources, &self.devices)?;
+        budget.check(&self.name, &need)?;
         let started = remote::RemotePool::start(remote::PoolOptions {
+            need,
+            budget,
             name: self.name,
             workers,
             prefetch: self.prefetch,

@@ -477,3 +477,49 @@ fn a_worker_whose_item_overruns_its_timeout_is_replaced() {
     assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
     assert_eq!(ex.map(f, 1..5u64), Ok(vec![2, 3, 4, 5]));
 }
+
+/// A pool with a budget: four workers wanted, two GPUs; two workers run, each with its own.
+#[test]
+fn a_pool_with_a_gpu_budget_runs_one_worker_per_gpu() {
+    let dir = scratch("executor-budget");
+    let gpu = Function::new("gpu", |x: u64| {
+        let gpu = std::env::var("CUDA_VISIBLE_DEVICES").map_err(|e| e.to_string())?;
+        Ok::<(u64, u32, String), String>((x, std::process::id(), gpu))
+    });
+    let test = "executor::a_pool_with_a_gpu_budget_runs_one_worker_per_gpu";
+    let builder = |workers: usize| {
+        Executor::processes(workers)
+            .workers(
+                WorkerOptions::new()
+                    .worker_command(
+                        std::env::current_exe().unwrap(),
+                        ["--exact", test, "--nocapture", "--test-threads=1"],
+                    )
+                    .log_dir(dir.join("logs"))
+                    .handle_signals(false),
+            )
+            .requires([("gpu", 1)])
+            .resources([("gpu", 2)])
+            .devices("gpu", ["4", "6"])
+            .function(&gpu)
+    };
+    // A worker needing more than the budget has is refused at start.
+    let too_big = builder(1).requires([("gpu", 3)]).start();
+    assert!(
+        matches!(too_big, Err(blockwise::Error::Resources(_))),
+        "{too_big:?}"
+    );
+    let ex = builder(4).start().unwrap();
+    assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
+    let out = ex.map(gpu, 0..40u64).unwrap();
+    let mut by_pid: std::collections::BTreeMap<u32, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (_, pid, gpu) in &out {
+        by_pid.entry(*pid).or_default().insert(gpu.clone());
+    }
+    let devices: std::collections::BTreeSet<String> = by_pid.values().flatten().cloned().collect();
+    assert!(by_pid.len() <= 2, "{by_pid:?}");
+    assert!(by_pid.values().all(|d| d.len() == 1), "{by_pid:?}");
+    assert!(devices.iter().all(|d| d == "4" || d == "6"), "{devices:?}");
+    assert_eq!(by_pid.len(), devices.len(), "{by_pid:?}");
+}
