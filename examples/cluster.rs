@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use blockwise::launch::{Batch, Resources};
 use blockwise::sample::{SampleSpec, write_zarr};
 use blockwise::store::{ArraySpec, DataType, ZarrArray};
-use blockwise::{Runner, is_worker};
+use blockwise::{Runner, WorkerOptions, is_worker};
 
 use common::{BLOCK, THRESHOLD, init_logging};
 
@@ -126,19 +126,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (raw, smoothed, mask) = (Arc::new(raw), Arc::new(smoothed), Arc::new(mask));
     let threshold = common::pipeline(&raw, &smoothed, &mask, opts.workers)?;
 
-    let runner = Runner::new()
-        .log_dir(workdir.join("logs"))
-        .run_dir(&run_dir)
-        .fresh(fresh);
-    let runner = if opts.slurm {
+    let runner = Runner::new().run_dir(&run_dir).fresh(fresh);
+    let workers = if opts.slurm {
         let mut resources = Resources::default();
         resources.cores = Some(1);
         resources.memory = Some(1 << 30);
         resources.walltime = Some(Duration::from_secs(600));
-        runner.launcher(Batch::slurm().resources(resources))
+        WorkerOptions::launcher(Batch::slurm().resources(resources))
     } else {
-        runner.processes()
+        WorkerOptions::new()
     };
+    let runner = runner.workers(workers.log_dir(workdir.join("logs")));
     let start = Instant::now();
     // In a worker process this call serves blocks and exits.
     let summary = runner.run([threshold])?;

@@ -10,8 +10,8 @@
 //! most items that were in flight at once, and the peak resident memory (which does not grow
 //! with N).
 
-use blockwise::Progress;
 use blockwise::exec::{Executor, Function, MapOptions, Mode};
+use blockwise::{Progress, WorkerOptions};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -46,8 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None | Some("threads") => Executor::threads(2),
         // Each worker re-runs this program up to start(), then serves items of `inc`.
         Some("processes") => Executor::processes(2)
+            .workers(WorkerOptions::new().log_dir(std::env::temp_dir().join("blockwise-map-logs")))
             .function(&inc)
-            .log_dir(std::env::temp_dir().join("blockwise-map-logs"))
             .start()?,
         Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
     };

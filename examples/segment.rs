@@ -13,7 +13,7 @@ use blockwise::ops::{ConnectedComponents, Connectivity};
 use blockwise::sample::{SampleSpec, open_or_write_zarr};
 use blockwise::store::{ArraySpec, DataType, Pad, ZarrArray};
 use blockwise::workload::box_mean_block;
-use blockwise::{Error, Fit, Roi, Runner, Task};
+use blockwise::{Error, Fit, Roi, Runner, Task, WorkerOptions};
 
 type Sizes = BTreeMap<u64, u64>;
 
@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (smooth, components, count) = pipeline(&dir, opts.workers)?;
     let mut runner = Runner::new().run_dir(dir.join("run")).fresh(opts.fresh);
     if opts.runner == "processes" {
-        runner = runner.processes().log_dir(dir.join("logs"));
+        runner = runner.workers(WorkerOptions::new().log_dir(dir.join("logs")));
     }
     let start = Instant::now();
     let mut ok = runner.run([smooth])?.is_success();

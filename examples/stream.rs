@@ -8,9 +8,9 @@
 //!
 //! The parallel section runs on 2 threads (default) or 2 worker processes.
 
-use blockwise::Roi;
 use blockwise::exec::{Executor, Function, Source};
 use blockwise::sample::SampleSpec;
+use blockwise::{Roi, WorkerOptions};
 
 /// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
 fn init_logging() {
@@ -36,8 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ex = match std::env::args().nth(1).as_deref() {
         None | Some("threads") => Executor::threads(2),
         Some("processes") => Executor::processes(2)
+            .workers(
+                WorkerOptions::new().log_dir(std::env::temp_dir().join("blockwise-stream-logs")),
+            )
             .function(&slice_sum)
-            .log_dir(std::env::temp_dir().join("blockwise-stream-logs"))
             .start()?,
         Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),
     };

@@ -10,9 +10,9 @@
 //! worker processes (`processes`), which re-run this program up to `start()` and then serve
 //! calls of the registered function.
 
-use blockwise::Progress;
 use blockwise::exec::{Executor, Function, Sweeps, scattered};
 use blockwise::sample::SampleSpec;
+use blockwise::{Progress, WorkerOptions};
 
 /// Logs to stderr, as `RUST_LOG` says (default: warnings), like the `blockwise` binary.
 fn init_logging() {
@@ -55,9 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = Function::new("count", |p: Vec<u32>| Ok::<_, String>(p.len() as f64));
     let ex = match std::env::args().nth(1).as_deref() {
         Some("processes") => Executor::processes(2)
+            .workers(
+                WorkerOptions::new().log_dir(std::env::temp_dir().join("blockwise-sweep-logs")),
+            )
             .function(&foreground)
             .function(&count)
-            .log_dir(std::env::temp_dir().join("blockwise-sweep-logs"))
             .start()?,
         None | Some("threads") => Executor::threads(2),
         Some(other) => return Err(format!("unknown backend {other:?} (threads, processes)").into()),

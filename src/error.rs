@@ -67,19 +67,18 @@ pub enum Error {
         /// Why the release was refused.
         reason: String,
     },
-    /// A worker process could not do its part (bad context, scheduler unreachable, refused,
-    /// protocol error).
-    #[error("worker: {message}")]
-    Worker {
-        /// What went wrong.
-        message: String,
-    },
+    /// A worker process, or the scheduler's end of its connection, could not do its part (a
+    /// bad context, the scheduler unreachable, refused, a protocol error, a lost connection);
+    /// [`WorkerError::kind`] says which.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
     /// An executor could not start or share data (see [`crate::exec`]).
-    #[error("executor: {message}")]
-    Executor {
-        /// What went wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Executor(#[from] crate::exec::ExecutorError),
+    /// An executor's item failed (see [`Executor::map`](crate::exec::Executor::map)); so `?`
+    /// works on executor results in functions that return [`Error`].
+    #[error(transparent)]
+    Item(#[from] crate::exec::ItemError),
     /// The run's resource budget is invalid, or a task's requirement cannot be met by it (see
     /// [`Runner::resources`](crate::Runner::resources)); returned by `Runner::run` before any
     /// block runs.
@@ -114,6 +113,97 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A worker process, or the scheduler's end of its connection, could not do its part.
+///
+/// [`kind`](WorkerError::kind) says what failed, for programs that react to it (retry when the
+/// scheduler was unreachable, give up when it refused); [`message`](WorkerError::message) says
+/// it for people, naming the address, the timeout or the message at fault. It displays as
+/// `worker: <message>`.
+///
+/// ```
+/// use blockwise::{Client, Error, WorkerErrorKind};
+///
+/// // Not started by a process runner: there is no worker context.
+/// # if std::env::var_os(blockwise::CONTEXT_ENV).is_none() {
+/// match Client::from_env() {
+///     Err(Error::Worker(e)) => {
+///         assert_eq!(e.kind(), WorkerErrorKind::BadContext);
+///         assert!(e.to_string().starts_with("worker: BLOCKWISE_CONTEXT is not set"));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("worker: {message}")]
+pub struct WorkerError {
+    kind: WorkerErrorKind,
+    message: String,
+}
+
+impl WorkerError {
+    pub(crate) fn new(kind: WorkerErrorKind, message: impl Into<String>) -> WorkerError {
+        WorkerError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What failed.
+    #[must_use]
+    pub fn kind(&self) -> WorkerErrorKind {
+        self.kind
+    }
+
+    /// What went wrong, without the `worker: ` prefix of its display.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What failed, in a [`WorkerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerErrorKind {
+    /// The worker context (`BLOCKWISE_CONTEXT`) is missing, not UTF-8, too long or malformed:
+    /// the process was not started as a worker, or its environment was damaged.
+    BadContext,
+    /// The worker's program does not build the task its context names.
+    UnknownTask,
+    /// The tasks the worker's program built are invalid.
+    InvalidTasks,
+    /// The task's per-worker set-up failed in the worker, or the task has no process function
+    /// in the worker's program.
+    Setup,
+    /// The scheduler could not be reached within the worker's death timeout.
+    Unreachable,
+    /// The scheduler refused the worker (a wrong token, or another protocol version).
+    Refused,
+    /// TLS: a handshake failed, the scheduler's certificate did not match the pinned one, or
+    /// the run's certificate could not be made.
+    Tls,
+    /// A message that the protocol does not allow at that point, or that cannot be encoded.
+    Protocol,
+    /// The connection failed, or the other end closed it.
+    ConnectionLost,
+    /// The scheduler was silent for the worker's death timeout.
+    Silent,
+    /// The scheduler's address: the host workers should connect to does not resolve (see
+    /// [`WorkerOptions::advertise_host`](crate::WorkerOptions::advertise_host)).
+    Address,
+    /// The scheduler's server stopped while the run went on.
+    ServerStopped,
+    /// A block released or handed off through a [`Client`](crate::Client) that did not
+    /// acquire it (or released it already).
+    NotAcquired,
+    /// A thread of the worker or the scheduler could not be started, or panicked outside a
+    /// block.
+    Thread,
+    /// The handlers of Ctrl-C and SIGTERM could not be installed.
+    Signals,
 }
 
 /// What is wrong with a run's resource budget ([`Runner::resources`](crate::Runner::resources),
@@ -210,10 +300,150 @@ pub enum ResourceError {
 }
 
 impl Error {
+    /// A [`WorkerError`] of `kind`.
+    pub(crate) fn worker(kind: WorkerErrorKind, message: impl Into<String>) -> Self {
+        Error::Worker(WorkerError::new(kind, message))
+    }
+
     pub(crate) fn invalid(task: &str, reason: impl Into<String>) -> Self {
         Error::InvalidTask {
             task: task.to_owned(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! The kinds of worker errors, from the sites that make them.
+
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::fleet::context::Context;
+    use crate::fleet::protocol::{ServerMsg, WorkerMsg, read_frame, to_frame};
+    use crate::run::Client;
+
+    fn ctx(addr: String, death_ms: u64) -> Context {
+        Context {
+            addr,
+            token: "t".into(),
+            tls: None,
+            task_id: "task".into(),
+            worker_id: 0,
+            log_dir: None,
+            heartbeat_ms: 20,
+            death_timeout_ms: death_ms,
+            lifetime_ms: None,
+            prefetch: None,
+            max_output_bytes: None,
+            devices: Vec::new(),
+            devices_from_env: false,
+        }
+    }
+
+    fn kind(e: &Error) -> WorkerErrorKind {
+        match e {
+            Error::Worker(w) => w.kind(),
+            other => panic!("not a worker error: {other}"),
+        }
+    }
+
+    /// A scheduler that welcomes (or refuses) one worker, then sends `then`.
+    fn scheduler(first: ServerMsg, then: Option<ServerMsg>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let _hello: WorkerMsg = read_frame(&mut s, &mut buf).unwrap().unwrap();
+            s.write_all(&to_frame(&first).unwrap()).unwrap();
+            if let Some(msg) = then {
+                s.write_all(&to_frame(&msg).unwrap()).unwrap();
+            }
+            // Hold the connection until the worker leaves.
+            while let Ok(Some(_)) = read_frame::<WorkerMsg, _>(&mut s, &mut buf) {}
+        });
+        addr
+    }
+
+    #[test]
+    fn a_bad_context_is_bad_context_and_keeps_its_text() {
+        let e = Context::decode("{not json").unwrap_err();
+        assert_eq!(kind(&e), WorkerErrorKind::BadContext);
+        assert!(
+            e.to_string()
+                .starts_with("worker: BLOCKWISE_CONTEXT is not a valid worker context ("),
+            "{e}"
+        );
+        let Error::Worker(w) = &e else { unreachable!() };
+        assert_eq!(format!("worker: {}", w.message()), e.to_string());
+    }
+
+    #[test]
+    fn an_unreachable_scheduler_is_unreachable() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = Client::connect(ctx(addr.to_string(), 100)).unwrap_err();
+        assert_eq!(kind(&e), WorkerErrorKind::Unreachable);
+        assert!(
+            e.to_string().contains("could not reach the scheduler"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_refused() {
+        let addr = scheduler(
+            ServerMsg::Refused {
+                reason: "wrong token".into(),
+            },
+            None,
+        );
+        let e = Client::connect(ctx(addr, 20_000)).unwrap_err();
+        assert_eq!(kind(&e), WorkerErrorKind::Refused);
+        assert!(
+            e.to_string().contains("refused this worker: wrong token"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unexpected_message_is_a_protocol_error() {
+        let addr = scheduler(ServerMsg::Ping, None);
+        let e = Client::connect(ctx(addr, 20_000)).unwrap_err();
+        assert_eq!(kind(&e), WorkerErrorKind::Protocol);
+        assert!(
+            e.to_string().contains("protocol error: expected a welcome"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_silent_scheduler_is_silent() {
+        let addr = scheduler(ServerMsg::Welcome { connection: 0 }, None);
+        let mut client = Client::connect(ctx(addr, 200)).unwrap();
+        let e = client.acquire_block().unwrap_err();
+        assert_eq!(kind(&e), WorkerErrorKind::Silent);
+    }
+
+    #[test]
+    fn executor_and_item_errors_convert_and_keep_their_text() {
+        let e: Error = crate::exec::ExecutorError::DuplicateFunction { name: "inc".into() }.into();
+        assert_eq!(
+            e.to_string(),
+            "executor: two functions are registered under the name \"inc\""
+        );
+        let item = crate::exec::ItemError::Failed {
+            index: 3,
+            message: "boom".into(),
+        };
+        let e: Error = item.clone().into();
+        assert_eq!(e.to_string(), item.to_string());
+        assert!(matches!(e, Error::Item(i) if i == item));
     }
 }

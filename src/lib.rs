@@ -95,7 +95,8 @@ pub mod workload;
 pub use ndarray;
 
 pub use blocks::{Block, BlockStatus, Fit};
-pub use error::{BlockError, Error, ResourceError};
+pub use error::{BlockError, Error, ResourceError, WorkerError, WorkerErrorKind};
+pub use fleet::WorkerOptions;
 pub use geometry::{Coordinate, GeometryError, Roi, Snap};
 pub use observe::summary::TaskSummary;
 pub use observe::{BlockFailure, FailureKind, Progress, RunSummary};

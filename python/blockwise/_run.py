@@ -165,7 +165,7 @@ def run_blockwise(
       requirement the budget can never meet raises ``ConfigError`` before any block runs;
       without a budget requirements are ignored.
     * ``idle_timeout`` (worker processes): a worker whose task has had no ready block for this
-      long (default 60 s) leaves, and its job ends; workers start again when blocks become
+      long (default 60 s; 0: at once) leaves, and its job ends; workers start again when blocks become
       ready. A finished task's workers leave at once.
 
     The run happens with the GIL released: other Python threads go on. Ctrl-C stops the run

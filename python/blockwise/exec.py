@@ -17,7 +17,7 @@ import os
 import pickle
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,6 +153,9 @@ class Executor:
         max_worker_restarts: int | None = None,
         timeout: float | timedelta | None = None,
         idle_timeout: float | timedelta | None = None,
+        requires: Mapping[str, int] | None = None,
+        resources: Mapping[str, int] | None = None,
+        devices: Mapping[str, Sequence[str | int]] | None = None,
     ) -> Executor:
         """``n`` worker processes (``python -m blockwise._exec_worker``) on this machine, or
         cluster jobs with ``launcher=Slurm(...)`` etc. Functions, items and results are pickled
@@ -169,14 +172,20 @@ class Executor:
         ``timeout``: each item's time limit (default none); the worker running an item past
         it is killed and replaced, and the item fails with :class:`ItemTimeoutError` (it is not
         retried). ``idle_timeout``: a worker that has had no item to run for this long (default
-        60 s) leaves and its job ends; workers start again when items are submitted.
+        60 s; 0: at once) leaves and its job ends; workers start again when items are submitted.
+
+        ``requires={"gpu": 1}`` with ``resources={"gpu": 2}`` (and ``devices=``, as
+        ``run_blockwise``): the pool's budget; it runs as many of the ``n`` workers as the
+        budget fits, each with its own GPU ids in ``CUDA_VISIBLE_DEVICES``. A requirement the
+        budget cannot meet raises ``ConfigError`` here.
 
         In a worker process of a blockwise run (a block function making an executor), the
         executor runs on ``n`` threads instead, as the Rust executor does."""
         if n < 1:
             raise ConfigError(f"an executor needs at least 1 worker, got {n}")
         limit = _seconds(timeout, "timeout")
-        idle = _seconds(idle_timeout, "idle_timeout")
+        if idle_timeout is not None and not isinstance(idle_timeout, (int, float, timedelta)):
+            raise TypeError(f"idle_timeout: expected seconds (a number), a datetime.timedelta or None, got {type(idle_timeout).__name__}")
         name = f"python-{os.getpid()}-{next(_counter)}"
         logs = Path(log_dir if log_dir is not None else "blockwise_logs")
         handoff = _write_handoff({"name": name}, logs, "the executor")
@@ -188,7 +197,10 @@ class Executor:
                 launcher=launcher,
                 log_dir=os.fspath(logs),
                 max_worker_restarts=max_worker_restarts,
-                idle_timeout=idle,
+                idle_timeout=idle_timeout,
+                requires=requires,
+                resources=resources,
+                devices=devices,
             )
         except BaseException:
             handoff.unlink(missing_ok=True)

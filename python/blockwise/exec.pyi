@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from os import PathLike
 from typing import TypeVar
@@ -30,6 +30,9 @@ class Executor:
         max_worker_restarts: int | None = None,
         timeout: float | timedelta | None = None,
         idle_timeout: float | timedelta | None = None,
+        requires: Mapping[str, int] | None = None,
+        resources: Mapping[str, int] | None = None,
+        devices: Mapping[str, Sequence[str | int]] | None = None,
     ) -> Executor: ...
     @property
     def slots(self) -> int: ...

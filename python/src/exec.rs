@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use blockwise::Cancel;
 use blockwise::exec::{Executor, Function, ItemError, MapOptions};
+use blockwise::{Cancel, WorkerOptions};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
@@ -20,7 +20,7 @@ use pyo3::types::PyIterator;
 
 use crate::errors::{BlockwiseError, format_exception, to_py};
 use crate::run::PyLauncher;
-use crate::task::duration;
+use crate::task::{device_ids_of, duration, idle, units_of};
 
 /// The name of the one function a Python executor's workers serve.
 const PY_FN: &str = "python";
@@ -158,7 +158,10 @@ impl PyExecutor {
 
     /// `n` worker processes running `worker_command` (program, args).
     #[staticmethod]
-    #[pyo3(signature = (n, name, worker_command, *, launcher = None, log_dir = None, max_worker_restarts = None, idle_timeout = None))]
+    #[pyo3(signature = (
+        n, name, worker_command, *, launcher = None, log_dir = None, max_worker_restarts = None,
+        idle_timeout = None, requires = None, resources = None, devices = None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn processes(
         py: Python<'_>,
@@ -169,25 +172,39 @@ impl PyExecutor {
         log_dir: Option<PathBuf>,
         max_worker_restarts: Option<u32>,
         idle_timeout: Option<&Bound<'_, PyAny>>,
+        requires: Option<&Bound<'_, PyAny>>,
+        resources: Option<&Bound<'_, PyAny>>,
+        devices: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyExecutor> {
         let cancel = Cancel::new();
-        let mut b = match launcher {
-            Some(l) => Executor::launcher(Arc::clone(&l.inner), n),
-            None => Executor::processes(n),
+        let mut workers = match launcher {
+            Some(l) => WorkerOptions::launcher(Arc::clone(&l.inner)),
+            None => WorkerOptions::new(),
         }
-        .name(name)
-        .function(&remote_function())
         .worker_command(worker_command.0, worker_command.1)
-        .handle_signals(false)
-        .cancel_with(&cancel);
+        .handle_signals(false);
         if let Some(d) = log_dir {
-            b = b.log_dir(d);
+            workers = workers.log_dir(d);
         }
+        if let Some(t) = idle_timeout.filter(|t| !t.is_none()) {
+            workers = workers.idle_timeout(idle(t)?);
+        }
+        let mut b = Executor::processes(n)
+            .workers(workers)
+            .name(name)
+            .function(&remote_function())
+            .cancel_with(&cancel);
         if let Some(m) = max_worker_restarts {
             b = b.max_worker_restarts(m);
         }
-        if let Some(t) = idle_timeout.filter(|t| !t.is_none()) {
-            b = b.idle_timeout(duration(t, "idle_timeout")?);
+        if let Some(r) = requires.filter(|r| !r.is_none()) {
+            b = b.requires(units_of(r, "requires")?);
+        }
+        if let Some(r) = resources.filter(|r| !r.is_none()) {
+            b = b.resources(units_of(r, "resources")?);
+        }
+        for (resource, ids) in device_ids_of(devices)? {
+            b = b.devices(resource, ids);
         }
         let ex = py.detach(|| b.start()).map_err(to_py)?;
         Ok(PyExecutor {

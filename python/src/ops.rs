@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use blockwise::ops::{ComponentsReport, ConnectedComponents, Connectivity};
 use blockwise::store::ZarrArray;
-use blockwise::{Cancel, Coordinate, Progress, Runner};
+use blockwise::{Cancel, Coordinate, Progress, Runner, WorkerOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::{Value, json};
@@ -226,13 +226,13 @@ fn _connected_components(
             "blockwise._ops_worker".to_owned(),
             spec.to_json().to_string(),
         ];
-        runner = runner
-            .processes()
+        let mut workers = WorkerOptions::new()
             .handle_signals(false)
             .worker_command(python, args);
         if let Some(d) = log_dir {
-            runner = runner.log_dir(d);
+            workers = workers.log_dir(d);
         }
+        runner = runner.workers(workers);
     }
     let cc = Arc::new(cc);
     let report = run_interruptibly(py, &cancel, move || cc.run(&runner))?;

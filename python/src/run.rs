@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blockwise::launch::{Batch, CommandTemplate, Launcher, Local, Resources};
-use blockwise::{BlockFailure, Cancel, FailureKind, Progress, RunSummary, Runner, TaskState};
+use blockwise::{
+    BlockFailure, Cancel, FailureKind, Progress, RunSummary, Runner, TaskState, WorkerOptions,
+};
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::errors::{BlockwiseError, ConfigError, to_py};
-use crate::task::{device_ids_of, duration, tasks_of, units_of};
+use crate::task::{device_ids_of, duration, idle, tasks_of, units_of};
 
 /// Memory as bytes: an int, or a string with a K/M/G/T suffix (powers of 1024).
 fn memory(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -509,22 +511,24 @@ pub fn _run(
         });
     }
     if processes || launcher.is_some() {
-        runner = runner.processes().handle_signals(false);
-        if let Some(l) = launcher {
-            runner = runner.launcher(Arc::clone(&l.inner));
+        let mut workers = match launcher {
+            Some(l) => WorkerOptions::launcher(Arc::clone(&l.inner)),
+            None => WorkerOptions::new(),
         }
+        .handle_signals(false);
         if let Some((program, args)) = worker_command {
-            runner = runner.worker_command(program, args);
+            workers = workers.worker_command(program, args);
         }
         if let Some(d) = log_dir {
-            runner = runner.log_dir(d);
+            workers = workers.log_dir(d);
         }
         if let Some(l) = worker_lifetime {
-            runner = runner.worker_lifetime(duration(l, "worker_lifetime")?);
+            workers = workers.worker_lifetime(duration(l, "worker_lifetime")?);
         }
         if let Some(t) = idle_timeout.filter(|t| !t.is_none()) {
-            runner = runner.idle_timeout(duration(t, "idle_timeout")?);
+            workers = workers.idle_timeout(idle(t)?);
         }
+        runner = runner.workers(workers);
     }
     let summary = run_interruptibly(py, &cancel, move || runner.run(tasks))?;
     Ok(PyRunSummary { inner: summary })

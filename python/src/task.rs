@@ -354,6 +354,23 @@ pub fn duration(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::new_err(format!("{what}: {e}")))
 }
 
+/// `idle_timeout`: seconds or a `timedelta`, 0 (idle workers leave at once) or more.
+pub fn idle(obj: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let zero = match obj.extract::<f64>() {
+        Ok(s) if s < 0.0 => {
+            return Err(ConfigError::new_err(format!(
+                "idle_timeout must be 0 s or more, got {s} s"
+            )));
+        }
+        Ok(s) => s == 0.0,
+        Err(_) => obj.extract::<Duration>().is_ok_and(|d| d.is_zero()),
+    };
+    if zero {
+        return Ok(Duration::ZERO);
+    }
+    duration(obj, "idle_timeout")
+}
+
 /// A task: a total ROI tiled with blocks, and the Python function to run on each block.
 ///
 /// Give exactly one of `process` (called with each `Block`), `process_per_worker` (called

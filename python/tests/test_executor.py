@@ -391,14 +391,16 @@ def test_processes_an_idle_worker_leaves_and_a_new_one_comes_for_new_items(tmp_p
         assert second != first
 
 
-def test_bad_time_limits():
+def test_bad_time_limits(tmp_path):
     for bad in (0, -1, float("inf")):
         with pytest.raises(ValueError, match="must be a positive duration"):
             Executor.threads(1, timeout=bad)
     with pytest.raises(TypeError, match="seconds"):
         Executor.threads(1, timeout="1s")
-    with pytest.raises(ValueError, match="idle_timeout must be a positive duration"):
-        Executor.processes(1, idle_timeout=0)
+    with pytest.raises(ValueError, match="idle_timeout must be 0 s or more, got -1"):
+        Executor.processes(1, idle_timeout=-1, log_dir=tmp_path)
+    with pytest.raises(TypeError, match="idle_timeout"):
+        Executor.processes(1, idle_timeout="soon", log_dir=tmp_path)
     with Executor.threads(1) as ex:
         with pytest.raises(ValueError, match="timeout must be a positive duration"):
             ex.map(square, [1], timeout=-2)
@@ -406,3 +408,15 @@ def test_bad_time_limits():
 
     with Executor.threads(1, timeout=timedelta(seconds=3)) as ex:
         assert ex.timeout == 3.0
+
+
+@pytest.mark.timeout(120)
+def test_processes_a_budget_gives_each_worker_its_own_gpu(tmp_path):
+    with Executor.processes(4, log_dir=tmp_path / "logs", requires={"gpu": 1}, resources={"gpu": 2}) as ex:
+        seen = ex.map(lambda _: (os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")), range(40))
+    by_pid = dict(seen)
+    assert all(cuda in ("0", "1") for cuda in by_pid.values()), by_pid
+    assert len(set(seen)) == len(by_pid)  # a worker keeps its GPU
+    # A requirement the budget cannot meet is refused when the executor starts.
+    with pytest.raises(ValueError, match='needs 2 units of resource "gpu"'):
+        Executor.processes(1, log_dir=tmp_path / "logs", requires={"gpu": 2}, resources={"gpu": 1})

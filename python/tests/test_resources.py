@@ -77,7 +77,7 @@ def test_bad_requirements_are_refused_at_construction(requires, error, match):
         task_1d("t", 4, process=print, requires=requires)
 
 
-def test_bad_threads_per_worker_and_budgets_are_refused():
+def test_bad_threads_per_worker_and_budgets_are_refused(tmp_path):
     for n in (0, -2):
         with pytest.raises(ConfigError, match=f"threads_per_worker must be at least 1, got {n}"):
             task_1d("t", 4, process=print, threads_per_worker=n)
@@ -90,7 +90,7 @@ def test_bad_threads_per_worker_and_budgets_are_refused():
         (dict(devices={"gpu": [0.5]}), ConfigError, "device ids are str"),
         (dict(devices=["gpu"]), TypeError, "devices: expected a dict"),
         (dict(resources={"gpu": 3}, devices={"gpu": ["0", "1"]}), ConfigError, "3 units in Runner::resources but 2 device ids"),
-        (dict(runner="processes", idle_timeout=0), ConfigError, "idle_timeout must be a positive duration"),
+        (dict(runner="processes", log_dir=tmp_path, idle_timeout=-1), ConfigError, "idle_timeout must be 0 s or more, got -1"),
     ]:
         with pytest.raises(error, match=match):
             run_blockwise(t, progress=False, **kw)

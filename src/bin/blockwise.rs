@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use blockwise::{Block, BlockError, Progress, Roi, Runner, Task};
+use blockwise::{Block, BlockError, Progress, Roi, Runner, Task, WorkerOptions};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
@@ -168,6 +168,13 @@ struct NoopArgs {
     /// Blocks per worker that may wait in the task's queue.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     prefetch: u64,
+    /// Split the blocks over this many independent tasks (each with `--workers` workers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    tasks: u64,
+    /// Give the run a budget of this many `cpu` units, each worker needing one (all tasks
+    /// share it); without it, no budget.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    budget_cpus: Option<u64>,
     /// Where blocks run: worker threads, or worker processes connected over TCP.
     #[arg(long, value_enum, default_value_t = RunnerKind::Threads)]
     runner: RunnerKind,
@@ -293,26 +300,44 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn bench_noop(args: &NoopArgs) -> Result<bool> {
     let dims = usize::try_from(args.dims)?;
-    let shape = grid_shape(args.blocks, dims);
+    if args.blocks % args.tasks != 0 {
+        bail!(
+            "--blocks {} is not a multiple of --tasks {}",
+            args.blocks,
+            args.tasks
+        );
+    }
+    let per_task = args.blocks / args.tasks;
+    let shape = grid_shape(per_task, dims);
     let ones = vec![1i64; dims];
     let zeros = vec![0i64; dims];
-    let task = Task::builder(
-        "noop",
-        Roi::new(zeros.clone(), shape),
-        Roi::new(zeros.clone(), ones.clone()),
-        Roi::new(zeros, ones),
-    )
-    .read_write_conflict(false)
-    .process(|_: &Block| Ok::<(), BlockError>(()))
-    .num_workers(usize::try_from(args.workers)?)
-    .build()
-    .context("building the no-op task")?;
-    if task.num_blocks() != args.blocks {
-        bail!(
-            "internal: {} blocks instead of {}",
-            task.num_blocks(),
-            args.blocks
-        );
+    let mut tasks = Vec::new();
+    for t in 0..args.tasks {
+        let id = if args.tasks == 1 {
+            "noop".to_owned()
+        } else {
+            format!("noop{t}")
+        };
+        let mut builder = Task::builder(
+            id,
+            Roi::new(zeros.clone(), shape.clone()),
+            Roi::new(zeros.clone(), ones.clone()),
+            Roi::new(zeros.clone(), ones.clone()),
+        )
+        .read_write_conflict(false)
+        .process(|_: &Block| Ok::<(), BlockError>(()))
+        .num_workers(usize::try_from(args.workers)?);
+        if args.budget_cpus.is_some() {
+            builder = builder.requires([("cpu", 1)]);
+        }
+        let task = builder.build().context("building a no-op task")?;
+        if task.num_blocks() != per_task {
+            bail!(
+                "internal: {} blocks instead of {per_task}",
+                task.num_blocks()
+            );
+        }
+        tasks.push(task);
     }
     let start = Instant::now();
     let mut runner = Runner::new()
@@ -320,19 +345,23 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         .print_summary(false)
         .prefetch(usize::try_from(args.prefetch)?);
     if args.runner == RunnerKind::Processes {
-        runner = match args.launcher {
-            LauncherKind::Local => runner.processes(),
-            LauncherKind::Slurm => runner.launcher(blockwise::launch::Batch::slurm()),
+        let mut workers = match args.launcher {
+            LauncherKind::Local => WorkerOptions::new(),
+            LauncherKind::Slurm => WorkerOptions::launcher(blockwise::launch::Batch::slurm()),
         }
         .log_dir(&args.log_dir);
         if args.tls || args.no_tls {
-            runner = runner.tls(args.tls);
+            workers = workers.tls(args.tls);
         }
+        runner = runner.workers(workers);
     }
     if let Some(dir) = &args.run_dir {
         runner = runner.run_dir(dir).fresh(args.fresh);
     }
-    let summary = runner.run([task]).context("running the no-op task")?;
+    if let Some(cpus) = args.budget_cpus {
+        runner = runner.resources([("cpu", cpus)]);
+    }
+    let summary = runner.run(tasks).context("running the no-op tasks")?;
     let wall = start.elapsed().as_secs_f64();
     let completed = summary.completed();
     BenchReport {
@@ -347,7 +376,7 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         skipped: args
             .run_dir
             .as_ref()
-            .map(|_| summary.task("noop").map_or(0, |s| s.skipped)),
+            .map(|_| summary.tasks().iter().map(|s| s.state.skipped).sum()),
         // The runner's default: on for cluster launchers, off for local workers on loopback.
         tls: (args.runner == RunnerKind::Processes)
             .then_some(args.tls || (!args.no_tls && args.launcher == LauncherKind::Slurm)),

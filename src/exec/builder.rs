@@ -1,6 +1,7 @@
 //! [`ExecutorBuilder`]: an executor on worker processes.
 
 use super::*;
+use crate::fleet::budget::{Budget, Requirement};
 
 /// Configures an executor on worker processes ([`Executor::processes`],
 /// [`Executor::launcher`]); [`start`](Self::start) starts it.
@@ -20,7 +21,9 @@ use super::*;
 ///   executor, so that the program carries on to the call its context is for.
 ///
 /// Several executors in one program need distinct [`name`](Self::name)s. Workers log to
-/// `<log dir>/executor-<name>/worker_<id>.out/.err`.
+/// `<log dir>/executor-<name>/worker_<id>.out/.err` (see [`WorkerOptions::log_dir`]; the
+/// worker processes' settings are one [`WorkerOptions`] value, given with
+/// [`workers`](Self::workers)).
 ///
 /// # Behaviour
 ///
@@ -42,9 +45,7 @@ use super::*;
 ///     let inc = Function::new("inc", |x: u64| Ok::<u64, String>(x + 1));
 ///     // Workers re-run main up to here, then serve items of `inc` and exit.
 ///     let ex = Executor::processes(2).function(&inc).start()?;
-///     assert_eq!(ex.map(inc, [1, 2, 3]).map_err(|e| blockwise::Error::Executor {
-///         message: e.to_string(),
-///     })?, vec![2, 3, 4]);
+///     assert_eq!(ex.map(inc, [1, 2, 3])?, vec![2, 3, 4]);
 ///     Ok(())
 /// }
 /// ```
@@ -54,11 +55,14 @@ pub struct ExecutorBuilder {
     workers: usize,
     prefetch: usize,
     max_worker_restarts: u32,
-    process: ProcessOptions,
+    options: WorkerOptions,
     functions: HashMap<String, work::ErasedFn>,
     duplicate: Option<String>,
     cancel: Option<crate::Cancel>,
     timeout: Option<Duration>,
+    requires: Vec<(String, u64)>,
+    resources: Vec<(String, u64)>,
+    devices: Vec<(String, Vec<String>)>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -68,7 +72,7 @@ impl fmt::Debug for ExecutorBuilder {
         f.debug_struct("ExecutorBuilder")
             .field("name", &self.name)
             .field("workers", &self.workers)
-            .field("launcher", &self.process.launcher)
+            .field("launcher", &self.options.process.launcher)
             .field("functions", &names)
             .finish_non_exhaustive()
     }
@@ -81,12 +85,65 @@ impl ExecutorBuilder {
             workers: workers.max(1),
             prefetch: 32,
             max_worker_restarts: 3,
-            process: ProcessOptions::new(launcher),
+            options: WorkerOptions {
+                process: ProcessOptions::new(launcher),
+            },
             functions: HashMap::new(),
             duplicate: None,
             cancel: None,
             timeout: None,
+            requires: Vec::new(),
+            resources: Vec::new(),
+            devices: Vec::new(),
         }
+    }
+
+    /// What one worker process of the pool needs, as a task's
+    /// [`requires`](crate::TaskBuilder::requires): with a budget
+    /// ([`resources`](Self::resources)) the pool runs on as many of its workers as the budget
+    /// holds, each with its own `gpu` ids (in `CUDA_VISIBLE_DEVICES`); the task is refused at
+    /// [`start`](Self::start) if one worker can never fit.
+    ///
+    /// ```no_run
+    /// use blockwise::exec::{Executor, Function};
+    ///
+    /// fn main() -> Result<(), blockwise::Error> {
+    ///     let predict = Function::new("predict", |x: u64| {
+    ///         let gpu = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+    ///         Ok::<String, String>(format!("{x} on GPU {gpu}"))
+    ///     });
+    ///     // Four workers wanted, two GPUs: two workers, one GPU each.
+    ///     let ex = Executor::processes(4)
+    ///         .requires([("gpu", 1)])
+    ///         .resources([("gpu", 2)])
+    ///         .function(&predict)
+    ///         .start()?;
+    ///     let out = ex.map(predict, 0..8u64)?;
+    ///     assert_eq!(out.len(), 8);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn requires(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.requires = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
+    /// The pool's resource budget, as [`Runner::resources`](crate::Runner::resources).
+    pub fn resources(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
+        self.resources = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self
+    }
+
+    /// Names the units of a resource of the budget, as
+    /// [`Runner::devices`](crate::Runner::devices).
+    pub fn devices(
+        mut self,
+        resource: impl Into<String>,
+        ids: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.devices
+            .push((resource.into(), ids.into_iter().map(Into::into).collect()));
+        self
     }
 
     /// A time limit for each item (default none): an item running longer on a worker fails
@@ -135,93 +192,34 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Where worker logs go (default `./blockwise_logs`); `<dir>/jobs.txt` lists every job.
-    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.process.log_dir = dir.into();
-        self
-    }
-
-    /// The command a worker runs (default: this program with its arguments); it must reach
-    /// this executor's [`start`](Self::start) with the same name and functions.
-    pub fn worker_command(
-        mut self,
-        program: impl Into<PathBuf>,
-        args: impl IntoIterator<Item = impl Into<OsString>>,
-    ) -> Self {
-        self.process.command = Some((program.into(), args.into_iter().map(Into::into).collect()));
-        self
-    }
-
-    /// The address to listen on; see [`Runner::bind`](crate::Runner::bind).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.process.bind = Some(addr);
-        self
-    }
-
-    /// The host workers connect to; see [`Runner::advertise_host`](crate::Runner::advertise_host).
-    pub fn advertise_host(mut self, host: impl Into<String>) -> Self {
-        self.process.advertise = Some(host.into());
-        self
-    }
-
-    /// Whether traffic with the workers is encrypted (TLS 1.3, a per-run certificate pinned by
-    /// the workers); see [`Runner::tls`](crate::Runner::tls) for the default.
-    pub fn tls(mut self, on: bool) -> Self {
-        self.process.tls = Some(on);
-        self
-    }
-
-    /// How long a new connection has for its TLS handshake and hello (default 10 s); see
-    /// [`Runner::hello_timeout`](crate::Runner::hello_timeout).
-    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
-        self.process.hello_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How many connections may wait for their hello at once (default 64); see
-    /// [`Runner::max_unauthenticated`](crate::Runner::max_unauthenticated).
-    pub fn max_unauthenticated(mut self, connections: usize) -> Self {
-        self.process.max_unauthenticated = connections.max(1);
-        self
-    }
-
-    /// Heartbeat interval and the silence after which a worker is presumed dead (defaults 1 s
-    /// and 30 s); see [`Runner::heartbeat`](crate::Runner::heartbeat).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.process.heartbeat = interval.max(Duration::from_millis(1));
-        self.process.heartbeat_timeout = timeout.max(self.process.heartbeat);
-        self
-    }
-
-    /// A worker that cannot reach the executor for this long exits (default 60 s).
-    pub fn death_timeout(mut self, timeout: Duration) -> Self {
-        self.process.death_timeout = timeout;
-        self
-    }
-
-    /// Workers retire after this long (finishing their item, giving back the rest) and are
-    /// replaced; set it below a cluster's walltime.
-    pub fn worker_lifetime(mut self, lifetime: Duration) -> Self {
-        self.process.lifetime = Some(lifetime);
-        self
-    }
-
-    /// A worker that has had no item to run for this long (default 60 s) leaves and its job
-    /// ends; workers start again when items are submitted.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.process.idle_timeout = timeout;
-        self
-    }
-
-    /// Whether Ctrl-C and SIGTERM stop the executor (fail waiting items, cancel every job)
-    /// while it lives (default true; the next signal then takes its default action).
-    pub fn handle_signals(mut self, handle: bool) -> Self {
-        self.process.handle_signals = handle;
+    /// Everything about the worker processes: launcher, log directory, command, address,
+    /// TLS, heartbeats and time-outs (see [`WorkerOptions`], the value
+    /// [`Runner::workers`](crate::Runner::workers) takes too). It replaces the options the
+    /// builder had, its launcher included: `Executor::processes(n).workers(options)` runs `n`
+    /// workers started by `options`' launcher.
+    ///
+    /// ```no_run
+    /// use blockwise::WorkerOptions;
+    /// use blockwise::exec::{Executor, Function};
+    /// use blockwise::launch::Batch;
+    ///
+    /// # fn main() -> Result<(), blockwise::Error> {
+    /// let inc = Function::new("inc", |x: u64| Ok::<u64, String>(x + 1));
+    /// let ex = Executor::processes(16)
+    ///     .workers(WorkerOptions::launcher(Batch::slurm()).log_dir("/shared/logs"))
+    ///     .function(&inc)
+    ///     .start()?;
+    /// assert_eq!(ex.map(inc, [1, 2, 3])?, vec![2, 3, 4]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(mut self, options: WorkerOptions) -> Self {
+        self.options = options;
         self
     }
 
     /// Stops the executor when `cancel` is cancelled, as Ctrl-C does (see
-    /// [`handle_signals`](Self::handle_signals)): waiting and running items fail with the
+    /// [`WorkerOptions::handle_signals`]): waiting and running items fail with the
     /// reason and every worker job is cancelled. For programs that handle signals themselves
     /// (e.g. an embedding interpreter).
     pub fn cancel_with(mut self, cancel: &crate::Cancel) -> Self {
@@ -234,7 +232,7 @@ impl ExecutorBuilder {
     /// items it is sent with the registered functions until the executor lets it go, and
     /// returns how many it ran; `None` in any other process (nothing is started). For worker
     /// programs that are not the driving program (see
-    /// [`worker_command`](Self::worker_command)) or must clean up before exiting.
+    /// [`WorkerOptions::worker_command`]) or must clean up before exiting.
     ///
     /// ```no_run
     /// use blockwise::exec::{Executor, Function};
@@ -249,13 +247,12 @@ impl ExecutorBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`](crate::Error::Executor) when two functions share a name; a malformed
-    /// worker context; connection and protocol errors while serving.
+    /// [`ExecutorError::DuplicateFunction`] when two functions share a name; a
+    /// [`WorkerError`](crate::WorkerError) for a malformed worker context, and for connection
+    /// and protocol errors while serving.
     pub fn serve(self) -> Result<Option<u64>, crate::Error> {
         if let Some(name) = self.duplicate {
-            return Err(crate::Error::Executor {
-                message: format!("two functions are registered under the name {name:?}"),
-            });
+            return Err(ExecutorError::DuplicateFunction { name }.into());
         }
         remote::serve_if_worker(&self.name, &self.functions)
     }
@@ -266,21 +263,27 @@ impl ExecutorBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`](crate::Error::Executor) when two functions share a name; I/O and
+    /// [`ExecutorError::DuplicateFunction`] when two functions share a name; I/O and
     /// launcher errors starting the server.
     pub fn start(self) -> Result<Executor, crate::Error> {
         if let Some(name) = self.duplicate {
-            return Err(crate::Error::Executor {
-                message: format!("two functions are registered under the name {name:?}"),
-            });
+            return Err(ExecutorError::DuplicateFunction { name }.into());
         }
         let workers = self.workers;
+        let need = Requirement::new(self.requires).map_err(|reason| crate::Error::InvalidTask {
+            task: self.name.clone(),
+            reason: format!("requires: {reason}"),
+        })?;
+        let budget = Budget::new(&self.resources, &self.devices)?;
+        budget.check(&self.name, &need)?;
         let started = remote::RemotePool::start(remote::PoolOptions {
+            need,
+            budget,
             name: self.name,
             workers,
             prefetch: self.prefetch,
             max_worker_restarts: self.max_worker_restarts,
-            process: self.process,
+            process: self.options.process,
             functions: self.functions,
             cancel: self.cancel,
         })?;

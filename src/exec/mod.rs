@@ -53,10 +53,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -66,6 +63,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
 
+use crate::fleet::WorkerOptions;
 use crate::fleet::protocol::MAX_FRAME;
 use crate::launch::Launcher;
 use crate::run::ProcessOptions;
@@ -151,6 +149,40 @@ impl fmt::Display for CallError {
             CallError::TimedOut(limit) => write!(f, "timed out after {limit:?}"),
         }
     }
+}
+
+/// An executor that could not start or share data; in [`Error::Executor`](crate::Error::Executor).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// Two functions were registered under one name
+    /// ([`ExecutorBuilder::function`]).
+    #[error("executor: two functions are registered under the name {name:?}")]
+    DuplicateFunction {
+        /// The name.
+        name: String,
+    },
+    /// Data given to [`Executor::scatter`] does not serialise.
+    #[error("executor: scattering {name:?}: {message}")]
+    ScatterEncode {
+        /// The name it was scattered under.
+        name: String,
+        /// The serialiser's error.
+        message: String,
+    },
+    /// Data given to [`Executor::scatter`] is larger than one message to a worker process
+    /// can carry.
+    #[error(
+        "executor: scattering {name:?}: {bytes} bytes is more than a message can carry ({limit} bytes); store it and scatter where it is"
+    )]
+    ScatterTooLarge {
+        /// The name it was scattered under.
+        name: String,
+        /// Its size as JSON.
+        bytes: usize,
+        /// The most a message carries.
+        limit: usize,
+    },
 }
 
 /// How items are submitted.
@@ -371,15 +403,16 @@ impl Executor {
         self.timeout
     }
 
-    /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher),
-    /// configured by the returned builder and started by
-    /// [`ExecutorBuilder::start`].
+    /// `n` worker processes on this machine (a [`Local`](crate::launch::Local) launcher, the
+    /// default [`WorkerOptions`]), configured by the returned builder (the worker processes'
+    /// settings with [`ExecutorBuilder::workers`]) and started by [`ExecutorBuilder::start`].
     pub fn processes(n: usize) -> ExecutorBuilder {
         ExecutorBuilder::new(Arc::new(crate::launch::Local::new()), n)
     }
 
     /// `n` worker processes started by `launcher` (SLURM, LSF, PBS, SGE, a command template:
-    /// see [`crate::launch`]), configured by the returned builder.
+    /// see [`crate::launch`]), configured by the returned builder: the short form of
+    /// `Executor::processes(n).workers(WorkerOptions::launcher(launcher))`.
     pub fn launcher(launcher: impl Launcher + 'static, n: usize) -> ExecutorBuilder {
         ExecutorBuilder::new(Arc::new(launcher), n)
     }
@@ -513,24 +546,27 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`Error::Executor`](crate::Error::Executor) if the data does not serialise, or is larger than one message
-    /// (16 MiB) for a process backend: store such data and scatter its location.
+    /// [`Error::Executor`](crate::Error::Executor) ([`ExecutorError::ScatterEncode`]) if the
+    /// data does not serialise, or ([`ExecutorError::ScatterTooLarge`]) is larger than one
+    /// message (16 MiB) for a process backend: store such data and scatter its location.
     pub fn scatter<D>(&self, name: &str, data: D) -> Result<Arc<D>, crate::Error>
     where
         D: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let data = Arc::new(data);
         if let Backend::Remote(pool) = &*self.backend {
-            let err = |message: String| crate::Error::Executor {
-                message: format!("scattering {name:?}: {message}"),
-            };
-            let value = serde_json::to_value(&*data).map_err(|e| err(e.to_string()))?;
+            let value = serde_json::to_value(&*data).map_err(|e| ExecutorError::ScatterEncode {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
             let len = serde_json::to_vec(&value).map_or(0, |b| b.len());
             if len > MAX_FRAME - 4096 {
-                return Err(err(format!(
-                    "{len} bytes is more than a message can carry ({MAX_FRAME} bytes); store it \
-                     and scatter where it is"
-                )));
+                return Err(ExecutorError::ScatterTooLarge {
+                    name: name.to_owned(),
+                    bytes: len,
+                    limit: MAX_FRAME,
+                }
+                .into());
             }
             pool.scatter(name, value);
         }

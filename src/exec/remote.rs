@@ -81,6 +81,9 @@ enum Cmd {
 /// Settings of a pool (from [`ExecutorBuilder`](super::ExecutorBuilder)).
 pub(crate) struct PoolOptions {
     pub(crate) name: String,
+    /// What one worker needs of `budget`.
+    pub(crate) need: Requirement,
+    pub(crate) budget: Budget,
     pub(crate) workers: usize,
     pub(crate) prefetch: usize,
     pub(crate) max_worker_restarts: u32,
@@ -177,14 +180,14 @@ impl RemotePool {
             prefetch: opts.prefetch.max(1),
             threads: 1,
             max_restarts: opts.max_worker_restarts,
-            need: Requirement::default(),
+            need: opts.need,
             eager: true,
             label: "executor worker",
             verb: "running",
             unit: "item",
             a_unit: "an item",
         };
-        let (fleet, events_rx) = Fleet::start(opts.process, vec![group], Budget::default())?;
+        let (fleet, events_rx) = Fleet::start(opts.process, vec![group], opts.budget)?;
         let launcher_name = fleet.launcher_name().to_owned();
         tracing::info!(launcher = %launcher_name, workers, "executor pool serving workers");
         let connected = Arc::new(Connected::default());

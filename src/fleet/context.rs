@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 
 /// The environment variable holding a worker's context.
 pub const CONTEXT_ENV: &str = "BLOCKWISE_CONTEXT";
@@ -80,18 +80,22 @@ impl Context {
     /// hold the token.
     pub(crate) fn decode(s: &str) -> Result<Context, Error> {
         if s.len() > MAX_CONTEXT {
-            return Err(Error::Worker {
-                message: format!(
+            return Err(Error::worker(
+                WorkerErrorKind::BadContext,
+                format!(
                     "{CONTEXT_ENV} is not a valid worker context: {} bytes, more than {MAX_CONTEXT}",
                     s.len()
                 ),
-            });
+            ));
         }
-        serde_json::from_str(s).map_err(|e| Error::Worker {
-            message: format!(
-                "{CONTEXT_ENV} is not a valid worker context ({e}; {} bytes)",
-                s.len()
-            ),
+        serde_json::from_str(s).map_err(|e| {
+            Error::worker(
+                WorkerErrorKind::BadContext,
+                format!(
+                    "{CONTEXT_ENV} is not a valid worker context ({e}; {} bytes)",
+                    s.len()
+                ),
+            )
         })
     }
 
@@ -100,9 +104,10 @@ impl Context {
         match std::env::var(CONTEXT_ENV) {
             Ok(s) => Context::decode(&s).map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(Error::Worker {
-                message: format!("{CONTEXT_ENV} is not valid UTF-8"),
-            }),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::worker(
+                WorkerErrorKind::BadContext,
+                format!("{CONTEXT_ENV} is not valid UTF-8"),
+            )),
         }
     }
 

@@ -47,6 +47,7 @@ use tokio::sync::mpsc::UnboundedSender;
 pub use context::CONTEXT_ENV;
 use jobs::{Backoff, Jobs, tail, take_unstarted, transient};
 pub(crate) use options::ProcessOptions;
+pub use options::WorkerOptions;
 use pace::Pace;
 use protocol::{ServerMsg, WorkerMsg, to_frame};
 use server::{Event, Hello};

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 
 struct Handlers {
     /// True while no run is active: signals take their default action.
@@ -60,9 +60,7 @@ impl Interrupts {
         let handlers = HANDLERS
             .get_or_init(install_handlers)
             .as_ref()
-            .map_err(|message| Error::Worker {
-                message: message.clone(),
-            })?;
+            .map_err(|message| Error::worker(WorkerErrorKind::Signals, message.clone()))?;
         if handlers.active.fetch_add(1, Ordering::SeqCst) == 0 {
             handlers.got.store(false, Ordering::SeqCst);
             handlers.got_int.store(false, Ordering::SeqCst);

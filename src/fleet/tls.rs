@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 
 /// The name in the run's certificate and the one workers ask for (pinning makes it a label).
 const NAME: &str = "blockwise-scheduler";
@@ -33,9 +33,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Worker {
-        message: format!("TLS: {what}: {e}"),
-    }
+    Error::worker(WorkerErrorKind::Tls, format!("TLS: {what}: {e}"))
 }
 
 /// The hex SHA-256 of a certificate's DER bytes.

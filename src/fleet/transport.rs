@@ -10,7 +10,7 @@ use super::ProcessOptions;
 use super::context::new_token;
 use super::server::{Event, Server, ServerOptions, Timing};
 use super::tls::ServerTls;
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::launch::{Launcher, private_dir};
 
 /// The scheduler's end, listening.
@@ -91,14 +91,14 @@ fn resolve(host: &str) -> Result<IpAddr, String> {
 impl ProcessOptions {
     /// Where the server listens and what workers are told: `(bind, advertised host)`.
     ///
-    /// * An explicit [`bind`](crate::Runner::bind) is used as given; workers are told the
+    /// * An explicit [`bind`](crate::WorkerOptions::bind) is used as given; workers are told the
     ///   advertised host if set, else the bound IP (or, for a wildcard bind, this machine's host
     ///   name, or `127.0.0.1` for local workers).
     /// * Local workers: loopback, unless an advertised host is set.
     /// * Otherwise the advertised host (default: this machine's host name) is resolved and the
     ///   server listens on that one address, which is what workers are told.
     pub(crate) fn endpoint(&self, launcher: &dyn Launcher) -> Result<(SocketAddr, String), Error> {
-        let config = |message: String| Error::Worker { message };
+        let config = |message: String| Error::worker(WorkerErrorKind::Address, message);
         if let Some(bind) = self.bind {
             let host = match &self.advertise {
                 Some(h) => h.clone(),
@@ -117,14 +117,14 @@ impl ProcessOptions {
         let host = self.advertise.clone().unwrap_or_else(host_name);
         let ip = resolve(&host).map_err(|e| {
             config(format!(
-                "the scheduler listens on the address workers connect to, but {e}; set Runner::advertise_host (the name or address workers reach this machine by) or Runner::bind"
+                "the scheduler listens on the address workers connect to, but {e}; set WorkerOptions::advertise_host (the name or address workers reach this machine by) or WorkerOptions::bind"
             ))
         })?;
         if ip.is_loopback() && !launcher.runs_locally() {
             tracing::warn!(
                 host,
                 %ip,
-                "this machine's host name resolves to a loopback address: workers on other machines cannot connect; set Runner::advertise_host or Runner::bind to an address they can reach"
+                "this machine's host name resolves to a loopback address: workers on other machines cannot connect; set WorkerOptions::advertise_host or WorkerOptions::bind to an address they can reach"
             );
         }
         Ok((SocketAddr::new(ip, 0), ip.to_string()))

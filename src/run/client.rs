@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::context::{CONTEXT_ENV, Context};
 use crate::fleet::protocol::{
     FrameError, ItemOutcome, OUTPUT_BATCH, Outcome, PROTOCOL_VERSION, ServerMsg, WireBlock,
@@ -77,11 +77,18 @@ struct Writer {
 
 impl Writer {
     fn send(&mut self, msg: &WorkerMsg) -> Result<(), Error> {
-        let frame = to_frame_limited(msg, self.limit)
-            .map_err(|e| worker_err(format!("encoding a message: {e}")))?;
-        self.stream
-            .write_all(&frame)
-            .map_err(|e| worker_err(format!("sending to the scheduler: {e}")))?;
+        let frame = to_frame_limited(msg, self.limit).map_err(|e| {
+            worker_err(
+                WorkerErrorKind::Protocol,
+                format!("encoding a message: {e}"),
+            )
+        })?;
+        self.stream.write_all(&frame).map_err(|e| {
+            worker_err(
+                WorkerErrorKind::ConnectionLost,
+                format!("sending to the scheduler: {e}"),
+            )
+        })?;
         self.last_sent = Instant::now();
         Ok(())
     }
@@ -201,8 +208,8 @@ fn retryable(e: &std::io::Error) -> bool {
     )
 }
 
-fn worker_err(message: String) -> Error {
-    Error::Worker { message }
+fn worker_err(kind: WorkerErrorKind, message: String) -> Error {
+    Error::worker(kind, message)
 }
 
 /// A worker's connection to the scheduler: acquire blocks, process them, release them.
@@ -273,9 +280,12 @@ impl Client {
     pub fn from_env() -> Result<Client, Error> {
         match Context::from_env()? {
             Some(ctx) => Client::connect(ctx),
-            None => Err(worker_err(format!(
-                "{CONTEXT_ENV} is not set: this program was not started as a blockwise worker"
-            ))),
+            None => Err(worker_err(
+                WorkerErrorKind::BadContext,
+                format!(
+                    "{CONTEXT_ENV} is not set: this program was not started as a blockwise worker"
+                ),
+            )),
         }
     }
 
@@ -293,11 +303,14 @@ impl Client {
                 Err(Attempt::Again(why)) => why,
             };
             if Instant::now() + delay >= deadline {
-                return Err(worker_err(format!(
-                    "could not reach the scheduler at {} within {:?}: {failed}",
-                    ctx.addr,
-                    ctx.death_timeout()
-                )));
+                return Err(worker_err(
+                    WorkerErrorKind::Unreachable,
+                    format!(
+                        "could not reach the scheduler at {} within {:?}: {failed}",
+                        ctx.addr,
+                        ctx.death_timeout()
+                    ),
+                ));
             }
             tracing::debug!("connecting to {}: {failed}; retrying", ctx.addr);
             std::thread::sleep(delay);
@@ -320,8 +333,12 @@ impl Client {
                 TcpStream::connect_timeout(&a, ctx.death_timeout().min(Duration::from_secs(10)))
             })
             .map_err(|e| again("connecting", &e))?;
-        let fatal =
-            |what: &str, e: std::io::Error| Attempt::Final(worker_err(format!("{what}: {e}")));
+        let fatal = |what: &str, e: std::io::Error| {
+            Attempt::Final(worker_err(
+                WorkerErrorKind::ConnectionLost,
+                format!("{what}: {e}"),
+            ))
+        };
         stream
             .set_nodelay(true)
             .map_err(|e| fatal("configuring the socket", e))?;
@@ -334,10 +351,10 @@ impl Client {
                     if retryable(&e) {
                         again("TLS handshake", &e)
                     } else {
-                        Attempt::Final(worker_err(format!(
-                            "TLS handshake with the scheduler at {}: {e}",
-                            ctx.addr
-                        )))
+                        Attempt::Final(worker_err(
+                            WorkerErrorKind::Tls,
+                            format!("TLS handshake with the scheduler at {}: {e}", ctx.addr),
+                        ))
                     }
                 })?;
                 (ReadHalf::Tls(tls.reader), WriteHalf::Tls(tls.writer))
@@ -402,25 +419,32 @@ impl Client {
         match first {
             Ok(Some(ServerMsg::Welcome { connection })) => client.connection = connection,
             Ok(Some(ServerMsg::Refused { reason })) => {
-                return Err(Attempt::Final(worker_err(format!(
-                    "the scheduler at {} refused this worker: {reason}",
-                    ctx.addr
-                ))));
+                return Err(Attempt::Final(worker_err(
+                    WorkerErrorKind::Refused,
+                    format!(
+                        "the scheduler at {} refused this worker: {reason}",
+                        ctx.addr
+                    ),
+                )));
             }
             Ok(Some(other)) => {
-                return Err(Attempt::Final(worker_err(format!(
-                    "protocol error: expected a welcome, got {other:?}"
-                ))));
+                return Err(Attempt::Final(worker_err(
+                    WorkerErrorKind::Protocol,
+                    format!("protocol error: expected a welcome, got {other:?}"),
+                )));
             }
             Ok(None) => return Err(Attempt::Again("closed before the welcome".into())),
             Err(FrameError::Io(e)) if retryable(&e) => {
                 return Err(again("waiting for the welcome", &e));
             }
             Err(e) => {
-                return Err(Attempt::Final(worker_err(format!(
-                    "reading the welcome from the scheduler at {}: {e}",
-                    ctx.addr
-                ))));
+                return Err(Attempt::Final(worker_err(
+                    WorkerErrorKind::ConnectionLost,
+                    format!(
+                        "reading the welcome from the scheduler at {}: {e}",
+                        ctx.addr
+                    ),
+                )));
             }
         }
         client.start_heartbeat().map_err(Attempt::Final)?;
@@ -460,7 +484,12 @@ impl Client {
                         .0;
                 }
             })
-            .map_err(|e| worker_err(format!("starting the heartbeat thread: {e}")))?;
+            .map_err(|e| {
+                worker_err(
+                    WorkerErrorKind::Thread,
+                    format!("starting the heartbeat thread: {e}"),
+                )
+            })?;
         self.heartbeat = Some(join);
         Ok(())
     }
@@ -480,23 +509,26 @@ impl Client {
     fn read(&mut self) -> Result<ServerMsg, Error> {
         match read_frame::<ServerMsg, _>(&mut self.reader, &mut self.read_buf) {
             Ok(Some(msg)) => Ok(msg),
-            Ok(None) => Err(worker_err(format!(
-                "the scheduler at {} closed the connection",
-                self.ctx.addr
-            ))),
+            Ok(None) => Err(worker_err(
+                WorkerErrorKind::ConnectionLost,
+                format!("the scheduler at {} closed the connection", self.ctx.addr),
+            )),
             Err(FrameError::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
             {
-                Err(worker_err(format!(
-                    "the scheduler at {} was silent for {:?} (death timeout); giving up",
-                    self.ctx.addr,
-                    self.ctx.death_timeout()
-                )))
+                Err(worker_err(
+                    WorkerErrorKind::Silent,
+                    format!(
+                        "the scheduler at {} was silent for {:?} (death timeout); giving up",
+                        self.ctx.addr,
+                        self.ctx.death_timeout()
+                    ),
+                ))
             }
-            Err(e) => Err(worker_err(format!(
-                "reading from the scheduler at {}: {e}",
-                self.ctx.addr
-            ))),
+            Err(e) => Err(worker_err(
+                WorkerErrorKind::ConnectionLost,
+                format!("reading from the scheduler at {}: {e}", self.ctx.addr),
+            )),
         }
     }
 
@@ -576,7 +608,10 @@ impl Client {
             ServerMsg::Ping => {}
             ServerMsg::Shutdown => self.shutdown = true,
             other => {
-                return Err(worker_err(format!("protocol error: unexpected {other:?}")));
+                return Err(worker_err(
+                    WorkerErrorKind::Protocol,
+                    format!("protocol error: unexpected {other:?}"),
+                ));
             }
         }
         Ok(true)
@@ -640,9 +675,12 @@ impl Client {
             .iter()
             .position(|&(g, _)| g == block.grid_index())
         else {
-            return Err(worker_err(format!(
-                "block {block} was not acquired from this client (or was already released)"
-            )));
+            return Err(worker_err(
+                WorkerErrorKind::NotAcquired,
+                format!(
+                    "block {block} was not acquired from this client (or was already released)"
+                ),
+            ));
         };
         let (_, seq) = self.handed.remove(pos).unwrap_or_default();
         self.reported += 1;
@@ -746,9 +784,12 @@ impl Client {
             .iter()
             .position(|&(g, _)| g == block.grid_index())
         else {
-            return Err(worker_err(format!(
-                "block {block} was not acquired from this client (or was already released)"
-            )));
+            return Err(worker_err(
+                WorkerErrorKind::NotAcquired,
+                format!(
+                    "block {block} was not acquired from this client (or was already released)"
+                ),
+            ));
         };
         let (_, seq) = self.handed.remove(pos).unwrap_or_default();
         self.reported += 1;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::worker;
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::context::Context;
 use crate::task::{Task, WorkerContext};
 
@@ -11,7 +11,7 @@ use crate::task::{Task, WorkerContext};
 /// function that builds the program's tasks.
 ///
 /// A process runner ([`Runner::processes`](crate::Runner::processes),
-/// [`Runner::launcher`](crate::Runner::launcher)) starts its workers by running the current
+/// [`Runner::workers`](crate::Runner::workers)) starts its workers by running the current
 /// program again with a `BLOCKWISE_CONTEXT` environment variable. Without an entry point a
 /// worker re-runs the whole `main`, side effects included (generating data, deleting folders,
 /// creating outputs), until it reaches the `run` call of its task. With `worker_main`:
@@ -87,9 +87,13 @@ where
 ///
 /// # Errors
 ///
-/// [`Error::Worker`] when the context is unreadable or its task is not among `tasks` (the
-/// message names the task and the ones given), or whatever ends the worker's connection
-/// early (its set-up failing, the scheduler going away).
+/// [`Error::Worker`] when the context is unreadable
+/// ([`BadContext`](crate::WorkerErrorKind::BadContext)) or its task is not among `tasks`
+/// ([`UnknownTask`](crate::WorkerErrorKind::UnknownTask), the message names the task and the
+/// ones given; [`InvalidTasks`](crate::WorkerErrorKind::InvalidTasks) when they are invalid),
+/// or when something ends the worker's connection early: the scheduler going away (the
+/// connection's own kind), the task's per-worker set-up failing
+/// ([`Setup`](crate::WorkerErrorKind::Setup)).
 ///
 /// ```
 /// # fn main() -> Result<(), blockwise::Error> {
@@ -109,25 +113,37 @@ pub fn serve_worker(tasks: &[Task]) -> Result<Option<u64>, Error> {
 fn serve(tasks: &[Task], ctx: Context) -> Result<u64, Error> {
     let worker_id = ctx.worker_id;
     let task_id = ctx.task_id.clone();
-    let fail = |message: String| Error::Worker { message };
+    let fail = Error::worker;
     let task = match worker::find_task(tasks, &ctx) {
         Ok(Some(task)) => task,
         Ok(None) => {
-            return Err(fail(format!(
-                "blockwise worker {worker_id}: task {task_id:?} is not among the tasks the worker built ({}); it must build every task the program runs on worker processes",
-                task_list(tasks)
-            )));
+            return Err(fail(
+                WorkerErrorKind::UnknownTask,
+                format!(
+                    "blockwise worker {worker_id}: task {task_id:?} is not among the tasks the worker built ({}); it must build every task the program runs on worker processes",
+                    task_list(tasks)
+                ),
+            ));
         }
         Err(e) => {
-            return Err(fail(format!(
-                "blockwise worker {worker_id} of task {task_id:?}: the tasks the worker built are invalid: {e}"
-            )));
+            return Err(fail(
+                WorkerErrorKind::InvalidTasks,
+                format!(
+                    "blockwise worker {worker_id} of task {task_id:?}: the tasks the worker built are invalid: {e}"
+                ),
+            ));
         }
     };
     worker::serve(&task, ctx).map_err(|e| {
-        fail(format!(
-            "blockwise worker {worker_id} of task {task_id:?}: {e}"
-        ))
+        // The connection's own failures keep their kind; the rest are the task's set-up.
+        let kind = match &e {
+            Error::Worker(w) => w.kind(),
+            _ => WorkerErrorKind::Setup,
+        };
+        fail(
+            kind,
+            format!("blockwise worker {worker_id} of task {task_id:?}: {e}"),
+        )
     })
 }
 

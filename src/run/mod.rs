@@ -15,7 +15,8 @@
 //! The process runner (`processes.rs`) keeps the same driver loop around the scheduler but
 //! talks to workers through a tokio TCP server (`server.rs`) with a framed protocol
 //! (`protocol.rs`); workers are [`Client`]s (`client.rs`, `worker.rs`) started by a
-//! [`Launcher`]. See [`Runner`] for the behaviour.
+//! [`Launcher`](crate::launch::Launcher), as [`WorkerOptions`] say. See [`Runner`] for the
+//! behaviour.
 
 mod cancel;
 pub(crate) mod client;
@@ -27,14 +28,13 @@ pub(crate) mod processes;
 mod threads;
 mod worker;
 
-use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::fleet::CONTEXT_ENV;
 pub(crate) use crate::fleet::ProcessOptions;
+use crate::fleet::WorkerOptions;
 pub use cancel::Cancel;
 pub use client::Client;
 pub use entry::{serve_worker, worker_main};
@@ -43,7 +43,6 @@ use rustc_hash::FxHashSet;
 
 use crate::error::{Error, ResourceError};
 use crate::fleet::budget::Budget;
-use crate::launch::{Launcher, Local};
 use crate::observe::{Progress, RunSummary};
 use crate::task::Task;
 
@@ -129,8 +128,9 @@ pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary
 ///
 /// # Worker processes
 ///
-/// [`Runner::processes`] (this machine) or [`Runner::launcher`] (a cluster, see
-/// [`crate::launch`]) run blocks in worker processes instead of threads. The runner's thread
+/// [`Runner::processes`] (this machine) or [`Runner::workers`] with a [`WorkerOptions`] (its
+/// launcher, e.g. a cluster, see [`crate::launch`]; its log directory, heartbeats, ...) run
+/// blocks in worker processes instead of threads. The runner's thread
 /// keeps the scheduler and serves TCP; each worker connects back, presents the run's random
 /// token, and pulls blocks:
 ///
@@ -145,7 +145,7 @@ pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary
 ///   context, serves blocks of that task and then **exits the process**; calls whose tasks do
 ///   not include the worker's task return an empty summary and say so in the worker's log.
 ///   Another program can be a worker with [`Client::from_env`] and an acquire/release loop
-///   ([`Runner::worker_command`] names it).
+///   ([`WorkerOptions::worker_command`] names it).
 /// * **Logs.** Each worker's stdout and stderr go to `<log dir>/<task>/worker_<id>.out/.err`
 ///   (default log dir `./blockwise_logs`); `<log dir>/jobs.txt` lists every job submitted.
 /// * **Flow.** A worker holds a few blocks at a time (enough for about 2 ms of work, at most
@@ -163,15 +163,15 @@ pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary
 ///   late block. Workers that fail before completing a block (crash at start-up, cannot
 ///   connect, per-worker set-up error) are replaced at most [`Runner::max_worker_restarts`]
 ///   times in a row, then the run fails with [`Error::WorkerStartup`] carrying the worker's
-///   stderr. A worker that loses its scheduler exits after [`Runner::death_timeout`]; one that
-///   reaches [`Runner::worker_lifetime`] finishes its block, gives back the rest and is
-///   replaced.
+///   stderr. A worker that loses its scheduler exits after
+///   [`WorkerOptions::death_timeout`]; one that reaches [`WorkerOptions::worker_lifetime`]
+///   finishes its block, gives back the rest and is replaced.
 /// * **Cleanup.** When the run ends, fails, or is interrupted by Ctrl-C or SIGTERM
 ///   ([`Error::Interrupted`]), every job it submitted is cancelled.
 ///
 /// ```no_run
 /// use blockwise::launch::{Batch, Resources};
-/// use blockwise::{Roi, Runner, Task};
+/// use blockwise::{Roi, Runner, Task, WorkerOptions};
 /// use std::time::Duration;
 ///
 /// # fn main() -> Result<(), blockwise::Error> {
@@ -185,11 +185,10 @@ pub fn run_blockwise(tasks: impl IntoIterator<Item = Task>) -> Result<RunSummary
 /// resources.memory = Some(16 << 30);
 /// resources.walltime = Some(Duration::from_secs(4 * 3600));
 /// resources.queue = Some("gpu".into());
-/// let summary = Runner::new()
-///     .launcher(Batch::slurm().resources(resources))
+/// let workers = WorkerOptions::launcher(Batch::slurm().resources(resources))
 ///     .worker_lifetime(Duration::from_secs(3 * 3600 + 1800))
-///     .log_dir("/shared/logs/predict")
-///     .run([task])?;
+///     .log_dir("/shared/logs/predict");
+/// let summary = Runner::new().workers(workers).run([task])?;
 /// print!("{summary}");
 /// # Ok(())
 /// # }
@@ -201,7 +200,8 @@ pub struct Runner {
     print_summary: Option<bool>,
     max_worker_restarts: u32,
     prefetch: usize,
-    processes: Option<ProcessOptions>,
+    /// Worker processes (`None`: threads).
+    processes: Option<WorkerOptions>,
     run_dir: Option<PathBuf>,
     fresh: bool,
     /// Whether a run of this runner (or of a clone) already started fresh.
@@ -394,11 +394,6 @@ impl Runner {
         self
     }
 
-    fn process_options(&mut self) -> &mut ProcessOptions {
-        self.processes
-            .get_or_insert_with(|| ProcessOptions::new(Arc::new(Local::new())))
-    }
-
     /// The run's resource budget: `(resource, units)` pairs, any names, integer units. The live
     /// workers of all tasks together never hold more units of a resource than this; what one
     /// worker needs is its task's [`TaskBuilder::requires`](crate::TaskBuilder::requires). A
@@ -521,125 +516,41 @@ impl Runner {
         Ok(budget)
     }
 
-    /// Runs blocks in worker processes on this machine (a [`Local`] launcher), each connecting
-    /// back to the scheduler over loopback TCP. By default every worker re-executes the current
-    /// program with its arguments (see [`Runner::worker_command`]); there, the program's own
-    /// call to `run` finds the `BLOCKWISE_CONTEXT` variable and serves blocks instead of
-    /// scheduling (see [worker processes](Runner#worker-processes)).
+    /// Runs blocks in worker processes on this machine with the default
+    /// [`WorkerOptions`]: `Runner::new().processes()` is
+    /// `Runner::new().workers(WorkerOptions::new())`. On a runner that has worker options
+    /// already (from [`workers`](Runner::workers)) it keeps them. Each worker connects back to the scheduler over loopback TCP; by default every
+    /// worker re-executes the current program with its arguments (see
+    /// [`WorkerOptions::worker_command`]); there, the program's own call to `run` finds the
+    /// `BLOCKWISE_CONTEXT` variable and serves blocks instead of scheduling (see [worker
+    /// processes](Runner#worker-processes)).
     pub fn processes(mut self) -> Self {
-        self.process_options();
+        self.processes.get_or_insert_with(WorkerOptions::new);
         self
     }
 
-    /// Runs blocks in worker processes started by `launcher` (a cluster's batch system, see
-    /// [`crate::launch`]).
-    pub fn launcher(mut self, launcher: impl Launcher + 'static) -> Self {
-        self.process_options().launcher = Arc::new(launcher);
-        self
-    }
-
-    /// Where worker logs go: `<dir>/<task>/worker_<id>.out/.err`, and `<dir>/jobs.txt` lists
-    /// every job submitted (default `./blockwise_logs`). Implies worker processes.
-    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.process_options().log_dir = dir.into();
-        self
-    }
-
-    /// The command a worker runs (default: the current executable with the current
-    /// arguments). It must reach the same `run` call (or use [`Client::from_env`]). Implies
-    /// worker processes.
-    pub fn worker_command(
-        mut self,
-        program: impl Into<PathBuf>,
-        args: impl IntoIterator<Item = impl Into<OsString>>,
-    ) -> Self {
-        self.process_options().command =
-            Some((program.into(), args.into_iter().map(Into::into).collect()));
-        self
-    }
-
-    /// The address the scheduler listens on (port 0 picks a free port). By default it listens
-    /// on the one address it tells workers to connect to: `127.0.0.1` for local workers, and
-    /// for cluster launchers the address of [`advertise_host`](Runner::advertise_host) (default:
-    /// this machine's host name, resolved, preferring a non-loopback IPv4 address). A wildcard
-    /// such as `0.0.0.0:0` listens on every interface. Implies worker processes.
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.process_options().bind = Some(addr);
-        self
-    }
-
-    /// The host name or address workers connect to (default: the bound address, else
-    /// `127.0.0.1` for local workers and this machine's address for cluster launchers). Without
-    /// [`bind`](Runner::bind), the scheduler listens on this host's address. Implies worker
-    /// processes.
-    pub fn advertise_host(mut self, host: impl Into<String>) -> Self {
-        self.process_options().advertise = Some(host.into());
-        self
-    }
-
-    /// Whether the traffic between the scheduler and its workers is encrypted with TLS 1.3
-    /// (default: on for cluster launchers and whenever the scheduler listens beyond loopback,
-    /// off for local worker processes on loopback). The scheduler makes a certificate for the
-    /// run; workers find its SHA-256 fingerprint in their context, beside the token, and accept
-    /// no other. See the README's *Security* section. Implies worker processes.
-    pub fn tls(mut self, on: bool) -> Self {
-        self.process_options().tls = Some(on);
-        self
-    }
-
-    /// A new connection must complete its TLS handshake and present the run's token within
-    /// this long, or it is closed (default 10 s). Implies worker processes.
-    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
-        self.process_options().hello_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// At most this many connections may wait for their hello at once; further ones are
-    /// closed at once and counted in the log (default 64, and never more than a quarter of
-    /// the process's open-file limit). Implies worker processes.
-    pub fn max_unauthenticated(mut self, connections: usize) -> Self {
-        self.process_options().max_unauthenticated = connections.max(1);
-        self
-    }
-
-    /// Heartbeats: a worker sends one when it has sent nothing for `interval` (the scheduler
-    /// pings idle workers as often); a worker silent for `timeout` is presumed dead, its process
-    /// stopped, and its blocks retried (defaults 1 s and 30 s). Implies worker processes.
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        let p = self.process_options();
-        p.heartbeat = interval.max(Duration::from_millis(1));
-        p.heartbeat_timeout = timeout.max(p.heartbeat);
-        self
-    }
-
-    /// A worker that cannot reach the scheduler (or hears nothing from it) for this long exits
-    /// (default 60 s). Implies worker processes.
-    pub fn death_timeout(mut self, timeout: Duration) -> Self {
-        self.process_options().death_timeout = timeout;
-        self
-    }
-
-    /// Workers retire after this long: they finish their current block, give back the blocks
-    /// they prefetched, exit, and are replaced (set it below the cluster's walltime). Implies
-    /// worker processes.
-    pub fn worker_lifetime(mut self, lifetime: Duration) -> Self {
-        self.process_options().lifetime = Some(lifetime);
-        self
-    }
-
-    /// A worker whose task has had no ready block for this long (default 60 s) leaves and its
-    /// job ends; workers start again when blocks become ready (up to `num_workers`). A finished
-    /// task's workers leave at once whatever this is. Implies worker processes.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.process_options().idle_timeout = timeout;
-        self
-    }
-
-    /// Whether a process run catches Ctrl-C and SIGTERM to cancel its jobs and return
-    /// [`Error::Interrupted`] (default true; a second signal terminates at once). Implies
-    /// worker processes.
-    pub fn handle_signals(mut self, handle: bool) -> Self {
-        self.process_options().handle_signals = handle;
+    /// Runs blocks in worker processes as `options` says: started by its launcher (this
+    /// machine, or a cluster's batch system, see [`crate::launch`]), with its log directory,
+    /// command, address, TLS, heartbeats and time-outs. Only this and
+    /// [`processes`](Runner::processes) choose worker processes; without them a runner runs
+    /// blocks on threads.
+    ///
+    /// ```
+    /// use blockwise::launch::Batch;
+    /// use blockwise::{Runner, WorkerOptions};
+    /// use std::time::Duration;
+    ///
+    /// let runner = Runner::new()
+    ///     .workers(
+    ///         WorkerOptions::launcher(Batch::slurm())
+    ///             .log_dir("/shared/logs")
+    ///             .idle_timeout(Duration::from_secs(120)),
+    ///     )
+    ///     .max_worker_restarts(5);
+    /// # let _ = runner;
+    /// ```
+    pub fn workers(mut self, options: WorkerOptions) -> Self {
+        self.processes = Some(options);
         self
     }
 
@@ -656,7 +567,7 @@ impl Runner {
         let budget = self.budget(&tasks)?;
         let show = self.progress.enabled();
         let summary = match &self.processes {
-            Some(popts) => processes::run(&tasks, self, popts, budget, show)?,
+            Some(workers) => processes::run(&tasks, self, &workers.process, budget, show)?,
             None => threads::run(&tasks, self, budget, show)?,
         };
         if self.print_summary.unwrap_or(show) {

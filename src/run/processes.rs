@@ -16,7 +16,7 @@ use super::failures::{Failures, finish_run, open_journal};
 use super::observer::Watch;
 use super::{ProcessOptions, Runner};
 use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::budget::Budget;
 use crate::fleet::jobs::requeue_front;
 use crate::fleet::protocol::{Outcome, ServerMsg, WireBlock, WorkerMsg, to_frame};
@@ -399,9 +399,10 @@ impl Runs for Turn<'_, '_> {
                 Ok(true)
             }
             Err(RecvTimeoutError::Timeout) => Ok(true),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Worker {
-                message: "the scheduler's server stopped unexpectedly".into(),
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::worker(
+                WorkerErrorKind::ServerStopped,
+                "the scheduler's server stopped unexpectedly",
+            )),
         }
     }
 

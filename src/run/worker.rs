@@ -8,7 +8,7 @@ use crossbeam_channel::bounded;
 
 use super::client::{Client, Reporter, Ticket};
 use crate::blocks::{Block, BlockStatus};
-use crate::error::Error;
+use crate::error::{Error, WorkerErrorKind};
 use crate::fleet::context::Context;
 use crate::observe::FailureKind;
 use crate::scheduler::Scheduler;
@@ -196,12 +196,13 @@ fn serve_on_threads(
                 Ok(Ok(n)) => processed += n,
                 Ok(Err(e)) => read = read.and(Err(e)),
                 Err(panic) => {
-                    read = read.and(Err(Error::Worker {
-                        message: format!(
+                    read = read.and(Err(Error::worker(
+                        WorkerErrorKind::Thread,
+                        format!(
                             "a worker thread panicked: {}",
                             panic_message(panic.as_ref())
                         ),
-                    }));
+                    )));
                 }
             }
         }

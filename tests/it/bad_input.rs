@@ -425,8 +425,9 @@ fn blocks_that_exactly_fit_build_and_run() -> Result<(), Error> {
     })
     .build()?;
     assert_eq!(task.num_blocks(), 100);
-    let last = task.block(99).ok_or_else(|| Error::Worker {
-        message: "no block 99".into(),
+    let last = task.block(99).ok_or_else(|| Error::Io {
+        context: "block 99".into(),
+        source: std::io::Error::other("no block 99"),
     })?;
     assert_eq!(
         last.read_roi(),
@@ -435,8 +436,9 @@ fn blocks_that_exactly_fit_build_and_run() -> Result<(), Error> {
     assert_eq!(last.read_roi().end()[1], i64::MAX);
     let summary = blockwise::run_blockwise([task])?;
     assert!(summary.is_success());
-    let seen = seen.lock().map_err(|e| Error::Worker {
-        message: e.to_string(),
+    let seen = seen.lock().map_err(|e| Error::Io {
+        context: "the record of blocks".into(),
+        source: std::io::Error::other(e.to_string()),
     })?;
     assert_eq!(seen.len(), 100);
     let inner = Roi::new([i64::MIN + 1, i64::MAX - 101], [100, 100]);

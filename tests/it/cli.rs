@@ -54,6 +54,40 @@ fn bench_noop_json() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[test]
+fn bench_noop_splits_blocks_over_tasks_sharing_a_budget() -> Result<(), Box<dyn std::error::Error>>
+{
+    let out = blockwise()
+        .args([
+            "bench",
+            "noop",
+            "--blocks",
+            "300",
+            "--dims",
+            "1",
+            "--tasks",
+            "3",
+            "--budget-cpus",
+            "2",
+            "--json",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["completed"], 300);
+    let bad = blockwise()
+        .args(["bench", "noop", "--blocks", "301", "--tasks", "3"])
+        .output()?;
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("not a multiple of --tasks 3"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn bench_noop_text() -> Result<(), Box<dyn std::error::Error>> {
     let out = blockwise()
         .args(["bench", "noop", "--blocks", "97", "--dims", "2"])

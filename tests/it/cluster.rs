@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use blockwise::launch::Batch;
-use blockwise::{Block, BlockError, Roi, Task};
+use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::support::{assert_exactly_once, mark, runner, scratch};
+use crate::support::{assert_exactly_once, mark, runner_on, scratch};
 
 fn slurm_requested() -> bool {
     match std::env::var("BLOCKWISE_SLURM").as_deref() {
@@ -79,13 +79,12 @@ fn a_chained_pipeline_runs_every_block_once_on_slurm_workers() {
     .unwrap();
     let launcher = Batch::slurm().poll_interval(Duration::from_millis(500));
     // What the jobs run, for the log of this test.
-    let summary = runner(
+    let summary = runner_on(
         "cluster::a_chained_pipeline_runs_every_block_once_on_slurm_workers",
         &dir,
+        // One node: the scheduler is on the same machine as the jobs.
+        WorkerOptions::launcher(launcher).advertise_host("127.0.0.1"),
     )
-    .launcher(launcher)
-    // One node: the scheduler is on the same machine as the jobs.
-    .advertise_host("127.0.0.1")
     .run([b.clone()])
     .unwrap();
     assert!(summary.is_success(), "{summary}");
@@ -131,11 +130,13 @@ fn workers_can_be_srun_job_steps() {
     .num_workers(2)
     .build()
     .unwrap();
-    let summary = runner("cluster::workers_can_be_srun_job_steps", &dir)
-        .launcher(blockwise::launch::Local::srun())
-        .advertise_host("127.0.0.1")
-        .run([task.clone()])
-        .unwrap();
+    let summary = runner_on(
+        "cluster::workers_can_be_srun_job_steps",
+        &dir,
+        WorkerOptions::launcher(blockwise::launch::Local::srun()).advertise_host("127.0.0.1"),
+    )
+    .run([task.clone()])
+    .unwrap();
     assert!(summary.is_success(), "{summary}");
     assert_exactly_once(&dir, &task);
     let jobs = std::fs::read_to_string(dir.join("logs/jobs.txt")).unwrap();
@@ -157,20 +158,20 @@ fn an_executor_of_two_slurm_workers_maps_in_order() {
         Ok::<u64, String>(x + 1)
     });
     let test = "cluster::an_executor_of_two_slurm_workers_maps_in_order";
-    let ex = blockwise::exec::Executor::launcher(
-        Batch::slurm().poll_interval(Duration::from_millis(500)),
-        2,
-    )
-    .worker_command(
-        std::env::current_exe().unwrap(),
-        ["--exact", test, "--nocapture", "--test-threads=1"],
-    )
-    .log_dir(dir.join("logs"))
-    .advertise_host("127.0.0.1")
-    .handle_signals(false)
-    .function(&inc)
-    .start()
-    .unwrap();
+    let ex = blockwise::exec::Executor::processes(2)
+        .workers(
+            WorkerOptions::launcher(Batch::slurm().poll_interval(Duration::from_millis(500)))
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    ["--exact", test, "--nocapture", "--test-threads=1"],
+                )
+                .log_dir(dir.join("logs"))
+                .advertise_host("127.0.0.1")
+                .handle_signals(false),
+        )
+        .function(&inc)
+        .start()
+        .unwrap();
     assert_eq!(ex.map(inc.clone(), [1, 2, 3]).unwrap(), vec![2, 3, 4]);
     let many: u64 = ex.map(inc, 0..200u64).unwrap().into_iter().sum();
     assert_eq!(many, 200 * 201 / 2);
@@ -248,12 +249,12 @@ fn a_finished_tasks_slurm_jobs_leave_the_queue_while_the_next_task_runs() {
     .max_retries(0)
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "cluster::a_finished_tasks_slurm_jobs_leave_the_queue_while_the_next_task_runs",
         &dir,
+        WorkerOptions::launcher(Batch::slurm().poll_interval(Duration::from_millis(500)))
+            .advertise_host("127.0.0.1"),
     )
-    .launcher(Batch::slurm().poll_interval(Duration::from_millis(500)))
-    .advertise_host("127.0.0.1")
     .run([down.clone()])
     .unwrap();
     assert!(summary.is_success(), "{summary}");

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use blockwise::{Progress, Roi, Runner, Task};
+use blockwise::{Progress, Roi, Runner, Task, WorkerOptions};
 
 use crate::support::child_main;
 
@@ -63,12 +63,15 @@ fn child_program_with_side_effects() {
     let runner = Runner::new()
         .progress(Progress::Never)
         .print_summary(false)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            ["--exact", PROGRAM, "--nocapture", "--test-threads=1"],
-        )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false);
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    ["--exact", PROGRAM, "--nocapture", "--test-threads=1"],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
+        );
     let [first, second]: [Task; 2] = tasks(&dir).unwrap().try_into().unwrap();
     let a = runner.run([first]).unwrap();
     append(&effects, &format!("between {}", std::process::id()));
@@ -162,16 +165,19 @@ fn child_worker_main_without_the_task() {
         .progress(Progress::Never)
         .print_summary(false)
         .max_worker_restarts(0)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            [
-                "--exact",
-                "entry::zz_child_worker_main_without_the_task",
-                "--nocapture",
-            ],
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    [
+                        "--exact",
+                        "entry::zz_child_worker_main_without_the_task",
+                        "--nocapture",
+                    ],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
         )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
         .run([task])
         .unwrap_err();
     std::fs::write(dir.join("error"), err.to_string()).unwrap();

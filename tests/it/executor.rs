@@ -10,22 +10,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blockwise::WorkerOptions;
 use blockwise::exec::{
-    Executor, ExecutorBuilder, Function, ItemError, MapOptions, Mode, OnError, Source, Sweeps,
-    scattered,
+    Executor, ExecutorBuilder, ExecutorError, Function, ItemError, MapOptions, Mode, OnError,
+    Source, Sweeps, scattered,
 };
 
 use crate::support::{in_worker, scratch};
 
 /// An executor of 2 worker processes re-running `test` of this binary.
 fn processes(test: &str, dir: &Path) -> ExecutorBuilder {
-    Executor::processes(2)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            ["--exact", test, "--nocapture", "--test-threads=1"],
-        )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
+    Executor::processes(2).workers(
+        WorkerOptions::new()
+            .worker_command(
+                std::env::current_exe().unwrap(),
+                ["--exact", test, "--nocapture", "--test-threads=1"],
+            )
+            .log_dir(dir.join("logs"))
+            .handle_signals(false),
+    )
 }
 
 fn inc() -> Function<u64, u64> {
@@ -281,9 +284,12 @@ fn items_survive_dying_workers() {
 fn workers_that_cannot_start_fail_the_items_with_their_stderr() {
     let dir = scratch("executor-startup");
     let ex = Executor::processes(2)
-        .worker_command("/bin/sh", ["-c", "echo 'no GPU on this node' >&2; exit 3"])
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
+        .workers(
+            WorkerOptions::new()
+                .worker_command("/bin/sh", ["-c", "echo 'no GPU on this node' >&2; exit 3"])
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
+        )
         .max_worker_restarts(2)
         .function(&inc())
         .start()
@@ -306,6 +312,10 @@ fn two_functions_under_one_name_are_refused() {
     assert_eq!(
         e.to_string(),
         "executor: two functions are registered under the name \"inc\""
+    );
+    assert!(
+        matches!(&e, blockwise::Error::Executor(ExecutorError::DuplicateFunction { name }) if name == "inc"),
+        "{e:?}"
     );
 }
 
@@ -343,6 +353,30 @@ fn serve_returns_in_workers_and_cancel_stops_the_pool() {
     let e = ex.map(slow, [99]).unwrap_err().to_string();
     t.join().unwrap();
     assert!(e.contains("cancelled (stop)"), "{e}");
+}
+
+/// `?` turns an executor's item error into `blockwise::Error` (`Error::Item`).
+#[test]
+fn an_item_error_converts_with_the_question_mark() {
+    fn doubled(ex: &Executor) -> Result<Vec<u64>, blockwise::Error> {
+        let f = |x: u64| {
+            if x == 2 {
+                Err(format!("no {x}"))
+            } else {
+                Ok(x * 2)
+            }
+        };
+        Ok(ex.map(f, [1, 2, 3])?)
+    }
+    let e = doubled(&Executor::threads(2)).unwrap_err();
+    assert_eq!(e.to_string(), "item 1 failed: no 2");
+    assert!(
+        matches!(
+            &e,
+            blockwise::Error::Item(ItemError::Failed { index: 1, .. })
+        ),
+        "{e:?}"
+    );
 }
 
 /// A function whose item 0 hangs (until `gate` is released, or for a minute in a worker
@@ -442,4 +476,50 @@ fn a_worker_whose_item_overruns_its_timeout_is_replaced() {
     // The pool is at full width again afterwards.
     assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
     assert_eq!(ex.map(f, 1..5u64), Ok(vec![2, 3, 4, 5]));
+}
+
+/// A pool with a budget: four workers wanted, two GPUs; two workers run, each with its own.
+#[test]
+fn a_pool_with_a_gpu_budget_runs_one_worker_per_gpu() {
+    let dir = scratch("executor-budget");
+    let gpu = Function::new("gpu", |x: u64| {
+        let gpu = std::env::var("CUDA_VISIBLE_DEVICES").map_err(|e| e.to_string())?;
+        Ok::<(u64, u32, String), String>((x, std::process::id(), gpu))
+    });
+    let test = "executor::a_pool_with_a_gpu_budget_runs_one_worker_per_gpu";
+    let builder = |workers: usize| {
+        Executor::processes(workers)
+            .workers(
+                WorkerOptions::new()
+                    .worker_command(
+                        std::env::current_exe().unwrap(),
+                        ["--exact", test, "--nocapture", "--test-threads=1"],
+                    )
+                    .log_dir(dir.join("logs"))
+                    .handle_signals(false),
+            )
+            .requires([("gpu", 1)])
+            .resources([("gpu", 2)])
+            .devices("gpu", ["4", "6"])
+            .function(&gpu)
+    };
+    // A worker needing more than the budget has is refused at start.
+    let too_big = builder(1).requires([("gpu", 3)]).start();
+    assert!(
+        matches!(too_big, Err(blockwise::Error::Resources(_))),
+        "{too_big:?}"
+    );
+    let ex = builder(4).start().unwrap();
+    assert!(ex.wait_for_workers(2, Duration::from_secs(60)));
+    let out = ex.map(gpu, 0..40u64).unwrap();
+    let mut by_pid: std::collections::BTreeMap<u32, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (_, pid, gpu) in &out {
+        by_pid.entry(*pid).or_default().insert(gpu.clone());
+    }
+    let devices: std::collections::BTreeSet<String> = by_pid.values().flatten().cloned().collect();
+    assert!(by_pid.len() <= 2, "{by_pid:?}");
+    assert!(by_pid.values().all(|d| d.len() == 1), "{by_pid:?}");
+    assert!(devices.iter().all(|d| d == "4" || d == "6"), "{devices:?}");
+    assert_eq!(by_pid.len(), devices.len(), "{by_pid:?}");
 }

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blockwise::{Block, BlockError, Roi, Task};
+use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::support::{in_worker, mark, marks, runner, scratch};
+use crate::support::{in_worker, mark, marks, runner, runner_on, scratch};
 
 fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
@@ -73,11 +73,11 @@ fn an_idle_worker_is_released_and_its_task_gets_a_new_one_when_blocks_are_ready(
     .upstream(&up)
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "fleet::an_idle_worker_is_released_and_its_task_gets_a_new_one_when_blocks_are_ready",
         &dir,
+        WorkerOptions::new().idle_timeout(Duration::from_millis(100)),
     )
-    .idle_timeout(Duration::from_millis(100))
     .run([down])
     .unwrap();
     if in_worker() {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use blockwise::launch::{Batch, BatchSystem, JobState, LaunchError, Launcher, WorkerSpec};
-use blockwise::{Block, BlockError, Roi, Task};
+use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::support::{assert_exactly_once, mark, runner, scratch};
+use crate::support::{assert_exactly_once, mark, runner_on, scratch};
 
 const COMMON: &str = r#"#!/bin/bash
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -220,9 +220,11 @@ fn a_failing_submit_command_reports_its_output() {
     .unwrap();
     let err = blockwise::Runner::new()
         .progress(blockwise::Progress::Never)
-        .launcher(Batch::slurm().bin_dir(&bin))
-        .log_dir(dir.path().join("logs"))
-        .handle_signals(false)
+        .workers(
+            WorkerOptions::launcher(Batch::slurm().bin_dir(&bin))
+                .log_dir(dir.path().join("logs"))
+                .handle_signals(false),
+        )
         .run([task])
         .unwrap_err();
     assert!(err.to_string().contains("invalid partition"), "{err}");
@@ -261,16 +263,16 @@ fn a_chained_run_through_a_fake_lsf_runs_every_block_once() {
     } else {
         fake_bin(&dir, BatchSystem::Lsf)
     };
-    let summary = runner(
+    let summary = runner_on(
         "launchers::a_chained_run_through_a_fake_lsf_runs_every_block_once",
         &dir,
+        WorkerOptions::launcher(
+            Batch::lsf()
+                .bin_dir(&bin)
+                .poll_interval(Duration::from_millis(100)),
+        )
+        .advertise_host("127.0.0.1"),
     )
-    .launcher(
-        Batch::lsf()
-            .bin_dir(&bin)
-            .poll_interval(Duration::from_millis(100)),
-    )
-    .advertise_host("127.0.0.1")
     .run([b.clone()])
     .unwrap();
     assert!(summary.is_success(), "{summary}");

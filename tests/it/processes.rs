@@ -12,9 +12,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task};
+use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task, WorkerOptions};
 
-use crate::support::{assert_exactly_once, child_main, in_worker, mark, marks, runner, scratch};
+use crate::support::{
+    assert_exactly_once, child_main, in_worker, mark, marks, runner, runner_on, scratch,
+};
 
 fn worker_pids(dir: &Path) -> BTreeSet<u32> {
     marks(dir).values().flatten().copied().collect()
@@ -153,13 +155,16 @@ fn workers_that_crash_at_start_up_fail_the_run_with_their_stderr() {
     let started = Instant::now();
     let err = Runner::new()
         .progress(Progress::Never)
-        .worker_command(
-            "/bin/sh",
-            ["-c", "echo 'libfoo.so: cannot open' >&2; exit 3"],
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    "/bin/sh",
+                    ["-c", "echo 'libfoo.so: cannot open' >&2; exit 3"],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
         )
-        .log_dir(dir.join("logs"))
         .max_worker_restarts(2)
-        .handle_signals(false)
         .run([task])
         .unwrap_err();
     match &err {
@@ -402,11 +407,11 @@ fn a_frozen_worker_is_detected_by_its_missing_heartbeats() {
     })
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "processes::a_frozen_worker_is_detected_by_its_missing_heartbeats",
         &dir,
+        WorkerOptions::new().heartbeat(Duration::from_millis(50), Duration::from_secs(2)),
     )
-    .heartbeat(Duration::from_millis(50), Duration::from_secs(2))
     .run([task])
     .unwrap();
     assert!(summary.is_success(), "{summary}");
@@ -440,11 +445,11 @@ fn workers_retire_after_their_lifetime_and_are_replaced() {
     })
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "processes::workers_retire_after_their_lifetime_and_are_replaced",
         &dir,
+        WorkerOptions::new().worker_lifetime(Duration::from_millis(150)),
     )
-    .worker_lifetime(Duration::from_millis(150))
     .prefetch(4)
     .run([task.clone()])
     .unwrap();
@@ -538,15 +543,18 @@ fn child_interrupted_driver() {
     .unwrap();
     let result = Runner::new()
         .progress(Progress::Never)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            [
-                "--exact",
-                "processes::zz_child_interrupted_driver",
-                "--nocapture",
-            ],
+        .workers(
+            WorkerOptions::new()
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    [
+                        "--exact",
+                        "processes::zz_child_interrupted_driver",
+                        "--nocapture",
+                    ],
+                )
+                .log_dir(dir.join("logs")),
         )
-        .log_dir(dir.join("logs"))
         .run([task]);
     let text = match result {
         Err(Error::Interrupted { signal }) => format!("interrupted by {signal}"),

@@ -260,7 +260,7 @@ fn crash_child(dir: String) {
         .print_summary(false)
         .run_dir(dir.join("run"));
     if processes {
-        runner = runner
+        let workers = blockwise::WorkerOptions::new()
             .worker_command(
                 std::env::current_exe().unwrap(),
                 [
@@ -271,8 +271,8 @@ fn crash_child(dir: String) {
                 ],
             )
             .log_dir(dir.join("logs"))
-            .death_timeout(Duration::from_secs(10))
-            .max_worker_restarts(10);
+            .death_timeout(Duration::from_secs(10));
+        runner = runner.workers(workers).max_worker_restarts(10);
     }
     match runner.run([task]) {
         Ok(summary) => assert!(summary.is_success(), "{summary}"),

@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blockwise::launch::{BatchSystem, JobId, JobState, LaunchError, Launcher, Local, WorkerSpec};
-use blockwise::{Block, BlockError, Progress, Roi, Runner, Task};
+use blockwise::{Block, BlockError, Progress, Roi, Task, WorkerOptions};
 
-use crate::support::{assert_exactly_once, in_worker, mark, marks, runner};
+use crate::support::{assert_exactly_once, in_worker, mark, marks, runner_on};
 
 const ROLE: &str = "BLOCKWISE_TEST_ROLE";
 
@@ -158,12 +158,19 @@ fn read_addr(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("addr")).unwrap()
 }
 
-fn driver_runs(test: &str, dir: &Path, task: Task, runner_for: impl Fn(Runner) -> Runner) {
+fn driver_runs(
+    test: &str,
+    dir: &Path,
+    task: Task,
+    workers: impl Fn(WorkerOptions) -> WorkerOptions,
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
-    let summary = runner_for(runner(test, dir)).run([task.clone()]).unwrap();
+    let summary = runner_on(test, dir, workers(WorkerOptions::new()))
+        .run([task.clone()])
+        .unwrap();
     assert!(summary.is_success(), "{summary}");
     assert_exactly_once(dir, &task);
     println!("DRIVER OK");
@@ -225,8 +232,8 @@ fn idle_connections_filling_the_fd_limit_do_not_stop_a_worker_replacement() {
     if in_worker() || is_driver() {
         // Idle peers hold their slots for the hello deadline; workers shut out meanwhile keep
         // trying. A short deadline keeps the test short.
-        return driver_runs(TEST, &dir, task, |r| {
-            r.hello_timeout(Duration::from_secs(2))
+        return driver_runs(TEST, &dir, task, |w| {
+            w.hello_timeout(Duration::from_secs(2))
         });
     }
     let mut driver = spawn_driver(TEST, &dir, Some("--nofile=64:64"));
@@ -307,14 +314,14 @@ fn a_worker_that_cannot_start_for_lack_of_file_descriptors_is_retried() {
     .process(move |b: &Block| -> Result<(), BlockError> { Ok(mark(&d, b)?) })
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "security::a_worker_that_cannot_start_for_lack_of_file_descriptors_is_retried",
         &dir,
+        WorkerOptions::launcher(Exhausted {
+            inner: Local::new(),
+            failures: std::sync::atomic::AtomicU32::new(2),
+        }),
     )
-    .launcher(Exhausted {
-        inner: Local::new(),
-        failures: std::sync::atomic::AtomicU32::new(2),
-    })
     .run([task.clone()])
     .unwrap();
     assert!(summary.is_success(), "{summary}");
@@ -340,8 +347,8 @@ fn a_paused_scheduler_keeps_its_healthy_workers() {
     .build()
     .unwrap();
     if in_worker() || is_driver() {
-        return driver_runs(TEST, &dir, task, |r| {
-            r.heartbeat(Duration::from_millis(100), Duration::from_secs(2))
+        return driver_runs(TEST, &dir, task, |w| {
+            w.heartbeat(Duration::from_millis(100), Duration::from_secs(2))
                 .death_timeout(Duration::from_secs(60))
         });
     }
@@ -403,16 +410,16 @@ fn job_scripts_and_logs_are_private_and_cluster_traffic_is_encrypted() {
     } else {
         crate::launchers::fake_bin(&dir, BatchSystem::Slurm)
     };
-    let summary = runner(
+    let summary = runner_on(
         "security::job_scripts_and_logs_are_private_and_cluster_traffic_is_encrypted",
         &dir,
+        WorkerOptions::launcher(
+            blockwise::launch::Batch::slurm()
+                .bin_dir(&bin)
+                .poll_interval(Duration::from_millis(100)),
+        )
+        .advertise_host("127.0.0.1"),
     )
-    .launcher(
-        blockwise::launch::Batch::slurm()
-            .bin_dir(&bin)
-            .poll_interval(Duration::from_millis(100)),
-    )
-    .advertise_host("127.0.0.1")
     .run([task.clone()])
     .unwrap();
     assert!(summary.is_success(), "{summary}");
@@ -468,11 +475,11 @@ fn local_worker_logs_are_private_and_tls_can_be_forced_on_loopback() {
     .num_workers(2)
     .build()
     .unwrap();
-    let summary = runner(
+    let summary = runner_on(
         "security::local_worker_logs_are_private_and_tls_can_be_forced_on_loopback",
         &dir,
+        WorkerOptions::new().tls(true),
     )
-    .tls(true)
     .progress(Progress::Never)
     .run([b.clone()])
     .unwrap();

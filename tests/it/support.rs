@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use blockwise::{Block, Progress, Runner, Task};
+use blockwise::{Block, Progress, Runner, Task, WorkerOptions};
 
 /// Whether this process is a worker of a test's run (its context variable is set).
 pub(crate) fn in_worker() -> bool {
@@ -56,18 +56,27 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A runner whose workers re-execute this test binary, running only `test` (its full name,
-/// `module::test`), with their logs in `dir/logs`.
+/// A runner whose local workers re-execute this test binary, running only `test` (its full
+/// name, `module::test`), with their logs in `dir/logs`.
 pub(crate) fn runner(test: &str, dir: &Path) -> Runner {
+    runner_on(test, dir, WorkerOptions::new())
+}
+
+/// [`runner`] on `workers` (a launcher and settings): its workers re-execute this test binary,
+/// running only `test`, with their logs in `dir/logs`.
+pub(crate) fn runner_on(test: &str, dir: &Path, workers: WorkerOptions) -> Runner {
     Runner::new()
         .progress(Progress::Never)
         .print_summary(false)
-        .worker_command(
-            std::env::current_exe().unwrap(),
-            ["--exact", test, "--nocapture", "--test-threads=1"],
+        .workers(
+            workers
+                .worker_command(
+                    std::env::current_exe().unwrap(),
+                    ["--exact", test, "--nocapture", "--test-threads=1"],
+                )
+                .log_dir(dir.join("logs"))
+                .handle_signals(false),
         )
-        .log_dir(dir.join("logs"))
-        .handle_signals(false)
 }
 
 static MARKS: AtomicU64 = AtomicU64::new(0);
