@@ -300,7 +300,7 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn bench_noop(args: &NoopArgs) -> Result<bool> {
     let dims = usize::try_from(args.dims)?;
-    if args.blocks % args.tasks != 0 {
+    if !args.blocks.is_multiple_of(args.tasks) {
         bail!(
             "--blocks {} is not a multiple of --tasks {}",
             args.blocks,

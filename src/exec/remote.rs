@@ -18,9 +18,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use super::CallError;
 use super::work::{ErasedFn, store_raw};
 use crate::error::Error;
+use crate::error::WorkerErrorKind;
 use crate::fleet::budget::{Budget, Requirement};
 use crate::fleet::context::Context;
 use crate::fleet::jobs::requeue_front;
+use crate::fleet::link::Link;
 use crate::fleet::protocol::{
     ItemOutcome, ItemsRef, MAX_FRAME, ServerMsg, WireItem, WireItemRef, WorkerMsg, to_frame,
 };
@@ -28,7 +30,6 @@ use crate::fleet::server::Event;
 use crate::fleet::{
     Demand, Fleet, FleetError, Group, Loss, LossKind, Peer, ProcessOptions, Source,
 };
-use crate::run::client::{Client, Incoming};
 
 /// How often an item is tried on workers that are lost while running it (dask's
 /// `allowed-failures` + 1).
@@ -273,10 +274,81 @@ fn serve_and_exit(ctx: Context, functions: &HashMap<String, ErasedFn>) -> ! {
     }
 }
 
+/// What an executor worker receives, in arrival order.
+enum Incoming {
+    /// An item to run.
+    Item(WireItem),
+    /// Shared data to keep under a name.
+    Data {
+        name: String,
+        value: serde_json::Value,
+    },
+}
+
+/// The worker end of a pool: the connection and what it received but did not run yet.
+struct Items {
+    link: Link,
+    queue: VecDeque<Incoming>,
+}
+
+impl Items {
+    /// The next item to run or dataset to keep, or `None` when the pool has no more work for
+    /// this worker (it shut down, or the worker reached its lifetime: then the items it holds
+    /// go back).
+    fn next(&mut self) -> Result<Option<Incoming>, Error> {
+        let queue = &mut self.queue;
+        let unstarted = || {
+            queue
+                .drain(..)
+                .filter_map(|i| match i {
+                    Incoming::Item(item) => Some(item.seq),
+                    Incoming::Data { .. } => None,
+                })
+                .collect()
+        };
+        if !self.link.may_take(unstarted)? {
+            return Ok(None);
+        }
+        loop {
+            if let Some(incoming) = self.queue.pop_front() {
+                return Ok(Some(incoming));
+            }
+            match self.link.receive()? {
+                Some(ServerMsg::Items { items }) => {
+                    self.queue.extend(items.into_iter().map(Incoming::Item));
+                }
+                Some(ServerMsg::Data { name, value }) => {
+                    self.queue.push_back(Incoming::Data { name, value });
+                }
+                Some(other) => {
+                    return Err(Error::worker(
+                        WorkerErrorKind::Protocol,
+                        format!("protocol error: an executor worker got {other:?}"),
+                    ));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reports an item's result, at once: the worker holds more items than the one it runs,
+    /// and a result still waiting when a later item kills the worker would be lost with it
+    /// (and the finished item counted as the one that was running).
+    fn report(&mut self, seq: u64, result: Result<serde_json::Value, String>) -> Result<(), Error> {
+        self.link.reported();
+        let mut w = self.link.shared().lock();
+        w.pending_items.push(ItemOutcome { seq, result });
+        w.flush()
+    }
+}
+
 fn serve(ctx: Context, functions: &HashMap<String, ErasedFn>) -> Result<u64, Error> {
-    let mut client = Client::connect(ctx)?;
+    let mut client = Items {
+        link: Link::connect(ctx)?,
+        queue: VecDeque::new(),
+    };
     let mut n = 0;
-    while let Some(incoming) = client.acquire_item()? {
+    while let Some(incoming) = client.next()? {
         match incoming {
             Incoming::Data { name, value } => store_raw(name, value),
             Incoming::Item(WireItem { seq, func, input }) => {
@@ -304,12 +376,12 @@ fn serve(ctx: Context, functions: &HashMap<String, ErasedFn>) -> Result<u64, Err
                         Ok(v)
                     }
                 });
-                client.report_item(seq, result)?;
+                client.report(seq, result)?;
                 n += 1;
             }
         }
     }
-    client.close()?;
+    client.link.bye()?;
     Ok(n)
 }
 

@@ -25,6 +25,7 @@
 pub(crate) mod budget;
 pub(crate) mod context;
 pub(crate) mod jobs;
+pub(crate) mod link;
 mod options;
 mod pace;
 pub(crate) mod protocol;

@@ -18,12 +18,9 @@ pub(super) trait Runs {
     fn journal(&mut self) -> Option<&mut Journal>;
     /// How many tasks the run has (in the scheduler's order).
     fn tasks(&self) -> usize;
-    /// The id of task `i`.
-    fn task_id(&self, i: usize) -> &str;
-    /// Whether task `i` started (has had a ready block) and is not finished.
-    fn running(&self, i: usize) -> bool;
-    /// Whether task `i` was seen finished.
-    fn finished(&self, i: usize) -> bool;
+    /// Task `i`: its id, whether it started (has had a ready block), whether it was seen
+    /// finished.
+    fn lane(&self, i: usize) -> (&str, bool, bool);
     /// Task `i` is done: mark it and let its workers go.
     fn finish(&mut self, i: usize);
     /// Why the run stops now (a signal, a cancel handle), if it does.
@@ -75,8 +72,10 @@ pub(super) fn drive<R: Runs>(
         {
             last_draw = Instant::now();
             for i in 0..runs.tasks() {
-                if runs.running(i)
-                    && let Some(state) = runs.sched().task_state(runs.task_id(i))
+                let (id, started, finished) = runs.lane(i);
+                if started
+                    && !finished
+                    && let Some(state) = runs.sched().task_state(id)
                 {
                     p.update(i, state);
                 }
@@ -88,10 +87,11 @@ pub(super) fn drive<R: Runs>(
 /// Tasks whose blocks are all done are finished (their bars too).
 fn finish_tasks<R: Runs>(runs: &mut R, mut progress: Option<&mut ProgressBars>) {
     for i in 0..runs.tasks() {
-        if runs.finished(i) {
+        let (id, _, finished) = runs.lane(i);
+        if finished {
             continue;
         }
-        let Some(state) = runs.sched().task_state(runs.task_id(i)).cloned() else {
+        let Some(state) = runs.sched().task_state(id).cloned() else {
             continue;
         };
         if !state.is_done() {

@@ -346,16 +346,9 @@ impl Runs for Turn<'_, '_> {
         self.blocks.runs.len()
     }
 
-    fn task_id(&self, i: usize) -> &str {
-        self.blocks.runs[i].task.task_id()
-    }
-
-    fn running(&self, i: usize) -> bool {
-        self.blocks.runs[i].started && !self.blocks.runs[i].finished
-    }
-
-    fn finished(&self, i: usize) -> bool {
-        self.blocks.runs[i].finished
+    fn lane(&self, i: usize) -> (&str, bool, bool) {
+        let run = &self.blocks.runs[i];
+        (run.task.task_id(), run.started, run.finished)
     }
 
     /// Connected workers are told to leave; queued jobs are cancelled.

@@ -743,16 +743,9 @@ impl Runs for Turn<'_, '_> {
         self.driver.runs.len()
     }
 
-    fn task_id(&self, i: usize) -> &str {
-        self.driver.runs[i].task.task_id()
-    }
-
-    fn running(&self, i: usize) -> bool {
-        self.driver.runs[i].started && !self.driver.runs[i].finished
-    }
-
-    fn finished(&self, i: usize) -> bool {
-        self.driver.runs[i].finished
+    fn lane(&self, i: usize) -> (&str, bool, bool) {
+        let run = &self.driver.runs[i];
+        (run.task.task_id(), run.started, run.finished)
     }
 
     /// Closing the queue lets the task's workers exit.

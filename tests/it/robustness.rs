@@ -408,7 +408,7 @@ fn a_file_size_limit_is_a_clear_cli_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr
-            .starts_with("error: running the no-op task: run directory: cannot reserve space for"),
+            .starts_with("error: running the no-op tasks: run directory: cannot reserve space for"),
         "{stderr}"
     );
     assert!(stderr.contains("File too large"), "{stderr}");
