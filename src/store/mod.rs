@@ -86,7 +86,7 @@
 //!
 //! Backends: zarr v2, v3 and sharded v3 through `zarrs` (feature `zarr`, on by default), HDF5
 //! through `hdf5-metno` (feature `hdf5`; HDF5 allows one writer process per file).
-//! [`swmr`] (feature `hdf5`, also at `blockwise::swmr`) follows an HDF5 file that another process
+//! `swmr` (feature `hdf5`, also at `blockwise::swmr`) follows an HDF5 file that another process
 //! is still writing.
 
 // Without a backend, the shared machinery below has no users.
