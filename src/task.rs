@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::blocks::{Block, BlockGrid, Fit};
 use crate::error::{BlockError, Error};
 use crate::fleet::budget::Requirement;
+use crate::fleet::budget::unit_list;
 use crate::geometry::Roi;
 use crate::store::ChunkGrid;
 
@@ -716,7 +717,7 @@ impl TaskBuilder {
     /// # }
     /// ```
     pub fn requires(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
-        self.requires = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self.requires = unit_list(units);
         self
     }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fleet::budget::{Budget, Requirement};
+use crate::fleet::budget::{id_list, unit_list};
 
 /// Configures an executor on worker processes ([`Executor::processes`],
 /// [`Executor::launcher`]); [`start`](Self::start) starts it.
@@ -124,13 +125,13 @@ impl ExecutorBuilder {
     /// }
     /// ```
     pub fn requires(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
-        self.requires = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self.requires = unit_list(units);
         self
     }
 
     /// The pool's resource budget, as [`Runner::resources`](crate::Runner::resources).
     pub fn resources(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
-        self.resources = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self.resources = unit_list(units);
         self
     }
 
@@ -141,8 +142,7 @@ impl ExecutorBuilder {
         resource: impl Into<String>,
         ids: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
-        self.devices
-            .push((resource.into(), ids.into_iter().map(Into::into).collect()));
+        self.devices.push(id_list(resource, ids));
         self
     }
 

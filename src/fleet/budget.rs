@@ -36,6 +36,21 @@ pub(crate) const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 /// The most units the [`GPU`] resource may have without an id list (its ids are made up).
 pub(crate) const MAX_DEFAULT_DEVICES: u64 = 1 << 16;
 
+/// `(resource, units)` pairs as the budget keeps them, from what a setter takes.
+pub(crate) fn unit_list(
+    units: impl IntoIterator<Item = (impl Into<String>, u64)>,
+) -> Vec<(String, u64)> {
+    units.into_iter().map(|(n, u)| (n.into(), u)).collect()
+}
+
+/// A resource's named units (device ids) as the budget keeps them, from what a setter takes.
+pub(crate) fn id_list(
+    resource: impl Into<String>,
+    ids: impl IntoIterator<Item = impl Into<String>>,
+) -> (String, Vec<String>) {
+    (resource.into(), ids.into_iter().map(Into::into).collect())
+}
+
 /// What one worker of a task needs: units per resource, by name (sorted, each name once).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Requirement {

@@ -35,6 +35,7 @@ use std::time::Duration;
 pub use crate::fleet::CONTEXT_ENV;
 pub(crate) use crate::fleet::ProcessOptions;
 use crate::fleet::WorkerOptions;
+use crate::fleet::budget::{id_list, unit_list};
 pub use cancel::Cancel;
 pub use client::Client;
 pub use entry::{serve_worker, worker_main};
@@ -462,7 +463,7 @@ impl Runner {
     /// # }
     /// ```
     pub fn resources(mut self, units: impl IntoIterator<Item = (impl Into<String>, u64)>) -> Self {
-        self.resources = units.into_iter().map(|(n, u)| (n.into(), u)).collect();
+        self.resources = unit_list(units);
         self
     }
 
@@ -493,8 +494,7 @@ impl Runner {
         resource: impl Into<String>,
         ids: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
-        self.devices
-            .push((resource.into(), ids.into_iter().map(Into::into).collect()));
+        self.devices.push(id_list(resource, ids));
         self
     }
 
