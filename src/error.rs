@@ -327,21 +327,7 @@ mod tests {
     use crate::run::Client;
 
     fn ctx(addr: String, death_ms: u64) -> Context {
-        Context {
-            addr,
-            token: "t".into(),
-            tls: None,
-            task_id: "task".into(),
-            worker_id: 0,
-            log_dir: None,
-            heartbeat_ms: 20,
-            death_timeout_ms: death_ms,
-            lifetime_ms: None,
-            prefetch: None,
-            max_output_bytes: None,
-            devices: Vec::new(),
-            devices_from_env: false,
-        }
+        Context::for_test(addr, death_ms)
     }
 
     fn kind(e: &Error) -> WorkerErrorKind {

@@ -130,6 +130,29 @@ impl Context {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context for worker-side unit tests: task `task`, worker 0, token `t`, heartbeats every
+    /// 20 ms, giving up after `death_ms`.
+    pub(crate) fn for_test(addr: String, death_ms: u64) -> Context {
+        Context {
+            addr,
+            token: "t".into(),
+            tls: None,
+            task_id: "task".into(),
+            worker_id: 0,
+            log_dir: None,
+            heartbeat_ms: 20,
+            death_timeout_ms: death_ms,
+            lifetime_ms: None,
+            prefetch: None,
+            max_output_bytes: None,
+            devices: Vec::new(),
+            devices_from_env: false,
+        }
+    }
+}
+
 /// A fresh random token (128 bits from the OS, hex).
 pub(crate) fn new_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];

@@ -326,20 +326,7 @@ impl Client {
         kind: Option<FailureKind>,
         output: Option<String>,
     ) -> Result<(), Error> {
-        let Some(pos) = self
-            .handed
-            .iter()
-            .position(|&(g, _)| g == block.grid_index())
-        else {
-            return Err(worker_err(
-                WorkerErrorKind::NotAcquired,
-                format!(
-                    "block {block} was not acquired from this client (or was already released)"
-                ),
-            ));
-        };
-        let (_, seq) = self.handed.remove(pos).unwrap_or_default();
-        self.link.reported();
+        let Ticket { seq } = self.hand_off(block)?;
         let mut w = self.link.shared().lock();
         let size = output.as_ref().map_or(0, String::len);
         if !w.pending.is_empty() && w.pending_output + size > OUTPUT_BATCH {
@@ -393,21 +380,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn ctx(addr: String, death_ms: u64) -> Context {
-        Context {
-            addr,
-            token: "t".into(),
-            tls: None,
-            task_id: "task".into(),
-            worker_id: 0,
-            log_dir: None,
-            heartbeat_ms: 20,
-            death_timeout_ms: death_ms,
-            lifetime_ms: None,
-            prefetch: None,
-            max_output_bytes: None,
-            devices: Vec::new(),
-            devices_from_env: false,
-        }
+        Context::for_test(addr, death_ms)
     }
 
     #[test]

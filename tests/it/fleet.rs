@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 
 use blockwise::{Block, BlockError, Roi, Task, WorkerOptions};
 
-use crate::support::{in_worker, mark, marks, runner, runner_on, scratch};
-
-fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
-}
+use crate::support::{alive, in_worker, mark, marks, runner, runner_on, scratch};
 
 /// The pid that ran block `grid` of `task`, once its marker exists.
 fn ran(dir: &Path, task: &str, grid: u64) -> Option<u32> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use blockwise::{Block, BlockError, Error, Progress, Roi, Runner, Task, WorkerOptions};
 
 use crate::support::{
-    assert_exactly_once, child_main, in_worker, mark, marks, runner, runner_on, scratch,
+    alive, assert_exactly_once, child_main, in_worker, mark, marks, runner, runner_on, scratch,
 };
 
 fn worker_pids(dir: &Path) -> BTreeSet<u32> {
@@ -230,12 +230,6 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
-}
-
-fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
 }
 
 fn chaos_worker(pid: u32) -> bool {

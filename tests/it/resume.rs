@@ -23,7 +23,7 @@ use blockwise::store::{ArraySpec, ChunkGrid, DataType, ZarrArray};
 use blockwise::workload::box_mean_block;
 use blockwise::{Block, BlockError, Fit, Progress, Roi, Runner, Task};
 
-use crate::support::child_main;
+use crate::support::{alive, child_main};
 
 const SIZE: u64 = 48;
 const BLOCK: i64 = 8;
@@ -281,16 +281,6 @@ fn crash_child(dir: String) {
             eprintln!("the run failed: {e}");
             std::process::exit(3);
         }
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited; only its entry remains.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 

@@ -176,3 +176,14 @@ impl<E: std::fmt::Debug> ChildOutcome for Result<(), E> {
         }
     }
 }
+
+/// Whether process `pid` runs (exists and is not a zombie: an exited process whose entry
+/// remains until it is reaped).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
