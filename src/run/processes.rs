@@ -58,6 +58,7 @@ pub(super) fn run(
 ) -> Result<RunSummary, Error> {
     let start = Instant::now();
     let mut sched = Scheduler::new(tasks)?;
+    sched.set_queue_window(crate::scheduler::RUNNER_QUEUE_WINDOW);
     let all: Vec<Task> = sched.tasks().cloned().collect();
     if let Some(t) = all.iter().find(|t| t.inner.processor.is_none()) {
         return Err(Error::MissingProcess {

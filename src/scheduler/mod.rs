@@ -8,12 +8,20 @@
 //!
 //! # State kept
 //!
-//! Nothing proportional to the number of blocks. Per task the scheduler keeps a cursor over
-//! the roots, the queue of ready blocks, the blocks in flight, retry counts of failed blocks, an
-//! *unmet-dependency counter* for each block some but not all of whose upstream blocks are done
-//! (the wavefront), and the set of orphaned blocks. daisy keeps completed blocks in a "ready
-//! surface" until their dependents finish; counting unmet dependencies instead releases blocks
-//! in the same order and frees memory as soon as a block becomes ready.
+//! Per task the scheduler keeps a cursor over the roots, the queue of ready blocks, the blocks
+//! in flight, retry counts of failed blocks, an *unmet-dependency counter* for each block some
+//! but not all of whose upstream blocks are done (the wavefront), and the set of orphaned
+//! blocks. daisy keeps completed blocks in a "ready surface" until their dependents finish;
+//! counting unmet dependencies instead releases blocks in the same order and frees memory as
+//! soon as a block becomes ready.
+//!
+//! None of it is a per-block table, but the queue and the wavefront do grow with the task:
+//! with `read_write_conflict`, daisy's order hands out every root (an eighth of a 3-D task's
+//! blocks) before any other block, and the level-1 blocks the roots release wait in the queue
+//! meanwhile. The queue therefore stores runs of keys with a constant step (24 bytes a run,
+//! about one run per row of blocks; see `queue.rs`), and the wavefront is about one plane of
+//! blocks (the blocks around the sweep's front, or those of a downstream task next to the
+//! upstream task's front). The README's table gives measured peaks.
 //!
 //! A task with a failure budget also keeps the number of blocks failed for good since its last
 //! success. When it is abandoned (and the tasks downstream of it), its queue, wavefront, orphan
@@ -30,7 +38,6 @@
 //!   downstream side by growing the write ROI the wrong way round for asymmetric contexts, which
 //!   can hand a block out twice or never).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -45,6 +52,12 @@ use crate::journal::DoneSet;
 use crate::task::Task;
 // `run/threads.rs` still imports it from here; new code takes it from `crate::util`.
 pub(crate) use crate::util::panic_message;
+
+mod queue;
+use queue::ReadyQueue;
+
+/// The ready-queue window the runners use ([`Scheduler::set_queue_window`]).
+pub(crate) const RUNNER_QUEUE_WINDOW: usize = 8;
 
 /// Per-task block counters, with daisy's meaning (`TaskState`).
 ///
@@ -261,7 +274,7 @@ struct TaskEntry {
     filter_upstream: bool,
     /// Root finder of a task resumed part way (`None`: roots come from `roots`).
     scan: Option<Scan>,
-    queue: VecDeque<u64>,
+    queue: ReadyQueue,
     processing: FxHashSet<u64>,
     retries: FxHashMap<u64, u32>,
     waiting: FxHashMap<u64, u64>,
@@ -353,7 +366,7 @@ impl Scheduler {
                 done: DoneSet::empty(n),
                 filter_upstream: false,
                 scan: None,
-                queue: VecDeque::new(),
+                queue: ReadyQueue::default(),
                 processing: FxHashSet::default(),
                 retries: FxHashMap::default(),
                 waiting: FxHashMap::default(),
@@ -375,6 +388,16 @@ impl Scheduler {
             scheduler.init_task(i);
         }
         Ok(scheduler)
+    }
+
+    /// Lets a released block join any of the last `window` runs of its task's ready queue
+    /// (see the [module docs](self#state-kept)); 1 (the default) keeps daisy's exact order.
+    /// The runners widen it: which of their workers finishes first decides the order anyway,
+    /// and a wider window keeps the queue compact when blocks finish slightly out of order.
+    pub(crate) fn set_queue_window(&mut self, window: usize) {
+        for entry in &mut self.tasks {
+            entry.queue.set_window(window);
+        }
     }
 
     /// Starts over from the blocks earlier runs finished: `done[i]` for the `i`-th task of
@@ -830,7 +853,7 @@ impl Scheduler {
             .total
             .saturating_sub(s.completed + s.failed + s.processing);
         s.update_pending();
-        entry.queue = VecDeque::new();
+        entry.queue.clear();
         entry.waiting = FxHashMap::default();
         entry.orphaned = FxHashSet::default();
         entry.roots = Roots::none();

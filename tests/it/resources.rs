@@ -255,7 +255,18 @@ fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 #[test]
 fn two_tasks_sharing_two_cpus_never_have_more_than_two_live_workers() {
     let log = Log::default();
-    let a = logged("a", 30, &log, no_init, no_hook())
+    // Block 0 waits for a second live worker, so the budget is used in full whatever the
+    // timing (a worker could otherwise run all of `a` before the second one starts).
+    let second_worker: Hook = Arc::new(|log: &Log, ctx: &WorkerContext, block: &Block| {
+        if block.grid_index() == 0 {
+            log.wait("a second worker", &ctx.task_id, ctx.worker_id, |events| {
+                live_after_each(events)
+                    .last()
+                    .is_some_and(|live| live.len() >= 2)
+            });
+        }
+    });
+    let a = logged("a", 30, &log, no_init, second_worker)
         .requires([("cpu", 1)])
         .num_workers(3)
         .build()
