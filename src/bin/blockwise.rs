@@ -114,11 +114,13 @@ enum FormatArg {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
-    /// No-op blocks (read ROI = write ROI, no conflicts) in one task: measures scheduling and
-    /// hand-off overhead end to end.
+    /// No-op blocks of one voxel in one task: measures scheduling and hand-off overhead end
+    /// to end. Without `--context` the read ROI is the write ROI and there are no conflicts;
+    /// `--chain` runs two chained tasks.
     Noop(NoopArgs),
     /// The 3×3×3 box mean of a 3D uint8 zarr volume, one input chunk per block, with context
-    /// (zeros outside the volume), written to a new array with the input's chunks and codec.
+    /// (zeros outside the volume), written to a new array with the input's chunks and codec,
+    /// on worker threads or (`--runner processes`) local worker processes.
     ///
     /// The output must be a different store from the input, neither inside the other. Nothing
     /// is written unless the blocks in flight, the chunk cache and the checksum fit in the
@@ -188,6 +190,10 @@ struct NoopArgs {
     /// `--tasks` chains): `blocks` and blocks/s count the blocks of both.
     #[arg(long)]
     chain: bool,
+    /// With `--context`: no read/write conflicts (the blocks read context but never wait for
+    /// their neighbours, as a filter writing to another array).
+    #[arg(long, requires = "context")]
+    no_conflicts: bool,
     /// Give the run a budget of this many `cpu` units, each worker needing one (all tasks
     /// share it); without it, no budget.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -277,6 +283,9 @@ struct BenchReport {
     /// Whether the blocks ran in chained pairs of tasks (`bench noop` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     chain: Option<bool>,
+    /// Whether blocks with context wait for their neighbours (`bench noop` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_write_conflict: Option<bool>,
 }
 
 impl BenchReport {
@@ -360,7 +369,7 @@ fn noop_tasks(args: &NoopArgs) -> Result<Vec<Task>> {
         let write = Roi::new(vec![0i64; dims], vec![1i64; dims]);
         let read = Roi::new(vec![-context; dims], vec![1 + 2 * context; dims]);
         let mut builder = Task::builder(id, total, read, write)
-            .read_write_conflict(context > 0)
+            .read_write_conflict(context > 0 && !args.no_conflicts)
             .process(|_: &Block| Ok::<(), BlockError>(()))
             .num_workers(usize::try_from(args.workers)?);
         if let Some(up) = upstream {
@@ -446,6 +455,7 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         peak_rss_mib: peak_rss_mib(),
         context: Some(args.context),
         chain: Some(args.chain),
+        read_write_conflict: Some(args.context > 0 && !args.no_conflicts),
     }
     .print(args.json)?;
     Ok(summary.is_success())
@@ -1007,6 +1017,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             peak_rss_mib: peak,
             context: None,
             chain: None,
+            read_write_conflict: None,
         },
         mb_per_s: input_bytes as f64 / 1e6 / wall.max(f64::EPSILON),
         output_sha256: sha,

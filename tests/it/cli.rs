@@ -39,7 +39,7 @@ fn bench_noop_json() -> Result<(), Box<dyn std::error::Error>> {
         ),
         "{stdout}"
     );
-    assert_eq!(v.as_object().map(serde_json::Map::len), Some(10));
+    assert_eq!(v.as_object().map(serde_json::Map::len), Some(11));
     let bps = lines[0].find(r#","blocks_per_s":"#);
     let rss = lines[0].find(r#","peak_rss_mib":"#);
     assert!(bps.is_some() && rss > bps, "{stdout}");
@@ -52,7 +52,7 @@ fn bench_noop_json() -> Result<(), Box<dyn std::error::Error>> {
     assert!(v["blocks_per_s"].as_f64().is_some_and(|b| b > 0.0));
     // The keys `bench noop` added last come after the others.
     assert!(
-        lines[0].ends_with(r#","context":0,"chain":false}"#),
+        lines[0].ends_with(r#","context":0,"chain":false,"read_write_conflict":false}"#),
         "{stdout}"
     );
     Ok(())
@@ -67,8 +67,15 @@ fn bench_noop_context_and_chain_report_their_blocks_and_keys()
     let _ = std::fs::remove_dir_all(&dir);
     let logs = dir.join("logs").display().to_string();
     // (extra arguments, blocks reported, context, chain)
-    let cases: [(&[&str], u64, u64, bool); 9] = [
+    let cases: [(&[&str], u64, u64, bool); 11] = [
         (&["--context", "1"], 1000, 1, false),
+        (&["--context", "1", "--no-conflicts"], 1000, 1, false),
+        (
+            &["--chain", "--context", "2", "--no-conflicts"],
+            2000,
+            2,
+            true,
+        ),
         (&["--context", "2", "--dims", "1"], 1000, 2, false),
         (
             &["--context", "1", "--dims", "2", "--tasks", "2"],
@@ -137,14 +144,17 @@ fn bench_noop_context_and_chain_report_their_blocks_and_keys()
             )),
             "{extra:?}: {stdout}"
         );
-        // Today's keys (`tls` with worker processes) plus `context` and `chain`.
+        // Today's keys (`tls` with worker processes) plus `context`, `chain` and
+        // `read_write_conflict`.
         assert_eq!(
             v.as_object().map(serde_json::Map::len),
-            Some(if processes { 11 } else { 10 }),
+            Some(if processes { 12 } else { 11 }),
             "{extra:?}: {stdout}"
         );
         assert_eq!(v["context"], context, "{extra:?}: {stdout}");
         assert_eq!(v["chain"], chain, "{extra:?}: {stdout}");
+        let conflicts = context > 0 && !extra.contains(&"--no-conflicts");
+        assert_eq!(v["read_write_conflict"], conflicts, "{extra:?}: {stdout}");
         assert!(v["blocks_per_s"].as_f64().is_some_and(|b| b > 0.0));
     }
 
@@ -261,6 +271,7 @@ fn bad_arguments_exit_2_with_a_message() -> Result<(), Box<dyn std::error::Error
         &["bench", "noop", "--context", "17"][..],
         &["bench", "noop", "--context=-1"][..],
         &["bench", "noop", "--chain=yes"][..],
+        &["bench", "noop", "--no-conflicts"][..],
         &[
             "bench", "zarr", "--input", "a", "--output", "b", "--runner", "gpus",
         ][..],
