@@ -1133,7 +1133,62 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::grid_shape;
+    use super::{Cli, Command, Scenario, grid_shape, noop_tasks};
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `bench noop`'s tasks keep `--blocks` blocks per task whatever the context, the
+        /// dimensions, the split and the chaining; the write ROIs tile the same grid; the
+        /// context is in the read ROI, with conflicts exactly when asked for.
+        #[test]
+        fn noop_tasks_keep_the_block_count(
+            per_task in 1u64..300,
+            tasks in 1u64..4,
+            dims in 1u64..=4,
+            context in 0u64..=3,
+            chain: bool,
+            no_conflicts: bool,
+        ) {
+            let blocks = (per_task * tasks).to_string();
+            let (tasks_s, dims_s, context_s) =
+                (tasks.to_string(), dims.to_string(), context.to_string());
+            let mut argv = vec![
+                "blockwise", "bench", "noop", "--blocks", &blocks, "--tasks", &tasks_s,
+                "--dims", &dims_s, "--context", &context_s,
+            ];
+            if chain {
+                argv.push("--chain");
+            }
+            if no_conflicts {
+                argv.push("--no-conflicts");
+            }
+            let cli = Cli::try_parse_from(argv).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Command::Bench { scenario: Scenario::Noop(args) } = &cli.command else {
+                return Err(TestCaseError::fail("not bench noop"));
+            };
+            let built = noop_tasks(args).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            prop_assert_eq!(built.len() as u64, tasks);
+            let n = i64::try_from(context).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for t in &built {
+                prop_assert_eq!(t.num_blocks(), per_task);
+                prop_assert_eq!(t.read_roi().begin()[0], -n);
+                prop_assert_eq!(t.read_roi().shape()[0], 1 + 2 * n);
+                prop_assert_eq!(t.total_write_roi().begin()[0], 0);
+                prop_assert_eq!(t.read_write_conflict(), context > 0 && !no_conflicts);
+                let up = t.upstream_tasks();
+                prop_assert_eq!(up.len(), usize::from(chain));
+                if let Some(u) = up.first() {
+                    prop_assert!(t.task_id().ends_with("_down"));
+                    prop_assert_eq!(format!("{}_down", u.task_id().trim_end_matches("_up")), t.task_id());
+                    prop_assert_eq!(u.num_blocks(), per_task);
+                    prop_assert_eq!(u.read_roi(), u.write_roi());
+                    prop_assert!(!u.read_write_conflict());
+                    prop_assert_eq!(u.total_write_roi(), t.total_write_roi());
+                }
+            }
+        }
+    }
 
     #[test]
     fn grid_shapes_multiply_to_n() {
