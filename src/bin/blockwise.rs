@@ -114,11 +114,13 @@ enum FormatArg {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
-    /// No-op blocks (read ROI = write ROI, no conflicts) in one task: measures scheduling and
-    /// hand-off overhead end to end.
+    /// No-op blocks of one voxel in one task: measures scheduling and hand-off overhead end
+    /// to end. Without `--context` the read ROI is the write ROI and there are no conflicts;
+    /// `--chain` runs two chained tasks.
     Noop(NoopArgs),
     /// The 3×3×3 box mean of a 3D uint8 zarr volume, one input chunk per block, with context
-    /// (zeros outside the volume), written to a new array with the input's chunks and codec.
+    /// (zeros outside the volume), written to a new array with the input's chunks and codec,
+    /// on worker threads or (`--runner processes`) local worker processes.
     ///
     /// The output must be a different store from the input, neither inside the other. Nothing
     /// is written unless the blocks in flight, the chunk cache and the checksum fit in the
@@ -149,6 +151,13 @@ struct ZarrArgs {
     /// can do through the same runner, the yardstick for the full workload.
     #[arg(long)]
     codec_only: bool,
+    /// Where blocks run: worker threads, or worker processes on this machine (this program,
+    /// re-executed, each opening the arrays itself) connected over loopback TCP.
+    #[arg(long, value_enum, default_value_t = RunnerKind::Threads)]
+    runner: RunnerKind,
+    /// Worker logs (with `--runner processes`).
+    #[arg(long, default_value = "blockwise_logs")]
+    log_dir: std::path::PathBuf,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -171,6 +180,20 @@ struct NoopArgs {
     /// Split the blocks over this many independent tasks (each with `--workers` workers).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     tasks: u64,
+    /// Voxels of context read around every 1-voxel block: the read ROI is the write ROI grown
+    /// by this on every side (the total ROI too, so the block grid stays `--blocks`), with
+    /// read/write conflicts when it is more than 0 (with `--chain`: the downstream task only).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_NOOP_CONTEXT))]
+    context: u64,
+    /// Two chained tasks per task, `noop_up` and `noop_down` (which has `noop_up` upstream and
+    /// reads `--context` voxels around its blocks), each with `--blocks` blocks (split over
+    /// `--tasks` chains): `blocks` and blocks/s count the blocks of both.
+    #[arg(long)]
+    chain: bool,
+    /// With `--context`: no read/write conflicts (the blocks read context but never wait for
+    /// their neighbours, as a filter writing to another array).
+    #[arg(long, requires = "context")]
+    no_conflicts: bool,
     /// Give the run a budget of this many `cpu` units, each worker needing one (all tasks
     /// share it); without it, no budget.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -210,6 +233,16 @@ enum RunnerKind {
     Processes,
 }
 
+impl RunnerKind {
+    /// The `runner` of the report.
+    fn name(self) -> &'static str {
+        match self {
+            RunnerKind::Threads => "threads",
+            RunnerKind::Processes => "processes",
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LauncherKind {
     /// Child processes of the scheduler.
@@ -221,6 +254,11 @@ enum LauncherKind {
 /// The most blocks `bench noop` takes: days of scheduling at millions of blocks per second, and
 /// small enough to factor instantly and to index with `i64`.
 const MAX_NOOP_BLOCKS: u64 = 1_000_000_000_000;
+
+/// The most context `bench noop` takes: a 1-voxel block with `N` voxels of context has a level
+/// stride of `N + 1` blocks, so `(N + 1)^dims` levels (83,521 in 4-D at 16), each with its own
+/// conflict offsets held in memory.
+const MAX_NOOP_CONTEXT: u64 = 16;
 
 /// The result line shared by all benchmark scenarios.
 #[derive(Serialize, Debug)]
@@ -239,6 +277,15 @@ struct BenchReport {
     wall_s: f64,
     blocks_per_s: f64,
     peak_rss_mib: Option<f64>,
+    /// Voxels of context around every block (`bench noop` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<u64>,
+    /// Whether the blocks ran in chained pairs of tasks (`bench noop` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<bool>,
+    /// Whether blocks with context wait for their neighbours (`bench noop` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_write_conflict: Option<bool>,
 }
 
 impl BenchReport {
@@ -298,7 +345,10 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn bench_noop(args: &NoopArgs) -> Result<bool> {
+/// The tasks of `bench noop`, built the same way in the driver and in its worker processes:
+/// `--tasks` independent tasks (or, with `--chain`, pairs of chained tasks), each with
+/// `--blocks / --tasks` blocks of one voxel on a near-cubic grid.
+fn noop_tasks(args: &NoopArgs) -> Result<Vec<Task>> {
     let dims = usize::try_from(args.dims)?;
     if !args.blocks.is_multiple_of(args.tasks) {
         bail!(
@@ -309,24 +359,22 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
     }
     let per_task = args.blocks / args.tasks;
     let shape = grid_shape(per_task, dims);
-    let ones = vec![1i64; dims];
-    let zeros = vec![0i64; dims];
-    let mut tasks = Vec::new();
-    for t in 0..args.tasks {
-        let id = if args.tasks == 1 {
-            "noop".to_owned()
-        } else {
-            format!("noop{t}")
-        };
-        let mut builder = Task::builder(
-            id,
-            Roi::new(zeros.clone(), shape.clone()),
-            Roi::new(zeros.clone(), ones.clone()),
-            Roi::new(zeros.clone(), ones.clone()),
-        )
-        .read_write_conflict(false)
-        .process(|_: &Block| Ok::<(), BlockError>(()))
-        .num_workers(usize::try_from(args.workers)?);
+    let n = i64::try_from(args.context)?;
+    // One task; `context` voxels of context (and conflicts when there are any).
+    let one = |id: String, context: i64, upstream: Option<&Task>| -> Result<Task> {
+        let total = Roi::new(
+            vec![-context; dims],
+            shape.iter().map(|&s| s + 2 * context).collect::<Vec<_>>(),
+        );
+        let write = Roi::new(vec![0i64; dims], vec![1i64; dims]);
+        let read = Roi::new(vec![-context; dims], vec![1 + 2 * context; dims]);
+        let mut builder = Task::builder(id, total, read, write)
+            .read_write_conflict(context > 0 && !args.no_conflicts)
+            .process(|_: &Block| Ok::<(), BlockError>(()))
+            .num_workers(usize::try_from(args.workers)?);
+        if let Some(up) = upstream {
+            builder = builder.upstream(up);
+        }
         if args.budget_cpus.is_some() {
             builder = builder.requires([("cpu", 1)]);
         }
@@ -337,8 +385,29 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
                 task.num_blocks()
             );
         }
-        tasks.push(task);
+        Ok(task)
+    };
+    let mut tasks = Vec::new();
+    for t in 0..args.tasks {
+        let id = if args.tasks == 1 {
+            "noop".to_owned()
+        } else {
+            format!("noop{t}")
+        };
+        if args.chain {
+            // The upstream task has no context of its own: every downstream block waits for
+            // the upstream blocks its read ROI overlaps, (2N + 1)^dims of them.
+            let up = one(format!("{id}_up"), 0, None)?;
+            tasks.push(one(format!("{id}_down"), n, Some(&up))?);
+        } else {
+            tasks.push(one(id, n, None)?);
+        }
     }
+    Ok(tasks)
+}
+
+fn bench_noop(args: &NoopArgs) -> Result<bool> {
+    let tasks = noop_tasks(args)?;
     let start = Instant::now();
     let mut runner = Runner::new()
         .progress(Progress::Never)
@@ -366,12 +435,13 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
     let completed = summary.completed();
     BenchReport {
         scenario: "noop",
-        runner: match args.runner {
-            RunnerKind::Threads => "threads",
-            RunnerKind::Processes => "processes",
-        },
+        runner: args.runner.name(),
         workers: args.workers,
-        blocks: args.blocks,
+        blocks: if args.chain {
+            2 * args.blocks
+        } else {
+            args.blocks
+        },
         completed,
         skipped: args
             .run_dir
@@ -383,6 +453,9 @@ fn bench_noop(args: &NoopArgs) -> Result<bool> {
         wall_s: wall,
         blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
         peak_rss_mib: peak_rss_mib(),
+        context: Some(args.context),
+        chain: Some(args.chain),
+        read_write_conflict: Some(args.context > 0 && !args.no_conflicts),
     }
     .print(args.json)?;
     Ok(summary.is_success())
@@ -683,11 +756,124 @@ struct ZarrReport {
     output_sha256: String,
 }
 
+/// The decoded-chunk cache of `bench zarr`'s input: blocks with context read each chunk up to
+/// 27 times, so it is decoded once and kept for about three planes of chunks (the reuse
+/// distance in block order), between 64 MiB and 1 GiB.
+#[cfg(feature = "zarr")]
+fn input_cache_bytes(shape: &[u64], chunk: &[u64]) -> u64 {
+    let prod = |v: &mut dyn Iterator<Item = u128>| v.fold(1u128, u128::saturating_mul);
+    let chunk_voxels = prod(&mut chunk.iter().map(|&c| u128::from(c)));
+    let plane_chunks = prod(
+        &mut shape
+            .iter()
+            .zip(chunk)
+            .skip(1)
+            .map(|(s, c)| u128::from(s.div_ceil(*c))),
+    );
+    u64::try_from(
+        plane_chunks
+            .saturating_mul(3)
+            .saturating_mul(chunk_voxels)
+            .clamp(64 << 20, 1 << 30),
+    )
+    .unwrap_or(1 << 30)
+}
+
+/// `bench zarr`'s input, checked to be a 3D uint8 array, through a chunk cache of
+/// `cache` bytes (none for 0).
+#[cfg(feature = "zarr")]
+fn open_input(args: &ZarrArgs, cache: u64) -> Result<blockwise::store::ZarrArray> {
+    use blockwise::store::ZarrArray;
+    let input = if cache == 0 {
+        ZarrArray::open(&args.input, &args.dataset)
+    } else {
+        ZarrArray::open_cached(&args.input, &args.dataset, cache)
+    }
+    .with_context(|| format!("opening the input {}", args.input.display()))?;
+    if input.data_type() != blockwise::store::DataType::U8 || input.shape().len() != 3 {
+        bail!(
+            "{}: expected a 3D uint8 array, found {:?} {}",
+            input.name(),
+            input.shape(),
+            input.data_type()
+        );
+    }
+    Ok(input)
+}
+
+/// The box-mean task of `bench zarr` from `input` to `output`, built the same way in the
+/// driver and in its worker processes.
+#[cfg(feature = "zarr")]
+fn box_mean_task(
+    args: &ZarrArgs,
+    input: &std::sync::Arc<blockwise::store::ZarrArray>,
+    output: &std::sync::Arc<blockwise::store::ZarrArray>,
+) -> Result<Task> {
+    use blockwise::Fit;
+    use blockwise::workload::box_mean_block;
+    use std::sync::Arc;
+
+    let ctx = if args.codec_only { 0 } else { args.context };
+    let vs = input.voxel_size().clone();
+    let chunk = input
+        .write_chunk_shape()
+        .iter()
+        .map(|&c| i64::try_from(c))
+        .collect::<Result<Vec<i64>, _>>()?;
+    let ctx = i64::try_from(ctx)?;
+    let codec_only = args.codec_only;
+    let write = Roi::new([0i64; 3], blockwise::Coordinate::from(chunk) * &vs);
+    let read = write.grow(&vs * ctx, &vs * ctx);
+    let total = input.roi().grow(&vs * ctx, &vs * ctx);
+    let (inp, out) = (Arc::clone(input), Arc::clone(output));
+    let c = usize::try_from(ctx)?;
+    Task::builder("box_mean", total, read, write)
+        .read_write_conflict(false)
+        .fit(Fit::Shrink)
+        .writes(output.as_ref())
+        .num_workers(usize::try_from(args.workers)?)
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            let data = inp.read_with_fill::<u8>(b.read_roi(), 0)?;
+            if codec_only {
+                out.write(b.write_roi(), &data)?;
+                return Ok(());
+            }
+            let w = b.write_roi();
+            let ws = [0, 1, 2].map(|d| (w.shape()[d] / vs[d]) as usize);
+            out.write(w, box_mean_block(data.view(), c, ws)?.view())?;
+            Ok(())
+        })
+        .build()
+        .context("building the box-mean task")
+}
+
+/// The task of a `bench zarr` worker process: the driver checked the arrays and created the
+/// output; the worker opens both (the input through its own chunk cache).
+#[cfg(feature = "zarr")]
+fn zarr_worker_tasks(args: &ZarrArgs) -> Result<Vec<Task>> {
+    use blockwise::store::ZarrArray;
+    use std::sync::Arc;
+
+    blockwise::sample::check_dataset(&args.dataset)?;
+    let probe = open_input(args, 0)?;
+    let cache = input_cache_bytes(probe.shape(), probe.write_chunk_shape());
+    drop(probe);
+    let input = Arc::new(open_input(args, cache)?);
+    let output = Arc::new(
+        ZarrArray::open(&args.output, &args.dataset)
+            .with_context(|| format!("opening the output {}", args.output.display()))?,
+    );
+    Ok(vec![box_mean_task(args, &input, &output)?])
+}
+
+#[cfg(not(feature = "zarr"))]
+fn zarr_worker_tasks(_args: &ZarrArgs) -> Result<Vec<Task>> {
+    bail!("this build has no zarr support (build with the `zarr` feature)")
+}
+
 #[cfg(feature = "zarr")]
 fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
-    use blockwise::Fit;
     use blockwise::store::ZarrArray;
-    use blockwise::workload::box_mean_block;
     use sha2::Digest;
     use std::sync::Arc;
 
@@ -695,16 +881,7 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
 
     check_dataset(&args.dataset)?;
     check_separate(&args.input, &args.output)?;
-    let probe = ZarrArray::open(&args.input, &args.dataset)
-        .with_context(|| format!("opening the input {}", args.input.display()))?;
-    if probe.data_type() != blockwise::store::DataType::U8 || probe.shape().len() != 3 {
-        bail!(
-            "{}: expected a 3D uint8 array, found {:?} {}",
-            probe.name(),
-            probe.shape(),
-            probe.data_type()
-        );
-    }
+    let probe = open_input(args, 0)?;
     let (shape, chunk) = (probe.shape().to_vec(), probe.write_chunk_shape().to_vec());
     let ctx = if args.codec_only { 0 } else { args.context };
     // Memory, all in u128 (no overflow): per block in flight (one per chunk of the volume) the
@@ -730,26 +907,24 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
             .map(|(&s, &c)| u128::from(s.div_ceil(c))),
     );
     let in_flight = blocks.min(u128::from(args.workers));
-    // Blocks with context read each chunk up to 27 times: decode it once, keeping about three
-    // planes of chunks (the reuse distance in block order), never more than 1 GiB.
-    let plane_chunks = prod(
-        &mut shape
-            .iter()
-            .zip(&chunk)
-            .skip(1)
-            .map(|(s, c)| u128::from(s.div_ceil(*c))),
-    );
-    let cache = u64::try_from((3 * plane_chunks * chunk_voxels).clamp(64 << 20, 1 << 30))
-        .unwrap_or(1 << 30);
+    let cache = input_cache_bytes(&shape, &chunk);
+    // Worker processes each keep a chunk cache of their own; the driver keeps none.
+    let per_process = args.runner == RunnerKind::Processes;
+    let caches = if per_process { in_flight } else { 1 };
     let plane_bytes = u128::from(shape[1]) * u128::from(shape[2]);
     let slab_planes = (CHECKSUM_SLAB / plane_bytes.max(1)).max(1);
     let needed = in_flight * (read_voxels + 6 * core_voxels + 3 * chunk_voxels)
-        + u128::from(cache)
+        + caches * u128::from(cache)
         + slab_planes * plane_bytes;
     let what = || {
         format!(
-            "{}: {in_flight} blocks at once (chunks {chunk:?}, {ctx} voxels of context), a {} chunk cache and a {} checksum slab",
+            "{}: {in_flight} blocks at once (chunks {chunk:?}, {ctx} voxels of context), {} of {} chunk cache and a {} checksum slab",
             probe.name(),
+            if per_process {
+                format!("{caches} worker processes each with a")
+            } else {
+                "a".to_owned()
+            },
             bytes(cache),
             bytes(u64::try_from(slab_planes * plane_bytes).unwrap_or(u64::MAX))
         )
@@ -779,60 +954,20 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     }
     drop(probe);
 
-    let input = Arc::new(
-        ZarrArray::open_cached(&args.input, &args.dataset, cache)
-            .with_context(|| format!("opening the input {}", args.input.display()))?,
-    );
-    if input.data_type() != blockwise::store::DataType::U8 || input.shape().len() != 3 {
-        bail!(
-            "{}: expected a 3D uint8 array, found {:?} {}",
-            input.name(),
-            input.shape(),
-            input.data_type()
-        );
-    }
+    // Worker processes read the input themselves: the driver needs no chunk cache.
+    let input = Arc::new(open_input(args, if per_process { 0 } else { cache })?);
     let output = Arc::new(
         ZarrArray::create_like(&args.output, &args.dataset, &input, true)
             .with_context(|| format!("creating the output {}", args.output.display()))?,
     );
-    let vs = input.voxel_size().clone();
-    let chunk: Vec<i64> = input
-        .write_chunk_shape()
-        .iter()
-        .map(|&c| c as i64)
-        .collect();
-    let ctx = i64::try_from(ctx)?;
-    let codec_only = args.codec_only;
-    let write = Roi::new([0i64; 3], blockwise::Coordinate::from(chunk.clone()) * &vs);
-    let read = write.grow(&vs * ctx, &vs * ctx);
-    let total = input.roi().grow(&vs * ctx, &vs * ctx);
-    let (inp, out) = (Arc::clone(&input), Arc::clone(&output));
-    let c = usize::try_from(ctx)?;
-    let task = Task::builder("box_mean", total, read, write)
-        .read_write_conflict(false)
-        .fit(Fit::Shrink)
-        .writes(output.as_ref())
-        .num_workers(usize::try_from(args.workers)?)
-        .process(move |b: &Block| -> Result<(), BlockError> {
-            let data = inp.read_with_fill::<u8>(b.read_roi(), 0)?;
-            if codec_only {
-                out.write(b.write_roi(), &data)?;
-                return Ok(());
-            }
-            let w = b.write_roi();
-            let ws = [0, 1, 2].map(|d| (w.shape()[d] / vs[d]) as usize);
-            out.write(w, box_mean_block(data.view(), c, ws)?.view())?;
-            Ok(())
-        })
-        .build()
-        .context("building the box-mean task")?;
+    let task = box_mean_task(args, &input, &output)?;
     let blocks = task.num_blocks();
     let start = Instant::now();
-    let summary = Runner::new()
-        .progress(Progress::Never)
-        .print_summary(false)
-        .run([task])
-        .context("running the box-mean task")?;
+    let mut runner = Runner::new().progress(Progress::Never).print_summary(false);
+    if args.runner == RunnerKind::Processes {
+        runner = runner.workers(WorkerOptions::new().log_dir(&args.log_dir));
+    }
+    let summary = runner.run([task]).context("running the box-mean task")?;
     let wall = start.elapsed().as_secs_f64();
     let peak = peak_rss_mib();
     if let Some(f) = summary.failures("box_mean").first() {
@@ -865,16 +1000,24 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     let completed = summary.completed();
     let report = ZarrReport {
         base: BenchReport {
-            scenario: if codec_only { "zarr_codec" } else { "zarr" },
-            runner: "threads",
+            scenario: if args.codec_only {
+                "zarr_codec"
+            } else {
+                "zarr"
+            },
+            runner: args.runner.name(),
             workers: args.workers,
             blocks,
             completed,
             skipped: None,
-            tls: None,
+            // Local worker processes talk over loopback, unencrypted (the runner's default).
+            tls: (args.runner == RunnerKind::Processes).then_some(false),
             wall_s: wall,
             blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
             peak_rss_mib: peak,
+            context: None,
+            chain: None,
+            read_write_conflict: None,
         },
         mb_per_s: input_bytes as f64 / 1e6 / wall.max(f64::EPSILON),
         output_sha256: sha,
@@ -892,6 +1035,35 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
         );
     }
     Ok(summary.is_success())
+}
+
+/// A worker process of a bench (started by `--runner processes` with `BLOCKWISE_CONTEXT`):
+/// builds the bench's tasks the way the driver does, minus the driver's checks and side
+/// effects (creating the output), serves its task's blocks and exits: 0 when done, 1 with the
+/// error on stderr (the worker's log, which the scheduler reports).
+fn serve_worker(cli: &Cli) -> ExitCode {
+    let tasks = match &cli.command {
+        Command::Bench { scenario } => match scenario {
+            Scenario::Noop(args) => noop_tasks(args),
+            Scenario::Zarr(args) => zarr_worker_tasks(args),
+        },
+        Command::Sample(_) | Command::Status(_) => {
+            Err(anyhow::anyhow!("this subcommand runs no worker processes"))
+        }
+    };
+    let served = tasks
+        .context("blockwise worker: building the tasks")
+        .and_then(|tasks| Ok(blockwise::serve_worker(&tasks)?));
+    match served {
+        Ok(blocks) => {
+            tracing::info!(blocks, "worker done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn run(cli: &Cli) -> Result<bool> {
@@ -946,6 +1118,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if blockwise::is_worker() {
+        return serve_worker(&cli);
+    }
     match run(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -958,7 +1133,62 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::grid_shape;
+    use super::{Cli, Command, Scenario, grid_shape, noop_tasks};
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `bench noop`'s tasks keep `--blocks` blocks per task whatever the context, the
+        /// dimensions, the split and the chaining; the write ROIs tile the same grid; the
+        /// context is in the read ROI, with conflicts exactly when asked for.
+        #[test]
+        fn noop_tasks_keep_the_block_count(
+            per_task in 1u64..300,
+            tasks in 1u64..4,
+            dims in 1u64..=4,
+            context in 0u64..=3,
+            chain: bool,
+            no_conflicts: bool,
+        ) {
+            let blocks = (per_task * tasks).to_string();
+            let (tasks_s, dims_s, context_s) =
+                (tasks.to_string(), dims.to_string(), context.to_string());
+            let mut argv = vec![
+                "blockwise", "bench", "noop", "--blocks", &blocks, "--tasks", &tasks_s,
+                "--dims", &dims_s, "--context", &context_s,
+            ];
+            if chain {
+                argv.push("--chain");
+            }
+            if no_conflicts {
+                argv.push("--no-conflicts");
+            }
+            let cli = Cli::try_parse_from(argv).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Command::Bench { scenario: Scenario::Noop(args) } = &cli.command else {
+                return Err(TestCaseError::fail("not bench noop"));
+            };
+            let built = noop_tasks(args).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            prop_assert_eq!(built.len() as u64, tasks);
+            let n = i64::try_from(context).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for t in &built {
+                prop_assert_eq!(t.num_blocks(), per_task);
+                prop_assert_eq!(t.read_roi().begin()[0], -n);
+                prop_assert_eq!(t.read_roi().shape()[0], 1 + 2 * n);
+                prop_assert_eq!(t.total_write_roi().begin()[0], 0);
+                prop_assert_eq!(t.read_write_conflict(), context > 0 && !no_conflicts);
+                let up = t.upstream_tasks();
+                prop_assert_eq!(up.len(), usize::from(chain));
+                if let Some(u) = up.first() {
+                    prop_assert!(t.task_id().ends_with("_down"));
+                    prop_assert_eq!(format!("{}_down", u.task_id().trim_end_matches("_up")), t.task_id());
+                    prop_assert_eq!(u.num_blocks(), per_task);
+                    prop_assert_eq!(u.read_roi(), u.write_roi());
+                    prop_assert!(!u.read_write_conflict());
+                    prop_assert_eq!(u.total_write_roi(), t.total_write_roi());
+                }
+            }
+        }
+    }
 
     #[test]
     fn grid_shapes_multiply_to_n() {

@@ -39,7 +39,7 @@ fn bench_noop_json() -> Result<(), Box<dyn std::error::Error>> {
         ),
         "{stdout}"
     );
-    assert_eq!(v.as_object().map(serde_json::Map::len), Some(8));
+    assert_eq!(v.as_object().map(serde_json::Map::len), Some(11));
     let bps = lines[0].find(r#","blocks_per_s":"#);
     let rss = lines[0].find(r#","peak_rss_mib":"#);
     assert!(bps.is_some() && rss > bps, "{stdout}");
@@ -50,6 +50,166 @@ fn bench_noop_json() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(v["completed"], 1000);
     assert!(v["wall_s"].as_f64().is_some_and(|w| w > 0.0));
     assert!(v["blocks_per_s"].as_f64().is_some_and(|b| b > 0.0));
+    // The keys `bench noop` added last come after the others.
+    assert!(
+        lines[0].ends_with(r#","context":0,"chain":false,"read_write_conflict":false}"#),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+/// `bench noop --context N` and `--chain` on threads and processes, in 1 to 4 dimensions, with
+/// several tasks and a run directory: the block counts and the JSON keys.
+#[test]
+fn bench_noop_context_and_chain_report_their_blocks_and_keys()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-context-chain");
+    let _ = std::fs::remove_dir_all(&dir);
+    let logs = dir.join("logs").display().to_string();
+    // (extra arguments, blocks reported, context, chain)
+    let cases: [(&[&str], u64, u64, bool); 11] = [
+        (&["--context", "1"], 1000, 1, false),
+        (&["--context", "1", "--no-conflicts"], 1000, 1, false),
+        (
+            &["--chain", "--context", "2", "--no-conflicts"],
+            2000,
+            2,
+            true,
+        ),
+        (&["--context", "2", "--dims", "1"], 1000, 2, false),
+        (
+            &["--context", "1", "--dims", "2", "--tasks", "2"],
+            1000,
+            1,
+            false,
+        ),
+        (&["--context", "3", "--dims", "4"], 1000, 3, false),
+        (&["--chain"], 2000, 0, true),
+        (&["--chain", "--context", "1"], 2000, 1, true),
+        (
+            &["--chain", "--context", "1", "--tasks", "4"],
+            2000,
+            1,
+            true,
+        ),
+        (
+            &[
+                "--context",
+                "1",
+                "--runner",
+                "processes",
+                "--log-dir",
+                &logs,
+            ],
+            1000,
+            1,
+            false,
+        ),
+        (
+            &[
+                "--chain",
+                "--context",
+                "1",
+                "--dims",
+                "2",
+                "--runner",
+                "processes",
+                "--log-dir",
+                &logs,
+            ],
+            2000,
+            1,
+            true,
+        ),
+    ];
+    for (extra, blocks, context, chain) in cases {
+        let mut args: Vec<std::ffi::OsString> = ["bench", "noop", "--blocks", "1000", "--json"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.extend(extra.iter().map(Into::into));
+        let out = run_with_timeout(&args, &[])?;
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout)?;
+        let v: serde_json::Value = serde_json::from_str(stdout.trim())?;
+        let processes = extra.contains(&"processes");
+        let runner = if processes { "processes" } else { "threads" };
+        assert!(
+            stdout.starts_with(&format!(
+                r#"{{"scenario":"noop","runner":"{runner}","workers":2,"blocks":{blocks},"completed":{blocks},"#
+            )),
+            "{extra:?}: {stdout}"
+        );
+        // Today's keys (`tls` with worker processes) plus `context`, `chain` and
+        // `read_write_conflict`.
+        assert_eq!(
+            v.as_object().map(serde_json::Map::len),
+            Some(if processes { 12 } else { 11 }),
+            "{extra:?}: {stdout}"
+        );
+        assert_eq!(v["context"], context, "{extra:?}: {stdout}");
+        assert_eq!(v["chain"], chain, "{extra:?}: {stdout}");
+        let conflicts = context > 0 && !extra.contains(&"--no-conflicts");
+        assert_eq!(v["read_write_conflict"], conflicts, "{extra:?}: {stdout}");
+        assert!(v["blocks_per_s"].as_f64().is_some_and(|b| b > 0.0));
+    }
+
+    // A chain with context and a run directory: both tasks' markers, all skipped the second
+    // time; `status` names both tasks.
+    let run_dir = dir.join("run");
+    for skipped in [0, 2000] {
+        let mut args: Vec<std::ffi::OsString> = [
+            "bench",
+            "noop",
+            "--blocks",
+            "1000",
+            "--chain",
+            "--context",
+            "1",
+            "--json",
+            "--run-dir",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.push(run_dir.clone().into());
+        let out = run_with_timeout(&args, &[])?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(v["completed"], 2000);
+        assert_eq!(v["skipped"], skipped);
+    }
+    let out = blockwise()
+        .arg("status")
+        .arg(&run_dir)
+        .arg("--json")
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut tasks: Vec<(String, u64)> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["task_id"].as_str().unwrap_or_default().to_owned(),
+                t["done"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    tasks.sort();
+    assert_eq!(
+        tasks,
+        [("noop_down".to_owned(), 1000), ("noop_up".to_owned(), 1000)]
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
@@ -108,6 +268,13 @@ fn bad_arguments_exit_2_with_a_message() -> Result<(), Box<dyn std::error::Error
         &["bench", "noop", "--workers", "0"][..],
         &["bench", "noop", "--blocks", "0"][..],
         &["bench", "noop", "--dims", "9"][..],
+        &["bench", "noop", "--context", "17"][..],
+        &["bench", "noop", "--context=-1"][..],
+        &["bench", "noop", "--chain=yes"][..],
+        &["bench", "noop", "--no-conflicts"][..],
+        &[
+            "bench", "zarr", "--input", "a", "--output", "b", "--runner", "gpus",
+        ][..],
         &["bench", "nothing"][..],
     ] {
         let out = blockwise().args(args).output()?;
@@ -188,6 +355,84 @@ fn sample_then_bench_zarr_matches_the_whole_volume_result() -> Result<(), Box<dy
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(v["output_sha256"], sha);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `bench zarr --runner processes`: worker processes reopen the arrays and run the same box
+/// mean; the output is byte for byte the threads run's (every chunk file; the metadata differs
+/// only in the array's random id), with and without `--codec-only`.
+#[cfg(feature = "zarr")]
+#[test]
+fn bench_zarr_on_worker_processes_writes_what_threads_write()
+-> Result<(), Box<dyn std::error::Error>> {
+    use std::ffi::OsString;
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-zarr-processes");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("in.zarr");
+    let mut args: Vec<OsString> = ["sample", "--size", "40", "--chunk", "16", "--seed", "3"]
+        .map(OsString::from)
+        .into();
+    args.extend(["--output".into(), input.clone().into()]);
+    let out = run_with_timeout(&args, &[])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chunks = |store: &std::path::Path| {
+        snapshot(store)
+            .into_iter()
+            .filter(|(p, _)| p.file_name().is_some_and(|n| n != "zarr.json"))
+            .map(|(p, bytes)| (p.strip_prefix(store).map(|p| p.to_owned()), bytes))
+            .collect::<Vec<_>>()
+    };
+    for extra in [&["--context", "2"][..], &["--codec-only"][..]] {
+        let mut reports = Vec::new();
+        for runner in ["threads", "processes"] {
+            let output = dir.join(format!("{runner}.zarr"));
+            let mut args: Vec<OsString> = ["bench", "zarr", "--json", "--runner", runner]
+                .map(OsString::from)
+                .into();
+            args.extend(extra.iter().map(OsString::from));
+            args.extend([
+                "--input".into(),
+                input.clone().into(),
+                "--output".into(),
+                output.clone().into(),
+                "--log-dir".into(),
+                dir.join("logs").into(),
+            ]);
+            let out = run_with_timeout(&args, &[])?;
+            assert!(
+                out.status.success(),
+                "{runner} {extra:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            assert_eq!(v["runner"], runner);
+            assert_eq!(v["blocks"], 27);
+            assert_eq!(v["completed"], 27);
+            assert_eq!(v["tls"].as_bool(), (runner == "processes").then_some(false));
+            assert!(v["mb_per_s"].as_f64().is_some_and(|m| m > 0.0));
+            reports.push((v["output_sha256"].clone(), chunks(&output)));
+        }
+        assert!(
+            reports[0].1.len() >= 27,
+            "{extra:?}: {} chunk files",
+            reports[0].1.len()
+        );
+        assert_eq!(reports[0].0, reports[1].0, "{extra:?}: output sha256");
+        assert!(
+            reports[0].1 == reports[1].1,
+            "{extra:?}: chunk files differ"
+        );
+    }
+    // The blocks ran in the worker processes, which logged nothing alarming.
+    let err = std::fs::read_to_string(dir.join("logs/box_mean/worker_0.err"))?;
+    assert!(!err.contains("error"), "{err}");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -484,6 +729,16 @@ fn bad_input_to_every_subcommand_is_a_clear_error() -> Result<(), Box<dyn std::e
             vec![],
         ),
         (plain(&["bench", "noop", "--fresh"]), "--run-dir", vec![]),
+        (
+            plain(&["bench", "noop", "--context", "100"]),
+            "--context",
+            vec![],
+        ),
+        (
+            zarr("in.zarr", "o9.zarr", &["--runner", "gpus"]),
+            "--runner",
+            vec!["o9.zarr"],
+        ),
         (
             with(&["bench", "noop", "--blocks", "10", "--run-dir"], "afile"),
             "afile",
