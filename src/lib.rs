@@ -62,9 +62,10 @@
 //! * [`run_blockwise`] and [`Runner`]: run tasks on worker threads.
 //! * [`RunSummary`]: per-task counters and failures, printed as daisy's execution summary.
 //!
-//! The scheduler holds nothing proportional to the number of blocks: block ROIs, ids and
-//! dependencies are computed arithmetically on demand, and memory grows with the frontier of ready
-//! and in-flight blocks only.
+//! The scheduler keeps no per-block table: block ROIs, ids and dependencies are computed
+//! arithmetically on demand, and its memory follows the frontier of the run (the ready queue,
+//! stored as runs of block keys, the blocks some of whose dependencies are done, and the blocks
+//! in flight); the README's memory table gives measured peaks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

@@ -862,7 +862,9 @@ impl Scheduler {
         entry.retries.retain(|k, _| processing.contains(k));
     }
 
-    /// The downstream blocks of `(t, key)`, grouped by task, each group sorted by block id.
+    /// The downstream blocks of `(t, key)`, grouped by task (the task's own blocks first,
+    /// then each downstream task's in order), unsorted within a group, leaving out blocks done
+    /// by earlier runs.
     fn downstream(&self, t: usize, key: u64, out: &mut Vec<(usize, u64)>) {
         let entry = &self.tasks[t];
         let grid = entry.grid();
@@ -872,14 +874,14 @@ impl Scheduler {
         let cell = grid.cell(key);
         let mut cells: Vec<Cell> = Vec::new();
         grid.intra_downstream(&cell, &mut cells);
-        push_sorted(grid, t, &entry.done, &mut cells, out);
+        push_keys(grid, t, &entry.done, &mut cells, out);
         for &d in &entry.downstream {
             let down = &self.tasks[d];
             if down.done.is_all_done() {
                 continue;
             }
             graph::downstream_cells(grid, &cell, down.grid(), &mut cells);
-            push_sorted(down.grid(), d, &down.done, &mut cells, out);
+            push_keys(down.grid(), d, &down.done, &mut cells, out);
         }
     }
 
@@ -898,10 +900,22 @@ impl Scheduler {
         self.pending_upstream(t, key, u64::MAX)
     }
 
+    /// Counts the success of `(t, key)` against the blocks waiting for it and queues those it
+    /// makes ready: grouped by task as [`downstream`](Self::downstream) lists them, each group
+    /// by block id (daisy's order). Only the blocks that became ready are sorted (usually one
+    /// of the up to 27 a block of a chained task releases).
     fn mark_success(&mut self, t: usize, key: u64) {
         let mut down = Vec::new();
         self.downstream(t, key, &mut down);
+        // (group, block id, task, key) of the blocks made ready; groups keep their order.
+        let mut ready: Vec<(usize, u64, usize, u64)> = Vec::new();
+        let mut group = 0;
+        let mut last_task = None;
         for (d, dkey) in down {
+            if last_task != Some(d) {
+                group += 1;
+                last_task = Some(d);
+            }
             if self.tasks[d].state.abandoned.is_some() || self.tasks[d].orphaned.contains(&dkey) {
                 continue;
             }
@@ -912,12 +926,21 @@ impl Scheduler {
             let entry = &mut self.tasks[d];
             if unmet <= 1 {
                 entry.waiting.remove(&dkey);
-                entry.queue.push_back(dkey);
-                entry.state.ready += 1;
-                entry.state.update_pending();
+                let grid = entry.grid();
+                let id = grid.block_id(&grid.cell(dkey)).unwrap_or(u64::MAX);
+                ready.push((group, id, d, dkey));
             } else {
                 entry.waiting.insert(dkey, unmet - 1);
             }
+        }
+        if ready.len() > 1 {
+            ready.sort_unstable();
+        }
+        for (_, _, d, dkey) in ready {
+            let entry = &mut self.tasks[d];
+            entry.queue.push_back(dkey);
+            entry.state.ready += 1;
+            entry.state.update_pending();
         }
     }
 
@@ -940,22 +963,21 @@ impl Scheduler {
     }
 }
 
-/// Appends `cells` of task `t` sorted by block id, leaving out blocks done by earlier runs.
-fn push_sorted(
+/// Appends the keys of `cells` of task `t`, leaving out blocks done by earlier runs.
+fn push_keys(
     grid: &BlockGrid,
     t: usize,
     done: &DoneSet,
     cells: &mut Vec<Cell>,
     out: &mut Vec<(usize, u64)>,
 ) {
-    let mut keyed: Vec<(u64, u64)> = cells
-        .drain(..)
-        .map(|c| (grid.block_id(&c).unwrap_or(u64::MAX), grid.linear(&c)))
-        .filter(|&(_, k)| !done.contains(k))
-        .collect();
-    keyed.sort_unstable();
-    keyed.dedup();
-    out.extend(keyed.into_iter().map(|(_, k)| (t, k)));
+    out.extend(
+        cells
+            .drain(..)
+            .map(|c| grid.linear(&c))
+            .filter(|&k| !done.contains(k))
+            .map(|k| (t, k)),
+    );
 }
 
 /// The cells of a box given as `[lo, hi)` per axis, in row-major order.

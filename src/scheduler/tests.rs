@@ -4,8 +4,10 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::TaskBuilder;
 use crate::blocks::Fit;
 use crate::geometry::Roi;
+use std::collections::VecDeque;
 
 /// A random single-task geometry with a small number of blocks.
 #[derive(Debug, Clone)]
@@ -472,4 +474,89 @@ fn resume_is_refused_after_blocks_were_handed_out() {
     assert!(s.resume(vec![DoneSet::empty(10)]).is_err());
     let mut s = Scheduler::new(&[t]).unwrap();
     assert!(s.resume(vec![DoneSet::empty(11)]).is_err());
+}
+
+/// Drives a run the way the runners do: `workers` blocks in flight, handed out task by task,
+/// released oldest first but with neighbours swapped when `swap` (two workers finishing in
+/// turn); returns the peak number of queue runs and of waiting blocks over all tasks.
+fn frontier_peaks(tasks: &[Task], workers: usize, swap: bool, window: usize) -> (usize, usize) {
+    let mut s = Scheduler::new(tasks).unwrap();
+    s.set_queue_window(window);
+    let ids: Vec<String> = s.tasks().map(|t| t.task_id().to_owned()).collect();
+    let mut in_flight: VecDeque<Block> = VecDeque::new();
+    let (mut runs, mut waiting) = (0, 0);
+    let mut flip = false;
+    loop {
+        for id in &ids {
+            while in_flight.len() < workers {
+                match s.acquire_block(id) {
+                    Some(b) => in_flight.push_back(b),
+                    None => break,
+                }
+            }
+        }
+        runs = runs.max(s.tasks.iter().map(|e| e.queue.runs()).sum());
+        waiting = waiting.max(s.tasks.iter().map(|e| e.waiting.len()).sum());
+        let next = if swap && in_flight.len() > 1 && flip {
+            in_flight.remove(1)
+        } else {
+            in_flight.pop_front()
+        };
+        flip = !flip;
+        let Some(mut b) = next else { break };
+        b.set_status(BlockStatus::Success);
+        s.release_block(b);
+    }
+    assert!(s.is_done());
+    (runs, waiting)
+}
+
+fn conflict_task(id: &str, counts: [i64; 3], context: i64, conflict: bool) -> TaskBuilder {
+    let total: Vec<i64> = counts.iter().map(|c| c + 2 * context).collect();
+    let c = context;
+    Task::builder(
+        id,
+        Roi::new([0, 0, 0], total),
+        Roi::new([0, 0, 0], [1 + 2 * c, 1 + 2 * c, 1 + 2 * c]),
+        Roi::new([c, c, c], [1, 1, 1]),
+    )
+    .read_write_conflict(conflict)
+}
+
+#[test]
+fn a_conflict_tasks_queue_takes_a_run_per_row_and_its_wavefront_a_plane() {
+    for n in [200, 800] {
+        // Long rows (8 × 8 of them): daisy's order hands out every root first, so a whole
+        // level (8·n blocks) waits in the queue; with the runners' window it takes a few runs
+        // per row, however long the rows are.
+        let long_rows = conflict_task("t", [8, 8, n], 1, true).build().unwrap();
+        let (runs, _) = frontier_peaks(
+            std::slice::from_ref(&long_rows),
+            4,
+            true,
+            super::RUNNER_QUEUE_WINDOW,
+        );
+        assert!(runs <= 64, "[8, 8, {n}]: {runs} runs");
+        // A long first axis: the blocks some of whose upstream blocks are done stay within
+        // about a plane (8 × 8) of the sweep, in either order.
+        let long_z = conflict_task("t", [n, 8, 8], 1, true).build().unwrap();
+        for (swap, window) in [(false, 1), (true, super::RUNNER_QUEUE_WINDOW)] {
+            let (_, waiting) = frontier_peaks(std::slice::from_ref(&long_z), 4, swap, window);
+            assert!(waiting <= 64, "[{n}, 8, 8], swap {swap}: {waiting} waiting");
+        }
+    }
+}
+
+#[test]
+fn a_chains_wavefront_is_a_plane_of_the_sweep() {
+    for n in [200, 800] {
+        let up = conflict_task("up", [n, 8, 8], 0, false).build().unwrap();
+        // Each downstream block reads 1 voxel around it: 27 upstream blocks.
+        let down = conflict_task("down", [n, 8, 8], 1, false)
+            .upstream(&up)
+            .build()
+            .unwrap();
+        let (_, waiting) = frontier_peaks(&[down], 4, true, super::RUNNER_QUEUE_WINDOW);
+        assert!(waiting <= 3 * 64, "[{n}, 8, 8]: {waiting} waiting");
+    }
 }
