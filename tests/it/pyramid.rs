@@ -211,3 +211,112 @@ fn bad_factors_and_level_counts_are_errors_naming_them() {
         .unwrap_err();
     assert!(e.to_string().contains("never shrinks"), "{e}");
 }
+
+/// The voxels (world volume) of `roi` covered by the disjoint ROIs `done`.
+fn covered(done: &[Roi], roi: &Roi) -> i64 {
+    done.iter()
+        .filter(|d| d.intersects(roi))
+        .map(|d| d.intersect(roi).size())
+        .sum()
+}
+
+/// The write ROIs of a task's blocks: its block grid over its total ROI, cut at the end.
+fn write_rois(task: &blockwise::Task) -> Vec<Roi> {
+    let total = task.total_roi();
+    let b = task.write_roi().shape();
+    let dims = total.dims();
+    let counts: Vec<i64> = (0..dims)
+        .map(|d| (total.shape()[d] + b[d] - 1) / b[d])
+        .collect();
+    let n: i64 = counts.iter().product();
+    (0..n)
+        .map(|mut g| {
+            let mut begin = vec![0i64; dims];
+            for d in (0..dims).rev() {
+                begin[d] = total.offset()[d] + (g % counts[d]) * b[d];
+                g /= counts[d];
+            }
+            let shape: Vec<i64> = (0..dims)
+                .map(|d| b[d].min(total.offset()[d] + total.shape()[d] - begin[d]))
+                .collect();
+            Roi::new(begin, shape)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// A level-k block is handed out only when every level-(k-1) block it reads is done, and as
+    /// soon as they are: never waiting for a whole level.
+    #[test]
+    fn a_level_waits_for_exactly_the_blocks_it_reads(
+        shape in proptest::collection::vec(4usize..=30, 3),
+        factor in proptest::collection::vec(1u64..=3, 3),
+    ) {
+        use blockwise::{BlockStatus, Scheduler};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CASE: AtomicUsize = AtomicUsize::new(0);
+        let dir = empty_dir("pyramid", &format!("deps-{}", CASE.fetch_add(1, Ordering::Relaxed)));
+        let roi = Roi::new([0, 0, 0], shape.iter().map(|&s| s as i64).collect::<Vec<_>>());
+        let spec = ArraySpec::new(roi, [1, 1, 1], DataType::U8, vec![4, 4, 4]);
+        let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
+        let levels = (0..3)
+            .take_while(|&k| shape.iter().zip(&factor).all(|(&s, &f)| s as u64 / f.pow(k) > 0))
+            .count();
+        let tasks = Pyramid::builder(&raw, dir.join("out.zarr"))
+            .levels(levels)
+            .factor(&factor)
+            .tasks()
+            .unwrap();
+        let rois: Vec<Vec<Roi>> = tasks.iter().map(write_rois).collect();
+        let mut done: Vec<Vec<Roi>> = vec![Vec::new(); tasks.len()];
+        let mut s = Scheduler::new(&tasks[tasks.len() - 1..]).unwrap();
+        loop {
+            // Drain the upper levels, then one block of the lowest level that has one.
+            let mut progressed = false;
+            let mut again = true;
+            while again {
+            again = false;
+            for k in (1..tasks.len()).rev() {
+                while let Some(mut b) = s.acquire_block(tasks[k].task_id()) {
+                    let need = b.read_roi().size();
+                    proptest::prop_assert_eq!(covered(&done[k - 1], b.read_roi()), need, "s{} {}", k, b.write_roi());
+                    done[k].push(b.write_roi().clone());
+                    b.set_status(BlockStatus::Success);
+                    s.release_block(b);
+                    progressed = true;
+                    again = true;
+                }
+            }
+            }
+            // Every upper block whose reads are done was handed out.
+            for k in 1..tasks.len() {
+                for w in &rois[k] {
+                    if covered(&done[k - 1], w) == w.size() {
+                        proptest::prop_assert!(done[k].contains(w), "s{} {} waits too long", k, w);
+                    }
+                }
+            }
+            let lowest = (0..tasks.len()).find_map(|k| s.acquire_block(tasks[k].task_id()));
+            match lowest {
+                Some(mut b) => {
+                    let k = tasks.iter().position(|t| t.task_id() == b.task_id()).unwrap();
+                    if k > 0 {
+                        let need = b.read_roi().size();
+                        proptest::prop_assert_eq!(covered(&done[k - 1], b.read_roi()), need);
+                    }
+                    done[k].push(b.write_roi().clone());
+                    b.set_status(BlockStatus::Success);
+                    s.release_block(b);
+                }
+                None if !progressed => break,
+                None => {}
+            }
+        }
+        proptest::prop_assert!(s.is_done());
+        for k in 0..tasks.len() {
+            proptest::prop_assert_eq!(done[k].len(), rois[k].len(), "s{}", k);
+        }
+    }
+}
