@@ -250,6 +250,7 @@ impl Pyramid {
                 .collect::<Option<Vec<i64>>>()
                 .ok_or_else(|| self.invalid(format!("the voxel size of level s{k} overflows")))?
                 .into();
+            // At most the source's extent (floor(n / f) * f <= n), so it fits.
             let world: Coordinate = (0..dims)
                 .map(|d| {
                     i64::try_from(shape[d])
@@ -310,10 +311,15 @@ impl Pyramid {
             let world: Coordinate = (0..dims)
                 .map(|d| {
                     i64::try_from(block[d])
-                        .unwrap_or(i64::MAX)
-                        .saturating_mul(vs[d])
+                        .ok()
+                        .and_then(|b| b.checked_mul(vs[d]))
                 })
-                .collect::<Vec<i64>>()
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| {
+                    self.invalid(format!(
+                        "the block shape {block:?} times the voxel size {vs} of level s{k} overflows"
+                    ))
+                })?
                 .into();
             let block_roi = Roi::new(Coordinate::zeros(dims), world);
             let process = if k == 0 {
