@@ -1,4 +1,5 @@
-//! The `blockwise` command line: benchmarks, sample data and the status of a run directory.
+//! The `blockwise` command line: benchmarks, sample data, the status of a run directory and
+//! resolution pyramids.
 //!
 //! Exit codes: 0 success, 1 some blocks failed, 2 error.
 //!
@@ -51,6 +52,10 @@ enum Command {
     /// Show what a run directory records: per task the blocks done, failed and never run, the
     /// failed blocks with their last error, and when the run last made progress.
     Status(StatusArgs),
+    /// Build a resolution pyramid of a zarr array: plain zarr arrays `s0` (a copy), `s1`, … in
+    /// the output group, each level downsampled from the one below, one task (and progress
+    /// bar) per level.
+    Pyramid(PyramidArgs),
 }
 
 #[derive(Args, Debug)]
@@ -1074,6 +1079,7 @@ fn run(cli: &Cli) -> Result<bool> {
         },
         Command::Sample(args) => sample(args),
         Command::Status(args) => status(args),
+        Command::Pyramid(args) => pyramid(args),
     }
 }
 
@@ -1085,6 +1091,52 @@ fn status(args: &StatusArgs) -> Result<bool> {
         print!("{status}");
     }
     Ok(true)
+}
+
+#[derive(Args, Debug)]
+struct PyramidArgs {
+    /// The source zarr array (its directory, e.g. `sample.zarr/raw`).
+    input: std::path::PathBuf,
+    /// The output zarr group; levels go to `OUT/s0`, `OUT/s1`, ….
+    output: std::path::PathBuf,
+    /// The number of levels, `s0` included.
+    #[arg(long, default_value_t = 4)]
+    levels: usize,
+    /// The factor: one number for every axis (`2`) or one per axis (`1,2,2`).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    factor: Vec<u64>,
+    /// How windows are reduced: mean (integers: rounded half to even), mode (ties to the
+    /// smallest value), max, min or first_non_zero.
+    #[arg(long, default_value = "mean")]
+    method: blockwise::ops::Downsample,
+    /// Worker threads per level.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// A run directory: done-markers, so a rerun resumes.
+    #[arg(long)]
+    run_dir: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "zarr")]
+fn pyramid(args: &PyramidArgs) -> Result<bool> {
+    let source = blockwise::store::ZarrArray::open(&args.input, "")
+        .with_context(|| format!("opening the source array {}", args.input.display()))?;
+    let mut runner = Runner::new();
+    if let Some(dir) = &args.run_dir {
+        runner = runner.run_dir(dir);
+    }
+    let summary = blockwise::ops::Pyramid::builder(&source, &args.output)
+        .levels(args.levels)
+        .factor(&args.factor)
+        .method(args.method)
+        .num_workers(args.workers)
+        .run(&runner)?;
+    Ok(summary.is_success())
+}
+
+#[cfg(not(feature = "zarr"))]
+fn pyramid(_args: &PyramidArgs) -> Result<bool> {
+    bail!("this build has no zarr support (build with the `zarr` feature)")
 }
 
 /// Installs the log subscriber: stderr (worker processes: their `.err` log file), filtered by

@@ -1,4 +1,5 @@
-//! Ready-made operations on volumes: connected components across blocks.
+//! Ready-made operations on volumes: connected components across blocks, and downsampling
+//! ([`downsample`], [`Downsample`]) for resolution pyramids.
 //!
 //! Connected components of a thresholded volume cannot be computed block by block alone: a
 //! component that crosses blocks gets a label in each. The building blocks here fix that
@@ -45,16 +46,22 @@
 
 #[cfg(feature = "zarr")]
 mod components;
+mod downsample;
 #[cfg(feature = "zarr")]
 mod files;
 mod label;
 mod pairs;
+#[cfg(feature = "zarr")]
+mod pyramid;
 mod union_find;
 
 #[cfg(feature = "zarr")]
 pub use components::{ComponentsReport, ConnectedComponents};
+pub use downsample::{Downsample, Downsampled, downsample};
 pub use label::{Connectivity, MAX_DIMS, block_label_offset, label, label_block};
 pub use pairs::block_pairs;
+#[cfg(feature = "zarr")]
+pub use pyramid::Pyramid;
 pub use union_find::{MergeTable, UnionFind};
 
 /// Errors of the operations in [`crate::ops`].
@@ -76,6 +83,15 @@ pub enum OpsError {
     /// An array does not have the shape the operation needs.
     #[error("shape: {0}")]
     Shape(String),
+    /// A downsampling factor that does not fit the array: the wrong number of axes, a 0, or
+    /// a window too large to count.
+    #[error("downsampling factor {factor:?} {reason}")]
+    Factor {
+        /// The factor given, per axis.
+        factor: Vec<u64>,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An internal inconsistency (a bug); the message says where.
     #[error("internal error: {0}")]
     Internal(String),

@@ -992,3 +992,67 @@ fn logs_follow_verbosity_and_rust_log() -> Result<(), Box<dyn std::error::Error>
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[cfg(feature = "zarr")]
+#[test]
+fn pyramid_builds_levels_and_a_rerun_resumes() -> Result<(), Box<dyn std::error::Error>> {
+    use blockwise::Roi;
+    use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    let dir = crate::support::empty_dir("cli", "pyramid");
+    let spec = ArraySpec::new(
+        Roi::new([0, 0, 0], [20, 16, 16]),
+        [1, 1, 1],
+        DataType::U8,
+        vec![8; 3],
+    );
+    let raw = ZarrArray::create(dir.join("in.zarr"), "raw", &spec)?;
+    let data = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[20, 16, 16]), |i| {
+        (i[0] + i[1] + i[2]) as u8
+    });
+    raw.write(&raw.roi(), data.view())?;
+    let out = dir.join("out.zarr");
+    let run = |extra: &[&str]| {
+        blockwise()
+            .arg("pyramid")
+            .arg(dir.join("in.zarr/raw"))
+            .arg(&out)
+            .args([
+                "--levels",
+                "3",
+                "--factor",
+                "1,2,2",
+                "--method",
+                "max",
+                "--workers",
+                "2",
+            ])
+            .arg("--run-dir")
+            .arg(dir.join("run"))
+            .args(extra)
+            .output()
+    };
+    let first = run(&[])?;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let s2 = ZarrArray::open(&out, "s2")?;
+    assert_eq!(s2.shape(), &[20, 4, 4]);
+    let got = s2.read::<u8>(&s2.roi())?;
+    // max over y, x in 4x4 windows at z: z + 3 + 3 + 4 * (y + x)
+    assert_eq!(got[[0, 0, 0]], 6);
+    assert_eq!(got[[5, 1, 2]], 5 + 7 + 11);
+    let again = run(&[])?;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let bad = blockwise()
+        .args(["pyramid", "nowhere.zarr", "out.zarr", "--method", "median"])
+        .output()?;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown downsampling method"));
+    Ok(())
+}

@@ -34,6 +34,9 @@ mod launchers;
 mod ops;
 // Block outputs and typed block failures.
 mod outputs;
+// Resolution pyramids against a naive reference, level after level.
+#[cfg(feature = "zarr")]
+mod pyramid;
 // The process runner: chained tasks, retries, killed and frozen workers, tokens.
 mod processes;
 // Resource budgets and devices, on worker threads and processes.

@@ -1,0 +1,382 @@
+//! [`Pyramid`]: a resolution pyramid of a zarr volume, one chained blockwise task per level.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Downsample;
+use super::downsample::{Downsampled, check_factor, downsample};
+use crate::error::{BlockError, Error};
+use crate::geometry::{Coordinate, Roi};
+use crate::store::{ArraySpec, DataType, ZarrArray};
+use crate::{Block, Fit, RunSummary, Runner, Task};
+
+/// How many levels a [`Pyramid`] has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Levels {
+    Count(usize),
+    UntilOneChunk,
+}
+
+/// A resolution pyramid of a zarr array, written as plain zarr arrays `s0`, `s1`, … in one
+/// output group (OME-Zarr metadata is not written yet).
+///
+/// Level 0 is a copy of the source; level `k` is level `k - 1` [downsampled](super::downsample)
+/// by the factor with the method. Every level keeps the source's offset, data type, chunk shape
+/// (in voxels), axis names and units; its voxel size is the previous level's times the factor,
+/// and its shape `floor(n / f)` of the previous level's (trailing voxels that fill no whole
+/// window are dropped), so the levels stay aligned in world units.
+///
+/// There is one task per level, `<name>-s<k>` (default name `pyramid`), each upstream of the
+/// next. All levels use the same block shape in voxels (default: the chunk shape), so a
+/// level-`k` block covers exactly `factor` whole level-`(k - 1)` blocks per axis in world units:
+/// it waits for exactly those, and the levels overlap in time. Blocks write whole chunks.
+///
+/// The arrays are created with [`ZarrArray::prepare`], so a rerun finds them and, with a
+/// [`Runner::run_dir`], resumes where the last run stopped.
+///
+/// Level 0 is decoded and encoded again (there is no raw chunk copy yet).
+///
+/// ```
+/// use blockwise::ops::{Downsample, Pyramid};
+/// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+/// use blockwise::{Progress, Roi, Runner};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let roi = Roi::new([0, 0], [16, 16]);
+/// let raw = ZarrArray::create(dir.path(), "raw", &ArraySpec::new(roi.clone(), [1, 1], DataType::U8, vec![4, 4]))?;
+/// let data = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[16, 16]), |i| (i[0] * 16 + i[1]) as u8);
+/// raw.write(&roi, data.view())?;
+///
+/// let out = dir.path().join("pyramid.zarr");
+/// let pyramid = Pyramid::builder(&raw, &out).levels(3).factor([2]).method(Downsample::Max);
+/// let summary = pyramid.run(&Runner::new().progress(Progress::Never))?;
+/// assert!(summary.is_success());
+/// let s2 = ZarrArray::open(&out, "s2")?;
+/// assert_eq!(s2.shape(), &[4, 4]);
+/// assert_eq!((s2.voxel_size()[0], s2.voxel_size()[1]), (4, 4));
+/// assert_eq!(s2.read::<u8>(&s2.roi())?[[0, 0]], 51); // max of raw[0..4, 0..4]
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `.run(..)` or `.tasks()`"]
+pub struct Pyramid {
+    source: Result<Arc<ZarrArray>, String>,
+    output: PathBuf,
+    levels: Levels,
+    factor: Vec<u64>,
+    method: Downsample,
+    block_shape: Option<Vec<u64>>,
+    num_workers: usize,
+    name: String,
+}
+
+impl fmt::Debug for Pyramid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pyramid")
+            .field("output", &self.output)
+            .field("levels", &self.levels)
+            .field("factor", &self.factor)
+            .field("method", &self.method)
+            .field("block_shape", &self.block_shape)
+            .field("num_workers", &self.num_workers)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One level's plan: its array spec.
+struct Level {
+    spec: ArraySpec,
+}
+
+macro_rules! by_type {
+    ($dt:expr, $f:ident, $($arg:expr),*) => {
+        match $dt {
+            DataType::U8 => $f::<u8>($($arg),*),
+            DataType::U16 => $f::<u16>($($arg),*),
+            DataType::U32 => $f::<u32>($($arg),*),
+            DataType::U64 => $f::<u64>($($arg),*),
+            DataType::I8 => $f::<i8>($($arg),*),
+            DataType::I16 => $f::<i16>($($arg),*),
+            DataType::I32 => $f::<i32>($($arg),*),
+            DataType::I64 => $f::<i64>($($arg),*),
+            DataType::F32 => $f::<f32>($($arg),*),
+            DataType::F64 => $f::<f64>($($arg),*),
+        }
+    };
+}
+
+type Process = Box<dyn Fn(&Block) -> Result<(), BlockError> + Send + Sync>;
+
+fn copy_fn<T: Downsampled>(src: Arc<ZarrArray>, dst: Arc<ZarrArray>) -> Process {
+    Box::new(move |b: &Block| {
+        let data = src.read::<T>(b.write_roi())?;
+        dst.write(b.write_roi(), &data)?;
+        Ok(())
+    })
+}
+
+fn down_fn<T: Downsampled>(
+    src: Arc<ZarrArray>,
+    dst: Arc<ZarrArray>,
+    factor: Vec<u64>,
+    method: Downsample,
+) -> Process {
+    Box::new(move |b: &Block| {
+        let data = src.read::<T>(b.read_roi())?;
+        let out = downsample(data.view(), &factor, method)?;
+        dst.write(b.write_roi(), out.view())?;
+        Ok(())
+    })
+}
+
+impl Pyramid {
+    /// A pyramid of `source` written to the zarr group at `output` (levels `s0`, `s1`, …).
+    /// Defaults: 4 levels, factor 2 on every axis, [`Downsample::Mean`], blocks of one chunk,
+    /// one worker per level. The source is opened again by path, so the tasks own it.
+    pub fn builder(source: &ZarrArray, output: impl Into<PathBuf>) -> Pyramid {
+        Pyramid {
+            source: reopen(source),
+            output: output.into(),
+            levels: Levels::Count(4),
+            factor: vec![2],
+            method: Downsample::Mean,
+            block_shape: None,
+            num_workers: 1,
+            name: "pyramid".into(),
+        }
+    }
+
+    /// The number of levels, `s0` (the copy of the source) included.
+    pub fn levels(mut self, n: usize) -> Self {
+        self.levels = Levels::Count(n);
+        self
+    }
+
+    /// As many levels as it takes for the last one to fit one chunk (at least `s0`), on every
+    /// axis the factor shrinks (an axis of factor 1 keeps its size).
+    pub fn until_one_chunk(mut self) -> Self {
+        self.levels = Levels::UntilOneChunk;
+        self
+    }
+
+    /// The downsampling factor per axis (`[1, 2, 2]`), or one number for every axis (`[2]`).
+    pub fn factor(mut self, factor: impl AsRef<[u64]>) -> Self {
+        self.factor = factor.as_ref().to_vec();
+        self
+    }
+
+    /// How windows are reduced (default [`Downsample::Mean`]).
+    pub fn method(mut self, method: Downsample) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The block shape in voxels, the same at every level (default: the source's write-chunk
+    /// shape). It must be a multiple of the chunk shape.
+    pub fn block_shape(mut self, shape: impl AsRef<[u64]>) -> Self {
+        self.block_shape = Some(shape.as_ref().to_vec());
+        self
+    }
+
+    /// Workers per level (default 1).
+    pub fn num_workers(mut self, n: usize) -> Self {
+        self.num_workers = n;
+        self
+    }
+
+    /// The prefix of the task ids (default `pyramid`): `<name>-s0`, `<name>-s1`, ….
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::invalid(&format!("{}-s0", self.name), reason)
+    }
+
+    /// The specs of every level.
+    fn plan(&self, source: &ZarrArray) -> Result<(Vec<Level>, Vec<u64>), Error> {
+        let dims = source.roi().dims();
+        let factor = match self.factor.as_slice() {
+            [f] => vec![*f; dims],
+            f => f.to_vec(),
+        };
+        check_factor(&factor, dims).map_err(|e| self.invalid(e.to_string()))?;
+        let chunk = source.write_chunk_shape().to_vec();
+        let mut spec = ArraySpec::new(
+            source.roi(),
+            source.voxel_size().clone(),
+            source.data_type(),
+            chunk.clone(),
+        );
+        spec.axis_names = Some(source.axis_names().to_vec());
+        spec.units = Some(source.units().to_vec());
+        let mut shape = source.shape().to_vec();
+        let mut levels = vec![Level { spec: spec.clone() }];
+        let more = |levels: &Vec<Level>, shape: &[u64]| match self.levels {
+            Levels::Count(n) => levels.len() < n,
+            Levels::UntilOneChunk => shape
+                .iter()
+                .zip(&chunk)
+                .zip(&factor)
+                .any(|((s, c), &f)| s > c && f > 1),
+        };
+        if self.levels == Levels::Count(0) {
+            return Err(self.invalid("a pyramid needs at least 1 level"));
+        }
+        if factor.iter().all(|&f| f == 1) && self.levels == Levels::UntilOneChunk {
+            return Err(self.invalid(format!(
+                "factor {factor:?} never shrinks the volume; until_one_chunk would not end"
+            )));
+        }
+        while more(&levels, &shape) {
+            let k = levels.len();
+            shape = shape.iter().zip(&factor).map(|(s, f)| s / f).collect();
+            if shape.contains(&0) {
+                return Err(self.invalid(format!(
+                    "level s{k} would be empty: the source's shape {:?} divided by {factor:?} {k} times is {shape:?}",
+                    source.shape()
+                )));
+            }
+            let vs: Coordinate = (0..dims)
+                .map(|d| {
+                    i64::try_from(factor[d])
+                        .ok()
+                        .and_then(|f| spec.voxel_size[d].checked_mul(f))
+                })
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| self.invalid(format!("the voxel size of level s{k} overflows")))?
+                .into();
+            // At most the source's extent (floor(n / f) * f <= n), so it fits.
+            let world: Coordinate = (0..dims)
+                .map(|d| {
+                    i64::try_from(shape[d])
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(vs[d])
+                })
+                .collect::<Vec<i64>>()
+                .into();
+            if !source.offset().is_multiple_of(&vs) {
+                return Err(self.invalid(format!(
+                    "the source's offset {} is not a multiple of the voxel size {vs} of level s{k} (zarr arrays in world units need that)",
+                    source.offset()
+                )));
+            }
+            spec.roi = Roi::new(source.offset().clone(), world);
+            spec.voxel_size = vs;
+            levels.push(Level { spec: spec.clone() });
+        }
+        Ok((levels, factor))
+    }
+
+    /// The tasks, one per level in order `[<name>-s0, <name>-s1, …]`, each upstream of the
+    /// next (run the last one: it includes the others). Creates the level arrays that do not
+    /// exist yet (and opens those that do).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTask`] (named `<name>-s0`) naming what is wrong: a source that could not
+    /// be opened again, a factor of the wrong length or with a 0, zero levels, a level that
+    /// would be empty, a block shape that is not a positive multiple of the chunk shape;
+    /// [`Error::Store`] if a level array cannot be created or exists with another spec.
+    pub fn tasks(&self) -> Result<Vec<Task>, Error> {
+        let source = self.source.clone().map_err(|e| self.invalid(e))?;
+        let (levels, factor) = self.plan(&source)?;
+        let dims = factor.len();
+        let chunk = source.write_chunk_shape().to_vec();
+        let block = self.block_shape.clone().unwrap_or_else(|| chunk.clone());
+        if block.len() != dims
+            || block
+                .iter()
+                .zip(&chunk)
+                .any(|(&b, &c)| b == 0 || b % c != 0)
+        {
+            return Err(self.invalid(format!(
+                "the block shape {block:?} must be a positive multiple of the chunk shape {chunk:?}"
+            )));
+        }
+        let dtype = source.data_type();
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut prev: Arc<ZarrArray> = Arc::clone(&source);
+        for (k, level) in levels.iter().enumerate() {
+            let out = Arc::new(ZarrArray::prepare(
+                &self.output,
+                &format!("s{k}"),
+                &level.spec,
+            )?);
+            let vs = &level.spec.voxel_size;
+            let world: Coordinate = (0..dims)
+                .map(|d| {
+                    i64::try_from(block[d])
+                        .ok()
+                        .and_then(|b| b.checked_mul(vs[d]))
+                })
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| {
+                    self.invalid(format!(
+                        "the block shape {block:?} times the voxel size {vs} of level s{k} overflows"
+                    ))
+                })?
+                .into();
+            let block_roi = Roi::new(Coordinate::zeros(dims), world);
+            let process = if k == 0 {
+                by_type!(dtype, copy_fn, Arc::clone(&prev), Arc::clone(&out))
+            } else {
+                by_type!(
+                    dtype,
+                    down_fn,
+                    Arc::clone(&prev),
+                    Arc::clone(&out),
+                    factor.clone(),
+                    self.method
+                )
+            };
+            let mut builder = Task::builder(
+                format!("{}-s{k}", self.name),
+                out.roi(),
+                block_roi.clone(),
+                block_roi,
+            )
+            .fit(Fit::Shrink)
+            .read_write_conflict(false)
+            .num_workers(self.num_workers)
+            .writes(out.as_ref())
+            .process(move |b: &Block| process(b));
+            if let Some(up) = tasks.last() {
+                builder = builder.upstream(up);
+            }
+            tasks.push(builder.build()?);
+            prev = out;
+        }
+        Ok(tasks)
+    }
+
+    /// Builds the tasks ([`tasks`](Self::tasks)) and runs them all with `runner`.
+    ///
+    /// # Errors
+    ///
+    /// As [`tasks`](Self::tasks) and [`Runner::run`].
+    pub fn run(&self, runner: &Runner) -> Result<RunSummary, Error> {
+        let tasks = self.tasks()?;
+        runner.run(tasks.last().cloned())
+    }
+}
+
+/// Opens the array `a` again (the tasks own their arrays).
+fn reopen(a: &ZarrArray) -> Result<Arc<ZarrArray>, String> {
+    let store = a
+        .chunk_grid()
+        .path
+        .ok_or_else(|| format!("{}: the array has no store path", a.name()))?;
+    let prefix = store.display().to_string();
+    let dataset = a
+        .name()
+        .strip_prefix(&prefix)
+        .ok_or_else(|| format!("{}: cannot tell the dataset from the name", a.name()))?;
+    ZarrArray::open(&store, dataset)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}

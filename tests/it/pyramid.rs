@@ -1,0 +1,322 @@
+//! `blockwise::ops::Pyramid`: every level of a pyramid against a naive reference applied
+//! level after level.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use blockwise::ops::{Downsample, Pyramid};
+use blockwise::store::{ArraySpec, DataType, ZarrArray};
+use blockwise::{Error, Progress, Roi, Runner};
+use ndarray::{ArrayD, IxDyn};
+
+use crate::support::empty_dir;
+
+const METHODS: [Downsample; 5] = [
+    Downsample::Mean,
+    Downsample::Mode,
+    Downsample::Max,
+    Downsample::Min,
+    Downsample::FirstNonZero,
+];
+
+/// The reference for 3-D arrays, with index loops: floor(n / f) per axis, windows in C order.
+fn naive<T: Copy + Default + PartialOrd + Into<f64>>(
+    a: &ArrayD<T>,
+    f: [usize; 3],
+    m: Downsample,
+    from_f64: impl Fn(f64) -> T,
+) -> ArrayD<T> {
+    let s = a.shape();
+    let o = [s[0] / f[0], s[1] / f[1], s[2] / f[2]];
+    let mut out = ArrayD::from_elem(IxDyn(&o), T::default());
+    for z in 0..o[0] {
+        for y in 0..o[1] {
+            for x in 0..o[2] {
+                let mut w = Vec::new();
+                for dz in 0..f[0] {
+                    for dy in 0..f[1] {
+                        for dx in 0..f[2] {
+                            w.push(a[[z * f[0] + dz, y * f[1] + dy, x * f[2] + dx]]);
+                        }
+                    }
+                }
+                let v = match m {
+                    Downsample::Mean => {
+                        let sum: f64 = w.iter().map(|&v| v.into()).sum();
+                        from_f64((sum / w.len() as f64).round_ties_even())
+                    }
+                    Downsample::Max => w
+                        .iter()
+                        .copied()
+                        .fold(w[0], |a, b| if b > a { b } else { a }),
+                    Downsample::Min => w
+                        .iter()
+                        .copied()
+                        .fold(w[0], |a, b| if b < a { b } else { a }),
+                    Downsample::FirstNonZero => w
+                        .iter()
+                        .copied()
+                        .find(|&v| v.into() != 0.0)
+                        .unwrap_or_default(),
+                    Downsample::Mode => {
+                        let mut best = (0, w[0]);
+                        for &c in &w {
+                            let n = w.iter().filter(|&&v| v == c).count();
+                            if n > best.0 || (n == best.0 && c < best.1) {
+                                best = (n, c);
+                            }
+                        }
+                        best.1
+                    }
+                };
+                out[[z, y, x]] = v;
+            }
+        }
+    }
+    out
+}
+
+fn runner() -> Runner {
+    Runner::new().progress(Progress::Never).print_summary(false)
+}
+
+/// A volume with few distinct values (so modes tie and means hit halves), zeros included.
+fn volume(shape: &[usize]) -> ArrayD<u8> {
+    ArrayD::from_shape_fn(IxDyn(shape), |i| {
+        let h = (i[0] * 7919 + i[1] * 104_729 + i[2] * 1_299_709) % 9973;
+        [0u8, 0, 3, 4, 200, 255][h % 6]
+    })
+}
+
+fn source(dir: &std::path::Path, shape: [usize; 3], data_type: DataType) -> ZarrArray {
+    let roi = Roi::new(
+        [32, 16, 16],
+        [
+            shape[0] as i64 * 4,
+            shape[1] as i64 * 2,
+            shape[2] as i64 * 2,
+        ],
+    );
+    let spec = ArraySpec::new(roi, [4, 2, 2], data_type, vec![8, 8, 8]);
+    ZarrArray::create(dir, "raw", &spec).unwrap()
+}
+
+#[test]
+fn every_level_of_every_method_matches_the_reference_on_a_non_multiple_volume() {
+    let dir = empty_dir("pyramid", "methods");
+    let shape = [44, 38, 50]; // not multiples of 2, 4 or the chunks
+    let raw = source(&dir, shape, DataType::U8);
+    let data = volume(&shape);
+    raw.write(&raw.roi(), data.view()).unwrap();
+    for m in METHODS {
+        let out = dir.join(format!("{m}.zarr"));
+        let summary = Pyramid::builder(&raw, &out)
+            .levels(3)
+            .factor([2])
+            .method(m)
+            .num_workers(2)
+            .run(&runner())
+            .unwrap();
+        assert!(summary.is_success(), "{m}: {summary:?}");
+        let mut want = data.clone();
+        let mut vs = [4i64, 2, 2];
+        for k in 0..3 {
+            if k > 0 {
+                want = naive(&want, [2, 2, 2], m, |v| v as u8);
+                vs = vs.map(|v| v * 2);
+            }
+            let level = ZarrArray::open(&out, &format!("s{k}")).unwrap();
+            assert_eq!(level.voxel_size().clone(), vs.into(), "{m} s{k}");
+            assert_eq!(level.offset().clone(), [32i64, 16, 16].into(), "{m} s{k}");
+            assert_eq!(level.axis_names(), raw.axis_names());
+            let got = level.read::<u8>(&level.roi()).unwrap();
+            assert_eq!(got.shape(), want.shape(), "{m} s{k}");
+            assert!(
+                *got.data() == want,
+                "{m}: level s{k} differs from the reference"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_anisotropic_factor_on_u16_and_a_rerun_with_a_run_dir_resumes() {
+    let dir = empty_dir("pyramid", "anisotropic");
+    let shape = [9, 40, 36];
+    let raw = source(&dir, shape, DataType::U16);
+    let data = volume(&shape).mapv(|v| u16::from(v) * 250);
+    raw.write(&raw.roi(), data.view()).unwrap();
+    let out = dir.join("out.zarr");
+    let pyramid = Pyramid::builder(&raw, &out)
+        .until_one_chunk()
+        .factor([1, 2, 2])
+        .method(Downsample::Mean);
+    let tasks = pyramid.tasks().unwrap();
+    // y, x: 40x36 -> 20x18 -> 10x9 -> 5x4, which fits a chunk of 8; z (factor 1) stays 9.
+    assert_eq!(
+        tasks.len(),
+        4,
+        "{:?}",
+        tasks.iter().map(|t| t.task_id()).collect::<Vec<_>>()
+    );
+    let run_dir = dir.join("run");
+    let summary = pyramid.run(&runner().run_dir(&run_dir)).unwrap();
+    assert!(summary.is_success(), "{summary:?}");
+    let mut want = data.clone();
+    for k in 1..4 {
+        want = naive(&want, [1, 2, 2], Downsample::Mean, |v| v as u16);
+        let level = ZarrArray::open(&out, &format!("s{k}")).unwrap();
+        assert_eq!(level.voxel_size().clone(), [4i64, 2 << k, 2 << k].into());
+        let got = level.read::<u16>(&level.roi()).unwrap();
+        assert!(*got.data() == want, "level s{k} differs from the reference");
+    }
+    // A rerun finds the arrays and the done blocks: nothing runs again.
+    let again = pyramid.run(&runner().run_dir(&run_dir)).unwrap();
+    assert!(again.is_success());
+    for k in 0..4 {
+        let s = again.task(&format!("pyramid-s{k}")).unwrap();
+        assert_eq!(s.skipped, s.total, "s{k}: {s:?}");
+    }
+}
+
+#[test]
+fn bad_factors_and_level_counts_are_errors_naming_them() {
+    let dir = empty_dir("pyramid", "bad");
+    let raw = source(&dir, [8, 8, 8], DataType::U8);
+    let out = dir.join("out.zarr");
+    let e = Pyramid::builder(&raw, &out)
+        .factor([2, 0, 2])
+        .tasks()
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidTask { .. }), "{e}");
+    assert!(e.to_string().contains("is 0 on axis 1"), "{e}");
+    let e = Pyramid::builder(&raw, &out)
+        .factor([2, 2])
+        .tasks()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("has 2 axes but the array has 3"),
+        "{e}"
+    );
+    let e = Pyramid::builder(&raw, &out).levels(5).tasks().unwrap_err();
+    assert!(e.to_string().contains("level s4 would be empty"), "{e}");
+    let e = Pyramid::builder(&raw, &out)
+        .block_shape([12, 8, 8])
+        .tasks()
+        .unwrap_err();
+    assert!(e.to_string().contains("multiple of the chunk shape"), "{e}");
+    let e = Pyramid::builder(&raw, &out)
+        .factor([1])
+        .until_one_chunk()
+        .tasks()
+        .unwrap_err();
+    assert!(e.to_string().contains("never shrinks"), "{e}");
+}
+
+/// The voxels (world volume) of `roi` covered by the disjoint ROIs `done`.
+fn covered(done: &[Roi], roi: &Roi) -> i64 {
+    done.iter()
+        .filter(|d| d.intersects(roi))
+        .map(|d| d.intersect(roi).size())
+        .sum()
+}
+
+/// The write ROIs of a task's blocks: its block grid over its total ROI, cut at the end.
+fn write_rois(task: &blockwise::Task) -> Vec<Roi> {
+    let total = task.total_roi();
+    let b = task.write_roi().shape();
+    let dims = total.dims();
+    let counts: Vec<i64> = (0..dims)
+        .map(|d| (total.shape()[d] + b[d] - 1) / b[d])
+        .collect();
+    let n: i64 = counts.iter().product();
+    (0..n)
+        .map(|mut g| {
+            let mut begin = vec![0i64; dims];
+            for d in (0..dims).rev() {
+                begin[d] = total.offset()[d] + (g % counts[d]) * b[d];
+                g /= counts[d];
+            }
+            let shape: Vec<i64> = (0..dims)
+                .map(|d| b[d].min(total.offset()[d] + total.shape()[d] - begin[d]))
+                .collect();
+            Roi::new(begin, shape)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// A level-k block is handed out only when every level-(k-1) block it reads is done, and as
+    /// soon as they are: never waiting for a whole level.
+    #[test]
+    fn a_level_waits_for_exactly_the_blocks_it_reads(
+        shape in proptest::collection::vec(4usize..=30, 3),
+        factor in proptest::collection::vec(1u64..=3, 3),
+    ) {
+        use blockwise::{BlockStatus, Scheduler};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CASE: AtomicUsize = AtomicUsize::new(0);
+        let dir = empty_dir("pyramid", &format!("deps-{}", CASE.fetch_add(1, Ordering::Relaxed)));
+        let roi = Roi::new([0, 0, 0], shape.iter().map(|&s| s as i64).collect::<Vec<_>>());
+        let spec = ArraySpec::new(roi, [1, 1, 1], DataType::U8, vec![4, 4, 4]);
+        let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
+        let levels = (0..3)
+            .take_while(|&k| shape.iter().zip(&factor).all(|(&s, &f)| s as u64 / f.pow(k) > 0))
+            .count();
+        let tasks = Pyramid::builder(&raw, dir.join("out.zarr"))
+            .levels(levels)
+            .factor(&factor)
+            .tasks()
+            .unwrap();
+        let rois: Vec<Vec<Roi>> = tasks.iter().map(write_rois).collect();
+        let mut done: Vec<Vec<Roi>> = vec![Vec::new(); tasks.len()];
+        let mut s = Scheduler::new(&tasks[tasks.len() - 1..]).unwrap();
+        loop {
+            // Drain the upper levels, then one block of the lowest level that has one.
+            let mut progressed = false;
+            let mut again = true;
+            while again {
+            again = false;
+            for k in (1..tasks.len()).rev() {
+                while let Some(mut b) = s.acquire_block(tasks[k].task_id()) {
+                    let need = b.read_roi().size();
+                    proptest::prop_assert_eq!(covered(&done[k - 1], b.read_roi()), need, "s{} {}", k, b.write_roi());
+                    done[k].push(b.write_roi().clone());
+                    b.set_status(BlockStatus::Success);
+                    s.release_block(b);
+                    progressed = true;
+                    again = true;
+                }
+            }
+            }
+            // Every upper block whose reads are done was handed out.
+            for k in 1..tasks.len() {
+                for w in &rois[k] {
+                    if covered(&done[k - 1], w) == w.size() {
+                        proptest::prop_assert!(done[k].contains(w), "s{} {} waits too long", k, w);
+                    }
+                }
+            }
+            let lowest = (0..tasks.len()).find_map(|k| s.acquire_block(tasks[k].task_id()));
+            match lowest {
+                Some(mut b) => {
+                    let k = tasks.iter().position(|t| t.task_id() == b.task_id()).unwrap();
+                    if k > 0 {
+                        let need = b.read_roi().size();
+                        proptest::prop_assert_eq!(covered(&done[k - 1], b.read_roi()), need);
+                    }
+                    done[k].push(b.write_roi().clone());
+                    b.set_status(BlockStatus::Success);
+                    s.release_block(b);
+                }
+                None if !progressed => break,
+                None => {}
+            }
+        }
+        proptest::prop_assert!(s.is_done());
+        for k in 0..tasks.len() {
+            proptest::prop_assert_eq!(done[k].len(), rois[k].len(), "s{}", k);
+        }
+    }
+}
