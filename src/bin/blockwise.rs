@@ -1052,7 +1052,7 @@ fn serve_worker(cli: &Cli) -> ExitCode {
             Scenario::Noop(args) => noop_tasks(args),
             Scenario::Zarr(args) => zarr_worker_tasks(args),
         },
-        Command::Sample(_) | Command::Status(_) => {
+        Command::Sample(_) | Command::Status(_) | Command::Pyramid(_) => {
             Err(anyhow::anyhow!("this subcommand runs no worker processes"))
         }
     };
