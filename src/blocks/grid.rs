@@ -564,19 +564,39 @@ pub(crate) fn ceil_div(a: i64, b: i64) -> i64 {
 
 /// The Cartesian product of per-axis value lists, last axis fastest.
 pub(crate) fn product(per_dim: &[Vec<i64>]) -> Vec<Cell> {
-    let mut out: Vec<Cell> = vec![Cell::new()];
-    for values in per_dim {
-        let mut next = Vec::with_capacity(out.len() * values.len());
-        for prefix in &out {
-            for &v in values {
-                let mut c = prefix.clone();
-                c.push(v);
-                next.push(c);
-            }
-        }
-        out = next;
-    }
+    let mut out = Vec::new();
+    product_into(per_dim, &mut out);
     out
+}
+
+/// Appends the cartesian product of `per_dim` to `out`, first axis outermost, last axis
+/// fastest (row-major), without intermediate vectors.
+pub(crate) fn product_into<V: AsRef<[i64]>>(per_dim: &[V], out: &mut Vec<Cell>) {
+    if per_dim.iter().any(|v| v.as_ref().is_empty()) {
+        return;
+    }
+    let mut index: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; per_dim.len()];
+    loop {
+        out.push(
+            per_dim
+                .iter()
+                .zip(&index)
+                .map(|(v, &i)| v.as_ref()[i])
+                .collect(),
+        );
+        let mut axis = per_dim.len();
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < per_dim[axis].as_ref().len() {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::blocks::BlockGrid;
-use crate::blocks::grid::{Cell, ceil_div, product};
+use crate::blocks::grid::{Cell, ceil_div, product_into};
 use crate::error::Error;
 use crate::task::Task;
 
@@ -182,7 +182,7 @@ pub(crate) fn upstream_count(down: &BlockGrid, cell: &[i64], up: &BlockGrid) -> 
 pub(crate) fn upstream_cells(down: &BlockGrid, cell: &[i64], up: &BlockGrid, out: &mut Vec<Cell>) {
     if let Some(b) = upstream_box(down, cell, up) {
         let per_dim: Vec<Vec<i64>> = b.iter().map(|&(lo, hi)| (lo..hi).collect()).collect();
-        out.extend(product(&per_dim));
+        product_into(&per_dim, out);
     }
 }
 
@@ -194,10 +194,11 @@ pub(crate) fn downstream_cells(
     down: &BlockGrid,
     out: &mut Vec<Cell>,
 ) {
-    let mut per_dim: Vec<Vec<i64>> = Vec::with_capacity(up.dims);
+    let mut per_dim: smallvec::SmallVec<[smallvec::SmallVec<[i64; 8]>; 4]> =
+        smallvec::SmallVec::with_capacity(up.dims);
     for (axis, &k) in cell.iter().enumerate().take(up.dims) {
         let (lo, hi) = downstream_candidates(up, k, axis, down);
-        let list: Vec<i64> = (lo..hi)
+        let list: smallvec::SmallVec<[i64; 8]> = (lo..hi)
             .filter(|&j| upstream_axis(down, j, axis, up).is_some_and(|(a, b)| a <= k && k < b))
             .collect();
         if list.is_empty() {
@@ -205,7 +206,7 @@ pub(crate) fn downstream_cells(
         }
         per_dim.push(list);
     }
-    out.extend(product(&per_dim));
+    product_into(&per_dim, out);
 }
 
 /// A superset `[lo, hi)` of the cells of `down` (in one axis) whose unclipped read extent meets

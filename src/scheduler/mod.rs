@@ -343,6 +343,16 @@ pub struct Scheduler {
     index: FxHashMap<Arc<str>, usize>,
     /// Every upstream task of each task, fully done or not.
     upstream_all: Vec<Vec<usize>>,
+    /// Buffers [`mark_success`](Scheduler::mark_success) reuses (no allocation per block).
+    scratch: Scratch,
+}
+
+/// Reusable buffers of the scheduler's hot path.
+#[derive(Debug, Default)]
+struct Scratch {
+    cells: Vec<Cell>,
+    down: Vec<(usize, u64)>,
+    ready: Vec<(usize, u64, usize, u64)>,
 }
 
 impl Scheduler {
@@ -383,6 +393,7 @@ impl Scheduler {
             tasks: entries,
             index,
             upstream_all: graph.upstream,
+            scratch: Scratch::default(),
         };
         for i in 0..scheduler.tasks.len() {
             scheduler.init_task(i);
@@ -866,22 +877,33 @@ impl Scheduler {
     /// then each downstream task's in order), unsorted within a group, leaving out blocks done
     /// by earlier runs.
     fn downstream(&self, t: usize, key: u64, out: &mut Vec<(usize, u64)>) {
+        self.downstream_with(t, key, &mut Vec::new(), out);
+    }
+
+    /// [`downstream`](Self::downstream) with a buffer for the cells.
+    fn downstream_with(
+        &self,
+        t: usize,
+        key: u64,
+        cells: &mut Vec<Cell>,
+        out: &mut Vec<(usize, u64)>,
+    ) {
         let entry = &self.tasks[t];
         let grid = entry.grid();
         if grid.num_levels() <= 1 && entry.downstream.is_empty() {
             return;
         }
         let cell = grid.cell(key);
-        let mut cells: Vec<Cell> = Vec::new();
-        grid.intra_downstream(&cell, &mut cells);
-        push_keys(grid, t, &entry.done, &mut cells, out);
+        cells.clear();
+        grid.intra_downstream(&cell, cells);
+        push_keys(grid, t, &entry.done, cells, out);
         for &d in &entry.downstream {
             let down = &self.tasks[d];
             if down.done.is_all_done() {
                 continue;
             }
-            graph::downstream_cells(grid, &cell, down.grid(), &mut cells);
-            push_keys(down.grid(), d, &down.done, &mut cells, out);
+            graph::downstream_cells(grid, &cell, down.grid(), cells);
+            push_keys(down.grid(), d, &down.done, cells, out);
         }
     }
 
@@ -905,13 +927,15 @@ impl Scheduler {
     /// by block id (daisy's order). Only the blocks that became ready are sorted (usually one
     /// of the up to 27 a block of a chained task releases).
     fn mark_success(&mut self, t: usize, key: u64) {
-        let mut down = Vec::new();
-        self.downstream(t, key, &mut down);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let Scratch { cells, down, ready } = &mut scratch;
+        down.clear();
+        ready.clear();
+        self.downstream_with(t, key, cells, down);
         // (group, block id, task, key) of the blocks made ready; groups keep their order.
-        let mut ready: Vec<(usize, u64, usize, u64)> = Vec::new();
         let mut group = 0;
         let mut last_task = None;
-        for (d, dkey) in down {
+        for &(d, dkey) in down.iter() {
             if last_task != Some(d) {
                 group += 1;
                 last_task = Some(d);
@@ -919,13 +943,20 @@ impl Scheduler {
             if self.tasks[d].state.abandoned.is_some() || self.tasks[d].orphaned.contains(&dkey) {
                 continue;
             }
-            let unmet = match self.tasks[d].waiting.get(&dkey) {
-                Some(&n) => n,
+            // One lookup for a block already waiting (the common case).
+            let unmet = match self.tasks[d].waiting.get_mut(&dkey) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    continue;
+                }
+                Some(_) => {
+                    self.tasks[d].waiting.remove(&dkey);
+                    1
+                }
                 None => self.upstream_count(d, dkey),
             };
             let entry = &mut self.tasks[d];
             if unmet <= 1 {
-                entry.waiting.remove(&dkey);
                 let grid = entry.grid();
                 let id = grid.block_id(&grid.cell(dkey)).unwrap_or(u64::MAX);
                 ready.push((group, id, d, dkey));
@@ -936,12 +967,13 @@ impl Scheduler {
         if ready.len() > 1 {
             ready.sort_unstable();
         }
-        for (_, _, d, dkey) in ready {
+        for &(_, _, d, dkey) in ready.iter() {
             let entry = &mut self.tasks[d];
             entry.queue.push_back(dkey);
             entry.state.ready += 1;
             entry.state.update_pending();
         }
+        self.scratch = scratch;
     }
 
     fn mark_failure(&mut self, t: usize, key: u64) {
