@@ -284,9 +284,13 @@ impl BlockGrid {
 
     /// Dense row-major index of a cell.
     pub(crate) fn linear(&self, cell: &[i64]) -> u64 {
-        cell.iter()
-            .zip(&self.counts)
-            .fold(0u64, |i, (&k, &n)| i * n as u64 + k as u64)
+        self.linear_of(cell.iter().copied())
+    }
+
+    /// [`linear`](Self::linear) of a cell given axis by axis.
+    pub(crate) fn linear_of(&self, cell: impl Iterator<Item = i64>) -> u64 {
+        cell.zip(&self.counts)
+            .fold(0u64, |i, (k, &n)| i * n as u64 + k as u64)
     }
 
     /// The cell of a dense row-major index.

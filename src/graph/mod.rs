@@ -17,7 +17,9 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::blocks::BlockGrid;
-use crate::blocks::grid::{Cell, ceil_div, product_into};
+use crate::blocks::grid::ceil_div;
+#[cfg(test)]
+use crate::blocks::grid::{Cell, product_into};
 use crate::error::Error;
 use crate::task::Task;
 
@@ -188,25 +190,61 @@ pub(crate) fn upstream_cells(down: &BlockGrid, cell: &[i64], up: &BlockGrid, out
 
 /// The cells of `down` that wait for the block at `cell` of `up`: the exact inverse of
 /// [`upstream_cells`].
+#[cfg(test)]
 pub(crate) fn downstream_cells(
     up: &BlockGrid,
     cell: &[i64],
     down: &BlockGrid,
     out: &mut Vec<Cell>,
 ) {
-    let mut per_dim: smallvec::SmallVec<[smallvec::SmallVec<[i64; 8]>; 4]> =
-        smallvec::SmallVec::with_capacity(up.dims);
+    if let Some(per_dim) = downstream_axes(up, cell, down) {
+        product_into(&per_dim, out);
+    }
+}
+
+/// Per axis, the cells of `down` whose read extent meets `cell` of `up` (`None` if an axis
+/// has none).
+fn downstream_axes(up: &BlockGrid, cell: &[i64], down: &BlockGrid) -> Option<AxisLists> {
+    let mut per_dim: AxisLists = smallvec::SmallVec::with_capacity(up.dims);
     for (axis, &k) in cell.iter().enumerate().take(up.dims) {
         let (lo, hi) = downstream_candidates(up, k, axis, down);
         let list: smallvec::SmallVec<[i64; 8]> = (lo..hi)
             .filter(|&j| upstream_axis(down, j, axis, up).is_some_and(|(a, b)| a <= k && k < b))
             .collect();
         if list.is_empty() {
-            return;
+            return None;
         }
         per_dim.push(list);
     }
-    product_into(&per_dim, out);
+    Some(per_dim)
+}
+
+/// Cell indices per axis.
+type AxisLists = smallvec::SmallVec<[smallvec::SmallVec<[i64; 8]>; 4]>;
+
+/// The dense row-major indices in `down` of [`downstream_cells`], in the same order,
+/// appended to `out` without building the cells.
+pub(crate) fn downstream_keys(up: &BlockGrid, cell: &[i64], down: &BlockGrid, out: &mut Vec<u64>) {
+    let Some(per_dim) = downstream_axes(up, cell, down) else {
+        return;
+    };
+    let dims = per_dim.len();
+    let mut index: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; dims];
+    loop {
+        out.push(down.linear_of(per_dim.iter().zip(&index).map(|(v, &i)| v[i])));
+        let mut axis = dims;
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < per_dim[axis].len() {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
 }
 
 /// A superset `[lo, hi)` of the cells of `down` (in one axis) whose unclipped read extent meets

@@ -351,6 +351,7 @@ pub struct Scheduler {
 #[derive(Debug, Default)]
 struct Scratch {
     cells: Vec<Cell>,
+    keys: Vec<u64>,
     down: Vec<(usize, u64)>,
     ready: Vec<(usize, u64, usize, u64)>,
 }
@@ -877,7 +878,7 @@ impl Scheduler {
     /// then each downstream task's in order), unsorted within a group, leaving out blocks done
     /// by earlier runs.
     fn downstream(&self, t: usize, key: u64, out: &mut Vec<(usize, u64)>) {
-        self.downstream_with(t, key, &mut Vec::new(), out);
+        self.downstream_with(t, key, &mut Vec::new(), &mut Vec::new(), out);
     }
 
     /// [`downstream`](Self::downstream) with a buffer for the cells.
@@ -886,6 +887,7 @@ impl Scheduler {
         t: usize,
         key: u64,
         cells: &mut Vec<Cell>,
+        keys: &mut Vec<u64>,
         out: &mut Vec<(usize, u64)>,
     ) {
         let entry = &self.tasks[t];
@@ -902,8 +904,13 @@ impl Scheduler {
             if down.done.is_all_done() {
                 continue;
             }
-            graph::downstream_cells(grid, &cell, down.grid(), cells);
-            push_keys(down.grid(), d, &down.done, cells, out);
+            keys.clear();
+            graph::downstream_keys(grid, &cell, down.grid(), keys);
+            out.extend(
+                keys.iter()
+                    .filter(|&&k| !down.done.contains(k))
+                    .map(|&k| (d, k)),
+            );
         }
     }
 
@@ -928,10 +935,15 @@ impl Scheduler {
     /// of the up to 27 a block of a chained task releases).
     fn mark_success(&mut self, t: usize, key: u64) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let Scratch { cells, down, ready } = &mut scratch;
+        let Scratch {
+            cells,
+            keys,
+            down,
+            ready,
+        } = &mut scratch;
         down.clear();
         ready.clear();
-        self.downstream_with(t, key, cells, down);
+        self.downstream_with(t, key, cells, keys, down);
         // (group, block id, task, key) of the blocks made ready; groups keep their order.
         let mut group = 0;
         let mut last_task = None;

@@ -134,6 +134,9 @@ proptest! {
             let mut cells = Vec::new();
             crate::graph::downstream_cells(ug, &ucell, dg, &mut cells);
             let mut got: Vec<u64> = cells.iter().map(|c| dg.linear(c)).collect();
+            let mut keys = Vec::new();
+            crate::graph::downstream_keys(ug, &ucell, dg, &mut keys);
+            prop_assert_eq!(&keys, &got, "downstream keys of {}", u);
             got.sort_unstable();
             let want: Vec<u64> = all_blocks(&down).iter().filter(|d| depends(d, u, &up)).map(Block::grid_index).collect();
             prop_assert_eq!(&got, &want, "downstream of {}", u);
