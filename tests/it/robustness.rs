@@ -59,6 +59,14 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Writes `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let page = [0u8; 4096];
+    while f.write_all(&page).and_then(|()| f.sync_data()).is_ok() {}
+}
+
 fn journal_error(r: Result<blockwise::RunSummary, Error>) -> JournalError {
     match r {
         Err(Error::Journal(e)) => e,
@@ -358,9 +366,27 @@ fn a_full_disk_stops_the_run_with_an_error_and_a_rerun_finishes() {
     );
     assert_eq!(free(), free_before);
     std::fs::remove_dir_all(&big).unwrap();
-    // The markers fit, their log does not: the run stops with an error at its first flush.
+    // The markers fit, their log does not: the first block fills the disk (whatever the
+    // timing, no batch of the log fits then), and the run stops with an error at its first
+    // flush.
     let run_dir = mnt.join("run");
-    let e = journal_error(runner(&run_dir).run([counting(20_000, &calls)]));
+    let filler = mnt.join("filler");
+    let filled = Arc::new(std::sync::Once::new());
+    let c = Arc::clone(&calls);
+    let filling = Task::builder(
+        "t",
+        Roi::new([0], [20_000]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .process(move |_: &Block| {
+        filled.call_once(|| fill(&filler));
+        c.fetch_add(1, Ordering::SeqCst);
+        Ok::<(), BlockError>(())
+    })
+    .build()
+    .unwrap();
+    let e = journal_error(runner(&run_dir).run([filling]));
     assert!(e.to_string().contains("No space left on device"), "{e}");
     assert!(e.to_string().contains("journal.wal"), "{e}");
     // Nothing is marked that was not flushed; with room again, the rerun finishes the rest.
