@@ -353,15 +353,23 @@ pub trait Launcher: Send + Sync + fmt::Debug {
 /// closed, until that child execs. The window is a few milliseconds; after about 0.3 s the
 /// error is returned.
 pub(crate) fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
-    let mut wait = Duration::from_millis(1);
+    spawn_waiting(cmd, std::thread::sleep)
+}
+
+/// [`spawn`], with `wait` called for each pause between attempts (with the pause's length).
+fn spawn_waiting(
+    cmd: &mut std::process::Command,
+    mut wait: impl FnMut(Duration),
+) -> std::io::Result<std::process::Child> {
+    let mut pause = Duration::from_millis(1);
     loop {
         match cmd.spawn() {
             Err(e)
                 if e.kind() == std::io::ErrorKind::ExecutableFileBusy
-                    && wait < Duration::from_millis(200) =>
+                    && pause < Duration::from_millis(200) =>
             {
-                std::thread::sleep(wait);
-                wait *= 2;
+                wait(pause);
+                pause *= 2;
             }
             other => return other,
         }
@@ -516,5 +524,48 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(r#"{"a":1}"#), r#"'{"a":1}'"#);
+    }
+
+    /// A script that is still open for writing (here by this process) cannot be executed:
+    /// the spawn waits and tries again, and succeeds once the writer closes it.
+    #[test]
+    fn a_busy_program_is_spawned_once_its_writer_closes_it() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.sh");
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut writer = Some(file);
+        let mut pauses = Vec::new();
+        let mut child = spawn_waiting(&mut std::process::Command::new(&path), |pause| {
+            pauses.push(pause);
+            writer.take(); // the writer closes the file during the first pause
+        })
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(pauses, [Duration::from_millis(1)]);
+    }
+
+    /// A program that stays busy is an error after the last pause, not a hang.
+    #[test]
+    fn a_program_that_stays_busy_is_an_error_after_a_few_pauses() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.sh");
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut pauses = Vec::new();
+        let err =
+            spawn_waiting(&mut std::process::Command::new(&path), |p| pauses.push(p)).unwrap_err();
+        drop(file);
+        assert_eq!(err.kind(), std::io::ErrorKind::ExecutableFileBusy);
+        assert_eq!(pauses.len(), 8); // 1, 2, 4, … 128 ms: about a quarter of a second in all
+        assert_eq!(pauses.iter().sum::<Duration>(), Duration::from_millis(255));
     }
 }
