@@ -14,7 +14,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::{StoreError, store_err};
 use crate::geometry::{PyCoordinate, PyRoi, coord, roi};
@@ -644,6 +644,85 @@ fn _reopen_array(
     wrap(py, backend, store, dataset, writable, cache_bytes)
 }
 
+/// Whether `create`/`prepare` was called: `create` refuses an existing array (unless
+/// `overwrite`), `prepare` opens a matching one.
+fn make(how: &str) -> PyResult<bool> {
+    match how {
+        "create" => Ok(false),
+        "prepare" => Ok(true),
+        other => Err(PyValueError::new_err(format!(
+            "expected \"create\" or \"prepare\", got {other:?}"
+        ))),
+    }
+}
+
+/// Calls `f(how, *args, **kwargs)`: a backend's `create` and `prepare` take the same
+/// arguments, parsed once by `f`'s signature.
+fn forward(
+    f: &Bound<'_, pyo3::types::PyCFunction>,
+    how: &str,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let py = f.py();
+    let mut all = vec![how.into_pyobject(py)?.into_any()];
+    all.extend(args.iter());
+    f.call(PyTuple::new(py, all)?, kwargs).map(Bound::unbind)
+}
+
+/// `ZarrArray.create` and `ZarrArray.prepare` (`how`), with their one signature.
+#[pyfunction]
+#[pyo3(signature = (
+    how, path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
+    units = None, fill_value = 0.0, compression = Some("blosc-zstd"), compression_level = None,
+    zarr_format = 3, shard_shape = None, overwrite = false
+))]
+#[allow(clippy::too_many_arguments)]
+fn zarr_array(
+    py: Python<'_>,
+    how: &str,
+    path: PathBuf,
+    roi: &Bound<'_, PyAny>,
+    voxel_size: &Bound<'_, PyAny>,
+    dtype: &Bound<'_, PyAny>,
+    chunk_shape: Vec<u64>,
+    dataset: Option<String>,
+    axis_names: Option<Vec<String>>,
+    units: Option<Vec<String>>,
+    fill_value: f64,
+    compression: Option<&str>,
+    compression_level: Option<i64>,
+    zarr_format: u8,
+    shard_shape: Option<Vec<u64>>,
+    overwrite: bool,
+) -> PyResult<Py<PyAny>> {
+    let prepare = make(how)?;
+    let spec = spec_of(
+        roi,
+        voxel_size,
+        dtype,
+        chunk_shape,
+        axis_names,
+        units,
+        fill_value,
+        codec(compression, compression_level)?,
+        zarr_format,
+        shard_shape,
+        overwrite,
+    )?;
+    let (store, dataset) = split_path(&path, dataset, ZARR_SUFFIXES);
+    let a = py
+        .detach(|| {
+            if prepare {
+                ZarrArray::prepare(&store, &dataset, &spec)
+            } else {
+                ZarrArray::create(&store, &dataset, &spec)
+            }
+        })
+        .map_err(store_err)?;
+    wrap(py, Backend::Zarr(a), store, dataset, true, None)
+}
+
 /// A zarr array (v2, v3 or sharded v3) in world units, stored as funlib.persistence stores it
 /// (attributes `voxel_size`, `offset`, `axis_names`, `units`), so zarr-python and
 /// `funlib.persistence.open_ds` read what it writes, and the other way round.
@@ -702,47 +781,13 @@ impl PyZarrArray {
     /// default) or `"blosc-lz4"`, at `compression_level`; `shard_shape` (voxels, v3 only) stores
     /// chunks in shards. An existing array is an error unless `overwrite=True` replaces it.
     #[staticmethod]
-    #[pyo3(signature = (
-        path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
-        units = None, fill_value = 0.0, compression = Some("blosc-zstd"), compression_level = None,
-        zarr_format = 3, shard_shape = None, overwrite = false
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*args, **kwargs), text_signature = "(path, roi, voxel_size, dtype, chunk_shape, *, dataset=None, axis_names=None, units=None, fill_value=0.0, compression='blosc-zstd', compression_level=None, zarr_format=3, shard_shape=None, overwrite=False)")]
     fn create(
         py: Python<'_>,
-        path: PathBuf,
-        roi: &Bound<'_, PyAny>,
-        voxel_size: &Bound<'_, PyAny>,
-        dtype: &Bound<'_, PyAny>,
-        chunk_shape: Vec<u64>,
-        dataset: Option<String>,
-        axis_names: Option<Vec<String>>,
-        units: Option<Vec<String>>,
-        fill_value: f64,
-        compression: Option<&str>,
-        compression_level: Option<i64>,
-        zarr_format: u8,
-        shard_shape: Option<Vec<u64>>,
-        overwrite: bool,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = spec_of(
-            roi,
-            voxel_size,
-            dtype,
-            chunk_shape,
-            axis_names,
-            units,
-            fill_value,
-            codec(compression, compression_level)?,
-            zarr_format,
-            shard_shape,
-            overwrite,
-        )?;
-        let (store, dataset) = split_path(&path, dataset, ZARR_SUFFIXES);
-        let a = py
-            .detach(|| ZarrArray::create(&store, &dataset, &spec))
-            .map_err(store_err)?;
-        wrap(py, Backend::Zarr(a), store, dataset, true, None)
+        forward(&wrap_pyfunction!(zarr_array, py)?, "create", args, kwargs)
     }
 
     /// Opens the array if it exists and matches (ROI, voxel size, dtype, chunk and shard
@@ -751,47 +796,13 @@ impl PyZarrArray {
     /// `array_id`. A mismatch raises `StoreError` naming every difference, unless
     /// `overwrite=True`, which replaces it. Arguments as `create`.
     #[staticmethod]
-    #[pyo3(signature = (
-        path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
-        units = None, fill_value = 0.0, compression = Some("blosc-zstd"), compression_level = None,
-        zarr_format = 3, shard_shape = None, overwrite = false
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*args, **kwargs), text_signature = "(path, roi, voxel_size, dtype, chunk_shape, *, dataset=None, axis_names=None, units=None, fill_value=0.0, compression='blosc-zstd', compression_level=None, zarr_format=3, shard_shape=None, overwrite=False)")]
     fn prepare(
         py: Python<'_>,
-        path: PathBuf,
-        roi: &Bound<'_, PyAny>,
-        voxel_size: &Bound<'_, PyAny>,
-        dtype: &Bound<'_, PyAny>,
-        chunk_shape: Vec<u64>,
-        dataset: Option<String>,
-        axis_names: Option<Vec<String>>,
-        units: Option<Vec<String>>,
-        fill_value: f64,
-        compression: Option<&str>,
-        compression_level: Option<i64>,
-        zarr_format: u8,
-        shard_shape: Option<Vec<u64>>,
-        overwrite: bool,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = spec_of(
-            roi,
-            voxel_size,
-            dtype,
-            chunk_shape,
-            axis_names,
-            units,
-            fill_value,
-            codec(compression, compression_level)?,
-            zarr_format,
-            shard_shape,
-            overwrite,
-        )?;
-        let (store, dataset) = split_path(&path, dataset, ZARR_SUFFIXES);
-        let a = py
-            .detach(|| ZarrArray::prepare(&store, &dataset, &spec))
-            .map_err(store_err)?;
-        wrap(py, Backend::Zarr(a), store, dataset, true, None)
+        forward(&wrap_pyfunction!(zarr_array, py)?, "prepare", args, kwargs)
     }
 
     /// Creates an array with the metadata of the zarr array `other` (shape, chunks, codecs,
@@ -848,6 +859,57 @@ mod hdf5_py {
         Ok((file, ds))
     }
 
+    /// `Hdf5Array.create` and `Hdf5Array.prepare` (`how`), with their one signature.
+    #[pyfunction]
+    #[pyo3(signature = (
+        how, path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
+        units = None, fill_value = 0.0, compression = Some("gzip"), compression_level = None,
+        overwrite = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn hdf5_array(
+        py: Python<'_>,
+        how: &str,
+        path: PathBuf,
+        roi: &Bound<'_, PyAny>,
+        voxel_size: &Bound<'_, PyAny>,
+        dtype: &Bound<'_, PyAny>,
+        chunk_shape: Vec<u64>,
+        dataset: Option<String>,
+        axis_names: Option<Vec<String>>,
+        units: Option<Vec<String>>,
+        fill_value: f64,
+        compression: Option<&str>,
+        compression_level: Option<i64>,
+        overwrite: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let prepare = make(how)?;
+        let spec = spec_of(
+            roi,
+            voxel_size,
+            dtype,
+            chunk_shape,
+            axis_names,
+            units,
+            fill_value,
+            codec(compression, compression_level)?,
+            3,
+            None,
+            overwrite,
+        )?;
+        let (file, ds) = dataset_of(&path, dataset)?;
+        let a = py
+            .detach(|| {
+                if prepare {
+                    Hdf5Array::prepare(&file, &ds, &spec)
+                } else {
+                    Hdf5Array::create(&file, &ds, &spec)
+                }
+            })
+            .map_err(store_err)?;
+        wrap(py, Backend::Hdf5(a), file, ds, true, None)
+    }
+
     #[pymethods]
     impl PyHdf5Array {
         /// Opens an existing dataset; `mode="r"` (the default) reads only, `"r+"` writes too.
@@ -870,89 +932,25 @@ mod hdf5_py {
         /// Creates a dataset (and the file); as `ZarrArray.create`, but HDF5 has only
         /// `compression=None`/`"none"` and `"gzip"` (the default), and no shards.
         #[staticmethod]
-        #[pyo3(signature = (
-            path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
-            units = None, fill_value = 0.0, compression = Some("gzip"), compression_level = None,
-            overwrite = false
-        ))]
-        #[allow(clippy::too_many_arguments)]
+        #[pyo3(signature = (*args, **kwargs), text_signature = "(path, roi, voxel_size, dtype, chunk_shape, *, dataset=None, axis_names=None, units=None, fill_value=0.0, compression='gzip', compression_level=None, overwrite=False)")]
         fn create(
             py: Python<'_>,
-            path: PathBuf,
-            roi: &Bound<'_, PyAny>,
-            voxel_size: &Bound<'_, PyAny>,
-            dtype: &Bound<'_, PyAny>,
-            chunk_shape: Vec<u64>,
-            dataset: Option<String>,
-            axis_names: Option<Vec<String>>,
-            units: Option<Vec<String>>,
-            fill_value: f64,
-            compression: Option<&str>,
-            compression_level: Option<i64>,
-            overwrite: bool,
+            args: &Bound<'_, PyTuple>,
+            kwargs: Option<&Bound<'_, PyDict>>,
         ) -> PyResult<Py<PyAny>> {
-            let spec = spec_of(
-                roi,
-                voxel_size,
-                dtype,
-                chunk_shape,
-                axis_names,
-                units,
-                fill_value,
-                codec(compression, compression_level)?,
-                3,
-                None,
-                overwrite,
-            )?;
-            let (file, ds) = dataset_of(&path, dataset)?;
-            let a = py
-                .detach(|| Hdf5Array::create(&file, &ds, &spec))
-                .map_err(store_err)?;
-            wrap(py, Backend::Hdf5(a), file, ds, true, None)
+            forward(&wrap_pyfunction!(hdf5_array, py)?, "create", args, kwargs)
         }
 
         /// Opens the dataset if it matches, creates it if there is none; as
         /// `ZarrArray.prepare` (shards and the zarr format do not apply).
         #[staticmethod]
-        #[pyo3(signature = (
-            path, roi, voxel_size, dtype, chunk_shape, *, dataset = None, axis_names = None,
-            units = None, fill_value = 0.0, compression = Some("gzip"), compression_level = None,
-            overwrite = false
-        ))]
-        #[allow(clippy::too_many_arguments)]
+        #[pyo3(signature = (*args, **kwargs), text_signature = "(path, roi, voxel_size, dtype, chunk_shape, *, dataset=None, axis_names=None, units=None, fill_value=0.0, compression='gzip', compression_level=None, overwrite=False)")]
         fn prepare(
             py: Python<'_>,
-            path: PathBuf,
-            roi: &Bound<'_, PyAny>,
-            voxel_size: &Bound<'_, PyAny>,
-            dtype: &Bound<'_, PyAny>,
-            chunk_shape: Vec<u64>,
-            dataset: Option<String>,
-            axis_names: Option<Vec<String>>,
-            units: Option<Vec<String>>,
-            fill_value: f64,
-            compression: Option<&str>,
-            compression_level: Option<i64>,
-            overwrite: bool,
+            args: &Bound<'_, PyTuple>,
+            kwargs: Option<&Bound<'_, PyDict>>,
         ) -> PyResult<Py<PyAny>> {
-            let spec = spec_of(
-                roi,
-                voxel_size,
-                dtype,
-                chunk_shape,
-                axis_names,
-                units,
-                fill_value,
-                codec(compression, compression_level)?,
-                3,
-                None,
-                overwrite,
-            )?;
-            let (file, ds) = dataset_of(&path, dataset)?;
-            let a = py
-                .detach(|| Hdf5Array::prepare(&file, &ds, &spec))
-                .map_err(store_err)?;
-            wrap(py, Backend::Hdf5(a), file, ds, true, None)
+            forward(&wrap_pyfunction!(hdf5_array, py)?, "prepare", args, kwargs)
         }
 
         /// Flushes the file to disk.
