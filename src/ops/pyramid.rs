@@ -35,7 +35,10 @@ enum Levels {
 /// The arrays are created with [`ZarrArray::prepare`], so a rerun finds them and, with a
 /// [`Runner::run_dir`], resumes where the last run stopped.
 ///
-/// Level 0 is decoded and encoded again (there is no raw chunk copy yet).
+/// Level 0 is created like the source (the same chunks, shards, codecs and fill value), and
+/// its chunks are copied as stored bytes ([`ZarrArray::copy_chunks_from`]), never decoded
+/// and encoded again. A level 0 that exists from an earlier run with another encoding is
+/// kept and written by decoding and encoding.
 ///
 /// ```
 /// use blockwise::ops::{Downsample, Pyramid};
@@ -114,6 +117,14 @@ fn copy_fn<T: Downsampled>(src: Arc<ZarrArray>, dst: Arc<ZarrArray>) -> Process 
     Box::new(move |b: &Block| {
         let data = src.read::<T>(b.write_roi())?;
         dst.write(b.write_roi(), &data)?;
+        Ok(())
+    })
+}
+
+/// Level 0 stored like the source: its chunks are copied as stored bytes.
+fn raw_copy_fn(src: Arc<ZarrArray>, dst: Arc<ZarrArray>) -> Process {
+    Box::new(move |b: &Block| {
+        dst.copy_chunks_from(&src, b.write_roi())?;
         Ok(())
     })
 }
@@ -212,6 +223,7 @@ impl Pyramid {
             source.data_type(),
             chunk.clone(),
         );
+        spec.format = source.zarr_format();
         spec.axis_names = Some(source.axis_names().to_vec());
         spec.units = Some(source.units().to_vec());
         let mut shape = source.shape().to_vec();
@@ -302,11 +314,11 @@ impl Pyramid {
         let mut tasks: Vec<Task> = Vec::new();
         let mut prev: Arc<ZarrArray> = Arc::clone(&source);
         for (k, level) in levels.iter().enumerate() {
-            let out = Arc::new(ZarrArray::prepare(
-                &self.output,
-                &format!("s{k}"),
-                &level.spec,
-            )?);
+            let out = Arc::new(if k == 0 {
+                self.level0(&source, &level.spec)?
+            } else {
+                ZarrArray::prepare(&self.output, &format!("s{k}"), &level.spec)?
+            });
             let vs = &level.spec.voxel_size;
             let world: Coordinate = (0..dims)
                 .map(|d| {
@@ -322,7 +334,9 @@ impl Pyramid {
                 })?
                 .into();
             let block_roi = Roi::new(Coordinate::zeros(dims), world);
-            let process = if k == 0 {
+            let process = if k == 0 && out.stores_like(&prev) {
+                raw_copy_fn(Arc::clone(&prev), Arc::clone(&out))
+            } else if k == 0 {
                 by_type!(dtype, copy_fn, Arc::clone(&prev), Arc::clone(&out))
             } else {
                 by_type!(
@@ -352,6 +366,25 @@ impl Pyramid {
             prev = out;
         }
         Ok(tasks)
+    }
+
+    /// Level 0: created like the source (its chunks, shards, codecs and fill value) so that
+    /// its chunks are copied as stored bytes; an existing level 0 is kept if it is stored like
+    /// the source or matches `spec` (a level 0 written by another version or tool).
+    fn level0(&self, source: &ZarrArray, spec: &ArraySpec) -> Result<ZarrArray, Error> {
+        let dir = self.output.join("s0");
+        if !dir.join("zarr.json").exists() && !dir.join(".zarray").exists() {
+            return Ok(ZarrArray::create_like(&self.output, "s0", source, false)?);
+        }
+        let existing = ZarrArray::open(&self.output, "s0")?;
+        if existing.stores_like(source)
+            && existing.roi() == source.roi()
+            && existing.voxel_size() == source.voxel_size()
+        {
+            return Ok(existing);
+        }
+        drop(existing);
+        Ok(ZarrArray::prepare(&self.output, "s0", spec)?)
     }
 
     /// Builds the tasks ([`tasks`](Self::tasks)) and runs them all with `runner`.

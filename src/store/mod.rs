@@ -344,6 +344,17 @@ pub enum StoreError {
         /// Every difference, each naming the property, the array's value and the spec's.
         differences: Vec<String>,
     },
+    /// Two arrays that an operation needs alike (a raw chunk copy:
+    /// [`ZarrArray::copy_chunks_from`]) are not.
+    #[error("{path}: cannot copy the chunks of {other} as stored bytes ({})", differences.join("; "))]
+    NotAlike {
+        /// The store path and dataset written to.
+        path: String,
+        /// The other array's store path and dataset.
+        other: String,
+        /// Every difference, naming the property and both values.
+        differences: Vec<String>,
+    },
 }
 
 /// The attribute key of an array's identity (see [`ZarrArray::array_id`]).

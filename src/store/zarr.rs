@@ -443,6 +443,12 @@ impl ZarrArray {
         self.inner.data_type
     }
 
+    /// The zarr format (v2 or v3) the array is stored in.
+    #[must_use]
+    pub fn zarr_format(&self) -> ZarrFormat {
+        self.inner.layout.format
+    }
+
     /// The unit a writer rewrites, in voxels: the chunk shape, or the shard shape if sharded.
     #[must_use]
     pub fn write_chunk_shape(&self) -> &[u64] {
@@ -649,6 +655,151 @@ impl ZarrArray {
     pub fn write_array<T: Scalar>(&self, data: &RoiArray<T>) -> Result<(), StoreError> {
         self.inner.meta.check_voxel_size(&self.inner.name, data)?;
         self.write(data.roi(), data)
+    }
+
+    /// Whether the stored chunks of `other` are valid stored chunks of this array: the same
+    /// zarr format, shape, data type, fill value, chunk (or shard) grid, codecs and storage
+    /// transformers (none), so that [`copy_chunks_from`](Self::copy_chunks_from) can copy
+    /// them as bytes. The chunk key encoding, dimension names and attributes may differ, and
+    /// so may the world meta data: compare [`roi`](Self::roi) and
+    /// [`voxel_size`](Self::voxel_size) for that.
+    #[must_use]
+    pub fn stores_like(&self, other: &ZarrArray) -> bool {
+        fn encoding(a: &ZarrArray) -> Option<Value> {
+            let mut meta = serde_json::to_value(a.inner.array.metadata()).ok()?;
+            let object = meta.as_object_mut()?;
+            for key in [
+                "attributes",
+                "chunk_key_encoding",
+                "dimension_separator",
+                "dimension_names",
+            ] {
+                object.remove(key);
+            }
+            let transformers = object.remove("storage_transformers");
+            if transformers.is_some_and(|t| t.as_array().is_none_or(|t| !t.is_empty())) {
+                return None;
+            }
+            Some(meta)
+        }
+        match (encoding(self), encoding(other)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Copies the chunks of `src` in `roi` into this array as their stored bytes, without
+    /// decoding or encoding them (a chunk that `src` does not store, all fill value, is
+    /// removed here too). Returns the number of bytes copied.
+    ///
+    /// `roi` (in this array's world units, which must be `src`'s: the same ROI and voxel size)
+    /// must cover whole write chunks ([`write_chunk_shape`](Self::write_chunk_shape)); the
+    /// chunks at the array's upper end may be partial, as zarr stores them whole. Each chunk
+    /// is replaced atomically (write and rename), so concurrent readers see the old or the new
+    /// chunk.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotAlike`] if the arrays do not store alike ([`stores_like`]) or differ
+    /// in ROI or voxel size; [`StoreError::Roi`] if `roi` is not inside the array or does not
+    /// cover whole chunks; [`StoreError::Backend`] for a read-only (cached) array or an I/O
+    /// error.
+    ///
+    /// [`stores_like`]: Self::stores_like
+    ///
+    /// ```
+    /// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    /// use blockwise::Roi;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let roi = Roi::new([0, 0], [8, 8]);
+    /// let src = ZarrArray::create(dir.path(), "a", &ArraySpec::new(roi.clone(), [1, 1], DataType::U8, vec![4, 4]))?;
+    /// src.write(&roi, ndarray::ArrayD::from_elem(ndarray::IxDyn(&[8, 8]), 5u8).view())?;
+    /// let dst = ZarrArray::create_like(dir.path(), "b", &src, false)?;
+    /// assert!(dst.stores_like(&src));
+    /// let bytes = dst.copy_chunks_from(&src, &Roi::new([4, 0], [4, 8]))?; // 2 of the 4 chunks
+    /// assert!(bytes > 0);
+    /// assert_eq!(dst.read::<u8>(&Roi::new([4, 0], [4, 8]))?.iter().copied().max(), Some(5));
+    /// assert_eq!(dst.read::<u8>(&Roi::new([0, 0], [4, 8]))?.iter().copied().max(), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn copy_chunks_from(&self, src: &ZarrArray, roi: &Roi) -> Result<u64, StoreError> {
+        if self.inner.cache.is_some() {
+            return Err(StoreError::Backend {
+                path: self.inner.name.clone(),
+                message: "the array was opened with a read cache and is read-only".into(),
+            });
+        }
+        let mut differences = Vec::new();
+        if !self.stores_like(src) {
+            differences.push(
+                "storage: the zarr format, shape, data type, fill value, chunks or codecs differ"
+                    .to_owned(),
+            );
+        }
+        if src.roi() != self.roi() {
+            differences.push(format!("ROI: {} here, {} there", self.roi(), src.roi()));
+        }
+        if src.voxel_size() != self.voxel_size() {
+            differences.push(format!(
+                "voxel size: {} here, {} there",
+                self.voxel_size(),
+                src.voxel_size()
+            ));
+        }
+        if !differences.is_empty() {
+            return Err(StoreError::NotAlike {
+                path: self.inner.name.clone(),
+                other: src.name().to_owned(),
+                differences,
+            });
+        }
+        let ranges: Vec<Range<u64>> = self
+            .inner
+            .meta
+            .voxel_ranges(&self.inner.name, roi, false)?
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect();
+        let (_, partial) = self.split_by_chunks(&ranges)?;
+        if let Some((chunk, _)) = partial.first() {
+            return Err(StoreError::Roi {
+                path: self.inner.name.clone(),
+                message: format!(
+                    "ROI {roi} covers chunk {chunk:?} (of {:?} voxels) only in part; raw chunk copies need whole chunks",
+                    self.inner.write_chunk
+                ),
+            });
+        }
+        let Some(chunks) = self
+            .inner
+            .array
+            .chunks_in_array_subset(&ranges)
+            .map_err(|e| self.backend(&e))?
+        else {
+            return Err(self.backend(&format!("cannot find the chunks of voxels {ranges:?}")));
+        };
+        let mut copied = 0u64;
+        for chunk in &chunks.indices() {
+            let key = self.inner.array.chunk_key(&chunk);
+            match src
+                .inner
+                .array
+                .retrieve_encoded_chunk(&chunk)
+                .map_err(|e| src.backend(&e))?
+            {
+                Some(bytes) => {
+                    copied += bytes.len() as u64;
+                    WritableStorageTraits::set(self.inner.atomic.as_ref(), &key, bytes.into())
+                        .map_err(|e| self.backend(&e))?;
+                }
+                None => WritableStorageTraits::erase(self.inner.atomic.as_ref(), &key)
+                    .map_err(|e| self.backend(&e))?,
+            }
+        }
+        Ok(copied)
     }
 
     /// The array's identity: the random id (128 bits, hex) that [`create`](Self::create),

@@ -320,3 +320,194 @@ proptest::proptest! {
         }
     }
 }
+
+/// Every stored file of the array `dataset` below `root`, by its path relative to the array,
+/// with its bytes (metadata files left out).
+fn chunk_files(
+    root: &std::path::Path,
+    dataset: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let base = root.join(dataset);
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![base.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if !name.starts_with('.') && name != "zarr.json" {
+                let rel = p
+                    .strip_prefix(&base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Level 0 is stored like the source and its chunks are the source's bytes, for a sharded v3
+/// source with another codec and fill value and for a v2 source; chunks the source does not
+/// store (all fill value) are not stored either.
+#[test]
+fn level_0_copies_the_sources_chunks_as_stored_bytes() {
+    use blockwise::store::{Codec, ZarrFormat};
+    for (name, format, shard) in [
+        ("v3-sharded", ZarrFormat::V3, Some(vec![16u64, 16, 16])),
+        ("v2", ZarrFormat::V2, None),
+    ] {
+        let dir = empty_dir("pyramid", &format!("raw-copy-{name}"));
+        let shape = [40usize, 32, 36];
+        let roi = Roi::new([0, 0, 0], [40, 32, 36]);
+        let mut spec = ArraySpec::new(roi.clone(), [1, 1, 1], DataType::U8, vec![8, 8, 8]);
+        spec.format = format;
+        spec.shard_shape = shard;
+        spec.codec = Codec::Zstd { level: 1 };
+        spec.fill_value = 7.0;
+        let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
+        let mut data = volume(&shape);
+        // One corner all fill value: that chunk (or shard) is not stored.
+        data.slice_each_axis_mut(|a| ndarray::Slice::from(0..16.min(shape[a.axis.index()])))
+            .fill(7);
+        raw.write(&roi, data.view()).unwrap();
+        // The chunks are zstd level 1; the metadata now says level 19 (which reads the same).
+        // A decode and encode would write level-19 bytes, which differ (checked here).
+        spec.codec = Codec::Zstd { level: 19 };
+        let at_19 = ZarrArray::create(&dir, "at19", &spec).unwrap();
+        at_19.write(&roi, data.view()).unwrap();
+        assert!(chunk_files(&dir, "at19") != chunk_files(&dir, "raw"));
+        let meta = dir.join("raw").join(if format == ZarrFormat::V2 {
+            ".zarray"
+        } else {
+            "zarr.json"
+        });
+        let text = std::fs::read_to_string(&meta).unwrap();
+        let at19_text =
+            std::fs::read_to_string(dir.join("at19").join(meta.file_name().unwrap())).unwrap();
+        let codecs = |t: &str| {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap();
+            v.get("codecs")
+                .or_else(|| v.get("compressor"))
+                .cloned()
+                .unwrap()
+        };
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let key = if format == ZarrFormat::V2 {
+            "compressor"
+        } else {
+            "codecs"
+        };
+        v[key] = codecs(&at19_text);
+        std::fs::write(&meta, serde_json::to_vec(&v).unwrap()).unwrap();
+        let raw = ZarrArray::open(&dir, "raw").unwrap();
+        let out = dir.join("pyramid.zarr");
+        let summary = Pyramid::builder(&raw, &out)
+            .levels(2)
+            .block_shape(raw.write_chunk_shape())
+            .run(&runner())
+            .unwrap();
+        assert!(summary.is_success(), "{name}: {summary:?}");
+        let s0 = ZarrArray::open(&out, "s0").unwrap();
+        assert!(s0.stores_like(&raw), "{name}");
+        assert_eq!(s0.zarr_format(), format, "{name}");
+        let want = chunk_files(&dir, "raw");
+        let got = chunk_files(&out, "s0");
+        assert!(!want.is_empty());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert!(
+            got == want,
+            "{name}: level 0's chunks are not the source's bytes"
+        );
+        assert!(*s0.read::<u8>(&roi).unwrap().data() == data, "{name}");
+        let s1 = ZarrArray::open(&out, "s1").unwrap();
+        assert_eq!(
+            s1.zarr_format(),
+            format,
+            "{name}: every level in the source's format"
+        );
+    }
+}
+
+/// A level 0 left by an earlier run with another codec is kept (it matches the level's spec)
+/// and written by decoding and encoding; the result is the same data.
+#[test]
+fn an_existing_level_0_with_another_codec_is_kept_and_filled() {
+    use blockwise::store::Codec;
+    let dir = empty_dir("pyramid", "raw-copy-fallback");
+    let shape = [24usize, 24, 24];
+    let raw = source(&dir, shape, DataType::U8);
+    let data = volume(&shape);
+    raw.write(&raw.roi(), data.view()).unwrap();
+    let out = dir.join("pyramid.zarr");
+    let mut spec = ArraySpec::new(
+        raw.roi(),
+        raw.voxel_size().clone(),
+        DataType::U8,
+        vec![8, 8, 8],
+    );
+    spec.codec = Codec::None;
+    spec.axis_names = Some(raw.axis_names().to_vec());
+    spec.units = Some(raw.units().to_vec());
+    let old = ZarrArray::create(&out, "s0", &spec).unwrap();
+    assert!(!old.stores_like(&raw));
+    let id = old.array_id().map(str::to_owned);
+    drop(old);
+    let summary = Pyramid::builder(&raw, &out)
+        .levels(2)
+        .run(&runner())
+        .unwrap();
+    assert!(summary.is_success(), "{summary:?}");
+    let s0 = ZarrArray::open(&out, "s0").unwrap();
+    assert_eq!(
+        s0.array_id().map(str::to_owned),
+        id,
+        "the existing level 0 is kept"
+    );
+    assert!(*s0.read::<u8>(&s0.roi()).unwrap().data() == data);
+}
+
+/// A raw copy between arrays that are not stored alike, or of part of a chunk, is an error
+/// naming what differs.
+#[test]
+fn raw_chunk_copies_of_unlike_arrays_or_partial_chunks_are_errors() {
+    use blockwise::store::{Codec, StoreError};
+    let dir = empty_dir("pyramid", "raw-copy-errors");
+    let roi = Roi::new([0, 0], [16, 16]);
+    let a = ZarrArray::create(
+        &dir,
+        "a",
+        &ArraySpec::new(roi.clone(), [1, 1], DataType::U8, vec![8, 8]),
+    )
+    .unwrap();
+    let mut spec = ArraySpec::new(roi.clone(), [1, 1], DataType::U8, vec![8, 8]);
+    spec.codec = Codec::None;
+    let b = ZarrArray::create(&dir, "b", &spec).unwrap();
+    let e = b.copy_chunks_from(&a, &roi).unwrap_err();
+    assert!(matches!(e, StoreError::NotAlike { .. }), "{e}");
+    assert!(e.to_string().contains("codecs"), "{e}");
+    let c = ZarrArray::create_like(&dir, "c", &a, false).unwrap();
+    let e = c
+        .copy_chunks_from(&a, &Roi::new([0, 0], [4, 16]))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Roi { .. }), "{e}");
+    assert!(e.to_string().contains("only in part"), "{e}");
+    let e = c
+        .copy_chunks_from(&a, &Roi::new([0, 0], [32, 16]))
+        .unwrap_err();
+    assert!(e.to_string().contains("not inside"), "{e}");
+    let shifted = ZarrArray::create(
+        &dir,
+        "d",
+        &ArraySpec::new(Roi::new([8, 0], [16, 16]), [1, 1], DataType::U8, vec![8, 8]),
+    )
+    .unwrap();
+    let e = c.copy_chunks_from(&shifted, &roi).unwrap_err();
+    assert!(e.to_string().contains("ROI"), "{e}");
+}
