@@ -511,3 +511,130 @@ fn raw_chunk_copies_of_unlike_arrays_or_partial_chunks_are_errors() {
     let e = c.copy_chunks_from(&shifted, &roi).unwrap_err();
     assert!(e.to_string().contains("ROI"), "{e}");
 }
+
+/// The pyramid of a crash run: `DIR/raw.zarr` to `DIR/out.zarr` with the run directory
+/// `DIR/run`, killed after `BLOCKWISE_CRASH_DELAY_US` microseconds if that is set.
+fn crash_pyramid(dir: &std::path::Path) -> Result<blockwise::RunSummary, Error> {
+    let raw = ZarrArray::open(dir.join("raw.zarr"), "raw").unwrap();
+    Pyramid::builder(&raw, dir.join("out.zarr"))
+        .levels(4)
+        .factor([2])
+        .method(Downsample::Mean)
+        .num_workers(2)
+        .run(&runner().run_dir(dir.join("run")))
+}
+
+crate::support::child_main!(zz_pyramid_crash_child: "BLOCKWISE_PYRAMID_CRASH_DIR" => pyramid_crash_child);
+
+fn pyramid_crash_child(dir: String) {
+    if let Some(us) = std::env::var("BLOCKWISE_CRASH_DELAY_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+            crate::support::kill_self();
+        });
+    }
+    match crash_pyramid(std::path::Path::new(&dir)) {
+        Ok(summary) if summary.is_success() => {}
+        Ok(summary) => {
+            eprintln!("{summary}");
+            std::process::exit(3);
+        }
+        Err(e) => {
+            eprintln!("the run failed: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// A pyramid run killed with SIGKILL at random moments (in a block, between blocks, while
+/// done-markers are written), then rerun with its run directory until it finishes: every
+/// level's stored chunks are byte for byte those of an uninterrupted run.
+#[test]
+fn a_pyramid_killed_at_random_moments_and_rerun_is_bit_identical() {
+    use std::os::unix::process::ExitStatusExt;
+    let base = empty_dir("pyramid", "crash");
+    let shape = [64usize, 64, 64];
+    let setup = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        let raw = ZarrArray::create(
+            dir.join("raw.zarr"),
+            "raw",
+            &ArraySpec::new(
+                Roi::new([0, 0, 0], [64, 64, 64]),
+                [1, 1, 1],
+                DataType::U8,
+                vec![8, 8, 8],
+            ),
+        )
+        .unwrap();
+        raw.write(&raw.roi(), volume(&shape).view()).unwrap();
+    };
+    let reference = base.join("reference");
+    setup(&reference);
+    let started = std::time::Instant::now();
+    assert!(crash_pyramid(&reference).unwrap().is_success());
+    // Kills spread over about one uninterrupted run (at least 20 ms of it).
+    let span = (started.elapsed().as_micros() as u64).max(20_000);
+    let levels = ["s0", "s1", "s2", "s3"];
+    let want: Vec<_> = levels
+        .iter()
+        .map(|l| chunk_files(&reference.join("out.zarr"), l))
+        .collect();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut killed = 0;
+    for seed in 0..4u64 {
+        let dir = base.join(format!("seed-{seed}"));
+        setup(&dir);
+        let mut finished = false;
+        for run in 0..8 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args([
+                "--exact",
+                "pyramid::zz_pyramid_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BLOCKWISE_PYRAMID_CRASH_DIR", &dir)
+            .env_remove(blockwise::CONTEXT_ENV)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+            if run < 3 {
+                cmd.env("BLOCKWISE_CRASH_DELAY_US", (rng % span).to_string());
+            }
+            let out = crate::support::wait_with_timeout(
+                cmd.spawn().unwrap(),
+                std::time::Duration::from_secs(120),
+            );
+            if out.status.success() {
+                finished = true;
+                break;
+            }
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "seed {seed}, run {run}: failed without being killed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                run < 3,
+                "seed {seed}: run {run} was killed but should not be"
+            );
+            killed += 1;
+        }
+        assert!(finished, "seed {seed}: the pyramid did not finish");
+        for (l, want) in levels.iter().zip(&want) {
+            let got = chunk_files(&dir.join("out.zarr"), l);
+            assert!(
+                got == *want,
+                "seed {seed}: level {l} differs from an uninterrupted run"
+            );
+        }
+    }
+    assert!(killed > 0, "no run was killed: the test checked nothing");
+}

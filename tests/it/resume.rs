@@ -23,7 +23,7 @@ use blockwise::store::{ArraySpec, ChunkGrid, DataType, ZarrArray};
 use blockwise::workload::box_mean_block;
 use blockwise::{Block, BlockError, Fit, Progress, Roi, Runner, Task};
 
-use crate::support::{alive, child_main};
+use crate::support::{alive, child_main, kill_self, wait_with_timeout};
 
 const SIZE: u64 = 48;
 const BLOCK: i64 = 8;
@@ -52,11 +52,6 @@ fn log_line(dir: &Path, line: &str) {
         .open(dir.join("processed.log"))
         .unwrap();
     f.write_all(line.as_bytes()).unwrap();
-}
-
-fn kill_self() {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
-    std::thread::sleep(Duration::from_secs(60));
 }
 
 /// Creates the input volume and the (empty) outputs of a pipeline directory.
@@ -428,24 +423,6 @@ fn crash_and_resume(name: &str, seed: u64, processes: bool, crashes: u32) -> Out
         );
     }
     panic!("seed {seed}: the pipeline did not finish");
-}
-
-fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the crash child hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

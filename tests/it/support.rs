@@ -187,3 +187,32 @@ pub(crate) fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Kills this process with SIGKILL (a crash child's crash), never returning.
+pub(crate) fn kill_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Waits for a child for at most `limit`; a child still running then is killed and the test
+/// fails with its stderr.
+pub(crate) fn wait_with_timeout(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the crash child hung: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
