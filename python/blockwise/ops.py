@@ -2,7 +2,8 @@
 
 ``connected_components`` labels the connected components of a thresholded zarr volume block
 by block (three blockwise tasks and a merge step; see the Rust crate's
-``blockwise::ops::ConnectedComponents``).
+``blockwise::ops::ConnectedComponents``); ``pyramid`` builds a resolution pyramid of a zarr
+array, one chained task per level (``blockwise::ops::Pyramid``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 from blockwise import _native
-from blockwise._native import ComponentsResult, ConfigError, ZarrArray
+from blockwise._native import ComponentsResult, ConfigError, RunSummary, ZarrArray
 
-__all__ = ["ComponentsResult", "connected_components"]
+__all__ = ["ComponentsResult", "connected_components", "pyramid"]
+
+_METHODS = ("mean", "mode", "max", "min", "first_non_zero")
 
 
 def connected_components(
@@ -72,4 +75,59 @@ def connected_components(
         progress=None if progress == "auto" else progress,
         worker_python=sys.executable if processes else None,
         log_dir=os.fspath(log_dir if log_dir is not None else "blockwise_logs") if processes else None,
+    )
+
+
+def pyramid(
+    source: ZarrArray,
+    output: str | os.PathLike[str],
+    *,
+    levels: int | Literal["until_one_chunk"] = 4,
+    factor: int | Sequence[int] = 2,
+    method: Literal["mean", "mode", "max", "min", "first_non_zero"] = "mean",
+    block_shape: Sequence[int] | None = None,
+    num_workers: int = 1,
+    run_dir: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
+    name: str = "pyramid",
+    progress: bool | Literal["auto"] = "auto",
+) -> RunSummary:
+    """Builds a resolution pyramid of ``source`` in the zarr group ``output``.
+
+    Level ``s0`` is a copy of ``source`` (its chunks copied as stored bytes), level ``sk`` is
+    level ``s(k-1)`` reduced by ``factor`` (one number, or one per axis such as ``(1, 2, 2)``)
+    with ``method``: ``"mean"`` (integers: rounded half to even, as ``np.round(w.mean())``),
+    ``"mode"`` (ties: the smallest value), ``"max"``, ``"min"``, ``"first_non_zero"`` (C
+    order). An axis of ``n`` voxels becomes ``n // f``. ``levels`` counts ``s0``; or
+    ``"until_one_chunk"``. One task per level (``<name>-s<k>``) on ``num_workers`` worker
+    threads each; a level's blocks start as soon as the blocks they read are written.
+    ``block_shape`` is in voxels, a multiple of the chunk shape (default: one chunk).
+    ``run_dir`` makes the run resumable.
+
+    Returns the run's ``RunSummary``; failed blocks are not exceptions: check
+    ``is_success()``.
+    """
+    if method not in _METHODS:
+        raise ConfigError(f"method {method!r}: use one of {', '.join(_METHODS)}")
+    if progress not in (True, False, "auto"):
+        raise ConfigError(f"progress {progress!r}: use True, False or 'auto'")
+    if levels == "until_one_chunk":
+        n_levels = None
+    elif isinstance(levels, int) and not isinstance(levels, bool):
+        n_levels = levels
+    else:
+        raise ConfigError(f"levels {levels!r}: a number of levels or 'until_one_chunk'")
+    factors = (factor,) if isinstance(factor, int) else tuple(factor)
+    return _native._pyramid(
+        source,
+        os.fspath(output),
+        levels=n_levels,
+        factor=factors,
+        method=method,
+        block_shape=None if block_shape is None else tuple(block_shape),
+        num_workers=num_workers,
+        name=name,
+        run_dir=None if run_dir is None else os.fspath(run_dir),
+        fresh=fresh,
+        progress=None if progress == "auto" else progress,
     )

@@ -35,3 +35,18 @@ def connected_components(
     log_dir: str | os.PathLike[str] | None = None,
     progress: bool | Literal["auto"] = "auto",
 ) -> ComponentsResult: ...
+
+def pyramid(
+    source: ZarrArray,
+    output: str | os.PathLike[str],
+    *,
+    levels: int | Literal["until_one_chunk"] = 4,
+    factor: int | Sequence[int] = 2,
+    method: Literal["mean", "mode", "max", "min", "first_non_zero"] = "mean",
+    block_shape: Sequence[int] | None = None,
+    num_workers: int = 1,
+    run_dir: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
+    name: str = "pyramid",
+    progress: bool | Literal["auto"] = "auto",
+) -> RunSummary: ...

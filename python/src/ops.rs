@@ -1,10 +1,11 @@
-//! Ready-made operations: connected components (`blockwise.ops.connected_components`), over
-//! the Rust crate's `blockwise::ops::ConnectedComponents`.
+//! Ready-made operations: connected components (`blockwise.ops.connected_components`) and
+//! resolution pyramids (`blockwise.ops.pyramid`), over the Rust crate's
+//! `blockwise::ops::ConnectedComponents` and `blockwise::ops::Pyramid`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use blockwise::ops::{ComponentsReport, ConnectedComponents, Connectivity};
+use blockwise::ops::{ComponentsReport, ConnectedComponents, Connectivity, Downsample, Pyramid};
 use blockwise::store::ZarrArray;
 use blockwise::{Cancel, Coordinate, Progress, Runner, WorkerOptions};
 use pyo3::exceptions::PyValueError;
@@ -210,11 +211,7 @@ fn _connected_components(
     let cc = spec.build(&inp, &out);
     let cancel = Cancel::new();
     let mut runner = Runner::new()
-        .progress(match progress {
-            None => Progress::Auto,
-            Some(true) => Progress::Always,
-            Some(false) => Progress::Never,
-        })
+        .progress(progress_of(progress))
         .cancel_with(&cancel)
         .fresh(fresh);
     if let Some(d) = run_dir {
@@ -239,6 +236,84 @@ fn _connected_components(
     Ok(PyComponentsResult { report })
 }
 
+/// A progress setting: None is "auto".
+fn progress_of(progress: Option<bool>) -> Progress {
+    match progress {
+        None => Progress::Auto,
+        Some(true) => Progress::Always,
+        Some(false) => Progress::Never,
+    }
+}
+
+/// Builds and runs a pyramid on worker threads; `blockwise.ops.pyramid` documents the
+/// arguments.
+#[pyfunction]
+#[pyo3(signature = (
+    source, output, *, levels = None, factor = None, method = "mean".to_owned(),
+    block_shape = None, num_workers = 1, name = "pyramid".to_owned(), run_dir = None,
+    fresh = false, progress = None
+))]
+#[allow(clippy::too_many_arguments)]
+fn _pyramid(
+    py: Python<'_>,
+    source: &Bound<'_, PyAny>,
+    output: PathBuf,
+    levels: Option<i64>,
+    factor: Option<Vec<i64>>,
+    method: String,
+    block_shape: Option<Vec<i64>>,
+    num_workers: i64,
+    name: String,
+    run_dir: Option<PathBuf>,
+    fresh: bool,
+    progress: Option<bool>,
+) -> PyResult<PyRunSummary> {
+    let (source, _, _) = zarr_of(source, "source")?;
+    let positive = |what: &str, v: &[i64]| -> PyResult<Vec<u64>> {
+        v.iter()
+            .map(|&x| u64::try_from(x).ok().filter(|&x| x >= 1))
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| {
+                ConfigError::new_err(format!("{what} {v:?}: every value must be at least 1"))
+            })
+    };
+    let method: Downsample = method.parse().map_err(ConfigError::new_err)?;
+    let num_workers = usize::try_from(num_workers)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| {
+            ConfigError::new_err(format!("num_workers must be at least 1, got {num_workers}"))
+        })?;
+    let mut pyramid = Pyramid::builder(&source, output)
+        .method(method)
+        .num_workers(num_workers)
+        .name(name);
+    pyramid = match levels {
+        None => pyramid.until_one_chunk(),
+        Some(n) => pyramid
+            .levels(usize::try_from(n).map_err(|_| {
+                ConfigError::new_err(format!("levels must be at least 1, got {n}"))
+            })?),
+    };
+    if let Some(f) = factor {
+        pyramid = pyramid.factor(positive("factor", &f)?);
+    }
+    if let Some(b) = block_shape {
+        pyramid = pyramid.block_shape(positive("block_shape", &b)?);
+    }
+    let cancel = Cancel::new();
+    let mut runner = Runner::new()
+        .progress(progress_of(progress))
+        .cancel_with(&cancel)
+        .fresh(fresh);
+    if let Some(d) = run_dir {
+        runner = runner.run_dir(d);
+    }
+    let pyramid = Arc::new(pyramid);
+    let inner = run_interruptibly(py, &cancel, move || pyramid.run(&runner))?;
+    Ok(PyRunSummary { inner })
+}
+
 /// In a worker process of `connected_components(runner="processes")`: rebuilds the operation's
 /// tasks from `spec` and serves this worker's task; returns the blocks processed.
 #[pyfunction]
@@ -257,5 +332,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyComponentsResult>()?;
     m.add_function(wrap_pyfunction!(_connected_components, m)?)?;
     m.add_function(wrap_pyfunction!(_cc_serve_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(_pyramid, m)?)?;
     Ok(())
 }
