@@ -132,6 +132,44 @@ enum Scenario {
     /// available memory; when the output (stored like the input) may not fit on its file
     /// system, a warning is printed, and the run is refused if the input is stored uncompressed.
     Zarr(ZarrArgs),
+    /// A resolution pyramid of a 3D uint8 zarr array (as `blockwise pyramid`), written to a
+    /// fresh output group; reports the wall time, the level-0 megabytes per second, peak
+    /// memory and every level's sha256 (of its voxels in C order). `--codec-only` measures the
+    /// limit instead: one read of level 0 (its chunks copied as stored bytes, and decoded) plus
+    /// encoding the levels above it, through the same runner.
+    Pyramid(PyramidBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct PyramidBenchArgs {
+    /// The input zarr store.
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// The array's path inside the input store.
+    #[arg(long, default_value = "raw")]
+    dataset: String,
+    /// The output zarr group (replaced if it exists; not inside the input, nor containing it).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// The number of levels, `s0` included.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    levels: u64,
+    /// The factor: one number for every axis (`2`) or one per axis (`1,2,2`).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    factor: Vec<u64>,
+    /// How windows are reduced (as `blockwise pyramid`).
+    #[arg(long, default_value = "mean")]
+    method: blockwise::ops::Downsample,
+    /// Worker threads per level.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: u64,
+    /// Measure the limit (one read of level 0 plus encoding the levels above it) instead of
+    /// the pyramid. The levels to encode are computed first, outside the timing.
+    #[arg(long)]
+    codec_only: bool,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1042,6 +1080,166 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
     Ok(summary.is_success())
 }
 
+#[derive(serde::Serialize)]
+struct PyramidReport {
+    #[serde(flatten)]
+    base: BenchReport,
+    levels: u64,
+    method: String,
+    /// Megabytes of level 0 (the source) per second of wall time.
+    mb_per_s: f64,
+    /// Per level, the sha256 of its voxels in C order (empty with `--codec-only`).
+    level_sha256: Vec<String>,
+}
+
+#[cfg(feature = "zarr")]
+fn bench_pyramid(args: &PyramidBenchArgs) -> Result<bool> {
+    use blockwise::ops::Pyramid;
+    use blockwise::store::ZarrArray;
+    use sha2::Digest;
+    use std::sync::Arc;
+
+    blockwise::sample::check_dataset(&args.dataset)?;
+    check_separate(&args.input, &args.output)?;
+    let source = ZarrArray::open(&args.input, &args.dataset)
+        .with_context(|| format!("opening the input {}", args.input.display()))?;
+    if source.data_type() != blockwise::store::DataType::U8 || source.shape().len() != 3 {
+        bail!(
+            "{}: expected a 3D uint8 array, found {:?} {}",
+            source.name(),
+            source.shape(),
+            source.data_type()
+        );
+    }
+    if args.output.exists() {
+        std::fs::remove_dir_all(&args.output)
+            .with_context(|| format!("removing the old output {}", args.output.display()))?;
+    }
+    let workers = usize::try_from(args.workers)?;
+    let pyramid = Pyramid::builder(&source, &args.output)
+        .levels(usize::try_from(args.levels)?)
+        .factor(&args.factor)
+        .method(args.method)
+        .num_workers(workers);
+    let runner = Runner::new().progress(Progress::Never).print_summary(false);
+    let level_names: Vec<String> = (0..args.levels).map(|k| format!("s{k}")).collect();
+    let (summary, wall, blocks) = if args.codec_only {
+        // The levels above 0, computed first and held in memory (outside the timing).
+        let first = pyramid
+            .run(&runner)
+            .context("computing the levels to encode")?;
+        if !first.is_success() {
+            bail!("computing the levels to encode failed: {first}");
+        }
+        let scratch = args.output.join("limit");
+        let mut tasks = Vec::new();
+        for (k, name) in level_names.iter().enumerate() {
+            let level = ZarrArray::open(&args.output, name)?;
+            let out = Arc::new(ZarrArray::create_like(&scratch, name, &level, true)?);
+            let cs: Vec<i64> = level
+                .write_chunk_shape()
+                .iter()
+                .map(|&c| i64::try_from(c))
+                .collect::<Result<_, _>>()?;
+            let block = Roi::new(
+                [0i64; 3],
+                blockwise::Coordinate::from(cs) * level.voxel_size(),
+            );
+            let builder = Task::builder(format!("limit-{name}"), level.roi(), block.clone(), block)
+                .fit(blockwise::Fit::Shrink)
+                .read_write_conflict(false)
+                .num_workers(workers)
+                .writes(out.as_ref());
+            let task = if k == 0 {
+                let src = Arc::new(ZarrArray::open(&args.input, &args.dataset)?);
+                builder.process(move |b: &Block| -> Result<(), BlockError> {
+                    out.copy_chunks_from(&src, b.write_roi())?;
+                    drop(src.read::<u8>(b.write_roi())?);
+                    Ok(())
+                })
+            } else {
+                let data = Arc::new(level.read::<u8>(&level.roi())?);
+                builder.process(move |b: &Block| -> Result<(), BlockError> {
+                    out.write(b.write_roi(), data.view_roi(b.write_roi())?)?;
+                    Ok(())
+                })
+            };
+            tasks.push(task.build()?);
+        }
+        let blocks = tasks.iter().map(Task::num_blocks).sum::<u64>();
+        let start = Instant::now();
+        let summary = runner.run(tasks).context("running the limit")?;
+        (summary, start.elapsed().as_secs_f64(), blocks)
+    } else {
+        let tasks = pyramid.tasks()?;
+        let blocks = tasks.iter().map(Task::num_blocks).sum::<u64>();
+        let start = Instant::now();
+        let summary = runner
+            .run(tasks.last().cloned())
+            .context("running the pyramid")?;
+        (summary, start.elapsed().as_secs_f64(), blocks)
+    };
+    let peak = peak_rss_mib();
+    let mut level_sha256 = Vec::new();
+    if !args.codec_only {
+        for name in &level_names {
+            let level = ZarrArray::open(&args.output, name)?;
+            let data = level.read::<u8>(&level.roi())?;
+            let data = data.as_standard_layout();
+            level_sha256.push(
+                sha2::Sha256::digest(data.as_slice().unwrap_or(&[]))
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            );
+        }
+    }
+    let input_bytes: u64 = source.shape().iter().product();
+    let completed = summary.completed();
+    let report = PyramidReport {
+        base: BenchReport {
+            scenario: if args.codec_only {
+                "pyramid_limit"
+            } else {
+                "pyramid"
+            },
+            runner: RunnerKind::Threads.name(),
+            workers: args.workers,
+            blocks,
+            completed,
+            skipped: None,
+            tls: None,
+            wall_s: wall,
+            blocks_per_s: completed as f64 / wall.max(f64::EPSILON),
+            peak_rss_mib: peak,
+            context: None,
+            chain: None,
+            read_write_conflict: None,
+        },
+        levels: args.levels,
+        method: args.method.to_string(),
+        mb_per_s: input_bytes as f64 / 1e6 / wall.max(f64::EPSILON),
+        level_sha256,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.base.print(false)?;
+        println!(
+            "level 0: {:.1} MB at {:.1} MB/s; levels {:?}",
+            input_bytes as f64 / 1e6,
+            report.mb_per_s,
+            report.level_sha256
+        );
+    }
+    Ok(summary.is_success())
+}
+
+#[cfg(not(feature = "zarr"))]
+fn bench_pyramid(_args: &PyramidBenchArgs) -> Result<bool> {
+    bail!("this build has no zarr support (build with the `zarr` feature)")
+}
+
 /// A worker process of a bench (started by `--runner processes` with `BLOCKWISE_CONTEXT`):
 /// builds the bench's tasks the way the driver does, minus the driver's checks and side
 /// effects (creating the output), serves its task's blocks and exits: 0 when done, 1 with the
@@ -1051,6 +1249,7 @@ fn serve_worker(cli: &Cli) -> ExitCode {
         Command::Bench { scenario } => match scenario {
             Scenario::Noop(args) => noop_tasks(args),
             Scenario::Zarr(args) => zarr_worker_tasks(args),
+            Scenario::Pyramid(_) => Err(anyhow::anyhow!("bench pyramid runs no worker processes")),
         },
         Command::Sample(_) | Command::Status(_) | Command::Pyramid(_) => {
             Err(anyhow::anyhow!("this subcommand runs no worker processes"))
@@ -1076,6 +1275,7 @@ fn run(cli: &Cli) -> Result<bool> {
         Command::Bench { scenario } => match scenario {
             Scenario::Noop(args) => bench_noop(args),
             Scenario::Zarr(args) => bench_zarr(args),
+            Scenario::Pyramid(args) => bench_pyramid(args),
         },
         Command::Sample(args) => sample(args),
         Command::Status(args) => status(args),

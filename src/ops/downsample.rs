@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::OpsError;
 use crate::store::Scalar;
@@ -103,6 +103,45 @@ fn div_half_even(sum: i128, n: i128) -> i128 {
     }
 }
 
+/// `sum / n` rounded half to even in `i64`; `n > 0`.
+fn div_half_even_i64(sum: i64, n: i64) -> i64 {
+    let q = sum.div_euclid(n);
+    let r = sum.rem_euclid(n); // 0 <= r < n
+    match (2 * r).cmp(&n) {
+        Ordering::Less => q,
+        Ordering::Greater => q + 1,
+        Ordering::Equal => q + (q & 1),
+    }
+}
+
+/// Types of at most 32 bits: the window's sum in `i64` (it cannot overflow for windows of up
+/// to 2^30 values), larger windows in `i128`.
+macro_rules! small_integer {
+    ($($t:ty),*) => {$(
+        impl Downsampled for $t {
+            fn mean_of(window: &[Self]) -> Self {
+                let mean = match i64::try_from(window.len()) {
+                    Ok(n) if (1..=1 << 30).contains(&n) => {
+                        let sum: i64 = window.iter().map(|&v| i64::from(v)).sum();
+                        i128::from(div_half_even_i64(sum, n))
+                    }
+                    _ => {
+                        let sum: i128 = window.iter().map(|&v| i128::from(v)).sum();
+                        let n = i128::try_from(window.len()).unwrap_or(i128::MAX).max(1);
+                        div_half_even(sum, n)
+                    }
+                };
+                // The mean lies between the window's smallest and largest value, so it fits.
+                <$t>::try_from(mean).unwrap_or_default()
+            }
+            fn order(&self, other: &Self) -> Ordering {
+                self.cmp(other)
+            }
+        }
+    )*};
+}
+small_integer!(u8, u16, u32, i8, i16, i32);
+
 macro_rules! integer {
     ($($t:ty),*) => {$(
         impl Downsampled for $t {
@@ -118,7 +157,7 @@ macro_rules! integer {
         }
     )*};
 }
-integer!(u8, u16, u32, u64, i8, i16, i32, i64);
+integer!(u64, i64);
 
 macro_rules! float {
     ($($t:ty),*) => {$(
@@ -192,6 +231,19 @@ fn reduce<T: Downsampled>(method: Downsample, window: &[T], scratch: &mut Vec<T>
             best
         }
     }
+}
+
+/// Advances `index` to the next index of `shape` in C order; false (and all zeros) after the
+/// last one.
+fn next_index(index: &mut [usize], shape: &[usize]) -> bool {
+    for k in (0..index.len()).rev() {
+        index[k] += 1;
+        if index[k] < shape[k] {
+            return true;
+        }
+        index[k] = 0;
+    }
+    false
 }
 
 /// Checks a downsampling factor against an array of `dims` dimensions; returns the window size
@@ -269,19 +321,54 @@ pub fn downsample<T: Downsampled>(
         .zip(&window)
         .map(|(&n, &f)| n / f)
         .collect();
-    // Only the voxels that fill whole windows.
-    let used = data
-        .slice_each_axis(|ax| Slice::from(0..out_shape[ax.axis.index()] * window[ax.axis.index()]));
     let count: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(count);
-    let mut buf = Vec::with_capacity(window_len);
     let mut scratch = Vec::new();
-    if count > 0 {
-        // `exact_chunks` visits the windows in C order of the output, each in C order.
-        for w in used.exact_chunks(IxDyn(&window)) {
-            buf.clear();
-            buf.extend(w.iter().copied());
-            out.push(reduce(method, &buf, &mut scratch));
+    if count > 0 && data.ndim() == 0 {
+        out.extend(data.iter().copied());
+    } else if count > 0 {
+        // Output row after output row (the leading axes' indices in C order), the row's
+        // windows are gathered into one buffer from contiguous runs of the input's last axis,
+        // the leading window offsets in C order: each window is then in C order.
+        let input = data.as_standard_layout();
+        let flat = input.as_slice().ok_or_else(|| {
+            OpsError::Internal("downsample: a standard layout that is not contiguous".into())
+        })?;
+        let dims = data.ndim();
+        let last = dims - 1;
+        let mut stride = vec![1usize; dims];
+        for k in (0..last).rev() {
+            stride[k] = stride[k + 1] * data.shape()[k + 1];
+        }
+        let (row_out, f_last) = (out_shape[last], window[last]);
+        let mut windows = vec![T::default(); row_out * window_len];
+        let mut o = vec![0usize; last];
+        'rows: loop {
+            let mut w = vec![0usize; last];
+            let mut pos = 0;
+            loop {
+                let start: usize = (0..last)
+                    .map(|k| (o[k] * window[k] + w[k]) * stride[k])
+                    .sum();
+                let row = &flat[start..start + row_out * f_last];
+                for (j, run) in row.chunks_exact(f_last).enumerate() {
+                    windows[j * window_len + pos..j * window_len + pos + f_last]
+                        .copy_from_slice(run);
+                }
+                pos += f_last;
+                if !next_index(&mut w, &window[..last]) {
+                    break;
+                }
+            }
+            let wins = windows.chunks_exact(window_len);
+            match method {
+                // The common case without a match per window.
+                Downsample::Mean => out.extend(wins.map(T::mean_of)),
+                _ => out.extend(wins.map(|win| reduce(method, win, &mut scratch))),
+            }
+            if !next_index(&mut o, &out_shape[..last]) {
+                break 'rows;
+            }
         }
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out)
@@ -292,6 +379,7 @@ pub fn downsample<T: Downsampled>(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use ndarray::Slice;
     use proptest::prelude::*;
 
     const METHODS: [Downsample; 5] = [
@@ -531,6 +619,26 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// A view that is not in standard layout (transposed, stepped) reduces like its copy.
+    #[test]
+    fn views_in_any_layout_reduce_like_their_copies() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[6, 9, 8]), |i| {
+            (i[0] * 31 + i[1] * 7 + i[2] * 3) as u16 % 13
+        });
+        let t = a.view().reversed_axes();
+        let stepped =
+            a.slice_each_axis(|ax| Slice::new(0, None, if ax.axis.index() == 1 { 2 } else { 1 }));
+        for v in [t, stepped] {
+            for m in METHODS {
+                let got = downsample(v.view(), &[2, 2, 3], m).unwrap();
+                let want =
+                    downsample(v.to_owned().as_standard_layout().view(), &[2, 2, 3], m).unwrap();
+                assert_eq!(got, want, "{m}");
+                assert_eq!(got, naive(&v.to_owned(), &[2, 2, 3], m, true), "{m}");
+            }
+        }
     }
 
     proptest! {
