@@ -15,6 +15,8 @@ make_venv() {
 make_venv .venv-daisy1 "daisy<2" "zarr>=3,<4" numpy numcodecs
 make_venv .venv-daisy2 "daisy==2.0.0" "zarr>=3,<4" numpy numcodecs
 make_venv .venv-dask "dask[array]" distributed "zarr>=3,<4" numpy numcodecs
+# pyramid.py: ngff-zarr and ome-zarr-py (0.12 and later write zarr v3 / NGFF 0.5).
+make_venv .venv-pyramid ngff-zarr "ome-zarr>=0.12" "dask[array]" "zarr>=3,<4" numpy
 if [ "${1:-}" = python ]; then
   make_venv .venv-blockwise maturin cloudpickle "dask[array]" "zarr>=3,<4" numpy scipy numcodecs
   (cd "$here/../../python" && VIRTUAL_ENV="$here/.venv-blockwise" "$here/.venv-blockwise/bin/maturin" develop --release -q)
