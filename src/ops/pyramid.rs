@@ -8,7 +8,7 @@ use super::Downsample;
 use super::downsample::{Downsampled, check_factor, downsample};
 use crate::error::{BlockError, Error};
 use crate::geometry::{Coordinate, Roi};
-use crate::store::{ArraySpec, DataType, ZarrArray};
+use crate::store::{ArraySpec, DataType, RoiArray, ZarrArray};
 use crate::{Block, Fit, RunSummary, Runner, Task};
 
 /// How many levels a [`Pyramid`] has.
@@ -135,11 +135,73 @@ fn down_fn<T: Downsampled>(
     factor: Vec<u64>,
     method: Downsample,
 ) -> Process {
+    // When the factor divides the source's chunks, every window lies in one chunk: each chunk
+    // is read (decoded) and reduced on its own, and only the reduced pieces are assembled.
+    let per_chunk = src
+        .write_chunk_shape()
+        .iter()
+        .zip(&factor)
+        .all(|(&c, &f)| c % f == 0);
     Box::new(move |b: &Block| {
-        let data = src.read::<T>(b.read_roi())?;
-        let out = downsample(data.view(), &factor, method)?;
-        dst.write(b.write_roi(), out.view())?;
-        Ok(())
+        if !per_chunk {
+            let data = src.read::<T>(b.read_roi())?;
+            let out = downsample(data.view(), &factor, method)?;
+            dst.write(b.write_roi(), out.view())?;
+            return Ok(());
+        }
+        let mut out = RoiArray::from_elem(
+            b.write_roi().clone(),
+            dst.voxel_size().clone(),
+            T::default(),
+        )?;
+        let region = b.read_roi().intersect(&src.roi());
+        let (vs, dvs) = (src.voxel_size(), dst.voxel_size());
+        let dims = region.dims();
+        let step: Vec<i64> = (0..dims)
+            .map(|d| {
+                i64::try_from(src.write_chunk_shape()[d])
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(vs[d])
+            })
+            .collect();
+        // The chunks' origins in the region, in C order (the region starts on a chunk).
+        let mut at: Vec<i64> = region.begin().as_slice().to_vec();
+        loop {
+            let end: Vec<i64> = (0..dims)
+                .map(|d| (at[d] + step[d]).min(region.end()[d]))
+                .collect();
+            let chunk = Roi::new(
+                Coordinate::from(at.clone()),
+                Coordinate::from((0..dims).map(|d| end[d] - at[d]).collect::<Vec<i64>>()),
+            );
+            let data = src.read::<T>(&chunk)?;
+            let piece = downsample(data.view(), &factor, method)?;
+            let shape: Vec<i64> = (0..dims)
+                .map(|d| {
+                    i64::try_from(piece.shape()[d])
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(dvs[d])
+                })
+                .collect();
+            let piece_roi = Roi::new(chunk.begin().clone(), Coordinate::from(shape));
+            if !piece_roi.is_empty() {
+                out.view_roi_mut(&piece_roi)?.assign(&piece);
+            }
+            // The next chunk origin in C order.
+            let mut d = dims;
+            loop {
+                if d == 0 {
+                    dst.write_array(&out)?;
+                    return Ok(());
+                }
+                d -= 1;
+                at[d] += step[d];
+                if at[d] < region.end()[d] {
+                    break;
+                }
+                at[d] = region.begin()[d];
+            }
+        }
     })
 }
 
