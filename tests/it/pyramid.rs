@@ -638,3 +638,35 @@ fn a_pyramid_killed_at_random_moments_and_rerun_is_bit_identical() {
     }
     assert!(killed > 0, "no run was killed: the test checked nothing");
 }
+
+/// A factor that does not divide the chunks (3 on chunks of 8): windows span chunks, and the
+/// levels still match the reference.
+#[test]
+fn a_factor_that_does_not_divide_the_chunks_matches_the_reference() {
+    let dir = empty_dir("pyramid", "factor-3");
+    let shape = [40usize, 29, 35];
+    let roi = Roi::new([0, 0, 0], [40, 29, 35]);
+    let spec = ArraySpec::new(roi, [1, 1, 1], DataType::U8, vec![8, 8, 8]);
+    let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
+    let data = volume(&shape);
+    raw.write(&raw.roi(), data.view()).unwrap();
+    for m in [Downsample::Mean, Downsample::Mode] {
+        let out = dir.join(format!("{m}.zarr"));
+        let summary = Pyramid::builder(&raw, &out)
+            .levels(3)
+            .factor([3, 1, 3])
+            .method(m)
+            .run(&runner())
+            .unwrap();
+        assert!(summary.is_success(), "{m}: {summary:?}");
+        let mut want = data.clone();
+        for k in 1..3 {
+            want = naive(&want, [3, 1, 3], m, |v| v as u8);
+            let level = ZarrArray::open(&out, &format!("s{k}")).unwrap();
+            assert!(
+                *level.read::<u8>(&level.roi()).unwrap().data() == want,
+                "{m} s{k}"
+            );
+        }
+    }
+}
