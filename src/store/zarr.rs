@@ -498,6 +498,84 @@ impl ZarrArray {
         self.inner.meta.roi_array(roi, data)
     }
 
+    /// The full ROI for a ROI of the trailing axes: the leading axes (channels, time) whole.
+    fn with_leading_axes(&self, roi: &Roi) -> Result<Roi, StoreError> {
+        let dims = self.roi().dims();
+        let lead = dims
+            .checked_sub(roi.dims())
+            .ok_or_else(|| StoreError::Roi {
+                path: self.inner.name.clone(),
+                message: format!("ROI {roi} has {} dims, the array only {dims}", roi.dims()),
+            })?;
+        let all = self.roi();
+        let begin: Vec<i64> = (0..dims)
+            .map(|d| {
+                if d < lead {
+                    all.begin()[d]
+                } else {
+                    roi.begin()[d - lead]
+                }
+            })
+            .collect();
+        let shape: Vec<i64> = (0..dims)
+            .map(|d| {
+                if d < lead {
+                    all.shape()[d]
+                } else {
+                    roi.shape()[d - lead]
+                }
+            })
+            .collect();
+        Ok(Roi::new(Coordinate::from(begin), Coordinate::from(shape)))
+    }
+
+    /// Reads a ROI of the array's trailing axes with every voxel of its leading axes: for a
+    /// `c, z, y, x` array (an OME-Zarr level with a channel axis, say) a `z, y, x` ROI reads
+    /// all channels, so a task over the space axes reads all channels of its blocks (funlib's
+    /// channel dimensions). The result's ROI spans the leading axes whole. A ROI with as many
+    /// dims as the array reads as [`read`](Self::read).
+    ///
+    /// ```
+    /// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    /// use blockwise::Roi;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// // 3 channels of 8 × 8 voxels of 4 nm.
+    /// let spec = ArraySpec::new(Roi::new([0, 0, 0], [3, 32, 32]), [1, 4, 4], DataType::U8, vec![1, 4, 4]);
+    /// let a = ZarrArray::create(dir.path(), "raw", &spec)?;
+    /// let data = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[3, 8, 8]), |i| i[0] as u8 * 10);
+    /// a.write(&a.roi(), data.view())?;
+    /// let block = a.read_spatial::<u8>(&Roi::new([8, 16], [8, 8]))?; // a y, x ROI
+    /// assert_eq!(block.shape(), &[3, 2, 2]);
+    /// assert_eq!(block.data()[[2, 1, 1]], 20);
+    /// a.write_spatial(&Roi::new([0, 0], [4, 4]), ndarray::ArrayD::from_elem(ndarray::IxDyn(&[3, 1, 1]), 7u8).view())?;
+    /// assert_eq!(a.read::<u8>(&Roi::new([1, 0, 0], [1, 4, 4]))?.data()[[0, 0, 0]], 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), and a ROI with more dims than the array.
+    pub fn read_spatial<T: Scalar>(&self, roi: &Roi) -> Result<RoiArray<T>, StoreError> {
+        self.read(&self.with_leading_axes(roi)?)
+    }
+
+    /// Writes a ROI of the array's trailing axes with every voxel of its leading axes (the
+    /// counterpart of [`read_spatial`](Self::read_spatial)): `data` has the array's dims.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write), and a ROI with more dims than the array.
+    pub fn write_spatial<'a, T: Scalar>(
+        &self,
+        roi: &Roi,
+        data: impl Into<ArrayViewD<'a, T>>,
+    ) -> Result<(), StoreError> {
+        self.write(&self.with_leading_axes(roi)?, data)
+    }
+
     /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`
     /// (`read_padded(roi, Pad::Constant(fill))`).
     ///

@@ -1252,3 +1252,53 @@ fn prepare_with_overwrite_replaces_a_differing_array() -> TestResult {
     assert_eq!(ZarrArray::open(&dir.0, "a")?.array_id(), b.array_id());
     Ok(())
 }
+
+/// A task over the space axes reads and writes all channels of its blocks of a `c, z, y, x`
+/// array (`read_spatial` / `write_spatial`); a ROI with more dims than the array is an error.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn a_task_over_space_axes_reads_and_writes_every_channel() {
+    use blockwise::{Block, BlockError, Fit, Progress, Runner, Task};
+    let dir = crate::support::empty_dir("store", "spatial");
+    let roi = Roi::new([0, 0, 0, 0], [3, 16, 24, 20]);
+    let mut spec = ArraySpec::new(roi.clone(), [1, 2, 2, 2], DataType::U16, vec![1, 4, 4, 4]);
+    spec.axis_names = Some(["c^", "z", "y", "x"].map(String::from).to_vec());
+    let input = ZarrArray::create(&dir, "in", &spec).unwrap();
+    let output = ZarrArray::create(&dir, "out", &spec).unwrap();
+    let data = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[3, 8, 12, 10]), |i| {
+        (i[0] * 1000 + i[1] * 100 + i[2] * 10 + i[3]) as u16
+    });
+    input.write(&roi, data.view()).unwrap();
+    let (src, dst) = (input.clone(), output.clone());
+    let block = Roi::new([0, 0, 0], [8, 8, 8]);
+    let task = Task::builder(
+        "per-channel",
+        Roi::new([0, 0, 0], [16, 24, 20]),
+        block.clone(),
+        block,
+    )
+    .fit(Fit::Shrink)
+    .read_write_conflict(false)
+    .process(move |b: &Block| -> Result<(), BlockError> {
+        let d = src.read_spatial::<u16>(b.read_roi())?;
+        assert_eq!(d.shape()[0], 3);
+        dst.write_spatial(b.write_roi(), d.data().mapv(|v| v * 2).view())?;
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let summary = Runner::new()
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run([task])
+        .unwrap();
+    assert!(summary.is_success());
+    assert!(*output.read::<u16>(&roi).unwrap().data() == data.mapv(|v| v * 2));
+    let e = input
+        .read_spatial::<u16>(&Roi::new([0, 0, 0, 0, 0], [1, 1, 2, 2, 2]))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("has 5 dims, the array only 4"),
+        "{e}"
+    );
+}
