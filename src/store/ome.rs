@@ -170,7 +170,7 @@ pub struct OmeLevel {
 /// An OME-Zarr multiscale image: a zarr group whose metadata lists its resolution levels.
 ///
 /// ```
-/// use blockwise::store::{ArraySpec, DataType, OmeAxis, OmeZarr, ZarrArray, ZarrFormat};
+/// use blockwise::store::{ArraySpec, DataType, OmeAxis, OmeZarr, ZarrArray};
 /// use blockwise::Roi;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -782,6 +782,8 @@ pub(crate) fn write_levels(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use crate::geometry::Roi;
     use crate::store::DataType;
