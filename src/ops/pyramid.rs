@@ -21,8 +21,8 @@ enum Levels {
 /// A resolution pyramid of a zarr array, written as zarr arrays `s0`, `s1`, … in one output
 /// group that is an OME-Zarr image: [`tasks`](Self::tasks) writes the group's multiscales
 /// metadata (NGFF 0.5 for zarr v3, 0.4 for v2; open it with [`OmeZarr`](crate::store::OmeZarr)).
-/// The axes are the source's axis names and units; a name ending in `^` is a channel axis, the
-/// others space axes. Axes that NGFF cannot describe (fewer than 2 or more than 3 space axes)
+/// The axes are the source's axis names and units (abbreviations like `nm` written as NGFF's
+/// `nanometer`); a name ending in `^` is a channel axis, the others space axes. Axes that NGFF cannot describe (fewer than 2 or more than 3 space axes)
 /// get no OME metadata (the levels remain plain zarr arrays with funlib attributes).
 ///
 /// Level 0 is a copy of the source; level `k` is level `k - 1` [downsampled](super::downsample)

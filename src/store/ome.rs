@@ -732,9 +732,31 @@ fn store_multiscales(path: &Path, version: NgffVersion, value: Value) -> Result<
     }
 }
 
+/// The NGFF name of a unit abbreviation funlib arrays often carry (`nm` is `nanometer`);
+/// other units unchanged.
+fn ngff_unit(unit: &str) -> &str {
+    match unit {
+        "nm" => "nanometer",
+        "um" | "µm" | "μm" => "micrometer",
+        "mm" => "millimeter",
+        "cm" => "centimeter",
+        "m" => "meter",
+        "pm" => "picometer",
+        "A" | "Å" => "angstrom",
+        "s" => "second",
+        "ms" => "millisecond",
+        "us" | "µs" | "μs" => "microsecond",
+        "ns" => "nanosecond",
+        "min" => "minute",
+        "h" => "hour",
+        other => other,
+    }
+}
+
 /// Writes the multiscales metadata of levels that already exist in the group at `path` (NGFF
 /// 0.5 for zarr v3, 0.4 for v2). The axes come from the arrays' funlib axis names and units: a
-/// name ending in `^` (funlib's channel marker) is a channel axis, the others space axes.
+/// name ending in `^` (funlib's channel marker) is a channel axis, the others space axes; unit
+/// abbreviations like `nm` are written as NGFF's names (`nanometer`).
 ///
 /// Returns `Ok(false)` without writing if those axes are not valid NGFF (fewer than 2 or more
 /// than 3 space axes, more than 5 axes, a channel axis after a space axis).
@@ -749,7 +771,10 @@ pub(crate) fn write_levels(
         .iter()
         .enumerate()
         .map(|(d, n)| {
-            let unit = units.get(d).filter(|u| !u.is_empty()).cloned();
+            let unit = units
+                .get(d)
+                .filter(|u| !u.is_empty())
+                .map(|u| ngff_unit(u).to_owned());
             match n.strip_suffix('^') {
                 Some(_) => OmeAxis {
                     name: n.clone(),
@@ -915,7 +940,12 @@ mod tests {
         let (_, attrs) = group_attributes(dir.path()).unwrap();
         let axes = &attrs["ome"]["multiscales"][0]["axes"];
         assert_eq!(axes[0], json!({"name": "c^", "type": "channel"}));
-        assert_eq!(axes[1], json!({"name": "y", "type": "space", "unit": "nm"}));
+        assert_eq!(
+            axes[1],
+            json!({"name": "y", "type": "space", "unit": "nanometer"})
+        );
+        assert_eq!(ngff_unit("µm"), "micrometer");
+        assert_eq!(ngff_unit("parsec"), "parsec");
         // One space axis is not an NGFF image: nothing is written.
         let one = write_levels(
             &dir.path().join("one"),

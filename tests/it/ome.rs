@@ -111,7 +111,7 @@ fn pyramid_output_is_an_ome_zarr_image() {
         let mut spec = ArraySpec::new(roi.clone(), [4, 2, 2], DataType::U8, vec![8, 16, 8]);
         spec.format = format;
         spec.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]);
-        spec.units = Some(vec!["nanometer".into(); 3]);
+        spec.units = Some(vec!["nm".into(); 3]); // written as NGFF's "nanometer"
         let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
         let data =
             ArrayD::from_shape_fn(IxDyn(&[32, 64, 32]), |i| (i[0] * 7 + i[1] * 3 + i[2]) as u8);
