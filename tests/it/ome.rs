@@ -395,3 +395,61 @@ fn bad_metadata_is_an_error_naming_the_problem() {
         .unwrap_or_default();
     assert!(e.contains("no level 5"), "{e}");
 }
+
+#[test]
+fn time_and_channel_axes_are_carried_through_writes_and_reads() {
+    let dir = empty_dir("ome", "tczyx");
+    let path = dir.join("movie.zarr");
+    let roi = Roi::new([0, 0, 0, 0, 0], [3, 2, 8, 16, 16]);
+    let spec = ArraySpec::new(
+        roi.clone(),
+        [1, 1, 2, 2, 2],
+        DataType::F32,
+        vec![1, 2, 4, 8, 8],
+    );
+    let image = OmeZarr::builder(&path)
+        .axes([
+            OmeAxis::time("t", "second"),
+            OmeAxis::channel("c"),
+            OmeAxis::space("z", "micrometer"),
+            OmeAxis::space("y", "micrometer"),
+            OmeAxis::space("x", "micrometer"),
+        ])
+        .level("0", spec)
+        .create()
+        .unwrap();
+    let kinds: Vec<_> = image
+        .axes()
+        .iter()
+        .map(|a| a.kind.clone().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            AxisKind::Time,
+            AxisKind::Channel,
+            AxisKind::Space,
+            AxisKind::Space,
+            AxisKind::Space
+        ]
+    );
+    assert_eq!(image.axes()[0].unit.as_deref(), Some("second"));
+    let level = image.level(0).unwrap();
+    assert_eq!(level.axis_names(), ["t", "c", "z", "y", "x"]);
+    // One time point, both channels of a space ROI, written and read back in world units.
+    let block = Roi::new([1, 0, 4, 8, 0], [1, 2, 4, 8, 16]);
+    let data = ArrayD::from_shape_fn(IxDyn(&[1, 2, 2, 4, 8]), |i| {
+        (i[1] * 1000 + i[2] * 100 + i[3] * 10 + i[4]) as f32
+    });
+    level.write(&block, data.view()).unwrap();
+    let back = ZarrArray::open_ome(&path, 0)
+        .unwrap()
+        .read::<f32>(&block)
+        .unwrap();
+    assert_eq!(back.data(), &data);
+    // Other time points were not written.
+    let t0 = level
+        .read::<f32>(&Roi::new([0, 0, 4, 8, 0], [1, 2, 4, 8, 16]))
+        .unwrap();
+    assert!(t0.iter().all(|&v| v == 0.0));
+}
