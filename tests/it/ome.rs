@@ -277,6 +277,21 @@ fn ome_zarr_py_fixture_with_channels_and_labels() {
         vec![2, 3, 102, 103]
     );
 
+    // A block of a task over the space axes reads both channels.
+    assert_eq!(
+        image.space_roi(1).unwrap(),
+        Roi::new([40, 0, -8], [64, 64, 64])
+    );
+    let block = Roi::new([40, 0, 0], [4, 4, 8]);
+    let full = image.expand_roi(0, &block).unwrap();
+    assert_eq!(full, Roi::new([0, 40, 0, 0], [2, 4, 4, 8]));
+    assert_eq!(s0.read::<u8>(&full).unwrap().data(), part.data());
+    let e = image
+        .expand_roi(0, &Roi::new([0, 0], [4, 4]))
+        .err()
+        .map(|e| e.to_string());
+    assert!(e.is_some_and(|e| e.contains("2 axes, the image 3 space axes")));
+
     assert_eq!(image.labels().unwrap(), vec!["cells".to_string()]);
     let cells = image.label("cells").unwrap();
     assert_eq!(cells.levels()[1].voxel_size.as_slice(), &[1, 8, 8, 8]);
