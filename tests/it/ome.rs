@@ -468,3 +468,55 @@ fn time_and_channel_axes_are_carried_through_writes_and_reads() {
         .unwrap();
     assert!(t0.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn a_task_over_space_reads_all_channels_of_its_blocks() {
+    let dir = empty_dir("ome", "space-task");
+    let path = dir.join("cyx.zarr");
+    let spec = ArraySpec::new(
+        Roi::new([0, 16, 0], [3, 64, 64]),
+        [1, 2, 2],
+        DataType::U16,
+        vec![3, 8, 8],
+    );
+    let image = OmeZarr::builder(&path)
+        .axes([
+            OmeAxis::channel("c"),
+            OmeAxis::space("y", "nanometer"),
+            OmeAxis::space("x", "nanometer"),
+        ])
+        .level("0", spec)
+        .create()
+        .unwrap();
+    let input = image.level(0).unwrap();
+    let data = ArrayD::from_shape_fn(IxDyn(&[3, 32, 32]), |i| {
+        (i[0] * 1000 + i[1] * 32 + i[2]) as u16
+    });
+    input.write(&input.roi(), data.view()).unwrap();
+
+    let total = image.space_roi(0).unwrap();
+    assert_eq!(total, Roi::new([16, 0], [64, 64]));
+    let out = ZarrArray::create(
+        &dir,
+        "sum",
+        &ArraySpec::new(total.clone(), [2, 2], DataType::U16, vec![8, 8]),
+    )
+    .unwrap();
+    let block = Roi::new([0, 0], [16, 16]);
+    let (img, inp, dst) = (image.clone(), input.clone(), out.clone());
+    let task = blockwise::Task::builder("channel-sum", total, block.clone(), block)
+        .writes(&out)
+        .process(move |b: &blockwise::Block| {
+            let all = inp.read::<u16>(&img.expand_roi(0, b.read_roi())?)?;
+            let sum = all.data().sum_axis(ndarray::Axis(0));
+            dst.write(b.write_roi(), sum.view())?;
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let summary = Runner::new().progress(Progress::Never).run([task]).unwrap();
+    assert!(summary.is_success());
+    let got = out.read::<u16>(&out.roi()).unwrap();
+    let want = data.sum_axis(ndarray::Axis(0));
+    assert_eq!(got.data(), &want);
+}
