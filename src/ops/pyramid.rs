@@ -8,7 +8,7 @@ use super::Downsample;
 use super::downsample::{Downsampled, check_factor, downsample};
 use crate::error::{BlockError, Error};
 use crate::geometry::{Coordinate, Roi};
-use crate::store::{ArraySpec, DataType, RoiArray, ZarrArray};
+use crate::store::{ArraySpec, DataType, OmeLevel, RoiArray, ZarrArray, write_ome_levels};
 use crate::{Block, Fit, RunSummary, Runner, Task};
 
 /// How many levels a [`Pyramid`] has.
@@ -18,8 +18,12 @@ enum Levels {
     UntilOneChunk,
 }
 
-/// A resolution pyramid of a zarr array, written as plain zarr arrays `s0`, `s1`, … in one
-/// output group (OME-Zarr metadata is not written yet).
+/// A resolution pyramid of a zarr array, written as zarr arrays `s0`, `s1`, … in one output
+/// group that is an OME-Zarr image: [`tasks`](Self::tasks) writes the group's multiscales
+/// metadata (NGFF 0.5 for zarr v3, 0.4 for v2; open it with [`OmeZarr`](crate::store::OmeZarr)).
+/// The axes are the source's axis names and units (abbreviations like `nm` written as NGFF's
+/// `nanometer`); a name ending in `^` is a channel axis, the others space axes. Axes that NGFF cannot describe (fewer than 2 or more than 3 space axes)
+/// get no OME metadata (the levels remain plain zarr arrays with funlib attributes).
 ///
 /// Level 0 is a copy of the source; level `k` is level `k - 1` [downsampled](super::downsample)
 /// by the factor with the method. Every level keeps the source's offset, data type, chunk shape
@@ -60,6 +64,9 @@ enum Levels {
 /// assert_eq!(s2.shape(), &[4, 4]);
 /// assert_eq!((s2.voxel_size()[0], s2.voxel_size()[1]), (4, 4));
 /// assert_eq!(s2.read::<u8>(&s2.roi())?[[0, 0]], 51); // max of raw[0..4, 0..4]
+/// // The output is an OME-Zarr image (NGFF 0.5, as the arrays are zarr v3).
+/// let image = blockwise::store::OmeZarr::open(&out)?;
+/// assert_eq!(image.levels()[2].voxel_size.as_slice(), &[4, 4]);
 /// # Ok(())
 /// # }
 /// ```
@@ -427,6 +434,7 @@ impl Pyramid {
             tasks.push(builder.build()?);
             prev = out;
         }
+        write_ome(&self.output, &levels, &source)?;
         Ok(tasks)
     }
 
@@ -458,6 +466,31 @@ impl Pyramid {
         let tasks = self.tasks()?;
         runner.run(tasks.last().cloned())
     }
+}
+
+/// Writes the output group's OME-Zarr multiscales metadata for the levels (NGFF 0.5 for zarr
+/// v3, 0.4 for v2), if the source's axes make an NGFF image (see `write_ome_levels`).
+fn write_ome(output: &std::path::Path, levels: &[Level], source: &ZarrArray) -> Result<(), Error> {
+    let Some(first) = levels.first() else {
+        return Ok(());
+    };
+    let ome: Vec<OmeLevel> = levels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| OmeLevel {
+            path: format!("s{k}"),
+            voxel_size: l.spec.voxel_size.clone(),
+            offset: l.spec.roi.offset().clone(),
+        })
+        .collect();
+    write_ome_levels(
+        output,
+        first.spec.format,
+        source.axis_names(),
+        source.units(),
+        &ome,
+    )?;
+    Ok(())
 }
 
 /// Opens the array `a` again (the tasks own their arrays).

@@ -95,6 +95,8 @@
 mod chunk_grid;
 #[cfg(feature = "hdf5")]
 pub(crate) mod hdf5_array;
+#[cfg(feature = "zarr")]
+mod ome;
 mod pad;
 mod roi_array;
 mod spec;
@@ -127,6 +129,10 @@ pub(crate) fn dataset_problem(dataset: &str) -> Option<&'static str> {
 pub use chunk_grid::ChunkGrid;
 #[cfg(feature = "hdf5")]
 pub use hdf5_array::Hdf5Array;
+#[cfg(feature = "zarr")]
+pub(crate) use ome::write_levels as write_ome_levels;
+#[cfg(feature = "zarr")]
+pub use ome::{AxisKind, NgffVersion, OmeAxis, OmeLevel, OmeZarr, OmeZarrBuilder};
 pub use pad::Pad;
 pub use roi_array::RoiArray;
 pub use spec::{ArraySpec, Codec, ZarrFormat};

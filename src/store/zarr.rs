@@ -234,6 +234,56 @@ impl ZarrArray {
         })
     }
 
+    /// Opens level `level` (0 the finest) of the OME-Zarr image at `path`, with the voxel size,
+    /// offset, axis names and units of its multiscales metadata (NGFF 0.4 or 0.5); shorthand for
+    /// [`OmeZarr::open`](super::OmeZarr::open) then [`level`](super::OmeZarr::level).
+    ///
+    /// # Errors
+    ///
+    /// As [`OmeZarr::open`](super::OmeZarr::open) and [`OmeZarr::level`](super::OmeZarr::level).
+    pub fn open_ome(path: impl AsRef<Path>, level: usize) -> Result<ZarrArray, StoreError> {
+        super::OmeZarr::open(path)?.level(level)
+    }
+
+    /// This array with other world metadata (from OME-Zarr rather than funlib attributes).
+    pub(crate) fn with_world(
+        self,
+        offset: Coordinate,
+        voxel_size: Coordinate,
+        axis_names: Vec<String>,
+        units: Vec<String>,
+    ) -> Result<ZarrArray, StoreError> {
+        let dims = self.inner.meta.shape.len();
+        if [
+            offset.dims(),
+            voxel_size.dims(),
+            axis_names.len(),
+            units.len(),
+        ]
+        .iter()
+        .any(|&n| n != dims)
+        {
+            return Err(StoreError::Open {
+                path: self.inner.name.clone(),
+                message: format!(
+                    "the array has {dims} dimensions, its OME-Zarr metadata {} axes",
+                    axis_names.len()
+                ),
+            });
+        }
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|a| StoreError::Open {
+            path: a.name.clone(),
+            message: "the array is shared while opening it".into(),
+        })?;
+        inner.meta.offset = offset;
+        inner.meta.voxel_size = voxel_size;
+        inner.meta.axis_names = axis_names;
+        inner.meta.units = units;
+        Ok(ZarrArray {
+            inner: Arc::new(inner),
+        })
+    }
+
     fn retrieve<T: Scalar>(
         &self,
         ranges: &[std::ops::Range<u64>],

@@ -32,6 +32,9 @@ mod launchers;
 // Connected components across blocks against whole-volume labelling.
 #[cfg(feature = "zarr")]
 mod ops;
+// OME-Zarr images (NGFF 0.4 and 0.5): creation, opening, pyramids' metadata, bad metadata.
+#[cfg(feature = "zarr")]
+mod ome;
 // Block outputs and typed block failures.
 mod outputs;
 // Resolution pyramids against a naive reference, level after level.
