@@ -489,6 +489,7 @@ fn write_ome(output: &std::path::Path, levels: &[Level], source: &ZarrArray) -> 
         source.axis_names(),
         source.units(),
         &ome,
+        (source.shape(), source.data_type()),
     )?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use ome_zarr_metadata::v0_5;
 use ome_zarr_metadata::{Validate, pep440_rs};
 use serde_json::{Map, Value, json};
 
-use super::{ArraySpec, StoreError, ZarrArray, ZarrFormat};
+use super::{ArraySpec, DataType, StoreError, ZarrArray, ZarrFormat};
 use crate::geometry::{Coordinate, Roi};
 
 /// The NGFF version of an OME-Zarr image.
@@ -699,7 +699,11 @@ impl OmeZarrBuilder {
             });
             ZarrArray::create(path, p, &spec)?;
         }
-        store_multiscales(path, version, metadata)?;
+        let shape: Vec<u64> = (0..first.roi.dims())
+            .map(|d| u64::try_from(first.roi.shape()[d] / first.voxel_size[d].max(1)).unwrap_or(0))
+            .collect();
+        let omero = omero(&self.axes, &shape, first.data_type);
+        store_multiscales(path, version, metadata, omero)?;
         OmeZarr::open(path)
     }
 }
@@ -764,8 +768,63 @@ fn multiscales(
     value.map_err(|e| invalid(&e))
 }
 
-/// Writes `multiscales` into the group at `path`, keeping its other attributes.
-fn store_multiscales(path: &Path, version: NgffVersion, value: Value) -> Result<(), StoreError> {
+/// The transitional `omero` rendering metadata for an image of `axes` whose first level has
+/// `shape` and `data_type`: one channel per index of the channel axis (one channel if there is
+/// none), white, windowed over the type's range. iohub (and funlib.persistence's
+/// `open_ome_ds`, through it) needs it to open an image.
+fn omero(axes: &[OmeAxis], shape: &[u64], data_type: DataType) -> Value {
+    let channels = axes
+        .iter()
+        .position(|a| a.kind == Some(AxisKind::Channel))
+        .and_then(|d| shape.get(d).copied())
+        .unwrap_or(1);
+    #[allow(clippy::cast_precision_loss)]
+    let (min, max) = match data_type {
+        DataType::U8 => (0.0, f64::from(u8::MAX)),
+        DataType::U16 => (0.0, f64::from(u16::MAX)),
+        DataType::U32 => (0.0, f64::from(u32::MAX)),
+        DataType::U64 => (0.0, u64::MAX as f64),
+        DataType::I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+        DataType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        DataType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        DataType::I64 => (i64::MIN as f64, i64::MAX as f64),
+        DataType::F32 | DataType::F64 => (0.0, 1.0),
+    };
+    let omero = v0_4::Omero {
+        channels: (0..channels.min(4096))
+            .map(|c| {
+                let mut other = Map::new();
+                other.insert("label".into(), json!(c.to_string()));
+                other.insert("active".into(), json!(true));
+                v0_4::Channel {
+                    color: v0_4::Color {
+                        r: 255,
+                        g: 255,
+                        b: 255,
+                    },
+                    window: v0_4::Window {
+                        min,
+                        max,
+                        start: min,
+                        end: max,
+                    },
+                    other,
+                }
+            })
+            .collect(),
+        other: Map::new(),
+    };
+    serde_json::to_value(omero).unwrap_or(Value::Null)
+}
+
+/// Writes `multiscales` into the group at `path`, and `omero` unless the group has one,
+/// keeping its other attributes.
+fn store_multiscales(
+    path: &Path,
+    version: NgffVersion,
+    value: Value,
+    omero: Value,
+) -> Result<(), StoreError> {
     match version {
         NgffVersion::V0_5 => {
             let file = path.join("zarr.json");
@@ -792,6 +851,9 @@ fn store_multiscales(path: &Path, version: NgffVersion, value: Value) -> Result<
                 }
             }
             ome.insert("multiscales".into(), value);
+            if !omero.is_null() {
+                ome.entry("omero").or_insert(omero);
+            }
             attrs.insert("ome".into(), Value::Object(ome));
             write_json(&file, &meta)
         }
@@ -805,6 +867,9 @@ fn store_multiscales(path: &Path, version: NgffVersion, value: Value) -> Result<
             let file = path.join(".zattrs");
             let mut attrs = read_json(&file)?.unwrap_or_default();
             attrs.insert("multiscales".into(), value);
+            if !omero.is_null() {
+                attrs.entry("omero").or_insert(omero);
+            }
             write_json(&file, &attrs)
         }
     }
@@ -844,6 +909,7 @@ pub(crate) fn write_levels(
     axis_names: &[String],
     units: &[String],
     levels: &[OmeLevel],
+    (shape, data_type): (&[u64], DataType),
 ) -> Result<bool, StoreError> {
     let axes: Vec<OmeAxis> = axis_names
         .iter()
@@ -870,7 +936,7 @@ pub(crate) fn write_levels(
     let version = NgffVersion::for_format(format);
     match multiscales(path, version, None, &axes, levels) {
         Ok(value) => {
-            store_multiscales(path, version, value)?;
+            store_multiscales(path, version, value, omero(&axes, shape, data_type))?;
             Ok(true)
         }
         Err(e) => {
@@ -1012,9 +1078,16 @@ mod tests {
         }];
         let names: Vec<String> = ["c^", "y", "x"].map(String::from).to_vec();
         let units: Vec<String> = ["", "nm", "nm"].map(String::from).to_vec();
-        let wrote = write_levels(dir.path(), ZarrFormat::V3, &names, &units, &levels).unwrap();
+        let shape = (&[3u64, 10, 10][..], DataType::U16);
+        let wrote =
+            write_levels(dir.path(), ZarrFormat::V3, &names, &units, &levels, shape).unwrap();
         assert!(wrote);
         let (_, attrs) = group_attributes(dir.path()).unwrap();
+        // One omero channel per index of the channel axis, windowed over the type's range.
+        let channels = attrs["ome"]["omero"]["channels"].as_array().unwrap();
+        assert_eq!(channels.len(), 3);
+        assert_eq!(channels[2]["label"], "2");
+        assert_eq!(channels[0]["window"]["max"], 65535.0);
         let axes = &attrs["ome"]["multiscales"][0]["axes"];
         assert_eq!(axes[0], json!({"name": "c^", "type": "channel"}));
         assert_eq!(
@@ -1034,6 +1107,7 @@ mod tests {
                 voxel_size: vec![1, 1].into(),
                 offset: vec![0, 0].into(),
             }],
+            (&[3, 10], DataType::U8),
         )
         .unwrap();
         assert!(!one);

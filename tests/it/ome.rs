@@ -520,3 +520,167 @@ fn a_task_over_space_reads_all_channels_of_its_blocks() {
     let want = data.sum_axis(ndarray::Axis(0));
     assert_eq!(got.data(), &want);
 }
+
+/// The Python side of the interop tests: `tests/interop/ome_python.py` run by the Python in
+/// the environment variable `var` (CI sets `BLOCKWISE_OME04_PYTHON` to a virtualenv with
+/// ome-zarr-py < 0.12, iohub and funlib.persistence on zarr 2, and `BLOCKWISE_OME05_PYTHON`
+/// to one with ome-zarr-py >= 0.12 on zarr 3); None (the test prints a note and passes)
+/// when it is not set.
+fn ome_python(var: &str, args: &[&str]) -> Option<Value> {
+    let py = std::env::var(var).ok().filter(|p| !p.is_empty())?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ome_python.py");
+    let out = std::process::Command::new(&py)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ome_python.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn level_sum(a: &ZarrArray) -> i64 {
+    a.read::<u8>(&a.roi())
+        .unwrap()
+        .iter()
+        .map(|&v| i64::from(v))
+        .sum()
+}
+
+/// A pyramid blockwise writes opens in ome-zarr-py, iohub and funlib.persistence (NGFF 0.4, zarr
+/// v2) and in ome-zarr-py (NGFF 0.5, zarr v3) with every level's shape, voxel size (`scale`),
+/// offset (`translation`) and voxels.
+#[test]
+fn pyramids_open_in_ome_zarr_py_iohub_and_funlib_persistence() {
+    for (format, var, want_libs) in [
+        (
+            ZarrFormat::V2,
+            "BLOCKWISE_OME04_PYTHON",
+            &["ome-zarr", "iohub", "funlib.persistence"][..],
+        ),
+        (ZarrFormat::V3, "BLOCKWISE_OME05_PYTHON", &["ome-zarr"][..]),
+    ] {
+        let dir = empty_dir("ome", &format!("interop-{format:?}"));
+        let roi = Roi::new([64, 32, 32], [160, 96, 112]);
+        let mut spec = ArraySpec::new(roi.clone(), [4, 2, 2], DataType::U8, vec![8, 16, 16]);
+        spec.format = format;
+        spec.axis_names = Some(vec!["z".into(), "y".into(), "x".into()]);
+        spec.units = Some(vec!["nm".into(); 3]);
+        let raw = ZarrArray::create(&dir, "raw", &spec).unwrap();
+        let data = ArrayD::from_shape_fn(IxDyn(&[40, 48, 56]), |i| {
+            ((i[0] * 7919 + i[1] * 104_729 + i[2] * 31) % 251) as u8
+        });
+        raw.write(&roi, data.view()).unwrap();
+        let out = dir.join("pyramid.zarr");
+        let summary = Pyramid::builder(&raw, &out)
+            .levels(3)
+            .method(Downsample::Mean)
+            .run(&Runner::new().progress(Progress::Never))
+            .unwrap();
+        assert!(summary.is_success());
+        let Some(got) = ome_python(var, &["read", out.to_str().unwrap()]) else {
+            eprintln!("OME-Zarr interop ({format:?}) skipped: set {var}");
+            continue;
+        };
+        for lib in want_libs {
+            let report = &got[*lib];
+            assert!(report.get("error").is_none(), "{lib}: {}", report["error"]);
+            let levels = report["levels"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{lib}: {got}"));
+            assert_eq!(levels.len(), 3, "{lib}: {report}");
+            for (k, level) in levels.iter().enumerate() {
+                let a = ZarrArray::open(&out, &format!("s{k}")).unwrap();
+                let f = |v: &Value| -> Vec<i64> {
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as i64)
+                        .collect()
+                };
+                assert_eq!(level["path"], format!("s{k}"), "{lib} s{k}");
+                assert_eq!(
+                    f(&level["shape"]),
+                    a.shape().iter().map(|&s| s as i64).collect::<Vec<_>>(),
+                    "{lib} s{k}"
+                );
+                assert_eq!(
+                    f(&level["scale"]),
+                    a.voxel_size().as_slice(),
+                    "{lib} s{k}: scale"
+                );
+                assert_eq!(
+                    f(&level["translation"]),
+                    a.offset().as_slice(),
+                    "{lib} s{k}: translation"
+                );
+                assert_eq!(
+                    level["sum"].as_i64().unwrap(),
+                    level_sum(&a),
+                    "{lib} s{k}: voxels"
+                );
+            }
+        }
+    }
+}
+
+/// An image ome-zarr-py writes (NGFF 0.4 and 0.5) opens here with its levels' shapes, voxel
+/// sizes, offsets and voxels.
+#[test]
+fn images_written_by_ome_zarr_py_open_here() {
+    for (version, var) in [
+        ("0.4", "BLOCKWISE_OME04_PYTHON"),
+        ("0.5", "BLOCKWISE_OME05_PYTHON"),
+    ] {
+        let dir = empty_dir("ome", &format!("from-ome-zarr-py-{version}"));
+        let path = dir.join("image.zarr");
+        let Some(written) = ome_python(var, &["write", path.to_str().unwrap(), version]) else {
+            eprintln!("OME-Zarr interop ({version}) skipped: set {var}");
+            continue;
+        };
+        let image = OmeZarr::open(&path).unwrap();
+        let want = if version == "0.4" {
+            NgffVersion::V0_4
+        } else {
+            NgffVersion::V0_5
+        };
+        assert_eq!(image.version(), want);
+        let levels = written["ome-zarr"]["levels"].as_array().unwrap();
+        assert_eq!(image.levels().len(), levels.len());
+        for (k, level) in levels.iter().enumerate() {
+            let f = |v: &Value| -> Vec<i64> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as i64)
+                    .collect()
+            };
+            let ours = &image.levels()[k];
+            assert_eq!(ours.path, level["path"].as_str().unwrap());
+            assert_eq!(
+                ours.voxel_size.as_slice(),
+                f(&level["scale"]),
+                "{version} level {k}"
+            );
+            assert_eq!(
+                ours.offset.as_slice(),
+                f(&level["translation"]),
+                "{version} level {k}"
+            );
+            let a = image.level(k).unwrap();
+            assert_eq!(
+                a.shape().iter().map(|&s| s as i64).collect::<Vec<_>>(),
+                f(&level["shape"])
+            );
+            assert_eq!(
+                level_sum(&a),
+                level["sum"].as_i64().unwrap(),
+                "{version} level {k}"
+            );
+            assert_eq!(a.axis_names(), ["z", "y", "x"]);
+        }
+    }
+}
