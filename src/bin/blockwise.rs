@@ -52,9 +52,9 @@ enum Command {
     /// Show what a run directory records: per task the blocks done, failed and never run, the
     /// failed blocks with their last error, and when the run last made progress.
     Status(StatusArgs),
-    /// Build a resolution pyramid of a zarr array: plain zarr arrays `s0` (a copy), `s1`, … in
-    /// the output group, each level downsampled from the one below, one task (and progress
-    /// bar) per level.
+    /// Build a resolution pyramid of a zarr array or OME-Zarr image: zarr arrays `s0` (a copy),
+    /// `s1`, … in an OME-Zarr output group, each level downsampled from the one below, one task
+    /// (and progress bar) per level.
     Pyramid(PyramidArgs),
 }
 
@@ -1295,9 +1295,10 @@ fn status(args: &StatusArgs) -> Result<bool> {
 
 #[derive(Args, Debug)]
 struct PyramidArgs {
-    /// The source zarr array (its directory, e.g. `sample.zarr/raw`).
+    /// The source: a zarr array (its directory, e.g. `sample.zarr/raw`) or an OME-Zarr image
+    /// (its level 0).
     input: std::path::PathBuf,
-    /// The output zarr group; levels go to `OUT/s0`, `OUT/s1`, ….
+    /// The output zarr group, an OME-Zarr image; levels go to `OUT/s0`, `OUT/s1`, ….
     output: std::path::PathBuf,
     /// The number of levels, `s0` included.
     #[arg(long, default_value_t = 4)]
@@ -1319,8 +1320,19 @@ struct PyramidArgs {
 
 #[cfg(feature = "zarr")]
 fn pyramid(args: &PyramidArgs) -> Result<bool> {
-    let source = blockwise::store::ZarrArray::open(&args.input, "")
-        .with_context(|| format!("opening the source array {}", args.input.display()))?;
+    // A zarr array, or an OME-Zarr image (its level 0).
+    let source = match blockwise::store::ZarrArray::open(&args.input, "") {
+        Ok(a) => a,
+        Err(as_array) => match blockwise::store::OmeZarr::open(&args.input) {
+            Ok(image) => image
+                .level(0)
+                .with_context(|| format!("opening level 0 of {}", args.input.display()))?,
+            Err(as_image) => bail!(
+                "{} is neither a zarr array ({as_array}) nor an OME-Zarr image ({as_image})",
+                args.input.display()
+            ),
+        },
+    };
     let mut runner = Runner::new();
     if let Some(dir) = &args.run_dir {
         runner = runner.run_dir(dir);

@@ -22,8 +22,11 @@ enum Levels {
 /// group that is an OME-Zarr image: [`tasks`](Self::tasks) writes the group's multiscales
 /// metadata (NGFF 0.5 for zarr v3, 0.4 for v2; open it with [`OmeZarr`](crate::store::OmeZarr)).
 /// The axes are the source's axis names and units (abbreviations like `nm` written as NGFF's
-/// `nanometer`); a name ending in `^` is a channel axis, the others space axes. Axes that NGFF cannot describe (fewer than 2 or more than 3 space axes)
-/// get no OME metadata (the levels remain plain zarr arrays with funlib attributes).
+/// `nanometer`); a name ending in `^` (funlib's channel marker), `c` or `channel` is a channel
+/// axis, `t` or `time` a time axis, the others space axes. Axes that NGFF cannot describe
+/// (fewer than 2 or more than 3 space axes) get no OME metadata (the levels remain plain zarr
+/// arrays with funlib attributes). The source may be an OME-Zarr level
+/// ([`ZarrArray::open_ome`]); its world metadata is used.
 ///
 /// Level 0 is a copy of the source; level `k` is level `k - 1` [downsampled](super::downsample)
 /// by the factor with the method. Every level keeps the source's offset, data type, chunk shape
@@ -72,7 +75,7 @@ enum Levels {
 /// ```
 #[must_use = "a builder does nothing until `.run(..)` or `.tasks()`"]
 pub struct Pyramid {
-    source: Result<Arc<ZarrArray>, String>,
+    source: Arc<ZarrArray>,
     output: PathBuf,
     levels: Levels,
     factor: Vec<u64>,
@@ -215,10 +218,11 @@ fn down_fn<T: Downsampled>(
 impl Pyramid {
     /// A pyramid of `source` written to the zarr group at `output` (levels `s0`, `s1`, …).
     /// Defaults: 4 levels, factor 2 on every axis, [`Downsample::Mean`], blocks of one chunk,
-    /// one worker per level. The source is opened again by path, so the tasks own it.
+    /// one worker per level. The tasks share `source` (a clone: the same open array, with its
+    /// world metadata, e.g. an OME-Zarr level's from [`ZarrArray::open_ome`]).
     pub fn builder(source: &ZarrArray, output: impl Into<PathBuf>) -> Pyramid {
         Pyramid {
-            source: reopen(source),
+            source: Arc::new(source.clone()),
             output: output.into(),
             levels: Levels::Count(4),
             factor: vec![2],
@@ -359,12 +363,11 @@ impl Pyramid {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTask`] (named `<name>-s0`) naming what is wrong: a source that could not
-    /// be opened again, a factor of the wrong length or with a 0, zero levels, a level that
-    /// would be empty, a block shape that is not a positive multiple of the chunk shape;
+    /// [`Error::InvalidTask`] (named `<name>-s0`) naming what is wrong: a factor of the wrong
+    /// length or with a 0, zero levels, a level that would be empty, a block shape that is not a positive multiple of the chunk shape;
     /// [`Error::Store`] if a level array cannot be created or exists with another spec.
     pub fn tasks(&self) -> Result<Vec<Task>, Error> {
-        let source = self.source.clone().map_err(|e| self.invalid(e))?;
+        let source = Arc::clone(&self.source);
         let (levels, factor) = self.plan(&source)?;
         let dims = factor.len();
         let chunk = source.write_chunk_shape().to_vec();
@@ -492,20 +495,4 @@ fn write_ome(output: &std::path::Path, levels: &[Level], source: &ZarrArray) -> 
         (source.shape(), source.data_type()),
     )?;
     Ok(())
-}
-
-/// Opens the array `a` again (the tasks own their arrays).
-fn reopen(a: &ZarrArray) -> Result<Arc<ZarrArray>, String> {
-    let store = a
-        .chunk_grid()
-        .path
-        .ok_or_else(|| format!("{}: the array has no store path", a.name()))?;
-    let prefix = store.display().to_string();
-    let dataset = a
-        .name()
-        .strip_prefix(&prefix)
-        .ok_or_else(|| format!("{}: cannot tell the dataset from the name", a.name()))?;
-    ZarrArray::open(&store, dataset)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
 }

@@ -898,7 +898,8 @@ fn ngff_unit(unit: &str) -> &str {
 
 /// Writes the multiscales metadata of levels that already exist in the group at `path` (NGFF
 /// 0.5 for zarr v3, 0.4 for v2). The axes come from the arrays' funlib axis names and units: a
-/// name ending in `^` (funlib's channel marker) is a channel axis, the others space axes; unit
+/// name ending in `^` (funlib's channel marker) or named `c`, `channel` or `channels` is a
+/// channel axis, one named `t` or `time` a time axis, the others space axes; unit
 /// abbreviations like `nm` are written as NGFF's names (`nanometer`).
 ///
 /// Returns `Ok(false)` without writing if those axes are not valid NGFF (fewer than 2 or more
@@ -919,17 +920,24 @@ pub(crate) fn write_levels(
                 .get(d)
                 .filter(|u| !u.is_empty())
                 .map(|u| ngff_unit(u).to_owned());
-            match n.strip_suffix('^') {
-                Some(_) => OmeAxis {
-                    name: n.clone(),
-                    kind: Some(AxisKind::Channel),
-                    unit,
-                },
-                None => OmeAxis {
-                    name: n.clone(),
-                    kind: Some(AxisKind::Space),
-                    unit,
-                },
+            // funlib's channel marker, or the names NGFF images give their channel and time
+            // axes (an OME-Zarr level opened with `open_ome` keeps them).
+            let kind = if n.ends_with('^') || matches!(n.as_str(), "c" | "channel" | "channels") {
+                AxisKind::Channel
+            } else if matches!(n.as_str(), "t" | "time") {
+                AxisKind::Time
+            } else {
+                AxisKind::Space
+            };
+            let unit = if kind == AxisKind::Channel {
+                None
+            } else {
+                unit
+            };
+            OmeAxis {
+                name: n.clone(),
+                kind: Some(kind),
+                unit,
             }
         })
         .collect();

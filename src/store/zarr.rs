@@ -402,8 +402,10 @@ impl ZarrArray {
     }
 
     /// Creates the array `dataset` in the zarr store at `path` with the same metadata as
-    /// `like` (shape, chunks or shards, codecs, data type, fill value, attributes), except
-    /// its identity: the new array gets a fresh [`array_id`](Self::array_id).
+    /// `like` (shape, chunks or shards, codecs, data type, fill value, attributes) and its
+    /// world metadata (ROI, voxel size, axis names and units, written as funlib attributes
+    /// even where `like`'s come from elsewhere, as an OME-Zarr level's do), except its
+    /// identity: the new array gets a fresh [`array_id`](Self::array_id).
     ///
     /// # Errors
     ///
@@ -441,10 +443,11 @@ impl ZarrArray {
         write_groups(store.as_ref(), &node, format).map_err(|e| backend(&e))?;
         let mut array = Array::new_with_metadata(store, &node, like.inner.array.metadata().clone())
             .map_err(|e| backend(&e))?;
-        // A new array: a new identity, never `like`'s.
-        array
-            .attributes_mut()
-            .insert(ARRAY_ID_KEY.into(), json!(super::new_array_id(&name)?));
+        // `like`'s world metadata as funlib attributes (it may come from elsewhere, e.g. an
+        // OME-Zarr image's multiscales), and a new identity, never `like`'s.
+        let attributes = array.attributes_mut();
+        attributes.extend(like.inner.meta.attributes());
+        attributes.insert(ARRAY_ID_KEY.into(), json!(super::new_array_id(&name)?));
         array.store_metadata().map_err(|e| backend(&e))?;
         Ok(ZarrArray {
             inner: Arc::new(Inner::from_array(array, name, path, atomic)?),

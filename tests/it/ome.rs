@@ -684,3 +684,45 @@ fn images_written_by_ome_zarr_py_open_here() {
         }
     }
 }
+
+/// A pyramid of an OME-Zarr level as ome-zarr-py writes it (no funlib attributes, a channel
+/// axis): the levels take the OME voxel size and offset, the channel axis stays whole, and the
+/// output is an OME-Zarr image with the same axis types.
+#[test]
+fn a_pyramid_of_an_ome_zarr_level_keeps_its_world_metadata_and_axes() {
+    let dir = empty_dir("ome", "pyramid-of-ome");
+    let image = dir.join("image.zarr");
+    ome_zarr_py_image(
+        &image,
+        json!([1.0, 4.0, 4.0, 4.0]),
+        json!([0.0, 64.0, 32.0, 0.0]),
+    );
+    let s0 = ZarrArray::open_ome(&image, 0).unwrap();
+    assert_eq!(s0.voxel_size().as_slice(), &[1, 4, 4, 4]);
+    let out = dir.join("pyramid.zarr");
+    let summary = Pyramid::builder(&s0, &out)
+        .levels(2)
+        .factor([1, 2, 2, 2])
+        .run(&Runner::new().progress(Progress::Never))
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    let made = OmeZarr::open(&out).unwrap();
+    let kinds: Vec<_> = made.axes().iter().map(|a| a.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            AxisKind::Channel,
+            AxisKind::Space,
+            AxisKind::Space,
+            AxisKind::Space
+        ]
+        .map(Some)
+    );
+    assert_eq!(made.levels()[1].voxel_size.as_slice(), &[1, 8, 8, 8]);
+    assert_eq!(made.levels()[1].offset.as_slice(), &[0, 64, 32, 0]);
+    let s1 = made.level(1).unwrap();
+    assert_eq!(s1.shape(), &[2, 8, 8, 8]);
+    // Channel 1, x = 2k and 2k + 1 averaged: 100 + 2k + 0.5, rounded half to even.
+    let v = s1.read::<u8>(&s1.roi()).unwrap();
+    assert_eq!(v.data()[[1, 0, 0, 3]], 106);
+}
