@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::journal::{Journal, TaskLayout};
 use crate::observe::summary::{MAX_LISTED_FAILURES, OutputsDir, TaskSummary};
 use crate::observe::{BlockFailure, FailureKind, RunSummary};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{MaskFailure, Scheduler};
 use crate::task::Task;
 
 use super::Runner;
@@ -63,6 +63,34 @@ impl Failures {
         }
         if let (Some(journal), Some(probe)) = (journal, probe) {
             journal.record_block_failure(task, &probe, &failure, last);
+        }
+        self.push(failure);
+    }
+
+    /// Records a failed attempt the scheduler already released: a block whose mask could not
+    /// be read when it was about to be handed out.
+    pub(super) fn record_mask_failure(
+        &mut self,
+        journal: Option<&mut Journal>,
+        task: usize,
+        failed: MaskFailure,
+    ) {
+        let grid_index = failed.block.grid_index;
+        let attempts = self.attempts.entry(grid_index).or_insert(0);
+        *attempts += 1;
+        let failure = BlockFailure {
+            block_id: failed.block.block_id,
+            grid_index,
+            worker_id: 0,
+            message: failed.message,
+            kind: FailureKind::Error,
+            attempt: *attempts,
+        };
+        if failed.last {
+            self.attempts.remove(&grid_index);
+        }
+        if let Some(journal) = journal {
+            journal.record_block_failure(task, &failed.block, &failure, failed.last);
         }
         self.push(failure);
     }
@@ -138,6 +166,11 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJ
     };
     if temp.is_some() {
         journal.not_durable()?;
+    }
+    #[cfg(feature = "zarr")]
+    for t in &tasks {
+        let identity = t.inner.mask.as_ref().map(crate::mask::Mask::identity);
+        journal.record_mask(t.task_id(), identity.as_ref())?;
     }
     let outputs_dir = Some(OutputsDir { path: dir, temp });
     sched.resume(journal.take_done())?;

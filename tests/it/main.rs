@@ -32,6 +32,9 @@ mod launchers;
 // Connected components across blocks against whole-volume labelling.
 #[cfg(feature = "zarr")]
 mod ops;
+// Masks that skip empty space: skipped blocks, reruns with a changed mask, coarse masks.
+#[cfg(feature = "zarr")]
+mod mask;
 // Block outputs and typed block failures.
 mod outputs;
 // Resolution pyramids against a naive reference, level after level.
