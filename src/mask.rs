@@ -258,6 +258,7 @@ impl Mask {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::store::ArraySpec;
