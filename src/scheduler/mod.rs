@@ -358,6 +358,7 @@ pub struct Scheduler {
 }
 
 /// At most this many mask failures wait for [`Scheduler::take_mask_failures`].
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))]
 const MAX_MASK_FAILURES: usize = 10_000;
 
 /// An attempt of a block failed because its mask could not be read
