@@ -331,10 +331,17 @@ fn a_mask_that_cannot_be_read_fails_the_block_and_it_is_retried() {
         .max_retries(1)
         .build()
         .unwrap();
-    let summary = runner().run([task]).unwrap();
+    let run_dir = dir.join("run");
+    let summary = runner().run_dir(&run_dir).run([task]).unwrap();
     assert!(!summary.is_success());
     let state = summary.task("t").unwrap();
     assert_eq!((state.failed, state.completed), (4, 0));
+    let logged = std::fs::read_to_string(run_dir.join("tasks/t/failures.jsonl")).unwrap();
+    assert_eq!(logged.lines().count(), 8, "{logged}");
+    assert!(
+        logged.lines().all(|l| l.contains("reading the mask")),
+        "{logged}"
+    );
     let failures = summary.failures("t");
     assert_eq!(failures.len(), 8, "two attempts per block: {failures:?}");
     assert!(
