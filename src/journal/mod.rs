@@ -22,6 +22,8 @@
 //!                                 error, time
 //!     mask.json                 only if the task has a mask (TaskBuilder::mask): its path,
 //!                                 array id, ROI, voxel size, data type and predicate
+//!     masked.json               only if the task's last run had a mask: {"masked": N, "time":
+//!                                 ...}, the blocks it left out (not done); written at the end
 //!     abandoned.json            only if the task's last run abandoned it (failure budget):
 //!                                 {"reason": ..., "time": ...}; removed when a run opens it
 //!     outputs.bin               block outputs (TaskBuilder::process_with_output), appended:
@@ -428,6 +430,9 @@ pub(crate) fn unix_now() -> u64 {
 /// Writes a file atomically: a temporary file, synced, renamed over the target.
 /// The file of a task directory recording that the task was abandoned.
 pub(crate) const ABANDONED: &str = "abandoned.json";
+/// How many blocks the task's mask left out in its last run (see [`Journal::record_masked`]).
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+pub(crate) const MASKED: &str = "masked.json";
 /// What the task's mask was in its last run (see [`Journal::record_mask`]).
 #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
 pub(crate) const MASK: &str = "mask.json";
@@ -910,6 +915,16 @@ impl Journal {
         Ok(changed)
     }
 
+    /// Records how many blocks of task `task_id` its mask left out in this run
+    /// (`tasks/<task>/masked.json`, written atomically when the run ends, removed when a run
+    /// opens the task), for `blockwise status`: those blocks have no done-marker.
+    #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+    pub(crate) fn record_masked(&self, task_id: &str, masked: u64) -> Result<(), JournalError> {
+        let tdir = self.dir.join("tasks").join(task_dir_name(task_id));
+        let record = serde_json::json!({ "masked": masked, "time": unix_now() });
+        write_atomic(&tdir.join(MASKED), record.to_string().as_bytes())
+    }
+
     fn writer_error(&self) -> Option<JournalError> {
         lock(&self.error).take()
     }
@@ -1171,6 +1186,11 @@ fn open_task(
     let abandoned = tdir.join(ABANDONED);
     if files::exists(&abandoned)? {
         fs::remove_file(&abandoned).map_err(|e| io("remove", &abandoned, e))?;
+    }
+    // The count of an earlier run's mask: this run counts again.
+    let masked = tdir.join(MASKED);
+    if files::exists(&masked)? {
+        fs::remove_file(&masked).map_err(|e| io("remove", &masked, e))?;
     }
     Ok((
         TaskFiles {

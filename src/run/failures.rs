@@ -218,6 +218,17 @@ pub(super) fn finish_run<'a>(
             }
         }
     }
+    // Blocks masked out are not done: `blockwise status` says how many there were.
+    #[cfg(feature = "zarr")]
+    for task in sched.tasks().filter(|t| t.mask().is_some()) {
+        let masked = sched.task_state(task.task_id()).map_or(0, |s| s.masked);
+        if let Err(e) = journal.record_masked(task.task_id(), masked) {
+            tracing::error!(task = %task.task_id(), "cannot record the blocks the mask left out: {e}");
+            if recorded.is_ok() {
+                recorded = Err(e);
+            }
+        }
+    }
     let closed = journal.finish(&outcome);
     let summary = result?;
     closed?;

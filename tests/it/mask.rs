@@ -160,6 +160,16 @@ fn a_changed_mask_on_a_rerun_runs_only_the_blocks_it_opens() {
     assert_eq!((state.completed, state.skipped, state.masked), (64, 48, 32));
     assert_eq!(taken(&seen), new, "only the newly opened blocks run");
     assert_eq!(taken(&checked), new);
+    // `blockwise status`: the masked blocks are not done, and said to be masked.
+    let status = blockwise::journal::status(&run_dir).unwrap();
+    let t = &status.tasks[0];
+    assert_eq!((t.done, t.never_run, t.masked), (32, 32, Some(32)));
+    assert!(
+        status
+            .to_string()
+            .contains("task t: 32 blocks were masked out"),
+        "{status}"
+    );
     let changed = std::fs::read_to_string(run_dir.join("tasks/t/mask.json")).unwrap();
     assert_ne!(record, changed, "the record follows the mask");
 
