@@ -21,7 +21,10 @@
 //! panics) fails that block's attempt, which is retried like a failed process function.
 //!
 //! Masks are evaluated one block at a time on the scheduler's thread, like check functions:
-//! a coarse mask (a few voxels per block) keeps this cheap.
+//! a coarse mask (a few voxels per block) keeps this cheap, and a mask opened with
+//! [`ZarrArray::open_cached`] decodes a chunk that many blocks share once. With worker
+//! processes, the mask is read by the scheduler's process only (workers build the task, and so
+//! must be able to open the mask, but never read it).
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};

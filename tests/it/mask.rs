@@ -375,3 +375,81 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The 1D u8 mask `name` in `dir` (voxels of 5 world units over [0, 100)), 1 at the voxels
+/// `set`; created by the scheduler's process only (workers open it).
+fn shared_mask(dir: &Path, name: &str, set: &[usize]) -> ZarrArray {
+    if !crate::support::in_worker() {
+        let spec = ArraySpec::new(Roi::new([0], [100]), [5], DataType::U8, vec![4]);
+        let a = ZarrArray::create(dir, name, &spec).unwrap();
+        let mut data = ArrayD::<u8>::zeros(vec![20]);
+        for &i in set {
+            data[[i]] = 1;
+        }
+        a.write(&a.roi(), &data).unwrap();
+    }
+    ZarrArray::open(dir, name).unwrap()
+}
+
+#[test]
+fn masks_work_on_worker_processes_and_unreadable_masks_fail_there_too() {
+    let dir = crate::support::scratch("mask_processes");
+    let good = shared_mask(&dir, "good", &[0, 7, 19]);
+    // Every voxel set, so that every chunk is stored (and damaged below).
+    let all: Vec<usize> = (0..20).collect();
+    let bad = shared_mask(&dir, "bad", &all);
+    if !crate::support::in_worker() {
+        for entry in walk(&dir.join("bad")) {
+            let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with('.') && name != "zarr.json" {
+                std::fs::write(&entry, b"not a chunk").unwrap();
+            }
+        }
+    }
+    let task = |id: &str, mask: &ZarrArray| {
+        let d = dir.clone();
+        Task::builder(
+            id,
+            Roi::new([0], [100]),
+            Roi::new([0], [10]),
+            Roi::new([0], [10]),
+        )
+        .process(move |b: &Block| -> Result<(), BlockError> {
+            crate::support::mark(&d, b)?;
+            Ok(())
+        })
+        .mask(mask)
+        .max_retries(0)
+        .build()
+        .unwrap()
+    };
+    let (g, b) = (task("good", &good), task("bad", &bad));
+    let summary = crate::support::runner(
+        "mask::masks_work_on_worker_processes_and_unreadable_masks_fail_there_too",
+        &dir,
+    )
+    .run([g, b])
+    .unwrap();
+    // Voxels 0, 7 and 19 lie under blocks 0, 3 and 9.
+    let good = summary.task("good").unwrap();
+    assert_eq!((good.completed, good.masked, good.failed), (10, 7, 0));
+    let ran: BTreeSet<u64> = crate::support::marks(&dir)
+        .into_iter()
+        .map(|((task, g), pids)| {
+            assert_eq!(task, "good");
+            assert_eq!(pids.len(), 1);
+            assert!(!pids.contains(&std::process::id()), "ran in a worker");
+            g
+        })
+        .collect();
+    assert_eq!(ran, BTreeSet::from([0, 3, 9]));
+    let bad = summary.task("bad").unwrap();
+    assert_eq!((bad.failed, bad.completed), (10, 0));
+    let failures = summary.failures("bad");
+    assert_eq!(failures.len(), 10);
+    assert!(
+        failures
+            .iter()
+            .all(|f| f.message.contains("reading the mask"))
+    );
+}
