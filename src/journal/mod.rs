@@ -886,7 +886,8 @@ impl Journal {
             .join(task_dir_name(task_id))
             .join(MASK);
         let before = if files::exists(&path)? {
-            let text = fs::read(&path).map_err(|e| io("read", &path, e))?;
+            // Only a regular file of bounded length is read (never a hang on a FIFO).
+            let text = files::read_small(&path, files::MAX_JSON)?;
             // A record that does not parse is replaced (it is informative only).
             serde_json::from_slice::<serde_json::Value>(&text).ok()
         } else {
