@@ -15,7 +15,10 @@
 //! part of the task's layout (whose change refuses the rerun or discards its done-markers):
 //! changing a mask must not throw away completed work. The run directory keeps what the mask
 //! was (`tasks/<task>/mask.json`: its path, array id, ROI, voxel size and predicate) and the
-//! run logs a warning when it differs from the last run's.
+//! run logs a warning when it differs from the last run's. The record does not cover the
+//! mask's voxels (hashing them would read the whole mask before the run): a mask rewritten in
+//! place is not reported, and needs not be, since which blocks run follows the voxels read
+//! when each block is about to be handed out.
 //!
 //! A mask that cannot be read for a block (an I/O or decode error, or a predicate that
 //! panics) fails that block's attempt, which is retried like a failed process function.

@@ -427,7 +427,6 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Writes a file atomically: a temporary file, synced, renamed over the target.
 /// The file of a task directory recording that the task was abandoned.
 pub(crate) const ABANDONED: &str = "abandoned.json";
 /// How many blocks the task's mask left out in its last run (see [`Journal::record_masked`]).
@@ -437,6 +436,7 @@ pub(crate) const MASKED: &str = "masked.json";
 #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
 pub(crate) const MASK: &str = "mask.json";
 
+/// Writes a file atomically: a temporary file, synced, renamed over the target.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     let mut f = files::open_regular(

@@ -352,8 +352,8 @@ pub struct Scheduler {
     upstream_all: Vec<Vec<usize>>,
     /// Buffers [`mark_success`](Scheduler::mark_success) reuses (no allocation per block).
     scratch: Scratch,
-    /// Failed attempts of blocks whose mask could not be read, for the runner's summary:
-    /// (task id, block, error, whether the block failed for good).
+    /// Failed attempts of blocks whose mask could not be read, for the runner's summary and
+    /// failure log (see [`take_mask_failures`](Scheduler::take_mask_failures)).
     mask_failures: Vec<MaskFailure>,
 }
 
