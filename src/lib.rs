@@ -60,6 +60,7 @@
 //! * [`Task`] and [`TaskBuilder`]: what to run and how blocks tile the volume.
 //! * [`Scheduler`] and [`TaskState`]: the pure acquire/release state machine every runner drives.
 //! * [`run_blockwise`] and [`Runner`]: run tasks on worker threads.
+//! * [`mask`] (feature `zarr`): [`mask::Mask`], skip blocks where a mask array is empty.
 //! * [`RunSummary`]: per-task counters and failures, printed as daisy's execution summary.
 //!
 //! The scheduler keeps no per-block table: block ROIs, ids and dependencies are computed
@@ -81,6 +82,8 @@ pub mod geometry;
 mod graph;
 pub mod journal;
 pub mod launch;
+#[cfg(feature = "zarr")]
+pub mod mask;
 mod observe;
 pub mod ops;
 mod run;

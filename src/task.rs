@@ -78,6 +78,9 @@ pub(crate) struct TaskInner {
     /// Whether the process function returns outputs (`process_with_output`).
     pub(crate) has_output: bool,
     pub(crate) check: Option<CheckFn>,
+    /// Blocks where the mask is empty are skipped (see [`TaskBuilder::mask`]).
+    #[cfg(feature = "zarr")]
+    pub(crate) mask: Option<crate::mask::Mask>,
     pub(crate) grid: BlockGrid,
     pub(crate) writes: Vec<ChunkGrid>,
     /// What one worker needs of the run's resource budget.
@@ -171,6 +174,8 @@ impl Task {
             processor: None,
             has_output: false,
             check: None,
+            #[cfg(feature = "zarr")]
+            mask: None,
             writes: Vec::new(),
             requires: Vec::new(),
         }
@@ -268,6 +273,13 @@ impl Task {
         self.inner.has_output
     }
 
+    /// The task's mask, if it has one (see [`TaskBuilder::mask`]).
+    #[cfg(feature = "zarr")]
+    #[must_use]
+    pub fn mask(&self) -> Option<&crate::mask::Mask> {
+        self.inner.mask.as_ref()
+    }
+
     /// The arrays the task declared it writes (see [`TaskBuilder::writes`]).
     #[must_use]
     pub fn writes(&self) -> &[ChunkGrid] {
@@ -340,6 +352,8 @@ pub struct TaskBuilder {
     processor: Option<Processor>,
     has_output: bool,
     check: Option<CheckFn>,
+    #[cfg(feature = "zarr")]
+    mask: Option<crate::mask::Mask>,
     writes: Vec<ChunkGrid>,
     requires: Vec<(String, u64)>,
 }
@@ -524,6 +538,25 @@ impl TaskBuilder {
         F: Fn(&Block) -> bool + Send + Sync + 'static,
     {
         self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// Skips the blocks where `mask` is empty (feature `zarr`): before a block is handed out,
+    /// the mask's voxels under its write ROI (at the mask's own resolution, which may be
+    /// coarser than the task's) go to the mask's predicate ([`Mask::nonzero`] by default:
+    /// a `&ZarrArray` converts to it). A block the predicate rejects, or one outside the
+    /// mask's ROI, is counted as completed and skipped and releases its dependents; neither
+    /// the process nor the check function is called for it, and a run directory does not
+    /// record it as done, so a rerun with a mask that now covers it runs it. A mask that
+    /// cannot be read fails the block's attempt (retried as usual). See [`crate::mask`].
+    ///
+    /// [`build`](Self::build) refuses a mask with other dimensions than the task, or one that
+    /// does not overlap the task's total write ROI.
+    ///
+    /// [`Mask::nonzero`]: crate::mask::Mask::nonzero
+    #[cfg(feature = "zarr")]
+    pub fn mask(mut self, mask: impl Into<crate::mask::Mask>) -> Self {
+        self.mask = Some(mask.into());
         self
     }
 
@@ -781,6 +814,11 @@ impl TaskBuilder {
             self.read_write_conflict,
         )
         .map_err(|reason| Error::invalid(&id, reason))?;
+        #[cfg(feature = "zarr")]
+        if let Some(mask) = &self.mask {
+            mask.check_task(&grid.total_write)
+                .map_err(|reason| Error::invalid(&id, reason))?;
+        }
         for target in &self.writes {
             target
                 .check_writes(grid.total_write.offset(), &grid.write_shape)
@@ -804,6 +842,8 @@ impl TaskBuilder {
                 processor: self.processor,
                 has_output: self.has_output,
                 check: self.check,
+                #[cfg(feature = "zarr")]
+                mask: self.mask,
                 grid,
                 writes: self.writes,
                 requirement,

@@ -20,6 +20,10 @@
 //!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
 //!     failures.jsonl            one line per failed attempt: block, worker, kind, attempt,
 //!                                 error, time
+//!     mask.json                 only if the task has a mask (TaskBuilder::mask): its path,
+//!                                 array id, ROI, voxel size, data type and predicate
+//!     masked.json               only if the task's last run had a mask: {"masked": N, "time":
+//!                                 ...}, the blocks it left out (not done); written at the end
 //!     abandoned.json            only if the task's last run abandoned it (failure budget):
 //!                                 {"reason": ..., "time": ...}; removed when a run opens it
 //!     outputs.bin               block outputs (TaskBuilder::process_with_output), appended:
@@ -423,10 +427,16 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Writes a file atomically: a temporary file, synced, renamed over the target.
 /// The file of a task directory recording that the task was abandoned.
 pub(crate) const ABANDONED: &str = "abandoned.json";
+/// How many blocks the task's mask left out in its last run (see [`Journal::record_masked`]).
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+pub(crate) const MASKED: &str = "masked.json";
+/// What the task's mask was in its last run (see [`Journal::record_mask`]).
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+pub(crate) const MASK: &str = "mask.json";
 
+/// Writes a file atomically: a temporary file, synced, renamed over the target.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     let mut f = files::open_regular(
@@ -858,6 +868,64 @@ impl Journal {
         write_atomic(&tdir.join(ABANDONED), record.to_string().as_bytes())
     }
 
+    /// Records what the task's mask is (`tasks/<task>/mask.json`, written atomically; removed
+    /// when the task has no mask) and logs a warning when it differs from the last run's.
+    /// Returns whether it changed (a task without a record before counts as unchanged).
+    ///
+    /// The mask is not part of the task's layout: blocks it skipped were never marked done,
+    /// so a changed mask needs nothing discarded (see [`crate::mask`]).
+    #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+    pub(crate) fn record_mask(
+        &self,
+        task_id: &str,
+        identity: Option<&serde_json::Value>,
+    ) -> Result<bool, JournalError> {
+        let path = self
+            .dir
+            .join("tasks")
+            .join(task_dir_name(task_id))
+            .join(MASK);
+        let before = if files::exists(&path)? {
+            // Only a regular file of bounded length is read (never a hang on a FIFO).
+            let text = files::read_small(&path, files::MAX_JSON)?;
+            // A record that does not parse is replaced (it is informative only).
+            serde_json::from_slice::<serde_json::Value>(&text).ok()
+        } else {
+            None
+        };
+        let changed = match (&before, identity) {
+            (Some(old), Some(new)) => old != new,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if changed {
+            tracing::warn!(
+                task = task_id,
+                before = %before.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string),
+                now = %identity.map_or_else(|| "none".to_owned(), ToString::to_string),
+                "the task's mask changed since the last run: blocks it now opens run, blocks done before stay done"
+            );
+        }
+        match identity {
+            Some(id) => write_atomic(&path, id.to_string().as_bytes())?,
+            None if files::exists(&path)? => {
+                fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+            }
+            None => {}
+        }
+        Ok(changed)
+    }
+
+    /// Records how many blocks of task `task_id` its mask left out in this run
+    /// (`tasks/<task>/masked.json`, written atomically when the run ends, removed when a run
+    /// opens the task), for `blockwise status`: those blocks have no done-marker.
+    #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+    pub(crate) fn record_masked(&self, task_id: &str, masked: u64) -> Result<(), JournalError> {
+        let tdir = self.dir.join("tasks").join(task_dir_name(task_id));
+        let record = serde_json::json!({ "masked": masked, "time": unix_now() });
+        write_atomic(&tdir.join(MASKED), record.to_string().as_bytes())
+    }
+
     fn writer_error(&self) -> Option<JournalError> {
         lock(&self.error).take()
     }
@@ -1119,6 +1187,11 @@ fn open_task(
     let abandoned = tdir.join(ABANDONED);
     if files::exists(&abandoned)? {
         fs::remove_file(&abandoned).map_err(|e| io("remove", &abandoned, e))?;
+    }
+    // The count of an earlier run's mask: this run counts again.
+    let masked = tdir.join(MASKED);
+    if files::exists(&masked)? {
+        fs::remove_file(&masked).map_err(|e| io("remove", &masked, e))?;
     }
     Ok((
         TaskFiles {

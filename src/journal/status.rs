@@ -87,6 +87,12 @@ pub struct TaskStatus {
     /// ends, so not shown while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<String>,
+    /// How many blocks the task's [mask](crate::TaskBuilder::mask) left out in its last run:
+    /// they are never marked done, so they count in `never_run` (or in `failed`, for a block
+    /// that failed in an earlier run and is masked out now). `None` without a mask. Recorded
+    /// when the run ends, so not shown while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked: Option<u64>,
 }
 
 /// What a run directory says (see [`status`]).
@@ -232,6 +238,7 @@ pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, Jour
         }
         let failed_blocks = failed_blocks(&tdir.join("failures.jsonl"), &failed_indices)?;
         let abandoned = abandoned(&tdir.join(super::ABANDONED))?;
+        let masked = masked(&tdir.join(super::MASKED))?;
         tasks.push(TaskStatus {
             task_id,
             total: layout.num_blocks,
@@ -242,6 +249,7 @@ pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, Jour
                 .saturating_sub(counts.done + counts.failed),
             failed_blocks,
             abandoned,
+            masked,
         });
     }
     Ok(RunStatus {
@@ -393,6 +401,18 @@ fn abandoned(path: &Path) -> Result<Option<String>, JournalError> {
     Ok(Some(reason))
 }
 
+/// The count recorded in a task's `masked.json`, if it has one; a damaged record counts as
+/// none (it is informative only).
+fn masked(path: &Path) -> Result<Option<u64>, JournalError> {
+    if !files::exists(path)? {
+        return Ok(None);
+    }
+    let text = files::read_small(path, files::MAX_JSON)?;
+    Ok(serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("masked")?.as_u64()))
+}
+
 /// The last recorded error of each of `indices`, from the failure log.
 fn failed_blocks(log: &Path, indices: &[u64]) -> Result<Vec<FailedBlock>, JournalError> {
     let mut wanted: HashMap<u64, Option<FailedBlock>> =
@@ -480,6 +500,15 @@ impl fmt::Display for RunStatus {
                 "{:<width$}  {:>12}  {:>12}  {:>12}  {:>12}",
                 t.task_id, t.total, t.done, t.failed, t.never_run
             )?;
+        }
+        for t in &self.tasks {
+            if let Some(n) = t.masked.filter(|&n| n > 0) {
+                writeln!(
+                    f,
+                    "\ntask {}: {n} blocks were masked out (empty in its mask) in the last run and are not done",
+                    t.task_id
+                )?;
+            }
         }
         for t in &self.tasks {
             if let Some(reason) = &t.abandoned {

@@ -814,3 +814,27 @@ fn a_run_directory_is_read_without_a_lock_or_a_write() {
     assert_eq!(p.done(), 1);
     assert!(!p.tasks[0].is_complete());
 }
+
+#[test]
+fn the_mask_record_follows_the_mask_and_says_when_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("m", 2);
+    let j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    let path = dir.path().join("tasks/m").join(MASK);
+    let a = serde_json::json!({"path": "a.zarr/mask", "predicate": "nonzero"});
+    let b = serde_json::json!({"path": "b.zarr/mask", "predicate": "nonzero"});
+    // The first record is no change; the same again neither.
+    assert!(!j.record_mask("m", Some(&a)).unwrap());
+    assert!(!j.record_mask("m", Some(&a)).unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), a.to_string());
+    assert!(j.record_mask("m", Some(&b)).unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), b.to_string());
+    // Dropping the mask is a change, and removes the record.
+    assert!(j.record_mask("m", None).unwrap());
+    assert!(!path.exists());
+    assert!(!j.record_mask("m", None).unwrap());
+    // A damaged record is replaced without an error.
+    std::fs::write(&path, b"{not json").unwrap();
+    assert!(!j.record_mask("m", Some(&a)).unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), a.to_string());
+}

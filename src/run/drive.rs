@@ -32,6 +32,9 @@ pub(super) trait Runs {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, Error>;
     /// After waiting: timeouts and other checks.
     fn maintain(&mut self) -> Result<(), Error>;
+    /// Records the failed attempts of blocks whose mask could not be read (the scheduler
+    /// released them when it was about to hand them out).
+    fn record_mask_failures(&mut self);
 }
 
 /// Runs the loop until every task is done (or nothing can progress), the runner's results
@@ -50,6 +53,7 @@ pub(super) fn drive<R: Runs>(
             return Err(Error::Interrupted { signal });
         }
         runs.prepare()?;
+        runs.record_mask_failures();
         finish_tasks(runs, progress.as_deref_mut());
         if runs.sched().is_done() {
             return Ok(());
@@ -59,10 +63,13 @@ pub(super) fn drive<R: Runs>(
             return Ok(());
         }
         let wait = [tick, flush_in].into_iter().flatten().min();
-        if !runs.wait(wait)? {
+        let more = runs.wait(wait)?;
+        runs.record_mask_failures();
+        if !more {
             return Ok(());
         }
         runs.maintain()?;
+        runs.record_mask_failures();
         if let Some(j) = runs.journal() {
             flush_in = j.maybe_flush()?;
         }

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::journal::{Journal, TaskLayout};
 use crate::observe::summary::{MAX_LISTED_FAILURES, OutputsDir, TaskSummary};
 use crate::observe::{BlockFailure, FailureKind, RunSummary};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{MaskFailure, Scheduler};
 use crate::task::Task;
 
 use super::Runner;
@@ -63,6 +63,34 @@ impl Failures {
         }
         if let (Some(journal), Some(probe)) = (journal, probe) {
             journal.record_block_failure(task, &probe, &failure, last);
+        }
+        self.push(failure);
+    }
+
+    /// Records a failed attempt the scheduler already released: a block whose mask could not
+    /// be read when it was about to be handed out.
+    pub(super) fn record_mask_failure(
+        &mut self,
+        journal: Option<&mut Journal>,
+        task: usize,
+        failed: MaskFailure,
+    ) {
+        let grid_index = failed.block.grid_index;
+        let attempts = self.attempts.entry(grid_index).or_insert(0);
+        *attempts += 1;
+        let failure = BlockFailure {
+            block_id: failed.block.block_id,
+            grid_index,
+            worker_id: 0,
+            message: failed.message,
+            kind: FailureKind::Error,
+            attempt: *attempts,
+        };
+        if failed.last {
+            self.attempts.remove(&grid_index);
+        }
+        if let Some(journal) = journal {
+            journal.record_block_failure(task, &failed.block, &failure, failed.last);
         }
         self.push(failure);
     }
@@ -139,6 +167,11 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJ
     if temp.is_some() {
         journal.not_durable()?;
     }
+    #[cfg(feature = "zarr")]
+    for t in &tasks {
+        let identity = t.inner.mask.as_ref().map(crate::mask::Mask::identity);
+        journal.record_mask(t.task_id(), identity.as_ref())?;
+    }
     let outputs_dir = Some(OutputsDir { path: dir, temp });
     sched.resume(journal.take_done())?;
     for t in &tasks {
@@ -180,6 +213,17 @@ pub(super) fn finish_run<'a>(
             && let Err(e) = journal.record_abandoned(task.task_id(), reason)
         {
             tracing::error!(task = %task.task_id(), "cannot record that the task was abandoned: {e}");
+            if recorded.is_ok() {
+                recorded = Err(e);
+            }
+        }
+    }
+    // Blocks masked out are not done: `blockwise status` says how many there were.
+    #[cfg(feature = "zarr")]
+    for task in sched.tasks().filter(|t| t.mask().is_some()) {
+        let masked = sched.task_state(task.task_id()).map_or(0, |s| s.masked);
+        if let Err(e) = journal.record_masked(task.task_id(), masked) {
+            tracing::error!(task = %task.task_id(), "cannot record the blocks the mask left out: {e}");
             if recorded.is_ok() {
                 recorded = Err(e);
             }

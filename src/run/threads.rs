@@ -800,4 +800,20 @@ impl Runs for Turn<'_, '_> {
         self.driver.check_timeouts();
         Ok(())
     }
+
+    fn record_mask_failures(&mut self) {
+        let d = &mut *self.driver;
+        for failed in d.sched.take_mask_failures() {
+            let Some(i) = d
+                .runs
+                .iter()
+                .position(|r| r.task.task_id() == failed.block.task_id())
+            else {
+                continue;
+            };
+            d.runs[i]
+                .failures
+                .record_mask_failure(d.journal.as_mut(), i, failed);
+        }
+    }
 }

@@ -84,8 +84,15 @@ pub struct TaskState {
     pub processing: u64,
     /// Blocks finished successfully, including skipped ones.
     pub completed: u64,
-    /// Blocks the check function reported as already done.
+    /// Blocks skipped without running: the check function reported them as already done, a
+    /// run directory recorded them as done, or the task's
+    /// [mask](crate::TaskBuilder::mask) is empty there (those are also in
+    /// [`masked`](Self::masked)).
     pub skipped: u64,
+    /// Of the skipped blocks, those the task's [mask](crate::TaskBuilder::mask) left out
+    /// (never recorded as done in a run directory). 0 in records of versions without masks.
+    #[serde(default)]
+    pub masked: u64,
     /// Blocks that failed permanently (after all retries).
     pub failed: u64,
     /// Blocks that can never run because a block they depend on failed (or their task was
@@ -345,6 +352,23 @@ pub struct Scheduler {
     upstream_all: Vec<Vec<usize>>,
     /// Buffers [`mark_success`](Scheduler::mark_success) reuses (no allocation per block).
     scratch: Scratch,
+    /// Failed attempts of blocks whose mask could not be read, for the runner's summary and
+    /// failure log (see [`take_mask_failures`](Scheduler::take_mask_failures)).
+    mask_failures: Vec<MaskFailure>,
+}
+
+/// At most this many mask failures wait for [`Scheduler::take_mask_failures`].
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+const MAX_MASK_FAILURES: usize = 10_000;
+
+/// An attempt of a block failed because its mask could not be read
+/// ([`Scheduler::take_mask_failures`]).
+#[derive(Debug, Clone)]
+pub(crate) struct MaskFailure {
+    pub(crate) block: Block,
+    pub(crate) message: String,
+    /// The block failed for good (no retry left).
+    pub(crate) last: bool,
 }
 
 /// Reusable buffers of the scheduler's hot path.
@@ -395,6 +419,7 @@ impl Scheduler {
             index,
             upstream_all: graph.upstream,
             scratch: Scratch::default(),
+            mask_failures: Vec::new(),
         };
         for i in 0..scheduler.tasks.len() {
             scheduler.init_task(i);
@@ -616,8 +641,12 @@ impl Scheduler {
     /// Hands out the next ready block of the task, or `None` if it has none right now (or
     /// never again: the task is done or [abandoned](TaskState::abandoned)).
     ///
-    /// The task's check function runs first: a block it reports as done is counted as
-    /// completed and skipped, releases its dependents, and is never returned.
+    /// The task's [mask](crate::TaskBuilder::mask) is looked at first: a block where it is
+    /// empty is counted as completed, skipped and masked, releases its dependents, and is
+    /// never returned; a block whose mask cannot be read has failed an attempt (it is retried
+    /// later, or fails for good). Then the task's check function runs: a block it reports as
+    /// done is counted as completed and skipped, releases its dependents, and is never
+    /// returned.
     pub fn acquire_block(&mut self, task_id: &str) -> Option<Block> {
         let t = *self.index.get(task_id)?;
         loop {
@@ -651,6 +680,37 @@ impl Scheduler {
             entry.processing.insert(key);
             let grid = entry.grid();
             let mut block = grid.block(&entry.task.inner.id, &grid.cell(key));
+            #[cfg(feature = "zarr")]
+            if let Some(mask) = &entry.task.inner.mask {
+                match mask.selects(&block.write_roi) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(block = %block, "skipping block; its mask is empty");
+                        entry.state.skipped += 1;
+                        entry.state.masked += 1;
+                        block.status = BlockStatus::Success;
+                        self.release(t, key, block.block_id, Outcome::Skipped);
+                        continue;
+                    }
+                    Err(e) => {
+                        let message = format!("reading the mask: {e}");
+                        tracing::warn!(block = %block, error = %message, "block failed: its mask cannot be read");
+                        let failed_before = entry.state.failed;
+                        block.status = BlockStatus::Failed;
+                        self.release(t, key, block.block_id, Outcome::Failed(Some(&message)));
+                        let last = self.tasks[t].state.failed > failed_before;
+                        // Bounded for schedulers no runner drains (the counters still count).
+                        if self.mask_failures.len() < MAX_MASK_FAILURES {
+                            self.mask_failures.push(MaskFailure {
+                                block,
+                                message,
+                                last,
+                            });
+                        }
+                        continue;
+                    }
+                }
+            }
             let skip = match &entry.task.inner.check {
                 Some(check) => match catch_unwind(AssertUnwindSafe(|| check(&block))) {
                     Ok(done) => done,
@@ -740,6 +800,12 @@ impl Scheduler {
         };
         self.release(t, key, block.block_id, outcome);
         Ok(())
+    }
+
+    /// The failed attempts of blocks whose mask could not be read since the last call, oldest
+    /// first (the scheduler already released them as failed: retried or failed for good).
+    pub(crate) fn take_mask_failures(&mut self) -> Vec<MaskFailure> {
+        std::mem::take(&mut self.mask_failures)
     }
 
     /// Takes back a block that was handed out but never ran (a runner had queued it for a

@@ -35,6 +35,9 @@ mod ops;
 // OME-Zarr images (NGFF 0.4 and 0.5): creation, opening, pyramids' metadata, bad metadata.
 #[cfg(feature = "zarr")]
 mod ome;
+// Masks that skip empty space: skipped blocks, reruns with a changed mask, coarse masks.
+#[cfg(feature = "zarr")]
+mod mask;
 // Block outputs and typed block failures.
 mod outputs;
 // Resolution pyramids against a naive reference, level after level.
