@@ -105,8 +105,13 @@ fn div_half_even(sum: i128, n: i128) -> i128 {
 
 /// `sum / n` rounded half to even in `i64`; `n > 0`.
 fn div_half_even_i64(sum: i64, n: i64) -> i64 {
-    let q = sum.div_euclid(n);
-    let r = sum.rem_euclid(n); // 0 <= r < n
+    // Windows of 2^k voxels (factor 2 on every axis: 8) by a shift and a mask: the floor
+    // quotient and the remainder in 0..n, as div_euclid and rem_euclid give (n > 0).
+    let (q, r) = if n.count_ones() == 1 {
+        (sum >> n.trailing_zeros(), sum & (n - 1))
+    } else {
+        (sum.div_euclid(n), sum.rem_euclid(n))
+    }; // 0 <= r < n
     match (2 * r).cmp(&n) {
         Ordering::Less => q,
         Ordering::Greater => q + 1,
@@ -351,9 +356,15 @@ pub fn downsample<T: Downsampled>(
                     .map(|k| (o[k] * window[k] + w[k]) * stride[k])
                     .sum();
                 let row = &flat[start..start + row_out * f_last];
-                for (j, run) in row.chunks_exact(f_last).enumerate() {
-                    windows[j * window_len + pos..j * window_len + pos + f_last]
-                        .copy_from_slice(run);
+                // Element by element: runs are short (2 voxels for factor 2), too short for a
+                // memcpy call each.
+                for (win, run) in windows
+                    .chunks_exact_mut(window_len)
+                    .zip(row.chunks_exact(f_last))
+                {
+                    for (d, &v) in win[pos..pos + f_last].iter_mut().zip(run) {
+                        *d = v;
+                    }
                 }
                 pos += f_last;
                 if !next_index(&mut w, &window[..last]) {
