@@ -189,6 +189,7 @@ pub(crate) fn alive(pid: u32) -> bool {
 }
 
 /// Kills this process with SIGKILL (a crash child's crash), never returning.
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))] // resume.rs and pyramid.rs only
 pub(crate) fn kill_self() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(std::time::Duration::from_secs(60));
@@ -196,6 +197,7 @@ pub(crate) fn kill_self() {
 
 /// Waits for a child for at most `limit`; a child still running then is killed and the test
 /// fails with its stderr.
+#[cfg_attr(not(feature = "zarr"), allow(dead_code))] // resume.rs and pyramid.rs only
 pub(crate) fn wait_with_timeout(
     mut child: std::process::Child,
     limit: std::time::Duration,
