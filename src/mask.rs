@@ -15,10 +15,11 @@
 //! part of the task's layout (whose change refuses the rerun or discards its done-markers):
 //! changing a mask must not throw away completed work. The run directory keeps what the mask
 //! was (`tasks/<task>/mask.json`: its path, array id, ROI, voxel size and predicate) and the
-//! run logs a warning when it differs from the last run's. The record does not cover the
-//! mask's voxels (hashing them would read the whole mask before the run): a mask rewritten in
-//! place is not reported, and needs not be, since which blocks run follows the voxels read
-//! when each block is about to be handed out.
+//! run logs a warning when it differs from the last run's. The record includes a SHA-256 of
+//! the mask's chunks under the task as stored ([`ZarrArray::stored_sha256`]: their encoded
+//! bytes, read once when the run starts, not decoded), so a mask rewritten in place is
+//! reported too. Which blocks run follows the voxels read when each block is about to be
+//! handed out either way; the record is what tells the user the mask changed.
 //!
 //! A mask that cannot be read for a block (an I/O or decode error, or a predicate that
 //! panics) fails that block's attempt, which is retried like a failed process function.
@@ -250,16 +251,34 @@ impl Mask {
         Ok(())
     }
 
-    /// What the run directory records of the mask (`tasks/<task>/mask.json`).
-    pub(crate) fn identity(&self) -> serde_json::Value {
-        serde_json::json!({
-            "path": self.array.name(),
+    /// What the run directory records of the mask (`tasks/<task>/mask.json`) for a task with
+    /// this total write ROI: the mask's path, array id, data type, ROI, voxel size and
+    /// predicate, and a digest of its stored chunks under the task
+    /// ([`ZarrArray::stored_sha256`] of the task's [region](Self::region)), so that a mask
+    /// rewritten in place is told from the last run's.
+    ///
+    /// # Errors
+    ///
+    /// A chunk of the mask cannot be read.
+    pub(crate) fn identity(&self, total_write: &Roi) -> Result<serde_json::Value, StoreError> {
+        let name = self.array.name();
+        let region = self.region(total_write).map_err(|e| StoreError::Roi {
+            path: name.to_owned(),
+            message: format!("mask region of the task's total write ROI {total_write}: {e}"),
+        })?;
+        let chunks = match &region {
+            Some(region) => self.array.stored_sha256(region)?,
+            None => String::new(),
+        };
+        Ok(serde_json::json!({
+            "path": name,
             "array_id": self.array.array_id(),
             "data_type": self.array.data_type().to_string(),
             "roi": self.array.roi(),
             "voxel_size": self.array.voxel_size(),
             "predicate": self.kind,
-        })
+            "chunks_sha256": chunks,
+        }))
     }
 }
 
@@ -349,6 +368,16 @@ mod tests {
         );
         let e = m.check_task(&Roi::new([100, 100], [8, 8])).unwrap_err();
         assert!(e.contains("does not overlap"), "{e}");
-        assert_eq!(m.identity()["predicate"], "nonzero");
+        let id = m.identity(&Roi::new([0, 0], [8, 8])).unwrap();
+        assert_eq!(id["predicate"], "nonzero");
+        // The digest covers the stored chunks under the task: a rewrite changes it.
+        a.write(
+            &Roi::new([0, 0], [2, 2]),
+            &ndarray::arr2(&[[1u8]]).into_dyn(),
+        )
+        .unwrap();
+        let again = m.identity(&Roi::new([0, 0], [8, 8])).unwrap();
+        assert_ne!(id["chunks_sha256"], again["chunks_sha256"]);
+        assert_eq!(id["array_id"], again["array_id"]);
     }
 }

@@ -169,7 +169,10 @@ pub(super) fn open_journal(opts: &Runner, sched: &mut Scheduler) -> Result<OpenJ
     }
     #[cfg(feature = "zarr")]
     for t in &tasks {
-        let identity = t.inner.mask.as_ref().map(crate::mask::Mask::identity);
+        let identity = match t.inner.mask.as_ref() {
+            Some(mask) => Some(mask.identity(t.total_write_roi())?),
+            None => None,
+        };
         journal.record_mask(t.task_id(), identity.as_ref())?;
     }
     let outputs_dir = Some(OutputsDir { path: dir, temp });

@@ -933,6 +933,77 @@ impl ZarrArray {
         Ok(copied)
     }
 
+    /// A SHA-256 digest (hex) of the chunks that hold the voxels of `roi`, as stored: their
+    /// encoded bytes, read but not decoded, with each chunk's key, so that two arrays (or one
+    /// array at two times) have the same digest there exactly when the same bytes are stored
+    /// under the same keys (a chunk not stored, which reads as the fill value, counts as such).
+    /// [`Mask`](crate::mask::Mask)s record it to tell a mask rewritten in place.
+    ///
+    /// Reading stored bytes costs one pass over the compressed chunks in `roi`, no decoding;
+    /// for a sharded array, whole shards are read.
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    /// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let spec = ArraySpec::new(Roi::new([0], [8]), [1], DataType::U8, vec![4]);
+    /// let a = ZarrArray::create(dir.path(), "a", &spec)?;
+    /// let (left, right) = (Roi::new([0], [4]), Roi::new([4], [4]));
+    /// let before = (a.stored_sha256(&left)?, a.stored_sha256(&right)?);
+    /// a.write(&Roi::new([5], [1]), &ndarray::arr1(&[7u8]).into_dyn())?;
+    /// assert_eq!(a.stored_sha256(&left)?, before.0); // chunk 0 is as it was
+    /// assert_ne!(a.stored_sha256(&right)?, before.1); // chunk 1 was written
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `roi` is not on the voxel grid or not inside the array's ROI, or a chunk cannot be read.
+    pub fn stored_sha256(&self, roi: &Roi) -> Result<String, StoreError> {
+        use sha2::{Digest, Sha256};
+        let ranges: Vec<Range<u64>> = self
+            .inner
+            .meta
+            .voxel_ranges(&self.inner.name, roi, false)?
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect();
+        let mut hasher = Sha256::new();
+        if ranges.iter().any(|r| r.is_empty()) {
+            return Ok(format!("{:x}", hasher.finalize()));
+        }
+        let Some(chunks) = self
+            .inner
+            .array
+            .chunks_in_array_subset(&ranges)
+            .map_err(|e| self.backend(&e))?
+        else {
+            return Err(self.backend(&format!("cannot find the chunks of voxels {ranges:?}")));
+        };
+        for chunk in &chunks.indices() {
+            let key = self.inner.array.chunk_key(&chunk);
+            hasher.update((key.as_str().len() as u64).to_le_bytes());
+            hasher.update(key.as_str().as_bytes());
+            match self
+                .inner
+                .array
+                .retrieve_encoded_chunk(&chunk)
+                .map_err(|e| self.backend(&e))?
+            {
+                Some(bytes) => {
+                    hasher.update([1]);
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(&bytes);
+                }
+                None => hasher.update([0]),
+            }
+        }
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+
     /// The array's identity: the random id (128 bits, hex) that [`create`](Self::create),
     /// [`create_like`](Self::create_like) and [`prepare`](Self::prepare) store in its
     /// attributes under [`ARRAY_ID_KEY`](super::ARRAY_ID_KEY) (`"blockwise_array_id"`).

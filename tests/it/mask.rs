@@ -182,6 +182,65 @@ fn a_changed_mask_on_a_rerun_runs_only_the_blocks_it_opens() {
 }
 
 #[test]
+fn a_mask_rewritten_in_place_is_recorded_as_changed_and_opens_its_new_blocks() {
+    let dir = empty_dir("mask", "in-place");
+    let run_dir = dir.join("run");
+    let roi = Roi::new([0, 0], [80, 80]);
+    let (seen, checked) = (set(), set());
+    let first = mask_array(&dir, "m", roi.clone(), 10, |x, _| x < 2);
+    let task = recording_task("t", 80, 10, &seen, &checked)
+        .mask(&first)
+        .build()
+        .unwrap();
+    let opened_first = expected_blocks(&task, &first);
+    runner().run_dir(&run_dir).run([task]).unwrap();
+    assert_eq!(taken(&seen), opened_first);
+    let record = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p.join("tasks/t/mask.json")).unwrap()).unwrap()
+    };
+    let before = record(&run_dir);
+
+    // The same array (same id, path and metadata) with one more voxel row set, in place.
+    let m = ZarrArray::open(&dir, "m").unwrap();
+    m.write(
+        &Roi::new([20, 0], [10, 80]),
+        &ArrayD::from_elem(vec![1, 8], 1u8),
+    )
+    .unwrap();
+    let task = recording_task("t", 80, 10, &seen, &checked)
+        .mask(&m)
+        .build()
+        .unwrap();
+    let opened_second = expected_blocks(&task, &m);
+    let new: BTreeSet<u64> = opened_second.difference(&opened_first).copied().collect();
+    assert_eq!(new.len(), 8);
+    let summary = runner().run_dir(&run_dir).run([task]).unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(taken(&seen), new, "only the newly opened blocks run");
+    let after = record(&run_dir);
+    assert_eq!(before["array_id"], after["array_id"]);
+    assert_eq!(before["roi"], after["roi"]);
+    let (b, a) = (
+        before["chunks_sha256"].as_str().unwrap(),
+        after["chunks_sha256"].as_str().unwrap(),
+    );
+    assert_eq!(b.len(), 64, "{before}");
+    assert_ne!(
+        b, a,
+        "the digest of the mask's stored chunks follows an in-place rewrite"
+    );
+
+    // Unchanged since: the same record, nothing runs.
+    let task = recording_task("t", 80, 10, &seen, &checked)
+        .mask(&m)
+        .build()
+        .unwrap();
+    runner().run_dir(&run_dir).run([task]).unwrap();
+    assert!(taken(&seen).is_empty());
+    assert_eq!(record(&run_dir), after);
+}
+
+#[test]
 fn a_mask_coarser_than_the_blocks_selects_the_blocks_under_its_set_voxels() {
     let dir = empty_dir("mask", "coarse");
     // Blocks of 12 world units straddle the mask's voxels of 32; the task reaches past the
