@@ -99,8 +99,8 @@ def pyramid(
     with ``method``: ``"mean"`` (integers: rounded half to even, as ``np.round(w.mean())``),
     ``"mode"`` (ties: the smallest value), ``"max"``, ``"min"``, ``"first_non_zero"`` (C
     order). An axis of ``n`` voxels becomes ``n // f``. ``levels`` counts ``s0``; or
-    ``"until_one_chunk"``. One task per level (``<name>-s<k>``) on ``num_workers`` worker
-    threads each; a level's blocks start as soon as the blocks they read are written.
+    ``"until_one_chunk"``. One task per level (``<name>-s<k>``), on at most ``num_workers`` worker
+    threads in all; a level's blocks start as soon as the blocks they read are written.
     ``block_shape`` is in voxels, a multiple of the chunk shape (default: one chunk).
     ``run_dir`` makes the run resumable.
 

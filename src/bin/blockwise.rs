@@ -160,7 +160,7 @@ struct PyramidBenchArgs {
     /// How windows are reduced (as `blockwise pyramid`).
     #[arg(long, default_value = "mean")]
     method: blockwise::ops::Downsample,
-    /// Worker threads per level.
+    /// Worker threads, all levels together.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
     workers: u64,
     /// Measure the limit (one read of level 0 plus encoding the levels above it) instead of
@@ -1310,7 +1310,7 @@ struct PyramidArgs {
     /// smallest value), max, min or first_non_zero.
     #[arg(long, default_value = "mean")]
     method: blockwise::ops::Downsample,
-    /// Worker threads per level.
+    /// Worker threads, all levels together.
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// A run directory: done-markers, so a rerun resumes.

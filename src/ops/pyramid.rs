@@ -265,7 +265,13 @@ impl Pyramid {
         self
     }
 
-    /// Workers per level (default 1).
+    /// Workers (default 1): at most `n` workers run at once over all levels when the pyramid
+    /// is built with [`run`](Self::run). Each level's task may have `n` workers, each needing
+    /// one unit of resource `"cpu"` ([`TaskBuilder::requires`](crate::TaskBuilder::requires)),
+    /// and `run` gives the runner a budget of `n` `"cpu"` units unless its budget already has
+    /// some ([`Runner::resources`]); idle workers of a level hand their units to the next
+    /// level as it gets blocks. With [`tasks`](Self::tasks) and a runner without a budget,
+    /// every level gets its `n` workers.
     pub fn num_workers(mut self, n: usize) -> Self {
         self.num_workers = n;
         self
@@ -429,6 +435,7 @@ impl Pyramid {
             .fit(Fit::Shrink)
             .read_write_conflict(false)
             .num_workers(self.num_workers)
+            .requires([("cpu", 1)])
             .writes(out.as_ref())
             .process(move |b: &Block| process(b));
             if let Some(up) = tasks.last() {
@@ -460,14 +467,17 @@ impl Pyramid {
         Ok(ZarrArray::prepare(&self.output, "s0", spec)?)
     }
 
-    /// Builds the tasks ([`tasks`](Self::tasks)) and runs them all with `runner`.
+    /// Builds the tasks ([`tasks`](Self::tasks)) and runs them all with `runner`, on at most
+    /// [`num_workers`](Self::num_workers) workers at once (a `"cpu"` budget added to the
+    /// runner's unless it has one).
     ///
     /// # Errors
     ///
     /// As [`tasks`](Self::tasks) and [`Runner::run`].
     pub fn run(&self, runner: &Runner) -> Result<RunSummary, Error> {
         let tasks = self.tasks()?;
-        runner.run(tasks.last().cloned())
+        let units = u64::try_from(self.num_workers).unwrap_or(u64::MAX);
+        runner.with_cpu_budget(units).run(tasks.last().cloned())
     }
 }
 

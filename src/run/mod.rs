@@ -498,6 +498,21 @@ impl Runner {
         self
     }
 
+    /// This runner with `units` of resource `"cpu"` added to its budget, unless the budget
+    /// already has some (given with [`resources`](Runner::resources) or
+    /// [`devices`](Runner::devices)): how a job of many tasks whose workers each need one
+    /// `"cpu"` (a [`Pyramid`](crate::ops::Pyramid)'s levels) caps its workers in total.
+    #[cfg_attr(not(feature = "zarr"), allow(dead_code))]
+    pub(crate) fn with_cpu_budget(&self, units: u64) -> Runner {
+        let has_cpu = self.resources.iter().any(|(name, _)| name == "cpu")
+            || self.devices.iter().any(|(name, _)| name == "cpu");
+        let mut runner = self.clone();
+        if !has_cpu {
+            runner.resources.push(("cpu".to_owned(), units));
+        }
+        runner
+    }
+
     /// The run's budget, checked against every task (and upstream task) of `tasks`.
     pub(crate) fn budget(&self, tasks: &[Task]) -> Result<Budget, ResourceError> {
         let budget = Budget::new(&self.resources, &self.devices)?;
@@ -629,5 +644,25 @@ fn serve_and_exit(task: &Task, ctx: crate::fleet::context::Context) -> ! {
             );
             std::process::exit(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_budget_is_added_only_to_a_budget_without_cpu() {
+        let none = Runner::new().with_cpu_budget(3);
+        assert_eq!(none.resources, [("cpu".to_owned(), 3)]);
+        let gpu = Runner::new().resources([("gpu", 2)]).with_cpu_budget(3);
+        assert_eq!(
+            gpu.resources,
+            [("gpu".to_owned(), 2), ("cpu".to_owned(), 3)]
+        );
+        let cpu = Runner::new().resources([("cpu", 8)]).with_cpu_budget(3);
+        assert_eq!(cpu.resources, [("cpu".to_owned(), 8)]);
+        let named = Runner::new().devices("cpu", ["0", "1"]).with_cpu_budget(3);
+        assert!(named.resources.is_empty());
     }
 }

@@ -101,6 +101,38 @@ fn source(dir: &std::path::Path, shape: [usize; 3], data_type: DataType) -> Zarr
 }
 
 #[test]
+fn num_workers_caps_the_workers_of_all_levels_together() {
+    let dir = empty_dir("pyramid", "workers");
+    let shape = [64, 64, 64];
+    let raw = source(&dir, shape, DataType::U8);
+    raw.write(&raw.roi(), volume(&shape).view()).unwrap();
+    let pyramid = Pyramid::builder(&raw, dir.join("out.zarr"))
+        .levels(4)
+        .factor([2])
+        .block_shape([8, 8, 8])
+        .num_workers(2);
+    let tasks = pyramid.tasks().unwrap();
+    for t in &tasks {
+        assert_eq!(t.requirements(), [("cpu".to_owned(), 1)], "{}", t.task_id());
+    }
+    // `run` adds a budget of 2 "cpu" units to the runner's (the runners' tests check that a
+    // budget caps the live workers of all tasks together): a budget without "cpu" would
+    // otherwise refuse tasks that need it.
+    let summary = pyramid.run(&runner().resources([("gpu", 1)])).unwrap();
+    assert!(summary.is_success(), "{summary}");
+    let e = runner()
+        .resources([("gpu", 1)])
+        .run(tasks.last().cloned())
+        .unwrap_err();
+    assert!(e.to_string().contains("\"cpu\""), "{e}");
+    // A runner whose budget has "cpu" keeps it.
+    let summary = pyramid
+        .run(&runner().resources([("cpu", 1)]).run_dir(dir.join("run")))
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+}
+
+#[test]
 fn every_level_of_every_method_matches_the_reference_on_a_non_multiple_volume() {
     let dir = empty_dir("pyramid", "methods");
     let shape = [44, 38, 50]; // not multiples of 2, 4 or the chunks
