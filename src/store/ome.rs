@@ -6,6 +6,11 @@
 //! (after composing a level's transformations with the image's own) must be a whole number; a
 //! fractional one is an error naming the level and axis, never rounded.
 //!
+//! Offsets are voxel corners (funlib's), and blockwise writes every level with level 0's
+//! translation. Images whose coarser levels are placed by their voxel centres (as ngff-zarr
+//! and ome-zarr-py write them) are recognised and read with level 0's translation for every
+//! level ([`OmeZarr::pixel_centres`]), so their levels line up.
+//!
 //! Every axis of the image is an axis of its arrays, channel and time axes included: they keep
 //! the voxel size and offset the metadata gives them (ome-zarr-py writes scale 1 and no
 //! translation for them), so a ROI over a 4-D `c, z, y, x` level has four axes and reading all
@@ -196,6 +201,8 @@ pub struct OmeLevel {
 #[derive(Debug, Clone)]
 pub struct OmeZarr {
     path: PathBuf,
+    /// Whether the levels' translations are pixel centres (see [`OmeZarr::pixel_centres`]).
+    centred: bool,
     version: NgffVersion,
     name: Option<String>,
     axes: Vec<OmeAxis>,
@@ -268,6 +275,28 @@ fn whole(path: &Path, what: &str, v: f64) -> Result<i64, StoreError> {
             ),
         ))
     }
+}
+
+/// Whether the levels' translations (world units, per level: what, scale, translation) place
+/// their voxels by their centres: every level `k` is translated by half of the growth of its
+/// voxels over level 0's, `t_k = t_0 + (s_k - s_0) / 2` on every axis, and some level is
+/// translated differently from level 0 (as ngff-zarr and ome-zarr-py's `Scaler` write coarser
+/// levels, whose voxel centres lie at the centres of the windows they reduce). Voxel corners
+/// (funlib's offsets, and what blockwise writes) give every level level 0's translation.
+fn pixel_centred(world: &[(String, Vec<f64>, Vec<f64>)]) -> bool {
+    let Some((_, s0, t0)) = world.first() else {
+        return false;
+    };
+    let mut shifted = false;
+    for (_, s, t) in &world[1..] {
+        for d in 0..s0.len() {
+            if t[d] != t0[d] + (s[d] - s0[d]) / 2.0 {
+                return false;
+            }
+            shifted |= t[d] != t0[d];
+        }
+    }
+    shifted
 }
 
 /// The scale and translation of a list of transformations (identity where absent).
@@ -392,19 +421,23 @@ impl OmeZarr {
             image.coordinate_transformations.as_deref().unwrap_or(&[]),
             dims,
         )?;
-        let mut levels = Vec::with_capacity(image.datasets.len());
+        // Every level's scale and translation in world units, before the whole-number check.
+        let mut world = Vec::with_capacity(image.datasets.len());
         for ds in &image.datasets {
             let what = format!("level {:?}", ds.path);
             let (ls, lt) = transforms(path, &what, &ds.coordinate_transformations, dims)?;
+            let scale: Vec<f64> = (0..dims).map(|d| gs[d] * ls[d]).collect();
+            let translation: Vec<f64> = (0..dims).map(|d| gs[d] * lt[d] + gt[d]).collect();
+            world.push((what, scale, translation));
+        }
+        let centred = pixel_centred(&world);
+        let mut levels = Vec::with_capacity(world.len());
+        for (ds, (what, scale, translation)) in image.datasets.iter().zip(&world) {
             let mut voxel_size = Vec::with_capacity(dims);
             let mut offset = Vec::with_capacity(dims);
             for d in 0..dims {
                 let axis = &image.axes[d].name;
-                let vs = whole(
-                    path,
-                    &format!("{what}: scale of axis {axis}"),
-                    gs[d] * ls[d],
-                )?;
+                let vs = whole(path, &format!("{what}: scale of axis {axis}"), scale[d])?;
                 if vs <= 0 {
                     return Err(open_err(
                         path,
@@ -412,10 +445,16 @@ impl OmeZarr {
                     ));
                 }
                 voxel_size.push(vs);
+                // Pixel centres: every level's voxels start where level 0's do.
+                let t = if centred {
+                    world[0].2[d]
+                } else {
+                    translation[d]
+                };
                 offset.push(whole(
                     path,
                     &format!("{what}: translation of axis {axis}"),
-                    gs[d] * lt[d] + gt[d],
+                    t,
                 )?);
             }
             levels.push(OmeLevel {
@@ -426,6 +465,7 @@ impl OmeZarr {
         }
         Ok(OmeZarr {
             path: path.to_owned(),
+            centred,
             version,
             name: image.name,
             axes: image.axes.iter().map(OmeAxis::from_ngff).collect(),
@@ -441,6 +481,17 @@ impl OmeZarr {
             axes: Vec::new(),
             levels: Vec::new(),
         }
+    }
+
+    /// Whether the image's levels are placed by their voxel centres: every coarser level is
+    /// translated by half the growth of its voxels over level 0's (`t_k = t_0 + (s_k - s_0) / 2`
+    /// on every axis, as ngff-zarr and ome-zarr-py write pyramids). blockwise's offsets are
+    /// voxel corners (funlib's), so such an image's levels all get level 0's translation as
+    /// their offset: the same voxels line up across levels as the writer meant, with the whole
+    /// image placed by its corners. Images whose levels all share level 0's translation (as
+    /// blockwise and funlib write them), and any other translations, are read as corners.
+    pub fn pixel_centres(&self) -> bool {
+        self.centred
     }
 
     /// The image group's path.

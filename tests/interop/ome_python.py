@@ -6,6 +6,10 @@ iohub and funlib.persistence live; NGFF 0.5 needs ome-zarr >= 0.12 with zarr 3).
                                     translation, sum of the voxels) or {"error": ...}
     ome_python.py write IMAGE V  -> writes a 3-level zyx uint8 image with ome-zarr-py in NGFF V
                                     (0.4 or 0.5) and prints the same JSON for it ("ome-zarr")
+    ome_python.py write-scaled IMAGE V
+                                 -> the same, with ome-zarr-py's own downsampling (its Scaler
+                                    or scale_factors: 3 levels, coarser levels placed by their
+                                    voxel centres)
 """
 import json
 import sys
@@ -107,11 +111,39 @@ def write(image, version):
     return {"ome-zarr": {"levels": ome_zarr_levels(image)}}
 
 
+def write_scaled(image, version):
+    import inspect
+
+    import zarr
+    from ome_zarr.writer import write_image
+
+    if version == "0.4":
+        from ome_zarr.format import FormatV04 as Format
+        from ome_zarr.io import parse_url
+
+        root = zarr.group(store=parse_url(image, mode="w").store)
+    else:
+        from ome_zarr.format import FormatV05 as Format
+        root = zarr.open_group(image, mode="w", zarr_format=3)
+    data = (np.arange(16 * 24 * 32, dtype=np.int64).reshape(16, 24, 32) % 251).astype(np.uint8)
+    kwargs = dict(group=root, axes="zyx", fmt=Format(), storage_options={"chunks": (8, 8, 8)})
+    if "scale_factors" in inspect.signature(write_image).parameters:
+        kwargs["scale_factors"] = [2, 4]  # ome-zarr >= 0.12
+    else:
+        from ome_zarr.scale import Scaler
+
+        kwargs["scaler"] = Scaler(max_layer=2)
+    write_image(data, **kwargs)
+    return {"ome-zarr": {"levels": ome_zarr_levels(image)}}
+
+
 def main():
     if sys.argv[1] == "read":
         print(json.dumps(read(sys.argv[2])))
     elif sys.argv[1] == "write":
         print(json.dumps(write(sys.argv[2], sys.argv[3])))
+    elif sys.argv[1] == "write-scaled":
+        print(json.dumps(write_scaled(sys.argv[2], sys.argv[3])))
     else:
         sys.exit(f"unknown command {sys.argv[1]!r}")
 

@@ -193,7 +193,8 @@ fn a_mask_rewritten_in_place_is_recorded_as_changed_and_opens_its_new_blocks() {
         .build()
         .unwrap();
     let opened_first = expected_blocks(&task, &first);
-    runner().run_dir(&run_dir).run([task]).unwrap();
+    let summary = runner().run_dir(&run_dir).run([task]).unwrap();
+    assert!(summary.is_success(), "{summary}");
     assert_eq!(taken(&seen), opened_first);
     let record = |p: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(p.join("tasks/t/mask.json")).unwrap()).unwrap()
@@ -235,7 +236,8 @@ fn a_mask_rewritten_in_place_is_recorded_as_changed_and_opens_its_new_blocks() {
         .mask(&m)
         .build()
         .unwrap();
-    runner().run_dir(&run_dir).run([task]).unwrap();
+    let summary = runner().run_dir(&run_dir).run([task]).unwrap();
+    assert!(summary.is_success(), "{summary}");
     assert!(taken(&seen).is_empty());
     assert_eq!(record(&run_dir), after);
 }

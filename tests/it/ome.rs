@@ -184,6 +184,75 @@ fn pyramid_of_one_axis_has_no_ome_metadata() {
     );
 }
 
+/// A 3-level NGFF 0.5 image (voxels [4, 2, 2], [8, 4, 4], [16, 8, 8], level 0 at [16, 0, 0])
+/// whose levels' translations are then set to `translations`.
+fn image_with_translations(path: &Path, translations: [[f64; 3]; 3]) {
+    let mut builder = OmeZarr::builder(path).axes([
+        OmeAxis::space("z", "nanometer"),
+        OmeAxis::space("y", "nanometer"),
+        OmeAxis::space("x", "nanometer"),
+    ]);
+    for k in 0..3u32 {
+        let f = 2i64.pow(k);
+        let spec = ArraySpec::new(
+            Roi::new([16, 0, 0], [128, 64, 64]),
+            [4 * f, 2 * f, 2 * f],
+            DataType::U8,
+            vec![8, 8, 8],
+        );
+        builder = builder.level(format!("s{k}"), spec);
+    }
+    builder.create().unwrap();
+    let mut meta = read_json(&path.join("zarr.json"));
+    for (k, t) in translations.iter().enumerate() {
+        meta["attributes"]["ome"]["multiscales"][0]["datasets"][k]["coordinateTransformations"]
+            [1]["translation"] = json!(t);
+    }
+    write_json(&path.join("zarr.json"), &meta);
+}
+
+#[test]
+fn pyramids_placed_by_voxel_centres_line_up_by_their_corners() {
+    let dir = empty_dir("ome", "centres");
+    // As ngff-zarr 0.50 writes a pyramid of a level 0 at [16, 0, 0] with voxels [4, 2, 2]:
+    // every coarser level moved by half the growth of its voxels.
+    let path = dir.join("centres.zarr");
+    image_with_translations(
+        &path,
+        [[16.0, 0.0, 0.0], [18.0, 1.0, 1.0], [22.0, 3.0, 3.0]],
+    );
+    let image = OmeZarr::open(&path).unwrap();
+    assert!(image.pixel_centres());
+    for (k, level) in image.levels().iter().enumerate() {
+        assert_eq!(level.offset.as_slice(), &[16, 0, 0], "level {k}");
+    }
+    assert_eq!(
+        ZarrArray::open_ome(&path, 2).unwrap().roi(),
+        Roi::new([16, 0, 0], [128, 64, 64])
+    );
+    // As blockwise and funlib write: every level at level 0's corner.
+    let path = dir.join("corners.zarr");
+    image_with_translations(&path, [[16.0, 0.0, 0.0]; 3]);
+    let image = OmeZarr::open(&path).unwrap();
+    assert!(!image.pixel_centres());
+    assert!(
+        image
+            .levels()
+            .iter()
+            .all(|l| l.offset.as_slice() == [16, 0, 0])
+    );
+    // Any other translations are corners, level by level.
+    let path = dir.join("other.zarr");
+    image_with_translations(
+        &path,
+        [[16.0, 0.0, 0.0], [24.0, 0.0, 0.0], [22.0, 3.0, 3.0]],
+    );
+    let image = OmeZarr::open(&path).unwrap();
+    assert!(!image.pixel_centres());
+    let offsets: Vec<&[i64]> = image.levels().iter().map(|l| l.offset.as_slice()).collect();
+    assert_eq!(offsets, [&[16, 0, 0][..], &[24, 0, 0], &[22, 3, 3]]);
+}
+
 /// Multiscales metadata as ome-zarr-py 0.4 writes it: float scales, a channel axis first.
 fn ome_zarr_py_image(path: &Path, scale0: Value, translation: Value) {
     write_json(&path.join(".zgroup"), &json!({"zarr_format": 2}));
@@ -623,6 +692,56 @@ fn pyramids_open_in_ome_zarr_py_iohub_and_funlib_persistence() {
                     "{lib} s{k}: voxels"
                 );
             }
+        }
+    }
+}
+
+/// A pyramid ome-zarr-py downsamples itself opens with every level at level 0's offset:
+/// ome-zarr-py >= 0.12 (NGFF 0.5) places coarser levels by their voxel centres (translations
+/// 0.5, 1.5 for voxels 2 and 4), older versions write no translations.
+#[test]
+fn pyramids_ome_zarr_py_downsamples_line_up_here() {
+    for (version, var) in [
+        ("0.4", "BLOCKWISE_OME04_PYTHON"),
+        ("0.5", "BLOCKWISE_OME05_PYTHON"),
+    ] {
+        let dir = empty_dir("ome", &format!("scaled-by-ome-zarr-py-{version}"));
+        let path = dir.join("image.zarr");
+        let Some(written) = ome_python(var, &["write-scaled", path.to_str().unwrap(), version])
+        else {
+            eprintln!("OME-Zarr interop ({version}) skipped: set {var}");
+            continue;
+        };
+        let image = OmeZarr::open(&path).unwrap();
+        let levels = written["ome-zarr"]["levels"].as_array().unwrap();
+        assert_eq!(image.levels().len(), 3);
+        let numbers = |v: &Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let shifted = levels
+            .iter()
+            .any(|l| numbers(&l["translation"]) != numbers(&levels[0]["translation"]));
+        assert_eq!(image.pixel_centres(), shifted, "{version}: {written}");
+        for (k, level) in levels.iter().enumerate() {
+            let ours = &image.levels()[k];
+            let scale: Vec<i64> = numbers(&level["scale"]).iter().map(|&v| v as i64).collect();
+            assert_eq!(ours.voxel_size.as_slice(), scale, "{version} level {k}");
+            assert_eq!(ours.offset.as_slice(), &[0, 0, 0], "{version} level {k}");
+            let a = image.level(k).unwrap();
+            assert_eq!(
+                a.roi(),
+                image.level(0).unwrap().roi(),
+                "{version} level {k}"
+            );
+            assert_eq!(
+                level_sum(&a),
+                level["sum"].as_i64().unwrap(),
+                "{version} level {k}"
+            );
         }
     }
 }
