@@ -15,6 +15,27 @@ use crate::task::Task;
 
 use super::Runner;
 
+/// Records, for both runners, the failed attempts of blocks whose mask could not be read (the
+/// scheduler released them when it was about to hand them out) in the failures of their
+/// task's run; `runs` lists each run's task id and failures, in the runs' order.
+pub(super) fn record_mask_failures<'a>(
+    sched: &mut Scheduler,
+    mut journal: Option<&mut Journal>,
+    runs: impl Iterator<Item = (&'a str, &'a mut Failures)>,
+) {
+    let failed = sched.take_mask_failures();
+    if failed.is_empty() {
+        return;
+    }
+    let mut runs: Vec<(&str, &mut Failures)> = runs.collect();
+    for f in failed {
+        let Some(i) = runs.iter().position(|(id, _)| *id == f.block.task_id()) else {
+            continue;
+        };
+        runs[i].1.record_mask_failure(journal.as_deref_mut(), i, f);
+    }
+}
+
 /// The failed attempts of one task: the first [`MAX_LISTED_FAILURES`] in full, then a count.
 #[derive(Debug, Default)]
 pub(super) struct Failures {

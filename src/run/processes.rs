@@ -412,17 +412,12 @@ impl Runs for Turn<'_, '_> {
 
     fn record_mask_failures(&mut self) {
         let d = &mut *self.blocks;
-        for failed in d.sched.take_mask_failures() {
-            let Some(i) = d
-                .runs
-                .iter()
-                .position(|r| r.task.task_id() == failed.block.task_id())
-            else {
-                continue;
-            };
-            d.runs[i]
-                .failures
-                .record_mask_failure(d.journal.as_mut(), i, failed);
-        }
+        super::failures::record_mask_failures(
+            &mut d.sched,
+            d.journal.as_mut(),
+            d.runs
+                .iter_mut()
+                .map(|r| (r.task.task_id(), &mut r.failures)),
+        );
     }
 }
