@@ -551,7 +551,9 @@ impl OmeZarr {
     }
 
     /// Level `k`'s ROI over its space axes only: the total ROI of a task over space whose
-    /// blocks read every channel and time point with [`expand_roi`](Self::expand_roi).
+    /// blocks read and write every channel and time point with
+    /// [`ZarrArray::read_spatial`] and [`ZarrArray::write_spatial`] (or
+    /// [`ZarrArray::spatial_roi`]).
     ///
     /// # Errors
     ///
@@ -569,56 +571,6 @@ impl OmeZarr {
                 .map(|&d| roi.shape()[d])
                 .collect::<Coordinate>(),
         ))
-    }
-
-    /// A ROI over the space axes (a block of a task over space) as a ROI of level `k`: the
-    /// level's whole extent on its channel, time and other axes, `space` on its space axes.
-    /// Reading it reads all channels (and time points) of the block.
-    ///
-    /// ```
-    /// use blockwise::store::{ArraySpec, DataType, OmeAxis, OmeZarr};
-    /// use blockwise::Roi;
-    ///
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let dir = tempfile::tempdir()?;
-    /// let spec = ArraySpec::new(Roi::new([0, 0, 0], [3, 64, 64]), [1, 4, 4], DataType::U8, vec![3, 8, 8]);
-    /// let image = OmeZarr::builder(dir.path().join("img.zarr"))
-    ///     .axes([OmeAxis::channel("c"), OmeAxis::space("y", "nanometer"), OmeAxis::space("x", "nanometer")])
-    ///     .level("0", spec)
-    ///     .create()?;
-    /// assert_eq!(image.space_roi(0)?, Roi::new([0, 0], [64, 64]));
-    /// let block = Roi::new([32, 0], [32, 32]);
-    /// let data = image.level(0)?.read::<u8>(&image.expand_roi(0, &block)?)?;
-    /// assert_eq!(data.shape(), &[3, 8, 8]); // all three channels
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`level`](Self::level), and [`StoreError::Roi`] if `space` does not have one axis
-    /// per space axis.
-    pub fn expand_roi(&self, k: usize, space: &Roi) -> Result<Roi, StoreError> {
-        let level = self.level(k)?;
-        let roi = level.roi();
-        let axes = self.space_axes();
-        if space.dims() != axes.len() {
-            return Err(StoreError::Roi {
-                path: level.name().to_owned(),
-                message: format!(
-                    "ROI {space} has {} axes, the image {} space axes",
-                    space.dims(),
-                    axes.len()
-                ),
-            });
-        }
-        let mut offset = roi.offset().as_slice().to_vec();
-        let mut shape = roi.shape().as_slice().to_vec();
-        for (i, &d) in axes.iter().enumerate() {
-            offset[d] = space.offset()[i];
-            shape[d] = space.shape()[i];
-        }
-        Ok(Roi::new(offset, shape))
     }
 
     /// The names of the image's label images (the `labels` group's `labels` list; empty if the

@@ -551,35 +551,47 @@ impl ZarrArray {
         self.inner.meta.roi_array(roi, data)
     }
 
-    /// The full ROI for a ROI of the trailing axes: the leading axes (channels, time) whole.
-    fn with_leading_axes(&self, roi: &Roi) -> Result<Roi, StoreError> {
-        let dims = self.roi().dims();
+    /// The ROI over all of the array's axes for a ROI of its trailing axes: the leading axes
+    /// (channels, time: funlib's channel dimensions, NGFF's order) whole. A task over the
+    /// space axes of an OME-Zarr level ([`OmeZarr::space_roi`](super::OmeZarr::space_roi))
+    /// reads and writes all channels of its blocks through it;
+    /// [`read_spatial`](Self::read_spatial) and [`write_spatial`](Self::write_spatial) do.
+    ///
+    /// ```
+    /// use blockwise::Roi;
+    /// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let spec = ArraySpec::new(Roi::new([0, 0, 0], [3, 32, 32]), [1, 4, 4], DataType::U8, vec![1, 4, 4]);
+    /// let a = ZarrArray::create(dir.path(), "raw", &spec)?;
+    /// assert_eq!(a.spatial_roi(&Roi::new([8, 16], [8, 8]))?, Roi::new([0, 8, 16], [3, 8, 8]));
+    /// assert!(a.spatial_roi(&Roi::new([0, 0, 0, 0], [1, 1, 1, 1])).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Roi`] if `roi` has more dims than the array.
+    pub fn spatial_roi(&self, roi: &Roi) -> Result<Roi, StoreError> {
+        let all = self.roi();
+        let dims = all.dims();
         let lead = dims
             .checked_sub(roi.dims())
             .ok_or_else(|| StoreError::Roi {
                 path: self.inner.name.clone(),
                 message: format!("ROI {roi} has {} dims, the array only {dims}", roi.dims()),
             })?;
-        let all = self.roi();
-        let begin: Vec<i64> = (0..dims)
-            .map(|d| {
-                if d < lead {
-                    all.begin()[d]
-                } else {
-                    roi.begin()[d - lead]
-                }
-            })
-            .collect();
-        let shape: Vec<i64> = (0..dims)
-            .map(|d| {
-                if d < lead {
-                    all.shape()[d]
-                } else {
-                    roi.shape()[d - lead]
-                }
-            })
-            .collect();
-        Ok(Roi::new(Coordinate::from(begin), Coordinate::from(shape)))
+        let pick = |whole: &Coordinate, part: &Coordinate| -> Coordinate {
+            (0..dims)
+                .map(|d| if d < lead { whole[d] } else { part[d - lead] })
+                .collect()
+        };
+        Ok(Roi::new(
+            pick(all.begin(), roi.begin()),
+            pick(all.shape(), roi.shape()),
+        ))
     }
 
     /// Reads a ROI of the array's trailing axes with every voxel of its leading axes: for a
@@ -612,7 +624,7 @@ impl ZarrArray {
     ///
     /// As [`read`](Self::read), and a ROI with more dims than the array.
     pub fn read_spatial<T: Scalar>(&self, roi: &Roi) -> Result<RoiArray<T>, StoreError> {
-        self.read(&self.with_leading_axes(roi)?)
+        self.read(&self.spatial_roi(roi)?)
     }
 
     /// Writes a ROI of the array's trailing axes with every voxel of its leading axes (the
@@ -626,7 +638,7 @@ impl ZarrArray {
         roi: &Roi,
         data: impl Into<ArrayViewD<'a, T>>,
     ) -> Result<(), StoreError> {
-        self.write(&self.with_leading_axes(roi)?, data)
+        self.write(&self.spatial_roi(roi)?, data)
     }
 
     /// Reads any world ROI on voxel boundaries; voxels outside the array are `fill`

@@ -352,14 +352,14 @@ fn ome_zarr_py_fixture_with_channels_and_labels() {
         Roi::new([40, 0, -8], [64, 64, 64])
     );
     let block = Roi::new([40, 0, 0], [4, 4, 8]);
-    let full = image.expand_roi(0, &block).unwrap();
+    let full = s0.spatial_roi(&block).unwrap();
     assert_eq!(full, Roi::new([0, 40, 0, 0], [2, 4, 4, 8]));
-    assert_eq!(s0.read::<u8>(&full).unwrap().data(), part.data());
-    let e = image
-        .expand_roi(0, &Roi::new([0, 0], [4, 4]))
+    assert_eq!(s0.read_spatial::<u8>(&block).unwrap().data(), part.data());
+    let e = s0
+        .spatial_roi(&Roi::new([0, 0, 0, 0, 0], [1, 1, 1, 1, 1]))
         .err()
         .map(|e| e.to_string());
-    assert!(e.is_some_and(|e| e.contains("2 axes, the image 3 space axes")));
+    assert!(e.is_some_and(|e| e.contains("5 dims, the array only 4")));
 
     assert_eq!(image.labels().unwrap(), vec!["cells".to_string()]);
     let cells = image.label("cells").unwrap();
@@ -572,11 +572,11 @@ fn a_task_over_space_reads_all_channels_of_its_blocks() {
     )
     .unwrap();
     let block = Roi::new([0, 0], [16, 16]);
-    let (img, inp, dst) = (image.clone(), input.clone(), out.clone());
+    let (inp, dst) = (input.clone(), out.clone());
     let task = blockwise::Task::builder("channel-sum", total, block.clone(), block)
         .writes(&out)
         .process(move |b: &blockwise::Block| {
-            let all = inp.read::<u16>(&img.expand_roi(0, b.read_roi())?)?;
+            let all = inp.read_spatial::<u16>(b.read_roi())?;
             let sum = all.data().sum_axis(ndarray::Axis(0));
             dst.write(b.write_roi(), sum.view())?;
             Ok(())
