@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use blockwise::store::{AxisKind, NgffVersion, OmeAxis, OmeZarr};
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyIterator, PyList, PyTuple};
 
 use super::{Backend, PyStoreArray, codec, spec_of, wrap_base, writable};
 use crate::errors::{ConfigError, store_err};
@@ -392,6 +392,14 @@ impl PyOmeZarr {
                 self.inner.path().display()
             ))),
         }
+    }
+
+    /// The levels read-only, finest first.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let levels = (0..self.inner.levels().len())
+            .map(|k| wrap_level(py, &self.inner, k, false))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, levels)?.try_iter()
     }
 
     /// Pickles as a reopening by path.
