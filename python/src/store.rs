@@ -1017,6 +1017,32 @@ pub fn zarr_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(ZarrArray, PathB
     }
 }
 
+/// The mask of `Task(mask=..., mask_threshold=...)`: a block runs where a voxel of the zarr
+/// array `obj` under it is not zero (no threshold) or is above `threshold`.
+pub fn mask_of(
+    obj: &Bound<'_, PyAny>,
+    threshold: Option<f64>,
+    what: &str,
+) -> PyResult<blockwise::mask::Mask> {
+    let (array, _, _) = zarr_of(obj, what)?;
+    let Some(t) = threshold else {
+        return Ok(blockwise::mask::Mask::nonzero(&array));
+    };
+    if t.is_nan() {
+        return Err(PyValueError::new_err(format!(
+            "{what}: mask_threshold must be a number, got NaN"
+        )));
+    }
+    dispatch!(array.data_type(), T => {
+        #[allow(clippy::cast_precision_loss, clippy::cast_lossless, clippy::unnecessary_cast)] // `T` is every element type
+        let mask = blockwise::mask::Mask::with_predicate(
+            &array,
+            move |v: &blockwise::RoiArray<T>| v.iter().any(|&x| x as f64 > t),
+        );
+        mask.map_err(store_err)
+    })
+}
+
 /// The chunk grid of an array given to `Task(writes=...)`.
 pub fn chunk_grid_of(obj: &Bound<'_, PyAny>) -> PyResult<ChunkGrid> {
     match obj.cast::<PyStoreArray>() {

@@ -156,3 +156,23 @@ def test_masks_that_do_not_fit_the_task_are_refused(tmp_path):
         Task("t", TOTAL, BLOCK, BLOCK, process=lambda b: None, mask=far)
     with pytest.raises(TypeError, match="mask: expected a ZarrArray, got ndarray"):
         Task("t", TOTAL, BLOCK, BLOCK, process=lambda b: None, mask=np.ones((8, 8)))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_threshold_runs_the_blocks_above_it(runner, tmp_path):
+    m = ZarrArray.create(tmp_path / "m.zarr" / "p", TOTAL, (10, 10), "float32", (4, 4))
+    values = np.full(m.shape, 0.2, dtype=np.float32)
+    values[2, 3] = 0.9
+    values[5, 1] = 0.5  # not above
+    m[m.roi] = values
+    t = Task("t", TOTAL, BLOCK, BLOCK, process=recorder(tmp_path / "ran"), mask=m, mask_threshold=0.5)
+    assert t.mask_threshold == 0.5
+    s = run(t, runner, tmp_path)
+    assert offsets(tmp_path / "ran") == [(20, 30)]
+    assert s.task("t").masked == 63
+    # Without a threshold every block has a non-zero voxel.
+    s = run(Task("u", TOTAL, BLOCK, BLOCK, process=lambda b: None, mask=m), runner, tmp_path)
+    assert s.task("u").masked == 0
+    with pytest.raises(blockwise.ConfigError, match="mask_threshold needs a mask"):
+        Task("v", TOTAL, BLOCK, BLOCK, process=lambda b: None, mask_threshold=0.5)

@@ -233,3 +233,36 @@ def test_label_images(tmp_path):
     cells = img.label("cells")
     assert isinstance(cells, OmeZarr)
     assert cells[0].dtype == np.uint32 and tuple(cells[0].voxel_size) == (2, 2)
+
+
+@pytest.mark.timeout(60)
+def test_a_pyramid_of_an_ome_level_keeps_the_image_world_metadata(tmp_path):
+    """``ops.pyramid`` of a level opened through its image (arrays without funlib
+    attributes): the new pyramid's voxel sizes and offsets continue the image's."""
+    path = tmp_path / "hand.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    values = (np.arange(16 * 16) % 7).astype(np.uint8).reshape(16, 16)
+    group.create_array("0", data=values, chunks=(4, 4))
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [{"name": "y", "type": "space", "unit": "nanometer"}, {"name": "x", "type": "space", "unit": "nanometer"}],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [5, 5]},
+                            {"type": "translation", "translation": [20, 40]},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    s = pyramid(ZarrArray.open_ome(path, 0), tmp_path / "out.zarr", levels=2, method="max", progress=False)
+    assert s.is_success()
+    out = OmeZarr.open(tmp_path / "out.zarr")
+    assert [tuple(lv.voxel_size) for lv in out.levels] == [(5, 5), (10, 10)]
+    assert [tuple(lv.offset) for lv in out.levels] == [(20, 40)] * 2
+    np.testing.assert_array_equal(out[1][out[1].roi], values.reshape(8, 2, 8, 2).max(axis=(1, 3)))
