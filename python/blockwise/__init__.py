@@ -32,7 +32,7 @@ from blockwise._native import (
 )
 from blockwise._client import Client
 from blockwise._run import run_blockwise
-from blockwise.arrays import Array, ZarrArray
+from blockwise.arrays import Array, OmeAxis, OmeLevel, OmeZarr, ZarrArray
 
 try:  # built with the `hdf5` feature only
     from blockwise.arrays import Hdf5Array
@@ -53,6 +53,9 @@ __all__ = [
     "Launcher",
     "Local",
     "Lsf",
+    "OmeAxis",
+    "OmeLevel",
+    "OmeZarr",
     "Pbs",
     "Roi",
     "RunSummary",

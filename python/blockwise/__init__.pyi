@@ -6,7 +6,14 @@ from datetime import timedelta
 from typing import Any, Literal, SupportsIndex, overload
 
 from blockwise._client import Client as Client
-from blockwise.arrays import Array as Array, Hdf5Array as Hdf5Array, ZarrArray as ZarrArray
+from blockwise.arrays import (
+    Array as Array,
+    Hdf5Array as Hdf5Array,
+    OmeAxis as OmeAxis,
+    OmeLevel as OmeLevel,
+    OmeZarr as OmeZarr,
+    ZarrArray as ZarrArray,
+)
 
 __version__: str
 
@@ -151,6 +158,8 @@ class Task:
         max_consecutive_failures: int | None = None,
         requires: Mapping[str, int] | None = None,
         threads_per_worker: int = 1,
+        mask: ZarrArray | None = None,
+        mask_threshold: float | None = None,
     ) -> None: ...
     @property
     def task_id(self) -> str: ...
@@ -194,6 +203,10 @@ class Task:
     def threads_per_worker(self) -> int: ...
     @property
     def outputs(self) -> bool: ...
+    @property
+    def mask(self) -> ZarrArray | None: ...
+    @property
+    def mask_threshold(self) -> float | None: ...
     def block(self, grid_index: int) -> Block | None: ...
 
 class TaskState:
@@ -211,6 +224,8 @@ class TaskState:
     def completed(self) -> int: ...
     @property
     def skipped(self) -> int: ...
+    @property
+    def masked(self) -> int: ...
     @property
     def failed(self) -> int: ...
     @property
@@ -251,6 +266,8 @@ class RunSummary:
     def completed(self) -> int: ...
     @property
     def skipped(self) -> int: ...
+    @property
+    def masked(self) -> int: ...
 
 class Launcher:
     @property

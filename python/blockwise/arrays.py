@@ -5,9 +5,9 @@ Reads return numpy arrays; ``read_roi`` returns ``(data, roi)``, the data with t
 it covers. See ``python/README.md``.
 """
 
-from blockwise._native import Array, ZarrArray
+from blockwise._native import Array, OmeAxis, OmeLevel, OmeZarr, ZarrArray
 
-__all__ = ["Array", "ZarrArray"]
+__all__ = ["Array", "OmeAxis", "OmeLevel", "OmeZarr", "ZarrArray"]
 
 try:  # built with the `hdf5` feature only
     from blockwise._native import Hdf5Array

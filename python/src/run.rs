@@ -222,9 +222,17 @@ impl PyTaskState {
     fn completed(&self) -> u64 {
         self.inner.completed
     }
+    /// Blocks skipped without running (done before, by the check function or the run
+    /// directory, or masked out), masked ones included.
     #[getter]
     fn skipped(&self) -> u64 {
         self.inner.skipped
+    }
+    /// Of the skipped blocks, those the task's mask left out (never recorded as done: a rerun
+    /// reports them again).
+    #[getter]
+    fn masked(&self) -> u64 {
+        self.inner.masked
     }
     #[getter]
     fn failed(&self) -> u64 {
@@ -249,10 +257,11 @@ impl PyTaskState {
     }
     fn __repr__(&self) -> String {
         format!(
-            "TaskState(total={}, completed={}, skipped={}, failed={}, orphaned={})",
+            "TaskState(total={}, completed={}, skipped={}, masked={}, failed={}, orphaned={})",
             self.inner.total,
             self.inner.completed,
             self.inner.skipped,
+            self.inner.masked,
             self.inner.failed,
             self.inner.orphaned
         )
@@ -415,6 +424,12 @@ impl PyRunSummary {
     #[getter]
     fn skipped(&self) -> u64 {
         self.inner.skipped()
+    }
+
+    /// Blocks masked out across tasks (included in `skipped`).
+    #[getter]
+    fn masked(&self) -> u64 {
+        self.inner.tasks().iter().map(|t| t.state.masked).sum()
     }
 
     fn __str__(&self) -> String {

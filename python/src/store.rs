@@ -19,6 +19,9 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::errors::{StoreError, store_err};
 use crate::geometry::{PyCoordinate, PyRoi, coord, roi};
 
+mod ome;
+pub use ome::{PyOmeAxis, PyOmeLevel, PyOmeZarr};
+
 /// The default size of `open_cached`'s chunk cache: 256 MiB.
 const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
@@ -295,6 +298,9 @@ pub struct PyStoreArray {
     dataset: String,
     writable: bool,
     cache_bytes: Option<u64>,
+    /// The OME-Zarr level this array was opened as (`store` is then the image group and
+    /// `dataset` the level's path), so a pickled array reopens with the image's metadata.
+    ome_level: Option<usize>,
 }
 
 impl PyStoreArray {
@@ -562,6 +568,7 @@ impl PyStoreArray {
             self.dataset.clone(),
             self.writable,
             self.cache_bytes,
+            self.ome_level,
         )
             .into_pyobject(py)?;
         Ok((f, args))
@@ -592,13 +599,21 @@ fn wrap(
     writable: bool,
     cache_bytes: Option<u64>,
 ) -> PyResult<Py<PyAny>> {
-    let base = PyStoreArray {
-        backend,
-        store,
-        dataset,
-        writable,
-        cache_bytes,
-    };
+    wrap_base(
+        py,
+        PyStoreArray {
+            backend,
+            store,
+            dataset,
+            writable,
+            cache_bytes,
+            ome_level: None,
+        },
+    )
+}
+
+/// Wraps an array in its Python class.
+fn wrap_base(py: Python<'_>, base: PyStoreArray) -> PyResult<Py<PyAny>> {
     match base.backend {
         Backend::Zarr(_) => {
             Ok(Py::new(py, PyClassInitializer::from(base).add_subclass(PyZarrArray))?.into_any())
@@ -614,6 +629,7 @@ fn wrap(
 
 /// Reopens a pickled array (the target of `Array.__reduce__`).
 #[pyfunction]
+#[pyo3(signature = (kind, store, dataset, writable, cache_bytes, ome_level = None))]
 fn _reopen_array(
     py: Python<'_>,
     kind: &str,
@@ -621,7 +637,11 @@ fn _reopen_array(
     dataset: String,
     writable: bool,
     cache_bytes: Option<u64>,
+    ome_level: Option<usize>,
 ) -> PyResult<Py<PyAny>> {
+    if let Some(k) = ome_level {
+        return ome::open_level(py, store, k, writable);
+    }
     let backend = match kind {
         "zarr" => Backend::Zarr(
             py.detach(|| match cache_bytes {
@@ -749,6 +769,19 @@ impl PyZarrArray {
             .detach(|| ZarrArray::open(&store, &dataset))
             .map_err(store_err)?;
         wrap(py, Backend::Zarr(a), store, dataset, w, None)
+    }
+
+    /// Opens level `level` (0 the finest) of the OME-Zarr image at `path` (NGFF 0.4 or 0.5),
+    /// with the voxel size, offset, axis names and units of the image's multiscales metadata
+    /// (not the array's own attributes); `mode` as `open`. `path` is the image group, and the
+    /// array's `path` and `dataset` are the group and the level's path in it. Raises
+    /// `StoreError` if `path` is not an OME-Zarr image or has no level `level`. Shorthand for
+    /// `OmeZarr.open(path).level(level, mode)`.
+    #[staticmethod]
+    #[pyo3(signature = (path, level = 0, mode = "r"))]
+    fn open_ome(py: Python<'_>, path: PathBuf, level: usize, mode: &str) -> PyResult<Py<PyAny>> {
+        let w = writable(mode)?;
+        ome::open_level(py, path, level, w)
     }
 
     /// Opens an array read-only through an LRU cache of decoded chunks of at most
@@ -984,6 +1017,32 @@ pub fn zarr_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(ZarrArray, PathB
     }
 }
 
+/// The mask of `Task(mask=..., mask_threshold=...)`: a block runs where a voxel of the zarr
+/// array `obj` under it is not zero (no threshold) or is above `threshold`.
+pub fn mask_of(
+    obj: &Bound<'_, PyAny>,
+    threshold: Option<f64>,
+    what: &str,
+) -> PyResult<blockwise::mask::Mask> {
+    let (array, _, _) = zarr_of(obj, what)?;
+    let Some(t) = threshold else {
+        return Ok(blockwise::mask::Mask::nonzero(&array));
+    };
+    if t.is_nan() {
+        return Err(PyValueError::new_err(format!(
+            "{what}: mask_threshold must be a number, got NaN"
+        )));
+    }
+    dispatch!(array.data_type(), T => {
+        #[allow(clippy::cast_precision_loss, clippy::cast_lossless, clippy::unnecessary_cast)] // `T` is every element type
+        let mask = blockwise::mask::Mask::with_predicate(
+            &array,
+            move |v: &blockwise::RoiArray<T>| v.iter().any(|&x| x as f64 > t),
+        );
+        mask.map_err(store_err)
+    })
+}
+
 /// The chunk grid of an array given to `Task(writes=...)`.
 pub fn chunk_grid_of(obj: &Bound<'_, PyAny>) -> PyResult<ChunkGrid> {
     match obj.cast::<PyStoreArray>() {
@@ -1002,6 +1061,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyZarrArray>()?;
     #[cfg(feature = "hdf5")]
     m.add_class::<hdf5_py::PyHdf5Array>()?;
+    m.add_class::<PyOmeZarr>()?;
+    m.add_class::<PyOmeAxis>()?;
+    m.add_class::<PyOmeLevel>()?;
     m.add_function(wrap_pyfunction!(_reopen_array, m)?)?;
     Ok(())
 }

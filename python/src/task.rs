@@ -377,6 +377,11 @@ pub fn idle(obj: &Bound<'_, PyAny>) -> PyResult<Duration> {
 /// once per worker with its `WorkerContext`; returns the function that then processes that
 /// worker's blocks) or `worker_function` (called without arguments in each worker process; it
 /// runs its own `Client` loop).
+///
+/// `mask` (a `ZarrArray`, at any voxel size) skips the blocks where it is all zero under the
+/// write ROI (with `mask_threshold=t`: where no voxel is above `t`): neither `check` nor the
+/// process function sees them; they count as completed and skipped (`TaskState.masked`), and
+/// a run directory never records them as done.
 #[pyclass(module = "blockwise", name = "Task", frozen)]
 pub struct PyTask {
     pub inner: Task,
@@ -394,7 +399,8 @@ impl PyTask {
         task_id, total_roi, read_roi, write_roi, *, process = None, process_per_worker = None,
         check = None, worker_function = None, fit = "valid", read_write_conflict = true,
         num_workers = 1, max_retries = 2, timeout = None, upstream = None, writes = None,
-        outputs = false, max_consecutive_failures = None, requires = None, threads_per_worker = 1
+        outputs = false, max_consecutive_failures = None, requires = None, threads_per_worker = 1,
+        mask = None, mask_threshold = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -418,6 +424,8 @@ impl PyTask {
         max_consecutive_failures: Option<i64>,
         requires: Option<&Bound<'_, PyAny>>,
         threads_per_worker: i64,
+        mask: Option<&Bound<'_, PyAny>>,
+        mask_threshold: Option<f64>,
     ) -> PyResult<Self> {
         let kwargs = PyDict::new(py);
         let total = roi(total_roi, "total_roi")?;
@@ -532,6 +540,25 @@ impl PyTask {
                 b = b.writes(crate::store::chunk_grid_of(item)?);
             }
             kwargs.set_item("writes", PyTuple::new(py, items)?)?;
+        }
+        match (mask.filter(|m| !m.is_none()), mask_threshold) {
+            (Some(m), t) => {
+                b = b.mask(crate::store::mask_of(
+                    m,
+                    t,
+                    &format!("task {task_id:?}: mask"),
+                )?);
+                kwargs.set_item("mask", m)?;
+                if let Some(t) = t {
+                    kwargs.set_item("mask_threshold", t)?;
+                }
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new_err(format!(
+                    "task {task_id:?}: mask_threshold needs a mask"
+                )));
+            }
+            (None, None) => {}
         }
         if let Some(f) = check {
             b = b.check(move |block| {
@@ -726,6 +753,21 @@ impl PyTask {
     #[getter]
     fn threads_per_worker(&self) -> usize {
         self.inner.threads_per_worker()
+    }
+
+    /// The mask (a `ZarrArray`), or None.
+    #[getter]
+    fn mask(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.kwarg(py, "mask")
+    }
+
+    /// The mask's threshold (a block runs where a mask voxel is above it), or None (where
+    /// one is not zero).
+    #[getter]
+    fn mask_threshold(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        self.kwarg(py, "mask_threshold")?
+            .map(|t| t.extract(py))
+            .transpose()
     }
 
     /// Whether the process function's return values are collected as block outputs.
