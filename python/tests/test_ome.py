@@ -266,3 +266,25 @@ def test_a_pyramid_of_an_ome_level_keeps_the_image_world_metadata(tmp_path):
     assert [tuple(lv.voxel_size) for lv in out.levels] == [(5, 5), (10, 10)]
     assert [tuple(lv.offset) for lv in out.levels] == [(20, 40)] * 2
     np.testing.assert_array_equal(out[1][out[1].roi], values.reshape(8, 2, 8, 2).max(axis=(1, 3)))
+
+
+def test_pyramids_placed_by_voxel_centres_line_up(tmp_path):
+    """An NGFF 0.5 image whose coarser levels are translated by half their voxels' growth (as
+    ngff-zarr writes them) opens with every level at level 0's offset."""
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path / "centres.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    datasets = []
+    for k, t in enumerate([[16.0, 0.0], [17.0, 0.5], [19.0, 1.5]]):
+        f = 2**k
+        root.create_array(f"s{k}", shape=(32 // f, 32 // f), chunks=(8, 8), dtype="uint8")
+        datasets.append({"path": f"s{k}", "coordinateTransformations": [
+            {"type": "scale", "scale": [2.0 * f, 1.0 * f]},
+            {"type": "translation", "translation": t}]})
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+        "datasets": datasets}]}
+    image = blockwise.OmeZarr.open(str(path))
+    assert image.pixel_centres
+    assert [tuple(level.offset) for level in image.levels] == [(16, 0)] * 3
+    assert image.level(2).roi == image.level(0).roi

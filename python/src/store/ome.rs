@@ -294,6 +294,14 @@ impl PyOmeZarr {
         self.inner.path().to_owned()
     }
 
+    /// Whether the coarser levels are placed by their voxel centres (as ngff-zarr and
+    /// ome-zarr-py write them): then every level's offset is level 0's translation, so the
+    /// levels line up by their corners (blockwise's and funlib's offsets).
+    #[getter]
+    fn pixel_centres(&self) -> bool {
+        self.inner.pixel_centres()
+    }
+
     /// The NGFF version of the metadata: `"0.4"` or `"0.5"`.
     #[getter]
     fn version(&self) -> &'static str {
@@ -368,8 +376,8 @@ impl PyOmeZarr {
             }
             level.spatial_roi(&r)
         })
-            .map(PyRoi)
-            .map_err(store_err)
+        .map(PyRoi)
+        .map_err(store_err)
     }
 
     /// The names of the image's label images (empty if it has no `labels` group).
