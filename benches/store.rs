@@ -1,4 +1,5 @@
-//! Criterion benches of the array read and write paths (zarr v3, 64³ uint8 chunks).
+//! Criterion benches of the array read and write paths (zarr v3, 64³ uint8 chunks) and of
+//! downsampling one chunk.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -77,5 +78,31 @@ fn reads_and_writes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reads_and_writes);
+/// `ops::downsample` of one 64³ chunk of the sample (a pyramid level's block of work), by
+/// method, factor 2.
+fn downsampling(c: &mut Criterion) {
+    use blockwise::ops::{Downsample, downsample};
+    let mut group = c.benchmark_group("downsample");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    let data = ArrayD::from_shape_fn(IxDyn(&[64, 64, 64]), |i| {
+        ((i[0] * 7 + i[1] * 13 + i[2] * 31) % 251) as u8
+    });
+    group.throughput(Throughput::Bytes(64 * 64 * 64));
+    for (name, method) in [("mean", Downsample::Mean), ("max", Downsample::Max)] {
+        group.bench_function(BenchmarkId::new("u8_64cubed_factor2", name), |b| {
+            b.iter(|| {
+                black_box(
+                    downsample(data.view(), &[2, 2, 2], method)
+                        .map(|a| a.len())
+                        .unwrap_or(0),
+                )
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, reads_and_writes, downsampling);
 criterion_main!(benches);

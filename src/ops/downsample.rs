@@ -78,6 +78,19 @@ pub trait Downsampled: Scalar + PartialOrd {
     /// The rounded mean of a non-empty window (see [`Downsample::Mean`]).
     fn mean_of(window: &[Self]) -> Self;
     #[doc(hidden)]
+    /// Adds each run of `f` values of `row` to one `i64` sum of `sums` (`row` holds
+    /// `sums.len() * f` values), for types whose windows' sums fit in `i64` (at most 32 bits,
+    /// windows of up to 2^30 values); `false` (nothing added) for the others.
+    fn add_runs(_sums: &mut [i64], _row: &[Self], _f: usize) -> bool {
+        false
+    }
+    #[doc(hidden)]
+    /// The rounded mean of a window of `n` values from its sum (see [`add_runs`](Self::add_runs)):
+    /// what [`mean_of`](Self::mean_of) gives for the window.
+    fn mean_from_sum(_sum: i64, _n: i64) -> Self {
+        Self::default()
+    }
+    #[doc(hidden)]
     /// A total order (floats: `total_cmp`).
     fn order(&self, other: &Self) -> Ordering;
     #[doc(hidden)]
@@ -138,6 +151,31 @@ macro_rules! small_integer {
                 };
                 // The mean lies between the window's smallest and largest value, so it fits.
                 <$t>::try_from(mean).unwrap_or_default()
+            }
+            fn add_runs(sums: &mut [i64], row: &[Self], f: usize) -> bool {
+                match f {
+                    // Factor 2 (the common case) and 1, so that the loop vectorises.
+                    1 => {
+                        for (s, &v) in sums.iter_mut().zip(row) {
+                            *s += i64::from(v);
+                        }
+                    }
+                    2 => {
+                        for (s, p) in sums.iter_mut().zip(row.chunks_exact(2)) {
+                            *s += i64::from(p[0]) + i64::from(p[1]);
+                        }
+                    }
+                    _ => {
+                        for (s, run) in sums.iter_mut().zip(row.chunks_exact(f)) {
+                            *s += run.iter().map(|&v| i64::from(v)).sum::<i64>();
+                        }
+                    }
+                }
+                true
+            }
+            fn mean_from_sum(sum: i64, n: i64) -> Self {
+                // The mean lies between the window's smallest and largest value, so it fits.
+                <$t>::try_from(div_half_even_i64(sum, n)).unwrap_or_default()
             }
             fn order(&self, other: &Self) -> Ordering {
                 self.cmp(other)
@@ -346,6 +384,41 @@ pub fn downsample<T: Downsampled>(
             stride[k] = stride[k + 1] * data.shape()[k + 1];
         }
         let (row_out, f_last) = (out_shape[last], window[last]);
+        // The mean of small integers: every window's sum is added up run by run straight from
+        // the input rows, without gathering the windows.
+        if method == Downsample::Mean && window_len <= 1 << 30 {
+            let n = i64::try_from(window_len).unwrap_or(i64::MAX);
+            let mut sums = vec![0i64; row_out];
+            let mut o = vec![0usize; last];
+            let mut summed = true;
+            'sum_rows: loop {
+                sums.fill(0);
+                let mut w = vec![0usize; last];
+                loop {
+                    let start: usize = (0..last)
+                        .map(|k| (o[k] * window[k] + w[k]) * stride[k])
+                        .sum();
+                    let row = &flat[start..start + row_out * f_last];
+                    if !T::add_runs(&mut sums, row, f_last) {
+                        summed = false;
+                        break 'sum_rows;
+                    }
+                    if !next_index(&mut w, &window[..last]) {
+                        break;
+                    }
+                }
+                out.extend(sums.iter().map(|&sum| T::mean_from_sum(sum, n)));
+                if !next_index(&mut o, &out_shape[..last]) {
+                    break 'sum_rows;
+                }
+            }
+            if summed {
+                return ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| {
+                    OpsError::Internal(format!("downsample: output shape {out_shape:?}: {e}"))
+                });
+            }
+            out.clear();
+        }
         let mut windows = vec![T::default(); row_out * window_len];
         let mut o = vec![0usize; last];
         'rows: loop {
