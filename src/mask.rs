@@ -82,8 +82,9 @@ type Predicate = dyn Fn(&ZarrArray, &Roi) -> Result<bool, StoreError> + Send + S
 pub struct Mask {
     array: ZarrArray,
     predicate: Arc<Predicate>,
-    /// `"nonzero"` or `"custom"`, for the run directory's record.
-    kind: &'static str,
+    /// `"nonzero"`, `"custom"` or a custom predicate's [name](Mask::named), for the run
+    /// directory's record.
+    kind: String,
 }
 
 impl fmt::Debug for Mask {
@@ -128,7 +129,7 @@ impl Mask {
         Mask {
             array: array.clone(),
             predicate,
-            kind: "nonzero",
+            kind: "nonzero".to_owned(),
         }
     }
 
@@ -173,8 +174,37 @@ impl Mask {
         Ok(Mask {
             array: array.clone(),
             predicate,
-            kind: "custom",
+            kind: "custom".to_owned(),
         })
+    }
+
+    /// Names the predicate in the run directory's record of the mask (`tasks/<task>/mask.json`,
+    /// `"custom"` for a [custom predicate](Self::with_predicate) without a name), so that a
+    /// rerun with another predicate over the same mask, e.g. another threshold, is reported
+    /// as a changed mask. The name should say everything the predicate depends on.
+    ///
+    /// ```
+    /// use blockwise::mask::Mask;
+    /// use blockwise::store::{ArraySpec, DataType, ZarrArray};
+    /// use blockwise::Roi;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let spec = ArraySpec::new(Roi::new([0], [8]), [1], DataType::F32, vec![8]);
+    /// let array = ZarrArray::create(dir.path(), "probability", &spec)?;
+    /// let t = 0.5;
+    /// let mask = Mask::with_predicate(&array, move |v: &blockwise::RoiArray<f32>| {
+    ///     v.iter().any(|&x| x > t)
+    /// })?
+    /// .named(format!("above {t}"));
+    /// assert!(format!("{mask:?}").contains("above 0.5"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn named(mut self, name: impl Into<String>) -> Mask {
+        self.kind = name.into();
+        self
     }
 
     /// The mask's array.
@@ -379,5 +409,8 @@ mod tests {
         let again = m.identity(&Roi::new([0, 0], [8, 8])).unwrap();
         assert_ne!(id["chunks_sha256"], again["chunks_sha256"]);
         assert_eq!(id["array_id"], again["array_id"]);
+        let named = m.clone().named("above 0.5");
+        let id = named.identity(&Roi::new([0, 0], [8, 8])).unwrap();
+        assert_eq!(id["predicate"], "above 0.5");
     }
 }

@@ -1039,7 +1039,8 @@ pub fn mask_of(
             &array,
             move |v: &blockwise::RoiArray<T>| v.iter().any(|&x| x as f64 > t),
         );
-        mask.map_err(store_err)
+        // The threshold goes into the run directory's record: another one is a changed mask.
+        mask.map(|m| m.named(format!("above {t:?}"))).map_err(store_err)
     })
 }
 

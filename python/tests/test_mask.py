@@ -176,3 +176,25 @@ def test_a_threshold_runs_the_blocks_above_it(runner, tmp_path):
     assert s.task("u").masked == 0
     with pytest.raises(blockwise.ConfigError, match="mask_threshold needs a mask"):
         Task("v", TOTAL, BLOCK, BLOCK, process=lambda b: None, mask_threshold=0.5)
+
+
+@pytest.mark.timeout(120)
+def test_the_run_directory_records_the_threshold(tmp_path):
+    """Another threshold over the same mask is another mask in the run directory's record
+    (tasks/<task>/mask.json), and only the blocks it opens run."""
+    import json
+
+    rd = tmp_path / "run"
+    m = ZarrArray.create(tmp_path / "m.zarr" / "p", TOTAL, (10, 10), "float32", (4, 4))
+    values = np.zeros(m.shape, dtype=np.float32)
+    values[0, 0], values[7, 7] = 0.9, 0.6
+    m[m.roi] = values
+    for t, ran in [(0.8, [(0, 0)]), (0.5, [(70, 70)])]:
+        rec = tmp_path / f"ran-{t}"
+        task = Task("t", TOTAL, BLOCK, BLOCK, process=recorder(rec), mask=m, mask_threshold=t)
+        s = run(task, "threads", tmp_path, run_dir=rd)
+        assert s.is_success(), s
+        assert offsets(rec) == ran
+        record = json.loads((rd / "tasks" / "t" / "mask.json").read_text())
+        assert record["predicate"] == f"above {t}"
+        assert len(record["chunks_sha256"]) == 64
