@@ -54,7 +54,9 @@ use crate::task::Task;
 pub(crate) use crate::util::panic_message;
 
 mod queue;
+mod waiting;
 use queue::ReadyQueue;
+use waiting::{Counted, Waiting};
 
 /// The ready-queue window the runners use ([`Scheduler::set_queue_window`]).
 pub(crate) const RUNNER_QUEUE_WINDOW: usize = 8;
@@ -284,7 +286,7 @@ struct TaskEntry {
     queue: ReadyQueue,
     processing: FxHashSet<u64>,
     retries: FxHashMap<u64, u32>,
-    waiting: FxHashMap<u64, u64>,
+    waiting: Waiting,
     orphaned: FxHashSet<u64>,
     /// Blocks failed permanently since the task's last success (the failure budget).
     consecutive_failures: u32,
@@ -404,7 +406,7 @@ impl Scheduler {
                 queue: ReadyQueue::default(),
                 processing: FxHashSet::default(),
                 retries: FxHashMap::default(),
-                waiting: FxHashMap::default(),
+                waiting: Waiting::default(),
                 orphaned: FxHashSet::default(),
                 consecutive_failures: 0,
             });
@@ -932,7 +934,7 @@ impl Scheduler {
             .saturating_sub(s.completed + s.failed + s.processing);
         s.update_pending();
         entry.queue.clear();
-        entry.waiting = FxHashMap::default();
+        entry.waiting = Waiting::default();
         entry.orphaned = FxHashSet::default();
         entry.roots = Roots::none();
         entry.scan = None;
@@ -1022,16 +1024,10 @@ impl Scheduler {
                 continue;
             }
             // One lookup for a block already waiting (the common case).
-            let unmet = match self.tasks[d].waiting.get_mut(&dkey) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    continue;
-                }
-                Some(_) => {
-                    self.tasks[d].waiting.remove(&dkey);
-                    1
-                }
-                None => self.upstream_count(d, dkey),
+            let unmet = match self.tasks[d].waiting.count_one(dkey) {
+                Counted::StillWaiting => continue,
+                Counted::Released => 1,
+                Counted::Absent => self.upstream_count(d, dkey),
             };
             let entry = &mut self.tasks[d];
             if unmet <= 1 {
@@ -1064,7 +1060,7 @@ impl Scheduler {
             if entry.state.abandoned.is_some() || !entry.orphaned.insert(dkey) {
                 continue;
             }
-            entry.waiting.remove(&dkey);
+            entry.waiting.remove(dkey);
             entry.state.orphaned += 1;
             entry.state.update_pending();
             self.downstream(d, dkey, &mut next);
