@@ -1,62 +1,33 @@
-//! The done-marker array of one task: a zarr v3 array over the task's block grid, one `uint8`
-//! per block in a single uncompressed chunk (`done.zarr/c/0/0/…`), so that the chunk file is
-//! the raw bytes in grid-index order and any zarr reader can open it.
-//!
-//! Values: [`NOT_DONE`], [`DONE`], [`FAILED`]. Writes go through a write-back cache of 4 KiB
-//! pages, flushed in batches followed by `fdatasync`.
-//!
-//! # Checksums
-//!
-//! Beside the array, in the task directory, `done.crc32` holds a CRC-32 of every 4 KiB page
-//! of the chunk (outside the array, so the chunk stays raw bytes for zarr readers, which do
-//! not see the file):
+//! Version 1 of the done-marker array, read to migrate it to version 2 (markers.rs) and by
+//! `blockwise status`: a zarr v3 array over the task's block grid, one `uint8` per block in a
+//! single uncompressed chunk (`done.zarr/c/0/0/…`), values 0 (not done), 1 (done), 2 (failed),
+//! with `done.crc32` holding a CRC-32 of every 4 KiB page of the chunk:
 //!
 //! ```text
 //! "BWCK" | u32 version = 1 | u32 page size = 4096 | u64 blocks | one u32 CRC-32 per page
 //! ```
 //!
-//! (little-endian). Opening a run directory checks every page against its CRC, in the same
-//! pass that checks the markers' values: a page that changed after it was written (a bit flip
-//! on disk or in memory, an edit) is [`JournalError::Corrupt`] naming the chunk file, the byte
-//! range and "checksum mismatch", instead of a block silently skipped or run again. A marker
-//! array without the file (made by an older version) gets one from its current contents when
-//! it is first opened.
-//!
-//! The writer updates a page's CRC in the same flush as the page, before `fdatasync`, so
-//! normally the two agree. After a crash they may not, for the pages of the batch being
-//! written (a page may be written and not its CRC, or the reverse, or a page may be torn), and
-//! only for those: a batch is first written whole to the write-ahead log (wal.rs) and synced,
-//! and the next batch is logged only after this one's pages and CRCs were synced, so every
-//! page outside the logged batch is as it was last synced, with its CRC. The next open
-//! replays the logged batch before it checks anything, and a replay rewrites every page the
-//! batch touches: it reads the page, sets the batch's markers (the bytes a batch does not
-//! name are the same before and after it, so the page comes out the same whatever of it
-//! reached the disk) and writes it with a CRC computed from the whole page. So when the check
-//! runs, every page and CRC agree unless something changed them after they were written. (The
-//! price: a bit flip in a page of the batch that was being written when the machine crashed
-//! is made good rather than reported.) A log cut short by the crash fails its own checksum
-//! and the arrays were not touched for it, so nothing needs repairing. `blockwise status`,
-//! which does not write, skips the pages a logged batch touches, and does not check while a
-//! run holds the directory (its writer may be half way through a flush).
+//! Its writer is kept for tests (to build version 1 run directories).
 
 use std::collections::HashSet;
+#[cfg(test)]
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
 use rustc_hash::FxHashMap;
 
 use super::JournalError;
-use super::done::{CHUNK, DoneSet, DoneSetBuilder};
-use super::files::{open_read, open_regular, read_small};
+use super::done::CHUNK;
+#[cfg(test)]
+use super::done::{DoneSet, DoneSetBuilder};
+#[cfg(test)]
+use super::files::open_regular;
+use super::files::{open_read, read_small};
 
-/// The block has not finished (never run, orphaned, or interrupted).
-pub(crate) const NOT_DONE: u8 = 0;
-/// The block's process function returned successfully.
-pub(crate) const DONE: u8 = 1;
-/// The block failed on its last attempt.
-pub(crate) const FAILED: u8 = 2;
+use super::markers::{Counts, DONE, FAILED, NOT_DONE};
 
 /// Markers per page: the unit of the writer's cache and of the checksums.
 pub(crate) const PAGE: u64 = 4096;
@@ -66,12 +37,6 @@ const SUMS_MAGIC: &[u8; 4] = b"BWCK";
 const SUMS_VERSION: u32 = 1;
 const SUMS_HEADER: u64 = 4 + 4 + 4 + 8;
 
-/// Counts of one marker file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    pub(crate) done: u64,
-    pub(crate) failed: u64,
-}
 
 /// The checksum file of a marker array (`done.crc32` beside `done.zarr`).
 pub(crate) fn sums_path(array: &Path) -> PathBuf {
@@ -87,6 +52,7 @@ fn sums_len(num_blocks: u64) -> u64 {
 }
 
 /// The checksum file's bytes for these page CRCs.
+#[cfg(test)]
 fn encode_sums(num_blocks: u64, sums: &[u32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(usize::try_from(sums_len(num_blocks)).unwrap_or(0));
     out.extend_from_slice(SUMS_MAGIC);
@@ -150,16 +116,6 @@ fn read_sums(array: &Path, num_blocks: u64) -> Result<Option<Vec<u32>>, JournalE
         .map_err(|reason| JournalError::Corrupt { path, reason })
 }
 
-/// Bytes a new marker array of `num_blocks` takes on a file system allocating in `unit`s:
-/// the chunk and the checksum file, and a few units for the metadata and directories.
-pub(crate) fn space_needed(num_blocks: u64, unit: u64) -> u64 {
-    let unit = unit.max(1);
-    let round = |n: u64| n.div_ceil(unit).saturating_mul(unit);
-    round(num_blocks)
-        .saturating_add(round(sums_len(num_blocks)))
-        .saturating_add(6 * unit)
-}
-
 /// The zarr metadata of a marker array over `grid_shape`.
 fn metadata(grid_shape: &[i64]) -> serde_json::Value {
     let chunk: Vec<i64> = grid_shape.iter().map(|&n| n.max(1)).collect();
@@ -199,6 +155,7 @@ fn io(action: &str, path: &Path, source: std::io::Error) -> JournalError {
     }
 }
 
+#[cfg(test)]
 /// Creates an empty marker array (every block not done) with its checksum file, with its
 /// space reserved up front so that a full disk shows now rather than in the middle of a run.
 /// The caller creates it in a directory of its own and removes that if this fails, so a
@@ -370,6 +327,7 @@ fn verify(
     Ok(())
 }
 
+#[cfg(test)]
 /// The done blocks of a marker array, its checksums verified (or, for an array without a
 /// checksum file, created).
 pub(crate) fn load(
@@ -444,19 +402,56 @@ pub(crate) fn count(
     Ok((counts, failed))
 }
 
+/// Reads a version 1 array, checking every value and (if it has a checksum file) every page's
+/// CRC but those of the pages in `skip`, and feeds `visit` each chunk of 65,536 values
+/// (its first grid index and the values).
+pub(crate) fn read(
+    array: &Path,
+    grid_shape: &[i64],
+    num_blocks: u64,
+    skip: &HashSet<u64>,
+    visit: impl FnMut(u64, &[u8]),
+) -> Result<(), JournalError> {
+    let stored = read_sums(array, num_blocks)?;
+    let computed = scan(array, grid_shape, num_blocks, visit)?;
+    if let Some(stored) = stored {
+        verify(
+            array,
+            grid_shape.len(),
+            num_blocks,
+            &stored,
+            &computed,
+            Some(skip),
+        )?;
+    }
+    Ok(())
+}
+
+/// The values of some markers of a version 1 array as its chunk holds them now.
+pub(crate) fn values_at(
+    array: &Path,
+    dims: usize,
+    indices: impl Iterator<Item = u64>,
+) -> Result<Vec<u8>, JournalError> {
+    let chunk = chunk_path(array, dims);
+    let file = open_read(&chunk)?;
+    let mut out = Vec::new();
+    for index in indices {
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, index)
+            .map_err(|e| io("read", &chunk, e))?;
+        out.push(byte[0]);
+    }
+    Ok(out)
+}
+
 /// The page of a marker (for the pages a logged batch touches).
 pub(crate) fn page_of(index: u64) -> u64 {
     index / PAGE
 }
 
-/// The modification time of a marker array's chunk (when it was last written).
-pub(crate) fn modified(array: &Path, dims: usize) -> Option<std::time::SystemTime> {
-    fs::metadata(chunk_path(array, dims))
-        .and_then(|m| m.modified())
-        .ok()
-}
-
 /// Writes markers, and the CRCs of their pages, through a cache of dirty pages.
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct MarkerWriter {
     path: PathBuf,
@@ -468,6 +463,7 @@ pub(crate) struct MarkerWriter {
     buf: Vec<u8>,
 }
 
+#[cfg(test)]
 impl MarkerWriter {
     pub(crate) fn open(
         array: &Path,
