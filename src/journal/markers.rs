@@ -499,6 +499,11 @@ fn read_metadata(array: &Path) -> Result<serde_json::Value, JournalError> {
     serde_json::from_slice(&text).map_err(|e| corrupt(&path, format!("not valid JSON ({e})")))
 }
 
+/// Whether `value` (a zarr.json) is of a version 1 marker array.
+fn is_v1_metadata(value: &serde_json::Value) -> bool {
+    value.pointer("/attributes/blockwise/version") == Some(&serde_json::json!(1))
+}
+
 /// Whether `value` (a zarr.json) is of a version 2 marker array.
 fn is_v2_metadata(value: &serde_json::Value) -> bool {
     value.pointer("/attributes/blockwise/version") == Some(&serde_json::json!(2))
@@ -513,6 +518,16 @@ fn check_metadata(array: &Path, grid_shape: &[i64], num_blocks: u64) -> Result<G
         .pointer("/chunk_grid/configuration/chunk_shape/0")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
+    let bytes = num_blocks.div_ceil(4);
+    if found.get("shape") != Some(&serde_json::json!([bytes])) {
+        return Err(corrupt(
+            &path,
+            format!(
+                "shape is {}, expected [{bytes}] (the packed bytes of {num_blocks} blocks)",
+                found.get("shape").map_or("missing".into(), ToString::to_string)
+            ),
+        ));
+    }
     let g = Geometry::new(num_blocks, chunk_bytes.max(1));
     if chunk_bytes == 0 || (g.chunks > 1 && !chunk_bytes.is_multiple_of(ALIGN)) {
         return Err(corrupt(
@@ -685,7 +700,7 @@ pub(crate) fn prepare(
 ) -> Result<(), JournalError> {
     finish_migration(array)?;
     let v1 = match read_metadata(array) {
-        Ok(m) => !is_v2_metadata(&m),
+        Ok(m) => is_v1_metadata(&m),
         // Reported by the version 2 checks.
         Err(_) => false,
     };
@@ -886,7 +901,7 @@ pub(crate) fn count(
     keep: usize,
     check: Option<&HashSet<u64>>,
 ) -> Result<(Counts, Vec<u64>), JournalError> {
-    if !is_v2_metadata(&read_metadata(array)?) {
+    if is_v1_metadata(&read_metadata(array)?) {
         return super::v1::count(array, grid_shape, num_blocks, keep, None);
     }
     let g = check_metadata(array, grid_shape, num_blocks)?;
@@ -904,15 +919,17 @@ pub(crate) fn count(
     let mut failed = Vec::new();
     for c in 0..g.chunks {
         let stored = summary.as_ref().and_then(|(_, s)| s.get(c as usize).copied());
+        let n = g.chunk_blocks(c);
         if let Some(s) = stored
             && !touched.contains(&c)
             && (s.failed == 0 || failed.len() >= keep)
+            && (check.is_none() || s.done == n || s.done + s.failed == 0)
         {
             total.done += s.done;
             total.failed += s.failed;
             continue;
         }
-        let n = scan_chunk(array, &g, c, sums.as_deref(), check, |b0, bytes, blocks| {
+        let found = scan_chunk(array, &g, c, sums.as_deref(), check, |b0, bytes, blocks| {
             if failed.len() >= keep {
                 return;
             }
@@ -928,8 +945,8 @@ pub(crate) fn count(
                 }
             }
         })?;
-        total.done += n.done;
-        total.failed += n.failed;
+        total.done += found.done;
+        total.failed += found.failed;
     }
     Ok((total, failed))
 }
@@ -941,7 +958,7 @@ pub(crate) fn values_at(
     num_blocks: u64,
     indices: impl Iterator<Item = u64>,
 ) -> Result<Vec<u8>, JournalError> {
-    if !is_v2_metadata(&read_metadata(array)?) {
+    if is_v1_metadata(&read_metadata(array)?) {
         return super::v1::values_at(array, grid_shape.len(), indices);
     }
     let g = check_metadata(array, grid_shape, num_blocks)?;
@@ -1058,8 +1075,9 @@ impl MarkerWriter {
             .map(|&(i, _)| super::v1::page_of(i))
             .collect();
         prepare(array, grid_shape, num_blocks, &v1_pages)?;
+        let g = check_metadata(array, grid_shape, num_blocks)?;
+        let whole = read_summary(array, &g)?.is_none();
         let mut w = MarkerWriter::open(array, grid_shape, num_blocks)?;
-        let whole = read_summary(array, &w.g)?.is_none();
         w.check = false;
         for &(index, value) in records {
             w.set(index, value)?;
