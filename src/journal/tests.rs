@@ -861,3 +861,167 @@ fn the_mask_record_follows_the_mask_and_says_when_it_changed() {
     assert!(!j.record_mask("m", Some(&a)).unwrap());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), a.to_string());
 }
+
+/// Replaces task `t`'s markers in `dir` by version 1 ones (one `uint8` per block in one
+/// chunk, with `done.crc32` version 1 and no summary: what earlier versions wrote).
+fn make_v1(dir: &Path, t: &Task, values: &[(u64, u8)]) {
+    let layout = t.layout();
+    let tdir = dir.join("tasks").join(task_dir_name(&layout.task_id));
+    let array = tdir.join("done.zarr");
+    std::fs::remove_dir_all(&array).unwrap();
+    std::fs::remove_file(tdir.join("done.summary")).unwrap();
+    std::fs::remove_file(tdir.join("done.crc32")).unwrap();
+    v1::create(&array, &layout.grid_shape, layout.num_blocks).unwrap();
+    let mut w = v1::MarkerWriter::open(&array, layout.grid_shape.len(), layout.num_blocks).unwrap();
+    for &(i, v) in values {
+        w.set(i, v).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// A run directory of version 1 with task `t` of 9,000 blocks (three v1 pages): done blocks
+/// 1, 3, 4 and 8,999, failed 6.
+fn v1_fixture(dir: &Path) -> Task {
+    let t = task("t", 9000);
+    finished_run(dir, &t, &[]);
+    make_v1(
+        dir,
+        &t,
+        &[(1, markers::DONE), (3, markers::DONE), (4, markers::DONE), (8999, markers::DONE), (6, markers::FAILED)],
+    );
+    t
+}
+
+const V1_DONE: [u64; 4] = [1, 3, 4, 8999];
+
+fn assert_v2_with(dir: &Path, t: &Task, done: &[u64]) {
+    let mut j = open(dir, std::slice::from_ref(t), false).unwrap();
+    let set = j.take_done().remove(0);
+    j.finish("finished").unwrap();
+    drop(j);
+    assert_eq!(set.count(), done.len() as u64);
+    for i in 0..9000 {
+        assert_eq!(set.contains(i), done.contains(&i), "block {i}");
+    }
+    let tdir = dir.join("tasks/t");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tdir.join("done.zarr/zarr.json")).unwrap()).unwrap();
+    assert_eq!(meta["attributes"]["blockwise"]["version"], 2);
+    assert!(tdir.join("done.zarr/c/0").is_file() && tdir.join("done.summary").is_file());
+    assert!(!tdir.join("done.v1.zarr").exists() && !tdir.join("done.v2.tmp").exists());
+    let ts = status(dir).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (done.len() as u64, 1));
+}
+
+#[test]
+fn a_version_1_run_directory_is_migrated_and_the_rerun_skips_exactly_its_done_blocks() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    // `status` reads version 1 without migrating it.
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed, ts.never_run), (4, 1, 8995));
+    assert!(dir.path().join("tasks/t/done.zarr/c/0/0").is_file());
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let (c, k) = (std::sync::Arc::clone(&calls), std::sync::Arc::clone(&count));
+    let rerun = Task::builder(
+        "t",
+        Roi::new([0, 0], [90000, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .process(move |b| {
+        k.fetch_add(1, Ordering::SeqCst);
+        if b.grid_index < 10 {
+            crate::util::lock(&c).push(b.grid_index);
+        }
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let summary = crate::Runner::new()
+        .progress(crate::Progress::Never)
+        .print_summary(false)
+        .run_dir(dir.path())
+        .run([rerun])
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(count.load(Ordering::SeqCst), 9000 - 4);
+    assert_eq!(summary.task("t").unwrap().skipped, 4);
+    let mut first: Vec<u64> = crate::util::lock(&calls).clone();
+    first.sort_unstable();
+    assert_eq!(first, [0, 2, 5, 6, 7, 8, 9]);
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (9000, 0));
+    assert!(!dir.path().join("tasks/t/done.zarr/c/0/0").exists());
+}
+
+#[test]
+fn a_crash_during_the_migration_loses_no_done_marker() {
+    let tdir = |d: &Path| d.join("tasks/t");
+    let stage = |d: &Path| {
+        let t = task("t", 9000);
+        let layout = t.layout();
+        markers::build_v2(
+            &tdir(d).join("done.zarr"),
+            &layout.grid_shape,
+            layout.num_blocks,
+            &std::collections::HashSet::new(),
+        )
+        .unwrap();
+    };
+    // The new files half written.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let tmp = tdir(dir.path()).join("done.v2.tmp");
+    std::fs::remove_file(tmp.join("done.summary")).unwrap();
+    std::fs::write(tmp.join("done.zarr/c/0"), b"half").unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // Complete, and the old array moved aside.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // ... and the new array moved into place, not its checksums (the old ones are there).
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    std::fs::rename(d.join("done.v2.tmp/done.zarr"), d.join("done.zarr")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // Everything moved; the old array not yet removed.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    for f in ["done.zarr", "done.crc32", "done.summary"] {
+        std::fs::rename(d.join("done.v2.tmp").join(f), d.join(f)).unwrap();
+    }
+    std::fs::remove_dir(d.join("done.v2.tmp")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+}
+
+#[test]
+fn a_logged_batch_of_a_version_1_run_directory_is_replayed_into_the_migrated_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    // The run crashed while applying a logged batch: block 8's byte reached the disk, its
+    // page's CRC did not.
+    let records = [wal::record(8, markers::DONE), wal::record(5000, markers::DONE)];
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    wal.write([("t", &records[..])].into_iter()).unwrap();
+    drop(wal);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[8] = markers::DONE;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!(ts.done, 6);
+    assert_v2_with(dir.path(), &t, &[1, 3, 4, 8, 5000, 8999]);
+}
