@@ -60,13 +60,14 @@
 //!
 //! # What opening checks
 //!
-//! A chunk whose summary says all its blocks are done, or none is done or failed, is taken
-//! from the summary without reading it: a finished task of 10^10 blocks opens without
-//! reading its 2.5 GB. Chunks with a mix are read whole, every page checked against its CRC,
+//! A chunk of at least 16 MiB (64 Mi blocks) whose summary says all its blocks are done, or
+//! none is done or failed, is taken from the summary without reading it (only its length is
+//! checked): a finished task of 10^10 blocks opens without reading its 2.5 GB. Smaller
+//! chunks, and chunks with a mix, are read whole, every page checked against its CRC,
 //! every value checked, and their counts against the summary, as before version 2: a page
 //! that changed after it was written is [`JournalError::Corrupt`] naming the chunk file, the
 //! byte range and "checksum mismatch". The price of trusting the summary: a bit flip in a
-//! uniform chunk is not detected when the task is opened. It is detected lazily: the writer
+//! large uniform chunk is not detected when the task is opened. It is detected lazily: the writer
 //! checks the CRC of every page it reads before it changes a marker of it, so a flipped page
 //! a run touches stops the run with the same error. A flip that makes a block of a finished
 //! chunk look not done changes nothing (the summary says done, and the block is skipped); a
@@ -123,6 +124,28 @@ pub(crate) const CHUNK_BYTES: u64 = 1 << 28;
 /// A chunk of several holds a whole number of the done set's chunks (and so of pages).
 const ALIGN: u64 = CHUNK / 4;
 const _: () = assert!(ALIGN.is_multiple_of(PAGE) && CHUNK_BYTES.is_multiple_of(ALIGN));
+
+/// Uniform chunks (per their summary) with at least this many bytes of markers are not read
+/// when a task is opened; smaller ones are read and checked like mixed ones (reading 16 MiB
+/// costs milliseconds).
+const TRUST_FROM: u64 = 16 << 20;
+
+#[cfg(test)]
+thread_local! {
+    /// [`TRUST_FROM`] for the tests of this thread.
+    pub(crate) static TRUST: std::cell::Cell<u64> = const { std::cell::Cell::new(TRUST_FROM) };
+}
+
+fn trust_from() -> u64 {
+    #[cfg(test)]
+    {
+        TRUST.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        TRUST_FROM
+    }
+}
 
 const SUMS_MAGIC: &[u8; 4] = b"BWCK";
 const SUMS_VERSION: u32 = 2;
@@ -849,13 +872,16 @@ pub(crate) fn load(
     for c in 0..g.chunks {
         let n = g.chunk_blocks(c);
         let stored = summary.as_ref().and_then(|(_, s)| s.get(c as usize).copied());
+        // Its length, at least, is checked (a stat).
+        drop(open_chunk(array, &g, c, false)?);
+        let trusted = g.chunk_used(c) >= trust_from();
         match stored {
-            Some(s) if s.done == n => {
+            Some(s) if trusted && s.done == n => {
                 builder.push_uniform(n, true);
                 counts.push(s);
                 continue;
             }
-            Some(s) if s.done == 0 && s.failed == 0 => {
+            Some(s) if trusted && s.done == 0 && s.failed == 0 => {
                 builder.push_uniform(n, false);
                 counts.push(s);
                 continue;
@@ -923,7 +949,8 @@ pub(crate) fn count(
         if let Some(s) = stored
             && !touched.contains(&c)
             && (s.failed == 0 || failed.len() >= keep)
-            && (check.is_none() || s.done == n || s.done + s.failed == 0)
+            && (check.is_none()
+                || (g.chunk_used(c) >= trust_from() && (s.done == n || s.done + s.failed == 0)))
         {
             total.done += s.done;
             total.failed += s.failed;

@@ -42,6 +42,8 @@ fn packing_and_counting() {
 
 #[test]
 fn markers_across_chunks_are_written_counted_and_loaded() {
+    // Uniform chunks are trusted whatever their size.
+    TRUST.with(|t| t.set(0));
     let dir = tempfile::tempdir().unwrap();
     let array = dir.path().join("done.zarr");
     let n = 3 * 65536 + 10;
@@ -85,6 +87,11 @@ fn markers_across_chunks_are_written_counted_and_loaded() {
     bytes[100] ^= 1;
     fs::write(&c1, &bytes).unwrap();
     assert_eq!(load(&array, &grid(n), n).unwrap().count(), 65536 + 3);
+    // (unless it is small)
+    TRUST.with(|t| t.set(SMALL + 1));
+    let e = load(&array, &grid(n), n).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch in bytes 0 to 4095 (page 4"), "{e}");
+    TRUST.with(|t| t.set(0));
     // ... but when the writer reads its page.
     let mut w = MarkerWriter::open(&array, &grid(n), n).unwrap();
     let e = w.set(65536 + 400, FAILED).unwrap_err().to_string();
@@ -131,6 +138,7 @@ fn a_torn_summary_falls_back_to_the_other_slot() {
 
 #[test]
 fn a_finished_task_is_loaded_from_its_summary() {
+    TRUST.with(|t| t.set(0));
     let dir = tempfile::tempdir().unwrap();
     let array = dir.path().join("done.zarr");
     let n = 3 * 65536 + 7;
@@ -163,7 +171,9 @@ proptest! {
             (proptest::collection::vec((0u64..(3 * 65536 + 100), 0u8..3, 0u64..300), 0..8), any::<bool>()),
             0..6,
         ),
+        trust in any::<bool>(),
     ) {
+        TRUST.with(|t| t.set(if trust { 0 } else { u64::MAX }));
         let dir = tempfile::tempdir().unwrap();
         let array = dir.path().join("done.zarr");
         create_with(&array, &grid(n), n, SMALL).unwrap();
