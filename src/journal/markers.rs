@@ -478,14 +478,15 @@ pub(crate) fn create_with(
             OpenOptions::new().write(true).create(true).truncate(true),
             "create",
         )?;
-        file.set_len(g.chunk_bytes)
-            .map_err(|e| io("size", &path, e))?;
         let used = i64::try_from(g.chunk_used(c))
             .map_err(|_| corrupt(&path, format!("{num_blocks} blocks do not fit in files")))?;
         match nix::fcntl::posix_fallocate(&file, 0, used) {
             Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {}
             Err(e) => return Err(io("reserve space for", &path, e.into())),
         }
+        // The padding of the last chunk is a hole.
+        file.set_len(g.chunk_bytes)
+            .map_err(|e| io("size", &path, e))?;
         file.sync_all().map_err(|e| io("sync", &path, e))?;
     }
     // Every page is zeros: one CRC for the full pages, one for a short last page.

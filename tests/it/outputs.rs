@@ -437,7 +437,7 @@ fn done_markers(run: &Path) -> BTreeSet<u64> {
             .iter()
             .flat_map(|b| [0, 2, 4, 6].map(|s| (b >> s) & 3))
             .enumerate()
-            .filter(|(_, v)| **v == 1)
+            .filter(|(_, v)| *v == 1)
             .map(|(i, _)| i as u64)
             .collect(),
         Err(_) => BTreeSet::new(),
