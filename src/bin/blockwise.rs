@@ -1311,7 +1311,10 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
         std::env::temp_dir().join(format!("blockwise-bench-markers-{}", std::process::id()))
     });
     if dir.exists() {
-        bail!("{} exists; bench markers creates a new run directory", dir.display());
+        bail!(
+            "{} exists; bench markers creates a new run directory",
+            dir.display()
+        );
     }
     let result = blockwise::journal::bench_markers(&dir, args.blocks);
     if !args.keep

@@ -230,7 +230,9 @@ impl Geometry {
     /// Blocks in chunk `c`.
     pub(crate) fn chunk_blocks(&self, c: u64) -> u64 {
         let start = c * self.chunk_blocks_max();
-        self.blocks.saturating_sub(start).min(self.chunk_blocks_max())
+        self.blocks
+            .saturating_sub(start)
+            .min(self.chunk_blocks_max())
     }
 
     /// Marker bytes in chunk `c` (the rest of its file is padding).
@@ -273,7 +275,8 @@ pub(crate) fn parse_sums(bytes: &[u8], g: &Geometry) -> Result<Vec<u32>, String>
     if bytes.len() < SUMS_HEADER as usize || &bytes[..4] != SUMS_MAGIC {
         return Err("not a blockwise checksum file".into());
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     if word(4) != SUMS_VERSION {
         return Err(format!("version {}, expected {SUMS_VERSION}", word(4)));
     }
@@ -535,7 +538,11 @@ fn is_v2_metadata(value: &serde_json::Value) -> bool {
 
 /// Checks the metadata of an existing version 2 marker array against the grid; its
 /// geometry.
-fn check_metadata(array: &Path, grid_shape: &[i64], num_blocks: u64) -> Result<Geometry, JournalError> {
+fn check_metadata(
+    array: &Path,
+    grid_shape: &[i64],
+    num_blocks: u64,
+) -> Result<Geometry, JournalError> {
     let path = array.join("zarr.json");
     let found = read_metadata(array)?;
     let chunk_bytes = found
@@ -548,7 +555,9 @@ fn check_metadata(array: &Path, grid_shape: &[i64], num_blocks: u64) -> Result<G
             &path,
             format!(
                 "shape is {}, expected [{bytes}] (the packed bytes of {num_blocks} blocks)",
-                found.get("shape").map_or("missing".into(), ToString::to_string)
+                found
+                    .get("shape")
+                    .map_or("missing".into(), ToString::to_string)
             ),
         ));
     }
@@ -579,8 +588,12 @@ fn check_metadata(array: &Path, grid_shape: &[i64], num_blocks: u64) -> Result<G
                 &path,
                 format!(
                     "attributes.blockwise.{key} is {}, expected {}",
-                    found.pointer(&p).map_or("missing".into(), ToString::to_string),
-                    expected.pointer(&p).map_or(String::new(), ToString::to_string)
+                    found
+                        .pointer(&p)
+                        .map_or("missing".into(), ToString::to_string),
+                    expected
+                        .pointer(&p)
+                        .map_or(String::new(), ToString::to_string)
                 ),
             ));
         }
@@ -602,7 +615,11 @@ fn open_chunk(array: &Path, g: &Geometry, c: u64, write: bool) -> Result<File, J
             format!(
                 "{len} bytes, expected {} (a chunk of the marker array){}",
                 g.chunk_bytes,
-                if len < g.chunk_bytes { "; it was truncated" } else { "" }
+                if len < g.chunk_bytes {
+                    "; it was truncated"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -872,7 +889,9 @@ pub(crate) fn load(
     let mut counts = Vec::with_capacity(g.chunks as usize);
     for c in 0..g.chunks {
         let n = g.chunk_blocks(c);
-        let stored = summary.as_ref().and_then(|(_, s)| s.get(c as usize).copied());
+        let stored = summary
+            .as_ref()
+            .and_then(|(_, s)| s.get(c as usize).copied());
         // Its length, at least, is checked (a stat).
         drop(open_chunk(array, &g, c, false)?);
         let trusted = g.chunk_used(c) >= trust_from();
@@ -945,7 +964,9 @@ pub(crate) fn count(
     let mut total = Counts::default();
     let mut failed = Vec::new();
     for c in 0..g.chunks {
-        let stored = summary.as_ref().and_then(|(_, s)| s.get(c as usize).copied());
+        let stored = summary
+            .as_ref()
+            .and_then(|(_, s)| s.get(c as usize).copied());
         let n = g.chunk_blocks(c);
         if let Some(s) = stored
             && !touched.contains(&c)
@@ -996,7 +1017,9 @@ pub(crate) fn values_at(
         let c = g.chunk_of_block(index);
         let file = match files.entry(c) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(open_chunk(array, &g, c, false)?),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(open_chunk(array, &g, c, false)?)
+            }
         };
         let mut byte = [0u8];
         file.read_exact_at(&mut byte, index / 4 - c * g.chunk_bytes)
@@ -1052,7 +1075,10 @@ impl MarkerWriter {
         let rw = OpenOptions::new().read(true).write(true).clone();
         let sums_path = sums_path(array);
         let sums = open_regular(&sums_path, &rw, "open")?;
-        let len = sums.metadata().map_err(|e| io("stat", &sums_path, e))?.len();
+        let len = sums
+            .metadata()
+            .map_err(|e| io("stat", &sums_path, e))?
+            .len();
         if len != sums_len(&g) {
             return Err(corrupt(
                 &sums_path,
@@ -1114,7 +1140,10 @@ impl MarkerWriter {
         let chunks: BTreeSet<u64> = if whole {
             (0..w.g.chunks).collect()
         } else {
-            records.iter().map(|&(i, _)| w.g.chunk_of_block(i)).collect()
+            records
+                .iter()
+                .map(|&(i, _)| w.g.chunk_of_block(i))
+                .collect()
         };
         for c in chunks {
             let n = scan_chunk(array, &w.g, c, None, None, |_, _, _| {})?;

@@ -123,11 +123,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+#[doc(hidden)]
+pub use bench::{MarkerBench, bench_markers};
 pub(crate) use done::DoneSet;
 use layout::Layout;
 pub(crate) use layout::TaskLayout;
-#[doc(hidden)]
-pub use bench::{MarkerBench, bench_markers};
 pub use outputs::{BlockOutput, Outputs, read_outputs};
 pub use rundir::{RunDir, RunProgress, TaskProgress};
 pub use status::{FailedBlock, RunState, RunStatus, TaskStatus, status};

@@ -887,7 +887,13 @@ fn v1_fixture(dir: &Path) -> Task {
     make_v1(
         dir,
         &t,
-        &[(1, markers::DONE), (3, markers::DONE), (4, markers::DONE), (8999, markers::DONE), (6, markers::FAILED)],
+        &[
+            (1, markers::DONE),
+            (3, markers::DONE),
+            (4, markers::DONE),
+            (8999, markers::DONE),
+            (6, markers::FAILED),
+        ],
     );
     t
 }
@@ -1013,7 +1019,10 @@ fn a_logged_batch_of_a_version_1_run_directory_is_replayed_into_the_migrated_mar
     let t = v1_fixture(dir.path());
     // The run crashed while applying a logged batch: block 8's byte reached the disk, its
     // page's CRC did not.
-    let records = [wal::record(8, markers::DONE), wal::record(5000, markers::DONE)];
+    let records = [
+        wal::record(8, markers::DONE),
+        wal::record(5000, markers::DONE),
+    ];
     let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
     wal.write([("t", &records[..])].into_iter()).unwrap();
     drop(wal);

@@ -37,7 +37,6 @@ const SUMS_MAGIC: &[u8; 4] = b"BWCK";
 const SUMS_VERSION: u32 = 1;
 const SUMS_HEADER: u64 = 4 + 4 + 4 + 8;
 
-
 /// The checksum file of a marker array (`done.crc32` beside `done.zarr`).
 pub(crate) fn sums_path(array: &Path) -> PathBuf {
     array.with_file_name("done.crc32")

@@ -49,7 +49,12 @@ fn markers_across_chunks_are_written_counted_and_loaded() {
     let n = 3 * 65536 + 10;
     create_with(&array, &grid(n), n, SMALL).unwrap();
     for c in 0..4 {
-        assert_eq!(fs::metadata(array.join("c").join(c.to_string())).unwrap().len(), SMALL);
+        assert_eq!(
+            fs::metadata(array.join("c").join(c.to_string()))
+                .unwrap()
+                .len(),
+            SMALL
+        );
     }
     assert!(!array.join("c/4").exists());
     assert!(load(&array, &grid(n), n).unwrap().is_none_done());
@@ -70,13 +75,23 @@ fn markers_across_chunks_are_written_counted_and_loaded() {
     assert!(!set.contains(5) && !set.contains(2 * 65536 + 1) && set.contains(n - 1));
     assert_eq!(set.next_not_done(65535), Some(2 * 65536 + 1));
     let (counts, failed) = count(&array, &grid(n), n, 10, Some(&HashSet::new())).unwrap();
-    assert_eq!((counts.done, counts.failed, failed), (65536 + 3, 1, vec![5]));
-    let (_, s) = parse_summary(&fs::read(summary_path(&array)).unwrap(), &Geometry::new(n, SMALL)).unwrap();
+    assert_eq!(
+        (counts.done, counts.failed, failed),
+        (65536 + 3, 1, vec![5])
+    );
+    let (_, s) = parse_summary(
+        &fs::read(summary_path(&array)).unwrap(),
+        &Geometry::new(n, SMALL),
+    )
+    .unwrap();
     assert_eq!(
         s,
         [
             Counts { done: 1, failed: 1 },
-            Counts { done: 65536, failed: 0 },
+            Counts {
+                done: 65536,
+                failed: 0
+            },
             Counts { done: 1, failed: 0 },
             Counts { done: 1, failed: 0 },
         ]
@@ -90,12 +105,18 @@ fn markers_across_chunks_are_written_counted_and_loaded() {
     // (unless it is small)
     TRUST.with(|t| t.set(SMALL + 1));
     let e = load(&array, &grid(n), n).unwrap_err().to_string();
-    assert!(e.contains("checksum mismatch in bytes 0 to 4095 (page 4"), "{e}");
+    assert!(
+        e.contains("checksum mismatch in bytes 0 to 4095 (page 4"),
+        "{e}"
+    );
     TRUST.with(|t| t.set(0));
     // ... but when the writer reads its page.
     let mut w = MarkerWriter::open(&array, &grid(n), n).unwrap();
     let e = w.set(65536 + 400, FAILED).unwrap_err().to_string();
-    assert!(e.contains("checksum mismatch in bytes 0 to 4095 (page 4"), "{e}");
+    assert!(
+        e.contains("checksum mismatch in bytes 0 to 4095 (page 4"),
+        "{e}"
+    );
     assert!(e.contains(&c1.display().to_string()), "{e}");
     // In a mixed chunk, on open.
     bytes[100] ^= 1;
@@ -105,7 +126,10 @@ fn markers_across_chunks_are_written_counted_and_loaded() {
     bytes[3000] ^= 1;
     fs::write(&c0, &bytes).unwrap();
     let e = load(&array, &grid(n), n).unwrap_err().to_string();
-    assert!(e.contains("checksum mismatch in bytes 0 to 4095 (page 0"), "{e}");
+    assert!(
+        e.contains("checksum mismatch in bytes 0 to 4095 (page 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -131,7 +155,10 @@ fn a_torn_summary_falls_back_to_the_other_slot() {
     assert_eq!((seq, counts[0].done), (1, 1));
     // The markers disagree with it (block 2): damage, unless a logged batch explains it.
     let e = load(&array, &grid(n), n).unwrap_err().to_string();
-    assert!(e.contains("holds 2 done and 0 failed markers, its summary"), "{e}");
+    assert!(
+        e.contains("holds 2 done and 0 failed markers, its summary"),
+        "{e}"
+    );
     MarkerWriter::replay(&array, &grid(n), n, &[(2, DONE)]).unwrap();
     assert_eq!(load(&array, &grid(n), n).unwrap().count(), 2);
 }
