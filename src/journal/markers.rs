@@ -531,11 +531,6 @@ fn is_v1_metadata(value: &serde_json::Value) -> bool {
     value.pointer("/attributes/blockwise/version") == Some(&serde_json::json!(1))
 }
 
-/// Whether `value` (a zarr.json) is of a version 2 marker array.
-fn is_v2_metadata(value: &serde_json::Value) -> bool {
-    value.pointer("/attributes/blockwise/version") == Some(&serde_json::json!(2))
-}
-
 /// Checks the metadata of an existing version 2 marker array against the grid; its
 /// geometry.
 fn check_metadata(

@@ -451,7 +451,8 @@ fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[0] |= 1 << 4;
     let mut page2 = bytes[8192..].to_vec();
-    page2[34000 / 4 - 8192] |= 2 << (2 * (34000 % 4));
+    // Block 34000 is the first of its byte.
+    page2[34000 / 4 - 8192] |= 2;
     std::fs::write(&chunk, &bytes).unwrap();
     let mut new_sums = good_sums.clone();
     new_sums[20 + 8..20 + 12].copy_from_slice(&crc32fast::hash(&page2).to_le_bytes());
@@ -923,7 +924,7 @@ fn assert_v2_with(dir: &Path, t: &Task, done: &[u64]) {
 fn a_version_1_run_directory_is_migrated_and_the_rerun_skips_exactly_its_done_blocks() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let t = v1_fixture(dir.path());
+    v1_fixture(dir.path());
     // `status` reads version 1 without migrating it.
     let ts = status(dir.path()).unwrap().tasks.remove(0);
     assert_eq!((ts.done, ts.failed, ts.never_run), (4, 1, 8995));
