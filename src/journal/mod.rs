@@ -86,8 +86,10 @@
 //! Every file is checked when a run opens the directory, and damage is
 //! [`JournalError::Corrupt`] naming the file, before any block runs (unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the task's markers): a marker that is not
-//! 0, 1 or 2, a marker page whose CRC-32 does not match (a bit flip), a chunk of the wrong
-//! length, a `layout.json` or `zarr.json` that is not what was written, or missing beside the
+//! 0, 1 or 2, a marker page whose CRC-32 does not match (a bit flip; in a chunk of 16 MiB or more
+//! that the per-chunk summary says is all done or all not done, only when a run changes a
+//! marker of that page, see markers.rs), a chunk of the wrong length, a summary that disagrees
+//! with the markers it was read with, a `layout.json` or `zarr.json` that is not what was written, or missing beside the
 //! markers, a write-ahead log whose batch has a good checksum but names something that is not
 //! a task directory (it can never make the run write outside `tasks/`), and a FIFO, socket,
 //! device or directory where a file belongs (never a hang). Symbolic links are followed; what
