@@ -138,6 +138,27 @@ enum Scenario {
     /// limit instead: one read of level 0 (its chunks copied as stored bytes, and decoded) plus
     /// encoding the levels above it, through the same runner.
     Pyramid(PyramidBenchArgs),
+    /// The done-markers of one synthetic task of `--blocks` blocks: creates them in a new run
+    /// directory, marks every block done (the first 2^24 one by one through the journal's
+    /// writer in synced batches of 65,536, the rest through its fast path, which writes whole
+    /// pages with their CRCs and the summary), then times `blockwise status` and a reopen that
+    /// loads the finished task; prints one JSON line (blocks, create_s, mark_all_s, status_s,
+    /// reopen_s, disk_bytes, ...). The run directory is removed afterwards unless `--keep`.
+    Markers(MarkersBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct MarkersBenchArgs {
+    /// Number of blocks (at most 10^12).
+    #[arg(long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_NOOP_BLOCKS))]
+    blocks: u64,
+    /// The run directory to create (it must not exist); a directory in the system's temporary
+    /// directory by default.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Keep the run directory.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1250,6 +1271,7 @@ fn serve_worker(cli: &Cli) -> ExitCode {
             Scenario::Noop(args) => noop_tasks(args),
             Scenario::Zarr(args) => zarr_worker_tasks(args),
             Scenario::Pyramid(_) => Err(anyhow::anyhow!("bench pyramid runs no worker processes")),
+            Scenario::Markers(_) => Err(anyhow::anyhow!("bench markers runs no worker processes")),
         },
         Command::Sample(_) | Command::Status(_) | Command::Pyramid(_) => {
             Err(anyhow::anyhow!("this subcommand runs no worker processes"))
@@ -1276,11 +1298,32 @@ fn run(cli: &Cli) -> Result<bool> {
             Scenario::Noop(args) => bench_noop(args),
             Scenario::Zarr(args) => bench_zarr(args),
             Scenario::Pyramid(args) => bench_pyramid(args),
+            Scenario::Markers(args) => bench_markers(args),
         },
         Command::Sample(args) => sample(args),
         Command::Status(args) => status(args),
         Command::Pyramid(args) => pyramid(args),
     }
+}
+
+fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("blockwise-bench-markers-{}", std::process::id()))
+    });
+    if dir.exists() {
+        bail!(
+            "{} exists; bench markers creates a new run directory",
+            dir.display()
+        );
+    }
+    let result = blockwise::journal::bench_markers(&dir, args.blocks);
+    if !args.keep
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        eprintln!("warning: cannot remove {}: {e}", dir.display());
+    }
+    println!("{}", serde_json::to_string(&result?)?);
+    Ok(true)
 }
 
 fn status(args: &StatusArgs) -> Result<bool> {

@@ -187,6 +187,23 @@ impl DoneSetBuilder {
         });
     }
 
+    /// Adds `n` blocks all done or all not done, whole chunks at a time (`n` is a multiple of
+    /// `CHUNK` unless these are the last blocks, and so are the blocks pushed before).
+    pub(crate) fn push_uniform(&mut self, mut n: u64, done: bool) {
+        while n > 0 {
+            let k = n.min(CHUNK);
+            self.pushed += k;
+            if done {
+                self.count += k;
+                self.chunks.push(Chunk::Full);
+            } else {
+                self.chunks.push(Chunk::Empty);
+            }
+            n -= k;
+        }
+    }
+
+    /// The set of the blocks pushed.
     pub(crate) fn finish(self) -> DoneSet {
         let kind = if self.count == 0 {
             Kind::Empty

@@ -15,9 +15,11 @@
 //!   tasks/<task id>/
 //!     layout.json               the task's block layout and its SHA-256
 //!     arrays.json               the arrays the task writes: name, path, array id; SHA-256
-//!     done.zarr/                zarr v3 uint8 array over the block grid, one chunk:
-//!       zarr.json                 0 = not done, 1 = done, 2 = failed on its last attempt
-//!       c/0/0/0                   the raw bytes, in grid-index (row-major) order
+//!     done.zarr/                zarr v3 1-D uint8 array: 2 bits per block, 4 blocks per byte,
+//!       zarr.json                 in grid-index (row-major) order; 0 = not done, 1 = done,
+//!       c/0, c/1, ...             2 = failed on its last attempt; chunks of <= 256 MiB
+//!     done.crc32                a CRC-32 per 4 KiB page of the markers
+//!     done.summary              done and failed counts per marker chunk (see markers.rs)
 //!     failures.jsonl            one line per failed attempt: block, worker, kind, attempt,
 //!                                 error, time
 //!     mask.json                 only if the task has a mask (TaskBuilder::mask): its path,
@@ -65,8 +67,8 @@
 //!
 //! Done blocks are counted as completed and skipped without calling the process or check
 //! function; failed, orphaned and never-run blocks run. A task whose blocks are all done is
-//! finished without visiting its blocks, so rerunning a finished run costs reading one byte
-//! per block. A rerun whose task has a different layout (total, read or write ROI, fit,
+//! finished without visiting its blocks, and opening it reads the per-chunk summary of its
+//! markers, not the markers, so rerunning a finished run of 10^10 blocks starts at once. A rerun whose task has a different layout (total, read or write ROI, fit,
 //! conflicts) is refused with [`JournalError::LayoutMismatch`] unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the old markers.
 //!
@@ -84,8 +86,10 @@
 //! Every file is checked when a run opens the directory, and damage is
 //! [`JournalError::Corrupt`] naming the file, before any block runs (unless
 //! [`Runner::fresh`](crate::Runner::fresh) discards the task's markers): a marker that is not
-//! 0, 1 or 2, a marker page whose CRC-32 does not match (a bit flip), a chunk of the wrong
-//! length, a `layout.json` or `zarr.json` that is not what was written, or missing beside the
+//! 0, 1 or 2, a marker page whose CRC-32 does not match (a bit flip; in a chunk of 16 MiB or more
+//! that the per-chunk summary says is all done or all not done, only when a run changes a
+//! marker of that page, see markers.rs), a chunk of the wrong length, a summary that disagrees
+//! with the markers it was read with, a `layout.json` or `zarr.json` that is not what was written, or missing beside the
 //! markers, a write-ahead log whose batch has a good checksum but names something that is not
 //! a task directory (it can never make the run write outside `tasks/`), and a FIFO, socket,
 //! device or directory where a file belongs (never a hang). Symbolic links are followed; what
@@ -102,6 +106,7 @@
 //! batch as recorded, as the next run applies it before it looks at any block.
 
 mod arrays;
+mod bench;
 pub(crate) mod done;
 mod files;
 pub(crate) mod layout;
@@ -109,6 +114,7 @@ pub(crate) mod markers;
 pub(crate) mod outputs;
 mod rundir;
 mod status;
+mod v1;
 pub(crate) mod wal;
 
 use std::fs::{self, File, OpenOptions};
@@ -119,6 +125,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+#[doc(hidden)]
+pub use bench::{MarkerBench, bench_markers};
 pub(crate) use done::DoneSet;
 use layout::Layout;
 pub(crate) use layout::TaskLayout;
@@ -1100,8 +1108,6 @@ fn replay(dir: &Path, wal_path: &Path, section: &wal::Section) -> Result<(), Jou
         });
     }
     let array = tdir.join("done.zarr");
-    let mut writer =
-        markers::MarkerWriter::open(&array, layout.grid_shape.len(), layout.num_blocks)?;
     for &(index, value) in &section.records {
         if index >= layout.num_blocks || value > markers::FAILED {
             return Err(JournalError::Corrupt {
@@ -1112,9 +1118,13 @@ fn replay(dir: &Path, wal_path: &Path, section: &wal::Section) -> Result<(), Jou
                 ),
             });
         }
-        writer.set(index, value)?;
     }
-    writer.flush()?;
+    markers::MarkerWriter::replay(
+        &array,
+        &layout.grid_shape,
+        layout.num_blocks,
+        &section.records,
+    )?;
     if let Some(end) = section.outputs_end {
         outputs::write_committed(&tdir, end)?;
     }
@@ -1182,7 +1192,7 @@ fn open_task(
     } else {
         DoneSet::empty(task.num_blocks)
     };
-    let markers = markers::MarkerWriter::open(&array, task.grid_shape.len(), task.num_blocks)?;
+    let markers = markers::MarkerWriter::open(&array, &task.grid_shape, task.num_blocks)?;
     // An abandonment recorded by an earlier run: this run gives the task another chance.
     let abandoned = tdir.join(ABANDONED);
     if files::exists(&abandoned)? {

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -226,7 +225,7 @@ pub(super) fn read_status(run_dir: &Path, keep: usize) -> Result<RunStatus, Jour
             pending.counts(&tdir, name, &layout, &wal_path, keep)?
         };
         for t in [
-            markers::modified(&array, layout.grid_shape.len()),
+            markers::modified(&array),
             fs::metadata(tdir.join("failures.jsonl"))
                 .and_then(|m| m.modified())
                 .ok(),
@@ -332,14 +331,15 @@ impl Pending {
             last.insert(index, value);
         }
         // The batch's blocks as the arrays hold them now (before, after or part way through
-        // the batch: each byte is either).
-        let chunk = chunk_path(&array, layout.grid_shape.len());
-        let file = files::open_read(&chunk)?;
-        for (&index, &value) in &last {
-            let mut byte = [0u8];
-            file.read_exact_at(&mut byte, index)
-                .map_err(|e| io("read", &chunk, e))?;
-            match byte[0] {
+        // the batch: each marker is either).
+        let now = markers::values_at(
+            &array,
+            &layout.grid_shape,
+            layout.num_blocks,
+            last.keys().copied(),
+        )?;
+        for ((_, &value), old) in last.iter().zip(now) {
+            match old {
                 markers::DONE => counts.done = counts.done.saturating_sub(1),
                 markers::FAILED => counts.failed = counts.failed.saturating_sub(1),
                 _ => {}
@@ -359,15 +359,6 @@ impl Pending {
         failed.sort_unstable();
         Ok((counts, failed))
     }
-}
-
-/// The chunk file of a marker array (`done.zarr/c/0/…`, one `0` per axis).
-fn chunk_path(array: &Path, dims: usize) -> PathBuf {
-    let mut p = array.join("c");
-    for _ in 0..dims.max(1) {
-        p.push("0");
-    }
-    p
 }
 
 /// Whether a run holds the directory's lock.

@@ -38,7 +38,8 @@ fn markers_survive_reopening_and_count_as_done() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("a b", 5);
     let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
-    assert!(dir.path().join("tasks/a%20b/done.zarr/c/0/0").is_file());
+    assert!(dir.path().join("tasks/a%20b/done.zarr/c/0").is_file());
+    assert!(dir.path().join("tasks/a%20b/done.summary").is_file());
     let done = j.take_done();
     assert!(done[0].is_none_done());
     j.record_done(0, 1);
@@ -114,22 +115,24 @@ fn damaged_files_are_named() {
     j.record_done(0, 2);
     j.finish("finished").unwrap();
     drop(j);
-    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0");
     let original = std::fs::read(&chunk).unwrap();
-    assert_eq!(original, [0, 0, 1, 0]);
+    // Block 2 done: bits 4 and 5 of the one byte.
+    assert_eq!(original, [0b0001_0000]);
 
-    std::fs::write(&chunk, [0, 0, 1]).unwrap();
+    std::fs::write(&chunk, []).unwrap();
     let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string()
-            .contains("3 bytes, expected 4 (one per block); it was truncated"),
+            .contains("0 bytes, expected 1 (a chunk of the marker array); it was truncated"),
         "{e}"
     );
     assert!(e.to_string().contains(&chunk.display().to_string()), "{e}");
 
-    std::fs::write(&chunk, [0, 0, 1, 9]).unwrap();
+    // Block 3 is 3.
+    std::fs::write(&chunk, [0b1101_0000]).unwrap();
     let e = err(open(dir.path(), std::slice::from_ref(&t), false));
-    assert!(e.to_string().contains("byte 3 is 9"), "{e}");
+    assert!(e.to_string().contains("byte 0 is 208"), "{e}");
 
     std::fs::write(&chunk, &original).unwrap();
     let meta = dir.path().join("tasks/t/done.zarr/zarr.json");
@@ -144,7 +147,8 @@ fn damaged_files_are_named() {
     std::fs::write(&meta, "{\"zarr_format\": 3, \"shape\": [5, 1]}").unwrap();
     let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
-        e.to_string().contains("shape is [5,1], expected [4,1]"),
+        e.to_string()
+            .contains("shape is [5,1], expected [1] (the packed bytes of 4 blocks)"),
         "{e}"
     );
 
@@ -237,8 +241,16 @@ fn markers_are_a_zarr_array() {
     j.finish("finished").unwrap();
     let store = std::sync::Arc::new(FilesystemStore::new(dir.path().join("tasks/t")).unwrap());
     let array = Array::open(store, "/done.zarr").unwrap();
-    assert_eq!(array.shape(), &[2, 3, 4]);
-    let values: Vec<u8> = array.retrieve_array_subset(&array.subset_all()).unwrap();
+    assert_eq!(array.shape(), &[6]);
+    let attrs = &array.attributes()["blockwise"];
+    assert_eq!(attrs["grid_shape"], serde_json::json!([2, 3, 4]));
+    assert_eq!(attrs["blocks"], serde_json::json!(24));
+    let packed: Vec<u8> = array.retrieve_array_subset(&array.subset_all()).unwrap();
+    // As numpy unpacks it: (a[:, None] >> [0, 2, 4, 6]) & 3, flattened.
+    let values: Vec<u8> = packed
+        .iter()
+        .flat_map(|b| [0, 2, 4, 6].map(|s| (b >> s) & 3))
+        .collect();
     let mut want = vec![0u8; 24];
     want[0] = 1;
     want[23] = 1;
@@ -308,7 +320,7 @@ fn a_log_naming_a_path_outside_the_tasks_is_refused() {
     let other = dir.path().join("other-run");
     let t = task("x", 4);
     finished_run(&other, &t, &[]);
-    let victim = other.join("tasks/x/done.zarr/c/0/0");
+    let victim = other.join("tasks/x/done.zarr/c/0");
     let before = std::fs::read(&victim).unwrap();
     finished_run(&run, &task("t", 4), &[]);
     for name in [
@@ -389,10 +401,11 @@ fn flip(path: &Path, byte: usize) {
 #[test]
 fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
     let dir = tempfile::tempdir().unwrap();
-    let t = task("t", 5000);
-    finished_run(dir.path(), &t, &[0, 4097]);
-    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
-    flip(&chunk, 4099);
+    let t = task("t", 20000);
+    finished_run(dir.path(), &t, &[0, 16385]);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0");
+    // Block 16385 + 8 (byte 4098) looks done.
+    flip(&chunk, 4098);
     let e = err(open(dir.path(), std::slice::from_ref(&t), false));
     assert!(
         e.to_string().starts_with(&format!(
@@ -403,7 +416,7 @@ fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
     );
     assert_eq!(status(dir.path()).unwrap_err().to_string(), e.to_string());
     // The checksum file itself damaged.
-    flip(&chunk, 4099);
+    flip(&chunk, 4098);
     let sums = dir.path().join("tasks/t/done.crc32");
     flip(&sums, 20);
     let e = err(open(dir.path(), std::slice::from_ref(&t), false));
@@ -424,21 +437,22 @@ fn a_bit_flip_in_the_markers_is_an_error_unless_fresh() {
 #[test]
 fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let t = task("t", 9000);
-    finished_run(dir.path(), &t, &[1, 5000]);
-    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let t = task("t", 36000);
+    finished_run(dir.path(), &t, &[1, 20000]);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0");
     let sums = dir.path().join("tasks/t/done.crc32");
     let good_sums = std::fs::read(&sums).unwrap();
-    // The batch was logged; then page 0 reached the disk and its CRC did not, and page 2 got
-    // its new CRC but not its bytes (page 1 is not in the batch).
-    let records = [wal::record(2, 1), wal::record(8500, 2)];
+    // The batch was logged; then page 0 reached the disk and its CRC did not, and page 2
+    // (blocks 32768 ..) got its new CRC but not its bytes (page 1 is not in the batch).
+    let records = [wal::record(2, 1), wal::record(34000, 2)];
     let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
     wal.write([("t", &records[..])].into_iter()).unwrap();
     drop(wal);
     let mut bytes = std::fs::read(&chunk).unwrap();
-    bytes[2] = 1;
+    bytes[0] |= 1 << 4;
     let mut page2 = bytes[8192..].to_vec();
-    page2[8500 - 8192] = 2;
+    // Block 34000 is the first of its byte.
+    page2[34000 / 4 - 8192] |= 2;
     std::fs::write(&chunk, &bytes).unwrap();
     let mut new_sums = good_sums.clone();
     new_sums[20 + 8..20 + 12].copy_from_slice(&crc32fast::hash(&page2).to_le_bytes());
@@ -446,12 +460,12 @@ fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
     // `status` does not write: it skips the pages of the logged batch.
     let s = status(dir.path()).unwrap();
     assert_eq!(s.tasks[0].done, 3);
-    // ... and counts the batch's markers (block 8500 failed) as the replay will write them.
+    // ... and counts the batch's markers (block 34000 failed) as the replay will write them.
     assert_eq!(s.tasks[0].failed, 1);
     let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     let done = j.take_done();
     assert_eq!(done[0].count(), 3);
-    assert!(done[0].contains(1) && done[0].contains(2) && done[0].contains(5000));
+    assert!(done[0].contains(1) && done[0].contains(2) && done[0].contains(20000));
     drop(j);
     assert_eq!(status(dir.path()).unwrap().tasks[0].failed, 1);
     // Without the log, the same damage is reported.
@@ -469,7 +483,7 @@ fn a_crash_between_pages_and_checksums_is_repaired_by_the_replay() {
 fn too_little_space_is_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    // 2^50 blocks: no file system here has a PiB free.
+    // 2^50 blocks (2^48 bytes of markers): no file system here has 256 TiB free.
     let huge = Task::builder(
         "huge",
         Roi::new([0], [1 << 50]),
@@ -486,7 +500,7 @@ fn too_little_space_is_refused_before_anything_is_created() {
             available,
         } => {
             assert_eq!(path, &run);
-            assert!(*needed > 1 << 50 && needed > available, "{e}");
+            assert!(*needed > 1 << 48 && needed > available, "{e}");
         }
         other => panic!("expected NoSpace, got {other}"),
     }
@@ -509,17 +523,27 @@ fn too_little_space_is_refused_before_anything_is_created() {
 }
 
 #[test]
-fn a_run_directory_of_an_older_version_gets_checksums() {
+fn a_missing_or_damaged_summary_is_counted_again() {
     let dir = tempfile::tempdir().unwrap();
     let t = task("t", 5);
     finished_run(dir.path(), &t, &[0, 4]);
-    let sums = dir.path().join("tasks/t/done.crc32");
-    let made = std::fs::read(&sums).unwrap();
-    std::fs::remove_file(&sums).unwrap();
+    let summary = dir.path().join("tasks/t/done.summary");
+    let made = std::fs::read(&summary).unwrap();
+    std::fs::remove_file(&summary).unwrap();
     let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
     assert_eq!(j.take_done()[0].count(), 2);
     j.finish("finished").unwrap();
-    assert_eq!(std::fs::read(&sums).unwrap(), made);
+    drop(j);
+    assert_eq!(status(dir.path()).unwrap().tasks[0].done, 2);
+    // Both slots damaged: counted again too.
+    let mut bytes = std::fs::read(&summary).unwrap();
+    assert_eq!(bytes.len(), made.len());
+    for b in &mut bytes[32..] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&summary, &bytes).unwrap();
+    let mut j = open(dir.path(), std::slice::from_ref(&t), false).unwrap();
+    assert_eq!(j.take_done()[0].count(), 2);
 }
 
 /// A task of `n` blocks writing one array with this id.
@@ -752,9 +776,9 @@ fn status_and_progress_count_the_logged_batch_and_a_rerun_skips_its_blocks() {
     assert_eq!(p.task("t").map(TaskProgress::never_run), Some(2));
     assert_eq!(snapshot(dir.path()), before, "status wrote nothing");
     // Half way through applying the batch (block 2's marker reached the disk): the same.
-    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0");
     let mut bytes = std::fs::read(&chunk).unwrap();
-    bytes[2] = markers::DONE;
+    bytes[0] |= markers::DONE << 4;
     std::fs::write(&chunk, &bytes).unwrap();
     let ts = status(dir.path()).unwrap().tasks.remove(0);
     assert_eq!((ts.done, ts.failed), (3, 1));
@@ -837,4 +861,177 @@ fn the_mask_record_follows_the_mask_and_says_when_it_changed() {
     std::fs::write(&path, b"{not json").unwrap();
     assert!(!j.record_mask("m", Some(&a)).unwrap());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), a.to_string());
+}
+
+/// Replaces task `t`'s markers in `dir` by version 1 ones (one `uint8` per block in one
+/// chunk, with `done.crc32` version 1 and no summary: what earlier versions wrote).
+fn make_v1(dir: &Path, t: &Task, values: &[(u64, u8)]) {
+    let layout = t.layout();
+    let tdir = dir.join("tasks").join(task_dir_name(&layout.task_id));
+    let array = tdir.join("done.zarr");
+    std::fs::remove_dir_all(&array).unwrap();
+    std::fs::remove_file(tdir.join("done.summary")).unwrap();
+    std::fs::remove_file(tdir.join("done.crc32")).unwrap();
+    v1::create(&array, &layout.grid_shape, layout.num_blocks).unwrap();
+    let mut w = v1::MarkerWriter::open(&array, layout.grid_shape.len(), layout.num_blocks).unwrap();
+    for &(i, v) in values {
+        w.set(i, v).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// A run directory of version 1 with task `t` of 9,000 blocks (three v1 pages): done blocks
+/// 1, 3, 4 and 8,999, failed 6.
+fn v1_fixture(dir: &Path) -> Task {
+    let t = task("t", 9000);
+    finished_run(dir, &t, &[]);
+    make_v1(
+        dir,
+        &t,
+        &[
+            (1, markers::DONE),
+            (3, markers::DONE),
+            (4, markers::DONE),
+            (8999, markers::DONE),
+            (6, markers::FAILED),
+        ],
+    );
+    t
+}
+
+const V1_DONE: [u64; 4] = [1, 3, 4, 8999];
+
+fn assert_v2_with(dir: &Path, t: &Task, done: &[u64]) {
+    let mut j = open(dir, std::slice::from_ref(t), false).unwrap();
+    let set = j.take_done().remove(0);
+    j.finish("finished").unwrap();
+    drop(j);
+    assert_eq!(set.count(), done.len() as u64);
+    for i in 0..9000 {
+        assert_eq!(set.contains(i), done.contains(&i), "block {i}");
+    }
+    let tdir = dir.join("tasks/t");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tdir.join("done.zarr/zarr.json")).unwrap()).unwrap();
+    assert_eq!(meta["attributes"]["blockwise"]["version"], 2);
+    assert!(tdir.join("done.zarr/c/0").is_file() && tdir.join("done.summary").is_file());
+    assert!(!tdir.join("done.v1.zarr").exists() && !tdir.join("done.v2.tmp").exists());
+    let ts = status(dir).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (done.len() as u64, 1));
+}
+
+#[test]
+fn a_version_1_run_directory_is_migrated_and_the_rerun_skips_exactly_its_done_blocks() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    v1_fixture(dir.path());
+    // `status` reads version 1 without migrating it.
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed, ts.never_run), (4, 1, 8995));
+    assert!(dir.path().join("tasks/t/done.zarr/c/0/0").is_file());
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let (c, k) = (std::sync::Arc::clone(&calls), std::sync::Arc::clone(&count));
+    let rerun = Task::builder(
+        "t",
+        Roi::new([0, 0], [90000, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .process(move |b| {
+        k.fetch_add(1, Ordering::SeqCst);
+        if b.grid_index < 10 {
+            crate::util::lock(&c).push(b.grid_index);
+        }
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let summary = crate::Runner::new()
+        .progress(crate::Progress::Never)
+        .print_summary(false)
+        .run_dir(dir.path())
+        .run([rerun])
+        .unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(count.load(Ordering::SeqCst), 9000 - 4);
+    assert_eq!(summary.task("t").unwrap().skipped, 4);
+    let mut first: Vec<u64> = crate::util::lock(&calls).clone();
+    first.sort_unstable();
+    assert_eq!(first, [0, 2, 5, 6, 7, 8, 9]);
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (9000, 0));
+    assert!(!dir.path().join("tasks/t/done.zarr/c/0/0").exists());
+}
+
+#[test]
+fn a_crash_during_the_migration_loses_no_done_marker() {
+    let tdir = |d: &Path| d.join("tasks/t");
+    let stage = |d: &Path| {
+        let t = task("t", 9000);
+        let layout = t.layout();
+        markers::build_v2(
+            &tdir(d).join("done.zarr"),
+            &layout.grid_shape,
+            layout.num_blocks,
+            &std::collections::HashSet::new(),
+        )
+        .unwrap();
+    };
+    // The new files half written.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let tmp = tdir(dir.path()).join("done.v2.tmp");
+    std::fs::remove_file(tmp.join("done.summary")).unwrap();
+    std::fs::write(tmp.join("done.zarr/c/0"), b"half").unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // Complete, and the old array moved aside.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // ... and the new array moved into place, not its checksums (the old ones are there).
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    std::fs::rename(d.join("done.v2.tmp/done.zarr"), d.join("done.zarr")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+    // Everything moved; the old array not yet removed.
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    stage(dir.path());
+    let d = tdir(dir.path());
+    std::fs::rename(d.join("done.zarr"), d.join("done.v1.zarr")).unwrap();
+    for f in ["done.zarr", "done.crc32", "done.summary"] {
+        std::fs::rename(d.join("done.v2.tmp").join(f), d.join(f)).unwrap();
+    }
+    std::fs::remove_dir(d.join("done.v2.tmp")).unwrap();
+    assert_v2_with(dir.path(), &t, &V1_DONE);
+}
+
+#[test]
+fn a_logged_batch_of_a_version_1_run_directory_is_replayed_into_the_migrated_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = v1_fixture(dir.path());
+    // The run crashed while applying a logged batch: block 8's byte reached the disk, its
+    // page's CRC did not.
+    let records = [
+        wal::record(8, markers::DONE),
+        wal::record(5000, markers::DONE),
+    ];
+    let mut wal = wal::Wal::open(&dir.path().join("journal.wal")).unwrap();
+    wal.write([("t", &records[..])].into_iter()).unwrap();
+    drop(wal);
+    let chunk = dir.path().join("tasks/t/done.zarr/c/0/0");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[8] = markers::DONE;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let ts = status(dir.path()).unwrap().tasks.remove(0);
+    assert_eq!(ts.done, 6);
+    assert_v2_with(dir.path(), &t, &[1, 3, 4, 8, 5000, 8999]);
 }
