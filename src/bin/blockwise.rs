@@ -17,6 +17,28 @@ use blockwise::{Block, BlockError, Progress, Roi, Runner, Task, WorkerOptions};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+/// Writes to standard output; a closed pipe (`blockwise status | head`) ends the program
+/// quietly instead of panicking as `print!` does.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(2);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "blockwise",
@@ -355,9 +377,9 @@ struct BenchReport {
 impl BenchReport {
     fn print(&self, json: bool) -> Result<()> {
         if json {
-            println!("{}", serde_json::to_string(self)?);
+            outln!("{}", serde_json::to_string(self)?);
         } else {
-            println!(
+            outln!(
                 "{} blocks ({} completed{}) on {} {} workers in {:.3} s: {:.0} blocks/s, peak RSS {}",
                 self.blocks,
                 self.completed,
@@ -796,7 +818,7 @@ fn sample(args: &SampleArgs) -> Result<bool> {
         usize::try_from(args.workers)?,
     )
     .with_context(|| format!("writing the sample volume to {}", args.output.display()))?;
-    println!(
+    outln!(
         "wrote {} ({}³ uint8, chunks {:?}) in {:.2} s",
         array.name(),
         size,
@@ -1087,10 +1109,10 @@ fn bench_zarr(args: &ZarrArgs) -> Result<bool> {
         output_sha256: sha,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         report.base.print(false)?;
-        println!(
+        outln!(
             "input {:.1} MB at {:.1} MB/s; output {} sha256 {}",
             input_bytes as f64 / 1e6,
             report.mb_per_s,
@@ -1243,10 +1265,10 @@ fn bench_pyramid(args: &PyramidBenchArgs) -> Result<bool> {
         level_sha256,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         report.base.print(false)?;
-        println!(
+        outln!(
             "level 0: {:.1} MB at {:.1} MB/s; levels {:?}",
             input_bytes as f64 / 1e6,
             report.mb_per_s,
@@ -1322,16 +1344,16 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
     {
         eprintln!("warning: cannot remove {}: {e}", dir.display());
     }
-    println!("{}", serde_json::to_string(&result?)?);
+    outln!("{}", serde_json::to_string(&result?)?);
     Ok(true)
 }
 
 fn status(args: &StatusArgs) -> Result<bool> {
     let status = blockwise::journal::status(&args.run_dir)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{status}");
+        out!("{status}");
     }
     Ok(true)
 }

@@ -23,7 +23,8 @@
 //!     failures.jsonl            one line per failed attempt: block, worker, kind, attempt,
 //!                                 error, time
 //!     mask.json                 only if the task has a mask (TaskBuilder::mask): its path,
-//!                                 array id, ROI, voxel size, data type and predicate
+//!                                 array id, ROI, voxel size, data type, predicate and
+//!                                 the SHA-256 of its stored chunks under the task
 //!     masked.json               only if the task's last run had a mask: {"masked": N, "time":
 //!                                 ...}, the blocks it left out (not done); written at the end
 //!     abandoned.json            only if the task's last run abandoned it (failure budget):

@@ -1056,3 +1056,38 @@ fn pyramid_builds_levels_and_a_rerun_resumes() -> Result<(), Box<dyn std::error:
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown downsampling method"));
     Ok(())
 }
+
+#[test]
+fn bench_markers_json_and_the_run_directory_it_keeps() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = crate::support::empty_dir("cli", "bench-markers").join("run");
+    let out = blockwise()
+        .args(["bench", "markers", "--blocks", "100001", "--keep", "--dir"])
+        .arg(&dir)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["blocks"], 100_001);
+    assert_eq!(v["chunk_files"], 1);
+    // 2 bits per block.
+    assert_eq!(v["largest_chunk_bytes"], 25_001);
+    for key in ["create_s", "mark_all_s", "status_s", "reopen_s"] {
+        assert!(v[key].as_f64().is_some_and(|s| s >= 0.0), "{key}: {v}");
+    }
+    // The kept directory: every block done.
+    let status = blockwise().arg("status").arg(&dir).output()?;
+    assert!(status.status.success());
+    let text = String::from_utf8(status.stdout)?;
+    assert!(text.contains("100001"), "{text}");
+    // An existing directory is refused.
+    let again = blockwise()
+        .args(["bench", "markers", "--blocks", "10", "--dir"])
+        .arg(&dir)
+        .output()?;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    Ok(())
+}
