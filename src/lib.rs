@@ -66,7 +66,11 @@
 //! The scheduler keeps no per-block table: block ROIs, ids and dependencies are computed
 //! arithmetically on demand, and its memory follows the frontier of the run (the ready queue,
 //! stored as runs of block keys, the blocks some of whose dependencies are done, and the blocks
-//! in flight); the README's memory table gives measured peaks.
+//! in flight). With read/write conflicts or chained tasks that frontier is about a plane of
+//! the block grid, 9 bytes a waiting block: measured with 2 worker threads, a 3-D task with
+//! conflicts peaks at 14.6 MiB of process RSS at 10^8 blocks and 40.4 MiB at 10^9, and two
+//! chained tasks of 10^8 blocks each at 25.4 MiB (the README's "Memory at scale" has the
+//! table).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
