@@ -68,7 +68,7 @@
 //! stored as runs of block keys, the blocks some of whose dependencies are done, and the blocks
 //! in flight). With read/write conflicts or chained tasks that frontier is about a plane of
 //! the block grid, 9 bytes a waiting block: measured with 2 worker threads, a 3-D task with
-//! conflicts peaks at 14.6 MiB of process RSS at 10^8 blocks and 40.4 MiB at 10^9, and two
+//! conflicts peaks at 15.1 MiB of process RSS at 10^8 blocks and 40.4 MiB at 10^9, and two
 //! chained tasks of 10^8 blocks each at 25.4 MiB (the README's "Memory at scale" has the
 //! table).
 #![forbid(unsafe_code)]
