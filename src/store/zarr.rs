@@ -529,6 +529,28 @@ impl ZarrArray {
         super::check_type::<T>(&self.inner.name, self.inner.data_type)
     }
 
+    /// The voxel ranges of a ROI inside the array and on its voxel grid.
+    fn voxel_ranges_u64(&self, roi: &Roi) -> Result<Vec<Range<u64>>, StoreError> {
+        Ok(self
+            .inner
+            .meta
+            .voxel_ranges(&self.inner.name, roi, false)?
+            .into_iter()
+            .map(|r| r.start as u64..r.end as u64)
+            .collect())
+    }
+
+    /// The chunks (shards, if sharded) that hold the voxels of `ranges`, as a subset of the
+    /// chunk grid.
+    fn chunks_of(&self, ranges: &[Range<u64>]) -> Result<zarrs::array::ArraySubset, StoreError> {
+        let subset = ranges.to_vec();
+        self.inner
+            .array
+            .chunks_in_array_subset(&subset)
+            .map_err(|e| self.backend(&e))?
+            .ok_or_else(|| self.backend(&format!("cannot find the chunks of voxels {ranges:?}")))
+    }
+
     fn backend(&self, e: &dyn std::fmt::Display) -> StoreError {
         StoreError::Backend {
             path: self.inner.name.clone(),
@@ -899,13 +921,7 @@ impl ZarrArray {
                 differences,
             });
         }
-        let ranges: Vec<Range<u64>> = self
-            .inner
-            .meta
-            .voxel_ranges(&self.inner.name, roi, false)?
-            .into_iter()
-            .map(|r| r.start as u64..r.end as u64)
-            .collect();
+        let ranges = self.voxel_ranges_u64(roi)?;
         let (_, partial) = self.split_by_chunks(&ranges)?;
         if let Some((chunk, _)) = partial.first() {
             return Err(StoreError::Roi {
@@ -916,14 +932,7 @@ impl ZarrArray {
                 ),
             });
         }
-        let Some(chunks) = self
-            .inner
-            .array
-            .chunks_in_array_subset(&ranges)
-            .map_err(|e| self.backend(&e))?
-        else {
-            return Err(self.backend(&format!("cannot find the chunks of voxels {ranges:?}")));
-        };
+        let chunks = self.chunks_of(&ranges)?;
         let mut copied = 0u64;
         for chunk in &chunks.indices() {
             let key = self.inner.array.chunk_key(&chunk);
@@ -976,25 +985,12 @@ impl ZarrArray {
     /// `roi` is not on the voxel grid or not inside the array's ROI, or a chunk cannot be read.
     pub fn stored_sha256(&self, roi: &Roi) -> Result<String, StoreError> {
         use sha2::{Digest, Sha256};
-        let ranges: Vec<Range<u64>> = self
-            .inner
-            .meta
-            .voxel_ranges(&self.inner.name, roi, false)?
-            .into_iter()
-            .map(|r| r.start as u64..r.end as u64)
-            .collect();
+        let ranges = self.voxel_ranges_u64(roi)?;
         let mut hasher = Sha256::new();
         if ranges.iter().any(|r| r.is_empty()) {
             return Ok(format!("{:x}", hasher.finalize()));
         }
-        let Some(chunks) = self
-            .inner
-            .array
-            .chunks_in_array_subset(&ranges)
-            .map_err(|e| self.backend(&e))?
-        else {
-            return Err(self.backend(&format!("cannot find the chunks of voxels {ranges:?}")));
-        };
+        let chunks = self.chunks_of(&ranges)?;
         for chunk in &chunks.indices() {
             let key = self.inner.array.chunk_key(&chunk);
             hasher.update((key.as_str().len() as u64).to_le_bytes());
