@@ -164,8 +164,11 @@ enum Scenario {
     /// directory, marks every block done (the first 2^24 one by one through the journal's
     /// writer in synced batches of 65,536, the rest through its fast path, which writes whole
     /// pages with their CRCs and the summary), then times `blockwise status` and a reopen that
-    /// loads the finished task; prints one JSON line (blocks, create_s, mark_all_s, status_s,
-    /// reopen_s, disk_bytes, ...). The run directory is removed afterwards unless `--keep`.
+    /// loads the finished task, then reruns the run directory with a new downstream task of
+    /// `--downstream` blocks (the finished task skipped whole, its blocks never processed again)
+    /// and times the start of its first block; prints one JSON line (blocks, create_s,
+    /// mark_all_s, status_s, reopen_s, disk_bytes, downstream_start_s, rerun_s, ...). The run
+    /// directory is removed afterwards unless `--keep`.
     Markers(MarkersBenchArgs),
 }
 
@@ -181,6 +184,11 @@ struct MarkersBenchArgs {
     /// Keep the run directory.
     #[arg(long)]
     keep: bool,
+    /// Blocks of a downstream task run after the markers are made: the rerun opens the run
+    /// directory with the finished task and this new task (one voxel blocks reading the
+    /// finished task's), skips the finished one whole, and runs these; 0 leaves it out.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    downstream: u64,
 }
 
 #[derive(Args, Debug)]
@@ -1338,7 +1346,23 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
             dir.display()
         );
     }
-    let result = blockwise::journal::bench_markers(&dir, args.blocks);
+    let result = blockwise::journal::bench_markers(&dir, args.blocks)
+        .map_err(anyhow::Error::from)
+        .and_then(|bench| {
+            let mut json = serde_json::to_value(&bench)?;
+            if args.downstream > 0
+                && let serde_json::Value::Object(map) = &mut json
+            {
+                let rerun = rerun_downstream(&dir, args.blocks, args.downstream)?;
+                map.extend(
+                    serde_json::to_value(rerun)?
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            Ok(json)
+        });
     if !args.keep
         && let Err(e) = std::fs::remove_dir_all(&dir)
     {
@@ -1346,6 +1370,73 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
     }
     outln!("{}", serde_json::to_string(&result?)?);
     Ok(true)
+}
+
+/// What [`rerun_downstream`] measured.
+#[derive(Serialize)]
+struct DownstreamRerun {
+    /// Blocks of the downstream task.
+    downstream_blocks: u64,
+    /// Seconds from the start of the rerun to its first downstream block.
+    downstream_start_s: f64,
+    /// Seconds of the whole rerun (the downstream task included).
+    rerun_s: f64,
+}
+
+/// Reruns `bench markers`' finished run directory with a downstream task of `blocks`
+/// one-voxel blocks that read the finished task's: times the start of the downstream task and
+/// checks that the finished task was skipped whole.
+fn rerun_downstream(dir: &Path, upstream_blocks: u64, blocks: u64) -> Result<DownstreamRerun> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let up_calls = Arc::new(AtomicU64::new(0));
+    let calls = Arc::clone(&up_calls);
+    let upstream = blockwise::journal::marker_bench_task(upstream_blocks)
+        .process(move |_: &Block| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .build()?;
+    let first = Arc::new(OnceLock::new());
+    let first_block = Arc::clone(&first);
+    let n = i64::try_from(blocks.min(upstream_blocks))?;
+    let downstream = Task::builder(
+        "downstream",
+        Roi::new([0], [n]),
+        Roi::new([0], [1]),
+        Roi::new([0], [1]),
+    )
+    .upstream(&upstream)
+    .num_workers(2)
+    .process(move |_: &Block| {
+        first_block.get_or_init(Instant::now);
+        Ok(())
+    })
+    .build()?;
+    let start = Instant::now();
+    let summary = Runner::new()
+        .run_dir(dir)
+        .progress(Progress::Never)
+        .print_summary(false)
+        .run([upstream, downstream])?;
+    let rerun_s = start.elapsed().as_secs_f64();
+    let skipped = summary.task("markers").map_or(0, |t| t.skipped);
+    let done = summary.task("downstream").map_or(0, |t| t.completed);
+    let calls = up_calls.load(Ordering::Relaxed);
+    if !summary.is_success() || skipped != upstream_blocks || done != n as u64 || calls != 0 {
+        bail!(
+            "the rerun did not skip the finished task and run the downstream one: {skipped} of {upstream_blocks} skipped, {calls} processed again, {done} of {n} downstream blocks done\n{summary}"
+        );
+    }
+    let started = first
+        .get()
+        .map(|t| t.duration_since(start).as_secs_f64())
+        .context("no downstream block ran")?;
+    Ok(DownstreamRerun {
+        downstream_blocks: n as u64,
+        downstream_start_s: started,
+        rerun_s,
+    })
 }
 
 fn status(args: &StatusArgs) -> Result<bool> {

@@ -62,22 +62,30 @@ fn disk_usage(path: &Path) -> (u64, u64, u64) {
     (total, chunks, largest)
 }
 
-/// Creates a run directory in `dir` (which must not hold one) with one task of `blocks`
-/// blocks, marks them all done, and times `status` and a reopen (see [`MarkerBench`]).
+/// The task whose markers [`bench_markers`] creates: `blocks` 1-D blocks of one voxel, with
+/// the id `markers` (a rerun of the bench's run directory builds it with this, adding its
+/// process function).
 #[doc(hidden)]
-pub fn bench_markers(dir: &Path, blocks: u64) -> Result<MarkerBench, JournalError> {
+pub fn marker_bench_task(blocks: u64) -> crate::task::TaskBuilder {
     let n = i64::try_from(blocks).unwrap_or(i64::MAX);
-    let task = crate::Task::builder(
+    crate::Task::builder(
         "markers",
         Roi::new([0], [n]),
         Roi::new([0], [1]),
         Roi::new([0], [1]),
     )
-    .build()
-    .map_err(|e| JournalError::Corrupt {
-        path: dir.to_owned(),
-        reason: format!("cannot build the bench task: {e}"),
-    })?;
+}
+
+/// Creates a run directory in `dir` (which must not hold one) with one task of `blocks`
+/// blocks, marks them all done, and times `status` and a reopen (see [`MarkerBench`]).
+#[doc(hidden)]
+pub fn bench_markers(dir: &Path, blocks: u64) -> Result<MarkerBench, JournalError> {
+    let task = marker_bench_task(blocks)
+        .build()
+        .map_err(|e| JournalError::Corrupt {
+            path: dir.to_owned(),
+            reason: format!("cannot build the bench task: {e}"),
+        })?;
     let layout = task.layout();
     let layouts = std::slice::from_ref(&layout);
     let start = Instant::now();

@@ -127,7 +127,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 #[doc(hidden)]
-pub use bench::{MarkerBench, bench_markers};
+pub use bench::{MarkerBench, bench_markers, marker_bench_task};
 pub(crate) use done::DoneSet;
 use layout::Layout;
 pub(crate) use layout::TaskLayout;

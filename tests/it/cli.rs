@@ -1074,20 +1074,43 @@ fn bench_markers_json_and_the_run_directory_it_keeps() -> Result<(), Box<dyn std
     assert_eq!(v["chunk_files"], 1);
     // 2 bits per block.
     assert_eq!(v["largest_chunk_bytes"], 25_001);
-    for key in ["create_s", "mark_all_s", "status_s", "reopen_s"] {
+    for key in [
+        "create_s",
+        "mark_all_s",
+        "status_s",
+        "reopen_s",
+        "downstream_start_s",
+        "rerun_s",
+    ] {
         assert!(v[key].as_f64().is_some_and(|s| s >= 0.0), "{key}: {v}");
     }
-    // The kept directory: every block done.
-    let status = blockwise().arg("status").arg(&dir).output()?;
+    // The rerun skipped the finished task (the bench fails otherwise) and ran 1,000
+    // downstream blocks, recorded in the kept directory beside every marker block done.
+    assert_eq!(v["downstream_blocks"], 1000);
+    let status = blockwise().args(["status", "--json"]).arg(&dir).output()?;
     assert!(status.status.success());
-    let text = String::from_utf8(status.stdout)?;
-    assert!(text.contains("100001"), "{text}");
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let done = |id: &str| {
+        s["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["task_id"] == id))
+            .map(|t| t["done"].clone())
+    };
+    assert_eq!(done("markers"), Some(serde_json::json!(100_001)), "{s}");
+    assert_eq!(done("downstream"), Some(serde_json::json!(1000)), "{s}");
     // An existing directory is refused.
     let again = blockwise()
         .args(["bench", "markers", "--blocks", "10", "--dir"])
         .arg(&dir)
         .output()?;
     assert_eq!(again.status.code(), Some(2));
+    // Without the downstream task, its keys are absent.
+    let bare = blockwise()
+        .args(["bench", "markers", "--blocks", "10", "--downstream", "0"])
+        .output()?;
+    assert!(bare.status.success());
+    let b: serde_json::Value = serde_json::from_slice(&bare.stdout)?;
+    assert!(b.get("rerun_s").is_none() && b["blocks"] == 10, "{b}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     Ok(())
 }
