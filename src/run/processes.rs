@@ -222,10 +222,9 @@ impl Source for Blocks<'_> {
         if !run.started || run.finished || run.retired {
             return Demand::Closed;
         }
-        let ready = self
-            .sched
-            .task_state(run.task.task_id())
-            .is_some_and(|s| s.ready > 0);
+        let id = run.task.task_id();
+        let ready =
+            !self.sched.is_held_back(id) && self.sched.task_state(id).is_some_and(|s| s.ready > 0);
         if ready || !run.requeue.is_empty() {
             Demand::Work
         } else {
@@ -238,6 +237,11 @@ impl Source for Blocks<'_> {
         let run = &mut self.runs[task];
         if let Some(b) = run.requeue.pop_front() {
             return Some(b);
+        }
+        // Held back while a downstream task works through this one's lead (see
+        // `Scheduler::is_held_back`): asked again when blocks come back.
+        if self.sched.is_held_back(run.task.task_id()) {
+            return None;
         }
         self.sched.acquire_block(run.task.task_id())
     }

@@ -254,7 +254,7 @@ impl Driver<'_> {
             loop {
                 let id = self.runs[i].task.inner.id.clone();
                 let processing = self.sched.task_state(&id).map_or(0, |s| s.processing);
-                if processing >= self.runs[i].capacity {
+                if processing >= self.runs[i].capacity || self.sched.is_held_back(&id) {
                     break;
                 }
                 let Some(block) = self.sched.acquire_block(&id) else {

@@ -23,6 +23,15 @@
 //! blocks (the blocks around the sweep's front, or those of a downstream task next to the
 //! upstream task's front). The README's table gives measured peaks.
 //!
+//! That plane holds only while the upstream task does not run far ahead: every downstream
+//! block an upstream block's completion touches waits (for its other upstream blocks, and with
+//! conflicts downstream for its own neighbours), so a fast upstream task leaves its whole lead
+//! waiting. The runners therefore ask [`Scheduler::is_held_back`] before handing out a block:
+//! an upstream task gets none while a task downstream of it has blocks in flight and more
+//! than two planes of its grid waiting. This decides only *when* the runners ask for blocks;
+//! the order of each task's blocks, and [`acquire_block`](Scheduler::acquire_block) itself,
+//! are unchanged.
+//!
 //! A task with a failure budget also keeps the number of blocks failed for good since its last
 //! success. When it is abandoned (and the tasks downstream of it), its queue, wavefront, orphan
 //! set and retry counts (but those of blocks in flight) are dropped and its counters computed:
@@ -57,6 +66,21 @@ mod queue;
 mod waiting;
 use queue::ReadyQueue;
 use waiting::{Counted, Waiting};
+
+/// Blocks of a task that may wait for upstream blocks before the runners hold its upstream
+/// tasks back ([`Scheduler::is_held_back`]): two planes of its grid (all axes but the first,
+/// which the sweep follows), at least `min` ([`HOLD_MIN`] but in tests).
+fn hold_limit(grid: &BlockGrid, min: u64) -> u64 {
+    let plane = grid
+        .counts
+        .iter()
+        .skip(1)
+        .fold(1u64, |p, &c| p.saturating_mul(c.max(1).unsigned_abs()));
+    plane.saturating_mul(2).max(min)
+}
+
+/// The least [`hold_limit`]: small tasks are never held back.
+const HOLD_MIN: u64 = 1 << 16;
 
 /// The ready-queue window the runners use ([`Scheduler::set_queue_window`]).
 pub(crate) const RUNNER_QUEUE_WINDOW: usize = 8;
@@ -357,6 +381,8 @@ pub struct Scheduler {
     /// Failed attempts of blocks whose mask could not be read, for the runner's summary and
     /// failure log (see [`take_mask_failures`](Scheduler::take_mask_failures)).
     mask_failures: Vec<MaskFailure>,
+    /// The least [`hold_limit`] ([`HOLD_MIN`]; smaller in tests).
+    hold_min: u64,
 }
 
 /// At most this many mask failures wait for [`Scheduler::take_mask_failures`].
@@ -422,6 +448,7 @@ impl Scheduler {
             upstream_all: graph.upstream,
             scratch: Scratch::default(),
             mask_failures: Vec::new(),
+            hold_min: HOLD_MIN,
         };
         for i in 0..scheduler.tasks.len() {
             scheduler.init_task(i);
@@ -638,6 +665,25 @@ impl Scheduler {
             .iter()
             .filter(|e| e.state.ready > 0)
             .map(|e| e.task.task_id())
+    }
+
+    /// Whether the runners should hand out no more blocks of the task for now: a task
+    /// downstream of it has blocks in flight, and more blocks waiting for some of their
+    /// upstream blocks than [`hold_limit`] allows (two planes of its block grid, at least
+    /// 65,536). An upstream task that runs ahead of its downstream task leaves every
+    /// downstream block it touches waiting (with conflicts downstream, for that task's own
+    /// neighbours as well); holding it back while the downstream task works keeps that set
+    /// about a plane of the sweep instead of the upstream task's whole lead. It never holds
+    /// back forever: once the downstream task has nothing in flight (it waits for the
+    /// upstream task), the upstream task goes on.
+    pub(crate) fn is_held_back(&self, task_id: &str) -> bool {
+        let Some(&t) = self.index.get(task_id) else {
+            return false;
+        };
+        self.tasks[t].downstream.iter().any(|&d| {
+            let e = &self.tasks[d];
+            e.state.processing > 0 && e.waiting.len() as u64 > hold_limit(e.grid(), self.hold_min)
+        })
     }
 
     /// Hands out the next ready block of the task, or `None` if it has none right now (or

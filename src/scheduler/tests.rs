@@ -563,3 +563,72 @@ fn a_chains_wavefront_is_a_plane_of_the_sweep() {
         assert!(waiting <= 3 * 64, "[{n}, 8, 8]: {waiting} waiting");
     }
 }
+
+/// Drives chained tasks the way the runners do: task `i` has `slots[i]` blocks in flight at
+/// most (its own workers), the oldest block finishes first, and (if `hold`) a task the
+/// scheduler holds back gets no new block; the scheduler holds back above 512 waiting blocks.
+/// Returns the peak number of waiting blocks.
+fn chain_waiting_peak(tasks: &[Task], slots: &[usize], hold: bool) -> usize {
+    let mut s = Scheduler::new(tasks).unwrap();
+    s.set_queue_window(super::RUNNER_QUEUE_WINDOW);
+    s.hold_min = 512;
+    let ids: Vec<String> = s.tasks().map(|t| t.task_id().to_owned()).collect();
+    let mut in_flight: VecDeque<(usize, Block)> = VecDeque::new();
+    let mut count = vec![0usize; ids.len()];
+    let mut peak = 0;
+    loop {
+        for (i, id) in ids.iter().enumerate() {
+            while count[i] < slots[i] && !(hold && s.is_held_back(id)) {
+                match s.acquire_block(id) {
+                    Some(b) => {
+                        count[i] += 1;
+                        in_flight.push_back((i, b));
+                    }
+                    None => break,
+                }
+            }
+        }
+        peak = peak.max(s.tasks.iter().map(|e| e.waiting.len()).sum());
+        let Some((i, mut b)) = in_flight.pop_front() else {
+            break;
+        };
+        count[i] -= 1;
+        b.set_status(BlockStatus::Success);
+        s.release_block(b);
+    }
+    assert!(s.is_done());
+    for id in &ids {
+        let st = s.task_state(id).unwrap();
+        assert_eq!(st.completed, st.total, "{id}");
+    }
+    peak
+}
+
+#[test]
+fn an_upstream_task_is_held_back_while_its_downstream_task_works_through_its_lead() {
+    // The bench's chain: the upstream task without conflicts, four times as fast, runs ahead
+    // of the downstream one, which reads 1 voxel of context and has conflicts.
+    let chain = |n: i64| {
+        let up = conflict_task("up", [n, 8, 8], 0, false).build().unwrap();
+        let down = conflict_task("down", [n, 8, 8], 1, true)
+            .upstream(&up)
+            .build()
+            .unwrap();
+        [up, down]
+    };
+    for n in [100, 400] {
+        let tasks = chain(n);
+        let free = chain_waiting_peak(&tasks, &[8, 2], false);
+        let held = chain_waiting_peak(&tasks, &[8, 2], true);
+        // Without holding back, the upstream task's lead grows with the task.
+        assert!(free as i64 > 8 * n, "{n}: {free} waiting");
+        // Held back, the set stays at the limit (plus what the blocks in flight release).
+        assert!(held <= 512 + 256, "{n}: {held} waiting");
+    }
+    // Under the limit, nothing is held back: the same run either way.
+    let tasks = chain(4);
+    assert_eq!(
+        chain_waiting_peak(&tasks, &[8, 2], true),
+        chain_waiting_peak(&tasks, &[8, 2], false)
+    );
+}
