@@ -96,6 +96,15 @@
 //! crash before the first rename leaves `done.v2.tmp/` (removed, and the migration starts
 //! again); after it, `done.v1.zarr` says the new files are complete, and the next open
 //! finishes moving them. `blockwise status` reads version 1 arrays without migrating them.
+//!
+//! With the `crash-points` cargo feature (tests only, off by default) the migration has named
+//! crash points after each of these steps (`CRASH_POINTS`: the chunks written, the checksums
+//! written, the new files built and synced, the old array moved aside, each file renamed
+//! into place, the directory synced, `done.v2.tmp/` removed); the environment variable
+//! `BLOCKWISE_CRASH_POINT` naming one makes the process SIGKILL itself there. The test
+//! `journal::tests::a_process_killed_during_the_migration_loses_no_done_marker` kills a
+//! child process at each, and again at each later point of the resumed migration. Without the
+//! feature the crash points compile to nothing (no environment variable is read).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -757,23 +766,32 @@ fn migration_dirs(array: &Path) -> (PathBuf, PathBuf) {
 pub(crate) fn finish_migration(array: &Path) -> Result<(), JournalError> {
     let (tmp, old) = migration_dirs(array);
     let tdir = array.parent().unwrap_or(array);
-    if super::files::exists(&old)? {
+    let finishing = super::files::exists(&old)?;
+    if finishing {
         // The new files were complete before the old array was moved aside.
-        for from in [
-            tmp.join("done.zarr"),
-            sums_path(&tmp.join("done.zarr")),
-            summary_path(&tmp.join("done.zarr")),
+        for (from, point) in [
+            (tmp.join("done.zarr"), "migrate:renamed-array"),
+            (sums_path(&tmp.join("done.zarr")), "migrate:renamed-crc32"),
+            (
+                summary_path(&tmp.join("done.zarr")),
+                "migrate:renamed-summary",
+            ),
         ] {
             if super::files::exists(&from)? {
                 let to = tdir.join(from.file_name().unwrap_or_default());
                 fs::rename(&from, &to).map_err(|e| io("rename", &to, e))?;
             }
+            crash_point(point);
         }
         super::files::sync_dir(tdir);
+        crash_point("migrate:synced");
         tracing::info!(path = %array.display(), "finished migrating the done-markers to version 2");
     }
     if super::files::exists(&tmp)? {
         fs::remove_dir_all(&tmp).map_err(|e| io("remove", &tmp, e))?;
+    }
+    if finishing {
+        crash_point("migrate:removed-tmp");
     }
     if super::files::exists(&old)? {
         fs::remove_dir_all(&old).map_err(|e| io("remove", &old, e))?;
@@ -845,14 +863,17 @@ pub(crate) fn build_v2(
         f.sync_all()
             .map_err(|e| io("sync", &g.chunk_path(&new, c as u64), e))?;
     }
+    crash_point("migrate:chunks-written");
     let mut bytes = Vec::with_capacity(usize::try_from(sums_len(&g)).unwrap_or(0));
     encode_sums_header(&g, &mut bytes);
     for s in &sums {
         bytes.extend_from_slice(&s.to_le_bytes());
     }
     super::write_atomic(&sums_path(&new), &bytes)?;
+    crash_point("migrate:crc32-written");
     super::write_atomic(&summary_path(&new), &encode_summary(&g, &counts))?;
     super::files::sync_dir(&tmp);
+    crash_point("migrate:built");
     Ok(new)
 }
 
@@ -866,9 +887,53 @@ fn migrate(
     build_v2(array, grid_shape, num_blocks, skip)?;
     let (_, old) = migration_dirs(array);
     fs::rename(array, &old).map_err(|e| io("rename", &old, e))?;
+    crash_point("migrate:moved-aside");
     super::files::sync_dir(array.parent().unwrap_or(array));
+    crash_point("migrate:moved-aside-synced");
     finish_migration(array)
 }
+
+/// The crash points of the migration, in the order a migration from version 1 passes them
+/// (the `crash-points` feature's tests kill a process at each).
+#[cfg(feature = "crash-points")]
+pub(crate) const CRASH_POINTS: [&str; 10] = [
+    "migrate:chunks-written",
+    "migrate:crc32-written",
+    "migrate:built",
+    "migrate:moved-aside",
+    "migrate:moved-aside-synced",
+    "migrate:renamed-array",
+    "migrate:renamed-crc32",
+    "migrate:renamed-summary",
+    "migrate:synced",
+    "migrate:removed-tmp",
+];
+
+/// The environment variable naming the crash point (one of [`CRASH_POINTS`]) at which the
+/// process kills itself with SIGKILL.
+#[cfg(feature = "crash-points")]
+pub(crate) const CRASH_POINT_VAR: &str = "BLOCKWISE_CRASH_POINT";
+
+/// Kills the process with SIGKILL if [`CRASH_POINT_VAR`] names `point` (tests of the
+/// migration's crash safety; compiled only with the `crash-points` feature).
+#[cfg(feature = "crash-points")]
+fn crash_point(point: &str) {
+    debug_assert!(
+        CRASH_POINTS.contains(&point),
+        "unlisted crash point {point}"
+    );
+    if std::env::var_os(CRASH_POINT_VAR).is_some_and(|v| v == point) {
+        tracing::warn!(point, "crash point reached: killing the process");
+        // SIGKILL cannot be caught; if raising it fails, abort (no clean-up runs either way).
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}
+
+/// Without the `crash-points` feature a crash point is nothing.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+fn crash_point(_point: &str) {}
 
 /// The done blocks of a marker array (see the module docs for what is checked).
 pub(crate) fn load(

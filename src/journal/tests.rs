@@ -1035,3 +1035,146 @@ fn a_logged_batch_of_a_version_1_run_directory_is_replayed_into_the_migrated_mar
     assert_eq!(ts.done, 6);
     assert_v2_with(dir.path(), &t, &[1, 3, 4, 8, 5000, 8999]);
 }
+
+/// The environment variable that makes [`zz_migration_crash_child`] open the run directory it
+/// names.
+#[cfg(feature = "crash-points")]
+const MIGKILL_DIR: &str = "BLOCKWISE_MIGKILL_DIR";
+
+/// The child of [`a_process_killed_during_the_migration_loses_no_done_marker`]: opens the run
+/// directory (migrating its markers) and finishes; does nothing when run as a test.
+#[cfg(feature = "crash-points")]
+#[test]
+fn zz_migration_crash_child() {
+    let Some(dir) = std::env::var_os(MIGKILL_DIR) else {
+        return;
+    };
+    let t = task("t", 9000);
+    let mut j = open(Path::new(&dir), std::slice::from_ref(&t), false).unwrap();
+    j.finish("finished").unwrap();
+}
+
+/// Runs [`zz_migration_crash_child`] on `dir` with the crash point `point`; returns whether it
+/// was killed by SIGKILL (otherwise it must have succeeded).
+#[cfg(feature = "crash-points")]
+fn migrate_in_child(dir: &Path, point: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journal::tests::zz_migration_crash_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(MIGKILL_DIR, dir)
+        .env(markers::CRASH_POINT_VAR, point)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the migration child hung at {point}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = child.wait_with_output().unwrap();
+    let killed = status.signal() == Some(nix::sys::signal::Signal::SIGKILL as i32);
+    assert!(
+        killed || status.success(),
+        "the migration child at {point}: {status}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    killed
+}
+
+/// A rerun of [`v1_fixture`]'s task through [`crate::Runner`]: it must process exactly the
+/// blocks not done in the fixture, and leave valid version 2 markers with every block done.
+#[cfg(feature = "crash-points")]
+fn rerun_processes_exactly_the_not_done_blocks(dir: &Path, context: &str) {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c = std::sync::Arc::clone(&calls);
+    let rerun = Task::builder(
+        "t",
+        Roi::new([0, 0], [90000, 10]),
+        Roi::new([0, 0], [10, 10]),
+        Roi::new([0, 0], [10, 10]),
+    )
+    .process(move |b| {
+        crate::util::lock(&c).push(b.grid_index);
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let summary = crate::Runner::new()
+        .progress(crate::Progress::Never)
+        .print_summary(false)
+        .run_dir(dir)
+        .run([rerun])
+        .unwrap();
+    assert!(summary.is_success(), "{context}: {summary}");
+    assert_eq!(summary.task("t").unwrap().skipped, 4, "{context}");
+    let mut done: Vec<u64> = crate::util::lock(&calls).clone();
+    done.sort_unstable();
+    let expected: Vec<u64> = (0..9000).filter(|i| !V1_DONE.contains(i)).collect();
+    assert!(
+        done == expected,
+        "{context}: the rerun processed other blocks"
+    );
+    let tdir = dir.join("tasks/t");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tdir.join("done.zarr/zarr.json")).unwrap()).unwrap();
+    assert_eq!(meta["attributes"]["blockwise"]["version"], 2, "{context}");
+    assert!(
+        !tdir.join("done.v1.zarr").exists() && !tdir.join("done.v2.tmp").exists(),
+        "{context}"
+    );
+    let ts = status(dir).unwrap().tasks.remove(0);
+    assert_eq!((ts.done, ts.failed), (9000, 0), "{context}");
+}
+
+/// A child process SIGKILLed at every crash point of the migration from version 1, then at
+/// every later point of the resumed migration: reopening loses no done marker, invents none,
+/// and leaves valid version 2 markers (`status` and a rerun agree).
+#[cfg(feature = "crash-points")]
+#[test]
+fn a_process_killed_during_the_migration_loses_no_done_marker() {
+    let points = markers::CRASH_POINTS;
+    let moved_aside = points
+        .iter()
+        .position(|&p| p == "migrate:moved-aside")
+        .unwrap();
+    for (k, &first) in points.iter().enumerate() {
+        // Killed once, then opened by the journal.
+        let dir = tempfile::tempdir().unwrap();
+        let t = v1_fixture(dir.path());
+        assert!(migrate_in_child(dir.path(), first), "{first} not reached");
+        assert_v2_with(dir.path(), &t, &V1_DONE);
+        // Killed once, then at a later point of the resumed migration, then rerun.
+        for (j, &second) in points.iter().enumerate().skip(k + 1) {
+            let dir = tempfile::tempdir().unwrap();
+            v1_fixture(dir.path());
+            assert!(migrate_in_child(dir.path(), first), "{first} not reached");
+            // A migration resumed after the old array was moved aside only finishes the
+            // moves: it does not pass the point between the move and its directory sync.
+            let reachable = !(k >= moved_aside && j == moved_aside + 1);
+            assert_eq!(
+                migrate_in_child(dir.path(), second),
+                reachable,
+                "{second} after {first}"
+            );
+            rerun_processes_exactly_the_not_done_blocks(dir.path(), &format!("{first}, {second}"));
+        }
+    }
+}
