@@ -248,13 +248,15 @@ impl Driver<'_> {
     fn dispatch(&mut self) -> Result<(), Error> {
         let budgeted = !self.budget.is_empty();
         for i in 0..self.runs.len() {
-            if self.runs[i].finished {
+            // Handing out this task's blocks does not change whether it is held back (that
+            // depends on its downstream tasks), so once per task and call.
+            if self.runs[i].finished || self.sched.is_held_back(self.runs[i].task.task_id()) {
                 continue;
             }
             loop {
                 let id = self.runs[i].task.inner.id.clone();
                 let processing = self.sched.task_state(&id).map_or(0, |s| s.processing);
-                if processing >= self.runs[i].capacity || self.sched.is_held_back(&id) {
+                if processing >= self.runs[i].capacity {
                     break;
                 }
                 let Some(block) = self.sched.acquire_block(&id) else {
