@@ -69,8 +69,9 @@
 //! in flight). With read/write conflicts or chained tasks that frontier is about a plane of
 //! the block grid, 9 bytes a waiting block: measured with 2 worker threads, a 3-D task with
 //! conflicts peaks at 15.1 MiB of process RSS at 10^8 blocks and 40.4 MiB at 10^9, and two
-//! chained tasks of 10^8 blocks each at 25.4 MiB (the README's "Memory at scale" has the
-//! table).
+//! chained tasks of 10^8 blocks each at 25.4 MiB, or 24.7 MiB with conflicts downstream (the
+//! runners hold an upstream task back while its downstream task works through its lead; the
+//! README's "Memory at scale" has the table).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
