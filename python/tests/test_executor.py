@@ -176,7 +176,7 @@ def test_ctrl_c_stops_a_process_executor_and_its_workers(tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            import os, threading
+            import os, signal, threading
             from pathlib import Path
             from blockwise.exec import Executor
 
@@ -187,6 +187,9 @@ def test_ctrl_c_stops_a_process_executor_and_its_workers(tmp_path):
                 threading.Event().wait(120)
 
             if __name__ == "__main__":
+                # As in a terminal, even when the tests run where SIGINT is ignored (a
+                # background job of a shell without job control passes that on).
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 with Executor.processes(2, log_dir=d / "logs") as ex:
                     try:
                         ex.map(item, range(4))
@@ -248,7 +251,7 @@ def test_ctrl_c_stops_a_thread_executor(tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            import itertools, time
+            import itertools, signal, time
             from pathlib import Path
             from blockwise.exec import Executor
 
@@ -260,6 +263,9 @@ def test_ctrl_c_stops_a_thread_executor(tmp_path):
                 return x
 
             if __name__ == "__main__":
+                # As in a terminal, even when the tests run where SIGINT is ignored (a
+                # background job of a shell without job control passes that on).
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 with Executor.threads(2) as ex:
                     try:
                         for _ in ex.bounded_map(item, itertools.count()):

@@ -307,7 +307,7 @@ def test_other_threads_run_during_a_threads_run():
 
 
 SCRIPT = """
-import os, sys, threading, time
+import os, signal, sys, threading, time
 from pathlib import Path
 import blockwise
 
@@ -322,6 +322,9 @@ def process(block):
         time.sleep(0.05)  # threads cannot be killed: the run stops after the running blocks
 
 if __name__ == "__main__":
+    # As in a terminal, even when the tests run where SIGINT is ignored (a background job of
+    # a shell without job control passes that on).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t = blockwise.Task("t", blockwise.Roi((0,), (100000,)), blockwise.Roi((0,), (10,)), blockwise.Roi((0,), (10,)), process=process, num_workers=2)
     try:
         blockwise.run_blockwise(t, runner={runner!r}, progress=False, log_dir=d / "logs")
