@@ -1349,19 +1349,10 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
     let result = blockwise::journal::bench_markers(&dir, args.blocks)
         .map_err(anyhow::Error::from)
         .and_then(|bench| {
-            let mut json = serde_json::to_value(&bench)?;
-            if args.downstream > 0
-                && let serde_json::Value::Object(map) = &mut json
-            {
-                let rerun = rerun_downstream(&dir, args.blocks, args.downstream)?;
-                map.extend(
-                    serde_json::to_value(rerun)?
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-            }
-            Ok(json)
+            let rerun = (args.downstream > 0)
+                .then(|| rerun_downstream(&dir, args.blocks, args.downstream))
+                .transpose()?;
+            Ok(MarkersOut { bench, rerun })
         });
     if !args.keep
         && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -1370,6 +1361,15 @@ fn bench_markers(args: &MarkersBenchArgs) -> Result<bool> {
     }
     outln!("{}", serde_json::to_string(&result?)?);
     Ok(true)
+}
+
+/// The JSON line of `bench markers`: the markers' figures, then the rerun's.
+#[derive(Serialize)]
+struct MarkersOut {
+    #[serde(flatten)]
+    bench: blockwise::journal::MarkerBench,
+    #[serde(flatten)]
+    rerun: Option<DownstreamRerun>,
 }
 
 /// What [`rerun_downstream`] measured.
