@@ -7,7 +7,8 @@
 //! (upstream tasks first) as units allow, and when a task waits for units, idle workers of
 //! tasks that hold them are sent [`Job::Retire`] (behind any queued block, so none is
 //! abandoned); a worker tells the driver when it exits ([`Msg::Exited`]) and its grant goes
-//! back.
+//! back. Workers leave what their blocks did in the [`Inbox`], which wakes the driver once per
+//! batch rather than once per block.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use rustc_hash::FxHashMap;
 
 use super::observer::Watch;
-use crate::blocks::{Block, BlockStatus};
+use crate::blocks::Block;
 use crate::error::Error;
 use crate::fleet::budget::{Budget, Grant};
 use crate::observe::{ProgressBars, RunSummary};
@@ -50,18 +51,20 @@ enum Job {
     Retire,
 }
 
+/// What a worker reports of one block it ran.
+struct Report {
+    seq: u64,
+    grid_index: u64,
+    block_id: u64,
+    /// The output (for tasks with outputs), or why the block failed (with the block, which the
+    /// failure records need; rare, so boxed).
+    result: Result<Option<String>, Box<(Block, FailureKind, String)>>,
+}
+
 /// What workers tell the driver.
-// `Done` is the hot message (one per block); boxing it would cost an allocation per block.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Done {
-        task: usize,
-        worker: u64,
-        seq: u64,
-        block: Block,
-        /// The output (for tasks with outputs), or why the block failed.
-        result: Result<Option<String>, (FailureKind, String)>,
-    },
+    /// New reports are in the [`Inbox`].
+    Reports,
     InitFailed {
         task: usize,
         worker: u64,
@@ -74,6 +77,42 @@ enum Msg {
         worker: u64,
         retired: bool,
     },
+}
+
+/// Where workers leave their reports for the driver. The driver hands out and releases every
+/// block of the run, so with short blocks it is the busiest thread: instead of a message per
+/// block it gets one [`Msg::Reports`] per batch. A worker adds its report at once (nothing
+/// waits for other blocks) and sends the message only if none is on its way since the driver
+/// last looked; the driver clears `news` before it takes the reports, so a report it misses
+/// comes with a message of its own.
+#[derive(Default)]
+struct Inbox {
+    /// `(task, worker, report)` in the order they came.
+    reports: Mutex<Vec<(usize, u64, Report)>>,
+    /// A [`Msg::Reports`] was sent since the driver last took the reports.
+    news: AtomicBool,
+}
+
+impl Inbox {
+    /// Leaves a worker's report; false when the driver is gone.
+    fn report(&self, tx: &Sender<Msg>, task: usize, worker: u64, report: Report) -> bool {
+        self.reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((task, worker, report));
+        if self.news.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        tx.send(Msg::Reports).is_ok()
+    }
+
+    /// Takes every report left so far, swapping them for `spare` (an empty buffer, so that
+    /// its capacity is reused).
+    fn take(&self, spare: Vec<(usize, u64, Report)>) -> Vec<(usize, u64, Report)> {
+        self.news.store(false, Ordering::SeqCst);
+        let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *reports, spare)
+    }
 }
 
 /// Tells the driver that a worker thread ended, however it ends.
@@ -133,6 +172,10 @@ struct Driver<'a> {
     sched: Scheduler,
     runs: Vec<TaskRun>,
     done_tx: Sender<Msg>,
+    /// Where workers leave their reports.
+    inbox: Arc<Inbox>,
+    /// An empty buffer to swap for the inbox's reports.
+    spare: Vec<(usize, u64, Report)>,
     next_worker: u64,
     next_seq: u64,
     journal: Option<Journal>,
@@ -189,6 +232,8 @@ pub(super) fn run(
         sched,
         runs,
         done_tx,
+        inbox: Arc::default(),
+        spare: Vec::new(),
         next_worker: 0,
         next_seq: 0,
         journal,
@@ -424,38 +469,7 @@ impl Driver<'_> {
 
     fn handle(&mut self, msg: Msg) -> Result<(), Error> {
         match msg {
-            Msg::Done {
-                task,
-                worker,
-                seq,
-                mut block,
-                result,
-            } => {
-                let run = &mut self.runs[task];
-                if run.task.timeout().is_some() {
-                    match run.outstanding.get(&block.grid_index) {
-                        Some(&(s, _)) if s == seq => {
-                            run.outstanding.remove(&block.grid_index);
-                        }
-                        // A late result of a block that already timed out.
-                        _ => return Ok(()),
-                    }
-                }
-                match result {
-                    Ok(output) => {
-                        let (index, id) = (block.grid_index, block.block_id);
-                        block.set_status(BlockStatus::Success);
-                        self.sched.release_block(block);
-                        if let Some(j) = &mut self.journal {
-                            match output {
-                                Some(o) => j.record_done_with_output(task, index, id, o.as_bytes()),
-                                None => j.record_done(task, index),
-                            }
-                        }
-                    }
-                    Err((kind, message)) => self.fail_block(task, block, worker, kind, message),
-                }
-            }
+            Msg::Reports => self.take_reports(),
             Msg::InitFailed {
                 task,
                 worker,
@@ -490,6 +504,55 @@ impl Driver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the reports in the inbox.
+    fn take_reports(&mut self) {
+        let mut reports = self.inbox.take(std::mem::take(&mut self.spare));
+        for (task, worker, report) in reports.drain(..) {
+            self.take_report(task, worker, report);
+        }
+        self.spare = reports;
+    }
+
+    /// Takes one block's report from worker `worker` of task `task`.
+    fn take_report(&mut self, task: usize, worker: u64, report: Report) {
+        let Report {
+            seq,
+            grid_index,
+            block_id,
+            result,
+        } = report;
+        let run = &mut self.runs[task];
+        if run.task.timeout().is_some() {
+            match run.outstanding.get(&grid_index) {
+                Some(&(s, _)) if s == seq => {
+                    run.outstanding.remove(&grid_index);
+                }
+                // A late result of a block that already timed out.
+                _ => return,
+            }
+        }
+        match result {
+            Ok(output) => {
+                if let Err(e) = self.sched.release_success(task, grid_index, block_id) {
+                    tracing::warn!("ignoring release: {e}");
+                    return;
+                }
+                if let Some(j) = &mut self.journal {
+                    match output {
+                        Some(o) => {
+                            j.record_done_with_output(task, grid_index, block_id, o.as_bytes())
+                        }
+                        None => j.record_done(task, grid_index),
+                    }
+                }
+            }
+            Err(failure) => {
+                let (block, kind, message) = *failure;
+                self.fail_block(task, block, worker, kind, message);
+            }
+        }
     }
 
     /// Records a failed attempt and releases the block as failed (retried or failed for good).
@@ -582,6 +645,7 @@ impl Driver<'_> {
         let processor = run.task.inner.processor.clone();
         let track = run.task.timeout().is_some();
         let max_output = self.opts.max_output;
+        let inbox = Arc::clone(&self.inbox);
         let worker_slot = Arc::clone(&slot);
         let join = std::thread::Builder::new()
             .name(format!("blockwise-{}-{id}", ctx.task_id))
@@ -595,6 +659,7 @@ impl Driver<'_> {
                     worker_slot,
                     track,
                     max_output,
+                    inbox,
                 );
             })
             .map_err(|source| Error::Io {
@@ -653,6 +718,7 @@ fn worker_loop(
     slot: Arc<Slot>,
     track: bool,
     max_output: usize,
+    inbox: Arc<Inbox>,
 ) {
     let mut notice = ExitNotice {
         task,
@@ -714,14 +780,13 @@ fn worker_loop(
                 return;
             }
         }
-        let msg = Msg::Done {
-            task,
-            worker: ctx.worker_id,
+        let report = Report {
             seq,
-            block,
-            result,
+            grid_index: block.grid_index,
+            block_id: block.block_id,
+            result: result.map_err(|(kind, message)| Box::new((block, kind, message))),
         };
-        if done_tx.send(msg).is_err() {
+        if !inbox.report(&done_tx, task, ctx.worker_id, report) {
             return;
         }
     }
@@ -782,11 +847,17 @@ impl Runs for Turn<'_, '_> {
             Some(t) => match self.done_rx.recv_timeout(t) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Ok(false),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.driver.take_reports();
+                    return Ok(false);
+                }
             },
             None => match self.done_rx.recv() {
                 Ok(msg) => Some(msg),
-                Err(_) => return Ok(false),
+                Err(_) => {
+                    self.driver.take_reports();
+                    return Ok(false);
+                }
             },
         };
         if let Some(msg) = first {
@@ -812,5 +883,76 @@ impl Runs for Turn<'_, '_> {
                 .iter_mut()
                 .map(|r| (r.task.task_id(), &mut r.failures)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn report(seq: u64) -> Report {
+        Report {
+            seq,
+            grid_index: seq,
+            block_id: seq,
+            result: Ok(None),
+        }
+    }
+
+    /// Every report left in the inbox reaches the driver, each once, however the workers'
+    /// reports and the driver's takes interleave: a report the driver misses always comes with
+    /// a message that wakes it (a lost wake-up would hang a run).
+    #[test]
+    fn every_report_in_the_inbox_reaches_the_driver() {
+        const WORKERS: u64 = 4;
+        const EACH: u64 = 20_000;
+        let inbox = Arc::new(Inbox::default());
+        let (tx, rx) = unbounded::<Msg>();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let inbox = Arc::clone(&inbox);
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        assert!(inbox.report(&tx, 0, w, report(w * EACH + i)));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut seen = vec![false; usize::try_from(WORKERS * EACH).unwrap()];
+        let mut taken = 0u64;
+        let mut spare = Vec::new();
+        let mut messages = 0u64;
+        while taken < WORKERS * EACH {
+            // Every wait is bounded: a lost wake-up fails the test instead of hanging it.
+            let msg = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a report was left in the inbox without a message");
+            assert!(matches!(msg, Msg::Reports));
+            messages += 1;
+            let mut reports = inbox.take(std::mem::take(&mut spare));
+            let mut last = FxHashMap::default();
+            for (_, worker, r) in reports.drain(..) {
+                let i = usize::try_from(r.seq).unwrap();
+                assert!(!seen[i], "report {i} taken twice");
+                seen[i] = true;
+                // One worker's reports come in the order it made them.
+                if let Some(prev) = last.insert(worker, r.seq) {
+                    assert!(prev < r.seq);
+                }
+                taken += 1;
+            }
+            spare = reports;
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(seen.iter().all(|&s| s));
+        // Nothing more is left, and fewer messages than reports were needed (usually far
+        // fewer; at most one per report).
+        assert!(inbox.take(Vec::new()).is_empty());
+        assert!(messages <= WORKERS * EACH);
     }
 }

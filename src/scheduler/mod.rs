@@ -815,6 +815,33 @@ impl Scheduler {
         self.try_release(block, None)
     }
 
+    /// [`release_block`](Scheduler::release_block) of a successful block named by its task's
+    /// position in [`tasks`](Scheduler::tasks), its grid index and its id: for runners whose
+    /// workers report results without sending the block back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRelease`] for a task position out of range or a block not in flight.
+    pub(crate) fn release_success(
+        &mut self,
+        t: usize,
+        grid_index: u64,
+        block_id: u64,
+    ) -> Result<(), Error> {
+        let refuse = |reason: &str| Error::InvalidRelease {
+            block: format!("task #{t}, block {block_id} (grid index {grid_index})"),
+            reason: reason.to_owned(),
+        };
+        let Some(entry) = self.tasks.get(t) else {
+            return Err(refuse("unknown task"));
+        };
+        if !entry.processing.contains(&grid_index) {
+            return Err(refuse("the block is not in flight"));
+        }
+        self.release(t, grid_index, block_id, Outcome::Success);
+        Ok(())
+    }
+
     /// [`release_block`](Scheduler::release_block) of a failed attempt whose error is known: a
     /// failure that exhausts the task's failure budget names it in the reason.
     pub(crate) fn release_failed(&mut self, mut block: Block, message: &str) {
