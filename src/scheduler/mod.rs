@@ -71,12 +71,15 @@ use waiting::{Counted, Waiting};
 /// tasks back ([`Scheduler::is_held_back`]): two planes of its grid (all axes but the first,
 /// which the sweep follows), at least `min` ([`HOLD_MIN`] but in tests).
 fn hold_limit(grid: &BlockGrid, min: u64) -> u64 {
-    let plane = grid
-        .counts
+    grid_plane(grid).saturating_mul(2).max(min)
+}
+
+/// The blocks of one plane of `grid`: all axes but the first.
+fn grid_plane(grid: &BlockGrid) -> u64 {
+    grid.counts
         .iter()
         .skip(1)
-        .fold(1u64, |p, &c| p.saturating_mul(c.max(1).unsigned_abs()));
-    plane.saturating_mul(2).max(min)
+        .fold(1u64, |p, &c| p.saturating_mul(c.max(1).unsigned_abs()))
 }
 
 /// The least [`hold_limit`]: small tasks are never held back.
@@ -432,7 +435,7 @@ impl Scheduler {
                 queue: ReadyQueue::default(),
                 processing: FxHashSet::default(),
                 retries: FxHashMap::default(),
-                waiting: Waiting::default(),
+                waiting: Waiting::for_grid(n, grid_plane(&task.inner.grid)),
                 orphaned: FxHashSet::default(),
                 consecutive_failures: 0,
             });
