@@ -67,11 +67,12 @@
 //! arithmetically on demand, and its memory follows the frontier of the run (the ready queue,
 //! stored as runs of block keys, the blocks some of whose dependencies are done, and the blocks
 //! in flight). With read/write conflicts or chained tasks that frontier is about a plane of
-//! the block grid, 9 bytes a waiting block: measured with 2 worker threads, a 3-D task with
-//! conflicts peaks at 15.1 MiB of process RSS at 10^8 blocks and 40.4 MiB at 10^9, and two
-//! chained tasks of 10^8 blocks each at 25.4 MiB, or 24.7 MiB with conflicts downstream (the
-//! runners hold an upstream task back while its downstream task works through its lead; the
-//! README's "Memory at scale" has the table).
+//! the block grid, a byte a waiting block in a window over the grid's last four planes and 9
+//! bytes for the few outside it: measured with 2 worker threads, a 3-D task with conflicts
+//! peaks at 13.9 MiB of process RSS at 10^8 blocks and MEM1E9 at 10^9, and two chained tasks
+//! of 10^8 blocks each at 13.5 MiB, or 10.9 MiB with conflicts downstream (the runners hold an
+//! upstream task back while its downstream task works through its lead; the README's "Memory
+//! at scale" has the table).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
