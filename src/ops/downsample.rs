@@ -91,6 +91,19 @@ pub trait Downsampled: Scalar + PartialOrd {
         Self::default()
     }
     #[doc(hidden)]
+    /// Writes the sum of each run of `f` values of `row` to one `u16` of `sums` (`row` holds
+    /// `sums.len() * f` values) for `u8`, whose windows of up to 257 values sum to at most
+    /// 65,535; `false` (nothing written) for the other types.
+    fn sum_runs_u16(_sums: &mut [u16], _row: &[Self], _f: usize) -> bool {
+        false
+    }
+    #[doc(hidden)]
+    /// The value of a rounded mean computed by [`sum_runs_u16`](Self::sum_runs_u16)'s path
+    /// (at most the window's largest value, so it fits the types that support that path).
+    fn from_mean_u16(_mean: u16) -> Self {
+        Self::default()
+    }
+    #[doc(hidden)]
     /// A total order (floats: `total_cmp`).
     fn order(&self, other: &Self) -> Ordering;
     #[doc(hidden)]
@@ -135,7 +148,7 @@ fn div_half_even_i64(sum: i64, n: i64) -> i64 {
 /// Types of at most 32 bits: the window's sum in `i64` (it cannot overflow for windows of up
 /// to 2^30 values), larger windows in `i128`.
 macro_rules! small_integer {
-    ($($t:ty),*) => {$(
+    ($($t:ty $({ $($extra:tt)* })?),*) => {$(
         impl Downsampled for $t {
             fn mean_of(window: &[Self]) -> Self {
                 let mean = match i64::try_from(window.len()) {
@@ -177,13 +190,62 @@ macro_rules! small_integer {
                 // The mean lies between the window's smallest and largest value, so it fits.
                 <$t>::try_from(div_half_even_i64(sum, n)).unwrap_or_default()
             }
+            $($($extra)*)?
             fn order(&self, other: &Self) -> Ordering {
                 self.cmp(other)
             }
         }
     )*};
 }
-small_integer!(u8, u16, u32, i8, i16, i32);
+small_integer!(
+    u8 {
+        fn sum_runs_u16(sums: &mut [u16], row: &[u8], f: usize) -> bool {
+            match f {
+                // Factor 2 (the common case) and 1, so that the loop vectorises.
+                1 => {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s = u16::from(v);
+                    }
+                }
+                2 => {
+                    // 32 values at a time in fixed-size arrays, so that the pairs vectorise.
+                    let mut sums32 = sums.chunks_exact_mut(16);
+                    let mut row32 = row.chunks_exact(32);
+                    for (s, p) in (&mut sums32).zip(&mut row32) {
+                        if let (Ok(s), Ok(p)) =
+                            (<&mut [u16; 16]>::try_from(s), <&[u8; 32]>::try_from(p))
+                        {
+                            for (i, d) in s.iter_mut().enumerate() {
+                                *d = u16::from(p[2 * i]) + u16::from(p[2 * i + 1]);
+                            }
+                        }
+                    }
+                    let rest = sums32.into_remainder().iter_mut();
+                    for (s, p) in rest.zip(row32.remainder().chunks_exact(2)) {
+                        *s = u16::from(p[0]) + u16::from(p[1]);
+                    }
+                }
+                _ => {
+                    for (s, run) in sums.iter_mut().zip(row.chunks_exact(f)) {
+                        *s = run.iter().map(|&v| u16::from(v)).sum::<u16>();
+                    }
+                }
+            }
+            true
+        }
+        fn from_mean_u16(mean: u16) -> u8 {
+            // A mean of u8 values is at most 255.
+            #[allow(clippy::cast_possible_truncation)]
+            let v = mean.min(255) as u8;
+            v
+        }
+    },
+    u16,
+    u32,
+    i8,
+    i16,
+    i32
+);
 
 macro_rules! integer {
     ($($t:ty),*) => {$(
@@ -315,6 +377,88 @@ pub(crate) fn check_factor(factor: &[u64], dims: usize) -> Result<usize, OpsErro
         .ok_or_else(|| bad("gives a window (the product of the factors) too large to count".into()))
 }
 
+/// The rounded means (see [`Downsample::Mean`]) of a C-order array `flat` of `shape`, for the
+/// types whose windows of `window_len` (at most 257) values sum in `u16`
+/// ([`Downsampled::sum_runs_u16`]); `None` for the others. Axis after axis, from the last: the
+/// last axis's runs are summed into a `u16` buffer, then on each axis before it the `factor`
+/// consecutive slabs of the buffer are added in place (contiguous runs, which vectorise), so
+/// every output voxel ends with its window's exact sum.
+fn mean_u16<T: Downsampled>(
+    flat: &[T],
+    shape: &[usize],
+    window: &[usize],
+    out_shape: &[usize],
+    window_len: usize,
+) -> Option<Vec<T>> {
+    let last = shape.len().checked_sub(1)?;
+    let n = u16::try_from(window_len)
+        .ok()
+        .filter(|&n| (1..=257).contains(&n))?;
+    let (len, f) = (shape[last], window[last]);
+    let row_out = out_shape[last];
+    // Whether `T` has the path at all, before the buffer is allocated.
+    if row_out == 0 || !T::sum_runs_u16(&mut [], &[], f) {
+        return None;
+    }
+    let rows: usize = shape[..last].iter().product();
+    let mut sums = vec![0u16; rows * row_out];
+    if len == row_out * f {
+        // No trailing voxels on the last axis: its runs are all of `flat`'s.
+        if !T::sum_runs_u16(&mut sums, &flat[..rows * len], f) {
+            return None;
+        }
+    } else {
+        for (r, s) in sums.chunks_exact_mut(row_out).enumerate() {
+            let row = &flat[r * len..r * len + row_out * f];
+            if !T::sum_runs_u16(s, row, f) {
+                return None;
+            }
+        }
+    }
+    // `cur`: the buffer's shape, the axes after `k` already reduced.
+    let mut cur: Vec<usize> = shape.to_vec();
+    cur[last] = row_out;
+    for k in (0..last).rev() {
+        let (f, nk, nk_out) = (window[k], cur[k], out_shape[k]);
+        let inner: usize = cur[k + 1..].iter().product();
+        let outer: usize = cur[..k].iter().product();
+        if f > 1 || nk_out != nk {
+            for o in 0..outer {
+                for j in 0..nk_out {
+                    // Output slab (o, j) gets input slabs (o, j·f + w), w in 0..f; it starts
+                    // at or before the first of them and ends before the second, so the
+                    // others can be read beside it.
+                    let dst = (o * nk_out + j) * inner;
+                    let src = (o * nk + j * f) * inner;
+                    sums.copy_within(src..src + inner, dst);
+                    for w in 1..f {
+                        let at = src + w * inner;
+                        let (head, tail) = sums.split_at_mut(at);
+                        for (d, &v) in head[dst..dst + inner].iter_mut().zip(&tail[..inner]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            sums.truncate(outer * nk_out * inner);
+        }
+        cur[k] = nk_out;
+    }
+    // The exact sums rounded half to even, without a branch per voxel.
+    let round = |q: u16, r: u16| -> T {
+        let up = (2 * r > n) | ((2 * r == n) & (q & 1 == 1));
+        T::from_mean_u16(q + u16::from(up))
+    };
+    let mut out = Vec::with_capacity(sums.len());
+    if n.is_power_of_two() {
+        let (shift, mask) = (n.trailing_zeros(), n - 1);
+        out.extend(sums.iter().map(|&s| round(s >> shift, s & mask)));
+    } else {
+        out.extend(sums.iter().map(|&s| round(s / n, s % n)));
+    }
+    Some(out)
+}
+
 /// Downsamples `data` by an integer `factor` per axis with `method`.
 ///
 /// Each output voxel reduces a window of `factor[0] × factor[1] × …` input voxels; a factor
@@ -384,6 +528,15 @@ pub fn downsample<T: Downsampled>(
             stride[k] = stride[k + 1] * data.shape()[k + 1];
         }
         let (row_out, f_last) = (out_shape[last], window[last]);
+        // The mean of u8: the windows' sums in u16, axis after axis.
+        if method == Downsample::Mean
+            && window_len <= 257
+            && let Some(out) = mean_u16(flat, data.shape(), &window, &out_shape, window_len)
+        {
+            return ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| {
+                OpsError::Internal(format!("downsample: output shape {out_shape:?}: {e}"))
+            });
+        }
         // The mean of small integers: every window's sum is added up run by run straight from
         // the input rows, without gathering the windows.
         if method == Downsample::Mean && window_len <= 1 << 30 {
@@ -600,6 +753,28 @@ mod tests {
     }
 
     #[test]
+    fn u8_means_of_the_largest_u16_windows_are_exact() {
+        // Windows of 256, 257 (the largest whose sums fit u16) and 258 values (summed in i64).
+        for n in [256usize, 257, 258] {
+            let a = ArrayD::from_elem(IxDyn(&[2 * n]), 255u8);
+            let got = downsample(a.view(), &[n as u64], Downsample::Mean).unwrap();
+            assert_eq!(got.as_slice(), Some(&[255u8, 255][..]), "{n}");
+            // Sums k·n + r around the half: r = n/2 ties to even (k = 6 stays, 7 goes up).
+            for (k, r) in [(6usize, n / 2), (7, n / 2), (6, n / 2 + 1), (6, n / 2 - 1)] {
+                let mut v = vec![k as u8; n];
+                for x in v.iter_mut().take(r) {
+                    *x += 1;
+                }
+                let a = ArrayD::from_shape_vec(IxDyn(&[n]), v.clone()).unwrap();
+                let got = downsample(a.view(), &[n as u64], Downsample::Mean).unwrap()[[0]];
+                let a = ArrayD::from_shape_vec(IxDyn(&[1, n]), v).unwrap();
+                let want = naive(&a, &[1, n as u64], Downsample::Mean, true)[[0, 0]];
+                assert_eq!(got, want, "n {n}, k {k}, r {r}");
+            }
+        }
+    }
+
+    #[test]
     fn mode_ties_go_to_the_smallest_value() {
         let a = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![7u32, 3, 3, 9, 7, 9, 5, 5]).unwrap();
         // Windows [7,3,7,9] -> 7; [3,9,5,5] -> 5.
@@ -733,6 +908,9 @@ mod tests {
             let n: usize = shape.iter().product();
             let v = values(seed, n, 5);
             check(&shape, &factor, v.iter().map(|&x| x as u8).collect(), true)?;
+            // u8 over its whole range (the u16 sums of its mean).
+            let u = values(seed ^ 0x51ed, n, 256);
+            check(&shape, &factor, u.iter().map(|&x| x as u8).collect(), true)?;
             check(&shape, &factor, v.iter().map(|&x| x as i16 - 2).collect(), true)?;
             check(&shape, &factor, v.iter().map(|&x| (x as u32) * 1_000_000).collect(), true)?;
             check(&shape, &factor, v.iter().map(|&x| x as i32 * -7).collect(), true)?;
