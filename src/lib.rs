@@ -69,7 +69,7 @@
 //! in flight). With read/write conflicts or chained tasks that frontier is about a plane of
 //! the block grid, a byte a waiting block in a window over the grid's last four planes and 9
 //! bytes for the few outside it: measured with 2 worker threads, a 3-D task with conflicts
-//! peaks at 13.9 MiB of process RSS at 10^8 blocks and MEM1E9 at 10^9, and two chained tasks
+//! peaks at 13.9 MiB of process RSS at 10^8 blocks and 37.4 MiB at 10^9, and two chained tasks
 //! of 10^8 blocks each at 13.5 MiB, or 10.9 MiB with conflicts downstream (the runners hold an
 //! upstream task back while its downstream task works through its lead; the README's "Memory
 //! at scale" has the table).
