@@ -105,6 +105,8 @@ pub mod swmr;
 #[cfg(feature = "zarr")]
 mod zarr;
 #[cfg(feature = "zarr")]
+mod zarr_assemble;
+#[cfg(feature = "zarr")]
 mod zarr_store;
 
 use std::fmt;
@@ -243,7 +245,11 @@ impl fmt::Display for DataType {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    pub trait Sealed: Sized {
+        /// The elements as their native-endian bytes.
+        #[cfg(feature = "zarr")]
+        fn bytes_mut(elements: &mut [Self]) -> &mut [u8];
+    }
 }
 
 #[cfg(feature = "zarr")]
@@ -287,7 +293,12 @@ pub trait Scalar:
 
 macro_rules! scalar {
     ($($t:ty => $d:ident),*) => {$(
-        impl sealed::Sealed for $t {}
+        impl sealed::Sealed for $t {
+            #[cfg(feature = "zarr")]
+            fn bytes_mut(elements: &mut [Self]) -> &mut [u8] {
+                bytemuck::cast_slice_mut(elements)
+            }
+        }
         impl Scalar for $t {
             const DATA_TYPE: DataType = DataType::$d;
         }

@@ -8,7 +8,9 @@ use ndarray::{ArrayD, ArrayViewD};
 use serde_json::{Value, json};
 
 use zarrs::array::chunk_cache::{ChunkCache, ChunkCacheLruSizeLimit, ChunkCacheTypeDecoded};
-use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, CodecOptions};
+use zarrs::array::{
+    Array, ArrayBytes, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, CodecOptions,
+};
 use zarrs::storage::ReadableStorageTraits;
 use zarrs::storage::{ReadableWritableListableStorageTraits, StoreKey, WritableStorageTraits};
 
@@ -290,15 +292,100 @@ impl ZarrArray {
     ) -> Result<ArrayD<T>, StoreError> {
         let ranges = ranges.to_vec();
         match &self.inner.cache {
-            Some(cache) => cache
-                .retrieve_array_subset::<ArrayD<T>>(&ranges, &CodecOptions::default())
-                .map_err(|e| self.backend(&e)),
+            Some(cache) => {
+                let wanted: Vec<Range<i64>> = ranges
+                    .iter()
+                    .map(|r| {
+                        Ok(i64::try_from(r.start).map_err(|e| self.backend(&e))?
+                            ..i64::try_from(r.end).map_err(|e| self.backend(&e))?)
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                self.retrieve_cached(cache, &wanted, T::default())
+            }
             None => self
                 .inner
                 .array
                 .retrieve_array_subset::<ArrayD<T>>(&ranges)
                 .map_err(|e| self.backend(&e)),
         }
+    }
+
+    /// The voxels `wanted` (any ranges; `fill` outside the array) through the decoded-chunk
+    /// cache, in one allocation: each chunk the region overlaps is taken from the cache once
+    /// and its overlap copied row by row into the result
+    /// ([`copy_chunk_overlap`](super::zarr_assemble::copy_chunk_overlap)). Chunks the store
+    /// does not hold come from the cache as the array's fill value.
+    fn retrieve_cached<T: Scalar>(
+        &self,
+        cache: &ReadCache,
+        wanted: &[Range<i64>],
+        fill: T,
+    ) -> Result<ArrayD<T>, StoreError> {
+        let array = &self.inner.array;
+        if wanted.len() != array.dimensionality() {
+            return Err(self.backend(&format!(
+                "a read of {} dimensions from an array of {}",
+                wanted.len(),
+                array.dimensionality()
+            )));
+        }
+        let too_large = || self.backend(&"the read region is too large to address");
+        let shape: Vec<usize> = wanted
+            .iter()
+            .map(|r| usize::try_from(r.end.saturating_sub(r.start)).map_err(|_| too_large()))
+            .collect::<Result<_, _>>()?;
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &s| a.checked_mul(s))
+            .ok_or_else(too_large)?;
+        let mut out = vec![fill; len];
+        // The part inside the array, and all coordinates shifted by `-min(start, 0)` so that
+        // they are non-negative.
+        let mut inside = Vec::with_capacity(wanted.len());
+        let mut shifted = Vec::with_capacity(wanted.len());
+        let mut shift = Vec::with_capacity(wanted.len());
+        let mut end = Vec::with_capacity(wanted.len());
+        for (r, &n) in wanted.iter().zip(array.shape()) {
+            let s = -i128::from(r.start.min(0));
+            let to_u64 = |v: i128| u64::try_from(v).map_err(|_| too_large());
+            let (lo, hi) = (i128::from(r.start), i128::from(r.end));
+            inside.push(to_u64(lo.clamp(0, n.into()))?..to_u64(hi.clamp(0, n.into()))?);
+            shifted.push(to_u64(lo + s)?..to_u64(hi.max(lo) + s)?);
+            shift.push(to_u64(s)?);
+            end.push(to_u64(i128::from(n) + s)?);
+        }
+        if len > 0 && inside.iter().all(|r| r.start < r.end) {
+            let chunks = array
+                .chunks_in_array_subset(&inside)
+                .map_err(|e| self.backend(&e))?
+                .ok_or_else(|| self.backend(&"no chunks found for the read region"))?;
+            let options = CodecOptions::default();
+            for chunk in &chunks.indices() {
+                let subset = array.chunk_subset(&chunk).map_err(|e| self.backend(&e))?;
+                let start: Vec<u64> = subset
+                    .start()
+                    .iter()
+                    .zip(&shift)
+                    .map(|(&c, &s)| c.checked_add(s).ok_or_else(too_large))
+                    .collect::<Result<_, _>>()?;
+                let decoded = cache
+                    .retrieve_chunk_bytes(&chunk, &options)
+                    .map_err(|e| self.backend(&e))?;
+                let ArrayBytes::Fixed(bytes) = decoded.as_ref() else {
+                    return Err(self.backend(&"a decoded chunk of variable-length elements"));
+                };
+                super::zarr_assemble::copy_chunk_overlap(
+                    &mut out,
+                    &shifted,
+                    &start,
+                    subset.shape(),
+                    bytes,
+                    &end,
+                )
+                .map_err(|e| self.backend(&e))?;
+            }
+        }
+        ArrayD::from_shape_vec(shape, out).map_err(|e| self.backend(&e))
     }
 
     /// Creates the array `dataset` in the zarr store at `path` (created if missing), with the
@@ -711,6 +798,12 @@ impl ZarrArray {
         pad: Pad<T>,
     ) -> Result<RoiArray<T>, StoreError> {
         self.check_type::<T>()?;
+        if let (Some(cache), Pad::Constant(fill)) = (&self.inner.cache, pad) {
+            // Straight into the padded block, without a read of the inside and a copy.
+            let wanted = self.inner.meta.voxel_ranges(&self.inner.name, roi, true)?;
+            let data = self.retrieve_cached(cache, &wanted, fill)?;
+            return self.inner.meta.roi_array(roi, data);
+        }
         self.inner
             .meta
             .read_padded(&self.inner.name, roi, pad, |inside| {
