@@ -151,24 +151,19 @@ impl Waiting {
             if self.window.counts.is_empty() {
                 // `cap` is at most `WINDOW_MAX`.
                 self.window.counts = vec![0; self.window.cap as usize];
-                self.window.base = key.saturating_add(1).saturating_sub(self.window.cap);
             }
-            if key >= self.window.base {
-                if key - self.window.base >= self.window.cap {
-                    self.advance(key.saturating_add(1) - self.window.cap);
-                }
-                if let Some(slot) = self.window.slot(key) {
-                    self.window.counts[slot] = small;
-                    self.window.live += 1;
-                    return;
-                }
-            } else if self.window.live == 0 {
-                self.window.base = key.saturating_add(1).saturating_sub(self.window.cap);
-                if let Some(slot) = self.window.slot(key) {
-                    self.window.counts[slot] = small;
-                    self.window.live += 1;
-                    return;
-                }
+            // The window ending at `key`: where an empty window moves, and where a key above
+            // the window moves it.
+            let ending_here = key.saturating_add(1).saturating_sub(self.window.cap);
+            if self.window.live == 0 && self.window.slot(key).is_none() {
+                self.window.base = ending_here;
+            } else if key >= self.window.base && key - self.window.base >= self.window.cap {
+                self.advance(ending_here);
+            }
+            if let Some(slot) = self.window.slot(key) {
+                self.window.counts[slot] = small;
+                self.window.live += 1;
+                return;
             }
         }
         self.insert_table(key, count);
